@@ -1,0 +1,556 @@
+//! The whole command-line surface, in one place (clap derive types only).
+//!
+//! Each subcommand's arguments are a plain struct; the code that runs it lives
+//! in `commands/<name>.rs` and receives the struct plus the resolved
+//! [`crate::settings::Settings`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// strata: build, store, move and analyse container images, without a daemon.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Store directory [default: $XDG_DATA_HOME/strata, or /var/lib/strata as root]
+    #[arg(long, global = true, env = "STRATA_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// Print less (errors and final results only)
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Print more (repeat for debug logs)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse a Dockerfile and print its syntax tree
+    Parse(ParseArgs),
+    /// Inspect the build context
+    #[command(subcommand)]
+    Context(ContextCommand),
+    /// Build an image from a Dockerfile
+    Build(Box<BuildArgs>),
+    /// Run a command in a new container from an image
+    Run(RunArgs),
+    /// List images in the store
+    Images(ImagesArgs),
+    /// Show an image's config, manifest and layers as JSON
+    Inspect(InspectArgs),
+    /// Show the history of an image, one row per instruction
+    History(HistoryArgs),
+    /// Create a one-layer image from a root filesystem tarball
+    Import(ImportArgs),
+    /// Save images to a docker-archive or OCI layout
+    Save(SaveArgs),
+    /// Load images from a docker-archive or OCI layout
+    Load(LoadArgs),
+    /// Give an image another name
+    Tag(TagArgs),
+    /// Remove image names (and the image when no name is left)
+    Rmi(RmiArgs),
+    /// Remove unreferenced blobs, snapshots and cache entries
+    Prune(PruneArgs),
+    /// Check the store
+    #[command(subcommand)]
+    Store(StoreCommand),
+    /// Push an image to a registry
+    Push(PushArgs),
+    /// Pull an image from a registry
+    Pull(PullArgs),
+    /// Store credentials for a registry
+    Login(LoginArgs),
+    /// Remove stored credentials for a registry
+    Logout(LogoutArgs),
+    /// Serve the store as an OCI registry
+    Serve(ServeArgs),
+    /// Check a Dockerfile for what makes images big and rebuilds slow
+    Lint(LintArgs),
+    /// Show where the bytes of an image go, and what to do about it
+    Analyze(AnalyzeArgs),
+    /// Compare two images layer by layer
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ParseArgs {
+    /// Dockerfile to read ("-" for standard input)
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        default_value = "Dockerfile"
+    )]
+    pub file: PathBuf,
+    /// Print BuildKit's Node.Dump() format, one node a line
+    #[arg(long)]
+    pub dump: bool,
+    /// Print the syntax tree (with spans) as JSON
+    #[arg(long, conflicts_with = "dump")]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContextCommand {
+    /// List the files the builder receives, one path a line, sorted
+    Ls(ContextLsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ContextLsArgs {
+    /// Context directory
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Dockerfile (selects NAME.Dockerfile.dockerignore when present)
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Also print type, mode, size and sha256 of each entry
+    #[arg(short, long)]
+    pub long: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Progress {
+    Auto,
+    Plain,
+    Tty,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetworkMode {
+    Host,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Timestamps {
+    /// Every mtime and creation time is SOURCE_DATE_EPOCH (or 0)
+    Epoch,
+    /// Keep file modification times from the context
+    Preserve,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Isolation {
+    /// Pick the OCI runtime when one is installed, else built-in
+    Auto,
+    /// runc or crun with a generated config.json
+    Oci,
+    /// strata's own namespace sandbox
+    Builtin,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Build context directory
+    pub context: PathBuf,
+    /// Name (and tag) of the image; may be repeated
+    #[arg(short = 't', long = "tag", value_name = "REF")]
+    pub tags: Vec<String>,
+    /// Dockerfile [default: CONTEXT/Dockerfile]
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Set a build-time variable (K=V, or K to take it from the environment)
+    #[arg(long = "build-arg", value_name = "K=V")]
+    pub build_args: Vec<String>,
+    /// Build only up to this stage
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Do not use the cache
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Do not use the cache for these stages
+    #[arg(long = "no-cache-filter", value_name = "STAGE")]
+    pub no_cache_filter: Vec<String>,
+    /// Where to write the result: type=oci,dest=DIR | type=docker,dest=FILE | type=registry
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    pub outputs: Vec<String>,
+    /// Push the tagged image(s) after the build
+    #[arg(long)]
+    pub push: bool,
+    /// How to show progress
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: Progress,
+    /// Write the image ID (config digest) to this file
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Explain, for every step, why it was cached or rebuilt
+    #[arg(long)]
+    pub explain: bool,
+    /// Network for RUN instructions
+    #[arg(long, value_enum, default_value = "host")]
+    pub network: NetworkMode,
+    /// A secret for RUN --mount=type=secret (id=ID,src=FILE or id=ID,env=VAR)
+    #[arg(long = "secret", value_name = "SPEC")]
+    pub secrets: Vec<String>,
+    /// Import build cache (type=registry,ref=REF | type=local,src=DIR)
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
+    /// Export build cache (type=registry,ref=REF | type=local,dest=DIR)
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
+    /// File timestamps in layers
+    #[arg(long, value_enum, default_value = "epoch")]
+    pub timestamps: Timestamps,
+    /// Set the target platform recorded in the image (os/arch[/variant])
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Executor for RUN instructions
+    #[arg(long, value_enum, default_value = "auto")]
+    pub isolation: Isolation,
+    /// Allow plain HTTP to this registry (for --push and registry caches)
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Image to run
+    pub image: String,
+    /// Command and arguments (replace the image's CMD)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+    /// Remove the container's writable layer when it exits
+    #[arg(long)]
+    pub rm: bool,
+    /// Set an environment variable (K=V, or K to take it from the environment)
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Override the image's ENTRYPOINT
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// User (name|uid[:group|gid])
+    #[arg(short = 'u', long = "user")]
+    pub user: Option<String>,
+    /// Bind mount a host path (HOST:CTR[:ro])
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CTR")]
+    pub volumes: Vec<String>,
+    /// Network
+    #[arg(long, value_enum, default_value = "host")]
+    pub network: NetworkMode,
+    /// Executor
+    #[arg(long, value_enum, default_value = "auto")]
+    pub isolation: Isolation,
+    /// Container hostname
+    #[arg(long)]
+    pub hostname: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ListFormat,
+    /// Show only image IDs
+    #[arg(short = 'q', long = "ids")]
+    pub ids_only: bool,
+    /// Do not truncate IDs
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Images to inspect
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// Output format (json only; accepted for docker compatibility)
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: ListFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Image
+    pub image: String,
+    /// Do not truncate output
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ListFormat,
+    /// Print sizes in bytes
+    #[arg(short = 'H', long = "human", default_value_t = true, action = clap::ArgAction::Set)]
+    pub human: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Root filesystem tarball (plain, gzip or zstd; "-" for standard input)
+    pub tarball: PathBuf,
+    /// Name for the new image
+    pub reference: String,
+    /// Apply a Dockerfile instruction to the config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME, WORKDIR, STOPSIGNAL)
+    #[arg(short = 'c', long = "change", value_name = "INSTRUCTION")]
+    pub changes: Vec<String>,
+    /// Commit message recorded in the history
+    #[arg(short = 'm', long)]
+    pub message: Option<String>,
+    /// Platform of the root filesystem (os/arch[/variant]) [default: the host's]
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArchiveFormat {
+    /// docker-archive (what `docker save` writes; `docker load` reads it)
+    Docker,
+    /// OCI image layout (a directory, or a tar when -o ends in .tar)
+    Oci,
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Images to save
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// Output file (or directory for an OCI layout)
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+    /// Archive format
+    #[arg(long, value_enum, default_value = "docker")]
+    pub format: ArchiveFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Archive to read: docker-archive tar, OCI layout tar or directory ("-" for standard input)
+    #[arg(short = 'i', long = "input", value_name = "FILE")]
+    pub input: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// Existing image
+    pub source: String,
+    /// New name
+    pub target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    /// Images to remove
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// Remove the image even when several names point at it
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Also remove the build cache and untagged images
+    #[arg(short, long)]
+    pub all: bool,
+    /// Show what would be removed without removing it
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Re-hash every blob and check every reference
+    Verify(StoreVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StoreVerifyArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ListFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct RegistryOptions {
+    /// Allow plain HTTP (and unverified TLS) to this registry
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Image in the store
+    pub image: String,
+    /// Destination reference [default: the image's name]
+    pub destination: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryOptions,
+    /// Blobs transferred at once
+    #[arg(long, default_value_t = 4)]
+    pub jobs: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Reference (name[:tag] or name@digest)
+    pub reference: String,
+    /// Platform to choose from an index (os/arch[/variant]) [default: the host's]
+    #[arg(long)]
+    pub platform: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryOptions,
+    /// Blobs transferred at once
+    #[arg(long, default_value_t = 4)]
+    pub jobs: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Registry host (e.g. localhost:5000)
+    pub registry: String,
+    /// Username
+    #[arg(short, long)]
+    pub username: Option<String>,
+    /// Read the password from standard input
+    #[arg(long)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub options: RegistryOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// Registry host
+    pub registry: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1:5000")]
+    pub addr: String,
+    /// htpasswd file (bcrypt) for Basic auth
+    #[arg(long)]
+    pub htpasswd: Option<PathBuf>,
+    /// Refuse every write
+    #[arg(long)]
+    pub read_only: bool,
+    /// With --htpasswd: let anonymous clients pull
+    #[arg(long)]
+    pub anonymous_pull: bool,
+    /// TLS certificate (PEM)
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM)
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LintFormat {
+    Text,
+    Json,
+    Sarif,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+    /// Never fail
+    None,
+}
+
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    /// Dockerfile(s) to check
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Build context (for .dockerignore and lock-file checks) [default: the Dockerfile's directory]
+    #[arg(long)]
+    pub context: Option<PathBuf>,
+    /// Output format
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: LintFormat,
+    /// Exit 1 when a finding is at least this severe
+    #[arg(long, value_enum, default_value = "warning")]
+    pub failure_threshold: Severity,
+    /// Apply the safe fixes and print the diff
+    #[arg(long)]
+    pub fix: bool,
+    /// Config file [default: .strata-lint.toml beside the Dockerfile, if any]
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Set a build-time variable for ARG resolution
+    #[arg(long = "build-arg", value_name = "K=V")]
+    pub build_args: Vec<String>,
+    /// Rule ids (or aliases) to ignore
+    #[arg(long = "ignore", value_name = "ID")]
+    pub ignore: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AnalyzeFormat {
+    Text,
+    Json,
+    Html,
+}
+
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// Image: store ref, oci:DIR, docker-archive:FILE or registry ref
+    pub image: String,
+    /// Output format
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: AnalyzeFormat,
+    /// Write the report here (default: standard output; HTML defaults to IMAGE-analysis.html)
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<PathBuf>,
+    /// Exit 1 when a threshold is crossed
+    #[arg(long)]
+    pub ci: bool,
+    /// --ci: lowest efficiency accepted (0..1)
+    #[arg(long, default_value_t = 0.9)]
+    pub lowest_efficiency: f64,
+    /// --ci: most wasted bytes accepted (e.g. 20MB)
+    #[arg(long, default_value = "20MB")]
+    pub highest_wasted_bytes: String,
+    /// --ci: most wasted share of the image accepted (0..1)
+    #[arg(long, default_value_t = 0.1)]
+    pub highest_user_wasted_percent: f64,
+    /// Dockerfile used to build the image, for attribution
+    #[arg(short = 'f', long = "file")]
+    pub dockerfile: Option<PathBuf>,
+    /// How many wasted paths to list
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    #[command(flatten)]
+    pub registry: RegistryOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The image a registry already holds
+    pub from: String,
+    /// The image to compare with it
+    pub to: String,
+    /// Output format
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ListFormat,
+    /// Also list changed files
+    #[arg(long)]
+    pub files: bool,
+}

@@ -1,0 +1,170 @@
+//! Rendering errors for people: `error: ...`, `caused by: ...` lines, a source
+//! snippet with the offending part marked when an error in the chain carries
+//! one (a [`miette::Diagnostic`] with labels), and `hint: ...` lines.
+
+use std::error::Error as StdError;
+use std::fmt::Write as _;
+
+use miette::{Diagnostic, LabeledSpan, SourceCode};
+
+/// Errors from the library crates that carry spans or hints. The CLI knows
+/// every library, so it can look for them in an `anyhow` chain by type.
+fn as_diagnostic<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a dyn Diagnostic> {
+    macro_rules! try_types {
+        ($($t:ty),* $(,)?) => {
+            $(if let Some(d) = err.downcast_ref::<$t>() { return Some(d); })*
+        };
+    }
+    try_types!(Hinted);
+    None
+}
+
+/// An error with a hint for the user, for the CLI's own errors:
+/// `Err(hinted("no Dockerfile in .", "pass -f FILE"))`.
+#[derive(Debug)]
+pub struct Hinted {
+    message: String,
+    hint: String,
+}
+
+impl std::fmt::Display for Hinted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+impl StdError for Hinted {}
+impl Diagnostic for Hinted {
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        Some(Box::new(&self.hint))
+    }
+}
+
+/// An [`anyhow::Error`] carrying a hint.
+pub fn hinted(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Hinted {
+        message: message.into(),
+        hint: hint.into(),
+    })
+}
+
+/// The whole report for `err`, as printed on standard error.
+pub fn error_report(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut hints = Vec::new();
+    let mut snippet_done = false;
+    for (i, cause) in err.chain().enumerate() {
+        let text = cause.to_string();
+        if i == 0 {
+            let _ = writeln!(out, "error: {text}");
+        } else {
+            let _ = writeln!(out, "  caused by: {text}");
+        }
+        if let Some(diag) = as_diagnostic(cause) {
+            if !snippet_done {
+                if let (Some(src), Some(labels)) = (diag.source_code(), diag.labels()) {
+                    for label in labels {
+                        out.push_str(&snippet(src, &label));
+                        snippet_done = true;
+                    }
+                }
+            }
+            if let Some(help) = diag.help() {
+                hints.push(help.to_string());
+            }
+        }
+    }
+    for hint in hints {
+        let _ = writeln!(out, "hint: {hint}");
+    }
+    out
+}
+
+/// A rustc-style snippet: `--> name:line:col`, the line, and carets under the span.
+fn snippet(src: &dyn SourceCode, label: &LabeledSpan) -> String {
+    let Ok(contents) = src.read_span(label.inner(), 0, 0) else {
+        return String::new();
+    };
+    let text = String::from_utf8_lossy(contents.data());
+    // `contents` starts at the beginning of the first line of the span.
+    let line_no = contents.line() + 1;
+    let start_in_text = label.offset().saturating_sub(contents.span().offset());
+    let first_line = text.lines().next().unwrap_or("");
+    let col_chars = text
+        .get(..start_in_text.min(text.len()))
+        .map(|s| s.rsplit('\n').next().unwrap_or("").chars().count())
+        .unwrap_or(0);
+    let span_chars = text
+        .get(start_in_text.min(text.len())..)
+        .map(|s| {
+            s.chars()
+                .take_while(|c| *c != '\n')
+                .take(label.len().max(1))
+                .count()
+        })
+        .unwrap_or(1)
+        .max(1);
+    let name = contents.name().unwrap_or("<input>");
+    let gutter = line_no.to_string().len();
+    let pad = " ".repeat(gutter);
+    let mut out = String::new();
+    let _ = writeln!(out, "{pad}--> {name}:{line_no}:{}", col_chars + 1);
+    let _ = writeln!(out, "{pad} |");
+    let _ = writeln!(out, "{line_no} | {}", first_line.replace('\t', " "));
+    let _ = write!(
+        out,
+        "{pad} | {}{}",
+        " ".repeat(col_chars),
+        "^".repeat(span_chars)
+    );
+    match label.label() {
+        Some(l) => {
+            let _ = writeln!(out, " {l}");
+        }
+        None => out.push('\n'),
+    }
+    out
+}
+
+/// Bytes for people: 1.5 kB, 33.8 MB (decimal units, as docker prints them).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else if v < 10.0 {
+        format!("{v:.2} {}", UNITS[unit])
+    } else if v < 100.0 {
+        format!("{v:.1} {}", UNITS[unit])
+    } else {
+        format!("{v:.0} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_and_hint() {
+        let err = hinted("no Dockerfile found", "pass -f FILE").context("cannot build");
+        let report = error_report(&err);
+        assert_eq!(
+            report,
+            "error: cannot build\n  caused by: no Dockerfile found\nhint: pass -f FILE\n"
+        );
+    }
+
+    #[test]
+    fn bytes() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_840), "1.84 kB");
+        assert_eq!(human_bytes(176_000), "176 kB");
+        assert_eq!(human_bytes(33_800_000), "33.8 MB");
+    }
+}

@@ -1,0 +1,50 @@
+//! Settings resolved once from the command line and the environment, before
+//! any command runs (the `lowargs` -> `hiargs` split).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use crate::cli::GlobalArgs;
+
+/// What every command may need, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The store directory.
+    pub root: PathBuf,
+    /// Print only errors and final results.
+    pub quiet: bool,
+    /// 0 = normal, 1 = verbose, 2+ = debug.
+    pub verbosity: u8,
+    /// Standard error is a terminal (live progress is allowed).
+    pub stderr_tty: bool,
+    /// Standard output is a terminal.
+    pub stdout_tty: bool,
+}
+
+impl Settings {
+    pub fn resolve(global: &GlobalArgs) -> Settings {
+        Settings {
+            root: global.root.clone().unwrap_or_else(default_root),
+            quiet: global.quiet,
+            verbosity: global.verbose,
+            stderr_tty: std::io::stderr().is_terminal(),
+            stdout_tty: std::io::stdout().is_terminal(),
+        }
+    }
+}
+
+/// `/var/lib/strata` as root, else `$XDG_DATA_HOME/strata`
+/// (`~/.local/share/strata` when XDG_DATA_HOME is unset).
+pub fn default_root() -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/strata");
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("strata");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/strata"),
+        None => PathBuf::from(".strata"),
+    }
+}
