@@ -1,0 +1,1 @@
+//! OCI image layout and docker-archive export and import.
