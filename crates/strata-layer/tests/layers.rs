@@ -1,5 +1,5 @@
 //! Writer determinism, writer/applier round trips, whiteouts and store integration.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::type_complexity)]
 
 mod common;
 
