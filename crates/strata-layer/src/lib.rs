@@ -43,11 +43,15 @@
 #![deny(missing_docs)]
 
 mod apply;
+mod diff;
 mod error;
+mod snapshot;
 mod writer;
 
 pub use apply::{apply_layer, decompress, ApplyMode, ApplyStats};
+pub use diff::{diff_dirs, upper_to_entries};
 pub use error::{Error, Result};
+pub use snapshot::{Mount, Snapshotter};
 pub use writer::{
     scan_dir, write_layer, write_layer_to_store, Entry, EntryKind, FileSource, LayerInfo,
     LayerOptions, LayerSource, Timestamps,
