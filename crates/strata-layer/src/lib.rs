@@ -53,6 +53,6 @@ pub use diff::{diff_dirs, upper_to_entries};
 pub use error::{Error, Result};
 pub use snapshot::{Mount, Snapshotter};
 pub use writer::{
-    scan_dir, write_layer, write_layer_to_store, Entry, EntryKind, FileSource, LayerInfo,
-    LayerOptions, LayerSource, Timestamps,
+    import_tar, import_tar_to_store, scan_dir, write_layer, write_layer_to_store, Entry, EntryKind,
+    FileSource, LayerInfo, LayerOptions, LayerSource, Timestamps,
 };

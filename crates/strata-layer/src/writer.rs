@@ -407,6 +407,11 @@ impl<W: Write> TarSink<W> {
     pub(crate) fn finish(mut self) -> io::Result<(LayerInfo, W)> {
         // End of archive: two zero blocks.
         self.out.write_all(&[0u8; 1024])?;
+        self.finish_raw()
+    }
+
+    /// Finish without adding end-of-archive blocks (for passed-through tars).
+    pub(crate) fn finish_raw(self) -> io::Result<(LayerInfo, W)> {
         let (comp, diff_id, uncompressed_size) = self.out.finish();
         let inner = comp.finish()?;
         let (mut w, digest, size) = inner.finish();
@@ -682,6 +687,104 @@ pub fn write_layer<W: Write>(
     })
 }
 
+/// Pass a tar stream (plain, gzip or zstd) through as a layer: the
+/// uncompressed bytes are kept as they are (so the diffID is the sha256 of
+/// the input tar) and recompressed with the fixed settings of `opts`, so the
+/// same input always gives the same digest. Every entry is checked on the
+/// way: a name that is absolute or climbs with `..` refuses the tarball.
+pub fn import_tar<R: Read, W: Write>(
+    reader: R,
+    opts: &LayerOptions,
+    out: W,
+) -> Result<(LayerInfo, W)> {
+    struct Tee<'a, R: Read, W: Write> {
+        inner: R,
+        sink: &'a mut TarSink<W>,
+    }
+    impl<R: Read, W: Write> Read for Tee<'_, R, W> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.sink.write_all(&buf[..n])?;
+            Ok(n)
+        }
+    }
+    let rd = |source| Error::Read {
+        entry: None,
+        source,
+    };
+    let (_, plain) = crate::decompress(reader).map_err(rd)?;
+    let mut sink = TarSink::new(out, opts.compression, opts.level).map_err(rd)?;
+    {
+        let mut tee = Tee {
+            inner: plain,
+            sink: &mut sink,
+        };
+        {
+            let mut ar = tar::Archive::new(&mut tee);
+            let mut last: Option<String> = None;
+            for e in ar.entries().map_err(rd)? {
+                let mut e = e.map_err(|source| Error::Read {
+                    entry: last.clone(),
+                    source,
+                })?;
+                let raw = e.path_bytes().into_owned();
+                let name = String::from_utf8_lossy(&raw).into_owned();
+                crate::apply::clean_path(&raw, &name)?;
+                if e.header().entry_type() == tar::EntryType::Link {
+                    if let Some(t) = e.link_name_bytes() {
+                        crate::apply::clean_path(&t, &name)?;
+                    }
+                }
+                io::copy(&mut e, &mut io::sink()).map_err(|source| Error::Read {
+                    entry: Some(name.clone()),
+                    source,
+                })?;
+                last = Some(name);
+            }
+        }
+        io::copy(&mut tee, &mut io::sink()).map_err(rd)?;
+    }
+    sink.finish_raw().map_err(rd)
+}
+
+/// [`import_tar`] straight into the content store.
+pub fn import_tar_to_store(
+    store: &Store,
+    reader: impl Read,
+    opts: &LayerOptions,
+) -> Result<LayerInfo> {
+    let key = format!(
+        "import-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    let mut writer = store.writer(&key, None)?;
+    let res = import_tar(
+        reader,
+        opts,
+        io::BufWriter::with_capacity(256 * 1024, &mut writer),
+    )
+    .and_then(|(info, buf)| {
+        buf.into_inner().map(|_| info).map_err(|e| Error::Read {
+            entry: None,
+            source: e.into_error(),
+        })
+    });
+    match res {
+        Ok(info) => {
+            writer.commit(Some(info.size), Some(&info.digest))?;
+            Ok(info)
+        }
+        Err(e) => {
+            let _ = writer.abort();
+            Err(e)
+        }
+    }
+}
+
 /// [`write_layer`] straight into the content store: one streaming pass,
 /// committed with the computed size and digest.
 pub fn write_layer_to_store(
@@ -697,18 +800,28 @@ pub fn write_layer_to_store(
             .map(|d| d.as_nanos())
             .unwrap_or(0)
     );
-    let writer = store.writer(&key, None)?;
-    let (info, writer) = write_layer(
+    let mut writer = store.writer(&key, None)?;
+    let res = write_layer(
         source,
         opts,
-        io::BufWriter::with_capacity(256 * 1024, writer),
-    )?;
-    let writer = writer.into_inner().map_err(|e| Error::Read {
-        entry: None,
-        source: e.into_error(),
-    })?;
-    writer.commit(Some(info.size), Some(&info.digest))?;
-    Ok(info)
+        io::BufWriter::with_capacity(256 * 1024, &mut writer),
+    )
+    .and_then(|(info, buf)| {
+        buf.into_inner().map(|_| info).map_err(|e| Error::Read {
+            entry: None,
+            source: e.into_error(),
+        })
+    });
+    match res {
+        Ok(info) => {
+            writer.commit(Some(info.size), Some(&info.digest))?;
+            Ok(info)
+        }
+        Err(e) => {
+            let _ = writer.abort();
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]
