@@ -2,16 +2,90 @@
 //! and OCI layout / docker-archive import and export.
 //!
 //! ```
-//! use strata_oci::{Descriptor, Digest, media_type};
+//! use strata_oci::{media_type, Descriptor, Digest, Reference, Store};
 //!
-//! let config = br#"{"architecture":"amd64","os":"linux"}"#;
-//! let desc = Descriptor::new(media_type::OCI_CONFIG, Digest::sha256(config), config.len() as u64);
-//! assert!(desc.digest.to_string().starts_with("sha256:"));
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = Store::open(dir.path()).unwrap();
+//!
+//! // Blobs stream in through a writer and are verified on commit.
+//! let mut w = store.writer("my-upload", None).unwrap();
+//! std::io::Write::write_all(&mut w, b"hello").unwrap();
+//! let digest = w.commit(Some(5), Some(&Digest::sha256(b"hello"))).unwrap();
+//! assert_eq!(store.read_blob(&digest).unwrap(), b"hello");
+//!
+//! // References are normalised as docker does.
+//! let r: Reference = "busybox".parse().unwrap();
+//! assert_eq!(r.to_string(), "docker.io/library/busybox:latest");
+//! # let _ = (Descriptor::new(media_type::OCI_CONFIG, digest, 5),);
 //! ```
+//!
+//! # Public API for other crates
+//!
+//! - [`Store::open`]`(root)`; blobs: [`Store::writer`]`(ref_key, expected)`
+//!   -> [`Writer`] (`Write`; [`Writer::offset`] for resumed ingests;
+//!   [`Writer::commit`]`(size, digest)`), [`Store::put_reader`],
+//!   [`Store::put_blob`], [`Store::put_json`]`(media_type, bytes)`,
+//!   [`Store::open_blob`] (a `File`: `Read + Seek`, `FileExt::read_at` for
+//!   ranges), [`Store::read_blob`], [`Store::has`], [`Store::blob_size`].
+//! - Tags: [`Store::tag`], [`Store::untag`], [`Store::resolve`],
+//!   [`Store::list_tags`], [`Store::keep_untagged`].
+//! - Images: [`Store::image`]`(descriptor, platform)` and
+//!   [`Store::find_image`]`("busybox" | "sha256:..." | id prefix)` -> [`Image`]
+//!   (manifest, config, layers with diffIDs, and the raw bytes of both
+//!   documents), [`Store::images`].
+//! - Leases and roots: [`Store::lease`] -> [`Lease`] (drop to release);
+//!   [`Store::set_root`]`(namespace, name, RootSet)` for persistent roots such
+//!   as the build cache ([`CACHE_NAMESPACE`]).
+//! - [`Store::verify`] -> [`VerifyReport`]; [`Store::gc`]`(GcOptions)` -> [`GcReport`].
+//! - Archives: [`save_docker_archive`], [`save_oci_layout`], [`load_archive`].
+//!
+//! # On-disk layout
+//!
+//! ```text
+//! <root>/
+//!   blobs/sha256/<hex>      content, named by its digest (sha512/ accepted)
+//!   ingest/<sha256(ref)>/   a blob being written: data, ref, lock (flock)
+//!   refs.json               tags: full reference -> manifest/index descriptor,
+//!                           and untagged images; replaced atomically
+//!   refs.lock               flock held while refs.json is rewritten
+//!   gc.lock                 shared by writers (commit, tag, lease), exclusive for gc
+//!   leases/<id>.lock|.json  a live process's lease (the .lock is flocked by it)
+//!   roots/<ns>/<name>.json  persistent roots (the build cache is roots/cache/)
+//!   snapshots/<diffID hex>/ a layer extracted with overlay whiteouts (strata-layer)
+//!   snapshots/.tmp-<pid>-*  extractions in progress (removed when <pid> is dead)
+//! ```
+//!
+//! Crash safety: a blob appears under `blobs/` only by `rename` after its
+//! content was fsynced and its digest verified, so a killed process never
+//! leaves a blob whose content does not match its name. Writers store blobs
+//! before the manifests that reference them, and manifests before the tags,
+//! and `refs.json` is replaced atomically, so no tag ever points at missing
+//! content. Concurrent processes coordinate with `flock`: ingests by ref key,
+//! the tag database, and garbage collection against writers and leases.
 #![deny(missing_docs)]
 
+mod archive;
+mod change;
 mod descriptor;
 mod digest;
+mod error;
+mod image;
+mod reference;
+mod store;
+mod time;
 
+pub use archive::{load_archive, save_docker_archive, save_oci_layout, LoadedImage, SaveItem};
+pub use change::apply_change;
 pub use descriptor::{media_type, Compression, Descriptor, Platform, PlatformError};
 pub use digest::{Algorithm, Digest, DigestError, Hasher, HashingReader, HashingWriter};
+pub use error::{Error, Result};
+pub use image::{
+    sniff_media_type, ContainerConfig, Extra, Healthcheck, History, ImageConfig, Index, Manifest,
+    RootFs,
+};
+pub use reference::{Reference, ReferenceError, DEFAULT_DOMAIN};
+pub use store::{
+    remove_tree, GcOptions, GcReport, Image, ImageSummary, Layer, Lease, Problem, RootSet, Store,
+    TagEntry, VerifyReport, Writer, CACHE_NAMESPACE, MAX_DOCUMENT_SIZE,
+};
+pub use time::{format_rfc3339, parse_rfc3339};
