@@ -103,8 +103,12 @@ fn init(setup: &SetupPlan, process: &ProcessPlan, stdio: &ChildStdio, err_fd: i3
         libc::sigprocmask(libc::SIG_SETMASK, &all, &mut old);
         (all, old)
     };
-    // SAFETY: fork in a single-threaded process (we are the clone child).
-    let child = unsafe { libc::fork() };
+    // A raw fork-like clone, not glibc's fork(): that one runs atfork
+    // handlers and takes malloc's locks, which another thread of the caller
+    // may have held at the moment of our own clone (they would never be
+    // released in this copy).
+    // SAFETY: fork semantics (no CLONE_VM); the child only makes system calls.
+    let child = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) } as libc::pid_t;
     if child < 0 {
         // SAFETY: reading errno, then leaving.
         unsafe {

@@ -60,8 +60,22 @@ pub const READONLY_PATHS: &[&str] = &[
 pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 /// RLIMIT_NOFILE (soft, hard): low soft limit for old programs that loop
-/// over every fd, generous hard limit (systemd's and containerd's choice).
+/// over every fd, generous hard limit (systemd's choice).
 pub const NOFILE_LIMIT: (u64, u64) = (1024, 524288);
+
+/// [`NOFILE_LIMIT`] capped by the caller's own hard limit (raising it needs
+/// CAP_SYS_RESOURCE, which strata may not have).
+pub(crate) fn nofile_limit() -> (u64, u64) {
+    // SAFETY: zeroed rlimit is valid output storage.
+    let mut cur: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer.
+    let hard = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) } == 0 {
+        NOFILE_LIMIT.1.min(cur.rlim_max)
+    } else {
+        NOFILE_LIMIT.1
+    };
+    (NOFILE_LIMIT.0.min(hard), hard)
+}
 
 #[cfg(test)]
 mod tests {

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{json, Value};
 
-use crate::defaults::{DEFAULT_CAPS, MASKED_PATHS, NOFILE_LIMIT, READONLY_PATHS};
+use crate::defaults::{nofile_limit, DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS};
 use crate::error::SandboxError;
 use crate::etc::write_etc_files;
 use crate::interrupt::{wait_pid, InterruptGuard};
@@ -109,6 +109,7 @@ fn opts(list: &[&str]) -> Value {
 /// The runtime-spec config.json for `spec`, with `root_path` as the root
 /// directory and the generated /etc files.
 pub(crate) fn config_json(spec: &RunSpec, root_path: &Path, etc_files: &[(&'static str, PathBuf)]) -> Value {
+    let nofile = nofile_limit();
     let caps: Vec<&str> = DEFAULT_CAPS.iter().map(|(n, _)| *n).collect();
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": opts(&["nosuid", "noexec", "nodev"])}),
@@ -167,7 +168,7 @@ pub(crate) fn config_json(spec: &RunSpec, root_path: &Path, etc_files: &[(&'stat
                 "inheritable": [],
                 "ambient": [],
             },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "soft": NOFILE_LIMIT.0, "hard": NOFILE_LIMIT.1}],
+            "rlimits": [{"type": "RLIMIT_NOFILE", "soft": nofile.0, "hard": nofile.1}],
             "noNewPrivileges": true,
         },
         "root": {"path": root_path, "readonly": spec.readonly_rootfs},

@@ -6,7 +6,7 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use crate::defaults::{DEFAULT_CAP_MASK, DEVICES, MASKED_PATHS, NOFILE_LIMIT, READONLY_PATHS};
+use crate::defaults::{nofile_limit, DEFAULT_CAP_MASK, DEVICES, MASKED_PATHS, READONLY_PATHS};
 use crate::error::SandboxError;
 use crate::spec::{MountKind, RootFs, RunSpec};
 use crate::sys::{ensure, Errno, Fd, InRoot, Leaf, Loc, Syscalls};
@@ -449,6 +449,7 @@ pub(crate) struct ProcessPlan {
     pub gid: u32,
     pub groups: Vec<libc::gid_t>,
     pub caps: u64,
+    pub nofile: (u64, u64),
     pub program: String,
     /// Candidate paths for `args[0]` (PATH lookup done inside the container).
     pub candidates: Vec<CString>,
@@ -489,6 +490,7 @@ impl ProcessPlan {
             gid: spec.user.gid,
             groups: spec.user.additional_gids.clone(),
             caps: DEFAULT_CAP_MASK,
+            nofile: nofile_limit(),
             program,
             candidates,
             _argv: argv,
@@ -500,7 +502,7 @@ impl ProcessPlan {
 
     /// Drops privileges and executes; returns only on failure.
     pub(crate) fn exec(&self, sys: &mut impl Syscalls) -> (u32, Errno) {
-        if let Err(e) = sys.set_rlimit(libc::RLIMIT_NOFILE, NOFILE_LIMIT.0, NOFILE_LIMIT.1) {
+        if let Err(e) = sys.set_rlimit(libc::RLIMIT_NOFILE, self.nofile.0, self.nofile.1) {
             return (at::RLIMIT, e);
         }
         // Bounding set first, while we still hold CAP_SETPCAP.
