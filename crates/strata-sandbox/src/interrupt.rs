@@ -1,0 +1,140 @@
+//! Surviving Ctrl-C while a container runs, to forward it and clean up.
+//!
+//! While at least one run is in progress, SIGINT, SIGTERM, SIGHUP and SIGQUIT
+//! are caught by a handler that only counts them (async-signal-safe: one
+//! atomic add); the waiting loops poll the count and forward the signal to
+//! the container (a second one escalates to SIGKILL). When the last run
+//! ends, the previous dispositions are restored. Caught (not ignored)
+//! signals reset to their defaults across exec, so the runtime and the
+//! container start with default dispositions.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+const SIGNALS: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+static COUNT: AtomicU32 = AtomicU32::new(0);
+static LAST: AtomicI32 = AtomicI32::new(0);
+
+struct Installed {
+    users: usize,
+    saved: Vec<(libc::c_int, libc::sigaction)>,
+}
+
+static STATE: Mutex<Installed> = Mutex::new(Installed {
+    users: 0,
+    saved: Vec::new(),
+});
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    LAST.store(sig, Ordering::SeqCst);
+    COUNT.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Catches termination signals while alive.
+pub(crate) struct InterruptGuard {
+    seen: u32,
+    pub received: u32,
+}
+
+impl InterruptGuard {
+    pub(crate) fn install() -> InterruptGuard {
+        let mut st = STATE.lock().unwrap_or_else(|p| p.into_inner());
+        if st.users == 0 {
+            st.saved.clear();
+            for sig in SIGNALS {
+                // SAFETY: zeroed sigaction is valid; we fill handler and mask.
+                let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
+                new.sa_sigaction = on_signal as *const () as usize;
+                new.sa_flags = libc::SA_RESTART;
+                // SAFETY: valid pointers.
+                unsafe { libc::sigemptyset(&mut new.sa_mask) };
+                // SAFETY: zeroed sigaction is valid output storage.
+                let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+                // SAFETY: valid pointers to sigaction structs.
+                if unsafe { libc::sigaction(sig, &new, &mut old) } == 0 {
+                    st.saved.push((sig, old));
+                }
+            }
+        }
+        st.users += 1;
+        InterruptGuard {
+            seen: COUNT.load(Ordering::SeqCst),
+            received: 0,
+        }
+    }
+
+    /// A signal that arrived since the last call, if any.
+    pub(crate) fn take(&mut self) -> Option<libc::c_int> {
+        let now = COUNT.load(Ordering::SeqCst);
+        if now != self.seen {
+            self.seen = now;
+            self.received += 1;
+            Some(LAST.load(Ordering::SeqCst))
+        } else {
+            None
+        }
+    }
+}
+
+impl Drop for InterruptGuard {
+    fn drop(&mut self) {
+        let mut st = STATE.lock().unwrap_or_else(|p| p.into_inner());
+        st.users = st.users.saturating_sub(1);
+        if st.users == 0 {
+            for (sig, old) in st.saved.drain(..) {
+                // SAFETY: restoring a sigaction saved above.
+                unsafe { libc::sigaction(sig, &old, std::ptr::null_mut()) };
+            }
+        }
+    }
+}
+
+/// Waits for process `pid` (our child) to exit, calling `on_signal(sig,
+/// nth)` for every termination signal that reaches us meanwhile. Returns
+/// the raw wait status. Reaps the child.
+pub(crate) fn wait_pid(
+    pid: libc::pid_t,
+    guard: &mut InterruptGuard,
+    mut on_signal: impl FnMut(libc::c_int, u32),
+) -> std::io::Result<i32> {
+    // SAFETY: pidfd_open on our own child.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let pidfd = if fd >= 0 {
+        // SAFETY: just opened, owned.
+        Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    } else {
+        None
+    };
+    loop {
+        match &pidfd {
+            Some(fd) => {
+                let mut pfd = libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut pfd, 1, 100) };
+            }
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+        if let Some(sig) = guard.take() {
+            on_signal(sig, guard.received);
+        }
+        let mut status = 0;
+        // SAFETY: waiting on our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::__WALL) };
+        if r == pid {
+            return Ok(status);
+        }
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                return Err(e);
+            }
+        }
+    }
+}

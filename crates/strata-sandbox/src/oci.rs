@@ -1,0 +1,423 @@
+//! The OCI runtime backend: runc or crun with a generated config.json.
+//!
+//! Root filesystem: for an overlay, the runtime is started in a private
+//! mount namespace of its own (`unshare(CLONE_NEWNS)` between fork and exec)
+//! in which we mount the overlay on the bundle's `rootfs` directory; the
+//! runtime then treats it as a plain directory. This works the same with
+//! runc and crun (an overlay passed as an OCI mount on `/` is not accepted
+//! by runc, and is treated differently by each runtime), and nothing is ever
+//! mounted on the host: when the runtime and the container exit, the
+//! namespace and the overlay mount disappear, even if strata was killed.
+//!
+//! Hosts with hybrid cgroups whose v2 hierarchy has controllers enabled
+//! make crun refuse to start ("cgroups in hybrid mode not supported"); in
+//! that same private namespace we bind /dev/null over
+//! `/sys/fs/cgroup/unified/cgroup.controllers` for crun, so it uses the v1
+//! controllers like runc does. Nothing changes outside that namespace.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{json, Value};
+
+use crate::defaults::{nofile_limit, DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS};
+use crate::error::SandboxError;
+use crate::etc::write_etc_files;
+use crate::interrupt::{wait_pid, InterruptGuard};
+use crate::plan::{cstring, mount_root, root_mount, RootMount};
+use crate::pump::spawn_pump;
+use crate::spec::{ExitStatus, MountKind, Network, RootFs, RunSpec, Stdio, Stream};
+use crate::stubs::StubCleaner;
+use crate::sys::{ensure, InRoot, Leaf, Loc, Real, Syscalls};
+use crate::Executor;
+
+/// An OCI runtime (runc, crun, or any runtime with their command line).
+#[derive(Debug, Clone)]
+pub struct OciExecutor {
+    runtime: PathBuf,
+    name: String,
+    state_dir: PathBuf,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl OciExecutor {
+    /// Uses the runtime binary `runtime`; bundles and the runtime's state live
+    /// under `state_dir`.
+    pub fn new(runtime: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> OciExecutor {
+        let runtime = runtime.into();
+        let name = runtime
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "runtime".into());
+        OciExecutor {
+            runtime,
+            name,
+            state_dir: state_dir.into(),
+        }
+    }
+
+    /// The first of `names` found on PATH.
+    pub fn find(names: &[&str], state_dir: impl Into<PathBuf>) -> Option<OciExecutor> {
+        let state_dir = state_dir.into();
+        names
+            .iter()
+            .find_map(|n| which(n))
+            .map(|p| OciExecutor::new(p, state_dir))
+    }
+
+    fn runtime_root(&self) -> PathBuf {
+        self.state_dir.join(&self.name)
+    }
+
+    fn is_crun(&self) -> bool {
+        self.name.contains("crun")
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.runtime);
+        c.arg("--root").arg(self.runtime_root());
+        c
+    }
+
+    fn quiet(&self, args: &[&str]) {
+        let _ = self
+            .command()
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn opts(list: &[&str]) -> Value {
+    json!(list)
+}
+
+/// The runtime-spec config.json for `spec`, with `root_path` as the root
+/// directory and the generated /etc files.
+pub(crate) fn config_json(spec: &RunSpec, root_path: &Path, etc_files: &[(&'static str, PathBuf)]) -> Value {
+    let nofile = nofile_limit();
+    let caps: Vec<&str> = DEFAULT_CAPS.iter().map(|(n, _)| *n).collect();
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": opts(&["nosuid", "noexec", "nodev"])}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": opts(&["nosuid", "strictatime", "mode=755", "size=65536k"])}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": opts(&["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"])}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": opts(&["nosuid", "noexec", "nodev", "ro"])}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": opts(&["nosuid", "noexec", "nodev"])}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": opts(&["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"])}),
+    ];
+    for (target, file) in etc_files {
+        mounts.push(json!({"destination": target, "type": "bind", "source": file, "options": opts(&["rbind", "rprivate"])}));
+    }
+    for m in &spec.mounts {
+        mounts.push(match &m.kind {
+            MountKind::Bind { source, readonly } => {
+                let mut o = vec!["rbind", "rprivate"];
+                if *readonly {
+                    o.push("ro");
+                }
+                json!({"destination": m.target, "type": "bind", "source": source, "options": o})
+            }
+            MountKind::Tmpfs { size } => {
+                let mut o = vec!["nosuid".to_string(), "nodev".to_string()];
+                if let Some(s) = size {
+                    o.push(format!("size={s}"));
+                }
+                json!({"destination": m.target, "type": "tmpfs", "source": "tmpfs", "options": o})
+            }
+        });
+    }
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+    ];
+    if spec.network == Network::None {
+        namespaces.push(json!({"type": "network"}));
+    }
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": spec.terminal,
+            "user": {
+                "uid": spec.user.uid,
+                "gid": spec.user.gid,
+                "additionalGids": spec.user.additional_gids,
+            },
+            "args": spec.args,
+            "env": spec.env,
+            "cwd": spec.cwd,
+            "capabilities": {
+                "bounding": caps,
+                "effective": caps,
+                "permitted": caps,
+                "inheritable": [],
+                "ambient": [],
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "soft": nofile.0, "hard": nofile.1}],
+            "noNewPrivileges": true,
+        },
+        "root": {"path": root_path, "readonly": spec.readonly_rootfs},
+        "hostname": spec.hostname,
+        "mounts": mounts,
+        "linux": {
+            "namespaces": namespaces,
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
+        },
+    })
+}
+
+/// What the child does between fork and exec of the runtime (all prepared
+/// here; the closure only makes system calls).
+struct PreExec {
+    root_mount: Option<RootMount>,
+    hide_cgroup_controllers: bool,
+    root: CString,
+    cwd: InRoot,
+}
+
+impl PreExec {
+    fn run(&self) -> std::io::Result<()> {
+        let mut sys = Real;
+        let err = std::io::Error::from_raw_os_error;
+        sys.unshare(libc::CLONE_NEWNS).map_err(err)?;
+        sys.mount(None, Loc::Path(c"/"), None, libc::MS_REC | libc::MS_PRIVATE, None)
+            .map_err(err)?;
+        if self.hide_cgroup_controllers {
+            sys.mount(
+                Some(Loc::Path(c"/dev/null")),
+                Loc::Path(c"/sys/fs/cgroup/unified/cgroup.controllers"),
+                None,
+                libc::MS_BIND,
+                None,
+            )
+            .map_err(err)?;
+        }
+        if let Some(rm) = &self.root_mount {
+            mount_root(&mut sys, rm).map_err(err)?;
+        }
+        // docker creates a missing working directory
+        let root = sys.open_dir(&self.root).map_err(err)?;
+        let r = ensure(&mut sys, root, &self.cwd, Leaf::Dir);
+        sys.close(root);
+        r.map_err(err)
+    }
+}
+
+fn hybrid_cgroup_controllers() -> bool {
+    std::fs::read("/sys/fs/cgroup/unified/cgroup.controllers").is_ok_and(|b| !b.trim_ascii().is_empty())
+}
+
+/// The runtime's own error (from its JSON log), if it logged one.
+fn runtime_error(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("level").and_then(Value::as_str) == Some("error"))
+        .filter_map(|v| v.get("msg").and_then(Value::as_str).map(str::to_string))
+        .last()
+}
+
+/// Maps a runtime's exec failure message to an errno, as docker does.
+fn exec_errno(msg: &str) -> Option<i32> {
+    let m = msg.to_ascii_lowercase();
+    if m.contains("not found in $path") || (m.contains("exec") && m.contains("no such file or directory")) {
+        Some(libc::ENOENT)
+    } else if m.contains("exec") && m.contains("permission denied") {
+        Some(libc::EACCES)
+    } else {
+        None
+    }
+}
+
+impl Executor for OciExecutor {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run(&self, spec: &RunSpec) -> Result<ExitStatus, SandboxError> {
+        crate::validate(spec)?;
+        let root_dir = self.runtime_root();
+        std::fs::create_dir_all(&root_dir).map_err(|e| SandboxError::prepare(&root_dir, e))?;
+        let bundle = tempfile::Builder::new()
+            .prefix("oci-")
+            .tempdir_in(&self.state_dir)
+            .map_err(|e| SandboxError::prepare(&self.state_dir, e))?;
+        let suffix = bundle
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().trim_start_matches("oci-").to_string())
+            .unwrap_or_default();
+        let id = format!(
+            "strata-{}-{}-{suffix}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let etc = write_etc_files(bundle.path(), spec)?;
+        let (root_path, root_mount) = match &spec.rootfs {
+            RootFs::Dir(d) => (d.clone(), None),
+            RootFs::Overlay { .. } => {
+                let mnt = bundle.path().join("rootfs");
+                let empty = bundle.path().join("empty");
+                for d in [&mnt, &empty] {
+                    std::fs::create_dir(d).map_err(|e| SandboxError::prepare(d, e))?;
+                }
+                let rm = root_mount(&spec.rootfs, &mnt, &empty)?;
+                (mnt, Some(rm))
+            }
+        };
+        let config = config_json(spec, &root_path, &etc.files);
+        let config_path = bundle.path().join("config.json");
+        std::fs::write(&config_path, config.to_string()).map_err(|e| SandboxError::prepare(&config_path, e))?;
+        let stubs = StubCleaner::before_run(&spec.rootfs, &crate::mount_targets(spec));
+        let pre = PreExec {
+            root_mount,
+            hide_cgroup_controllers: self.is_crun() && hybrid_cgroup_controllers(),
+            root: cstring(root_path.as_os_str().as_bytes(), "rootfs path")?,
+            cwd: InRoot::new(&spec.cwd).map_err(SandboxError::InvalidSpec)?,
+        };
+
+        let log = bundle.path().join("runtime.log");
+        let mut cmd = self.command();
+        if self.is_crun() {
+            cmd.arg(format!("--log=file:{}", log.display())).arg("--log-format=json");
+        } else {
+            cmd.arg("--log").arg(&log).arg("--log-format").arg("json");
+        }
+        cmd.arg("run").arg("--bundle").arg(bundle.path()).arg(&id);
+        match &spec.stdio {
+            Stdio::Inherit => {}
+            Stdio::Null => {
+                cmd.stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null());
+            }
+            Stdio::Capture(_) => {
+                cmd.stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped());
+            }
+        }
+        // SAFETY: PreExec::run only makes system calls on data prepared above.
+        unsafe {
+            cmd.pre_exec(move || pre.run());
+        }
+        let mut guard = InterruptGuard::install();
+        let mut child = cmd.spawn().map_err(|e| SandboxError::Spawn {
+            program: format!("{} (in a private mount namespace with the root filesystem mounted)", self.runtime.display()),
+            source: e,
+        })?;
+        let mut pumps = Vec::new();
+        if let Stdio::Capture(c) = &spec.stdio {
+            if let Some(out) = child.stdout.take() {
+                pumps.push(spawn_pump(out, Stream::Stdout, c.clone()));
+            }
+            if let Some(err) = child.stderr.take() {
+                pumps.push(spawn_pump(err, Stream::Stderr, c.clone()));
+            }
+        }
+        let waited = wait_pid(child.id() as libc::pid_t, &mut guard, |sig, nth| {
+            let sig = if nth > 1 { libc::SIGKILL } else { sig };
+            self.quiet(&["kill", &id, &sig.to_string()]);
+        });
+        let interrupted = guard.received > 0;
+        drop(guard);
+        for p in pumps {
+            let _ = p.join();
+        }
+        // `run` deletes the container when it ends normally; after a failure
+        // or an interruption the state may remain.
+        if interrupted || waited.is_err() || root_dir.join(&id).exists() {
+            self.quiet(&["delete", "-f", &id]);
+        }
+        stubs.after_run();
+        let status = ExitStatus::from_wait_status(waited.map_err(|e| SandboxError::io(format!("cannot wait for {}", self.name), e))?);
+        if !status.success() {
+            if let Some(msg) = runtime_error(&log) {
+                if let Some(errno) = exec_errno(&msg) {
+                    return Err(SandboxError::Exec {
+                        program: spec.args.first().cloned().unwrap_or_default(),
+                        source: std::io::Error::from_raw_os_error(errno),
+                    });
+                }
+                return Err(SandboxError::Runtime {
+                    runtime: self.name.clone(),
+                    message: msg,
+                });
+            }
+        }
+        Ok(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Mount, User};
+
+    #[test]
+    fn config_has_docker_defaults() {
+        let mut s = RunSpec::new(RootFs::Dir("/r".into()), vec!["id".into()]);
+        s.user = User {
+            uid: 1000,
+            gid: 100,
+            additional_gids: vec![5],
+        };
+        s.network = Network::None;
+        s.mounts = vec![Mount::bind("/host/cache", "/cache", false), Mount::bind("/host/s", "/run/secrets/x", true), Mount::tmpfs("/t", Some(1024))];
+        let c = config_json(&s, Path::new("/b/rootfs"), &[("/etc/hosts", "/b/hosts".into())]);
+        let caps = c["process"]["capabilities"]["bounding"].as_array().unwrap();
+        assert_eq!(caps.len(), 14);
+        assert!(caps.contains(&json!("CAP_NET_BIND_SERVICE")));
+        assert_eq!(c["process"]["capabilities"]["inheritable"], json!([]));
+        assert_eq!(c["process"]["noNewPrivileges"], json!(true));
+        assert_eq!(c["process"]["user"], json!({"uid": 1000, "gid": 100, "additionalGids": [5]}));
+        let ns: Vec<&str> = c["linux"]["namespaces"].as_array().unwrap().iter().map(|n| n["type"].as_str().unwrap()).collect();
+        assert_eq!(ns, ["pid", "ipc", "uts", "mount", "network"]);
+        assert!(c["linux"]["maskedPaths"].as_array().unwrap().contains(&json!("/proc/kcore")));
+        assert!(c["linux"]["readonlyPaths"].as_array().unwrap().contains(&json!("/proc/sys")));
+        let mounts = c["mounts"].as_array().unwrap();
+        let find = |d: &str| mounts.iter().find(|m| m["destination"] == json!(d)).unwrap().clone();
+        assert_eq!(find("/sys")["options"], json!(["nosuid", "noexec", "nodev", "ro"]));
+        assert_eq!(find("/etc/hosts")["source"], json!("/b/hosts"));
+        assert_eq!(find("/run/secrets/x")["options"], json!(["rbind", "rprivate", "ro"]));
+        assert_eq!(find("/cache")["options"], json!(["rbind", "rprivate"]));
+        assert_eq!(find("/t")["options"], json!(["nosuid", "nodev", "size=1024"]));
+        s.network = Network::Host;
+        let c = config_json(&s, Path::new("/b/rootfs"), &[]);
+        assert_eq!(c["linux"]["namespaces"].as_array().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn config_validates_against_runtime_spec_schema_fields() {
+        // Every top-level key is one the runtime spec defines.
+        let s = RunSpec::new(RootFs::Dir("/r".into()), vec!["true".into()]);
+        let c = config_json(&s, Path::new("/r"), &[]);
+        for k in c.as_object().unwrap().keys() {
+            assert!(["ociVersion", "process", "root", "hostname", "mounts", "linux"].contains(&k.as_str()), "{k}");
+        }
+    }
+
+    #[test]
+    fn runtime_messages_map_to_exec_errors() {
+        assert_eq!(exec_errno(r#"runc run failed: unable to start container process: exec: "nonexist": executable file not found in $PATH"#), Some(libc::ENOENT));
+        assert_eq!(exec_errno("executable file `nonexist` not found in $PATH: No such file or directory"), Some(libc::ENOENT));
+        assert_eq!(exec_errno(r#"exec: "/x": permission denied"#), Some(libc::EACCES));
+        assert_eq!(exec_errno("cgroups in hybrid mode not supported"), None);
+    }
+}
