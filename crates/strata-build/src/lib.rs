@@ -1,5 +1,38 @@
-//! The Dockerfile builder: plan, instruction evaluation, content-keyed cache, progress events, explain.
+//! The Dockerfile builder: stages planned from the parsed Dockerfile, every
+//! instruction evaluated with Docker's semantics, a per-instruction cache
+//! keyed on content (never on timestamps), layers written reproducibly into
+//! the store, and an explanation of every cache hit and miss.
 //!
-//! Part of [strata](https://github.com/strata-build/strata); see DESIGN.md for
-//! where this crate sits in the data flow.
+//! ```no_run
+//! use strata_build::{build, BuildOptions, StoreResolver};
+//! use strata_oci::Store;
+//!
+//! let store = Store::open("/var/lib/strata")?;
+//! let opts = BuildOptions::new("examples/quickstart");
+//! let out = build(&store, &opts, &StoreResolver, &|event| println!("{event:?}"))?;
+//! println!("built {} ({} steps ran, {} cached)", out.image.id(), out.ran, out.cached);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! How a step is keyed (DESIGN.md decision 1) is in [`key`]; why it hit or
+//! missed is an [`Explanation`], sent with every step's events.
 #![deny(missing_docs)]
+
+mod builder;
+mod cache;
+mod copy;
+mod error;
+mod event;
+mod explain;
+mod fetch;
+pub mod key;
+mod options;
+mod plan;
+mod rootfs;
+
+pub use builder::{build, BaseResolver, BuildOutput, StoreResolver, EMPTY_LAYER_DIFF_ID};
+pub use error::{Error, ErrorKind, Location, Result};
+pub use event::{Event, EventSink, StepId, Stream};
+pub use explain::{Change, Explanation};
+pub use options::{BuildOptions, NetworkMode, SecretSource, SnapshotMode, Timestamps};
+pub use rootfs::MergedView;

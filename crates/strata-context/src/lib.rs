@@ -41,3 +41,15 @@ pub use ignorefile::{read_ignore_file, IgnoreLine};
 pub use index::{Index, IndexEntry, IndexStats, RACY_WINDOW};
 pub use pattern::{Matcher, Pattern};
 pub use walk::{Entry, EntryKind, Timestamp};
+
+/// Go's `filepath.Match(pattern, name)` (what COPY source wildcards use):
+/// `*` (not crossing `/`), `?`, `[...]`/`[^...]` classes, `\` escapes.
+/// `None` when the pattern is malformed.
+pub fn glob_match(pattern: &str, name: &str) -> Option<bool> {
+    gopath::go_match(pattern, name).ok()
+}
+
+/// Whether a COPY source has wildcard characters (`*`, `?`, `[`).
+pub fn has_wildcards(name: &str) -> bool {
+    gopath::contains_wildcards(name)
+}

@@ -1,0 +1,124 @@
+//! The build cache on disk, under `<store>/build-cache/`:
+//!
+//! - `keys/<key hex>.json`: a step's result ([`CacheEntry`]): the layer it
+//!   made (or none). The layer blob is kept alive by a store root in the
+//!   cache namespace, so `strata prune` keeps it and `prune --all` drops it.
+//! - `steps/<id hex>.json`: the inputs of the last build of a step
+//!   ([`StepRecord`]), keyed by (Dockerfile, stage, step index), for
+//!   `--explain`.
+//! - `mounts/<id hex>/`: `RUN --mount=type=cache` directories.
+//!
+//! Every file is written to a temp name and renamed, so a killed build never
+//! leaves a half-written entry; an entry whose blob is gone is a miss.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use strata_oci::{Descriptor, Digest, RootSet, Store};
+
+use crate::error::{Error, Result};
+use crate::key::Inputs;
+
+/// A layer made by a cached step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRecord {
+    /// The blob (compressed).
+    pub descriptor: Descriptor,
+    /// The uncompressed digest.
+    pub diff_id: Digest,
+}
+
+/// What a cache key maps to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// The layer, or `None` when the step changed no file.
+    pub layer: Option<LayerRecord>,
+}
+
+/// The last build of a step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Its key then.
+    pub key: String,
+    /// What was hashed.
+    pub inputs: Inputs,
+}
+
+/// Handle on the cache directory of a store.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    dir: PathBuf,
+    store: Store,
+}
+
+impl Cache {
+    /// The cache of `store` (created if missing).
+    pub fn open(store: &Store) -> Result<Cache> {
+        let dir = store.root().join("build-cache");
+        for sub in ["keys", "steps", "mounts"] {
+            let d = dir.join(sub);
+            fs::create_dir_all(&d).map_err(|e| Error::io("create", &d, e))?;
+        }
+        Ok(Cache {
+            dir,
+            store: store.clone(),
+        })
+    }
+
+    /// The entry for `key`, if there is one whose layer is still stored.
+    /// `Err(())` in the `Ok` means: recorded, but the blob was pruned.
+    pub fn get(&self, key: &Digest) -> Option<std::result::Result<CacheEntry, ()>> {
+        let path = self.dir.join("keys").join(format!("{}.json", key.hex()));
+        let data = fs::read(path).ok()?;
+        let entry: CacheEntry = serde_json::from_slice(&data).ok()?;
+        if let Some(layer) = &entry.layer {
+            if !self.store.has(&layer.descriptor.digest) {
+                return Some(Err(()));
+            }
+        }
+        Some(Ok(entry))
+    }
+
+    /// Record `entry` for `key`, and root its blob in the store.
+    pub fn put(&self, key: &Digest, entry: &CacheEntry) -> Result<()> {
+        if let Some(layer) = &entry.layer {
+            let mut set = RootSet::default();
+            set.digests.insert(layer.descriptor.digest.clone());
+            set.snapshots.insert(layer.diff_id.hex().to_owned());
+            self.store
+                .set_root(strata_oci::CACHE_NAMESPACE, key.hex(), &set)?;
+        }
+        let path = self.dir.join("keys").join(format!("{}.json", key.hex()));
+        write_atomic(&path, &serde_json::to_vec(entry).unwrap_or_default())
+    }
+
+    /// The last recorded build of step `id`.
+    pub fn step(&self, id: &Digest) -> Option<StepRecord> {
+        let path = self.dir.join("steps").join(format!("{}.json", id.hex()));
+        serde_json::from_slice(&fs::read(path).ok()?).ok()
+    }
+
+    /// Record the inputs of step `id`.
+    pub fn put_step(&self, id: &Digest, record: &StepRecord) -> Result<()> {
+        let path = self.dir.join("steps").join(format!("{}.json", id.hex()));
+        write_atomic(&path, &serde_json::to_vec(record).unwrap_or_default())
+    }
+
+    /// The persistent directory of a cache mount.
+    pub fn mount_dir(&self, id: &str) -> Result<PathBuf> {
+        let d = self
+            .dir
+            .join("mounts")
+            .join(Digest::sha256(id.as_bytes()).hex());
+        fs::create_dir_all(&d).map_err(|e| Error::io("create", &d, e))?;
+        Ok(d)
+    }
+}
+
+/// Write `data` to `path` through a temp file and a rename.
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    fs::write(&tmp, data).map_err(|e| Error::io("write", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))
+}

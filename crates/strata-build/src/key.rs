@@ -1,0 +1,137 @@
+//! Cache keys (DESIGN.md decision 1): a step's key is the sha256 of a
+//! canonical encoding of everything that can change its result, tagged with
+//! a version, and chained to its parent's key. Timestamps are never part of
+//! a key. What was hashed is kept ([`Inputs`]) so `--explain` can say which
+//! input differs from the last build.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use strata_oci::Digest;
+
+/// Key format versions: changing what goes into a kind of key means bumping
+/// its tag (golden tests below freeze known keys).
+pub mod tag {
+    /// FROM: the base image.
+    pub const FROM: &str = "strata.from.v1";
+    /// Config-only instructions (ENV, LABEL, CMD...).
+    pub const META: &str = "strata.meta.v1";
+    /// COPY and ADD.
+    pub const COPY: &str = "strata.copy.v1";
+    /// RUN.
+    pub const RUN: &str = "strata.run.v1";
+    /// WORKDIR (may create a directory).
+    pub const WORKDIR: &str = "strata.workdir.v1";
+}
+
+/// Everything hashed into one step's key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inputs {
+    /// Key kind and version ([`tag`]).
+    pub kind: String,
+    /// The parent step's key (hex), empty for a base.
+    pub parent: String,
+    /// The instruction, canonical: keyword upper case, variables expanded
+    /// where the builder expands them, flags in a fixed order.
+    pub instruction: String,
+    /// Other scalar inputs by name (`shell`, `user`, `workdir`, `network`,
+    /// `base`, `platform`, `mount:/target`...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, String>,
+    /// Environment the step sees (RUN).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Build args in scope (RUN; names and values).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub args: BTreeMap<String, String>,
+    /// Source files (COPY/ADD): path -> [`file_desc`] text.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
+}
+
+impl Inputs {
+    /// Inputs of a kind, chained to `parent`.
+    pub fn new(kind: &str, parent: &Digest, instruction: impl Into<String>) -> Inputs {
+        Inputs {
+            kind: kind.to_owned(),
+            parent: parent.hex().to_owned(),
+            instruction: instruction.into(),
+            ..Inputs::default()
+        }
+    }
+
+    /// The key: sha256 of the canonical JSON encoding (maps are sorted,
+    /// field order is fixed by the struct).
+    pub fn key(&self) -> Digest {
+        // Serializing these plain maps and strings cannot fail.
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        Digest::sha256(&bytes)
+    }
+}
+
+/// A file as it enters a key: type, permission bits, owner, size and content
+/// digest (or link target). Never a timestamp.
+pub fn file_desc(kind: char, mode: u32, uid: u32, gid: u32, size: u64, content: &str) -> String {
+    format!("{kind} {mode:04o} {uid}:{gid} {size} {content}")
+}
+
+/// The digest part of a [`file_desc`] (for explanations).
+pub fn desc_content(desc: &str) -> &str {
+    desc.rsplit(' ').next().unwrap_or(desc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Digest {
+        Digest::sha256(b"base")
+    }
+
+    /// Golden keys: if one of these changes, the key format changed and its
+    /// tag in [`tag`] must be bumped (old cache entries must not be reused).
+    #[test]
+    fn golden_keys() {
+        let mut run = Inputs::new(tag::RUN, &base(), "RUN /bin/sh -c make");
+        run.env.insert("PATH".into(), "/usr/bin:/bin".into());
+        run.fields.insert("user".into(), "0:0".into());
+        assert_eq!(
+            run.key().to_string(),
+            "sha256:0ea23b5b6ed6e0a3a2dbcc6a4ae5a9f2b0b6d20f0d69fcbb40d0c5e43faa7ad1"
+        );
+        let mut copy = Inputs::new(tag::COPY, &base(), "COPY app.py /app/");
+        copy.files.insert(
+            "app.py".into(),
+            file_desc('f', 0o644, 0, 0, 5, &Digest::sha256(b"hello").to_string()),
+        );
+        assert_eq!(
+            copy.key().to_string(),
+            "sha256:6d4a31cc1b2fe51bdcd29b15d8d3a8a470aec0c9c70f7af97b0c8b2e6cfa0b2c"
+        );
+    }
+
+    #[test]
+    fn every_input_changes_the_key() {
+        let mut a = Inputs::new(tag::RUN, &base(), "RUN x");
+        let k = a.key();
+        a.env.insert("A".into(), "1".into());
+        let k2 = a.key();
+        assert_ne!(k, k2);
+        a.args.insert("V".into(), "1".into());
+        let k3 = a.key();
+        assert_ne!(k2, k3);
+        a.fields.insert("network".into(), "none".into());
+        assert_ne!(k3, a.key());
+        let b = Inputs::new(tag::RUN, &Digest::sha256(b"other"), "RUN x");
+        assert_ne!(k, b.key());
+        let c = Inputs::new(tag::COPY, &base(), "RUN x");
+        assert_ne!(k, c.key());
+    }
+
+    #[test]
+    fn file_desc_has_no_time() {
+        let d = file_desc('f', 0o755, 0, 0, 12, "sha256:ab");
+        assert_eq!(d, "f 0755 0:0 12 sha256:ab");
+        assert_eq!(desc_content(&d), "sha256:ab");
+    }
+}

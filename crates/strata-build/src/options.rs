@@ -1,0 +1,117 @@
+//! What a build is asked to do, resolved (paths absolute, args parsed).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use strata_oci::{Compression, Platform};
+use strata_sandbox::Isolation;
+
+/// How file timestamps end up in layers (DESIGN.md decision 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timestamps {
+    /// Every mtime, and the image's creation times, are this many seconds
+    /// after the epoch (`SOURCE_DATE_EPOCH`, default 0).
+    Epoch(i64),
+    /// Files keep their modification times from the context; the image's
+    /// creation times are still the epoch value, so only file times vary.
+    Preserve(i64),
+}
+
+impl Timestamps {
+    /// The epoch used for the image config's `created` and history times.
+    pub fn epoch(self) -> i64 {
+        match self {
+            Timestamps::Epoch(e) | Timestamps::Preserve(e) => e,
+        }
+    }
+}
+
+/// Where a secret for `RUN --mount=type=secret` comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A file on the host.
+    File(PathBuf),
+    /// An environment variable of the strata process.
+    Env(String),
+}
+
+/// `--network` for RUN steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// The host's network (package managers work).
+    #[default]
+    Host,
+    /// Loopback only.
+    None,
+}
+
+/// How RUN steps get their root filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SnapshotMode {
+    /// overlayfs when it can be used (root and a kernel with overlay), else copy.
+    #[default]
+    Auto,
+    /// overlayfs: lowerdirs are the layer snapshots, the upper dir is the diff.
+    Overlay,
+    /// A copy of the parent tree and a directory diff (same layer bytes).
+    Copy,
+}
+
+/// Everything a build needs to know.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The context directory.
+    pub context: PathBuf,
+    /// The Dockerfile (default `<context>/Dockerfile`).
+    pub dockerfile: Option<PathBuf>,
+    /// `--build-arg` values.
+    pub build_args: BTreeMap<String, String>,
+    /// Build this stage instead of the last one.
+    pub target: Option<String>,
+    /// Ignore the cache for every step.
+    pub no_cache: bool,
+    /// Ignore the cache for these stages (names or indexes).
+    pub no_cache_filter: Vec<String>,
+    /// Network for RUN steps.
+    pub network: NetworkMode,
+    /// Secrets by id.
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// Timestamps.
+    pub timestamps: Timestamps,
+    /// Target platform (recorded; strata does not emulate other CPUs).
+    pub platform: Option<Platform>,
+    /// Executor for RUN steps.
+    pub isolation: Isolation,
+    /// How RUN steps get their root filesystem.
+    pub snapshots: SnapshotMode,
+    /// Layer compression.
+    pub compression: Compression,
+    /// Build independent stages at the same time.
+    pub parallel: bool,
+}
+
+impl BuildOptions {
+    /// Defaults for a context directory.
+    pub fn new(context: impl Into<PathBuf>) -> BuildOptions {
+        let epoch = std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        BuildOptions {
+            context: context.into(),
+            dockerfile: None,
+            build_args: BTreeMap::new(),
+            target: None,
+            no_cache: false,
+            no_cache_filter: Vec::new(),
+            network: NetworkMode::Host,
+            secrets: BTreeMap::new(),
+            timestamps: Timestamps::Epoch(epoch),
+            platform: None,
+            isolation: Isolation::Auto,
+            snapshots: SnapshotMode::Auto,
+            compression: Compression::Gzip,
+            parallel: true,
+        }
+    }
+}
