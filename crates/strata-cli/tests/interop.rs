@@ -189,16 +189,19 @@ impl Dockerd {
         }
         let log =
             std::fs::File::create(std::env::temp_dir().join("strata-test-dockerd.log")).unwrap();
-        let child = Command::new("dockerd")
-            .args(["--iptables=false", "--bridge=none"])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        // Wrapped at once so Drop stops it on every path.
+        let guard = Dockerd(Some(
+            Command::new("dockerd")
+                .args(["--iptables=false", "--bridge=none"])
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        ));
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(60) {
             if ping() {
-                return Some(Dockerd(Some(child)));
+                return Some(guard);
             }
             std::thread::sleep(Duration::from_millis(250));
         }
