@@ -334,7 +334,7 @@ fn plan_context(
             (Some(m), CtxKind::File | CtxKind::Dir) => m,
             _ => e.mode,
         };
-        let mtime = e.mtime.secs;
+        let mtime = e.mtime.sec;
         let time = if req.preserve_times { format!(" @{mtime}") } else { String::new() };
         let kind = match e.kind {
             CtxKind::File => {

@@ -382,9 +382,61 @@ impl<W: Write> Compressor<W> {
     }
 }
 
+/// Feeds its inner writer in fixed-size chunks whatever the caller's write
+/// sizes, so the compressor sees the same calls for the same bytes (zlib-rs
+/// output depends on how input is split).
+struct Chunker<W: Write> {
+    inner: W,
+    buf: Vec<u8>,
+}
+
+const CHUNK: usize = 128 * 1024;
+
+impl<W: Write> Chunker<W> {
+    fn new(inner: W) -> Self {
+        Chunker {
+            inner,
+            buf: Vec::with_capacity(CHUNK),
+        }
+    }
+
+    fn finish(mut self) -> io::Result<W> {
+        if !self.buf.is_empty() {
+            self.inner.write_all(&self.buf)?;
+        }
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for Chunker<W> {
+    fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
+        let n = data.len();
+        if !self.buf.is_empty() {
+            let take = (CHUNK - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == CHUNK {
+                self.inner.write_all(&self.buf)?;
+                self.buf.clear();
+            }
+        }
+        while data.len() >= CHUNK {
+            self.inner.write_all(&data[..CHUNK])?;
+            data = &data[CHUNK..];
+        }
+        self.buf.extend_from_slice(data);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // Flushing would split the stream differently; data goes at finish.
+        Ok(())
+    }
+}
+
 /// A tar stream being written with hashes on both sides of the compressor.
 pub(crate) struct TarSink<W: Write> {
-    out: HashingWriter<Compressor<HashingWriter<W>>>,
+    out: HashingWriter<Chunker<Compressor<HashingWriter<W>>>>,
     compression: Compression,
 }
 
@@ -395,11 +447,11 @@ impl<W: Write> TarSink<W> {
         level: Option<i32>,
     ) -> io::Result<TarSink<W>> {
         Ok(TarSink {
-            out: HashingWriter::new(Compressor::new(
+            out: HashingWriter::new(Chunker::new(Compressor::new(
                 HashingWriter::new(out),
                 compression,
                 level,
-            )?),
+            )?)),
             compression,
         })
     }
@@ -412,8 +464,8 @@ impl<W: Write> TarSink<W> {
 
     /// Finish without adding end-of-archive blocks (for passed-through tars).
     pub(crate) fn finish_raw(self) -> io::Result<(LayerInfo, W)> {
-        let (comp, diff_id, uncompressed_size) = self.out.finish();
-        let inner = comp.finish()?;
+        let (chunker, diff_id, uncompressed_size) = self.out.finish();
+        let inner = chunker.finish()?.finish()?;
         let (mut w, digest, size) = inner.finish();
         w.flush()?;
         Ok((
@@ -827,6 +879,36 @@ pub fn write_layer_to_store(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_does_not_depend_on_how_input_is_split() {
+        struct Dribble<'a>(&'a [u8], usize);
+        impl Read for Dribble<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = self.1.min(buf.len()).min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let big: Vec<u8> = (0..600_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 % 7)
+            .collect();
+        let (_, tar_bytes) = write_layer(
+            LayerSource::Entries(vec![Entry::file("big", big)]),
+            &LayerOptions::new(Compression::None),
+            Vec::new(),
+        )
+        .unwrap();
+        for c in [Compression::Gzip, Compression::Zstd] {
+            let opts = LayerOptions::new(c);
+            let whole = import_tar(&tar_bytes[..], &opts, Vec::new()).unwrap();
+            for step in [1usize, 511, 4096, 70_001] {
+                let split = import_tar(Dribble(&tar_bytes, step), &opts, Vec::new()).unwrap();
+                assert_eq!(split.0, whole.0, "{c:?} step {step}");
+            }
+        }
+    }
 
     #[test]
     fn pax_record_length_counts_itself() {
