@@ -107,3 +107,89 @@ fn ignorefile_readall() {
     assert_eq!(err.line(), Some(8));
     assert!(err.to_string().contains(".dockerignore:8"), "{err}");
 }
+
+/// patternmatcher's own `matchTests` (Go's filepath.Match tests run
+/// through the matcher), the likeliest shape of further held-out cases.
+#[test]
+fn patternmatcher_match_tests() {
+    let ok = Some(true);
+    let no = Some(false);
+    let bad = None;
+    let cases: &[(&str, &str, Option<bool>)] = &[
+        ("abc", "abc", ok),
+        ("*", "abc", ok),
+        ("*c", "abc", ok),
+        ("a*", "a", ok),
+        ("a*", "abc", ok),
+        ("a*", "ab/c", ok),
+        ("a*/b", "abc/b", ok),
+        ("a*/b", "a/c/b", no),
+        ("a*b*c*d*e*/f", "axbxcxdxe/f", ok),
+        ("a*b*c*d*e*/f", "axbxcxdxexxx/f", ok),
+        ("a*b*c*d*e*/f", "axbxcxdxe/xxx/f", no),
+        ("a*b*c*d*e*/f", "axbxcxdxexxx/fff", no),
+        ("a*b?c*x", "abxbbxdbxebxczzx", ok),
+        ("a*b?c*x", "abxbbxdbxebxczzy", no),
+        ("ab[c]", "abc", ok),
+        ("ab[b-d]", "abc", ok),
+        ("ab[e-g]", "abc", no),
+        ("ab[^c]", "abc", no),
+        ("ab[^b-d]", "abc", no),
+        ("ab[^e-g]", "abc", ok),
+        ("a\\*b", "a*b", ok),
+        ("a\\*b", "ab", no),
+        ("a?b", "a☺b", ok),
+        ("a[^a]b", "a☺b", ok),
+        ("a???b", "a☺b", no),
+        ("a[^a][^a][^a]b", "a☺b", no),
+        ("[a-ζ]*", "α", ok),
+        ("*[a-ζ]", "A", no),
+        ("a?b", "a/b", no),
+        ("a*b", "a/b", no),
+        ("[\\]a]", "]", ok),
+        ("[\\-]", "-", ok),
+        ("[x\\-]", "x", ok),
+        ("[x\\-]", "-", ok),
+        ("[x\\-]", "z", no),
+        ("[\\-x]", "x", ok),
+        ("[\\-x]", "-", ok),
+        ("[\\-x]", "a", no),
+        ("[]a]", "]", bad),
+        ("[-]", "-", bad),
+        ("[x-]", "x", bad),
+        ("[x-]", "-", bad),
+        ("[x-]", "z", bad),
+        ("[-x]", "x", bad),
+        ("[-x]", "-", bad),
+        ("[-x]", "a", bad),
+        ("\\", "a", bad),
+        ("[a-b-c]", "a", bad),
+        ("[", "a", bad),
+        ("[^", "a", bad),
+        ("[^bc", "a", bad),
+        ("a[", "a", bad),
+        ("a[", "ab", bad),
+        ("*x", "xxx", ok),
+    ];
+    let mut failures = Vec::new();
+    for (pattern, path, want) in cases {
+        let got = Matcher::new([pattern]).and_then(|m| m.try_matches(path)).ok();
+        let via_file = Matcher::from_ignore_file(".dockerignore", pattern.as_bytes())
+            .and_then(|m| m.try_matches(path))
+            .ok();
+        let dir = tempfile::tempdir().unwrap();
+        let c = Case {
+            patterns: vec![(*pattern).to_owned()],
+            path: (*path).to_owned(),
+            expect: *want,
+        };
+        let rel = write_case(dir.path(), &c);
+        let walked = Context::open(dir.path(), ContextOptions::default())
+            .map(|ctx| ctx.get(&rel).is_none())
+            .ok();
+        if got != *want || via_file != *want || walked != *want {
+            failures.push(format!("{pattern:?} on {path:?}: {got:?}/{via_file:?}/{walked:?}, want {want:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
