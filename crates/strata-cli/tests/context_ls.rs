@@ -2,6 +2,7 @@
 //! (a file at `path`, the patterns in `.dockerignore`: listed iff not
 //! excluded; `error` cases exit non-zero naming the pattern), the
 //! `ignorefile_readall` case, per-Dockerfile ignore files and `--long`.
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -65,14 +66,19 @@ fn every_patternmatcher_case_through_the_cli() {
         let file = ctx.join(&rel);
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(&file, "x").unwrap();
-        let out = strata(&["context", "ls", ctx.to_str().unwrap()], tmp.path(), &store);
+        let out = strata(
+            &["context", "ls", ctx.to_str().unwrap()],
+            tmp.path(),
+            &store,
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         checked += 1;
         if c["error"].as_bool() == Some(true) {
             let names_pattern = patterns
                 .iter()
                 .any(|p| stderr.contains(&format!("{:?}", p.trim())));
-            if out.status.code() != Some(1) || !stderr.contains(".dockerignore:") || !names_pattern {
+            if out.status.code() != Some(1) || !stderr.contains(".dockerignore:") || !names_pattern
+            {
                 failures.push(format!(
                     "case {i} {patterns:?}: want an error naming the pattern and line, got {:?} {stderr}",
                     out.status
@@ -81,7 +87,9 @@ fn every_patternmatcher_case_through_the_cli() {
             continue;
         }
         if !out.status.success() {
-            failures.push(format!("case {i} {patterns:?} on {path:?}: failed: {stderr}"));
+            failures.push(format!(
+                "case {i} {patterns:?} on {path:?}: failed: {stderr}"
+            ));
             continue;
         }
         let excluded = !lines(&out).contains(&rel);
@@ -148,7 +156,13 @@ fn ignorefile_readall_through_the_cli() {
     assert_eq!(
         lines(&out),
         // `a/file` is left empty (its only file is excluded): COPY creates it.
-        [".dockerignore", "a/file", "a/other", "inverted/abs/path", "kept"]
+        [
+            ".dockerignore",
+            "a/file",
+            "a/other",
+            "inverted/abs/path",
+            "kept"
+        ]
     );
 }
 
@@ -191,7 +205,12 @@ fn dockerfile_specific_ignore_file_wins() {
     );
     assert_eq!(
         lines(&out),
-        [".dockerignore", "Dockerfile", "a.txt", "build/app.Dockerfile"]
+        [
+            ".dockerignore",
+            "Dockerfile",
+            "a.txt",
+            "build/app.Dockerfile"
+        ]
     );
     // Dockerfile.dockerignore beside the default Dockerfile wins too.
     std::fs::write(ctx.join("Dockerfile.dockerignore"), "Dockerfile*\n").unwrap();

@@ -2,6 +2,7 @@
 //! checked three ways: patternmatcher's `New` + `MatchesOrParentMatches`
 //! (`Matcher::new` + `try_matches`), the same patterns read from a
 //! `.dockerignore` file, and a real context walk with a file at `path`.
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 
@@ -25,9 +26,18 @@ fn cases() -> Vec<Case> {
         .unwrap()
         .iter()
         .map(|c| Case {
-            patterns: c["patterns"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect(),
+            patterns: c["patterns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap().to_owned())
+                .collect(),
             path: c["path"].as_str().unwrap().to_owned(),
-            expect: if c["error"].as_bool() == Some(true) { None } else { Some(c["match"].as_bool().unwrap()) },
+            expect: if c["error"].as_bool() == Some(true) {
+                None
+            } else {
+                Some(c["match"].as_bool().unwrap())
+            },
         })
         .collect()
 }
@@ -45,12 +55,23 @@ fn matcher_new_agrees() {
     assert!(cases.len() >= 80, "only {} cases", cases.len());
     let mut failures = Vec::new();
     for c in &cases {
-        let got = Matcher::new(&c.patterns).and_then(|m| m.try_matches(&c.path)).ok();
+        let got = Matcher::new(&c.patterns)
+            .and_then(|m| m.try_matches(&c.path))
+            .ok();
         if got != c.expect {
-            failures.push(format!("{:?} on {:?}: got {got:?}, want {:?}", c.patterns, c.path, c.expect));
+            failures.push(format!(
+                "{:?} on {:?}: got {got:?}, want {:?}",
+                c.patterns, c.path, c.expect
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -62,7 +83,10 @@ fn ignore_file_agrees() {
             .and_then(|m| m.try_matches(&c.path))
             .ok();
         if got != c.expect {
-            failures.push(format!("{:?} on {:?}: got {got:?}, want {:?}", c.patterns, c.path, c.expect));
+            failures.push(format!(
+                "{:?} on {:?}: got {got:?}, want {:?}",
+                c.patterns, c.path, c.expect
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -87,7 +111,10 @@ fn context_walk_agrees() {
             .map(|ctx| ctx.get(&rel).is_none())
             .ok();
         if got != c.expect {
-            failures.push(format!("{:?} with {rel:?}: got {got:?}, want {:?}", c.patterns, c.expect));
+            failures.push(format!(
+                "{:?} with {rel:?}: got {got:?}, want {:?}",
+                c.patterns, c.expect
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -98,7 +125,12 @@ fn ignorefile_readall() {
     let d = data();
     let case = &d["ignorefile_readall"];
     let input = case["input"].as_str().unwrap();
-    let want: Vec<&str> = case["expected"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let want: Vec<&str> = case["expected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     let got = read_ignore_file(input.as_bytes()).unwrap();
     let got: Vec<&str> = got.iter().map(|l| l.pattern.as_str()).collect();
     assert_eq!(got, want);
@@ -173,7 +205,9 @@ fn patternmatcher_match_tests() {
     ];
     let mut failures = Vec::new();
     for (pattern, path, want) in cases {
-        let got = Matcher::new([pattern]).and_then(|m| m.try_matches(path)).ok();
+        let got = Matcher::new([pattern])
+            .and_then(|m| m.try_matches(path))
+            .ok();
         let via_file = Matcher::from_ignore_file(".dockerignore", pattern.as_bytes())
             .and_then(|m| m.try_matches(path))
             .ok();
@@ -188,7 +222,9 @@ fn patternmatcher_match_tests() {
             .map(|ctx| ctx.get(&rel).is_none())
             .ok();
         if got != *want || via_file != *want || walked != *want {
-            failures.push(format!("{pattern:?} on {path:?}: {got:?}/{via_file:?}/{walked:?}, want {want:?}"));
+            failures.push(format!(
+                "{pattern:?} on {path:?}: {got:?}/{via_file:?}/{walked:?}, want {want:?}"
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -1,4 +1,5 @@
 //! The context walk, safe reads, COPY source matching and the index.
+#![allow(clippy::unwrap_used)]
 
 use std::io::Read;
 use std::path::Path;
@@ -96,37 +97,83 @@ fn open_file_refuses_excluded_and_escaping_paths() {
     std::os::unix::fs::symlink("../../../../../../etc/passwd", r.join("app/up")).unwrap();
     let ctx = open(r);
     let mut s = String::new();
-    ctx.open_file("app/main.py").unwrap().read_to_string(&mut s).unwrap();
+    ctx.open_file("app/main.py")
+        .unwrap()
+        .read_to_string(&mut s)
+        .unwrap();
     assert_eq!(s, "print()");
     s.clear();
-    ctx.open_file("/app/link.py").unwrap().read_to_string(&mut s).unwrap();
+    ctx.open_file("/app/link.py")
+        .unwrap()
+        .read_to_string(&mut s)
+        .unwrap();
     assert_eq!(s, "print()");
-    assert!(matches!(ctx.open_file("app/.env"), Err(ContextError::Excluded { .. })));
-    assert!(matches!(ctx.open_file("app/env-link"), Err(ContextError::Excluded { .. })));
-    assert!(matches!(ctx.open_file("../x"), Err(ContextError::Escapes { .. })));
-    assert!(matches!(ctx.open_file("app/../../x"), Err(ContextError::Escapes { .. })));
-    assert!(matches!(ctx.open_file("abs"), Err(ContextError::Escapes { .. })));
-    assert!(matches!(ctx.open_file("app/up"), Err(ContextError::Escapes { .. })));
-    assert!(matches!(ctx.open_file("app"), Err(ContextError::NotAFile { .. })));
-    assert!(matches!(ctx.open_file("nope"), Err(ContextError::NotFound { .. })));
+    assert!(matches!(
+        ctx.open_file("app/.env"),
+        Err(ContextError::Excluded { .. })
+    ));
+    assert!(matches!(
+        ctx.open_file("app/env-link"),
+        Err(ContextError::Excluded { .. })
+    ));
+    assert!(matches!(
+        ctx.open_file("../x"),
+        Err(ContextError::Escapes { .. })
+    ));
+    assert!(matches!(
+        ctx.open_file("app/../../x"),
+        Err(ContextError::Escapes { .. })
+    ));
+    assert!(matches!(
+        ctx.open_file("abs"),
+        Err(ContextError::Escapes { .. })
+    ));
+    assert!(matches!(
+        ctx.open_file("app/up"),
+        Err(ContextError::Escapes { .. })
+    ));
+    assert!(matches!(
+        ctx.open_file("app"),
+        Err(ContextError::NotAFile { .. })
+    ));
+    assert!(matches!(
+        ctx.open_file("nope"),
+        Err(ContextError::NotFound { .. })
+    ));
     // Swapped for a symlink after the walk: refused, not followed.
     std::fs::remove_file(r.join("app/main.py")).unwrap();
     std::os::unix::fs::symlink(outside.path().join("secret"), r.join("app/main.py")).unwrap();
-    assert!(matches!(ctx.open_file("app/main.py"), Err(ContextError::Changed { .. })));
+    assert!(matches!(
+        ctx.open_file("app/main.py"),
+        Err(ContextError::Changed { .. })
+    ));
 }
 
 #[test]
 fn copy_sources() {
     let dir = tempfile::tempdir().unwrap();
     let r = dir.path();
-    for f in ["a.txt", "b.txt", "c.md", "src/x.rs", "src/y.rs", "src/sub/z.rs", "srv/q", "secret.txt"] {
+    for f in [
+        "a.txt",
+        "b.txt",
+        "c.md",
+        "src/x.rs",
+        "src/y.rs",
+        "src/sub/z.rs",
+        "srv/q",
+        "secret.txt",
+    ] {
         write(r, f, f);
     }
     write(r, ".dockerignore", "secret.txt\n");
     std::os::unix::fs::symlink("src", r.join("code")).unwrap();
     let ctx = open(r);
     let names = |pattern: &str| -> Vec<String> {
-        ctx.match_sources(pattern).unwrap().iter().map(|e| e.path.clone()).collect()
+        ctx.match_sources(pattern)
+            .unwrap()
+            .iter()
+            .map(|e| e.path.clone())
+            .collect()
     };
     assert_eq!(names("*.txt"), ["a.txt", "b.txt"]);
     assert_eq!(names("./src/*.rs"), ["src/x.rs", "src/y.rs"]);
@@ -158,8 +205,15 @@ fn index_digests_hard_links_and_subsets() {
     let ix = ctx.index().unwrap();
     assert_eq!(ix.get("a").unwrap().digest, Some(Digest::sha256(b"alpha")));
     assert_eq!(ix.get("d/b").unwrap().digest, Some(Digest::sha256(b"beta")));
-    assert_eq!(ix.get("d/a-link").unwrap().digest, Some(Digest::sha256(b"alpha")));
-    assert!(ix.get("a").unwrap().entry.same_file(&ix.get("d/a-link").unwrap().entry));
+    assert_eq!(
+        ix.get("d/a-link").unwrap().digest,
+        Some(Digest::sha256(b"alpha"))
+    );
+    assert!(ix
+        .get("a")
+        .unwrap()
+        .entry
+        .same_file(&ix.get("d/a-link").unwrap().entry));
     assert_eq!(ix.get("l").unwrap().digest, None);
     let st = ix.stats();
     assert_eq!((st.files, st.hashed_files, st.hardlink_reuses), (3, 2, 1));
@@ -171,7 +225,11 @@ fn index_digests_hard_links_and_subsets() {
     assert_eq!(sub.entries().len(), 1);
     assert_eq!(sub.stats().hashed_bytes, 4);
     let sub = ctx.index_paths(&["d"]).unwrap();
-    let got: Vec<&str> = sub.entries().iter().map(|e| e.entry.path.as_str()).collect();
+    let got: Vec<&str> = sub
+        .entries()
+        .iter()
+        .map(|e| e.entry.path.as_str())
+        .collect();
     assert_eq!(got, ["d", "d/a-link", "d/b"]);
 
     // The index digest depends on content, not on time stamps.
@@ -218,7 +276,10 @@ fn warm_index_of_10000_files_reads_nothing() {
     // Another copy of the same tree elsewhere has its own cache.
     let ctx_other = tempfile::tempdir().unwrap();
     write(ctx_other.path(), "d0/f0", "file 0 0");
-    let other = Context::open(ctx_other.path(), opts).unwrap().index().unwrap();
+    let other = Context::open(ctx_other.path(), opts)
+        .unwrap()
+        .index()
+        .unwrap();
     assert_eq!(other.stats().hashed_files, 1);
 }
 
@@ -245,7 +306,8 @@ fn racily_clean_and_sneaky_changes_are_rehashed() {
     let ix = Context::open(r, opts.clone()).unwrap().index().unwrap();
     assert_eq!(ix.stats().hashed_files, 1, "a racy entry is hashed again");
     // Same size, mtime put back: the ctime still tells.
-    let mtime = filetime::FileTime::from_last_modification_time(&std::fs::metadata(r.join("old")).unwrap());
+    let mtime =
+        filetime::FileTime::from_last_modification_time(&std::fs::metadata(r.join("old")).unwrap());
     std::fs::write(r.join("old"), "zzzz").unwrap();
     filetime::set_file_mtime(r.join("old"), mtime).unwrap();
     let ix = Context::open(r, opts).unwrap().index().unwrap();
@@ -264,7 +326,10 @@ fn dockerfile_and_ignore_file_follow_the_patterns() {
     // Not in the context (COPY . . does not copy them), but the builder
     // knows where the Dockerfile is and reads it directly.
     assert_eq!(paths(&ctx), ["app"]);
-    assert_eq!(ctx.dockerfile(), r.canonicalize().unwrap().join("Dockerfile"));
+    assert_eq!(
+        ctx.dockerfile(),
+        r.canonicalize().unwrap().join("Dockerfile")
+    );
     assert!(ctx.ignore_source().path().is_some());
 }
 
@@ -276,7 +341,10 @@ fn bad_patterns_name_file_and_line() {
     write(r, ".dockerignore", "# ok\nx\n\n  [a-\n");
     let err = Context::open(r, ContextOptions::default()).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains(".dockerignore:4") && msg.contains("\"[a-\""), "{msg}");
+    assert!(
+        msg.contains(".dockerignore:4") && msg.contains("\"[a-\""),
+        "{msg}"
+    );
     // Go's regexp refuses `[z-a]` when the pattern is first tried.
     write(r, ".dockerignore", "x\n[z-a]\n");
     let err = Context::open(r, ContextOptions::default()).unwrap_err();
