@@ -307,14 +307,14 @@ impl Context {
             return Ok(e);
         }
         // Say "excluded" rather than "not found" when that is why.
-        if self.root.join(rel).symlink_metadata().is_ok() {
-            if let Some(file) = self.ignore.path() {
-                if self.matcher.matches(rel) || self.entries_under(rel).is_empty() {
-                    return Err(ContextError::Excluded {
-                        path: rel.to_owned(),
-                        ignore_file: file.to_path_buf(),
-                    });
-                }
+        // On disk but not received: the ignore file excludes it (or one of
+        // its parent directories).
+        if let Some(file) = self.ignore.path() {
+            if self.root.join(rel).symlink_metadata().is_ok() {
+                return Err(ContextError::Excluded {
+                    path: rel.to_owned(),
+                    ignore_file: file.to_path_buf(),
+                });
             }
         }
         Err(ContextError::NotFound {

@@ -73,9 +73,9 @@ impl Pattern {
         let p = path.as_bytes();
         match &self.kind {
             Kind::Exact => Ok(p == t),
-            Kind::Prefix => Ok(p.starts_with(&t[..t.len() - 2])),
+            Kind::Prefix => Ok(p.starts_with(&t[..t.len().saturating_sub(2)])),
             Kind::Suffix => {
-                let suffix = &t[2..];
+                let suffix = t.get(2..).unwrap_or_default();
                 if p.ends_with(suffix) {
                     return Ok(true);
                 }
@@ -94,7 +94,7 @@ impl Pattern {
         match &self.kind {
             Kind::Exact => t.starts_with(under.as_bytes()),
             Kind::Prefix => {
-                let lit = &t[..t.len() - 2];
+                let lit = &t[..t.len().saturating_sub(2)];
                 lit.starts_with(under.as_bytes()) || under.as_bytes().starts_with(lit)
             }
             Kind::Suffix | Kind::Broken { .. } => true,
