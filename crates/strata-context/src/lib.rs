@@ -42,10 +42,17 @@
 //!   first tried against a path, exactly when Docker's fail.
 //! - **Exclusion** is `MatchesOrParentMatches`: the last pattern matching
 //!   the path or one of its parent directories decides; `!` re-includes.
-//!   (BuildKit's walker uses `MatchesUsingParentResults`, which differs
-//!   only for an exception that names a parent *after* a pattern naming
-//!   the child, e.g. `x/y` then `!x`: here `x/y` is included, the last
-//!   matching pattern winning, as patternmatcher documents.)
+//!   Docker's walkers (BuildKit's fsutil and the classic builder's tar)
+//!   use `MatchesUsingParentResults`, which agrees on every conformance
+//!   case but not when an exception naming a parent comes *after* a
+//!   pattern naming the child (`x/y` then `!x`): Docker still excludes
+//!   `x/y`, strata includes it (the last matching pattern wins, as the
+//!   patterns say and patternmatcher documents).
+//! - **Exceptions below excluded directories** work as with BuildKit,
+//!   which walks into excluded directories when an exception has
+//!   wildcards (`*` then `!*/keep` keeps `d/keep`; the classic builder
+//!   loses such files because it only looks for exceptions that start
+//!   with the directory's name).
 //! - **Walk**: an excluded directory is entered only if some exception
 //!   could match a path below it (decided per pattern: literal prefixes,
 //!   and a lazy DFA of the regular expression run over `dir/`); otherwise
