@@ -391,7 +391,10 @@ pub(crate) fn build_index(
     let mut stats = IndexStats::default();
     let mut digests: Vec<Option<Digest>> = vec![None; selected.len()];
     let mut refreshed: Vec<Option<Entry>> = vec![None; selected.len()];
+    // Digests newly computed and trustworthy next time.
     let mut new_records: HashMap<String, CacheRecord> = HashMap::new();
+    // Files whose cached digest was used.
+    let mut hits: Vec<usize> = Vec::new();
     // Files to read, one per inode (hard links share the work).
     let mut work: Vec<usize> = Vec::new();
     let mut first_of_inode: HashMap<(u64, u64), usize> = HashMap::new();
@@ -404,7 +407,7 @@ pub(crate) fn build_index(
         if let Some(rec) = cache.as_ref().and_then(|c| c.records.get(&e.path)) {
             if rec.fresh_for(e) {
                 digests[i] = Some(rec.digest.clone());
-                new_records.insert(e.path.clone(), rec.clone());
+                hits.push(i);
                 stats.cache_hits += 1;
                 continue;
             }
@@ -425,7 +428,6 @@ pub(crate) fn build_index(
         .map(|&i| (i, hash_file(root_fd, root, selected[i], &bytes)))
         .collect();
     stats.hashed_files = results.len();
-    let mut changed = false;
     for (i, r) in results {
         let h = r?;
         if h.trusted {
@@ -440,7 +442,6 @@ pub(crate) fn build_index(
                     digest: h.digest.clone(),
                 },
             );
-            changed = true;
         } else {
             racy.fetch_add(1, Ordering::Relaxed);
         }
@@ -464,7 +465,6 @@ pub(crate) fn build_index(
                         ..rec.clone()
                     },
                 );
-                changed = true;
             }
             refreshed[i] = Some(entry);
         }
@@ -472,15 +472,21 @@ pub(crate) fn build_index(
     stats.hashed_bytes = bytes.into_inner();
     stats.racy = racy.into_inner();
     if let Some(cache) = &cache {
-        let mut records = new_records;
-        if full {
-            changed |= records.len() != cache.records.len();
-        } else {
-            for (p, r) in &cache.records {
-                records.entry(p.clone()).or_insert_with(|| r.clone());
-            }
-        }
+        // Rewrite the cache only when it would change: new trusted digests,
+        // or (for the whole context) cached paths that are gone or stale.
+        let changed = !new_records.is_empty() || (full && hits.len() != cache.records.len());
         if changed {
+            let mut records: HashMap<String, CacheRecord> = if full {
+                hits.iter()
+                    .filter_map(|&i| {
+                        let p = &selected[i].path;
+                        cache.records.get(p).map(|r| (p.clone(), r.clone()))
+                    })
+                    .collect()
+            } else {
+                cache.records.clone()
+            };
+            records.extend(new_records);
             // A cache that cannot be written costs speed, never correctness.
             if let Err(err) = cache.save(root, &records) {
                 tracing_warn(&cache.file, &err);
