@@ -15,7 +15,11 @@ fn as_diagnostic<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a dyn Diagno
             $(if let Some(d) = err.downcast_ref::<$t>() { return Some(d); })*
         };
     }
-    try_types!(Hinted);
+    try_types!(
+        Hinted,
+        strata_context::ContextError,
+        strata_context::PatternError,
+    );
     None
 }
 

@@ -113,7 +113,8 @@ impl Context {
     /// Dockerfile-specific one first), compile it, and walk the directory.
     pub fn open(dir: impl AsRef<Path>, opts: ContextOptions) -> Result<Context, ContextError> {
         let dir = dir.as_ref();
-        let root = std::fs::canonicalize(dir).map_err(|e| ContextError::io("open build context", dir, e))?;
+        let root = std::fs::canonicalize(dir)
+            .map_err(|e| ContextError::io("open build context", dir, e))?;
         let meta = std::fs::metadata(&root).map_err(|e| ContextError::io("stat", &root, e))?;
         if !meta.is_dir() {
             return Err(ContextError::NotADirectory(dir.to_path_buf()));
@@ -229,7 +230,8 @@ impl Context {
         let start = self
             .entries
             .partition_point(|e| e.path.as_bytes() < prefix.as_bytes());
-        let len = self.entries[start..].partition_point(|e| e.path.as_bytes().starts_with(prefix.as_bytes()));
+        let len = self.entries[start..]
+            .partition_point(|e| e.path.as_bytes().starts_with(prefix.as_bytes()));
         &self.entries[start..start + len]
     }
 
@@ -243,7 +245,9 @@ impl Context {
     /// absolute link targets and excluded paths.
     pub fn resolve(&self, path: &str) -> Result<&Entry, ContextError> {
         let Some(start) = normalize(path) else {
-            return Err(ContextError::Escapes { path: path.to_owned() });
+            return Err(ContextError::Escapes {
+                path: path.to_owned(),
+            });
         };
         let mut pending: Vec<String> = if start == "." {
             Vec::new()
@@ -257,7 +261,9 @@ impl Context {
                 "" | "." => continue,
                 ".." => {
                     if cur.pop().is_none() {
-                        return Err(ContextError::Escapes { path: path.to_owned() });
+                        return Err(ContextError::Escapes {
+                            path: path.to_owned(),
+                        });
                     }
                     continue;
                 }
@@ -269,13 +275,19 @@ impl Context {
             if entry.kind == EntryKind::Symlink {
                 links += 1;
                 if links > MAX_SYMLINKS {
-                    return Err(ContextError::Escapes { path: path.to_owned() });
+                    return Err(ContextError::Escapes {
+                        path: path.to_owned(),
+                    });
                 }
                 let Some(target) = &entry.link_target else {
-                    return Err(ContextError::NotFound { path: path.to_owned() });
+                    return Err(ContextError::NotFound {
+                        path: path.to_owned(),
+                    });
                 };
                 if target.is_absolute() {
-                    return Err(ContextError::Escapes { path: path.to_owned() });
+                    return Err(ContextError::Escapes {
+                        path: path.to_owned(),
+                    });
                 }
                 cur.pop();
                 let t = target.to_string_lossy();
@@ -295,17 +307,19 @@ impl Context {
             return Ok(e);
         }
         // Say "excluded" rather than "not found" when that is why.
-        if self.root.join(rel).symlink_metadata().is_ok() {
-            if let Some(file) = self.ignore.path() {
-                if self.matcher.matches(rel) || self.entries_under(rel).is_empty() {
-                    return Err(ContextError::Excluded {
-                        path: rel.to_owned(),
-                        ignore_file: file.to_path_buf(),
-                    });
-                }
+        // On disk but not received: the ignore file excludes it (or one of
+        // its parent directories).
+        if let Some(file) = self.ignore.path() {
+            if self.root.join(rel).symlink_metadata().is_ok() {
+                return Err(ContextError::Excluded {
+                    path: rel.to_owned(),
+                    ignore_file: file.to_path_buf(),
+                });
             }
         }
-        Err(ContextError::NotFound { path: asked.to_owned() })
+        Err(ContextError::NotFound {
+            path: asked.to_owned(),
+        })
     }
 
     /// Open the regular file at `path` for reading. Refuses paths the
@@ -317,21 +331,29 @@ impl Context {
     pub fn open_file(&self, path: &str) -> Result<File, ContextError> {
         let entry = self.resolve(path)?;
         if entry.kind != EntryKind::File {
-            return Err(ContextError::NotAFile { path: path.to_owned() });
+            return Err(ContextError::NotAFile {
+                path: path.to_owned(),
+            });
         }
         let abs = self.root.join(&entry.os_path);
         let f = open_beneath(self.root_fd.as_fd(), &entry.os_path).map_err(|e| {
             if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
                 || e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error())
             {
-                ContextError::Changed { path: path.to_owned() }
+                ContextError::Changed {
+                    path: path.to_owned(),
+                }
             } else {
                 ContextError::io("open", &abs, e)
             }
         })?;
-        let meta = f.metadata().map_err(|e| ContextError::io("stat", &abs, e))?;
+        let meta = f
+            .metadata()
+            .map_err(|e| ContextError::io("stat", &abs, e))?;
         if !meta.is_file() || meta.ino() != entry.ino || meta.dev() != entry.dev {
-            return Err(ContextError::Changed { path: path.to_owned() });
+            return Err(ContextError::Changed {
+                path: path.to_owned(),
+            });
         }
         Ok(f)
     }
@@ -373,7 +395,12 @@ impl Context {
         }
         selected.sort_unstable_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
         selected.dedup_by(|a, b| a.path == b.path);
-        if let Some(full) = self.index.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(full) = self
+            .index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             let entries = selected
                 .iter()
                 .filter_map(|e| full.get(&e.path).cloned())
@@ -398,9 +425,15 @@ impl Context {
     /// a matched directory. Empty when nothing matches.
     pub fn match_sources(&self, source: &str) -> Result<Vec<&Entry>, ContextError> {
         let Some(rel) = normalize(source) else {
-            return Err(ContextError::Escapes { path: source.to_owned() });
+            return Err(ContextError::Escapes {
+                path: source.to_owned(),
+            });
         };
-        let parts: Vec<&str> = if rel == "." { Vec::new() } else { rel.split('/').collect() };
+        let parts: Vec<&str> = if rel == "." {
+            Vec::new()
+        } else {
+            rel.split('/').collect()
+        };
         let split = parts.iter().position(|p| contains_wildcards(p));
         let Some(split) = split else {
             return Ok(match self.resolve_parent_then_get(&rel) {
@@ -408,21 +441,35 @@ impl Context {
                 None => Vec::new(),
             });
         };
-        let base_rel = if split == 0 { ".".to_owned() } else { parts[..split].join("/") };
+        let base_rel = if split == 0 {
+            ".".to_owned()
+        } else {
+            parts[..split].join("/")
+        };
         let pattern = parts[split..].join("/");
         if go_match(&pattern, "").is_err() {
-            return Err(ContextError::SourcePattern { pattern: source.to_owned() });
+            return Err(ContextError::SourcePattern {
+                pattern: source.to_owned(),
+            });
         }
         let base = match self.resolve(&base_rel) {
             Ok(e) if e.kind == EntryKind::Dir => e,
             _ => return Ok(Vec::new()),
         };
         let under = self.entries_under(&base.path);
-        let strip = if base.path == "." { 0 } else { base.path.len() + 1 };
+        let strip = if base.path == "." {
+            0
+        } else {
+            base.path.len() + 1
+        };
         let mut out: Vec<&Entry> = Vec::new();
         let mut matched_dirs: Vec<String> = Vec::new();
         for e in under {
-            if matched_dirs.iter().any(|d| e.path.len() > d.len() && e.path.starts_with(d.as_str()) && e.path.as_bytes()[d.len()] == b'/') {
+            if matched_dirs.iter().any(|d| {
+                e.path.len() > d.len()
+                    && e.path.starts_with(d.as_str())
+                    && e.path.as_bytes()[d.len()] == b'/'
+            }) {
                 continue;
             }
             if go_match(&pattern, &e.path[strip..]).unwrap_or(false) {
@@ -449,14 +496,23 @@ impl Context {
         if dir.kind != EntryKind::Dir {
             return None;
         }
-        let joined = if dir.path == "." { name.to_owned() } else { format!("{}/{name}", dir.path) };
+        let joined = if dir.path == "." {
+            name.to_owned()
+        } else {
+            format!("{}/{name}", dir.path)
+        };
         self.get(&joined)
     }
 }
 
 /// Read the ignore file, refusing one that is a symlink leading out of
 /// the context (BuildKit resolves it inside the context).
-fn read_ignore(root: &Path, root_fd: &OwnedFd, path: &Path, src: &IgnoreSource) -> Result<Vec<u8>, ContextError> {
+fn read_ignore(
+    root: &Path,
+    root_fd: &OwnedFd,
+    path: &Path,
+    src: &IgnoreSource,
+) -> Result<Vec<u8>, ContextError> {
     if let IgnoreSource::ContextRoot(_) = src {
         // Resolve within the context: a symlinked .dockerignore must not
         // read files elsewhere on the host.
@@ -469,9 +525,13 @@ fn read_ignore(root: &Path, root_fd: &OwnedFd, path: &Path, src: &IgnoreSource) 
                         .map_err(|e| ContextError::io("read", path, e))?;
                     return Ok(data);
                 }
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) || e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
+                Err(e)
+                    if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+                        || e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) =>
+                {
                     let abs = root.join(&rel);
-                    let target = std::fs::read_link(&abs).map_err(|e| ContextError::io("read symlink", &abs, e))?;
+                    let target = std::fs::read_link(&abs)
+                        .map_err(|e| ContextError::io("read symlink", &abs, e))?;
                     let joined = rel.parent().unwrap_or(Path::new("")).join(target);
                     let mut clean_rel = PathBuf::new();
                     for c in joined.components() {
@@ -488,7 +548,9 @@ fn read_ignore(root: &Path, root_fd: &OwnedFd, path: &Path, src: &IgnoreSource) 
                 Err(e) => return Err(ContextError::io("read", path, e)),
             }
         }
-        return Err(ContextError::Escapes { path: ".dockerignore".to_owned() });
+        return Err(ContextError::Escapes {
+            path: ".dockerignore".to_owned(),
+        });
     }
     std::fs::read(path).map_err(|e| ContextError::io("read", path, e))
 }

@@ -19,9 +19,8 @@ pub(crate) fn clean(path: &str) -> String {
         dotdot = 1;
     }
     while r < n {
-        if p[r] == b'/' {
-            r += 1;
-        } else if p[r] == b'.' && (r + 1 == n || p[r + 1] == b'/') {
+        if p[r] == b'/' || (p[r] == b'.' && (r + 1 == n || p[r + 1] == b'/')) {
+            // Empty or `.` element.
             r += 1;
         } else if p[r] == b'.' && p.get(r + 1) == Some(&b'.') && (r + 2 == n || p[r + 2] == b'/') {
             r += 2;
@@ -108,11 +107,7 @@ fn scan_chunk(mut pattern: &[u8]) -> (bool, &[u8], &[u8]) {
     let mut i = 0;
     while i < pattern.len() {
         match pattern[i] {
-            b'\\' => {
-                if i + 1 < pattern.len() {
-                    i += 1;
-                }
-            }
+            b'\\' if i + 1 < pattern.len() => i += 1,
             b'[' => inrange = true,
             b']' => inrange = false,
             b'*' if !inrange => break,
@@ -250,16 +245,12 @@ pub(crate) fn go_match(pattern: &str, name: &str) -> Result<bool, BadPattern> {
         if star {
             let mut i = 0;
             while i < name.len() && name[i] != b'/' {
-                match match_chunk(chunk, &name[i + 1..])? {
-                    Some(t) => {
-                        if pattern.is_empty() && !t.is_empty() {
-                            i += 1;
-                            continue;
-                        }
+                if let Some(t) = match_chunk(chunk, &name[i + 1..])? {
+                    // The last chunk must use up the name.
+                    if !pattern.is_empty() || t.is_empty() {
                         name = t;
                         continue 'pattern;
                     }
-                    None => {}
                 }
                 i += 1;
             }
@@ -429,7 +420,11 @@ mod tests {
             ("*x", "xxx", ok),
         ];
         for (pattern, name, want) in cases {
-            assert_eq!(go_match(pattern, name), *want, "Match({pattern:?}, {name:?})");
+            assert_eq!(
+                go_match(pattern, name),
+                *want,
+                "Match({pattern:?}, {name:?})"
+            );
         }
     }
 

@@ -26,7 +26,10 @@ fn err<T>(msg: impl Into<String>) -> Res<T> {
 enum Node {
     Lit(char),
     AnyNotNl,
-    Class { negated: bool, items: Vec<ClassItem> },
+    Class {
+        negated: bool,
+        items: Vec<ClassItem>,
+    },
     BeginText,
     EndText,
     WordBoundary(bool),
@@ -253,9 +256,10 @@ impl<'a> Parser<'a> {
             negated = !negated;
             name = n;
         }
-        let script_like = name
-            .split('_')
-            .all(|w| w.chars().next().is_some_and(|c| c.is_ascii_uppercase()) && w.chars().skip(1).all(|c| c.is_ascii_lowercase()));
+        let script_like = name.split('_').all(|w| {
+            w.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+                && w.chars().skip(1).all(|c| c.is_ascii_lowercase())
+        });
         if !(CATEGORIES.contains(&name) || script_like) {
             return err(format!("invalid character class range: `\\p{{{name}}}`"));
         }
@@ -277,7 +281,10 @@ impl<'a> Parser<'a> {
             return err("trailing backslash at end of expression");
         };
         let invalid = |s: &str, rest: &str| {
-            GoRegexError(format!("invalid escape sequence: `{}`", &s[..s.len() - rest.len()]))
+            GoRegexError(format!(
+                "invalid escape sequence: `{}`",
+                &s[..s.len() - rest.len()]
+            ))
         };
         if c.is_ascii() && !c.is_ascii_alphanumeric() {
             return Ok(c);
@@ -565,15 +572,29 @@ mod tests {
             ("^[a~~b]$", "~", true),
         ];
         for (re, s, want) in cases {
-            assert_eq!(go_matches(re, s), Ok(*want), "{re} on {s:?} ({:?})", translate(re));
+            assert_eq!(
+                go_matches(re, s),
+                Ok(*want),
+                "{re} on {s:?} ({:?})",
+                translate(re)
+            );
         }
     }
 
     #[test]
     fn go_syntax_errors() {
         for bad in [
-            "^[l-O]$", "^[a--b]$", "^a\\y$", "^\\8$", "^[[:foo:]]$", "^\\C$", "^a**$", "^[a$", "^\\p{Nope}$",
-            "*", "^a\\",
+            "^[l-O]$",
+            "^[a--b]$",
+            "^a\\y$",
+            "^\\8$",
+            "^[[:foo:]]$",
+            "^\\C$",
+            "^a**$",
+            "^[a$",
+            "^\\p{Nope}$",
+            "*",
+            "^a\\",
         ] {
             assert!(translate(bad).is_err(), "{bad} accepted");
         }

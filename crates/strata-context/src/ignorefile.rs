@@ -110,8 +110,14 @@ mod tests {
     fn docker_rules() {
         assert_eq!(patterns(b""), Vec::<String>::new());
         assert_eq!(patterns(b"a\r\nb\r\n"), ["a", "b"]);
-        assert_eq!(patterns(b"\xEF\xBB\xBFa\n\xEF\xBB\xBFb"), ["a", "\u{feff}b"]);
-        assert_eq!(patterns(b"  # not a comment\n# comment\n"), ["# not a comment"]);
+        assert_eq!(
+            patterns(b"\xEF\xBB\xBFa\n\xEF\xBB\xBFb"),
+            ["a", "\u{feff}b"]
+        );
+        assert_eq!(
+            patterns(b"  # not a comment\n# comment\n"),
+            ["# not a comment"]
+        );
         assert_eq!(patterns(b"/\n//a//b/\n./c\n!/\n"), ["/", "a/b", "c", "!/"]);
         assert_eq!(patterns(b"\t x \t\n"), ["x"]);
         let long = vec![b'a'; MAX_LINE];

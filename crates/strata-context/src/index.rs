@@ -111,7 +111,11 @@ impl Index {
                 en.mode,
                 en.uid,
                 en.gid,
-                if en.kind == EntryKind::Dir { 0 } else { en.size }
+                if en.kind == EntryKind::Dir {
+                    0
+                } else {
+                    en.size
+                }
             );
             h.update(meta.as_bytes());
             match (&e.digest, &en.link_target) {
@@ -138,7 +142,11 @@ struct CacheRecord {
 
 impl CacheRecord {
     fn fresh_for(&self, e: &Entry) -> bool {
-        self.size == e.size && self.mtime == e.mtime && self.ctime == e.ctime && self.dev == e.dev && self.ino == e.ino
+        self.size == e.size
+            && self.mtime == e.mtime
+            && self.ctime == e.ctime
+            && self.dev == e.dev
+            && self.ino == e.ino
     }
 }
 
@@ -195,10 +203,20 @@ impl Cache {
         }
         use std::fmt::Write as _;
         let _ = writeln!(out, "end {}", paths.len());
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let tmp = dir.join(format!(".{}.{}.{nanos}.tmp", self.file_name(), std::process::id()));
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let tmp = dir.join(format!(
+            ".{}.{}.{nanos}.tmp",
+            self.file_name(),
+            std::process::id()
+        ));
         let result = (|| {
-            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
             f.write_all(out.as_bytes())?;
             f.sync_data()?;
             std::fs::rename(&tmp, &self.file)
@@ -277,21 +295,34 @@ fn ts_of(sec: i64, nsec: i64) -> Timestamp {
 /// Read and hash one regular file, streaming; the entry is refreshed from
 /// the open file's own stat data. Fails if the file is not what the walk
 /// saw (another inode, not a regular file) or changes while being read.
-fn hash_file(root_fd: BorrowedFd<'_>, root: &Path, e: &Entry, bytes: &AtomicU64) -> Result<Hashed, ContextError> {
+fn hash_file(
+    root_fd: BorrowedFd<'_>,
+    root: &Path,
+    e: &Entry,
+    bytes: &AtomicU64,
+) -> Result<Hashed, ContextError> {
     let started = SystemTime::now();
     let abs = root.join(&e.os_path);
     let mut f = open_beneath(root_fd, &e.os_path).map_err(|err| {
         let code = err.raw_os_error();
-        if code == Some(rustix::io::Errno::LOOP.raw_os_error()) || code == Some(rustix::io::Errno::XDEV.raw_os_error()) {
+        if code == Some(rustix::io::Errno::LOOP.raw_os_error())
+            || code == Some(rustix::io::Errno::XDEV.raw_os_error())
+        {
             // A symlink now stands where the walk saw a file.
-            ContextError::Changed { path: e.path.clone() }
+            ContextError::Changed {
+                path: e.path.clone(),
+            }
         } else {
             ContextError::io("open", &abs, err)
         }
     })?;
-    let before = f.metadata().map_err(|err| ContextError::io("stat", &abs, err))?;
+    let before = f
+        .metadata()
+        .map_err(|err| ContextError::io("stat", &abs, err))?;
     if !before.is_file() || before.ino() != e.ino || before.dev() != e.dev {
-        return Err(ContextError::Changed { path: e.path.clone() });
+        return Err(ContextError::Changed {
+            path: e.path.clone(),
+        });
     }
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; READ_BUF];
@@ -307,14 +338,18 @@ fn hash_file(root_fd: BorrowedFd<'_>, root: &Path, e: &Entry, bytes: &AtomicU64)
         n_total += n as u64;
     }
     bytes.fetch_add(n_total, Ordering::Relaxed);
-    let after = f.metadata().map_err(|err| ContextError::io("stat", &abs, err))?;
+    let after = f
+        .metadata()
+        .map_err(|err| ContextError::io("stat", &abs, err))?;
     let mtime = ts_of(after.mtime(), after.mtime_nsec());
     let ctime = ts_of(after.ctime(), after.ctime_nsec());
     if n_total != after.size()
         || ts_of(before.mtime(), before.mtime_nsec()) != mtime
         || ts_of(before.ctime(), before.ctime_nsec()) != ctime
     {
-        return Err(ContextError::Changed { path: e.path.clone() });
+        return Err(ContextError::Changed {
+            path: e.path.clone(),
+        });
     }
     let mut entry = e.clone();
     entry.size = after.size();
@@ -330,9 +365,16 @@ fn hash_file(root_fd: BorrowedFd<'_>, root: &Path, e: &Entry, bytes: &AtomicU64)
         .map(|d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX))
         .unwrap_or(0);
     let trusted = mtime.as_nanos() < limit && ctime.as_nanos() < limit;
-    let digest = Digest::new(strata_oci::Algorithm::Sha256, &hex::encode(hasher.finalize()))
-        .map_err(|err| ContextError::io("hash", &abs, io::Error::other(err)))?;
-    Ok(Hashed { digest, entry, trusted })
+    let digest = Digest::new(
+        strata_oci::Algorithm::Sha256,
+        &hex::encode(hasher.finalize()),
+    )
+    .map_err(|err| ContextError::io("hash", &abs, io::Error::other(err)))?;
+    Ok(Hashed {
+        digest,
+        entry,
+        trusted,
+    })
 }
 
 /// Index `selected` entries (sorted by path). `full` says whether they
@@ -349,7 +391,10 @@ pub(crate) fn build_index(
     let mut stats = IndexStats::default();
     let mut digests: Vec<Option<Digest>> = vec![None; selected.len()];
     let mut refreshed: Vec<Option<Entry>> = vec![None; selected.len()];
+    // Digests newly computed and trustworthy next time.
     let mut new_records: HashMap<String, CacheRecord> = HashMap::new();
+    // Files whose cached digest was used.
+    let mut hits: Vec<usize> = Vec::new();
     // Files to read, one per inode (hard links share the work).
     let mut work: Vec<usize> = Vec::new();
     let mut first_of_inode: HashMap<(u64, u64), usize> = HashMap::new();
@@ -362,7 +407,7 @@ pub(crate) fn build_index(
         if let Some(rec) = cache.as_ref().and_then(|c| c.records.get(&e.path)) {
             if rec.fresh_for(e) {
                 digests[i] = Some(rec.digest.clone());
-                new_records.insert(e.path.clone(), rec.clone());
+                hits.push(i);
                 stats.cache_hits += 1;
                 continue;
             }
@@ -383,7 +428,6 @@ pub(crate) fn build_index(
         .map(|&i| (i, hash_file(root_fd, root, selected[i], &bytes)))
         .collect();
     stats.hashed_files = results.len();
-    let mut changed = false;
     for (i, r) in results {
         let h = r?;
         if h.trusted {
@@ -398,7 +442,6 @@ pub(crate) fn build_index(
                     digest: h.digest.clone(),
                 },
             );
-            changed = true;
         } else {
             racy.fetch_add(1, Ordering::Relaxed);
         }
@@ -415,8 +458,13 @@ pub(crate) fn build_index(
             entry.mtime = src.mtime;
             entry.ctime = src.ctime;
             if let Some(rec) = new_records.get(&src.path) {
-                new_records.insert(e.path.clone(), CacheRecord { digest: d.clone(), ..rec.clone() });
-                changed = true;
+                new_records.insert(
+                    e.path.clone(),
+                    CacheRecord {
+                        digest: d.clone(),
+                        ..rec.clone()
+                    },
+                );
             }
             refreshed[i] = Some(entry);
         }
@@ -424,15 +472,21 @@ pub(crate) fn build_index(
     stats.hashed_bytes = bytes.into_inner();
     stats.racy = racy.into_inner();
     if let Some(cache) = &cache {
-        let mut records = new_records;
-        if full {
-            changed |= records.len() != cache.records.len();
-        } else {
-            for (p, r) in &cache.records {
-                records.entry(p.clone()).or_insert_with(|| r.clone());
-            }
-        }
+        // Rewrite the cache only when it would change: new trusted digests,
+        // or (for the whole context) cached paths that are gone or stale.
+        let changed = !new_records.is_empty() || (full && hits.len() != cache.records.len());
         if changed {
+            let mut records: HashMap<String, CacheRecord> = if full {
+                hits.iter()
+                    .filter_map(|&i| {
+                        let p = &selected[i].path;
+                        cache.records.get(p).map(|r| (p.clone(), r.clone()))
+                    })
+                    .collect()
+            } else {
+                cache.records.clone()
+            };
+            records.extend(new_records);
             // A cache that cannot be written costs speed, never correctness.
             if let Err(err) = cache.save(root, &records) {
                 tracing_warn(&cache.file, &err);
@@ -451,7 +505,10 @@ pub(crate) fn build_index(
 }
 
 fn tracing_warn(file: &Path, err: &io::Error) {
-    eprintln!("warning: cannot write context cache {}: {err}", file.display());
+    eprintln!(
+        "warning: cannot write context cache {}: {err}",
+        file.display()
+    );
 }
 
 #[cfg(test)]
@@ -480,7 +537,9 @@ mod tests {
         let again = Cache::load(dir.path(), root);
         assert_eq!(again.records, records);
         // Another root never reads it.
-        assert!(Cache::load(dir.path(), Path::new("/other")).records.is_empty());
+        assert!(Cache::load(dir.path(), Path::new("/other"))
+            .records
+            .is_empty());
         // A truncated file is ignored.
         let data = std::fs::read(&again.file).unwrap();
         std::fs::write(&again.file, &data[..data.len() - 4]).unwrap();

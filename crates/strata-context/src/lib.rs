@@ -24,6 +24,50 @@
 //! assert_eq!(readme.digest, Some(strata_oci::Digest::sha256(b"read me")));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # What Docker does, and what this crate does
+//!
+//! - **Ignore file**: `<Dockerfile>.dockerignore` beside the Dockerfile
+//!   (also `Dockerfile.dockerignore` for the default Dockerfile) replaces
+//!   the context root's `.dockerignore`, as BuildKit reads them. Lines are
+//!   read as moby/patternmatcher's `ignorefile.ReadAll` does (BOM, CRLF,
+//!   `#` only in column 1, trimming, `filepath.Clean`, leading `/` dropped;
+//!   see [`read_ignore_file`]).
+//! - **Patterns** behave as patternmatcher's: anchored at the root, `*`,
+//!   `?`, `[...]`/`[^...]`, `\` escapes, `**`, and the pattern text is
+//!   turned into the same Go regular expression patternmatcher builds and
+//!   read with Go's regexp syntax (so even odd patterns like `[*]` or
+//!   `a\d` mean what they mean to Docker). Malformed patterns fail with
+//!   the file, line and pattern; patterns Go's regexp refuses fail when
+//!   first tried against a path, exactly when Docker's fail.
+//! - **Exclusion** is `MatchesOrParentMatches`: the last pattern matching
+//!   the path or one of its parent directories decides; `!` re-includes.
+//!   Docker's walkers (BuildKit's fsutil and the classic builder's tar)
+//!   use `MatchesUsingParentResults`, which agrees on every conformance
+//!   case but not when an exception naming a parent comes *after* a
+//!   pattern naming the child (`x/y` then `!x`): Docker still excludes
+//!   `x/y`, strata includes it (the last matching pattern wins, as the
+//!   patterns say and patternmatcher documents).
+//! - **Exceptions below excluded directories** work as with BuildKit,
+//!   which walks into excluded directories when an exception has
+//!   wildcards (`*` then `!*/keep` keeps `d/keep`; the classic builder
+//!   loses such files because it only looks for exceptions that start
+//!   with the directory's name).
+//! - **Walk**: an excluded directory is entered only if some exception
+//!   could match a path below it (decided per pattern: literal prefixes,
+//!   and a lazy DFA of the regular expression run over `dir/`); otherwise
+//!   it is skipped whole. An excluded directory that holds a re-included
+//!   entry is itself received ([`Entry::implicit`]), as BuildKit does.
+//!   Symlinks are listed, never followed.
+//! - **The Dockerfile and the ignore file** are in the context (so `COPY
+//!   . .` copies them) unless the patterns exclude them. The builder reads
+//!   the Dockerfile from [`Context::dockerfile`] regardless. This is what
+//!   both builders do: BuildKit loads the Dockerfile through a separate
+//!   source, the classic builder receives both files and removes them
+//!   from the context when excluded.
+//! - **Index**: sha256 of content only; time stamps are a cache hint.
+//!   A file changed within [`RACY_WINDOW`] of being hashed is hashed again
+//!   next time (git's "racily clean" problem).
 #![deny(missing_docs)]
 
 mod context;

@@ -73,9 +73,9 @@ impl Pattern {
         let p = path.as_bytes();
         match &self.kind {
             Kind::Exact => Ok(p == t),
-            Kind::Prefix => Ok(p.starts_with(&t[..t.len() - 2])),
+            Kind::Prefix => Ok(p.starts_with(&t[..t.len().saturating_sub(2)])),
             Kind::Suffix => {
-                let suffix = &t[2..];
+                let suffix = t.get(2..).unwrap_or_default();
                 if p.ends_with(suffix) {
                     return Ok(true);
                 }
@@ -94,7 +94,7 @@ impl Pattern {
         match &self.kind {
             Kind::Exact => t.starts_with(under.as_bytes()),
             Kind::Prefix => {
-                let lit = &t[..t.len() - 2];
+                let lit = &t[..t.len().saturating_sub(2)];
                 lit.starts_with(under.as_bytes()) || under.as_bytes().starts_with(lit)
             }
             Kind::Suffix | Kind::Broken { .. } => true,
@@ -278,7 +278,10 @@ impl Matcher {
 
     /// Read an ignore file's bytes (see [`read_ignore_file`](crate::read_ignore_file))
     /// and compile its patterns; errors name `file` and the line.
-    pub fn from_ignore_file(file: impl Into<PathBuf>, data: &[u8]) -> Result<Matcher, PatternError> {
+    pub fn from_ignore_file(
+        file: impl Into<PathBuf>,
+        data: &[u8],
+    ) -> Result<Matcher, PatternError> {
         let file = file.into();
         let text = String::from_utf8_lossy(data).into_owned();
         let src = Arc::new(miette::NamedSource::new(file.display().to_string(), text));
@@ -290,10 +293,7 @@ impl Matcher {
             e.origin = Some(origin_source(&origin));
             e
         })?;
-        Matcher::build(
-            lines.into_iter().map(|l| (l.pattern, Some(l.line))),
-            origin,
-        )
+        Matcher::build(lines.into_iter().map(|l| (l.pattern, Some(l.line))), origin)
     }
 
     pub(crate) fn build(
@@ -417,7 +417,11 @@ impl Matcher {
             },
             line: p.line,
             kind: PatternErrorKind::Regex(reason.to_owned()),
-            origin: self.origin.file.as_ref().map(|_| origin_source(&self.origin)),
+            origin: self
+                .origin
+                .file
+                .as_ref()
+                .map(|_| origin_source(&self.origin)),
         }
     }
 
@@ -502,7 +506,11 @@ mod tests {
             ("**/foo/bar", "suffix", None),
             ("a(b)c/def", "exact", None),
             ("a.|)$(}+{bc", "exact", None),
-            ("dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl", "exact", None),
+            (
+                "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+                "exact",
+                None,
+            ),
         ];
         for (pattern, kind, go) in cases {
             let (re, k) = compile(&clean(pattern));
@@ -521,14 +529,20 @@ mod tests {
         assert!(m.check_all().is_err());
         // Never tried: an inclusion after the path already matched.
         let m = Matcher::new(["*", "[Local-Only]"]).unwrap();
-        assert_eq!(m.try_matches("x").unwrap(), true);
+        assert!(m.try_matches("x").unwrap());
         assert!(Matcher::new(["!"]).is_err());
         assert!(Matcher::new(["a/["]).is_err());
     }
 
     #[test]
     fn pruning_is_sound_and_useful() {
-        let m = Matcher::new(["node_modules", "!node_modules/keep/*.js", "vendor", "!**/LICENSE"]).unwrap();
+        let m = Matcher::new([
+            "node_modules",
+            "!node_modules/keep/*.js",
+            "vendor",
+            "!**/LICENSE",
+        ])
+        .unwrap();
         assert!(m.may_reinclude_below("node_modules"));
         assert!(m.may_reinclude_below("node_modules/keep"));
         assert!(m.may_reinclude_below("vendor"));

@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 
 use crate::error::ContextError;
 use crate::pattern::Matcher;
@@ -123,7 +123,12 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub(crate) fn from_meta(path: String, os_path: PathBuf, meta: &Metadata, link_target: Option<PathBuf>) -> Entry {
+    pub(crate) fn from_meta(
+        path: String,
+        os_path: PathBuf,
+        meta: &Metadata,
+        link_target: Option<PathBuf>,
+    ) -> Entry {
         Entry {
             path,
             os_path,
@@ -151,7 +156,10 @@ impl Entry {
 
     /// Whether two entries are hard links to the same file.
     pub fn same_file(&self, other: &Entry) -> bool {
-        self.kind == EntryKind::File && other.kind == EntryKind::File && self.dev == other.dev && self.ino == other.ino
+        self.kind == EntryKind::File
+            && other.kind == EntryKind::File
+            && self.dev == other.dev
+            && self.ino == other.ino
     }
 }
 
@@ -172,6 +180,8 @@ struct Walker<'a> {
 
 /// Walk `root`, applying `matcher`: included entries (sorted by path),
 /// directories excluded but holding re-included entries marked implicit.
+/// Directories are opened relative to their parent without following
+/// symlinks, so a tree changing during the walk cannot lead it outside.
 pub(crate) fn walk(root: &Path, matcher: &Matcher) -> Result<WalkOutput, ContextError> {
     let mut w = Walker {
         root,
@@ -180,7 +190,13 @@ pub(crate) fn walk(root: &Path, matcher: &Matcher) -> Result<WalkOutput, Context
         pruned: 0,
     };
     let hits = vec![false; matcher.patterns().len()];
-    w.dir("", Path::new(""), &hits, false)?;
+    let fd = rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| ContextError::io("open", root, e.into()))?;
+    w.dir(fd, "", Path::new(""), &hits)?;
     let mut entries = w.out;
     entries.sort_unstable_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
     Ok(WalkOutput {
@@ -190,76 +206,110 @@ pub(crate) fn walk(root: &Path, matcher: &Matcher) -> Result<WalkOutput, Context
 }
 
 impl Walker<'_> {
-    /// Walk one directory; returns whether anything below it is included.
-    fn dir(&mut self, rel: &str, rel_os: &Path, hits: &[bool], excluded: bool) -> Result<bool, ContextError> {
-        let abs = self.root.join(rel_os);
-        let rd = match std::fs::read_dir(&abs) {
-            Ok(rd) => rd,
-            // BuildKit skips unreadable directories it would not send anyway.
-            Err(e) if excluded && e.kind() == io::ErrorKind::PermissionDenied => return Ok(false),
-            Err(e) => return Err(ContextError::io("read directory", abs, e)),
-        };
-        let mut names = Vec::new();
-        for item in rd {
-            let item = item.map_err(|e| ContextError::io("read directory", &abs, e))?;
-            names.push(item.file_name());
+    /// Walk one directory (open as `fd`); returns whether anything below
+    /// it is included.
+    fn dir(
+        &mut self,
+        fd: OwnedFd,
+        rel: &str,
+        rel_os: &Path,
+        hits: &[bool],
+    ) -> Result<bool, ContextError> {
+        let abs = || self.root.join(rel_os);
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        {
+            let mut d = rustix::fs::Dir::read_from(&fd)
+                .map_err(|e| ContextError::io("read directory", abs(), e.into()))?;
+            while let Some(item) = d.read() {
+                let item = item.map_err(|e| ContextError::io("read directory", abs(), e.into()))?;
+                let name = item.file_name().to_bytes();
+                if name != b"." && name != b".." {
+                    names.push(name.to_vec());
+                }
+            }
         }
-        names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        names.sort_unstable();
         let mut any = false;
         let mut child_hits = Vec::new();
         for name in names {
-            let child_os = rel_os.join(&name);
-            let name_str = name.to_string_lossy();
+            let name_os = OsStr::from_bytes(&name);
+            let child_os = rel_os.join(name_os);
+            let name_str = String::from_utf8_lossy(&name);
             let child = if rel.is_empty() {
                 name_str.into_owned()
             } else {
                 format!("{rel}/{name_str}")
             };
-            let abs_child = self.root.join(&child_os);
-            let meta = match std::fs::symlink_metadata(&abs_child) {
-                Ok(m) => m,
-                // Removed since read_dir listed it.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(ContextError::io("stat", abs_child, e)),
+            let st = match rustix::fs::statat(&fd, name_os, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                // Removed since the directory was listed.
+                Err(rustix::io::Errno::NOENT) => continue,
+                Err(e) => {
+                    return Err(ContextError::io(
+                        "stat",
+                        self.root.join(&child_os),
+                        e.into(),
+                    ))
+                }
             };
-            let is_dir = meta.is_dir();
+            let kind = kind_of_mode(st.st_mode as u32);
+            let is_dir = kind == EntryKind::Dir;
             let child_excluded = if self.matcher.patterns().is_empty() {
                 child_hits.clear();
                 false
             } else {
-                self.matcher
-                    .decide(&child, hits, if is_dir { Some(&mut child_hits) } else { None })?
+                self.matcher.decide(
+                    &child,
+                    hits,
+                    if is_dir { Some(&mut child_hits) } else { None },
+                )?
             };
             if is_dir {
-                if !child_excluded {
-                    self.out.push(Entry::from_meta(child.clone(), child_os.clone(), &meta, None));
-                    let sub_hits = std::mem::take(&mut child_hits);
-                    self.dir(&child, &child_os, &sub_hits, false)?;
-                    child_hits = sub_hits;
-                    any = true;
-                } else if self.matcher.may_reinclude_below(&child) {
-                    let sub_hits = std::mem::take(&mut child_hits);
-                    let found = self.dir(&child, &child_os, &sub_hits, true)?;
-                    child_hits = sub_hits;
-                    if found {
-                        let mut e = Entry::from_meta(child.clone(), child_os.clone(), &meta, None);
-                        e.implicit = true;
-                        self.out.push(e);
-                        any = true;
-                    }
-                } else {
+                let descend = !child_excluded || self.matcher.may_reinclude_below(&child);
+                if !descend {
                     self.pruned += 1;
+                    continue;
                 }
+                let sub = match rustix::fs::openat(
+                    &fd,
+                    name_os,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                ) {
+                    Ok(sub) => sub,
+                    // BuildKit skips unreadable directories it would not send anyway.
+                    Err(rustix::io::Errno::ACCESS) if child_excluded => continue,
+                    Err(e) => {
+                        return Err(ContextError::io(
+                            "open directory",
+                            self.root.join(&child_os),
+                            e.into(),
+                        ))
+                    }
+                };
+                let mut e = Entry::from_stat(child.clone(), child_os.clone(), &st, None);
+                let sub_hits = std::mem::take(&mut child_hits);
+                if !child_excluded {
+                    self.out.push(e);
+                    self.dir(sub, &child, &child_os, &sub_hits)?;
+                    any = true;
+                } else if self.dir(sub, &child, &child_os, &sub_hits)? {
+                    e.implicit = true;
+                    self.out.push(e);
+                    any = true;
+                }
+                child_hits = sub_hits;
             } else if !child_excluded {
-                let target = if meta.file_type().is_symlink() {
-                    Some(
-                        std::fs::read_link(&abs_child)
-                            .map_err(|e| ContextError::io("read symlink", &abs_child, e))?,
-                    )
+                let target = if kind == EntryKind::Symlink {
+                    let t = rustix::fs::readlinkat(&fd, name_os, Vec::new()).map_err(|e| {
+                        ContextError::io("read symlink", self.root.join(&child_os), e.into())
+                    })?;
+                    Some(PathBuf::from(OsStr::from_bytes(t.as_bytes())))
                 } else {
                     None
                 };
-                self.out.push(Entry::from_meta(child, child_os, &meta, target));
+                self.out
+                    .push(Entry::from_stat(child, child_os, &st, target));
                 any = true;
             }
         }
@@ -267,17 +317,69 @@ impl Walker<'_> {
     }
 }
 
+fn kind_of_mode(mode: u32) -> EntryKind {
+    match mode & 0o170000 {
+        0o040000 => EntryKind::Dir,
+        0o120000 => EntryKind::Symlink,
+        0o010000 => EntryKind::Fifo,
+        0o140000 => EntryKind::Socket,
+        0o020000 => EntryKind::CharDevice,
+        0o060000 => EntryKind::BlockDevice,
+        _ => EntryKind::File,
+    }
+}
+
+fn ts(sec: i64, nsec: i64) -> Timestamp {
+    Timestamp {
+        sec,
+        nsec: nsec.clamp(0, 999_999_999) as u32,
+    }
+}
+
+impl Entry {
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    fn from_stat(
+        path: String,
+        os_path: PathBuf,
+        st: &rustix::fs::Stat,
+        link_target: Option<PathBuf>,
+    ) -> Entry {
+        Entry {
+            path,
+            os_path,
+            kind: kind_of_mode(st.st_mode as u32),
+            mode: (st.st_mode as u32) & 0o7777,
+            uid: st.st_uid as u32,
+            gid: st.st_gid as u32,
+            size: st.st_size.max(0) as u64,
+            link_target,
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            nlink: st.st_nlink as u64,
+            rdev: st.st_rdev as u64,
+            mtime: ts(st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime: ts(st.st_ctime as i64, st.st_ctime_nsec as i64),
+            implicit: false,
+        }
+    }
+}
+
 /// Open `root` as a directory handle the context's reads start from.
 pub(crate) fn open_root(root: &Path) -> Result<OwnedFd, ContextError> {
-    rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| ContextError::io("open", root, e.into()))
+    rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| ContextError::io("open", root, e.into()))
 }
 
 /// Open the regular file `rel` (a path with no symlinks in it) below
 /// `root_fd`, refusing to follow any symlink or to leave the directory,
 /// even if the tree changed since it was walked.
 pub(crate) fn open_beneath(root_fd: BorrowedFd<'_>, rel: &Path) -> io::Result<File> {
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
     match rustix::fs::openat2(
         root_fd,
         rel,
