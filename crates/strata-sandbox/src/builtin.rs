@@ -53,7 +53,10 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
     let mut fds = [0; 2];
     // SAFETY: valid array of two ints.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(SandboxError::io("cannot create a pipe", std::io::Error::last_os_error()));
+        return Err(SandboxError::io(
+            "cannot create a pipe",
+            std::io::Error::last_os_error(),
+        ));
     }
     // SAFETY: both fds were just created and are owned here.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
@@ -78,7 +81,15 @@ fn init(setup: &SetupPlan, process: &ProcessPlan, stdio: &ChildStdio, err_fd: i3
     let mut sys = Real;
     // Die with the caller (a crash or kill -9 of strata takes the sandbox along).
     // SAFETY: plain prctl.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
     for (target, &fd) in stdio.fds.iter().enumerate() {
         // SAFETY: dup2 of descriptors prepared before the fork.
         if fd >= 0 && unsafe { libc::dup2(fd, target as i32) } < 0 {
@@ -108,7 +119,16 @@ fn init(setup: &SetupPlan, process: &ProcessPlan, stdio: &ChildStdio, err_fd: i3
     // may have held at the moment of our own clone (they would never be
     // released in this copy).
     // SAFETY: fork semantics (no CLONE_VM); the child only makes system calls.
-    let child = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) } as libc::pid_t;
+    let child = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    } as libc::pid_t;
     if child < 0 {
         // SAFETY: reading errno, then leaving.
         unsafe {
@@ -128,7 +148,12 @@ fn init(setup: &SetupPlan, process: &ProcessPlan, stdio: &ChildStdio, err_fd: i3
                 }
             }
             libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as u32);
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
         }
         let (code, errno) = process.exec(&mut sys);
         report(err_fd, code, errno);
@@ -187,7 +212,8 @@ impl Executor for BuiltinExecutor {
 
     fn run(&self, spec: &RunSpec) -> Result<ExitStatus, SandboxError> {
         crate::validate(spec)?;
-        std::fs::create_dir_all(&self.state_dir).map_err(|e| SandboxError::prepare(&self.state_dir, e))?;
+        std::fs::create_dir_all(&self.state_dir)
+            .map_err(|e| SandboxError::prepare(&self.state_dir, e))?;
         let tmp = tempfile::Builder::new()
             .prefix("builtin-")
             .tempdir_in(&self.state_dir)
@@ -235,7 +261,8 @@ impl Executor for BuiltinExecutor {
             }
         }
 
-        let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+        let mut flags =
+            libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
         if spec.network == Network::None {
             flags |= libc::CLONE_NEWNET;
         }
