@@ -231,6 +231,7 @@ pub(crate) mod at {
     pub const PIVOT: u32 = 5;
     pub const FORK: u32 = 6;
     pub const STDIO: u32 = 7;
+    pub const LOOPBACK: u32 = 8;
     pub const RLIMIT: u32 = 10;
     pub const CAPBSET: u32 = 11;
     pub const CAPSET: u32 = 12;
@@ -251,6 +252,8 @@ pub(crate) struct SetupPlan {
     pub steps: Vec<Step>,
     pub readonly_root: bool,
     pub hostname: CString,
+    /// A new network namespace: bring `lo` up, as docker and the runtimes do.
+    pub loopback_up: bool,
 }
 
 fn in_root(p: &str) -> Result<InRoot, SandboxError> {
@@ -389,6 +392,7 @@ impl SetupPlan {
             steps,
             readonly_root: spec.readonly_rootfs,
             hostname: cstring(&spec.hostname, "hostname")?,
+            loopback_up: spec.network == crate::spec::Network::None,
         })
     }
 
@@ -416,6 +420,7 @@ impl SetupPlan {
             at::PIVOT => "pivot_root into the container root".into(),
             at::FORK => "fork the command".into(),
             at::STDIO => "set up stdin/stdout/stderr".into(),
+            at::LOOPBACK => "bring the loopback interface up".into(),
             at::RLIMIT => "set resource limits".into(),
             at::CAPBSET => "drop capabilities from the bounding set".into(),
             at::CAPSET => "set capabilities".into(),
@@ -459,6 +464,9 @@ impl SetupPlan {
         }
         sys.sethostname(&self.hostname)
             .map_err(|e| (at::HOSTNAME, e))?;
+        if self.loopback_up {
+            sys.loopback_up().map_err(|e| (at::LOOPBACK, e))?;
+        }
         // pivot_root(".", "."): the old root ends up stacked on the new one
         // and is detached right away; no directory is needed in the rootfs.
         sys.chdir(&self.root.target).map_err(|e| (at::PIVOT, e))?;
@@ -813,6 +821,20 @@ mod tests {
             ro > last_mount,
             "the root goes read-only after the mount points exist"
         );
+    }
+
+    #[test]
+    fn network_none_brings_loopback_up() {
+        let mut s = spec();
+        let mut r = Recorder::new();
+        existing(&mut r);
+        plan(&s).apply(&mut r).unwrap();
+        assert!(!r.effects().contains(&"loopback_up"));
+        s.network = crate::spec::Network::None;
+        let mut r = Recorder::new();
+        existing(&mut r);
+        plan(&s).apply(&mut r).unwrap();
+        assert!(r.effects().contains(&"loopback_up"));
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub(crate) trait Syscalls {
     fn chdir(&mut self, path: &CStr) -> Res;
     fn pivot_root(&mut self, new_root: &CStr, put_old: &CStr) -> Res;
     fn sethostname(&mut self, name: &CStr) -> Res;
+    /// Brings the loopback interface of the current network namespace up.
+    fn loopback_up(&mut self) -> Res;
     /// `prctl(PR_CAPBSET_DROP, cap)`; `EINVAL` past the last capability.
     fn drop_bounding_cap(&mut self, cap: u32) -> Res;
     /// `capset`: effective = permitted = `caps`, inheritable empty.
@@ -246,6 +248,30 @@ impl Syscalls for Real {
         let b = name.to_bytes();
         // SAFETY: valid buffer and length.
         check(unsafe { libc::sethostname(b.as_ptr().cast(), b.len()) } as libc::c_long)
+    }
+
+    fn loopback_up(&mut self) -> Res {
+        // SAFETY: socket + two ioctls on a zeroed ifreq naming "lo".
+        unsafe {
+            let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+            if sock < 0 {
+                return Err(errno());
+            }
+            let mut req: libc::ifreq = std::mem::zeroed();
+            req.ifr_name[0] = b'l' as libc::c_char;
+            req.ifr_name[1] = b'o' as libc::c_char;
+            let mut r = libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req);
+            if r == 0 {
+                req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+                r = libc::ioctl(sock, libc::SIOCSIFFLAGS, &req);
+            }
+            let e = errno();
+            libc::close(sock);
+            if r < 0 {
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     fn drop_bounding_cap(&mut self, cap: u32) -> Res {
@@ -587,6 +613,9 @@ pub(crate) mod recording {
         }
         fn sethostname(&mut self, name: &CStr) -> Res {
             self.rec(format!("sethostname {}", s(name)))
+        }
+        fn loopback_up(&mut self) -> Res {
+            self.rec("loopback_up".into())
         }
         fn drop_bounding_cap(&mut self, cap: u32) -> Res {
             if cap > 40 {

@@ -24,8 +24,11 @@ macro_rules! executor_tests {
             #[test]
             fn echo_output_is_captured() {
                 let Some((f, e)) = setup() else { return };
+                let before = tree(&f.rootfs());
                 let (spec, out) = f.spec("echo hi; echo oops >&2");
                 assert_eq!(e.run(&spec).unwrap(), ExitStatus(0));
+                // a directory rootfs keeps no mount point stubs (/etc/hosts...)
+                assert_eq!(tree(&f.rootfs()), before);
                 assert_eq!(out.stdout(), "hi\n");
                 assert_eq!(out.stderr(), "oops\n");
                 // plain argv, PATH lookup inside the container
@@ -94,10 +97,10 @@ macro_rules! executor_tests {
             fn network_none_has_only_loopback() {
                 let Some((f, e)) = setup() else { return };
                 let script = "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '";
-                let (mut spec, out) = f.spec(script);
+                let (mut spec, out) = f.spec(&format!("{script}; ping -c1 -W2 127.0.0.1 >/dev/null && echo lo-up"));
                 spec.network = Network::None;
                 assert!(e.run(&spec).unwrap().success());
-                assert_eq!(out.stdout(), "lo\n");
+                assert_eq!(out.stdout(), "lo\nlo-up\n", "only lo, and it is up as docker has it");
                 // host network sees the host's interfaces
                 let host: Vec<String> = std::fs::read_to_string("/proc/net/dev").unwrap().lines().skip(2)
                     .map(|l| l.split(':').next().unwrap().trim().to_string()).collect();
