@@ -41,6 +41,7 @@
 
 mod args;
 mod builtin;
+mod cli_rules;
 mod defaults;
 mod error;
 mod etc;
@@ -58,6 +59,7 @@ use std::path::Path;
 
 pub use args::container_args;
 pub use builtin::BuiltinExecutor;
+pub use cli_rules::{merge_env, parse_volume};
 pub use defaults::{DEFAULT_CAPS, DEFAULT_CAP_MASK, MASKED_PATHS, READONLY_PATHS};
 pub use error::{SandboxError, UserError};
 pub use oci::OciExecutor;
