@@ -212,6 +212,7 @@ impl Executor for BuiltinExecutor {
 
     fn run(&self, spec: &RunSpec) -> Result<ExitStatus, SandboxError> {
         crate::validate(spec)?;
+        crate::plan::overlay_before_run(&spec.rootfs)?;
         std::fs::create_dir_all(&self.state_dir)
             .map_err(|e| SandboxError::prepare(&self.state_dir, e))?;
         let tmp = tempfile::Builder::new()
@@ -312,6 +313,7 @@ impl Executor for BuiltinExecutor {
         let mut buf = Vec::new();
         let _ = std::fs::File::from(err_r).read_to_end(&mut buf);
         stubs.after_run();
+        crate::plan::overlay_after_run(&spec.rootfs);
         let status = waited.map_err(|e| SandboxError::io("cannot wait for the sandbox", e))?;
         if buf.len() >= 8 {
             let code = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);

@@ -266,6 +266,7 @@ impl Executor for OciExecutor {
 
     fn run(&self, spec: &RunSpec) -> Result<ExitStatus, SandboxError> {
         crate::validate(spec)?;
+        crate::plan::overlay_before_run(&spec.rootfs)?;
         let root_dir = self.runtime_root();
         std::fs::create_dir_all(&root_dir).map_err(|e| SandboxError::prepare(&root_dir, e))?;
         let bundle = tempfile::Builder::new()
@@ -365,6 +366,7 @@ impl Executor for OciExecutor {
             self.quiet(&["delete", "-f", &id]);
         }
         stubs.after_run();
+        crate::plan::overlay_after_run(&spec.rootfs);
         let status = ExitStatus::from_wait_status(
             waited.map_err(|e| SandboxError::io(format!("cannot wait for {}", self.name), e))?,
         );

@@ -94,7 +94,7 @@ pub(crate) fn root_mount(
                 check_overlay_path(p)?;
             }
             let data = |l: &[String], u: &str, w: &str| {
-                format!("lowerdir={},upperdir={u},workdir={w}", l.join(":"))
+                format!("lowerdir={},upperdir={u},workdir={w},volatile", l.join(":"))
             };
             let s = |p: &Path| p.to_string_lossy().into_owned();
             let abs = data(
@@ -146,6 +146,41 @@ pub(crate) fn root_mount(
                 target: target_c,
             })
         }
+    }
+}
+
+/// Where overlayfs records that a `volatile` mount was active.
+fn volatile_marker(workdir: &Path) -> std::path::PathBuf {
+    workdir.join("work/incompat")
+}
+
+/// Overlays are mounted `volatile`: no fsync on copy-up and no syncfs of the
+/// upper filesystem at unmount (measurably faster RUN steps). A crash can
+/// then lose upper-dir data, which is fine: a RUN's upper dir only becomes a
+/// layer after the run ended cleanly, and the layer is written (and synced)
+/// to the store from it. overlayfs leaves a marker in the work dir that makes
+/// the next mount of the same pair fail; after a clean run we remove it, and
+/// before a run we refuse a pair an interrupted run left behind.
+pub(crate) fn overlay_before_run(rootfs: &RootFs) -> Result<(), SandboxError> {
+    if let RootFs::Overlay {
+        upperdir, workdir, ..
+    } = rootfs
+    {
+        if volatile_marker(workdir).join("volatile").exists() {
+            return Err(SandboxError::InvalidSpec(format!(
+                "the overlay work directory {} was left by an interrupted run, so {} may be incomplete; use a fresh upper/work pair",
+                workdir.display(),
+                upperdir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// See [`overlay_before_run`].
+pub(crate) fn overlay_after_run(rootfs: &RootFs) {
+    if let RootFs::Overlay { workdir, .. } = rootfs {
+        let _ = std::fs::remove_dir_all(volatile_marker(workdir));
     }
 }
 
@@ -824,6 +859,22 @@ mod tests {
     }
 
     #[test]
+    fn interrupted_volatile_overlay_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let rootfs = RootFs::Overlay {
+            lowerdirs: vec![t.path().join("l")],
+            upperdir: t.path().join("u"),
+            workdir: t.path().join("w"),
+        };
+        overlay_before_run(&rootfs).unwrap();
+        std::fs::create_dir_all(t.path().join("w/work/incompat/volatile")).unwrap();
+        let e = overlay_before_run(&rootfs).unwrap_err().to_string();
+        assert!(e.contains("interrupted run"), "{e}");
+        overlay_after_run(&rootfs);
+        overlay_before_run(&rootfs).unwrap();
+    }
+
+    #[test]
     fn network_none_brings_loopback_up() {
         let mut s = spec();
         let mut r = Recorder::new();
@@ -861,7 +912,7 @@ mod tests {
         let rm = root_mount(&rootfs, Path::new("/m"), Path::new("/e")).unwrap();
         assert_eq!(
             rm.data.unwrap().to_str().unwrap(),
-            "lowerdir=/s/snap/0:/s/snap/1:/s/snap/2,upperdir=/s/up,workdir=/s/work"
+            "lowerdir=/s/snap/0:/s/snap/1:/s/snap/2,upperdir=/s/up,workdir=/s/work,volatile"
         );
         assert!(rm.chdir.is_none());
         let long = "/var/lib/strata/snapshots/sha256";

@@ -157,6 +157,21 @@ macro_rules! executor_tests {
             }
 
             #[test]
+            fn overlay_pair_can_be_reused() {
+                let Some((f, e)) = setup() else { return };
+                let rootfs = f.overlay(&[]);
+                let (mut spec, _) = f.spec("echo 1 >> /counter");
+                spec.rootfs = rootfs.clone();
+                assert!(e.run(&spec).unwrap().success());
+                // the volatile marker of the first mount is gone, so the
+                // same upper/work pair mounts again (strata run restarting)
+                let (mut spec, out) = f.spec("echo 2 >> /counter; cat /counter");
+                spec.rootfs = rootfs;
+                assert!(e.run(&spec).unwrap().success());
+                assert_eq!(out.stdout(), "1\n2\n");
+            }
+
+            #[test]
             fn bind_mounts_rw_and_ro() {
                 let Some((f, e)) = setup() else { return };
                 let rw = f.path("rw");
