@@ -59,7 +59,23 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
         ));
     }
     // SAFETY: both fds were just created and are owned here.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((high(r)?, high(w)?))
+}
+
+/// `fd` moved to a number >= 10, so the child's dup2 onto 0-2 can never
+/// clobber it (a caller with a closed stdin gets pipes at 0).
+fn high(fd: OwnedFd) -> Result<OwnedFd, SandboxError> {
+    // SAFETY: duplicating an open descriptor.
+    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+    if n < 0 {
+        return Err(SandboxError::io(
+            "cannot duplicate a descriptor",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: just created, owned here.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
 /// Failure report written by the child: code (see [`at`]) and errno.
@@ -98,6 +114,16 @@ fn init(setup: &SetupPlan, process: &ProcessPlan, stdio: &ChildStdio, err_fd: i3
             // SAFETY: leaving the child without running destructors.
             unsafe { libc::_exit(1) };
         }
+    }
+    // Drop every other descriptor of the caller: pid 1 never executes, so
+    // close-on-exec would not help, and a copy of another concurrent run's
+    // pipe would keep that run's reader from seeing EOF.
+    // SAFETY: closing descriptor ranges; 0-2 and the report pipe stay.
+    unsafe {
+        if err_fd > 3 {
+            libc::syscall(libc::SYS_close_range, 3u32, (err_fd - 1) as u32, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, (err_fd + 1) as u32, u32::MAX, 0u32);
     }
     if let Err((code, errno)) = setup.apply(&mut sys) {
         report(err_fd, code, errno);
@@ -240,7 +266,7 @@ impl Executor for BuiltinExecutor {
                 .write(true)
                 .open("/dev/null")
                 .map_err(|e| SandboxError::prepare("/dev/null", e))?;
-            Ok(OwnedFd::from(f))
+            high(OwnedFd::from(f))
         };
         match &spec.stdio {
             Stdio::Inherit => {}

@@ -172,6 +172,31 @@ macro_rules! executor_tests {
             }
 
             #[test]
+            fn concurrent_runs_keep_their_output() {
+                let Some((f, e)) = setup() else { return };
+                let e = std::sync::Arc::new(e);
+                let threads: Vec<_> = (0..4)
+                    .map(|i| {
+                        let e = e.clone();
+                        let (spec, out) = f.spec(&format!("sleep 0.2; echo run{i}"));
+                        std::thread::spawn(move || {
+                            for _ in 0..3 {
+                                assert!(e.run(&spec).unwrap().success());
+                            }
+                            out.stdout()
+                        })
+                    })
+                    .collect();
+                let start = std::time::Instant::now();
+                for (i, t) in threads.into_iter().enumerate() {
+                    assert_eq!(t.join().unwrap(), format!("run{i}\nrun{i}\nrun{i}\n"));
+                }
+                // 12 runs of 0.2 s on 4 threads: parallel, and no run waits
+                // for another one's pipes
+                assert!(start.elapsed() < Duration::from_secs(30));
+            }
+
+            #[test]
             fn bind_mounts_rw_and_ro() {
                 let Some((f, e)) = setup() else { return };
                 let rw = f.path("rw");
