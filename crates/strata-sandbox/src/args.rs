@@ -55,7 +55,14 @@ mod tests {
     fn docker_rules() {
         let sh_cmd = v(&["/bin/sh", "-c", "echo $HOME"]);
         // (entrypoint, cmd, user args, --entrypoint, expected)
-        let cases: &[(&[&str], &[String], &[&str], Option<&str>, &[&str])] = &[
+        type Case<'a> = (
+            &'a [&'a str],
+            &'a [String],
+            &'a [&'a str],
+            Option<&'a str>,
+            &'a [&'a str],
+        );
+        let cases: &[Case] = &[
             // CMD only
             (&[], &sh_cmd, &[], None, &["/bin/sh", "-c", "echo $HOME"]),
             // args replace CMD
@@ -69,7 +76,13 @@ mod tests {
             // --entrypoint resets CMD
             (&["/e"], &v(&["a"]), &[], Some("/bin/ls"), &["/bin/ls"]),
             // --entrypoint with args
-            (&["/e"], &v(&["a"]), &["-l", "/"], Some("ls"), &["ls", "-l", "/"]),
+            (
+                &["/e"],
+                &v(&["a"]),
+                &["-l", "/"],
+                Some("ls"),
+                &["ls", "-l", "/"],
+            ),
             // --entrypoint is one program, not split
             (&[], &[], &[], Some("ls -l"), &["ls -l"]),
             // --entrypoint "" clears entrypoint and CMD: args alone

@@ -53,10 +53,29 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
     let mut fds = [0; 2];
     // SAFETY: valid array of two ints.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(SandboxError::io("cannot create a pipe", std::io::Error::last_os_error()));
+        return Err(SandboxError::io(
+            "cannot create a pipe",
+            std::io::Error::last_os_error(),
+        ));
     }
     // SAFETY: both fds were just created and are owned here.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((high(r)?, high(w)?))
+}
+
+/// `fd` moved to a number >= 10, so the child's dup2 onto 0-2 can never
+/// clobber it (a caller with a closed stdin gets pipes at 0).
+fn high(fd: OwnedFd) -> Result<OwnedFd, SandboxError> {
+    // SAFETY: duplicating an open descriptor.
+    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+    if n < 0 {
+        return Err(SandboxError::io(
+            "cannot duplicate a descriptor",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: just created, owned here.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
 /// Failure report written by the child: code (see [`at`]) and errno.
@@ -78,7 +97,15 @@ fn init(setup: &SetupPlan, process: &ProcessPlan, stdio: &ChildStdio, err_fd: i3
     let mut sys = Real;
     // Die with the caller (a crash or kill -9 of strata takes the sandbox along).
     // SAFETY: plain prctl.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
     for (target, &fd) in stdio.fds.iter().enumerate() {
         // SAFETY: dup2 of descriptors prepared before the fork.
         if fd >= 0 && unsafe { libc::dup2(fd, target as i32) } < 0 {
@@ -87,6 +114,16 @@ fn init(setup: &SetupPlan, process: &ProcessPlan, stdio: &ChildStdio, err_fd: i3
             // SAFETY: leaving the child without running destructors.
             unsafe { libc::_exit(1) };
         }
+    }
+    // Drop every other descriptor of the caller: pid 1 never executes, so
+    // close-on-exec would not help, and a copy of another concurrent run's
+    // pipe would keep that run's reader from seeing EOF.
+    // SAFETY: closing descriptor ranges; 0-2 and the report pipe stay.
+    unsafe {
+        if err_fd > 3 {
+            libc::syscall(libc::SYS_close_range, 3u32, (err_fd - 1) as u32, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, (err_fd + 1) as u32, u32::MAX, 0u32);
     }
     if let Err((code, errno)) = setup.apply(&mut sys) {
         report(err_fd, code, errno);
@@ -108,7 +145,16 @@ fn init(setup: &SetupPlan, process: &ProcessPlan, stdio: &ChildStdio, err_fd: i3
     // may have held at the moment of our own clone (they would never be
     // released in this copy).
     // SAFETY: fork semantics (no CLONE_VM); the child only makes system calls.
-    let child = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) } as libc::pid_t;
+    let child = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    } as libc::pid_t;
     if child < 0 {
         // SAFETY: reading errno, then leaving.
         unsafe {
@@ -128,7 +174,12 @@ fn init(setup: &SetupPlan, process: &ProcessPlan, stdio: &ChildStdio, err_fd: i3
                 }
             }
             libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as u32);
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
         }
         let (code, errno) = process.exec(&mut sys);
         report(err_fd, code, errno);
@@ -187,7 +238,9 @@ impl Executor for BuiltinExecutor {
 
     fn run(&self, spec: &RunSpec) -> Result<ExitStatus, SandboxError> {
         crate::validate(spec)?;
-        std::fs::create_dir_all(&self.state_dir).map_err(|e| SandboxError::prepare(&self.state_dir, e))?;
+        crate::plan::overlay_before_run(&spec.rootfs)?;
+        std::fs::create_dir_all(&self.state_dir)
+            .map_err(|e| SandboxError::prepare(&self.state_dir, e))?;
         let tmp = tempfile::Builder::new()
             .prefix("builtin-")
             .tempdir_in(&self.state_dir)
@@ -213,7 +266,7 @@ impl Executor for BuiltinExecutor {
                 .write(true)
                 .open("/dev/null")
                 .map_err(|e| SandboxError::prepare("/dev/null", e))?;
-            Ok(OwnedFd::from(f))
+            high(OwnedFd::from(f))
         };
         match &spec.stdio {
             Stdio::Inherit => {}
@@ -235,7 +288,8 @@ impl Executor for BuiltinExecutor {
             }
         }
 
-        let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+        let mut flags =
+            libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
         if spec.network == Network::None {
             flags |= libc::CLONE_NEWNET;
         }
@@ -285,6 +339,7 @@ impl Executor for BuiltinExecutor {
         let mut buf = Vec::new();
         let _ = std::fs::File::from(err_r).read_to_end(&mut buf);
         stubs.after_run();
+        crate::plan::overlay_after_run(&spec.rootfs);
         let status = waited.map_err(|e| SandboxError::io("cannot wait for the sandbox", e))?;
         if buf.len() >= 8 {
             let code = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);

@@ -28,7 +28,11 @@ pub(crate) fn write_etc_files(dir: &Path, spec: &RunSpec) -> Result<EtcFiles, Sa
     let mut files = Vec::new();
     for (target, name, body) in [
         ("/etc/hosts", "hosts", hosts.into_bytes()),
-        ("/etc/hostname", "hostname", format!("{hostname}\n").into_bytes()),
+        (
+            "/etc/hostname",
+            "hostname",
+            format!("{hostname}\n").into_bytes(),
+        ),
         ("/etc/resolv.conf", "resolv.conf", resolv),
     ] {
         let path = dir.join(name);

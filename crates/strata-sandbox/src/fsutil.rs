@@ -10,7 +10,11 @@ use std::path::Path;
 /// `openat2(dirfd, path, flags, RESOLVE_IN_ROOT)`: symlinks and `..` are
 /// resolved as if `dirfd` were `/`, so nothing outside it is reachable.
 /// Async-signal-safe (one syscall); used by forked children too.
-pub(crate) fn openat2_in_root(dirfd: libc::c_int, path: &std::ffi::CStr, flags: i32) -> libc::c_int {
+pub(crate) fn openat2_in_root(
+    dirfd: libc::c_int,
+    path: &std::ffi::CStr,
+    flags: i32,
+) -> libc::c_int {
     let mut how: libc::open_how = unsafe_zeroed_open_how();
     how.flags = (flags | libc::O_CLOEXEC) as u64;
     how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
@@ -40,13 +44,22 @@ pub(crate) fn read_in_root(root: &Path, rel: &str) -> io::Result<Option<Vec<u8>>
     let rel_c = CString::new(rel.trim_start_matches('/'))
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
     // SAFETY: plain open of a NUL-terminated path.
-    let dirfd = unsafe { libc::open(root_c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    let dirfd = unsafe {
+        libc::open(
+            root_c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
     if dirfd < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: dirfd was just opened and is owned here.
     let dir = unsafe { OwnedFd::from_raw_fd(dirfd) };
-    let fd = openat2_in_root(std::os::fd::AsRawFd::as_raw_fd(&dir), &rel_c, libc::O_RDONLY);
+    let fd = openat2_in_root(
+        std::os::fd::AsRawFd::as_raw_fd(&dir),
+        &rel_c,
+        libc::O_RDONLY,
+    );
     if fd < 0 {
         let e = io::Error::last_os_error();
         return match e.raw_os_error() {

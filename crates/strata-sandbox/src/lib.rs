@@ -41,6 +41,7 @@
 
 mod args;
 mod builtin;
+mod cli_rules;
 mod defaults;
 mod error;
 mod etc;
@@ -58,12 +59,13 @@ use std::path::Path;
 
 pub use args::container_args;
 pub use builtin::BuiltinExecutor;
+pub use cli_rules::{merge_env, parse_volume};
 pub use defaults::{DEFAULT_CAPS, DEFAULT_CAP_MASK, MASKED_PATHS, READONLY_PATHS};
 pub use error::{SandboxError, UserError};
 pub use oci::OciExecutor;
 pub use spec::{
-    Capture, ExitStatus, Isolation, Mount, MountKind, Network, RootFs, RunSpec, Stdio, Stream, User,
-    DEFAULT_PATH_ENV,
+    Capture, ExitStatus, Isolation, Mount, MountKind, Network, RootFs, RunSpec, Stdio, Stream,
+    User, DEFAULT_PATH_ENV,
 };
 pub use stubs::is_whiteout;
 pub use user::{resolve_user, resolve_user_with, ResolvedUser};
@@ -91,7 +93,10 @@ pub const RUNTIMES: &[&str] = &["crun", "runc"];
 /// sandbox, `Oci` fails with [`SandboxError::NoRuntime`]. Per-run scratch
 /// directories (OCI bundles, generated /etc files) and the runtime's state
 /// live under `state_dir`.
-pub fn pick(isolation: Isolation, state_dir: impl AsRef<Path>) -> Result<Box<dyn Executor>, SandboxError> {
+pub fn pick(
+    isolation: Isolation,
+    state_dir: impl AsRef<Path>,
+) -> Result<Box<dyn Executor>, SandboxError> {
     let state_dir = state_dir.as_ref();
     match isolation {
         Isolation::Builtin => Ok(Box::new(BuiltinExecutor::new(state_dir))),
@@ -123,7 +128,10 @@ pub(crate) fn validate(spec: &RunSpec) -> Result<(), SandboxError> {
         }
         if let MountKind::Bind { source, .. } = &m.kind {
             if !source.exists() {
-                return bad(format!("bind mount source {} does not exist", source.display()));
+                return bad(format!(
+                    "bind mount source {} does not exist",
+                    source.display()
+                ));
             }
         }
     }
@@ -140,7 +148,14 @@ pub(crate) fn validate(spec: &RunSpec) -> Result<(), SandboxError> {
 
 /// Every path the executors mount on inside the container.
 pub(crate) fn mount_targets(spec: &RunSpec) -> Vec<&str> {
-    let mut v: Vec<&str> = vec!["/proc", "/sys", "/dev", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf"];
+    let mut v: Vec<&str> = vec![
+        "/proc",
+        "/sys",
+        "/dev",
+        "/etc/hosts",
+        "/etc/hostname",
+        "/etc/resolv.conf",
+    ];
     v.extend(spec.mounts.iter().map(|m| m.target.as_str()));
     v
 }
@@ -153,12 +168,22 @@ mod tests {
     fn validate_rejects_bad_specs() {
         let ok = RunSpec::new(RootFs::Dir("/".into()), vec!["true".into()]);
         assert!(validate(&ok).is_ok());
-        let cases: Vec<(&str, Box<dyn Fn(&mut RunSpec)>)> = vec![
+        type Edit = Box<dyn Fn(&mut RunSpec)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("no command", Box::new(|s| s.args.clear())),
             ("not absolute", Box::new(|s| s.cwd = "rel".into())),
-            ("mount target", Box::new(|s| s.mounts.push(Mount::tmpfs("x", None)))),
-            ("contains \"..\"", Box::new(|s| s.mounts.push(Mount::tmpfs("/a/../b", None)))),
-            ("does not exist", Box::new(|s| s.mounts.push(Mount::bind("/nonexistent/x", "/x", false)))),
+            (
+                "mount target",
+                Box::new(|s| s.mounts.push(Mount::tmpfs("x", None))),
+            ),
+            (
+                "contains \"..\"",
+                Box::new(|s| s.mounts.push(Mount::tmpfs("/a/../b", None))),
+            ),
+            (
+                "does not exist",
+                Box::new(|s| s.mounts.push(Mount::bind("/nonexistent/x", "/x", false))),
+            ),
             ("KEY=VALUE", Box::new(|s| s.env.push("JUSTKEY".into()))),
         ];
         for (want, f) in cases {

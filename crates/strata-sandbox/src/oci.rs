@@ -108,7 +108,11 @@ fn opts(list: &[&str]) -> Value {
 
 /// The runtime-spec config.json for `spec`, with `root_path` as the root
 /// directory and the generated /etc files.
-pub(crate) fn config_json(spec: &RunSpec, root_path: &Path, etc_files: &[(&'static str, PathBuf)]) -> Value {
+pub(crate) fn config_json(
+    spec: &RunSpec,
+    root_path: &Path,
+    etc_files: &[(&'static str, PathBuf)],
+) -> Value {
     let nofile = nofile_limit();
     let caps: Vec<&str> = DEFAULT_CAPS.iter().map(|(n, _)| *n).collect();
     let mut mounts = vec![
@@ -196,8 +200,14 @@ impl PreExec {
         let mut sys = Real;
         let err = std::io::Error::from_raw_os_error;
         sys.unshare(libc::CLONE_NEWNS).map_err(err)?;
-        sys.mount(None, Loc::Path(c"/"), None, libc::MS_REC | libc::MS_PRIVATE, None)
-            .map_err(err)?;
+        sys.mount(
+            None,
+            Loc::Path(c"/"),
+            None,
+            libc::MS_REC | libc::MS_PRIVATE,
+            None,
+        )
+        .map_err(err)?;
         if self.hide_cgroup_controllers {
             sys.mount(
                 Some(Loc::Path(c"/dev/null")),
@@ -220,23 +230,27 @@ impl PreExec {
 }
 
 fn hybrid_cgroup_controllers() -> bool {
-    std::fs::read("/sys/fs/cgroup/unified/cgroup.controllers").is_ok_and(|b| !b.trim_ascii().is_empty())
+    std::fs::read("/sys/fs/cgroup/unified/cgroup.controllers")
+        .is_ok_and(|b| !b.trim_ascii().is_empty())
 }
 
 /// The runtime's own error (from its JSON log), if it logged one.
 fn runtime_error(log: &Path) -> Option<String> {
     let text = std::fs::read_to_string(log).ok()?;
     text.lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v.get("level").and_then(Value::as_str) == Some("error"))
         .filter_map(|v| v.get("msg").and_then(Value::as_str).map(str::to_string))
-        .last()
+        .next()
 }
 
 /// Maps a runtime's exec failure message to an errno, as docker does.
 fn exec_errno(msg: &str) -> Option<i32> {
     let m = msg.to_ascii_lowercase();
-    if m.contains("not found in $path") || (m.contains("exec") && m.contains("no such file or directory")) {
+    if m.contains("not found in $path")
+        || (m.contains("exec") && m.contains("no such file or directory"))
+    {
         Some(libc::ENOENT)
     } else if m.contains("exec") && m.contains("permission denied") {
         Some(libc::EACCES)
@@ -252,6 +266,7 @@ impl Executor for OciExecutor {
 
     fn run(&self, spec: &RunSpec) -> Result<ExitStatus, SandboxError> {
         crate::validate(spec)?;
+        crate::plan::overlay_before_run(&spec.rootfs)?;
         let root_dir = self.runtime_root();
         std::fs::create_dir_all(&root_dir).map_err(|e| SandboxError::prepare(&root_dir, e))?;
         let bundle = tempfile::Builder::new()
@@ -283,7 +298,8 @@ impl Executor for OciExecutor {
         };
         let config = config_json(spec, &root_path, &etc.files);
         let config_path = bundle.path().join("config.json");
-        std::fs::write(&config_path, config.to_string()).map_err(|e| SandboxError::prepare(&config_path, e))?;
+        std::fs::write(&config_path, config.to_string())
+            .map_err(|e| SandboxError::prepare(&config_path, e))?;
         let stubs = StubCleaner::before_run(&spec.rootfs, &crate::mount_targets(spec));
         let pre = PreExec {
             root_mount,
@@ -295,7 +311,8 @@ impl Executor for OciExecutor {
         let log = bundle.path().join("runtime.log");
         let mut cmd = self.command();
         if self.is_crun() {
-            cmd.arg(format!("--log=file:{}", log.display())).arg("--log-format=json");
+            cmd.arg(format!("--log=file:{}", log.display()))
+                .arg("--log-format=json");
         } else {
             cmd.arg("--log").arg(&log).arg("--log-format").arg("json");
         }
@@ -319,7 +336,10 @@ impl Executor for OciExecutor {
         }
         let mut guard = InterruptGuard::install();
         let mut child = cmd.spawn().map_err(|e| SandboxError::Spawn {
-            program: format!("{} (in a private mount namespace with the root filesystem mounted)", self.runtime.display()),
+            program: format!(
+                "{} (in a private mount namespace with the root filesystem mounted)",
+                self.runtime.display()
+            ),
             source: e,
         })?;
         let mut pumps = Vec::new();
@@ -346,7 +366,10 @@ impl Executor for OciExecutor {
             self.quiet(&["delete", "-f", &id]);
         }
         stubs.after_run();
-        let status = ExitStatus::from_wait_status(waited.map_err(|e| SandboxError::io(format!("cannot wait for {}", self.name), e))?);
+        crate::plan::overlay_after_run(&spec.rootfs);
+        let status = ExitStatus::from_wait_status(
+            waited.map_err(|e| SandboxError::io(format!("cannot wait for {}", self.name), e))?,
+        );
         if !status.success() {
             if let Some(msg) = runtime_error(&log) {
                 if let Some(errno) = exec_errno(&msg) {
@@ -379,25 +402,62 @@ mod tests {
             additional_gids: vec![5],
         };
         s.network = Network::None;
-        s.mounts = vec![Mount::bind("/host/cache", "/cache", false), Mount::bind("/host/s", "/run/secrets/x", true), Mount::tmpfs("/t", Some(1024))];
-        let c = config_json(&s, Path::new("/b/rootfs"), &[("/etc/hosts", "/b/hosts".into())]);
+        s.mounts = vec![
+            Mount::bind("/host/cache", "/cache", false),
+            Mount::bind("/host/s", "/run/secrets/x", true),
+            Mount::tmpfs("/t", Some(1024)),
+        ];
+        let c = config_json(
+            &s,
+            Path::new("/b/rootfs"),
+            &[("/etc/hosts", "/b/hosts".into())],
+        );
         let caps = c["process"]["capabilities"]["bounding"].as_array().unwrap();
         assert_eq!(caps.len(), 14);
         assert!(caps.contains(&json!("CAP_NET_BIND_SERVICE")));
         assert_eq!(c["process"]["capabilities"]["inheritable"], json!([]));
         assert_eq!(c["process"]["noNewPrivileges"], json!(true));
-        assert_eq!(c["process"]["user"], json!({"uid": 1000, "gid": 100, "additionalGids": [5]}));
-        let ns: Vec<&str> = c["linux"]["namespaces"].as_array().unwrap().iter().map(|n| n["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            c["process"]["user"],
+            json!({"uid": 1000, "gid": 100, "additionalGids": [5]})
+        );
+        let ns: Vec<&str> = c["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
         assert_eq!(ns, ["pid", "ipc", "uts", "mount", "network"]);
-        assert!(c["linux"]["maskedPaths"].as_array().unwrap().contains(&json!("/proc/kcore")));
-        assert!(c["linux"]["readonlyPaths"].as_array().unwrap().contains(&json!("/proc/sys")));
+        assert!(c["linux"]["maskedPaths"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("/proc/kcore")));
+        assert!(c["linux"]["readonlyPaths"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("/proc/sys")));
         let mounts = c["mounts"].as_array().unwrap();
-        let find = |d: &str| mounts.iter().find(|m| m["destination"] == json!(d)).unwrap().clone();
-        assert_eq!(find("/sys")["options"], json!(["nosuid", "noexec", "nodev", "ro"]));
+        let find = |d: &str| {
+            mounts
+                .iter()
+                .find(|m| m["destination"] == json!(d))
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(
+            find("/sys")["options"],
+            json!(["nosuid", "noexec", "nodev", "ro"])
+        );
         assert_eq!(find("/etc/hosts")["source"], json!("/b/hosts"));
-        assert_eq!(find("/run/secrets/x")["options"], json!(["rbind", "rprivate", "ro"]));
+        assert_eq!(
+            find("/run/secrets/x")["options"],
+            json!(["rbind", "rprivate", "ro"])
+        );
         assert_eq!(find("/cache")["options"], json!(["rbind", "rprivate"]));
-        assert_eq!(find("/t")["options"], json!(["nosuid", "nodev", "size=1024"]));
+        assert_eq!(
+            find("/t")["options"],
+            json!(["nosuid", "nodev", "size=1024"])
+        );
         s.network = Network::Host;
         let c = config_json(&s, Path::new("/b/rootfs"), &[]);
         assert_eq!(c["linux"]["namespaces"].as_array().unwrap().len(), 4);
@@ -409,15 +469,37 @@ mod tests {
         let s = RunSpec::new(RootFs::Dir("/r".into()), vec!["true".into()]);
         let c = config_json(&s, Path::new("/r"), &[]);
         for k in c.as_object().unwrap().keys() {
-            assert!(["ociVersion", "process", "root", "hostname", "mounts", "linux"].contains(&k.as_str()), "{k}");
+            assert!(
+                [
+                    "ociVersion",
+                    "process",
+                    "root",
+                    "hostname",
+                    "mounts",
+                    "linux"
+                ]
+                .contains(&k.as_str()),
+                "{k}"
+            );
         }
     }
 
     #[test]
     fn runtime_messages_map_to_exec_errors() {
-        assert_eq!(exec_errno(r#"runc run failed: unable to start container process: exec: "nonexist": executable file not found in $PATH"#), Some(libc::ENOENT));
-        assert_eq!(exec_errno("executable file `nonexist` not found in $PATH: No such file or directory"), Some(libc::ENOENT));
-        assert_eq!(exec_errno(r#"exec: "/x": permission denied"#), Some(libc::EACCES));
+        assert_eq!(
+            exec_errno(
+                r#"runc run failed: unable to start container process: exec: "nonexist": executable file not found in $PATH"#
+            ),
+            Some(libc::ENOENT)
+        );
+        assert_eq!(
+            exec_errno("executable file `nonexist` not found in $PATH: No such file or directory"),
+            Some(libc::ENOENT)
+        );
+        assert_eq!(
+            exec_errno(r#"exec: "/x": permission denied"#),
+            Some(libc::EACCES)
+        );
         assert_eq!(exec_errno("cgroups in hybrid mode not supported"), None);
     }
 }

@@ -85,13 +85,23 @@ pub(crate) fn root_mount(
             workdir,
         } => {
             let empty = [empty_lower.to_path_buf()];
-            let lowers: &[std::path::PathBuf] = if lowerdirs.is_empty() { &empty } else { lowerdirs };
+            let lowers: &[std::path::PathBuf] = if lowerdirs.is_empty() {
+                &empty
+            } else {
+                lowerdirs
+            };
             for p in lowers.iter().chain([upperdir, workdir]) {
                 check_overlay_path(p)?;
             }
-            let data = |l: &[String], u: &str, w: &str| format!("lowerdir={},upperdir={u},workdir={w}", l.join(":"));
+            let data = |l: &[String], u: &str, w: &str| {
+                format!("lowerdir={},upperdir={u},workdir={w},volatile", l.join(":"))
+            };
             let s = |p: &Path| p.to_string_lossy().into_owned();
-            let abs = data(&lowers.iter().map(|p| s(p)).collect::<Vec<_>>(), &s(upperdir), &s(workdir));
+            let abs = data(
+                &lowers.iter().map(|p| s(p)).collect::<Vec<_>>(),
+                &s(upperdir),
+                &s(workdir),
+            );
             if abs.len() <= MAX_MOUNT_DATA {
                 return Ok(RootMount {
                     chdir: None,
@@ -103,7 +113,11 @@ pub(crate) fn root_mount(
                 });
             }
             // Too long: relative to the longest common parent directory.
-            let all: Vec<&Path> = lowers.iter().map(|p| p.as_path()).chain([upperdir.as_path(), workdir.as_path()]).collect();
+            let all: Vec<&Path> = lowers
+                .iter()
+                .map(|p| p.as_path())
+                .chain([upperdir.as_path(), workdir.as_path()])
+                .collect();
             let mut common = all[0].parent().unwrap_or(Path::new("/")).to_path_buf();
             while !all.iter().all(|p| p.starts_with(&common)) {
                 if !common.pop() {
@@ -111,7 +125,11 @@ pub(crate) fn root_mount(
                 }
             }
             let rel = |p: &Path| s(p.strip_prefix(&common).unwrap_or(p));
-            let short = data(&lowers.iter().map(|p| rel(p)).collect::<Vec<_>>(), &rel(upperdir), &rel(workdir));
+            let short = data(
+                &lowers.iter().map(|p| rel(p)).collect::<Vec<_>>(),
+                &rel(upperdir),
+                &rel(workdir),
+            );
             if short.len() > MAX_MOUNT_DATA {
                 return Err(SandboxError::InvalidSpec(format!(
                     "{} overlay layers: their paths do not fit in one overlay mount ({} bytes of options)",
@@ -128,6 +146,41 @@ pub(crate) fn root_mount(
                 target: target_c,
             })
         }
+    }
+}
+
+/// Where overlayfs records that a `volatile` mount was active.
+fn volatile_marker(workdir: &Path) -> std::path::PathBuf {
+    workdir.join("work/incompat")
+}
+
+/// Overlays are mounted `volatile`: no fsync on copy-up and no syncfs of the
+/// upper filesystem at unmount (measurably faster RUN steps). A crash can
+/// then lose upper-dir data, which is fine: a RUN's upper dir only becomes a
+/// layer after the run ended cleanly, and the layer is written (and synced)
+/// to the store from it. overlayfs leaves a marker in the work dir that makes
+/// the next mount of the same pair fail; after a clean run we remove it, and
+/// before a run we refuse a pair an interrupted run left behind.
+pub(crate) fn overlay_before_run(rootfs: &RootFs) -> Result<(), SandboxError> {
+    if let RootFs::Overlay {
+        upperdir, workdir, ..
+    } = rootfs
+    {
+        if volatile_marker(workdir).join("volatile").exists() {
+            return Err(SandboxError::InvalidSpec(format!(
+                "the overlay work directory {} was left by an interrupted run, so {} may be incomplete; use a fresh upper/work pair",
+                workdir.display(),
+                upperdir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// See [`overlay_before_run`].
+pub(crate) fn overlay_after_run(rootfs: &RootFs) {
+    if let RootFs::Overlay { workdir, .. } = rootfs {
+        let _ = std::fs::remove_dir_all(volatile_marker(workdir));
     }
 }
 
@@ -166,7 +219,10 @@ pub(crate) enum Step {
     Mask(InRoot),
     /// Make read-only (bind onto itself, remount read-only).
     ReadOnly(InRoot),
-    Symlink { link: InRoot, to: CString },
+    Symlink {
+        link: InRoot,
+        to: CString,
+    },
     Mkdir(InRoot),
 }
 
@@ -180,13 +236,21 @@ impl Step {
                 ..
             } => format!(
                 "mount {} ({}) on {}",
-                source.as_deref().map(|s| s.to_string_lossy()).unwrap_or_default(),
-                fstype.as_deref().map(|s| s.to_string_lossy()).unwrap_or("bind".into()),
+                source
+                    .as_deref()
+                    .map(|s| s.to_string_lossy())
+                    .unwrap_or_default(),
+                fstype
+                    .as_deref()
+                    .map(|s| s.to_string_lossy())
+                    .unwrap_or("bind".into()),
                 target.display
             ),
             Step::Mask(p) => format!("mask {}", p.display),
             Step::ReadOnly(p) => format!("make {} read-only", p.display),
-            Step::Symlink { link, to } => format!("symlink {} -> {}", link.display, to.to_string_lossy()),
+            Step::Symlink { link, to } => {
+                format!("symlink {} -> {}", link.display, to.to_string_lossy())
+            }
             Step::Mkdir(p) => format!("create directory {}", p.display),
         }
     }
@@ -202,6 +266,7 @@ pub(crate) mod at {
     pub const PIVOT: u32 = 5;
     pub const FORK: u32 = 6;
     pub const STDIO: u32 = 7;
+    pub const LOOPBACK: u32 = 8;
     pub const RLIMIT: u32 = 10;
     pub const CAPBSET: u32 = 11;
     pub const CAPSET: u32 = 12;
@@ -222,6 +287,8 @@ pub(crate) struct SetupPlan {
     pub steps: Vec<Step>,
     pub readonly_root: bool,
     pub hostname: CString,
+    /// A new network namespace: bring `lo` up, as docker and the runtimes do.
+    pub loopback_up: bool,
 }
 
 fn in_root(p: &str) -> Result<InRoot, SandboxError> {
@@ -235,7 +302,13 @@ impl SetupPlan {
         etc_files: &[(&'static str, std::path::PathBuf)],
     ) -> Result<SetupPlan, SandboxError> {
         let mut steps = Vec::new();
-        let mount = |target: &str, leaf, source: Option<&str>, fstype: Option<&str>, flags, data: Option<&str>| -> Result<Step, SandboxError> {
+        let mount = |target: &str,
+                     leaf,
+                     source: Option<&str>,
+                     fstype: Option<&str>,
+                     flags,
+                     data: Option<&str>|
+         -> Result<Step, SandboxError> {
             Ok(Step::Mount {
                 target: in_root(target)?,
                 leaf,
@@ -246,16 +319,58 @@ impl SetupPlan {
                 remount: None,
             })
         };
-        steps.push(mount("/proc", Leaf::Dir, Some("proc"), Some("proc"), MS_NOSUID | MS_NODEV | MS_NOEXEC, None)?);
-        steps.push(mount("/sys", Leaf::Dir, Some("sysfs"), Some("sysfs"), MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, None)?);
-        steps.push(mount("/dev", Leaf::Dir, Some("tmpfs"), Some("tmpfs"), MS_NOSUID | MS_STRICTATIME, Some("mode=755,size=65536k"))?);
+        steps.push(mount(
+            "/proc",
+            Leaf::Dir,
+            Some("proc"),
+            Some("proc"),
+            MS_NOSUID | MS_NODEV | MS_NOEXEC,
+            None,
+        )?);
+        steps.push(mount(
+            "/sys",
+            Leaf::Dir,
+            Some("sysfs"),
+            Some("sysfs"),
+            MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
+            None,
+        )?);
+        steps.push(mount(
+            "/dev",
+            Leaf::Dir,
+            Some("tmpfs"),
+            Some("tmpfs"),
+            MS_NOSUID | MS_STRICTATIME,
+            Some("mode=755,size=65536k"),
+        )?);
         for dev in DEVICES {
             let p = format!("/dev/{dev}");
             steps.push(mount(&p, Leaf::File, Some(&p), None, MS_BIND, None)?);
         }
-        steps.push(mount("/dev/pts", Leaf::Dir, Some("devpts"), Some("devpts"), MS_NOSUID | MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620,gid=5"))?);
-        steps.push(mount("/dev/shm", Leaf::Dir, Some("shm"), Some("tmpfs"), MS_NOSUID | MS_NODEV | MS_NOEXEC, Some("mode=1777,size=65536k"))?);
-        steps.push(mount("/dev/mqueue", Leaf::Dir, Some("mqueue"), Some("mqueue"), MS_NOSUID | MS_NODEV | MS_NOEXEC, None)?);
+        steps.push(mount(
+            "/dev/pts",
+            Leaf::Dir,
+            Some("devpts"),
+            Some("devpts"),
+            MS_NOSUID | MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        )?);
+        steps.push(mount(
+            "/dev/shm",
+            Leaf::Dir,
+            Some("shm"),
+            Some("tmpfs"),
+            MS_NOSUID | MS_NODEV | MS_NOEXEC,
+            Some("mode=1777,size=65536k"),
+        )?);
+        steps.push(mount(
+            "/dev/mqueue",
+            Leaf::Dir,
+            Some("mqueue"),
+            Some("mqueue"),
+            MS_NOSUID | MS_NODEV | MS_NOEXEC,
+            None,
+        )?);
         for (link, to) in [
             ("/dev/ptmx", "pts/ptmx"),
             ("/dev/fd", "/proc/self/fd"),
@@ -275,7 +390,8 @@ impl SetupPlan {
         for m in &spec.mounts {
             steps.push(match &m.kind {
                 MountKind::Bind { source, readonly } => {
-                    let meta = std::fs::metadata(source).map_err(|e| SandboxError::prepare(source, e))?;
+                    let meta =
+                        std::fs::metadata(source).map_err(|e| SandboxError::prepare(source, e))?;
                     Step::Mount {
                         target: in_root(&m.target)?,
                         leaf: if meta.is_dir() { Leaf::Dir } else { Leaf::File },
@@ -288,7 +404,14 @@ impl SetupPlan {
                 }
                 MountKind::Tmpfs { size } => {
                     let data = size.map(|s| format!("size={s}"));
-                    mount(&m.target, Leaf::Dir, Some("tmpfs"), Some("tmpfs"), MS_NOSUID | MS_NODEV, data.as_deref())?
+                    mount(
+                        &m.target,
+                        Leaf::Dir,
+                        Some("tmpfs"),
+                        Some("tmpfs"),
+                        MS_NOSUID | MS_NODEV,
+                        data.as_deref(),
+                    )?
                 }
             });
         }
@@ -304,6 +427,7 @@ impl SetupPlan {
             steps,
             readonly_root: spec.readonly_rootfs,
             hostname: cstring(&spec.hostname, "hostname")?,
+            loopback_up: spec.network == crate::spec::Network::None,
         })
     }
 
@@ -312,8 +436,18 @@ impl SetupPlan {
         match at_code {
             at::PRIVATE => "make the mount namespace private".into(),
             at::ROOT_MOUNT => match &self.root.fstype {
-                Some(_) => format!("mount the overlay ({})", self.root.data.as_deref().map(|d| d.to_string_lossy()).unwrap_or_default()),
-                None => format!("bind-mount the root directory {}", self.root.source.to_string_lossy()),
+                Some(_) => format!(
+                    "mount the overlay ({})",
+                    self.root
+                        .data
+                        .as_deref()
+                        .map(|d| d.to_string_lossy())
+                        .unwrap_or_default()
+                ),
+                None => format!(
+                    "bind-mount the root directory {}",
+                    self.root.source.to_string_lossy()
+                ),
             },
             at::ROOT_OPEN => "open the root mount".into(),
             at::READONLY_ROOT => "remount the root read-only".into(),
@@ -321,6 +455,7 @@ impl SetupPlan {
             at::PIVOT => "pivot_root into the container root".into(),
             at::FORK => "fork the command".into(),
             at::STDIO => "set up stdin/stdout/stderr".into(),
+            at::LOOPBACK => "bring the loopback interface up".into(),
             at::RLIMIT => "set resource limits".into(),
             at::CAPBSET => "drop capabilities from the bounding set".into(),
             at::CAPSET => "set capabilities".into(),
@@ -346,15 +481,27 @@ impl SetupPlan {
         sys.mount(None, Loc::Path(c"/"), None, MS_REC | MS_PRIVATE, None)
             .map_err(|e| (at::PRIVATE, e))?;
         mount_root(sys, &self.root).map_err(|e| (at::ROOT_MOUNT, e))?;
-        let root = sys.open_dir(&self.root.target).map_err(|e| (at::ROOT_OPEN, e))?;
+        let root = sys
+            .open_dir(&self.root.target)
+            .map_err(|e| (at::ROOT_OPEN, e))?;
         let r = self.apply_steps(sys, root);
         sys.close(root);
         r?;
         if self.readonly_root {
-            sys.mount(None, Loc::Path(&self.root.target), None, MS_BIND | MS_REMOUNT | MS_RDONLY, None)
-                .map_err(|e| (at::READONLY_ROOT, e))?;
+            sys.mount(
+                None,
+                Loc::Path(&self.root.target),
+                None,
+                MS_BIND | MS_REMOUNT | MS_RDONLY,
+                None,
+            )
+            .map_err(|e| (at::READONLY_ROOT, e))?;
         }
-        sys.sethostname(&self.hostname).map_err(|e| (at::HOSTNAME, e))?;
+        sys.sethostname(&self.hostname)
+            .map_err(|e| (at::HOSTNAME, e))?;
+        if self.loopback_up {
+            sys.loopback_up().map_err(|e| (at::LOOPBACK, e))?;
+        }
         // pivot_root(".", "."): the old root ends up stacked on the new one
         // and is detached right away; no directory is needed in the rootfs.
         sys.chdir(&self.root.target).map_err(|e| (at::PIVOT, e))?;
@@ -386,13 +533,25 @@ fn apply_step(sys: &mut impl Syscalls, root: Fd, step: &Step) -> Result<(), Errn
         } => {
             ensure(sys, root, target, *leaf)?;
             let fd = sys.open_in_root(root, &target.path)?;
-            let r = sys.mount(source.as_deref().map(Loc::Path), Loc::Fd(fd), fstype.as_deref(), *flags, data.as_deref());
+            let r = sys.mount(
+                source.as_deref().map(Loc::Path),
+                Loc::Fd(fd),
+                fstype.as_deref(),
+                *flags,
+                data.as_deref(),
+            );
             sys.close(fd);
             r?;
             if let Some(extra) = remount {
                 // reopen: the new fd refers to the new mount's root
                 let fd = sys.open_in_root(root, &target.path)?;
-                let r = sys.mount(None, Loc::Fd(fd), None, MS_BIND | MS_REMOUNT | MS_REC | extra, None);
+                let r = sys.mount(
+                    None,
+                    Loc::Fd(fd),
+                    None,
+                    MS_BIND | MS_REMOUNT | MS_REC | extra,
+                    None,
+                );
                 sys.close(fd);
                 r?;
             }
@@ -405,8 +564,20 @@ fn apply_step(sys: &mut impl Syscalls, root: Fd, step: &Step) -> Result<(), Errn
                 Err(e) => return Err(e),
             };
             let r = match sys.is_dir(fd) {
-                Ok(true) => sys.mount(Some(Loc::Path(c"tmpfs")), Loc::Fd(fd), Some(c"tmpfs"), MS_RDONLY, None),
-                Ok(false) => sys.mount(Some(Loc::Path(c"/dev/null")), Loc::Fd(fd), None, MS_BIND, None),
+                Ok(true) => sys.mount(
+                    Some(Loc::Path(c"tmpfs")),
+                    Loc::Fd(fd),
+                    Some(c"tmpfs"),
+                    MS_RDONLY,
+                    None,
+                ),
+                Ok(false) => sys.mount(
+                    Some(Loc::Path(c"/dev/null")),
+                    Loc::Fd(fd),
+                    None,
+                    MS_BIND,
+                    None,
+                ),
                 Err(e) => Err(e),
             };
             sys.close(fd);
@@ -422,7 +593,13 @@ fn apply_step(sys: &mut impl Syscalls, root: Fd, step: &Step) -> Result<(), Errn
             sys.close(fd);
             r?;
             let fd = sys.open_in_root(root, &p.path)?;
-            let r = sys.mount(None, Loc::Fd(fd), None, MS_BIND | MS_REMOUNT | MS_REC | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, None);
+            let r = sys.mount(
+                None,
+                Loc::Fd(fd),
+                None,
+                MS_BIND | MS_REMOUNT | MS_REC | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                None,
+            );
             sys.close(fd);
             r
         }
@@ -467,17 +644,32 @@ impl ProcessPlan {
             .ok_or_else(|| SandboxError::InvalidSpec("no command to run".into()))?
             .clone();
         if program.is_empty() {
-            return Err(SandboxError::InvalidSpec("the command is an empty string".into()));
+            return Err(SandboxError::InvalidSpec(
+                "the command is an empty string".into(),
+            ));
         }
-        let argv = spec.args.iter().map(|a| cstring(a, "argument")).collect::<Result<Vec<_>, _>>()?;
-        let envp = spec.env.iter().map(|e| cstring(e, "environment entry")).collect::<Result<Vec<_>, _>>()?;
+        let argv = spec
+            .args
+            .iter()
+            .map(|a| cstring(a, "argument"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let envp = spec
+            .env
+            .iter()
+            .map(|e| cstring(e, "environment entry"))
+            .collect::<Result<Vec<_>, _>>()?;
         let candidates = if program.contains('/') {
             vec![cstring(&program, "command")?]
         } else {
             spec.path_env()
                 .split(':')
                 .filter(|d| !d.is_empty())
-                .map(|d| cstring(format!("{}/{program}", d.trim_end_matches('/')), "PATH entry"))
+                .map(|d| {
+                    cstring(
+                        format!("{}/{program}", d.trim_end_matches('/')),
+                        "PATH entry",
+                    )
+                })
                 .collect::<Result<Vec<_>, _>>()?
         };
         let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
@@ -558,19 +750,37 @@ mod tests {
     use crate::sys::recording::Recorder;
 
     fn spec() -> RunSpec {
-        let mut s = RunSpec::new(RootFs::Dir("/rootfs".into()), vec!["sh".into(), "-c".into(), "true".into()]);
+        let mut s = RunSpec::new(
+            RootFs::Dir("/rootfs".into()),
+            vec!["sh".into(), "-c".into(), "true".into()],
+        );
         s.cwd = "/work".into();
         s.hostname = "box".into();
         s
     }
 
     fn plan(s: &RunSpec) -> SetupPlan {
-        let rm = root_mount(&s.rootfs, Path::new("/state/run/rootfs"), Path::new("/state/empty")).unwrap();
+        let rm = root_mount(
+            &s.rootfs,
+            Path::new("/state/run/rootfs"),
+            Path::new("/state/empty"),
+        )
+        .unwrap();
         SetupPlan::new(s, rm, &[("/etc/hosts", "/state/run/hosts".into())]).unwrap()
     }
 
     fn existing(r: &mut Recorder) {
-        for d in ["proc", "sys", "dev", "etc", "tmp", "proc/sys", "proc/kcore", "proc/acpi", "sys/firmware"] {
+        for d in [
+            "proc",
+            "sys",
+            "dev",
+            "etc",
+            "tmp",
+            "proc/sys",
+            "proc/kcore",
+            "proc/acpi",
+            "sys/firmware",
+        ] {
             r.existing.insert(d.into(), !d.ends_with("kcore"));
         }
     }
@@ -606,7 +816,13 @@ mod tests {
         let tail: Vec<&str> = e[e.len() - 5..].to_vec();
         assert_eq!(
             tail,
-            vec!["sethostname box", "chdir /state/run/rootfs", "pivot_root . .", "umount .", "chdir /"]
+            vec![
+                "sethostname box",
+                "chdir /state/run/rootfs",
+                "pivot_root . .",
+                "umount .",
+                "chdir /"
+            ]
         );
     }
 
@@ -631,9 +847,45 @@ mod tests {
         assert!(e.contains(&"mount - <ro> - 0x5021 -"), "{e:#?}");
         assert!(e.contains(&"mount tmpfs <scratch> tmpfs 0x6 size=1048576"));
         assert!(e.contains(&"mkdir cache") && e.contains(&"mkdir scratch"));
-        let ro = e.iter().position(|c| *c == "mount - /state/run/rootfs - 0x1021 -").unwrap();
+        let ro = e
+            .iter()
+            .position(|c| *c == "mount - /state/run/rootfs - 0x1021 -")
+            .unwrap();
         let last_mount = e.iter().rposition(|c| c.starts_with("mkdir work")).unwrap();
-        assert!(ro > last_mount, "the root goes read-only after the mount points exist");
+        assert!(
+            ro > last_mount,
+            "the root goes read-only after the mount points exist"
+        );
+    }
+
+    #[test]
+    fn interrupted_volatile_overlay_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let rootfs = RootFs::Overlay {
+            lowerdirs: vec![t.path().join("l")],
+            upperdir: t.path().join("u"),
+            workdir: t.path().join("w"),
+        };
+        overlay_before_run(&rootfs).unwrap();
+        std::fs::create_dir_all(t.path().join("w/work/incompat/volatile")).unwrap();
+        let e = overlay_before_run(&rootfs).unwrap_err().to_string();
+        assert!(e.contains("interrupted run"), "{e}");
+        overlay_after_run(&rootfs);
+        overlay_before_run(&rootfs).unwrap();
+    }
+
+    #[test]
+    fn network_none_brings_loopback_up() {
+        let mut s = spec();
+        let mut r = Recorder::new();
+        existing(&mut r);
+        plan(&s).apply(&mut r).unwrap();
+        assert!(!r.effects().contains(&"loopback_up"));
+        s.network = crate::spec::Network::None;
+        let mut r = Recorder::new();
+        existing(&mut r);
+        plan(&s).apply(&mut r).unwrap();
+        assert!(r.effects().contains(&"loopback_up"));
     }
 
     #[test]
@@ -650,7 +902,8 @@ mod tests {
 
     #[test]
     fn overlay_options_and_long_paths() {
-        let lowers: Vec<std::path::PathBuf> = (0..3).map(|i| format!("/s/snap/{i}").into()).collect();
+        let lowers: Vec<std::path::PathBuf> =
+            (0..3).map(|i| format!("/s/snap/{i}").into()).collect();
         let rootfs = RootFs::Overlay {
             lowerdirs: lowers,
             upperdir: "/s/up".into(),
@@ -659,11 +912,12 @@ mod tests {
         let rm = root_mount(&rootfs, Path::new("/m"), Path::new("/e")).unwrap();
         assert_eq!(
             rm.data.unwrap().to_str().unwrap(),
-            "lowerdir=/s/snap/0:/s/snap/1:/s/snap/2,upperdir=/s/up,workdir=/s/work"
+            "lowerdir=/s/snap/0:/s/snap/1:/s/snap/2,upperdir=/s/up,workdir=/s/work,volatile"
         );
         assert!(rm.chdir.is_none());
         let long = "/var/lib/strata/snapshots/sha256";
-        let lowers: Vec<std::path::PathBuf> = (0..60).map(|i| format!("{long}/{i:064}").into()).collect();
+        let lowers: Vec<std::path::PathBuf> =
+            (0..60).map(|i| format!("{long}/{i:064}").into()).collect();
         let rootfs = RootFs::Overlay {
             lowerdirs: lowers,
             upperdir: format!("{long}/up").into(),
@@ -671,7 +925,12 @@ mod tests {
         };
         let rm = root_mount(&rootfs, Path::new("/m"), Path::new("/e")).unwrap();
         assert_eq!(rm.chdir.unwrap().to_str().unwrap(), long);
-        assert!(rm.data.unwrap().to_str().unwrap().starts_with("lowerdir=0000"));
+        assert!(rm
+            .data
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("lowerdir=0000"));
         // no layers (FROM scratch): an empty lower stands in
         let rootfs = RootFs::Overlay {
             lowerdirs: vec![],
@@ -679,7 +938,12 @@ mod tests {
             workdir: "/w".into(),
         };
         let rm = root_mount(&rootfs, Path::new("/m"), Path::new("/e")).unwrap();
-        assert!(rm.data.unwrap().to_str().unwrap().starts_with("lowerdir=/e,"));
+        assert!(rm
+            .data
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("lowerdir=/e,"));
         let bad = RootFs::Overlay {
             lowerdirs: vec!["/a,b".into()],
             upperdir: "/u".into(),

@@ -234,10 +234,7 @@ impl Capture {
 
     /// Keeps the last `keep` lines and also calls `f` for every line as it arrives
     /// (without its newline; invalid UTF-8 replaced).
-    pub fn with_callback(
-        keep: usize,
-        f: impl Fn(Stream, &str) + Send + Sync + 'static,
-    ) -> Capture {
+    pub fn with_callback(keep: usize, f: impl Fn(Stream, &str) + Send + Sync + 'static) -> Capture {
         Capture {
             inner: Arc::new(CaptureInner {
                 keep,
@@ -368,7 +365,13 @@ mod tests {
 
     #[test]
     fn exit_status_signals() {
-        for (code, sig) in [(0, None), (1, None), (128, None), (130, Some(2)), (137, Some(9))] {
+        for (code, sig) in [
+            (0, None),
+            (1, None),
+            (128, None),
+            (130, Some(2)),
+            (137, Some(9)),
+        ] {
             assert_eq!(ExitStatus(code).signal(), sig, "{code}");
         }
     }

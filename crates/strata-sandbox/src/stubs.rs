@@ -52,9 +52,16 @@ enum Presence {
 fn open_beneath(dir: &Path, rel: &str, flags: i32) -> Result<OwnedFd, i32> {
     let d = CString::new(dir.as_os_str().as_bytes()).map_err(|_| libc::EINVAL)?;
     // SAFETY: NUL-terminated path.
-    let dfd = unsafe { libc::open(d.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    let dfd = unsafe {
+        libc::open(
+            d.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
     if dfd < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
+        return Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
     }
     // SAFETY: just opened, owned here.
     let dfd = unsafe { OwnedFd::from_raw_fd(dfd) };
@@ -77,7 +84,9 @@ fn open_beneath(dir: &Path, rel: &str, flags: i32) -> Result<OwnedFd, i32> {
         )
     };
     if fd < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
+        return Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
     }
     // SAFETY: just opened, owned here.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
@@ -201,7 +210,9 @@ impl StubCleaner {
         for layer in &self.lower {
             if let Ok(fd) = open_beneath(layer, rel, libc::O_PATH) {
                 return fstat(&fd).is_some_and(|lst| {
-                    lst.st_mode == ust.st_mode && lst.st_uid == ust.st_uid && lst.st_gid == ust.st_gid
+                    lst.st_mode == ust.st_mode
+                        && lst.st_uid == ust.st_uid
+                        && lst.st_gid == ust.st_gid
                 }) && !has_overlay_opaque(&self.write_dir.join(rel));
             }
         }
@@ -217,7 +228,12 @@ fn has_overlay_opaque(path: &Path) -> bool {
     for name in [c"trusted.overlay.opaque", c"user.overlay.opaque"] {
         // SAFETY: valid path, name and buffer.
         let r = unsafe {
-            libc::lgetxattr(p.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+            libc::lgetxattr(
+                p.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
         };
         if r > 0 {
             return true;
@@ -242,7 +258,15 @@ fn remove_if_empty(dir: &Path, rel: &str) -> bool {
     // SAFETY: zeroed stat is valid.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: valid fd, name, buffer.
-    if unsafe { libc::fstatat(pfd.as_raw_fd(), name_c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } != 0 {
+    if unsafe {
+        libc::fstatat(
+            pfd.as_raw_fd(),
+            name_c.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    } != 0
+    {
         return std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT);
     }
     let flags = match st.st_mode & libc::S_IFMT {
@@ -258,8 +282,7 @@ fn remove_if_empty(dir: &Path, rel: &str) -> bool {
 /// whiteout (a 0/0 character device).
 pub fn is_whiteout(path: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
-    std::fs::symlink_metadata(path)
-        .is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0)
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0)
 }
 
 #[cfg(test)]
@@ -283,7 +306,13 @@ mod tests {
         };
         let c = StubCleaner::before_run(
             &rootfs,
-            &["/etc/hosts", "/etc/resolv.conf", "/run/secrets/id", "/cache/x", "/cache/y"],
+            &[
+                "/etc/hosts",
+                "/etc/resolv.conf",
+                "/run/secrets/id",
+                "/cache/x",
+                "/cache/y",
+            ],
         );
         let got: Vec<(&str, &str)> = c
             .stubs()
@@ -309,10 +338,21 @@ mod tests {
         fs::write(upper.join("cache/y/data"), "kept").unwrap();
         // copy-up keeps the lower's mode
         let mode = fs::metadata(lower.join("etc")).unwrap().mode();
-        fs::set_permissions(upper.join("etc"), std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
-        fs::set_permissions(upper.join("run"), std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+        fs::set_permissions(
+            upper.join("etc"),
+            std::os::unix::fs::PermissionsExt::from_mode(mode),
+        )
+        .unwrap();
+        fs::set_permissions(
+            upper.join("run"),
+            std::os::unix::fs::PermissionsExt::from_mode(mode),
+        )
+        .unwrap();
         c.after_run();
-        assert!(!upper.join("etc").exists(), "copied-up etc holding only the stub is gone");
+        assert!(
+            !upper.join("etc").exists(),
+            "copied-up etc holding only the stub is gone"
+        );
         assert!(!upper.join("run").exists());
         assert!(!upper.join("cache/x").exists());
         assert!(upper.join("cache/y/data").exists(), "non-empty stays");
@@ -331,7 +371,10 @@ mod tests {
         fs::create_dir_all(upper.join("etc")).unwrap();
         let p = CString::new(upper.join("etc/hosts").as_os_str().as_bytes()).unwrap();
         // SAFETY: valid path.
-        assert_eq!(unsafe { libc::mknod(p.as_ptr(), libc::S_IFCHR | 0o600, 0) }, 0);
+        assert_eq!(
+            unsafe { libc::mknod(p.as_ptr(), libc::S_IFCHR | 0o600, 0) },
+            0
+        );
         let rootfs = RootFs::Overlay {
             lowerdirs: vec![lower],
             upperdir: upper,

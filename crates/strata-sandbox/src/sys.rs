@@ -48,6 +48,8 @@ pub(crate) trait Syscalls {
     fn chdir(&mut self, path: &CStr) -> Res;
     fn pivot_root(&mut self, new_root: &CStr, put_old: &CStr) -> Res;
     fn sethostname(&mut self, name: &CStr) -> Res;
+    /// Brings the loopback interface of the current network namespace up.
+    fn loopback_up(&mut self) -> Res;
     /// `prctl(PR_CAPBSET_DROP, cap)`; `EINVAL` past the last capability.
     fn drop_bounding_cap(&mut self, cap: u32) -> Res;
     /// `capset`: effective = permitted = `caps`, inheritable empty.
@@ -59,7 +61,12 @@ pub(crate) trait Syscalls {
     fn set_uid(&mut self, uid: u32) -> Res;
     fn set_rlimit(&mut self, resource: u32, soft: u64, hard: u64) -> Res;
     /// `execve`; returns only on failure.
-    fn exec(&mut self, path: &CStr, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> Errno;
+    fn exec(
+        &mut self,
+        path: &CStr,
+        argv: &[*const libc::c_char],
+        envp: &[*const libc::c_char],
+    ) -> Errno;
 }
 
 fn errno() -> Errno {
@@ -162,7 +169,10 @@ impl Syscalls for Real {
     fn open_dir(&mut self, path: &CStr) -> Res<Fd> {
         // SAFETY: valid path.
         let fd = unsafe {
-            libc::open(path.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+            libc::open(
+                path.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
         };
         if fd < 0 {
             Err(errno())
@@ -212,7 +222,10 @@ impl Syscalls for Real {
         // SAFETY: zeroed stat is valid.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: valid fd and buffer.
-        check(unsafe { libc::fstatat(fd, c"".as_ptr(), &mut st, libc::AT_EMPTY_PATH) } as libc::c_long)?;
+        check(
+            unsafe { libc::fstatat(fd, c"".as_ptr(), &mut st, libc::AT_EMPTY_PATH) }
+                as libc::c_long,
+        )?;
         Ok(st.st_mode & libc::S_IFMT == libc::S_IFDIR)
     }
 
@@ -237,9 +250,36 @@ impl Syscalls for Real {
         check(unsafe { libc::sethostname(b.as_ptr().cast(), b.len()) } as libc::c_long)
     }
 
+    fn loopback_up(&mut self) -> Res {
+        // SAFETY: socket + two ioctls on a zeroed ifreq naming "lo".
+        unsafe {
+            let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+            if sock < 0 {
+                return Err(errno());
+            }
+            let mut req: libc::ifreq = std::mem::zeroed();
+            req.ifr_name[0] = b'l' as libc::c_char;
+            req.ifr_name[1] = b'o' as libc::c_char;
+            let mut r = libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req);
+            if r == 0 {
+                req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+                r = libc::ioctl(sock, libc::SIOCSIFFLAGS, &req);
+            }
+            let e = errno();
+            libc::close(sock);
+            if r < 0 {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     fn drop_bounding_cap(&mut self, cap: u32) -> Res {
         // SAFETY: plain prctl.
-        check(unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } as libc::c_long)
+        check(
+            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) }
+                as libc::c_long,
+        )
     }
 
     fn set_caps(&mut self, caps: u64) -> Res {
@@ -280,7 +320,13 @@ impl Syscalls for Real {
     fn clear_ambient_caps(&mut self) -> Res {
         // SAFETY: plain prctl.
         let r = unsafe {
-            libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0)
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
         };
         // Kernels without ambient capabilities have nothing to clear.
         if r < 0 && errno() != libc::EINVAL {
@@ -291,7 +337,10 @@ impl Syscalls for Real {
 
     fn set_no_new_privs(&mut self) -> Res {
         // SAFETY: plain prctl.
-        check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) } as libc::c_long)
+        check(
+            unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) }
+                as libc::c_long,
+        )
     }
 
     fn set_groups(&mut self, gids: &[libc::gid_t]) -> Res {
@@ -318,11 +367,22 @@ impl Syscalls for Real {
         };
         // SAFETY: valid struct; prlimit on ourselves.
         check(unsafe {
-            libc::syscall(libc::SYS_prlimit64, 0, resource, &lim as *const libc::rlimit64, std::ptr::null_mut::<libc::rlimit64>())
+            libc::syscall(
+                libc::SYS_prlimit64,
+                0,
+                resource,
+                &lim as *const libc::rlimit64,
+                std::ptr::null_mut::<libc::rlimit64>(),
+            )
         })
     }
 
-    fn exec(&mut self, path: &CStr, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> Errno {
+    fn exec(
+        &mut self,
+        path: &CStr,
+        argv: &[*const libc::c_char],
+        envp: &[*const libc::c_char],
+    ) -> Errno {
         // SAFETY: argv and envp are NULL-terminated arrays of C strings that
         // outlive this call (prepared before the fork).
         unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
@@ -352,10 +412,16 @@ impl InRoot {
         if comps.contains(&"..") {
             return Err(format!("path {path:?} contains \"..\""));
         }
-        let c = |s: &str| std::ffi::CString::new(s).map_err(|_| format!("path {path:?} contains a NUL byte"));
+        let c = |s: &str| {
+            std::ffi::CString::new(s).map_err(|_| format!("path {path:?} contains a NUL byte"))
+        };
         let mut steps = Vec::new();
         for i in 0..comps.len() {
-            let parent = if i == 0 { ".".to_string() } else { comps[..i].join("/") };
+            let parent = if i == 0 {
+                ".".to_string()
+            } else {
+                comps[..i].join("/")
+            };
             steps.push((c(&comps[..=i].join("/"))?, c(&parent)?, c(comps[i])?));
         }
         let joined = comps.join("/");
@@ -459,7 +525,9 @@ pub(crate) mod recording {
             self.calls
                 .iter()
                 .map(|s| s.as_str())
-                .filter(|s| !s.starts_with("open") && !s.starts_with("close") && !s.starts_with("isdir"))
+                .filter(|s| {
+                    !s.starts_with("open") && !s.starts_with("close") && !s.starts_with("isdir")
+                })
                 .collect()
         }
     }
@@ -505,14 +573,22 @@ pub(crate) mod recording {
         }
         fn mkdir_at(&mut self, dir: Fd, name: &CStr, _mode: u32) -> Res {
             let parent = self.fds.get(&dir).cloned().unwrap_or_default();
-            let p = if parent == "." { s(name) } else { format!("{parent}/{}", s(name)) };
+            let p = if parent == "." {
+                s(name)
+            } else {
+                format!("{parent}/{}", s(name))
+            };
             self.rec(format!("mkdir {p}"))?;
             self.existing.insert(p, true);
             Ok(())
         }
         fn create_at(&mut self, dir: Fd, name: &CStr) -> Res {
             let parent = self.fds.get(&dir).cloned().unwrap_or_default();
-            let p = if parent == "." { s(name) } else { format!("{parent}/{}", s(name)) };
+            let p = if parent == "." {
+                s(name)
+            } else {
+                format!("{parent}/{}", s(name))
+            };
             self.rec(format!("create {p}"))?;
             self.existing.insert(p, false);
             Ok(())
@@ -537,6 +613,9 @@ pub(crate) mod recording {
         }
         fn sethostname(&mut self, name: &CStr) -> Res {
             self.rec(format!("sethostname {}", s(name)))
+        }
+        fn loopback_up(&mut self) -> Res {
+            self.rec("loopback_up".into())
         }
         fn drop_bounding_cap(&mut self, cap: u32) -> Res {
             if cap > 40 {
@@ -565,7 +644,12 @@ pub(crate) mod recording {
         fn set_rlimit(&mut self, resource: u32, soft: u64, hard: u64) -> Res {
             self.rec(format!("rlimit {resource} {soft} {hard}"))
         }
-        fn exec(&mut self, path: &CStr, _argv: &[*const libc::c_char], _envp: &[*const libc::c_char]) -> Errno {
+        fn exec(
+            &mut self,
+            path: &CStr,
+            _argv: &[*const libc::c_char],
+            _envp: &[*const libc::c_char],
+        ) -> Errno {
             let p = s(path);
             let ok = self.existing.contains_key(p.trim_start_matches('/'));
             let _ = self.rec(format!("exec {p}"));
@@ -605,7 +689,10 @@ mod tests {
         r.existing.insert("run".into(), true);
         let p = InRoot::new("/run/secrets/id").unwrap();
         ensure(&mut r, 3, &p, Leaf::File).unwrap();
-        assert_eq!(r.effects(), vec!["mkdir run/secrets", "create run/secrets/id"]);
+        assert_eq!(
+            r.effects(),
+            vec!["mkdir run/secrets", "create run/secrets/id"]
+        );
         // second time: nothing to do
         let mut r2 = Recorder::new();
         r2.existing = r.existing.clone();

@@ -76,7 +76,12 @@ fn parse_group(text: &str) -> Vec<GroupEntry<'_>> {
                 gid: f.get(2)?.parse().ok()?,
                 members: f
                     .get(3)
-                    .map(|m| m.split(',').map(str::trim).filter(|m| !m.is_empty()).collect())
+                    .map(|m| {
+                        m.split(',')
+                            .map(str::trim)
+                            .filter(|m| !m.is_empty())
+                            .collect()
+                    })
                     .unwrap_or_default(),
             })
         })
@@ -188,7 +193,8 @@ mod tests {
 
     #[test]
     fn docker_rules() {
-        let cases: &[(&str, (u32, u32, &[u32], &str))] = &[
+        type Want<'a> = (u32, u32, &'a [u32], &'a str);
+        let cases: &[(&str, Want)] = &[
             ("", (0, 0, &[], "/root")),
             ("root", (0, 0, &[], "/root")),
             ("app", (1000, 1000, &[50, 10], "/home/app")),

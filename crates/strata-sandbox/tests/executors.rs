@@ -24,8 +24,11 @@ macro_rules! executor_tests {
             #[test]
             fn echo_output_is_captured() {
                 let Some((f, e)) = setup() else { return };
+                let before = tree(&f.rootfs());
                 let (spec, out) = f.spec("echo hi; echo oops >&2");
                 assert_eq!(e.run(&spec).unwrap(), ExitStatus(0));
+                // a directory rootfs keeps no mount point stubs (/etc/hosts...)
+                assert_eq!(tree(&f.rootfs()), before);
                 assert_eq!(out.stdout(), "hi\n");
                 assert_eq!(out.stderr(), "oops\n");
                 // plain argv, PATH lookup inside the container
@@ -94,10 +97,10 @@ macro_rules! executor_tests {
             fn network_none_has_only_loopback() {
                 let Some((f, e)) = setup() else { return };
                 let script = "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '";
-                let (mut spec, out) = f.spec(script);
+                let (mut spec, out) = f.spec(&format!("{script}; ping -c1 -W2 127.0.0.1 >/dev/null && echo lo-up"));
                 spec.network = Network::None;
                 assert!(e.run(&spec).unwrap().success());
-                assert_eq!(out.stdout(), "lo\n");
+                assert_eq!(out.stdout(), "lo\nlo-up\n", "only lo, and it is up as docker has it");
                 // host network sees the host's interfaces
                 let host: Vec<String> = std::fs::read_to_string("/proc/net/dev").unwrap().lines().skip(2)
                     .map(|l| l.split(':').next().unwrap().trim().to_string()).collect();
@@ -151,6 +154,46 @@ macro_rules! executor_tests {
                 spec.mounts.push(Mount::tmpfs("/run/scratch", None));
                 assert!(e.run(&spec).unwrap().success());
                 assert_eq!(tree(&f.path("upper")), Vec::<String>::new());
+            }
+
+            #[test]
+            fn overlay_pair_can_be_reused() {
+                let Some((f, e)) = setup() else { return };
+                let rootfs = f.overlay(&[]);
+                let (mut spec, _) = f.spec("echo 1 >> /counter");
+                spec.rootfs = rootfs.clone();
+                assert!(e.run(&spec).unwrap().success());
+                // the volatile marker of the first mount is gone, so the
+                // same upper/work pair mounts again (strata run restarting)
+                let (mut spec, out) = f.spec("echo 2 >> /counter; cat /counter");
+                spec.rootfs = rootfs;
+                assert!(e.run(&spec).unwrap().success());
+                assert_eq!(out.stdout(), "1\n2\n");
+            }
+
+            #[test]
+            fn concurrent_runs_keep_their_output() {
+                let Some((f, e)) = setup() else { return };
+                let e = std::sync::Arc::new(e);
+                let threads: Vec<_> = (0..4)
+                    .map(|i| {
+                        let e = e.clone();
+                        let (spec, out) = f.spec(&format!("sleep 0.2; echo run{i}"));
+                        std::thread::spawn(move || {
+                            for _ in 0..3 {
+                                assert!(e.run(&spec).unwrap().success());
+                            }
+                            out.stdout()
+                        })
+                    })
+                    .collect();
+                let start = std::time::Instant::now();
+                for (i, t) in threads.into_iter().enumerate() {
+                    assert_eq!(t.join().unwrap(), format!("run{i}\nrun{i}\nrun{i}\n"));
+                }
+                // 12 runs of 0.2 s on 4 threads: parallel, and no run waits
+                // for another one's pipes
+                assert!(start.elapsed() < Duration::from_secs(30));
             }
 
             #[test]

@@ -1,5 +1,5 @@
 //! Shared fixtures for the executor tests.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, clippy::unwrap_used, clippy::new_without_default)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,7 +21,10 @@ pub fn executor(name: &str, state: &Path) -> Option<Box<dyn Executor>> {
             if !strata_testkit::require_tool(rt) {
                 return None;
             }
-            Some(Box::new(OciExecutor::new(strata_testkit::which(rt).unwrap(), state)))
+            Some(Box::new(OciExecutor::new(
+                strata_testkit::which(rt).unwrap(),
+                state,
+            )))
         }
     }
 }
@@ -39,7 +42,13 @@ impl Fixture {
         assert!(strata_testkit::busybox_rootfs_tar(&tar));
         let rootfs = dir.path().join("rootfs");
         std::fs::create_dir(&rootfs).unwrap();
-        strata_testkit::run_ok(Command::new("tar").arg("-xf").arg(&tar).arg("-C").arg(&rootfs));
+        strata_testkit::run_ok(
+            Command::new("tar")
+                .arg("-xf")
+                .arg(&tar)
+                .arg("-C")
+                .arg(&rootfs),
+        );
         std::fs::create_dir(dir.path().join("state")).unwrap();
         Fixture { dir }
     }
@@ -107,7 +116,9 @@ pub fn mounts_under(needle: &Path) -> Vec<String> {
 /// Entries of a directory tree, relative, sorted.
 pub fn tree(dir: &Path) -> Vec<String> {
     fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in rd {
             let e = e.unwrap();
             let p = e.path();
@@ -127,7 +138,9 @@ pub fn tree(dir: &Path) -> Vec<String> {
 pub fn pids_with(marker: &str) -> Vec<i32> {
     let mut v = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
             if cmd.contains(marker) {
