@@ -43,13 +43,9 @@ pub(crate) struct LineIndex {
 
 impl LineIndex {
     pub(crate) fn new(src: &str) -> Self {
-        let mut starts = vec![0];
-        starts.extend(
-            src.bytes()
-                .enumerate()
-                .filter(|&(_, b)| b == b'\n')
-                .map(|(i, _)| i + 1),
-        );
+        let mut starts = Vec::with_capacity(src.len() / 32 + 1);
+        starts.push(0);
+        starts.extend(src.match_indices('\n').map(|(i, _)| i + 1));
         LineIndex { starts }
     }
 
