@@ -48,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         Err(e) => {
-            assert!(e.span.end() <= src.len() && e.line >= 1);
+            assert!(e.span.end() <= src.len() && e.line() >= 1);
             let _ = e.to_string();
         }
     }

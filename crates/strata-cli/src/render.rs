@@ -95,7 +95,10 @@ fn snippet(src: &dyn SourceCode, label: &LabeledSpan) -> String {
         .offset()
         .saturating_sub(contents.span().offset())
         .min(text.len());
-    let rel = (0..=rel).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    let rel = (0..=rel)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
     let before = &text[..rel];
     let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
     let line_no = contents.line() + before.matches('\n').count() + 1;

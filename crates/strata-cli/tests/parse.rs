@@ -26,7 +26,12 @@ fn dump_matches_buildkit_parser_cases() {
         let case = entry.expect("entry").path();
         let out = dump(&case.join("Dockerfile"));
         let want = std::fs::read(case.join("result")).expect("result");
-        assert!(out.status.success(), "{}: {}", case.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            case.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&want),
@@ -59,7 +64,9 @@ fn dump_matches_a_sample_of_real_dockerfiles() {
 
 #[test]
 fn negative_cases_fail_with_file_and_line() {
-    for entry in std::fs::read_dir(conformance().join("buildkit-parser-negative")).expect("read dir") {
+    for entry in
+        std::fs::read_dir(conformance().join("buildkit-parser-negative")).expect("read dir")
+    {
         let file = entry.expect("entry").path().join("Dockerfile");
         let name = file.display().to_string();
         let out = dump(&file);
@@ -83,7 +90,10 @@ fn broken_file_shows_a_snippet_and_what_was_expected() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let name = file.display().to_string();
-    assert!(err.contains(&format!("error: {name}:3:5: ENV must have two arguments")), "{err}");
+    assert!(
+        err.contains(&format!("error: {name}:3:5: ENV must have two arguments")),
+        "{err}"
+    );
     assert!(err.contains(&format!("--> {name}:3:5")), "{err}");
     assert!(err.contains("3 | ENV PATH\n  |     ^^^^ no value"), "{err}");
     assert!(err.contains("hint: expected `NAME VALUE`"), "{err}");
@@ -94,7 +104,10 @@ fn broken_file_shows_a_snippet_and_what_was_expected() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("2:18: unknown flag: chwon"), "{err}");
-    assert!(err.contains("2 | COPY --chmod=644 --chwon=1 a b\n  |                  ^^^^^^^^^"), "{err}");
+    assert!(
+        err.contains("2 | COPY --chmod=644 --chwon=1 a b\n  |                  ^^^^^^^^^"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -108,7 +121,9 @@ fn json_has_spans_and_stdin_works() {
     {
         use std::io::Write as _;
         let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(b"FROM a\nRUN <<EOF\necho hi\nEOF\n").expect("write");
+        stdin
+            .write_all(b"FROM a\nRUN <<EOF\necho hi\nEOF\n")
+            .expect("write");
     }
     let out = child.wait_with_output().expect("wait");
     assert!(out.status.success());

@@ -14,7 +14,10 @@ fn load() -> Vec<(String, String)> {
         .iter()
         .map(|p| {
             let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            (p.display().to_string(), String::from_utf8_lossy(&bytes).into_owned())
+            (
+                p.display().to_string(),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            )
         })
         .collect()
 }

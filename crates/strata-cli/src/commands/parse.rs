@@ -19,9 +19,8 @@ pub fn parse(args: ParseArgs, s: &Settings) -> CmdResult {
             .context("cannot read the Dockerfile from standard input")?;
         ("<stdin>".to_string(), buf)
     } else {
-        let bytes = std::fs::read(&args.file).with_context(|| {
-            format!("cannot read the Dockerfile {}", args.file.display())
-        })?;
+        let bytes = std::fs::read(&args.file)
+            .with_context(|| format!("cannot read the Dockerfile {}", args.file.display()))?;
         (args.file.display().to_string(), bytes)
     };
     let text = String::from_utf8_lossy(&bytes);
@@ -53,7 +52,11 @@ fn summary(out: &mut impl std::io::Write, df: &Dockerfile) -> anyhow::Result<()>
         writeln!(out, "{:>4}  {}", a.span.line, a.original)?;
     }
     for (i, st) in stages.stages.iter().enumerate() {
-        let name = st.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+        let name = st
+            .name
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
         writeln!(out, "stage {i}{name}: FROM {}", st.base.value)?;
         for inst in &st.instructions {
             let extra = match &inst.kind {
