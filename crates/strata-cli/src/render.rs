@@ -19,6 +19,8 @@ fn as_diagnostic<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a dyn Diagno
         Hinted,
         strata_context::ContextError,
         strata_context::PatternError,
+        strata_dockerfile::ParseError,
+        strata_dockerfile::InstructionError,
     );
     None
 }
@@ -85,27 +87,34 @@ pub fn error_report(err: &anyhow::Error) -> String {
 
 /// A rustc-style snippet: `--> name:line:col`, the line, and carets under the span.
 fn snippet(src: &dyn SourceCode, label: &LabeledSpan) -> String {
-    let Ok(contents) = src.read_span(label.inner(), 0, 0) else {
+    // One line of context before makes miette start the contents at the
+    // beginning of a line (with none, they start at the span itself).
+    let Ok(contents) = src.read_span(label.inner(), 1, 1) else {
         return String::new();
     };
     let text = String::from_utf8_lossy(contents.data());
-    // `contents` starts at the beginning of the first line of the span.
-    let line_no = contents.line() + 1;
-    let start_in_text = label.offset().saturating_sub(contents.span().offset());
-    let first_line = text.lines().next().unwrap_or("");
-    let col_chars = text
-        .get(..start_in_text.min(text.len()))
-        .map(|s| s.rsplit('\n').next().unwrap_or("").chars().count())
+    let rel = label
+        .offset()
+        .saturating_sub(contents.span().offset())
+        .min(text.len());
+    let rel = (0..=rel)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
         .unwrap_or(0);
-    let span_chars = text
-        .get(start_in_text.min(text.len())..)
-        .map(|s| {
-            s.chars()
-                .take_while(|c| *c != '\n')
-                .take(label.len().max(1))
-                .count()
-        })
-        .unwrap_or(1)
+    let before = &text[..rel];
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let line_no = contents.line() + before.matches('\n').count() + 1;
+    let line_text = text[line_start..]
+        .split('\n')
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('\r');
+    let col_chars = text[line_start..rel].chars().count();
+    let span_chars = text[rel..]
+        .chars()
+        .take_while(|c| *c != '\n')
+        .take(label.len().max(1))
+        .count()
         .max(1);
     let name = contents.name().unwrap_or("<input>");
     let gutter = line_no.to_string().len();
@@ -113,7 +122,7 @@ fn snippet(src: &dyn SourceCode, label: &LabeledSpan) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{pad}--> {name}:{line_no}:{}", col_chars + 1);
     let _ = writeln!(out, "{pad} |");
-    let _ = writeln!(out, "{line_no} | {}", first_line.replace('\t', " "));
+    let _ = writeln!(out, "{line_no} | {}", line_text.replace('\t', " "));
     let _ = write!(
         out,
         "{pad} | {}{}",

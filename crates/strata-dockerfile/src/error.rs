@@ -74,33 +74,55 @@ impl ParseErrorKind {
     }
 }
 
+/// The file an error is in (boxed to keep errors small).
+#[derive(Debug, Clone)]
+struct Origin {
+    file: String,
+    source_code: NamedSource<Arc<str>>,
+}
+
+impl Origin {
+    fn new(file: &str, src: &Arc<str>) -> Box<Self> {
+        Box::new(Origin {
+            file: file.to_string(),
+            source_code: NamedSource::new(file, Arc::clone(src)),
+        })
+    }
+}
+
 /// A Dockerfile that BuildKit's parser would reject.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{file}:{line}:{column}: {kind}")]
+#[error("{}:{}:{}: {kind}", origin.file, span.line, span.column)]
 pub struct ParseError {
     /// What went wrong.
     pub kind: ParseErrorKind,
-    /// The file name given to [`crate::parse_named`] (`Dockerfile` otherwise).
-    pub file: String,
-    /// 1-based line of the offending part.
-    pub line: usize,
-    /// 1-based column of the offending part.
-    pub column: usize,
-    /// The offending part.
+    /// The offending part (with its line and column).
     pub span: Span,
-    source_code: NamedSource<Arc<str>>,
+    origin: Box<Origin>,
 }
 
 impl ParseError {
     pub(crate) fn new(kind: ParseErrorKind, file: &str, src: &Arc<str>, span: Span) -> Self {
         ParseError {
             kind,
-            file: file.to_string(),
-            line: span.line,
-            column: span.column,
             span,
-            source_code: NamedSource::new(file, Arc::clone(src)),
+            origin: Origin::new(file, src),
         }
+    }
+
+    /// The file name given to [`crate::parse_named`] (`Dockerfile` otherwise).
+    pub fn file(&self) -> &str {
+        &self.origin.file
+    }
+
+    /// 1-based line of the offending part.
+    pub fn line(&self) -> usize {
+        self.span.line
+    }
+
+    /// 1-based column of the offending part.
+    pub fn column(&self) -> usize {
+        self.span.column
     }
 
     /// What was expected instead.
@@ -115,7 +137,7 @@ impl Diagnostic for ParseError {
     }
 
     fn source_code(&self) -> Option<&dyn SourceCode> {
-        Some(&self.source_code)
+        Some(&self.origin.source_code)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
@@ -180,37 +202,44 @@ pub enum InstructionErrorKind {
 
 /// An instruction BuildKit would refuse to build.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{file}:{line}:{column}: {kind}")]
+#[error("{}:{}:{}: {kind}", origin.file, span.line, span.column)]
 pub struct InstructionError {
     /// What is wrong.
     pub kind: InstructionErrorKind,
-    /// The file name.
-    pub file: String,
-    /// 1-based line.
-    pub line: usize,
-    /// 1-based column.
-    pub column: usize,
     /// The offending part (the flag, argument or whole instruction).
     pub span: Span,
-    source_code: NamedSource<Arc<str>>,
+    origin: Box<Origin>,
 }
 
 impl InstructionError {
     pub(crate) fn new(kind: InstructionErrorKind, file: &str, src: &Arc<str>, span: Span) -> Self {
         InstructionError {
             kind,
-            file: file.to_string(),
-            line: span.line,
-            column: span.column,
             span,
-            source_code: NamedSource::new(file, Arc::clone(src)),
+            origin: Origin::new(file, src),
         }
+    }
+
+    /// The file name.
+    pub fn file(&self) -> &str {
+        &self.origin.file
+    }
+
+    /// 1-based line of the offending part.
+    pub fn line(&self) -> usize {
+        self.span.line
+    }
+
+    /// 1-based column of the offending part.
+    pub fn column(&self) -> usize {
+        self.span.column
     }
 
     fn hint(&self) -> Option<String> {
         match &self.kind {
             InstructionErrorKind::UnknownInstruction {
-                suggestion: Some(s), ..
+                suggestion: Some(s),
+                ..
             } => Some(format!("did you mean {s}?")),
             InstructionErrorKind::UnknownInstruction { .. } => {
                 Some("expected an instruction such as FROM, RUN, COPY or ENV".into())
@@ -233,9 +262,9 @@ impl InstructionError {
                     .join(", ")
             )),
             InstructionErrorKind::MissingFlagValue(f) => Some(format!("expected --{f}=VALUE")),
-            InstructionErrorKind::NotABool { flag, .. } => {
-                Some(format!("expected --{flag}, --{flag}=true or --{flag}=false"))
-            }
+            InstructionErrorKind::NotABool { flag, .. } => Some(format!(
+                "expected --{flag}, --{flag}=true or --{flag}=false"
+            )),
             InstructionErrorKind::NoStage => {
                 Some("expected FROM before any instruction other than ARG".into())
             }
@@ -250,7 +279,7 @@ impl Diagnostic for InstructionError {
     }
 
     fn source_code(&self) -> Option<&dyn SourceCode> {
-        Some(&self.source_code)
+        Some(&self.origin.source_code)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {

@@ -86,6 +86,8 @@ pub struct Stage {
     pub span: Span,
     /// The `FROM` instruction's logical line.
     pub original: String,
+    /// Index of the `FROM` in [`Dockerfile::nodes`].
+    pub node: usize,
 }
 
 /// One instruction inside a stage.
@@ -99,6 +101,9 @@ pub struct Instruction {
     pub span: Span,
     /// The logical line (continuations joined), as BuildKit keeps it.
     pub original: String,
+    /// Index of its syntax node in [`Dockerfile::nodes`] (for an `ONBUILD`
+    /// trigger: the `ONBUILD`'s), where the raw flags and arguments are.
+    pub node: usize,
 }
 
 /// Every instruction with its parsed fields.
@@ -249,6 +254,9 @@ pub enum CacheSharing {
     /// Writers wait for each other.
     Locked,
 }
+
+/// Expands one mount option value (see [`MountSpec::parse`]).
+pub type MountExpander<'a> = &'a dyn Fn(&str) -> Result<String, String>;
 
 /// One `--mount=...` of a `RUN`, parsed as BuildKit does.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
@@ -419,7 +427,10 @@ impl Flags {
             };
             let entry = used.entry(key).or_default();
             if !entry.is_empty() && ty != FlagType::Strings {
-                return Err((InstructionErrorKind::DuplicateFlag(name.to_string()), f.span));
+                return Err((
+                    InstructionErrorKind::DuplicateFlag(name.to_string()),
+                    f.span,
+                ));
             }
             let value_span = value_span(df, f);
             let v = match ty {
@@ -544,8 +555,8 @@ fn node_args(node: &Node) -> Vec<&Arg> {
 
 /// What a typed instruction is: a stage start or a command.
 enum Parsed {
-    From(Stage),
-    Cmd(Instruction),
+    From(Box<Stage>),
+    Cmd(Box<Instruction>),
 }
 
 impl Dockerfile {
@@ -555,28 +566,34 @@ impl Dockerfile {
     pub fn stages(&self) -> Result<BuildStages, InstructionError> {
         let mut meta_args = Vec::new();
         let mut stages: Vec<Stage> = Vec::new();
-        for node in &self.nodes {
+        for (index, node) in self.nodes.iter().enumerate() {
             let parsed = self
-                .parse_instruction(node, &node.heredocs, 0)
+                .parse_instruction(node, index, &node.heredocs, 0)
                 .map_err(|(kind, span)| self.instruction_error(kind, span))?;
             match parsed {
-                Parsed::Cmd(Instruction {
-                    kind: InstructionKind::Arg(args),
-                    span,
-                    original,
-                    ..
-                }) if stages.is_empty() => meta_args.push(ArgInstruction {
-                    args,
-                    span,
-                    original,
-                }),
-                Parsed::From(stage) => stages.push(stage),
+                Parsed::Cmd(inst)
+                    if stages.is_empty() && matches!(inst.kind, InstructionKind::Arg(_)) =>
+                {
+                    let Instruction {
+                        kind,
+                        span,
+                        original,
+                        ..
+                    } = *inst;
+                    if let InstructionKind::Arg(args) = kind {
+                        meta_args.push(ArgInstruction {
+                            args,
+                            span,
+                            original,
+                        });
+                    }
+                }
+                Parsed::From(stage) => stages.push(*stage),
                 Parsed::Cmd(inst) => match stages.last_mut() {
-                    Some(stage) => stage.instructions.push(inst),
+                    Some(stage) => stage.instructions.push(*inst),
                     None => {
-                        return Err(
-                            self.instruction_error(InstructionErrorKind::NoStage, node.keyword_span)
-                        )
+                        return Err(self
+                            .instruction_error(InstructionErrorKind::NoStage, node.keyword_span))
                     }
                 },
             }
@@ -588,13 +605,18 @@ impl Dockerfile {
         InstructionError::new(kind, &self.name, &self.source, span)
     }
 
-    fn parse_instruction(&self, node: &Node, heredocs: &[Heredoc], depth: usize) -> IResult<Parsed> {
+    fn parse_instruction(
+        &self,
+        node: &Node,
+        index: usize,
+        heredocs: &[Heredoc],
+        depth: usize,
+    ) -> IResult<Parsed> {
         let args = node_args(node);
         let lower = node.instruction();
         let whole = node.span;
-        let flags = |allowed: &[(&'static str, FlagType)]| {
-            Flags::parse(self, &lower, &node.flags, allowed)
-        };
+        let flags =
+            |allowed: &[(&'static str, FlagType)]| Flags::parse(self, &lower, &node.flags, allowed);
         let exactly_one = |name: &str| -> IResult<Spanned<String>> {
             match args.as_slice() {
                 [a] => Ok(Spanned::new(a.value.clone(), a.span)),
@@ -685,14 +707,15 @@ impl Dockerfile {
                     .first()
                     .map(|a| Spanned::new(a.value.clone(), a.span))
                     .unwrap_or_else(|| Spanned::new(String::new(), whole));
-                return Ok(Parsed::From(Stage {
+                return Ok(Parsed::From(Box::new(Stage {
                     name,
                     base,
                     platform: f.string("platform"),
                     instructions: Vec::new(),
                     span: whole,
                     original: go::trim_space(&node.original).to_string(),
-                }));
+                    node: index,
+                })));
             }
             "onbuild" => {
                 let Some(child) = &node.child else {
@@ -724,9 +747,12 @@ impl Dockerfile {
                 let (trigger, trigger_error) = if depth > 8 {
                     (None, Some("ONBUILD triggers nested too deeply".to_string()))
                 } else {
-                    match self.parse_instruction(child, heredocs, depth + 1) {
-                        Ok(Parsed::Cmd(i)) => (Some(Box::new(i)), None),
-                        Ok(Parsed::From(_)) => (None, Some("FROM isn't allowed as an ONBUILD trigger".into())),
+                    match self.parse_instruction(child, index, heredocs, depth + 1) {
+                        Ok(Parsed::Cmd(i)) => (Some(i), None),
+                        Ok(Parsed::From(_)) => (
+                            None,
+                            Some("FROM isn't allowed as an ONBUILD trigger".into()),
+                        ),
                         Err((kind, _)) => (None, Some(kind.to_string())),
                     }
                 };
@@ -749,10 +775,12 @@ impl Dockerfile {
                 ])?;
                 let mut mounts = Vec::new();
                 for m in f.strings("mount") {
-                    let spec = MountSpec::parse(&m.value, None).map_err(|e| {
-                        (InstructionErrorKind::InvalidValue(e), m.span)
-                    })?;
-                    mounts.push(MountSpec { span: m.span, ..spec });
+                    let spec = MountSpec::parse(&m.value, None)
+                        .map_err(|e| (InstructionErrorKind::InvalidValue(e), m.span))?;
+                    mounts.push(MountSpec {
+                        span: m.span,
+                        ..spec
+                    });
                 }
                 let network = match f.string("network") {
                     None => NetworkMode::Default,
@@ -761,7 +789,10 @@ impl Dockerfile {
                         "none" => NetworkMode::None,
                         "host" => NetworkMode::Host,
                         other => {
-                            return value_err(format!("unsupported network mode {}", go::quote(other)), v.span)
+                            return value_err(
+                                format!("unsupported network mode {}", go::quote(other)),
+                                v.span,
+                            )
                         }
                     },
                 };
@@ -771,7 +802,10 @@ impl Dockerfile {
                         "sandbox" => SecurityMode::Sandbox,
                         "insecure" => SecurityMode::Insecure,
                         other => {
-                            return value_err(format!("unsupported security mode {}", go::quote(other)), v.span)
+                            return value_err(
+                                format!("unsupported security mode {}", go::quote(other)),
+                                v.span,
+                            )
                         }
                     },
                 };
@@ -839,7 +873,11 @@ impl Dockerfile {
             "expose" => {
                 at_least_one("EXPOSE")?;
                 flags(&[])?;
-                InstructionKind::Expose(args.iter().map(|a| Spanned::new(a.value.clone(), a.span)).collect())
+                InstructionKind::Expose(
+                    args.iter()
+                        .map(|a| Spanned::new(a.value.clone(), a.span))
+                        .collect(),
+                )
             }
             "user" => {
                 let v = exactly_one("USER")?;
@@ -904,12 +942,13 @@ impl Dockerfile {
                 ))
             }
         };
-        Ok(Parsed::Cmd(Instruction {
+        Ok(Parsed::Cmd(Box::new(Instruction {
             kind,
             keyword: node.keyword.clone(),
             span: whole,
             original: node.original.clone(),
-        }))
+            node: index,
+        })))
     }
 }
 
@@ -990,10 +1029,18 @@ fn sources_and_dest(
 ) -> IResult<CopyAdd> {
     let (dest, srcs) = match args.split_last() {
         Some(x) => x,
-        None => return args_err(format!("{name} requires at least two arguments"), Span::default()),
+        None => {
+            return args_err(
+                format!("{name} requires at least two arguments"),
+                Span::default(),
+            )
+        }
     };
     if matches!(parse_heredoc(&dest.value), Ok(Some(_))) {
-        return args_err(format!("{name} cannot accept a heredoc as a destination"), dest.span);
+        return args_err(
+            format!("{name} cannot accept a heredoc as a destination"),
+            dest.span,
+        );
     }
     let lookup: HashMap<&str, &Heredoc> = heredocs.iter().map(|h| (h.name.as_str(), h)).collect();
     for src in srcs {
@@ -1028,12 +1075,16 @@ fn interval(f: &Flags, name: &str) -> IResult<Option<Duration>> {
     if v.value.is_empty() {
         return Ok(None);
     }
-    let d = parse_go_duration(&v.value).map_err(|e| (InstructionErrorKind::InvalidValue(e), v.span))?;
+    let d =
+        parse_go_duration(&v.value).map_err(|e| (InstructionErrorKind::InvalidValue(e), v.span))?;
     if d.is_zero() {
         return Ok(Some(d));
     }
     if d < Duration::from_millis(1) {
-        return value_err(format!("Interval {} cannot be less than 1ms", go::quote(name)), v.span);
+        return value_err(
+            format!("Interval {} cannot be less than 1ms", go::quote(name)),
+            v.span,
+        );
     }
     Ok(Some(d))
 }
@@ -1052,13 +1103,19 @@ fn parse_retries(r: &Spanned<String>) -> IResult<u32> {
     }
     match s.parse::<i64>() {
         Ok(n) if n < i64::from(i32::MIN) || n > i64::from(i32::MAX) => value_err(
-            format!("strconv.ParseInt: parsing {}: value out of range", go::quote(s)),
+            format!(
+                "strconv.ParseInt: parsing {}: value out of range",
+                go::quote(s)
+            ),
             r.span,
         ),
         Ok(n) if n < 0 => value_err(format!("--retries cannot be negative ({n})"), r.span),
         Ok(n) => Ok(n as u32),
         Err(_) => value_err(
-            format!("strconv.ParseInt: parsing {}: value out of range", go::quote(s)),
+            format!(
+                "strconv.ParseInt: parsing {}: value out of range",
+                go::quote(s)
+            ),
             r.span,
         ),
     }
@@ -1247,10 +1304,7 @@ impl MountSpec {
     /// `expand` function each option's value is expanded first; without
     /// one, string options keep variables as written and typed options
     /// holding a `$` go to [`MountSpec::deferred`].
-    pub fn parse(
-        value: &str,
-        expand: Option<&dyn Fn(&str) -> Result<String, String>>,
-    ) -> Result<MountSpec, String> {
+    pub fn parse(value: &str, expand: Option<MountExpander<'_>>) -> Result<MountSpec, String> {
         let fields = csv_record(value).map_err(|e| format!("failed to parse csv mounts: {e}"))?;
         let mut m = MountSpec {
             raw: value.to_string(),
@@ -1280,7 +1334,10 @@ impl MountSpec {
                         continue;
                     }
                     "required" => {
-                        return Err(format!("unexpected key 'required' for mount type '{}'", type_name(m.kind)))
+                        return Err(format!(
+                            "unexpected key 'required' for mount type '{}'",
+                            type_name(m.kind)
+                        ))
                     }
                     _ => return Err(format!("invalid field '{field}' must be a key=value pair")),
                 }
@@ -1289,7 +1346,10 @@ impl MountSpec {
                 val = f(&val)?;
             } else if key == "from" {
                 if val.chars().skip_while(|&c| c != '$').nth(1).is_some() {
-                    return Err("'from' doesn't support variable expansion, define alias stage instead".into());
+                    return Err(
+                        "'from' doesn't support variable expansion, define alias stage instead"
+                            .into(),
+                    );
                 }
             } else if val.contains('$')
                 && !matches!(
@@ -1315,19 +1375,25 @@ impl MountSpec {
                 "source" | "src" => m.source = Some(val),
                 "target" | "dst" | "destination" => m.target = Some(val),
                 "readonly" | "ro" => {
-                    m.readonly = parse_bool(&val).ok_or_else(|| format!("invalid value for {key}: {val}"))?;
+                    m.readonly = parse_bool(&val)
+                        .ok_or_else(|| format!("invalid value for {key}: {val}"))?;
                     ro_auto = false;
                 }
                 "readwrite" | "rw" => {
-                    let rw = parse_bool(&val).ok_or_else(|| format!("invalid value for {key}: {val}"))?;
+                    let rw = parse_bool(&val)
+                        .ok_or_else(|| format!("invalid value for {key}: {val}"))?;
                     m.readonly = !rw;
                     ro_auto = false;
                 }
                 "required" => {
                     if !secret_or_ssh(&m) {
-                        return Err(format!("unexpected key 'required' for mount type '{}'", type_name(m.kind)));
+                        return Err(format!(
+                            "unexpected key 'required' for mount type '{}'",
+                            type_name(m.kind)
+                        ));
                     }
-                    m.required = parse_bool(&val).ok_or_else(|| format!("invalid value for {key}: {val}"))?;
+                    m.required = parse_bool(&val)
+                        .ok_or_else(|| format!("invalid value for {key}: {val}"))?;
                 }
                 "id" => m.id = Some(val),
                 "sharing" => {
@@ -1338,31 +1404,64 @@ impl MountSpec {
                         _ => return Err(format!("unsupported sharing value {}", go::quote(&val))),
                     })
                 }
-                "mode" => m.mode = Some(parse_u32(&val, 8).ok_or_else(|| format!("invalid value {val} for mode"))?),
-                "uid" => m.uid = Some(parse_u32(&val, 10).ok_or_else(|| format!("invalid value {val} for uid"))?),
-                "gid" => m.gid = Some(parse_u32(&val, 10).ok_or_else(|| format!("invalid value {val} for gid"))?),
+                "mode" => {
+                    m.mode = Some(
+                        parse_u32(&val, 8)
+                            .ok_or_else(|| format!("invalid value {val} for mode"))?,
+                    )
+                }
+                "uid" => {
+                    m.uid = Some(
+                        parse_u32(&val, 10)
+                            .ok_or_else(|| format!("invalid value {val} for uid"))?,
+                    )
+                }
+                "gid" => {
+                    m.gid = Some(
+                        parse_u32(&val, 10)
+                            .ok_or_else(|| format!("invalid value {val} for gid"))?,
+                    )
+                }
                 "env" => m.env = Some(val),
                 "size" => m.size = Some(val),
                 _ => return Err(format!("unexpected key '{key}' in '{field}'")),
             }
         }
-        let file_info = matches!(m.kind, MountType::Secret | MountType::Ssh | MountType::Cache);
-        for (set, what) in [(m.mode.is_some(), "mode"), (m.uid.is_some(), "uid"), (m.gid.is_some(), "gid")] {
+        let file_info = matches!(
+            m.kind,
+            MountType::Secret | MountType::Ssh | MountType::Cache
+        );
+        for (set, what) in [
+            (m.mode.is_some(), "mode"),
+            (m.uid.is_some(), "uid"),
+            (m.gid.is_some(), "gid"),
+        ] {
             if set && !file_info {
-                return Err(format!("{what} not allowed for {} type mounts", go::quote(type_name(m.kind))));
+                return Err(format!(
+                    "{what} not allowed for {} type mounts",
+                    go::quote(type_name(m.kind))
+                ));
             }
         }
         if ro_auto {
             m.readonly = !matches!(m.kind, MountType::Cache | MountType::Tmpfs);
         }
         if m.sharing.is_some() && m.kind != MountType::Cache {
-            return Err(format!("invalid cache sharing set for {} mount", type_name(m.kind)));
+            return Err(format!(
+                "invalid cache sharing set for {} mount",
+                type_name(m.kind)
+            ));
         }
         if m.kind == MountType::Secret {
             if m.from.is_some() {
                 return Err("secret mount should not have a from".into());
             }
-            if m.source.is_none() && m.target.is_none() && m.id.is_none() && m.env.is_none() && m.deferred.is_empty() {
+            if m.source.is_none()
+                && m.target.is_none()
+                && m.id.is_none()
+                && m.env.is_none()
+                && m.deferred.is_empty()
+            {
                 return Err("invalid secret mount. one of source, target required".into());
             }
             if m.source.is_some() && m.id.is_some() {
@@ -1400,13 +1499,23 @@ mod tests {
 
     #[test]
     fn meta_args_and_stages() {
-        let s = stages("ARG V=1 W\nFROM --platform=$P img:$V AS Build\nRUN x\nFROM build\n").unwrap_or_else(|e| panic!("{e}"));
+        let s = stages("ARG V=1 W\nFROM --platform=$P img:$V AS Build\nRUN x\nFROM build\n")
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.meta_args.len(), 1);
-        assert_eq!(s.meta_args[0].args[0].default.as_ref().map(|d| d.value.as_str()), Some("1"));
+        assert_eq!(
+            s.meta_args[0].args[0]
+                .default
+                .as_ref()
+                .map(|d| d.value.as_str()),
+            Some("1")
+        );
         assert_eq!(s.meta_args[0].args[1].default, None);
         assert_eq!(s.stages[0].name.as_deref(), Some("build"));
         assert_eq!(s.stages[0].base.value, "img:$V");
-        assert_eq!(s.stages[0].platform.as_ref().map(|p| p.value.as_str()), Some("$P"));
+        assert_eq!(
+            s.stages[0].platform.as_ref().map(|p| p.value.as_str()),
+            Some("$P")
+        );
         assert_eq!(s.stages[1].name, None);
         assert!(s.stage("BUILD").is_some() && s.stage("1").is_some());
     }
@@ -1414,8 +1523,13 @@ mod tests {
     #[test]
     fn run_flags_and_mounts() {
         let k = first("FROM a\nRUN --mount=type=cache,target=/root/.cache,sharing=locked,id=$ID --mount=type=secret,id=tok,required --network=none [\"make\", \"all\"]\n");
-        let InstructionKind::Run(run) = k else { panic!("not a run") };
-        assert_eq!(run.cmd, ShellOrExec::Exec(vec!["make".into(), "all".into()]));
+        let InstructionKind::Run(run) = k else {
+            panic!("not a run")
+        };
+        assert_eq!(
+            run.cmd,
+            ShellOrExec::Exec(vec!["make".into(), "all".into()])
+        );
         assert_eq!(run.network, NetworkMode::None);
         assert_eq!(run.mounts[0].kind, MountType::Cache);
         assert_eq!(run.mounts[0].sharing, Some(CacheSharing::Locked));
@@ -1428,12 +1542,18 @@ mod tests {
     fn mount_errors() {
         for (v, want) in [
             ("type=nope", "unsupported mount type \"nope\""),
-            ("type=bind,mode=0700", "mode not allowed for \"bind\" type mounts"),
+            (
+                "type=bind,mode=0700",
+                "mode not allowed for \"bind\" type mounts",
+            ),
             ("type=cache,mode=9", "invalid value 9 for mode"),
             ("type=secret", "invalid secret mount"),
             ("type=bind,foo=bar", "unexpected key 'foo' in 'foo=bar'"),
             ("from=$X", "doesn't support variable expansion"),
-            ("type=bind,required", "unexpected key 'required' for mount type 'bind'"),
+            (
+                "type=bind,required",
+                "unexpected key 'required' for mount type 'bind'",
+            ),
             ("type=bind,sharing=shared", "invalid cache sharing"),
             ("a\"b", "bare \""),
         ] {
@@ -1450,15 +1570,26 @@ mod tests {
     #[test]
     fn copy_add_flags_and_heredocs() {
         let k = first("FROM a\nCOPY --from=b --chmod=755 --link --exclude=*.md --exclude=x --parents <<-EOF s1 s2 /dst/\n\thello\n\tEOF\n");
-        let InstructionKind::Copy(c) = k else { panic!("not a copy") };
+        let InstructionKind::Copy(c) = k else {
+            panic!("not a copy")
+        };
         assert_eq!(c.from.as_ref().map(|f| f.value.as_str()), Some("b"));
         assert!(c.link && c.parents);
         assert_eq!(c.exclude.len(), 2);
-        assert_eq!(c.sources.iter().map(|s| s.value.as_str()).collect::<Vec<_>>(), ["s1", "s2"]);
+        assert_eq!(
+            c.sources
+                .iter()
+                .map(|s| s.value.as_str())
+                .collect::<Vec<_>>(),
+            ["s1", "s2"]
+        );
         assert_eq!(c.heredocs[0].content, "hello\n");
         assert_eq!(c.dest.value, "/dst/");
-        let k = first("FROM a\nADD --checksum=sha256:abc --keep-git-dir=true https://x/y.git /src\n");
-        let InstructionKind::Add(a) = k else { panic!("not an add") };
+        let k =
+            first("FROM a\nADD --checksum=sha256:abc --keep-git-dir=true https://x/y.git /src\n");
+        let InstructionKind::Add(a) = k else {
+            panic!("not an add")
+        };
         assert!(a.keep_git_dir);
         assert_eq!(a.checksum.map(|c| c.value), Some("sha256:abc".into()));
     }
@@ -1473,25 +1604,49 @@ mod tests {
         assert!(e.contains("unknown instruction: RUNN"), "{e}");
         let df = parse("FROM a\nRUNN x\n").unwrap();
         let e = df.stages().unwrap_err();
-        assert!(matches!(e.kind, InstructionErrorKind::UnknownInstruction { suggestion: Some("RUN"), .. }));
+        assert!(matches!(
+            e.kind,
+            InstructionErrorKind::UnknownInstruction {
+                suggestion: Some("RUN"),
+                ..
+            }
+        ));
         for (src, want) in [
             ("RUN x\n", "no build stage"),
             ("FROM a b\n", "FROM requires either one or three arguments"),
             ("FROM a AS 1x\n", "invalid name for build stage"),
             ("FROM a\nCOPY x\n", "COPY requires at least two arguments"),
-            ("FROM a\nCOPY a <<EOF\nx\nEOF\n", "cannot accept a heredoc as a destination"),
+            (
+                "FROM a\nCOPY a <<EOF\nx\nEOF\n",
+                "cannot accept a heredoc as a destination",
+            ),
             ("FROM a\nRUN --link x\n", "unknown flag: link"),
             ("FROM a\nCOPY --link=maybe a b\n", "expecting boolean value"),
             ("FROM a\nCOPY --from a b\n", "missing a value on flag: from"),
             ("FROM a\nCOPY --from=x --from=y a b\n", "duplicate flag"),
-            ("FROM a\nSHELL sh -c\n", "SHELL requires the arguments to be in JSON form"),
+            (
+                "FROM a\nSHELL sh -c\n",
+                "SHELL requires the arguments to be in JSON form",
+            ),
             ("FROM a\nONBUILD ONBUILD RUN x\n", "Chaining ONBUILD"),
-            ("FROM a\nHEALTHCHECK --interval=1us CMD x\n", "cannot be less than 1ms"),
-            ("FROM a\nHEALTHCHECK --retries=-1 CMD x\n", "--retries cannot be negative"),
-            ("FROM a\nHEALTHCHECK CONNECT x\n", "Unknown type \"CONNECT\""),
+            (
+                "FROM a\nHEALTHCHECK --interval=1us CMD x\n",
+                "cannot be less than 1ms",
+            ),
+            (
+                "FROM a\nHEALTHCHECK --retries=-1 CMD x\n",
+                "--retries cannot be negative",
+            ),
+            (
+                "FROM a\nHEALTHCHECK CONNECT x\n",
+                "Unknown type \"CONNECT\"",
+            ),
             ("FROM a\nHEALTHCHECK NONE x\n", "takes no arguments"),
             ("FROM a\nVOLUME [\"\"]\n", "can not be an empty string"),
-            ("FROM a\nRUN --network=bridge x\n", "unsupported network mode"),
+            (
+                "FROM a\nRUN --network=bridge x\n",
+                "unsupported network mode",
+            ),
             ("FROM a\nUSER\n", "USER requires exactly one argument"),
             ("FROM a\nARG =x\n", "ARG names can not be blank"),
         ] {
@@ -1502,27 +1657,57 @@ mod tests {
 
     #[test]
     fn the_rest() {
-        assert_eq!(first("FROM a\nCMD echo hi\n"), InstructionKind::Cmd(ShellOrExec::Shell("echo hi".into())));
-        let InstructionKind::Healthcheck(Healthcheck::Cmd { interval, retries, test, .. }) =
-            first("FROM a\nHEALTHCHECK --interval=1m30s --retries=3 CMD curl -f x\n")
+        assert_eq!(
+            first("FROM a\nCMD echo hi\n"),
+            InstructionKind::Cmd(ShellOrExec::Shell("echo hi".into()))
+        );
+        let InstructionKind::Healthcheck(Healthcheck::Cmd {
+            interval,
+            retries,
+            test,
+            ..
+        }) = first("FROM a\nHEALTHCHECK --interval=1m30s --retries=3 CMD curl -f x\n")
         else {
             panic!("not a healthcheck")
         };
         assert_eq!(interval, Some(Duration::from_secs(90)));
         assert_eq!(retries, Some(3));
         assert_eq!(test, ShellOrExec::Shell("curl -f x".into()));
-        let InstructionKind::Env(kv) = first("FROM a\nENV A=1 B=\"2 3\"\n") else { panic!() };
-        assert_eq!((kv[1].key.value.as_str(), kv[1].value.value.as_str(), kv[1].legacy), ("B", "\"2 3\"", false));
-        let InstructionKind::Onbuild(o) = first("FROM a\nonbuild run echo hi\n") else { panic!() };
+        let InstructionKind::Env(kv) = first("FROM a\nENV A=1 B=\"2 3\"\n") else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                kv[1].key.value.as_str(),
+                kv[1].value.value.as_str(),
+                kv[1].legacy
+            ),
+            ("B", "\"2 3\"", false)
+        );
+        let InstructionKind::Onbuild(o) = first("FROM a\nonbuild run echo hi\n") else {
+            panic!()
+        };
         assert_eq!(o.expression, "run echo hi");
-        assert!(matches!(o.trigger.map(|t| t.kind), Some(InstructionKind::Run(_))));
-        let InstructionKind::StopSignal(s) = first("FROM a\nSTOPSIGNAL --x SIGTERM\n") else { panic!() };
+        assert!(matches!(
+            o.trigger.map(|t| t.kind),
+            Some(InstructionKind::Run(_))
+        ));
+        let InstructionKind::StopSignal(s) = first("FROM a\nSTOPSIGNAL --x SIGTERM\n") else {
+            panic!()
+        };
         assert_eq!(s.value, "SIGTERM");
     }
 
     #[test]
     fn go_durations() {
-        for (s, ns) in [("0", 0u64), ("1s", 1_000_000_000), ("1.5h", 5_400_000_000_000), (".5ms", 500_000), ("1h2m3s4ms5us6ns", 3_723_004_005_006), ("2µs", 2000)] {
+        for (s, ns) in [
+            ("0", 0u64),
+            ("1s", 1_000_000_000),
+            ("1.5h", 5_400_000_000_000),
+            (".5ms", 500_000),
+            ("1h2m3s4ms5us6ns", 3_723_004_005_006),
+            ("2µs", 2000),
+        ] {
             assert_eq!(parse_go_duration(s), Ok(Duration::from_nanos(ns)), "{s}");
         }
         for s in ["", "1", "s", "1x", ".s", "-1s", "9999999999999h"] {

@@ -66,9 +66,9 @@ mod unicode_tables;
 pub use ast::{Arg, Directive, Flag, Heredoc, Node, Warning};
 pub use error::{InstructionError, InstructionErrorKind, ParseError, ParseErrorKind};
 pub use instructions::{
-    parse_go_duration, ArgDef, ArgInstruction, BuildStages, CacheSharing, CopyAdd, HeredocSource,
-    Healthcheck, Instruction, InstructionKind, KeyValue, MountSpec, MountType, NetworkMode, Onbuild,
-    Run, SecurityMode, ShellOrExec, Spanned, Stage,
+    parse_go_duration, ArgDef, ArgInstruction, BuildStages, CacheSharing, CopyAdd, Healthcheck,
+    HeredocSource, Instruction, InstructionKind, KeyValue, MountSpec, MountType, NetworkMode,
+    Onbuild, Run, SecurityMode, ShellOrExec, Spanned, Stage,
 };
 pub use parser::{chomp_heredoc_content, parse, parse_named, Dockerfile};
 pub use span::Span;

@@ -74,7 +74,12 @@ fn tail(s: &str, mut pos: usize) -> &str {
 /// BuildKit's `newNodeFromLine`: keyword, flags, then the instruction's
 /// argument parser. `sub` is a sub-slice of `line` (the whole logical line,
 /// or an `ONBUILD` trigger).
-pub(crate) fn node_from_line(line: &str, sub: &str, esc: char, depth: usize) -> Result<RawNode, LineError> {
+pub(crate) fn node_from_line(
+    line: &str,
+    sub: &str,
+    esc: char,
+    depth: usize,
+) -> Result<RawNode, LineError> {
     let t = go::trim_space(sub);
     let parts = go::split_ws(t, 2);
     let cmd = parts.first().copied().unwrap_or(t);
@@ -96,7 +101,13 @@ pub(crate) fn node_from_line(line: &str, sub: &str, esc: char, depth: usize) -> 
     })
 }
 
-fn dispatch(cmd: &str, line: &str, rest: &str, esc: char, depth: usize) -> Result<Parsed, LineError> {
+fn dispatch(
+    cmd: &str,
+    line: &str,
+    rest: &str,
+    esc: char,
+    depth: usize,
+) -> Result<Parsed, LineError> {
     match cmd {
         "add" | "copy" | "volume" => maybe_json_to_list(line, rest),
         "arg" => Ok(Parsed::args(parse_words(line, rest, esc))),
@@ -449,7 +460,10 @@ fn maybe_json_to_list(line: &str, rest: &str) -> Result<Parsed, LineError> {
 /// `HEALTHCHECK TYPE CMD...`: the type word, then like [`maybe_json`].
 fn health_config(line: &str, rest: &str) -> Result<Parsed, LineError> {
     let b = rest.as_bytes();
-    let sep = b.iter().position(|&c| go::is_space_byte(c)).unwrap_or(b.len());
+    let sep = b
+        .iter()
+        .position(|&c| go::is_space_byte(c))
+        .unwrap_or(b.len());
     let next = b[sep..]
         .iter()
         .position(|&c| !go::is_space_byte(c))
@@ -507,7 +521,10 @@ mod tests {
         let p = name_val("a b c", "a b c", "ENV", '\\').map(|p| p.args);
         assert_eq!(p.as_deref().map(values), Ok(vec!["a", "b c", ""]));
         let p = name_val("a=1 b=", "a=1 b=", "ENV", '\\').map(|p| p.args);
-        assert_eq!(p.as_deref().map(values), Ok(vec!["a", "1", "=", "b", "", "="]));
+        assert_eq!(
+            p.as_deref().map(values),
+            Ok(vec!["a", "1", "=", "b", "", "="])
+        );
         assert!(matches!(
             name_val("a", "a", "ENV", '\\'),
             Err((ParseErrorKind::MissingValue("ENV"), 0, 1))

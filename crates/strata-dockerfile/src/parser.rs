@@ -215,11 +215,10 @@ impl<'a> Parser<'a> {
                 logical.push_str(piece);
             }
 
-            let raw = node_from_line(&logical, &logical, d.escape, 0)
-                .map_err(|(kind, s, e)| {
-                    let (s, e) = map.range(s, e);
-                    self.error(kind, s, e)
-                })?;
+            let raw = node_from_line(&logical, &logical, d.escape, 0).map_err(|(kind, s, e)| {
+                let (s, e) = map.range(s, e);
+                self.error(kind, s, e)
+            })?;
 
             let mut heredocs = Vec::new();
             if can_contain_heredoc(&raw) && logical.contains("<<") {
@@ -461,7 +460,9 @@ fn match_directive(token: &str) -> Option<(&str, &str)> {
         return None;
     }
     let name = &rest[..name_len];
-    let rest = rest[name_len..].trim_start_matches(is_s).strip_prefix('=')?;
+    let rest = rest[name_len..]
+        .trim_start_matches(is_s)
+        .strip_prefix('=')?;
     if rest.is_empty() {
         return None;
     }
@@ -544,9 +545,9 @@ pub(crate) fn parse_heredoc(src: &str) -> Result<Option<HeredocHead>, String> {
     if rest.contains('<') || rest.is_empty() {
         return Ok(None);
     }
-    let fd = src[..digits]
-        .bytes()
-        .fold(0u64, |n, b| n.saturating_mul(10).saturating_add(u64::from(b - b'0')));
+    let fd = src[..digits].bytes().fold(0u64, |n, b| {
+        n.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+    });
     let lex = Lexer::new('\\').skip_unset_env(true);
     let words = lex.process_words(rest, &NoEnv).map_err(|e| e.to_string())?;
     if words.len() != 1 {
@@ -595,7 +596,9 @@ mod tests {
 
     #[test]
     fn directives_only_at_the_top() {
-        let df = parse("# syntax=docker/dockerfile:1\n# check=skip=all\n#escape=`\nFROM a `\n  b\n").unwrap();
+        let df =
+            parse("# syntax=docker/dockerfile:1\n# check=skip=all\n#escape=`\nFROM a `\n  b\n")
+                .unwrap();
         assert_eq!(df.escape, '`');
         assert_eq!(df.directive("check"), Some("skip=all"));
         assert_eq!(df.dump(), "(from \"a\" \"b\")");
@@ -603,7 +606,10 @@ mod tests {
         let df = parse("\n# escape=`\nFROM a \\\n b").unwrap();
         assert_eq!(df.escape, '\\');
         assert!(df.directives.is_empty());
-        assert_eq!(dump("# escape=x\nFROM a"), "error: Dockerfile:1:10: invalid escape token 'x' does not match ` or \\");
+        assert_eq!(
+            dump("# escape=x\nFROM a"),
+            "error: Dockerfile:1:10: invalid escape token 'x' does not match ` or \\"
+        );
         assert!(dump("# syntax=a\n# syntax=b\nFROM a").contains("only one syntax parser directive"));
     }
 
@@ -613,7 +619,10 @@ mod tests {
         assert_eq!(df.dump(), "(run \"a   b  c\")");
         assert_eq!(df.warnings.len(), 1);
         assert_eq!(df.nodes[0].end_line, 6);
-        assert_eq!(df.text(df.nodes[0].args[0].span), "a \\\n# c\n\n  b \\\n\n c");
+        assert_eq!(
+            df.text(df.nodes[0].args[0].span),
+            "a \\\n# c\n\n  b \\\n\n c"
+        );
     }
 
     #[test]
@@ -626,7 +635,14 @@ mod tests {
         assert!(run.heredocs[0].expand);
         let copy = &df.nodes[2];
         assert_eq!(copy.heredocs.len(), 2);
-        assert_eq!((copy.heredocs[0].name.as_str(), copy.heredocs[0].expand, copy.heredocs[0].chomp), ("A", false, true));
+        assert_eq!(
+            (
+                copy.heredocs[0].name.as_str(),
+                copy.heredocs[0].expand,
+                copy.heredocs[0].chomp
+            ),
+            ("A", false, true)
+        );
         assert_eq!(copy.heredocs[1].content, "two\n");
         assert_eq!(df.nodes[3].heredocs.len(), 0);
         assert_eq!(copy.end_line, 9);
@@ -635,8 +651,19 @@ mod tests {
 
     #[test]
     fn heredoc_heads() {
-        for s in ["<<EOF", "<<'EOF'", "<<\"EOF\"", "<<-EOF", "<<-'EOF'", "3<<EOF"] {
-            assert_eq!(parse_heredoc(s).ok().flatten().map(|h| h.name), Some("EOF".to_string()), "{s}");
+        for s in [
+            "<<EOF",
+            "<<'EOF'",
+            "<<\"EOF\"",
+            "<<-EOF",
+            "<<-'EOF'",
+            "3<<EOF",
+        ] {
+            assert_eq!(
+                parse_heredoc(s).ok().flatten().map(|h| h.name),
+                Some("EOF".to_string()),
+                "{s}"
+            );
         }
         for s in ["", "EOF", "<<", "<<-", "<EOF", "<<<EOF"] {
             assert!(matches!(parse_heredoc(s), Ok(None)), "{s}");
@@ -662,8 +689,11 @@ mod tests {
     #[test]
     fn errors_name_file_and_line() {
         let e = parse_named("x.Dockerfile", "FROM a\n\nENV PATH\n").unwrap_err();
-        assert_eq!((e.line, e.column), (3, 5));
-        assert_eq!(e.to_string(), "x.Dockerfile:3:5: ENV must have two arguments");
+        assert_eq!((e.line(), e.column(), e.file()), (3, 5, "x.Dockerfile"));
+        assert_eq!(
+            e.to_string(),
+            "x.Dockerfile:3:5: ENV must have two arguments"
+        );
         assert!(dump("").contains("file with no instructions"));
         assert!(dump("# only\n\n").contains("file with no instructions"));
         assert!(dump("CMD [\"a\", [1]]").contains("arrays must be comprised of strings only"));
@@ -673,8 +703,14 @@ mod tests {
 
     #[test]
     fn bom_crlf_and_odd_lines() {
-        assert_eq!(dump("\u{feff}FROM a\r\nRUN b \\\r\n c\r\n"), "(from \"a\")\n(run \"b  c\")");
+        assert_eq!(
+            dump("\u{feff}FROM a\r\nRUN b \\\r\n c\r\n"),
+            "(from \"a\")\n(run \"b  c\")"
+        );
         assert_eq!(dump("\\\n"), "(\"\")");
-        assert_eq!(dump("FOO bar\nONBUILD\nONBUILD RUN --x=1 y"), "(foo \"\")\n(onbuild)\n(onbuild (run [\"--x=1\"] \"y\"))");
+        assert_eq!(
+            dump("FOO bar\nONBUILD\nONBUILD RUN --x=1 y"),
+            "(foo \"\")\n(onbuild)\n(onbuild (run [\"--x=1\"] \"y\"))"
+        );
     }
 }

@@ -35,7 +35,10 @@ impl<F: Fn(&str) -> Option<String>> Env for F {
 
 impl Env for [(String, String)] {
     fn get(&self, name: &str) -> Option<String> {
-        self.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        self.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
     }
 }
 
@@ -481,7 +484,9 @@ impl<'a, E: Env + ?Sized> State<'a, E> {
         if null_is_unset && raw {
             return Err(format!("unsupported modifier ({chs}) in substitution"));
         }
-        let (word, _) = self.stop_on(Some('}'), raw).map_err(|e| self.missing('}', e))?;
+        let (word, _) = self
+            .stop_on(Some('}'), raw)
+            .map_err(|e| self.missing('}', e))?;
         let (value, set) = self.getenv(&name);
         if self.lex.skip_unset_env && !set {
             return Ok(format!("${{{name}{chs}{word}}}"));
@@ -542,8 +547,12 @@ impl<'a, E: Env + ?Sized> State<'a, E> {
         if all {
             self.next();
         }
-        let (pattern, _) = self.stop_on(Some('/'), true).map_err(|e| self.missing('/', e))?;
-        let (replacement, _) = self.stop_on(Some('}'), true).map_err(|e| self.missing('}', e))?;
+        let (pattern, _) = self
+            .stop_on(Some('/'), true)
+            .map_err(|e| self.missing('/', e))?;
+        let (replacement, _) = self
+            .stop_on(Some('}'), true)
+            .map_err(|e| self.missing('}', e))?;
         let (value, set) = self.getenv(name);
         if self.lex.skip_unset_env && !set {
             return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
@@ -554,7 +563,12 @@ impl<'a, E: Env + ?Sized> State<'a, E> {
             Ok(replace_all_go(&re, &value, &replacement))
         } else {
             Ok(match re.find(&value) {
-                Some(m) => format!("{}{}{}", &value[..m.start()], replacement, &value[m.end()..]),
+                Some(m) => format!(
+                    "{}{}{}",
+                    &value[..m.start()],
+                    replacement,
+                    &value[m.end()..]
+                ),
                 None => value,
             })
         }
@@ -594,7 +608,11 @@ fn go_rune_str(c: Option<char>) -> String {
 /// not), `?` any one character, `\` escapes `*`, `?` and `\` (and is dropped
 /// before `}` and `/`); no bracket expressions.
 fn shell_pattern_regex(pattern: &str, greedy: bool, anchored: bool) -> R<regex::Regex> {
-    let mut chars = pattern.strip_prefix('\u{feff}').unwrap_or(pattern).chars().peekable();
+    let mut chars = pattern
+        .strip_prefix('\u{feff}')
+        .unwrap_or(pattern)
+        .chars()
+        .peekable();
     let mut out = String::with_capacity(pattern.len() + 4);
     if anchored {
         out.push('^');
@@ -610,7 +628,9 @@ fn shell_pattern_regex(pattern: &str, greedy: bool, anchored: bool) -> R<regex::
                     continue;
                 }
                 match chars.next() {
-                    Some(t @ ('*' | '?' | '\\')) => out.push_str(&regex::escape(t.encode_utf8(&mut buf))),
+                    Some(t @ ('*' | '?' | '\\')) => {
+                        out.push_str(&regex::escape(t.encode_utf8(&mut buf)))
+                    }
                     t => return Err(format!("invalid escape '\\{}'", go_rune_str(t))),
                 }
             }
@@ -676,7 +696,11 @@ fn replace_all_go(re: &regex::Regex, src: &str, template: &str) -> String {
             expand_template(&mut out, template, m.as_str());
         }
         last_end = m.end();
-        let width = src[search..].chars().next().map(char::len_utf8).unwrap_or(0);
+        let width = src[search..]
+            .chars()
+            .next()
+            .map(char::len_utf8)
+            .unwrap_or(0);
         if search + width > m.end() {
             search += width;
         } else if search + 1 > m.end() {
@@ -728,14 +752,22 @@ mod tests {
     use super::*;
 
     fn env() -> Vec<(String, String)> {
-        [("PWD", "/home"), ("SHELL", "bash"), ("NULL", ""), ("V", "aXbXc"), ("P", "/a/b.tar.gz")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        [
+            ("PWD", "/home"),
+            ("SHELL", "bash"),
+            ("NULL", ""),
+            ("V", "aXbXc"),
+            ("P", "/a/b.tar.gz"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
     }
 
     fn word(s: &str) -> Result<String, ExpandError> {
-        Lexer::new('\\').process_word(s, env().as_slice()).map(|e| e.value)
+        Lexer::new('\\')
+            .process_word(s, env().as_slice())
+            .map(|e| e.value)
     }
 
     #[test]
@@ -764,11 +796,21 @@ mod tests {
         for (input, want) in ok {
             assert_eq!(word(input).as_deref(), Ok(want), "{input}");
         }
-        for bad in ["${P:#x}", "${P:%x}", "${P#\\x}", "${V/a", "${NULL:?}", "${XX?custom}"] {
+        for bad in [
+            "${P:#x}",
+            "${P:%x}",
+            "${P#\\x}",
+            "${V/a",
+            "${NULL:?}",
+            "${XX?custom}",
+        ] {
             assert!(word(bad).is_err(), "{bad}");
         }
         let e = word("${XX:?must be set}").unwrap_err();
-        assert_eq!(e.to_string(), "failed to process \"${XX:?must be set}\": XX: must be set");
+        assert_eq!(
+            e.to_string(),
+            "failed to process \"${XX:?must be set}\": XX: must be set"
+        );
     }
 
     #[test]
@@ -784,20 +826,29 @@ mod tests {
     #[test]
     fn backtick_escape() {
         let lex = Lexer::new('`');
-        let got = lex.process_word(r"C:\path`$PWD `\", env().as_slice()).map(|e| e.value);
+        let got = lex
+            .process_word(r"C:\path`$PWD `\", env().as_slice())
+            .map(|e| e.value);
         assert_eq!(got.as_deref(), Ok(r"C:\path$PWD \"));
     }
 
     #[test]
     fn raw_and_skip_modes() {
-        let lex = Lexer::new('\\').raw_quotes(true).raw_escapes(true).skip_unset_env(true);
-        let words = lex.process_words(r#"RUN <<'EOF' "a b" \x $U ${U:-d}"#, &NoEnv).unwrap_or_default();
+        let lex = Lexer::new('\\')
+            .raw_quotes(true)
+            .raw_escapes(true)
+            .skip_unset_env(true);
+        let words = lex
+            .process_words(r#"RUN <<'EOF' "a b" \x $U ${U:-d}"#, &NoEnv)
+            .unwrap_or_default();
         assert_eq!(words, ["RUN", "<<'EOF'", "\"a b\"", r"\x", "$U", "${U:-d}"]);
     }
 
     #[test]
     fn word_splitting_keeps_prefix_before_modifier() {
-        let got = Lexer::new('\\').process_words("ab${X:-c}d e", &NoEnv).unwrap_or_default();
+        let got = Lexer::new('\\')
+            .process_words("ab${X:-c}d e", &NoEnv)
+            .unwrap_or_default();
         assert_eq!(got, ["abcd", "e"]);
     }
 
@@ -812,8 +863,20 @@ mod tests {
     #[test]
     fn closures_and_maps_are_envs() {
         let f = |n: &str| (n == "A").then(|| "1".to_string());
-        assert_eq!(Lexer::new('\\').process_word("$A$B", &f).map(|e| e.value).as_deref(), Ok("1"));
+        assert_eq!(
+            Lexer::new('\\')
+                .process_word("$A$B", &f)
+                .map(|e| e.value)
+                .as_deref(),
+            Ok("1")
+        );
         let m: HashMap<String, String> = [("B".to_string(), "2".to_string())].into_iter().collect();
-        assert_eq!(Lexer::new('\\').process_word("$A$B", &m).map(|e| e.value).as_deref(), Ok("2"));
+        assert_eq!(
+            Lexer::new('\\')
+                .process_word("$A$B", &m)
+                .map(|e| e.value)
+                .as_deref(),
+            Ok("2")
+        );
     }
 }

@@ -43,13 +43,9 @@ pub(crate) struct LineIndex {
 
 impl LineIndex {
     pub(crate) fn new(src: &str) -> Self {
-        let mut starts = vec![0];
-        starts.extend(
-            src.bytes()
-                .enumerate()
-                .filter(|&(_, b)| b == b'\n')
-                .map(|(i, _)| i + 1),
-        );
+        let mut starts = Vec::with_capacity(src.len() / 32 + 1);
+        starts.push(0);
+        starts.extend(src.match_indices('\n').map(|(i, _)| i + 1));
         LineIndex { starts }
     }
 
@@ -115,17 +111,30 @@ impl LineMap {
         }
     }
 
+    /// Index of the piece containing logical position `pos`, if any.
+    fn piece(&self, pos: usize) -> Option<usize> {
+        let i = self.pieces.partition_point(|&(l, _, _)| l <= pos);
+        let i = i.checked_sub(1)?;
+        let (l, _, n) = self.pieces[i];
+        (pos < l + n).then_some(i)
+    }
+
     /// Source offset of logical position `pos` (a start position).
     pub(crate) fn start(&self, pos: usize) -> usize {
-        for &(l, s, n) in &self.pieces {
-            if pos < l + n {
-                return s + pos.saturating_sub(l);
-            }
+        if let Some(i) = self.piece(pos) {
+            let (l, s, _) = self.pieces[i];
+            return s + (pos - l);
         }
-        self.pieces
-            .last()
-            .map(|&(_, s, n)| s + n)
-            .unwrap_or(self.fallback)
+        // Past the end of a piece: the start of the next one, or the end.
+        let next = self.pieces.partition_point(|&(l, _, _)| l <= pos);
+        match self.pieces.get(next) {
+            Some(&(_, s, _)) => s,
+            None => self
+                .pieces
+                .last()
+                .map(|&(_, s, n)| s + n)
+                .unwrap_or(self.fallback),
+        }
     }
 
     /// Source range of logical range `start..end`.
@@ -134,13 +143,13 @@ impl LineMap {
         if end <= start {
             return (s, s);
         }
-        let last = end - 1;
-        let e = self
-            .pieces
-            .iter()
-            .find(|&&(l, _, n)| last >= l && last < l + n)
-            .map(|&(l, src, _)| src + (end - l))
-            .unwrap_or_else(|| self.start(last) + 1);
+        let e = match self.piece(end - 1) {
+            Some(i) => {
+                let (l, src, _) = self.pieces[i];
+                src + (end - l)
+            }
+            None => self.start(end - 1) + 1,
+        };
         (s, e.max(s))
     }
 }

@@ -41,11 +41,18 @@ fn buildkit_parser_testfiles_dump_byte_for_byte() {
         let want = read(&case.join("result"));
         match dump("Dockerfile", &src) {
             Ok(got) if got == want => {}
-            Ok(got) => failures.push(format!("{}:\n--- want\n{want}--- got\n{got}", case.display())),
+            Ok(got) => failures.push(format!(
+                "{}:\n--- want\n{want}--- got\n{got}",
+                case.display()
+            )),
             Err(e) => failures.push(format!("{}: {e}", case.display())),
         }
     }
-    eprintln!("buildkit-parser: {}/{} pass", cases.len() - failures.len(), cases.len());
+    eprintln!(
+        "buildkit-parser: {}/{} pass",
+        cases.len() - failures.len(),
+        cases.len()
+    );
     assert_eq!(cases.len(), 33, "expected the 33 BuildKit parser cases");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -61,9 +68,10 @@ fn buildkit_parser_negative_cases_fail_naming_file_and_line() {
             Ok(d) => panic!("{} parsed: {}", case.display(), d.dump()),
             Err(e) => e,
         };
-        assert!(err.line >= 1, "{err}");
+        assert!(err.line() >= 1, "{err}");
         assert!(
-            err.to_string().starts_with(&format!("{name}:{}:", err.line)),
+            err.to_string()
+                .starts_with(&format!("{name}:{}:", err.line())),
             "{err}"
         );
     }
@@ -97,7 +105,11 @@ fn real_dockerfiles_dump_byte_for_byte_and_convert_to_stages() {
             Err(e) => failures.push(e.to_string()),
         }
     }
-    eprintln!("real-dockerfiles: {}/{} pass", files.len() - failures.len(), files.len());
+    eprintln!(
+        "real-dockerfiles: {}/{} pass",
+        files.len() - failures.len(),
+        files.len()
+    );
     assert_eq!(files.len(), 203, "expected 203 real Dockerfiles");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(stage_failures.is_empty(), "{}", stage_failures.join("\n"));
@@ -130,7 +142,11 @@ fn first_difference(name: &str, want: &str, got: &str) -> String {
             return format!("{name} line {}:\n  want {w}\n  got  {g}", i + 1);
         }
     }
-    format!("{name}: {} lines wanted, {} got", want.lines().count(), got.lines().count())
+    format!(
+        "{name}: {} lines wanted, {} got",
+        want.lines().count(),
+        got.lines().count()
+    )
 }
 
 const ENV_VAR_ENV: [(&str, &str); 4] = [
@@ -164,7 +180,10 @@ fn shell_env_var_test_all_and_unix_rows() {
             _ => false,
         };
         if !ok {
-            failures.push(format!("line {}: {input:?} want {want:?} got {got:?}", i + 1));
+            failures.push(format!(
+                "line {}: {input:?} want {want:?} got {got:?}",
+                i + 1
+            ));
         }
     }
     eprintln!("envVarTest A+U rows: {}/{rows} pass", rows - failures.len());
@@ -198,7 +217,10 @@ fn shell_words_test() {
             .process_words(input, env.as_slice())
             .unwrap_or_else(|_| vec!["error".to_string()]);
         if got != want {
-            failures.push(format!("line {}: {input:?} want {want:?} got {got:?}", i + 1));
+            failures.push(format!(
+                "line {}: {input:?} want {want:?} got {got:?}",
+                i + 1
+            ));
         }
     }
     eprintln!("wordsTest: {}/{cases} pass", cases - failures.len());
