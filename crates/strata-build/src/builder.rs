@@ -27,7 +27,7 @@ use crate::copy::{self, CopyRequest, Owner, Source};
 use crate::error::{Error, ErrorKind, Location, Result};
 use crate::event::{Event, EventSink, StepId, Stream};
 use crate::explain::{changed, compare, Explanation};
-use crate::key::{file_desc, tag, Inputs};
+use crate::key::{tag, Inputs};
 use crate::options::{BuildOptions, NetworkMode, SecretSource, SnapshotMode, Timestamps};
 use crate::plan::{Base, FromRef, Plan, PROXY_ARGS};
 use crate::rootfs::MergedView;
@@ -124,7 +124,9 @@ impl StageState {
     }
 
     fn cfg(&mut self) -> &mut ContainerConfig {
-        self.config.config.get_or_insert_with(ContainerConfig::default)
+        self.config
+            .config
+            .get_or_insert_with(ContainerConfig::default)
     }
 
     /// Variables for expansion: build args in scope, then ENV over them.
@@ -245,9 +247,8 @@ pub fn build(
         Some(p) => p.clone(),
         None => context_dir.join("Dockerfile"),
     };
-    let text = fs::read_to_string(&dockerfile).map_err(|e| {
-        Error::io("read the Dockerfile", &dockerfile, e)
-    })?;
+    let text = fs::read_to_string(&dockerfile)
+        .map_err(|e| Error::io("read the Dockerfile", &dockerfile, e))?;
     let shown = dockerfile
         .strip_prefix(&context_dir)
         .map(Path::to_path_buf)
@@ -387,7 +388,11 @@ impl Shared<'_> {
             .build_args
             .keys()
             .filter(|k| !declared.contains(*k) && !PROXY_ARGS.contains(&k.as_str()))
-            .filter(|k| !self.plan.global_args.contains_key(*k) || k.starts_with("TARGET") || k.starts_with("BUILD"))
+            .filter(|k| {
+                !self.plan.global_args.contains_key(*k)
+                    || k.starts_with("TARGET")
+                    || k.starts_with("BUILD")
+            })
             .map(String::as_str)
             .collect();
         if !unused.is_empty() {
@@ -435,7 +440,8 @@ impl Shared<'_> {
                     });
                 }
             });
-            if let Some(e) = lock(&first_error).take() {
+            let first = lock(&first_error).take();
+            if let Some(e) = first {
                 return Err(e);
             }
         }
@@ -522,8 +528,7 @@ impl Shared<'_> {
         config.created = None;
         let key = Inputs::new(tag::FROM, &Digest::sha256(b""), format!("FROM {reference}"));
         let mut key = key;
-        key.fields
-            .insert("image".into(), image.id().to_string());
+        key.fields.insert("image".into(), image.id().to_string());
         let out = Arc::new(StageOut {
             config,
             layers: image.layers.clone(),
@@ -547,7 +552,11 @@ impl Shared<'_> {
             });
         let mut st = StageState {
             index,
-            label: if multi { planned.label.clone() } else { String::new() },
+            label: if multi {
+                planned.label.clone()
+            } else {
+                String::new()
+            },
             total: stage.instructions.len() + 1,
             config: ImageConfig::default(),
             layers: Vec::new(),
@@ -573,11 +582,14 @@ impl Shared<'_> {
         });
         let (base, base_text) = match &planned.base {
             Base::Scratch => (None, "scratch".to_owned()),
-            Base::Stage(i) => (Some(self.stage_result(*i)?), format!("stage {}", self.plan.stages[*i].label)),
+            Base::Stage(i) => (
+                Some(self.stage_result(*i)?),
+                format!("stage {}", self.plan.stages[*i].label),
+            ),
             Base::Image(r) => {
-                let img = self.image(r).map_err(|e| {
-                    e.at(|| self.location(&st, 1, stage.span))
-                })?;
+                let img = self
+                    .image(r)
+                    .map_err(|e| e.at(|| self.location(&st, 1, stage.span)))?;
                 (Some(img), r.clone())
             }
         };
@@ -593,15 +605,25 @@ impl Shared<'_> {
         } else {
             st.config.rootfs.kind = "layers".to_owned();
         }
-        inputs.fields.insert("platform".into(), self.plan.platform.to_string());
+        inputs
+            .fields
+            .insert("platform".into(), self.plan.platform.to_string());
         let record_id = self.step_record_id(id);
         if let Some(prev) = self.cache.step(&record_id) {
             if prev.inputs != inputs {
                 let summary = match (prev.inputs.fields.get("base"), inputs.fields.get("base")) {
-                    (Some(o), Some(n)) if o != n && prev.inputs.instruction == inputs.instruction => {
-                        format!("base {base_text} changed ({} -> {})", &o[..12.min(o.len())], &n[..12.min(n.len())])
+                    (Some(o), Some(n))
+                        if o != n && prev.inputs.instruction == inputs.instruction =>
+                    {
+                        format!(
+                            "base {base_text} changed ({} -> {})",
+                            &o[..12.min(o.len())],
+                            &n[..12.min(n.len())]
+                        )
                     }
-                    _ => compare(&prev.inputs, &inputs).map(|c| changed(c).to_string()).unwrap_or_default(),
+                    _ => compare(&prev.inputs, &inputs)
+                        .map(|c| changed(c).to_string())
+                        .unwrap_or_default(),
                 };
                 st.first_change = Some((st.step_label(1), summary));
             }
@@ -638,7 +660,8 @@ impl Shared<'_> {
         });
         // ONBUILD triggers of the base image run first.
         for (n, trigger) in onbuild.iter().enumerate() {
-            let ins = parse_trigger(trigger).map_err(|e| e.at(|| self.location(&st, 1, stage.span)))?;
+            let ins =
+                parse_trigger(trigger).map_err(|e| e.at(|| self.location(&st, 1, stage.span)))?;
             let id = StepId {
                 stage: index,
                 step: 1000 + n,
@@ -670,7 +693,14 @@ impl Shared<'_> {
     }
 
     /// One instruction.
-    fn step(&self, st: &mut StageState, id: StepId, n: usize, ins: &Instruction, line: usize) -> Result<()> {
+    fn step(
+        &self,
+        st: &mut StageState,
+        id: StepId,
+        n: usize,
+        ins: &Instruction,
+        line: usize,
+    ) -> Result<()> {
         let t = Instant::now();
         let label = st.step_label(n);
         (self.sink)(Event::StepStarted {
@@ -680,7 +710,11 @@ impl Shared<'_> {
             line,
         });
         let epoch = self.epoch();
-        let meta = |s: &Shared<'_>, st: &mut StageState, text: String, history: Option<String>| -> Result<()> {
+        let meta = |s: &Shared<'_>,
+                    st: &mut StageState,
+                    text: String,
+                    history: Option<String>|
+         -> Result<()> {
             s.meta_step(st, id, &label, text, t)?;
             if let Some(h) = history {
                 st.push_history(h, true, epoch, line);
@@ -701,7 +735,10 @@ impl Shared<'_> {
                 let mut text = String::from("LABEL");
                 for kv in pairs {
                     let (k, v) = self.expand_kv(st, kv)?;
-                    st.cfg().labels.get_or_insert_with(BTreeMap::new).insert(k.clone(), v.clone());
+                    st.cfg()
+                        .labels
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(k.clone(), v.clone());
                     text.push_str(&format!(" {k}={v}"));
                 }
                 meta(self, st, text.clone(), Some(text))
@@ -709,7 +746,12 @@ impl Shared<'_> {
             InstructionKind::Maintainer(m) => {
                 let v = self.expand(st, &m.value)?;
                 st.config.author = Some(v.clone());
-                meta(self, st, format!("MAINTAINER {v}"), Some(format!("MAINTAINER {v}")))
+                meta(
+                    self,
+                    st,
+                    format!("MAINTAINER {v}"),
+                    Some(format!("MAINTAINER {v}")),
+                )
             }
             InstructionKind::Expose(ports) => {
                 let mut list = Vec::new();
@@ -724,14 +766,27 @@ impl Shared<'_> {
                     }
                 }
                 let text = format!("EXPOSE {}", list.join(" "));
-                meta(self, st, text.clone(), Some(format!("EXPOSE map[{}]", list.iter().map(|p| format!("{p}:{{}}")).collect::<Vec<_>>().join(" "))))
+                meta(
+                    self,
+                    st,
+                    text.clone(),
+                    Some(format!(
+                        "EXPOSE map[{}]",
+                        list.iter()
+                            .map(|p| format!("{p}:{{}}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    )),
+                )
             }
             InstructionKind::Volume(vols) => {
                 let mut list = Vec::new();
                 for v in vols {
                     let v = self.expand(st, &v.value)?;
                     if v.is_empty() {
-                        return Err(Error::invalid("VOLUME specified can not be an empty string"));
+                        return Err(Error::invalid(
+                            "VOLUME specified can not be an empty string",
+                        ));
                     }
                     st.cfg()
                         .volumes
@@ -774,7 +829,12 @@ impl Shared<'_> {
                 let v = self.expand(st, &s.value)?;
                 check_signal(&v)?;
                 st.cfg().stop_signal = Some(v.clone());
-                meta(self, st, format!("STOPSIGNAL {v}"), Some(format!("STOPSIGNAL {v}")))
+                meta(
+                    self,
+                    st,
+                    format!("STOPSIGNAL {v}"),
+                    Some(format!("STOPSIGNAL {v}")),
+                )
             }
             InstructionKind::Healthcheck(h) => {
                 let hc = match h {
@@ -810,7 +870,10 @@ impl Shared<'_> {
                         }
                     }
                 };
-                let text = format!("HEALTHCHECK {}", go_list(hc.test.as_deref().unwrap_or_default()));
+                let text = format!(
+                    "HEALTHCHECK {}",
+                    go_list(hc.test.as_deref().unwrap_or_default())
+                );
                 st.cfg().healthcheck = Some(hc);
                 meta(self, st, text.clone(), Some(text))
             }
@@ -867,9 +930,17 @@ impl Shared<'_> {
     }
 
     /// A config-only step: chained into the key, recorded for explain.
-    fn meta_step(&self, st: &mut StageState, id: StepId, label: &str, text: String, t: Instant) -> Result<()> {
+    fn meta_step(
+        &self,
+        st: &mut StageState,
+        id: StepId,
+        label: &str,
+        text: String,
+        t: Instant,
+    ) -> Result<()> {
         let inputs = Inputs::new(tag::META, &st.key, text);
         self.track_change(st, id, label, &inputs);
+        self.record(id, &inputs);
         st.key = inputs.key();
         (self.sink)(Event::StepDone {
             id,
@@ -882,7 +953,13 @@ impl Shared<'_> {
 
     /// Notes the first step of the stage whose own inputs differ from its
     /// last build (what explains the misses after it), and records these.
-    fn track_change(&self, st: &mut StageState, id: StepId, label: &str, inputs: &Inputs) -> Option<StepRecord> {
+    fn track_change(
+        &self,
+        st: &mut StageState,
+        id: StepId,
+        label: &str,
+        inputs: &Inputs,
+    ) -> Option<StepRecord> {
         let record_id = self.step_record_id(id);
         let prev = self.cache.step(&record_id);
         if let Some(p) = &prev {
@@ -896,14 +973,19 @@ impl Shared<'_> {
                 }
             }
         }
+        prev
+    }
+
+    /// Records the inputs of a step that completed, for the next build's
+    /// explanations.
+    fn record(&self, id: StepId, inputs: &Inputs) {
         let _ = self.cache.put_step(
-            &record_id,
+            &self.step_record_id(id),
             &StepRecord {
                 key: inputs.key().hex().to_owned(),
                 inputs: inputs.clone(),
             },
         );
-        prev
     }
 
     /// A step that may make a layer: looked up by key, else `make` runs.
@@ -923,7 +1005,11 @@ impl Shared<'_> {
     ) -> Result<()> {
         let key = inputs.key();
         let prev = self.track_change(st, id, label, &inputs);
-        let lookup = if st.no_cache { None } else { self.cache.get(&key) };
+        let lookup = if st.no_cache {
+            None
+        } else {
+            self.cache.get(&key)
+        };
         let (layer, cached) = match lookup {
             Some(Ok(entry)) => {
                 (self.sink)(Event::StepCached {
@@ -935,10 +1021,16 @@ impl Shared<'_> {
             other => {
                 let explanation = if st.no_cache {
                     Explanation::NoCache {
-                        flag: if self.opts.no_cache { "--no-cache".into() } else { "--no-cache-filter".into() },
+                        flag: if self.opts.no_cache {
+                            "--no-cache".into()
+                        } else {
+                            "--no-cache-filter".into()
+                        },
                     }
                 } else if matches!(other, Some(Err(()))) {
                     Explanation::Evicted
+                } else if prev.as_ref().is_some_and(|p| p.inputs == inputs) {
+                    Explanation::Unfinished
                 } else {
                     match &prev {
                         None => Explanation::FirstBuild,
@@ -959,10 +1051,16 @@ impl Shared<'_> {
                 };
                 (self.sink)(Event::StepMiss { id, explanation });
                 let layer = make(self, st)?;
-                self.cache.put(&key, &CacheEntry { layer: layer.clone() })?;
+                self.cache.put(
+                    &key,
+                    &CacheEntry {
+                        layer: layer.clone(),
+                    },
+                )?;
                 (layer, false)
             }
         };
+        self.record(id, &inputs);
         if cached {
             self.cached.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -1012,7 +1110,15 @@ impl Shared<'_> {
         Ok(layer_record(info))
     }
 
-    fn workdir(&self, st: &mut StageState, id: StepId, label: &str, w: &strata_dockerfile::Spanned<String>, t: Instant, line: usize) -> Result<()> {
+    fn workdir(
+        &self,
+        st: &mut StageState,
+        id: StepId,
+        label: &str,
+        w: &strata_dockerfile::Spanned<String>,
+        t: Instant,
+        line: usize,
+    ) -> Result<()> {
         let v = self.expand(st, &w.value)?;
         let joined = if v.starts_with('/') {
             v.clone()
@@ -1041,7 +1147,9 @@ impl Shared<'_> {
             self.resolve_owner(&view, &user)?
         };
         let mut inputs = Inputs::new(tag::WORKDIR, &st.key, history.clone());
-        inputs.fields.insert("owner".into(), format!("{}:{}", owner.uid, owner.gid));
+        inputs
+            .fields
+            .insert("owner".into(), format!("{}:{}", owner.uid, owner.gid));
         let mut entries = Vec::new();
         for n in 1..=resolved.len() {
             let c = &resolved[..n];
@@ -1063,9 +1171,21 @@ impl Shared<'_> {
             }
             entries.push(e);
         }
-        self.layer_step(st, id, label, inputs, None, Explanation::Hit { files: 0, touched: 0 }, t, history, line, move |s, _| {
-            s.write_entries(entries)
-        })
+        self.layer_step(
+            st,
+            id,
+            label,
+            inputs,
+            None,
+            Explanation::Hit {
+                files: 0,
+                touched: 0,
+            },
+            t,
+            history,
+            line,
+            move |s, _| s.write_entries(entries),
+        )
     }
 
     /// `user[:group]` to ids through the stage's /etc/passwd and /etc/group.
@@ -1131,13 +1251,20 @@ impl Shared<'_> {
         let (urls, local): (Vec<String>, Vec<String>) = sources
             .into_iter()
             .partition(|s| is_add && (s.starts_with("http://") || s.starts_with("https://")));
-        if is_add && local.iter().any(|s| s.starts_with("git@") || s.ends_with(".git")) {
+        if is_add
+            && local
+                .iter()
+                .any(|s| s.starts_with("git@") || s.ends_with(".git"))
+        {
             return Err(Error::invalid(
                 "ADD of a git repository needs git in the builder; clone it in a RUN step or in the context instead",
             ));
         }
         let mut canonical = keyword.to_owned();
-        for (flag, v) in [("--chown", &chown), ("--from", &c.from.as_ref().map(|f| f.value.clone()))] {
+        for (flag, v) in [
+            ("--chown", &chown),
+            ("--from", &c.from.as_ref().map(|f| f.value.clone())),
+        ] {
             if let Some(v) = v {
                 canonical.push_str(&format!(" {flag}={v}"));
             }
@@ -1200,7 +1327,10 @@ impl Shared<'_> {
                 }
                 FromRef::Image(r) => {
                     let img = self.image(&r)?;
-                    (Some(MergedView::new(img.view.clone())), Some(img.key.clone()))
+                    (
+                        Some(MergedView::new(img.view.clone())),
+                        Some(img.key.clone()),
+                    )
                 }
             },
             None => (None, None),
@@ -1218,7 +1348,6 @@ impl Shared<'_> {
             parents: c.parents,
             exclude,
             unpack: is_add && c.unpack.unwrap_or(true),
-            link: c.link,
             preserve_times: preserve,
             tmp: &scratch,
         };
@@ -1235,7 +1364,11 @@ impl Shared<'_> {
             // unless --unpack.
             req.sources = downloaded
                 .iter()
-                .map(|p| p.strip_prefix(&scratch).map(|r| r.display().to_string()).unwrap_or_default())
+                .map(|p| {
+                    p.strip_prefix(&scratch)
+                        .map(|r| r.display().to_string())
+                        .unwrap_or_default()
+                })
                 .collect();
             req.heredocs.clear();
             req.unpack = c.unpack.unwrap_or(false);
@@ -1256,11 +1389,9 @@ impl Shared<'_> {
         let mut inputs = Inputs::new(tag::COPY, &st.key, canonical);
         inputs.files = std::mem::take(&mut plan.files);
         inputs.fields.insert("workdir".into(), st.workdir());
-        if let Some(k) = &from_key {
-            // Content is hashed; the source stage's key is not needed, but an
-            // image's identity is kept for explanations.
-            inputs.fields.insert("from".into(), k.hex().to_owned());
-        }
+        // With --from, the copied files' content is hashed: a source stage
+        // that rebuilt to the same files keeps this step cached.
+        let _ = from_key;
         if preserve {
             inputs.fields.insert("timestamps".into(), "preserve".into());
         }
@@ -1279,9 +1410,18 @@ impl Shared<'_> {
             touched,
         };
         let _ = ins;
-        let result = self.layer_step(st, id, label, inputs, chain_key, hit, t, history, line, move |s, _| {
-            s.write_entries(entries)
-        });
+        let result = self.layer_step(
+            st,
+            id,
+            label,
+            inputs,
+            chain_key,
+            hit,
+            t,
+            history,
+            line,
+            move |s, _| s.write_entries(entries),
+        );
         for d in plan.temp_dirs {
             let _ = strata_oci::remove_tree(&d);
         }
@@ -1369,14 +1509,23 @@ impl Shared<'_> {
                 NetworkMode::None => Network::None,
             },
         };
-        let mut inputs = Inputs::new(tag::RUN, &st.key, format!("RUN {}", serde_json::to_string(&argv).unwrap_or_default()));
+        let mut inputs = Inputs::new(
+            tag::RUN,
+            &st.key,
+            format!("RUN {}", serde_json::to_string(&argv).unwrap_or_default()),
+        );
         inputs.env = env.clone();
         inputs.args = args_in_scope.clone();
         inputs.fields.insert("user".into(), user.clone());
         inputs.fields.insert("workdir".into(), workdir.clone());
         inputs.fields.insert(
             "network".into(),
-            if network == Network::None { "none" } else { "host" }.into(),
+            if network == Network::None {
+                "none"
+            } else {
+                "host"
+            }
+            .into(),
         );
         if r.security == strata_dockerfile::SecurityMode::Insecure {
             return Err(Error::invalid(
@@ -1391,14 +1540,26 @@ impl Shared<'_> {
         let mut secret_env = Vec::new();
         let mut holds = Vec::new(); // locks and temp dirs kept for the run
         for m in &r.mounts {
-            self.plan_mount(st, &view, m, &mut inputs, &mut mounts, &mut secret_env, &mut holds)?;
+            self.plan_mount(
+                st,
+                &view,
+                m,
+                &mut inputs,
+                &mut mounts,
+                &mut secret_env,
+                &mut holds,
+            )?;
         }
         let history = {
             let mut parts = Vec::new();
             if !st.args.is_empty() {
                 parts.push(format!("|{}", st.args.len()));
                 for (k, v) in &st.args {
-                    let v = env.get(k).cloned().or_else(|| v.clone()).unwrap_or_default();
+                    let v = env
+                        .get(k)
+                        .cloned()
+                        .or_else(|| v.clone())
+                        .unwrap_or_default();
                     parts.push(format!("{k}={v}"));
                 }
             }
@@ -1406,16 +1567,42 @@ impl Shared<'_> {
             format!("RUN {} # buildkit", parts.join(" "))
         };
         let command_text = ins.original.clone();
-        let hit = Explanation::Hit { files: 0, touched: 0 };
+        let hit = Explanation::Hit {
+            files: 0,
+            touched: 0,
+        };
         let run_env: Vec<String> = env
             .iter()
             .chain(proxies.iter())
             .map(|(k, v)| format!("{k}={v}"))
             .chain(secret_env.iter().cloned())
             .collect();
-        self.layer_step(st, id, label, inputs, None, hit, t, history, line, move |s, st| {
-            s.execute_run(st, id, &view, argv, run_env, &user, workdir, network, mounts, script, command_text)
-        })
+        self.layer_step(
+            st,
+            id,
+            label,
+            inputs,
+            None,
+            hit,
+            t,
+            history,
+            line,
+            move |s, st| {
+                s.execute_run(
+                    st,
+                    id,
+                    &view,
+                    argv,
+                    run_env,
+                    &user,
+                    workdir,
+                    network,
+                    mounts,
+                    script,
+                    command_text,
+                )
+            },
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1437,15 +1624,23 @@ impl Shared<'_> {
                 format!("{}/{}", workdir.trim_end_matches('/'), p)
             }
         };
-        let target = m.target.as_deref().map(|t| self.expand(st, t)).transpose()?;
+        let target = m
+            .target
+            .as_deref()
+            .map(|t| self.expand(st, t))
+            .transpose()?;
         match m.kind {
             MountType::Cache => {
-                let target = abs(&target.ok_or_else(|| Error::invalid("RUN --mount=type=cache needs target="))?);
+                let target = abs(&target
+                    .ok_or_else(|| Error::invalid("RUN --mount=type=cache needs target="))?);
                 let id = m.id.clone().unwrap_or_else(|| target.clone());
                 let dir = self.cache.mount_dir(&id)?;
                 if m.mode.is_some() || m.uid.is_some() || m.gid.is_some() {
                     use std::os::unix::fs::PermissionsExt;
-                    let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(m.mode.unwrap_or(0o755)));
+                    let _ = fs::set_permissions(
+                        &dir,
+                        fs::Permissions::from_mode(m.mode.unwrap_or(0o755)),
+                    );
                     let _ = rustix::fs::chown(
                         &dir,
                         Some(rustix::fs::Uid::from_raw(m.uid.unwrap_or(0))),
@@ -1465,16 +1660,23 @@ impl Shared<'_> {
                 mounts.push(strata_sandbox::Mount::bind(dir, target, m.readonly));
             }
             MountType::Tmpfs => {
-                let target = abs(&target.ok_or_else(|| Error::invalid("RUN --mount=type=tmpfs needs target="))?);
+                let target = abs(&target
+                    .ok_or_else(|| Error::invalid("RUN --mount=type=tmpfs needs target="))?);
                 let size = m.size.as_deref().map(parse_size).transpose()?;
-                inputs.fields.insert(format!("mount:{target}"), format!("tmpfs size={size:?}"));
+                inputs
+                    .fields
+                    .insert(format!("mount:{target}"), format!("tmpfs size={size:?}"));
                 mounts.push(strata_sandbox::Mount::tmpfs(target, size));
             }
             MountType::Secret => {
                 let id = match (&m.id, &target) {
                     (Some(id), _) => id.clone(),
                     (None, Some(t)) => t.rsplit('/').next().unwrap_or(t).to_owned(),
-                    (None, None) => return Err(Error::invalid("RUN --mount=type=secret needs id= or target=")),
+                    (None, None) => {
+                        return Err(Error::invalid(
+                            "RUN --mount=type=secret needs id= or target=",
+                        ))
+                    }
                 };
                 let Some(src) = self.opts.secrets.get(&id) else {
                     if m.required {
@@ -1490,41 +1692,67 @@ impl Shared<'_> {
                     SecretSource::File(p) => p.clone(),
                     SecretSource::Env(var) => {
                         let v = std::env::var(var).map_err(|_| {
-                            Error::invalid(format!("secret {id}: environment variable {var} is not set"))
+                            Error::invalid(format!(
+                                "secret {id}: environment variable {var} is not set"
+                            ))
                         })?;
-                        let p = self.tmp.join(format!("secret-{}", Digest::sha256(id.as_bytes()).short()));
+                        let p = self
+                            .tmp
+                            .join(format!("secret-{}", Digest::sha256(id.as_bytes()).short()));
                         write_private(&p, v.as_bytes())?;
                         p
                     }
                 };
                 if let Some(var) = &m.env {
-                    let v = fs::read_to_string(&value_path).map_err(|e| Error::io("read secret", &value_path, e))?;
+                    let v = fs::read_to_string(&value_path)
+                        .map_err(|e| Error::io("read secret", &value_path, e))?;
                     secret_env.push(format!("{var}={}", v.trim_end_matches('\n')));
-                    inputs.fields.insert(format!("secret-env:{var}"), id.clone());
+                    inputs
+                        .fields
+                        .insert(format!("secret-env:{var}"), id.clone());
                 }
                 if m.env.is_none() || target.is_some() {
-                    let target = target.map(|t| abs(&t)).unwrap_or_else(|| format!("/run/secrets/{id}"));
+                    let target = target
+                        .map(|t| abs(&t))
+                        .unwrap_or_else(|| format!("/run/secrets/{id}"));
                     // Bind a private copy, so the mode asked for applies and
                     // the host file is never writable from the build.
-                    let copy_path = self.tmp.join(format!("secret-{}-{}", Digest::sha256(id.as_bytes()).short(), mounts.len()));
-                    let data = fs::read(&value_path).map_err(|e| Error::io("read secret", &value_path, e))?;
+                    let copy_path = self.tmp.join(format!(
+                        "secret-{}-{}",
+                        Digest::sha256(id.as_bytes()).short(),
+                        mounts.len()
+                    ));
+                    let data = fs::read(&value_path)
+                        .map_err(|e| Error::io("read secret", &value_path, e))?;
                     write_private(&copy_path, &data)?;
                     {
                         use std::os::unix::fs::PermissionsExt;
-                        let _ = fs::set_permissions(&copy_path, fs::Permissions::from_mode(m.mode.unwrap_or(0o400)));
+                        let _ = fs::set_permissions(
+                            &copy_path,
+                            fs::Permissions::from_mode(m.mode.unwrap_or(0o400)),
+                        );
                         let _ = rustix::fs::chown(
                             &copy_path,
                             Some(rustix::fs::Uid::from_raw(m.uid.unwrap_or(0))),
                             Some(rustix::fs::Gid::from_raw(m.gid.unwrap_or(0))),
                         );
                     }
-                    inputs.fields.insert(format!("mount:{target}"), format!("secret id={id}"));
+                    inputs
+                        .fields
+                        .insert(format!("mount:{target}"), format!("secret id={id}"));
                     mounts.push(strata_sandbox::Mount::bind(copy_path, target, true));
                 }
             }
             MountType::Bind => {
-                let target = abs(&target.ok_or_else(|| Error::invalid("RUN --mount=type=bind needs target="))?);
-                let source = m.source.as_deref().map(|s| self.expand(st, s)).transpose()?.unwrap_or_else(|| "/".into());
+                let target =
+                    abs(&target
+                        .ok_or_else(|| Error::invalid("RUN --mount=type=bind needs target="))?);
+                let source = m
+                    .source
+                    .as_deref()
+                    .map(|s| self.expand(st, s))
+                    .transpose()?
+                    .unwrap_or_else(|| "/".into());
                 let dir = self.tmp.join(format!("bind-{}", mounts.len()));
                 let desc = match &m.from {
                     None => {
@@ -1552,7 +1780,10 @@ impl Shared<'_> {
                         format!("bind from:{} source={source}", key.hex())
                     }
                 };
-                inputs.fields.insert(format!("mount:{target}"), format!("{desc} rw={}", !m.readonly));
+                inputs.fields.insert(
+                    format!("mount:{target}"),
+                    format!("{desc} rw={}", !m.readonly),
+                );
                 mounts.push(strata_sandbox::Mount::bind(dir, target, m.readonly));
             }
             MountType::Ssh => {
@@ -1592,7 +1823,11 @@ impl Shared<'_> {
             fs::write(&p, data).map_err(|e| Error::io("write", &p, e))?;
             use std::os::unix::fs::PermissionsExt;
             let _ = fs::set_permissions(&p, fs::Permissions::from_mode(0o755));
-            mounts.push(strata_sandbox::Mount::bind(p, format!("/dev/pipes/{name}"), true));
+            mounts.push(strata_sandbox::Mount::bind(
+                p,
+                format!("/dev/pipes/{name}"),
+                true,
+            ));
         }
         let active = format!(
             "run-{}-{}-{}-{}",
@@ -1629,26 +1864,31 @@ impl Shared<'_> {
         spec.mounts = mounts;
         spec.stdio = Stdio::Capture(capture.clone());
         spec.hostname = "buildkitsandbox".to_owned();
+        let finished = AtomicBool::new(false);
         let status = std::thread::scope(|scope| {
             let sink = self.sink;
-            let forward = scope.spawn(move || {
-                for (stream, line) in rx {
-                    sink(Event::Output { id, stream, line });
+            let finished = &finished;
+            scope.spawn(move || loop {
+                match rx.recv_timeout(Duration::from_millis(50)) {
+                    Ok((stream, line)) => sink(Event::Output { id, stream, line }),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if finished.load(Ordering::SeqCst) {
+                            while let Ok((stream, line)) = rx.try_recv() {
+                                sink(Event::Output { id, stream, line });
+                            }
+                            break;
+                        }
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 }
             });
             let status = self.executor.run(&spec);
-            drop(spec);
-            drop(capture.clone());
-            let _ = forward;
+            finished.store(true, Ordering::SeqCst);
             status
         });
         let status = status?;
         if !status.success() {
-            let output = capture
-                .tail(10)
-                .into_iter()
-                .map(|(_, l)| l)
-                .collect();
+            let output = capture.tail(10).into_iter().map(|(_, l)| l).collect();
             return Err(ErrorKind::RunFailed {
                 command: command_text,
                 code: status.code(),
@@ -1674,7 +1914,9 @@ impl Shared<'_> {
             target.layers.iter().map(|l| l.descriptor.clone()).collect(),
         );
         let manifest_raw = manifest.to_json();
-        let manifest_desc: Descriptor = self.store.put_json(media_type::OCI_MANIFEST, &manifest_raw)?;
+        let manifest_desc: Descriptor = self
+            .store
+            .put_json(media_type::OCI_MANIFEST, &manifest_raw)?;
         self.store.keep_untagged(&manifest_desc)?;
         let image = self.store.image(&manifest_desc, None)?;
         let ran = self.ran.load(Ordering::Relaxed);
@@ -1748,7 +1990,9 @@ fn rootfs_from(mounts: &[strata_layer::Mount]) -> Result<RootFs> {
             upperdir,
             workdir,
         }),
-        _ => Err(Error::invalid("the snapshotter returned an overlay without upperdir")),
+        _ => Err(Error::invalid(
+            "the snapshotter returned an overlay without upperdir",
+        )),
     }
 }
 
@@ -1768,19 +2012,24 @@ fn is_heredoc_marker(cmd: &str) -> bool {
 
 /// An ONBUILD trigger as an instruction.
 fn parse_trigger(trigger: &str) -> Result<Instruction> {
-    let df = strata_dockerfile::parse_named("ONBUILD trigger", &format!("FROM scratch\n{trigger}\n"))?;
+    let df =
+        strata_dockerfile::parse_named("ONBUILD trigger", &format!("FROM scratch\n{trigger}\n"))?;
     let stages = df.stages()?;
     let ins = stages
         .stages
         .first()
         .and_then(|s| s.instructions.first())
         .cloned()
-        .ok_or_else(|| Error::invalid(format!("ONBUILD trigger {trigger:?} is not an instruction")))?;
+        .ok_or_else(|| {
+            Error::invalid(format!("ONBUILD trigger {trigger:?} is not an instruction"))
+        })?;
     if matches!(
         ins.kind,
         InstructionKind::Onbuild(_) | InstructionKind::Maintainer(_)
     ) {
-        return Err(Error::invalid(format!("{trigger:?} isn't allowed as an ONBUILD trigger")));
+        return Err(Error::invalid(format!(
+            "{trigger:?} isn't allowed as an ONBUILD trigger"
+        )));
     }
     Ok(ins)
 }
@@ -1804,7 +2053,10 @@ fn expand_ports(v: &str) -> Result<Vec<String>> {
         }
         let bad = || Error::invalid(format!("invalid containerPort: {ports}"));
         let (lo, hi) = match ports.split_once('-') {
-            Some((a, b)) => (a.parse::<u16>().map_err(|_| bad())?, b.parse::<u16>().map_err(|_| bad())?),
+            Some((a, b)) => (
+                a.parse::<u16>().map_err(|_| bad())?,
+                b.parse::<u16>().map_err(|_| bad())?,
+            ),
             None => {
                 let p = ports.parse::<u16>().map_err(|_| bad())?;
                 (p, p)
@@ -1881,7 +2133,10 @@ mod tests {
     #[test]
     fn ports() {
         assert_eq!(expand_ports("80").unwrap(), ["80/tcp"]);
-        assert_eq!(expand_ports("53/UDP 8000-8001").unwrap(), ["53/udp", "8000/tcp", "8001/tcp"]);
+        assert_eq!(
+            expand_ports("53/UDP 8000-8001").unwrap(),
+            ["53/udp", "8000/tcp", "8001/tcp"]
+        );
         assert!(expand_ports("http").is_err());
         assert!(expand_ports("80/xyz").is_err());
     }
@@ -1913,6 +2168,9 @@ mod tests {
 
     #[test]
     fn go_lists() {
-        assert_eq!(go_list(&["sh".into(), "-c".into(), "a \"b\"".into()]), r#"["sh" "-c" "a \"b\""]"#);
+        assert_eq!(
+            go_list(&["sh".into(), "-c".into(), "a \"b\"".into()]),
+            r#"["sh" "-c" "a \"b\""]"#
+        );
     }
 }

@@ -62,8 +62,6 @@ pub struct CopyRequest<'a> {
     pub exclude: Vec<String>,
     /// ADD: unpack local archives.
     pub unpack: bool,
-    /// `--link`: do not look at the destination's file system.
-    pub link: bool,
     /// Keep mtimes (they then enter the key too).
     pub preserve_times: bool,
     /// Scratch space for unpacking archives.
@@ -103,14 +101,19 @@ fn join_dest(workdir: &str, dest: &str) -> String {
 
 /// Plans a COPY/ADD. `target` is the current stage's view (for destination
 /// symlinks and existing directories); `None` with `--link`.
-pub fn plan(req: &CopyRequest<'_>, src: Source<'_>, target: Option<&MergedView>) -> Result<CopyPlan> {
+pub fn plan(
+    req: &CopyRequest<'_>,
+    src: Source<'_>,
+    target: Option<&MergedView>,
+) -> Result<CopyPlan> {
     let mut plan = CopyPlan::default();
     let exclude = if req.exclude.is_empty() {
         None
     } else {
-        Some(Matcher::new(req.exclude.iter().map(String::as_str)).map_err(|e| {
-            Error::invalid(format!("invalid --exclude pattern: {e}"))
-        })?)
+        Some(
+            Matcher::new(req.exclude.iter().map(String::as_str))
+                .map_err(|e| Error::invalid(format!("invalid --exclude pattern: {e}")))?,
+        )
     };
     let wildcard = req.sources.iter().any(|s| strata_context::has_wildcards(s));
     let many = req.sources.len() + req.heredocs.len() > 1 || wildcard;
@@ -151,7 +154,14 @@ pub fn plan(req: &CopyRequest<'_>, src: Source<'_>, target: Option<&MergedView>)
         }
         plan.files.insert(
             format!("<<{name}"),
-            file_desc('f', 0o644, 0, 0, content.len() as u64, &Digest::sha256(content).to_string()),
+            file_desc(
+                'f',
+                0o644,
+                0,
+                0,
+                content.len() as u64,
+                &Digest::sha256(content).to_string(),
+            ),
         );
         items.push(Item {
             dest,
@@ -166,12 +176,24 @@ pub fn plan(req: &CopyRequest<'_>, src: Source<'_>, target: Option<&MergedView>)
         });
     }
     match src {
-        Source::Context(ctx) => {
-            plan_context(req, ctx, exclude.as_ref(), &dest_dir, dest_is_dir, &mut plan, &mut items)?
-        }
-        Source::View(v) => {
-            plan_view(req, v, exclude.as_ref(), &dest_dir, dest_is_dir, &mut plan, &mut items)?
-        }
+        Source::Context(ctx) => plan_context(
+            req,
+            ctx,
+            exclude.as_ref(),
+            &dest_dir,
+            dest_is_dir,
+            &mut plan,
+            &mut items,
+        )?,
+        Source::View(v) => plan_view(
+            req,
+            v,
+            exclude.as_ref(),
+            &dest_dir,
+            dest_is_dir,
+            &mut plan,
+            &mut items,
+        )?,
     }
 
     // Parent directories of everything copied, as the image has them (or
@@ -250,7 +272,10 @@ fn plan_context(
     for source in &req.sources {
         // `--parents` with a `/./` pivot: keep only what follows it.
         let (pivot, pattern) = match source.split_once("/./") {
-            Some((a, b)) if req.parents => (Some(a.trim_start_matches("./").to_owned()), format!("{a}/{b}")),
+            Some((a, b)) if req.parents => (
+                Some(a.trim_start_matches("./").to_owned()),
+                format!("{a}/{b}"),
+            ),
             _ => (None, source.clone()),
         };
         let matched = ctx.match_sources(&pattern)?;
@@ -335,7 +360,11 @@ fn plan_context(
             _ => e.mode,
         };
         let mtime = e.mtime.sec;
-        let time = if req.preserve_times { format!(" @{mtime}") } else { String::new() };
+        let time = if req.preserve_times {
+            format!(" @{mtime}")
+        } else {
+            String::new()
+        };
         let kind = match e.kind {
             CtxKind::File => {
                 let digest = index
@@ -352,7 +381,10 @@ fn plan_context(
                 }
             }
             CtxKind::Dir => {
-                plan.files.insert(format!("{path}/"), file_desc('d', e.mode, 0, 0, 0, "-") + &time);
+                plan.files.insert(
+                    format!("{path}/"),
+                    file_desc('d', e.mode, 0, 0, 0, "-") + &time,
+                );
                 EntryKind::Dir
             }
             CtxKind::Symlink => {
@@ -368,7 +400,11 @@ fn plan_context(
             _ => continue,
         };
         if req.unpack {
-            if let EntryKind::File { source: FileSource::Path(p), .. } = &kind {
+            if let EntryKind::File {
+                source: FileSource::Path(p),
+                ..
+            } = &kind
+            {
                 if let Some(unpacked) = try_unpack(p, &dest, req, plan)? {
                     items.extend(unpacked);
                     continue;
@@ -426,7 +462,12 @@ fn plan_view(
                 let base = if req.parents {
                     let mut d = dest_dir.to_vec();
                     d.extend(comps.iter().cloned());
-                    chosen.push((comps.clone(), d.clone(), found.real.clone(), found.meta.clone()));
+                    chosen.push((
+                        comps.clone(),
+                        d.clone(),
+                        found.real.clone(),
+                        found.meta.clone(),
+                    ));
                     d
                 } else {
                     dest_dir.to_vec()
@@ -482,14 +523,20 @@ fn plan_view(
         .collect();
     for ((comps, dest, real, meta), digest) in chosen.into_iter().zip(digests) {
         let path = format!("/{}", comps.join("/"));
-        let (uid, gid) = req.owner.map_or((meta.uid(), meta.gid()), |o| (o.uid, o.gid));
+        let (uid, gid) = req
+            .owner
+            .map_or((meta.uid(), meta.gid()), |o| (o.uid, o.gid));
         let perm = meta.mode() & 0o7777;
         let mode = match req.chmod {
             Some(m) if meta.is_file() || meta.is_dir() => m,
             _ => perm,
         };
         let mtime = meta.mtime();
-        let time = if req.preserve_times { format!(" @{mtime}") } else { String::new() };
+        let time = if req.preserve_times {
+            format!(" @{mtime}")
+        } else {
+            String::new()
+        };
         let ft = meta.file_type();
         let kind = if ft.is_file() {
             let digest = digest
@@ -497,7 +544,14 @@ fn plan_view(
                 .map_err(|e| Error::io("read", &real, e))?;
             plan.files.insert(
                 path,
-                file_desc('f', perm, meta.uid(), meta.gid(), meta.len(), &digest.to_string()) + &time,
+                file_desc(
+                    'f',
+                    perm,
+                    meta.uid(),
+                    meta.gid(),
+                    meta.len(),
+                    &digest.to_string(),
+                ) + &time,
             );
             EntryKind::File {
                 size: meta.len(),
@@ -513,11 +567,19 @@ fn plan_view(
             let target = fs::read_link(&real).map_err(|e| Error::io("read link", &real, e))?;
             plan.files.insert(
                 path,
-                file_desc('l', 0o777, meta.uid(), meta.gid(), 0, &target.to_string_lossy()),
+                file_desc(
+                    'l',
+                    0o777,
+                    meta.uid(),
+                    meta.gid(),
+                    0,
+                    &target.to_string_lossy(),
+                ),
             );
             EntryKind::Symlink(target)
         } else if ft.is_fifo() {
-            plan.files.insert(path, file_desc('p', perm, meta.uid(), meta.gid(), 0, "-"));
+            plan.files
+                .insert(path, file_desc('p', perm, meta.uid(), meta.gid(), 0, "-"));
             EntryKind::Fifo
         } else if is_whiteout(&meta) {
             continue;
@@ -526,7 +588,14 @@ fn plan_view(
             let (major, minor) = (libc::major(rdev), libc::minor(rdev));
             plan.files.insert(
                 path,
-                file_desc('c', perm, meta.uid(), meta.gid(), 0, &format!("{major}:{minor}")),
+                file_desc(
+                    'c',
+                    perm,
+                    meta.uid(),
+                    meta.gid(),
+                    0,
+                    &format!("{major}:{minor}"),
+                ),
             );
             if ft.is_char_device() {
                 EntryKind::Char { major, minor }
@@ -578,7 +647,9 @@ fn glob_view(view: &MergedView, source: &str) -> Result<Vec<Vec<String>>> {
                         next.push(c);
                     }
                     Some(false) => {}
-                    None => return Err(Error::invalid(format!("invalid source pattern {source:?}"))),
+                    None => {
+                        return Err(Error::invalid(format!("invalid source pattern {source:?}")))
+                    }
                 }
             }
         }
@@ -590,7 +661,10 @@ fn glob_view(view: &MergedView, source: &str) -> Result<Vec<Vec<String>>> {
 /// sha256 of a file's content, streamed.
 pub fn hash_file(path: &Path) -> io::Result<Digest> {
     let f = fs::File::open(path)?;
-    let mut r = HashingReader::new(io::BufReader::with_capacity(1 << 16, f), strata_oci::Algorithm::Sha256);
+    let mut r = HashingReader::new(
+        io::BufReader::with_capacity(1 << 16, f),
+        strata_oci::Algorithm::Sha256,
+    );
     io::copy(&mut r, &mut io::sink())?;
     Ok(r.finish().0)
 }
@@ -635,7 +709,12 @@ fn sniff_archive(path: &Path) -> io::Result<Option<Archive>> {
 /// ADD of a local archive: unpack it (safely: nothing may land outside the
 /// scratch directory) and plan its files under the destination directory.
 /// `None` when the file is not a recognised archive (then it is copied).
-fn try_unpack(path: &Path, dest: &[String], req: &CopyRequest<'_>, plan: &mut CopyPlan) -> Result<Option<Vec<Item>>> {
+fn try_unpack(
+    path: &Path,
+    dest: &[String],
+    req: &CopyRequest<'_>,
+    plan: &mut CopyPlan,
+) -> Result<Option<Vec<Item>>> {
     let Some(kind) = sniff_archive(path).map_err(|e| Error::io("read", path, e))? else {
         return Ok(None);
     };
@@ -669,7 +748,10 @@ fn try_unpack(path: &Path, dest: &[String], req: &CopyRequest<'_>, plan: &mut Co
         let mut d = dest_base.clone();
         d.extend(clean_components(&e.path.to_string_lossy()));
         let kind = match e.kind {
-            EntryKind::File { size, source: FileSource::Path(p) } => EntryKind::File {
+            EntryKind::File {
+                size,
+                source: FileSource::Path(p),
+            } => EntryKind::File {
                 size,
                 source: FileSource::Path(p),
             },
@@ -698,7 +780,11 @@ pub fn parse_chmod(s: &str) -> Result<u32> {
     u32::from_str_radix(s, 8)
         .ok()
         .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| Error::invalid(format!("invalid --chmod value {s:?}: expected octal bits like 755")))
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "invalid --chmod value {s:?}: expected octal bits like 755"
+            ))
+        })
 }
 
 #[cfg(test)]

@@ -155,7 +155,11 @@ impl Error {
     }
 
     /// An [`ErrorKind::Io`] error.
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Error {
         ErrorKind::Io {
             action,
             path: path.into(),

@@ -115,6 +115,8 @@ pub enum Explanation {
     },
     /// Inputs equal the last build's, but its result is gone (pruned).
     Evicted,
+    /// Inputs equal the last build's, which did not finish this step.
+    Unfinished,
 }
 
 /// How many changes an explanation lists.
@@ -235,7 +237,12 @@ impl fmt::Display for Change {
             Change::FileChanged { path, old, new } => {
                 let (oc, nc) = (desc_content(old), desc_content(new));
                 if oc != nc {
-                    write!(f, "{path} changed ({} -> {})", short_digest(oc), short_digest(nc))
+                    write!(
+                        f,
+                        "{path} changed ({} -> {})",
+                        short_digest(oc),
+                        short_digest(nc)
+                    )
                 } else {
                     // Same content: mode, owner or type changed.
                     write!(f, "{path} metadata changed ({old} -> {new})")
@@ -250,7 +257,9 @@ impl fmt::Display for Change {
             Change::Field { name, old, new } => {
                 write!(f, "{name} changed ({} -> {})", opt(old), opt(new))
             }
-            Change::Instruction { old, new } => write!(f, "instruction changed (was `{old}`, now `{new}`)"),
+            Change::Instruction { old, new } => {
+                write!(f, "instruction changed (was `{old}`, now `{new}`)")
+            }
         }
     }
 }
@@ -288,6 +297,10 @@ impl fmt::Display for Explanation {
                 Ok(())
             }
             Explanation::Evicted => write!(f, "inputs unchanged but the cached result was pruned"),
+            Explanation::Unfinished => write!(
+                f,
+                "inputs unchanged; the last build stopped before finishing this step"
+            ),
         }
     }
 }
@@ -381,7 +394,10 @@ mod tests {
         let old = Inputs::new(tag::COPY, &Digest::sha256(b"p"), "COPY . .");
         let mut new = old.clone();
         for i in 0..20 {
-            new.files.insert(format!("f{i:02}"), file_desc('f', 0o644, 0, 0, 0, "sha256:00"));
+            new.files.insert(
+                format!("f{i:02}"),
+                file_desc('f', 0o644, 0, 0, 0, "sha256:00"),
+            );
         }
         match changed(compare(&old, &new).unwrap()) {
             Explanation::Changed { changes, more } => {

@@ -60,7 +60,8 @@ pub fn download(
         if n == 0 {
             break;
         }
-        w.write_all(&buf[..n]).map_err(|e| Error::io("write", &path, e))?;
+        w.write_all(&buf[..n])
+            .map_err(|e| Error::io("write", &path, e))?;
         if w.count() - last >= 1 << 20 {
             last = w.count();
             progress(last, total);
@@ -118,7 +119,11 @@ pub fn materialize_context(ctx: &Context, top: &Entry, dest: &Path, readonly: bo
         let at = dest.join(top.path.rsplit('/').next().unwrap_or(&top.path));
         return put(top, &at);
     }
-    let strip = if top.path == "." { 0 } else { top.path.len() + 1 };
+    let strip = if top.path == "." {
+        0
+    } else {
+        top.path.len() + 1
+    };
     for e in ctx.entries_under(&top.path) {
         let at = dest.join(&e.path[strip..]);
         if let Some(parent) = at.parent() {
@@ -130,7 +135,12 @@ pub fn materialize_context(ctx: &Context, top: &Entry, dest: &Path, readonly: bo
 }
 
 /// The same for a path of a stage's merged file system.
-pub fn materialize_view(view: &MergedView, source: &str, dest: &Path, readonly: bool) -> Result<()> {
+pub fn materialize_view(
+    view: &MergedView,
+    source: &str,
+    dest: &Path,
+    readonly: bool,
+) -> Result<()> {
     let comps = view
         .resolve(source, true)
         .map_err(|e| Error::invalid(format!("cannot resolve {source}: {e}")))?;

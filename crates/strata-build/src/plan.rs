@@ -121,7 +121,9 @@ impl Plan {
         platform: Platform,
     ) -> Result<Plan> {
         if parsed.stages.is_empty() {
-            return Err(Error::invalid("the Dockerfile has no FROM: nothing to build"));
+            return Err(Error::invalid(
+                "the Dockerfile has no FROM: nothing to build",
+            ));
         }
         let lexer = Lexer::new(escape);
         let mut global = platform_args(&platform);
@@ -194,7 +196,11 @@ impl Plan {
                             stages.iter().filter_map(|s| s.name.as_deref()).collect();
                         Error::invalid(format!(
                             "target stage {t:?} could not be found (stages: {})",
-                            if names.is_empty() { "none named".to_owned() } else { names.join(", ") }
+                            if names.is_empty() {
+                                "none named".to_owned()
+                            } else {
+                                names.join(", ")
+                            }
                         ))
                     })?
             }

@@ -185,11 +185,8 @@ impl MergedView {
                 dir.push(c);
                 match fs::symlink_metadata(&dir) {
                     Ok(m) if m.is_dir() => {}
-                    Ok(_) => {
-                        exists = false;
-                        // A non-directory hides lower layers entirely.
-                        return visible(names);
-                    }
+                    // A non-directory hides lower layers entirely.
+                    Ok(_) => return visible(names),
                     Err(_) => {
                         exists = false;
                         break;
@@ -276,10 +273,16 @@ mod tests {
         symlink("loop2", l.path().join("loop1")).unwrap();
         symlink("loop1", l.path().join("loop2")).unwrap();
         let v = MergedView::new(vec![l.path().into()]);
-        assert_eq!(v.resolve("/bin/tool", true).unwrap(), ["usr", "bin", "tool"]);
+        assert_eq!(
+            v.resolve("/bin/tool", true).unwrap(),
+            ["usr", "bin", "tool"]
+        );
         assert_eq!(v.resolve("/bin", false).unwrap(), ["bin"]);
         // An absolute target with .. stays in the root.
-        assert_eq!(v.resolve("/escape/passwd", true).unwrap(), ["etc", "passwd"]);
+        assert_eq!(
+            v.resolve("/escape/passwd", true).unwrap(),
+            ["etc", "passwd"]
+        );
         assert!(v.resolve("/loop1/x", true).is_err());
         assert_eq!(v.read_small("/bin/tool").unwrap(), "x");
     }

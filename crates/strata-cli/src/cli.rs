@@ -29,8 +29,9 @@ pub struct GlobalArgs {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
-    /// Print more (repeat for debug logs)
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// Print more (repeat for debug logs). Long form only: `-v` is
+    /// `run`'s volume flag, as in docker.
+    #[arg(long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 }
 
@@ -553,4 +554,17 @@ pub struct DiffArgs {
     /// Also list changed files
     #[arg(long)]
     pub files: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// clap checks flag clashes (like a global `-v` against `run -v`) only
+    /// when a command is used; this checks them all.
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
 }

@@ -1,8 +1,266 @@
-use crate::cli::*;
+//! `strata build`: resolve the flags, run the builder, render its events,
+//! then tag and export the result.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use strata_build::{BuildOptions, SecretSource, SnapshotMode};
+use strata_oci::SaveItem;
+
+use crate::cli::{ArchiveFormat, BuildArgs, Isolation, NetworkMode, Progress, Timestamps};
+use crate::progress::{BuildProgress, Mode};
 use crate::settings::Settings;
 
-use super::{unbuilt, CmdResult};
+use super::{open_store, parse_ref, CmdResult};
 
-pub fn build(_args: BuildArgs, _s: &Settings) -> CmdResult {
-    unbuilt("build")
+/// Where `--output` sends the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Output {
+    Oci(PathBuf),
+    Docker(PathBuf),
+    Registry,
+}
+
+fn parse_kv_list(spec: &str) -> BTreeMap<String, String> {
+    spec.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k.trim().to_owned(), v.trim().to_owned()),
+            None => (p.trim().to_owned(), String::new()),
+        })
+        .collect()
+}
+
+fn parse_output(spec: &str) -> anyhow::Result<Output> {
+    let kv = parse_kv_list(spec);
+    let dest = || -> anyhow::Result<PathBuf> {
+        kv.get("dest")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .ok_or_else(|| anyhow::anyhow!("--output {spec}: dest= is missing"))
+    };
+    match kv.get("type").map(String::as_str) {
+        Some("oci") => Ok(Output::Oci(dest()?)),
+        Some("docker") => Ok(Output::Docker(dest()?)),
+        Some("registry") | Some("image") if kv.get("push").is_none_or(|p| p != "false") => Ok(Output::Registry),
+        Some(t) => bail!("--output {spec}: unknown type {t:?} (oci, docker or registry)"),
+        None => bail!("--output {spec}: type= is missing (type=oci,dest=DIR | type=docker,dest=FILE | type=registry)"),
+    }
+}
+
+fn parse_secret(spec: &str) -> anyhow::Result<(String, SecretSource)> {
+    let kv = parse_kv_list(spec);
+    let id = kv
+        .get("id")
+        .filter(|v| !v.is_empty())
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("--secret {spec}: id= is missing"))?;
+    let src = kv.get("src").or_else(|| kv.get("source"));
+    let source = match (src, kv.get("env")) {
+        (Some(f), _) => SecretSource::File(PathBuf::from(f)),
+        (None, Some(var)) => SecretSource::Env(var.clone()),
+        (None, None) if std::env::var_os(&id).is_some() => SecretSource::Env(id.clone()),
+        (None, None) => bail!("--secret {spec}: give src=FILE or env=VAR"),
+    };
+    if let SecretSource::File(p) = &source {
+        if !p.is_file() {
+            bail!("--secret {spec}: {} is not a readable file", p.display());
+        }
+    }
+    Ok((id, source))
+}
+
+/// `K=V`, or `K` to take the value from the environment (skipped when unset).
+fn parse_build_args(args: &[String]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for a in args {
+        match a.split_once('=') {
+            Some((k, v)) => {
+                out.insert(k.to_owned(), v.to_owned());
+            }
+            None => {
+                if let Ok(v) = std::env::var(a) {
+                    out.insert(a.clone(), v);
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
+    let store = open_store(s)?;
+    let tags = args
+        .tags
+        .iter()
+        .map(|t| parse_ref(t).with_context(|| format!("invalid tag {t:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let outputs = args
+        .outputs
+        .iter()
+        .map(|o| parse_output(o))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let push = args.push || outputs.contains(&Output::Registry);
+    if push && tags.is_empty() {
+        bail!("--push needs a name: add -t REGISTRY/NAME:TAG");
+    }
+    let mut opts = BuildOptions::new(&args.context);
+    opts.dockerfile = args.file.clone();
+    opts.build_args = parse_build_args(&args.build_args);
+    opts.target = args.target.clone();
+    opts.no_cache = args.no_cache;
+    opts.no_cache_filter = args.no_cache_filter.clone();
+    opts.network = match args.network {
+        NetworkMode::Host => strata_build::NetworkMode::Host,
+        NetworkMode::None => strata_build::NetworkMode::None,
+    };
+    for spec in &args.secrets {
+        let (id, src) = parse_secret(spec)?;
+        opts.secrets.insert(id, src);
+    }
+    let epoch = opts
+        .build_args
+        .get("SOURCE_DATE_EPOCH")
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(opts.timestamps.epoch());
+    opts.timestamps = match args.timestamps {
+        Timestamps::Epoch => strata_build::Timestamps::Epoch(epoch),
+        Timestamps::Preserve => strata_build::Timestamps::Preserve(epoch),
+    };
+    opts.platform = args
+        .platform
+        .as_deref()
+        .map(|p| p.parse())
+        .transpose()
+        .context("invalid --platform")?;
+    opts.isolation = match args.isolation {
+        Isolation::Auto => strata_sandbox::Isolation::Auto,
+        Isolation::Oci => strata_sandbox::Isolation::Oci,
+        Isolation::Builtin => strata_sandbox::Isolation::Builtin,
+    };
+    opts.snapshots = match std::env::var("STRATA_SNAPSHOTTER").as_deref() {
+        Ok("copy") => SnapshotMode::Copy,
+        Ok("overlay") => SnapshotMode::Overlay,
+        _ => SnapshotMode::Auto,
+    };
+    if !args.cache_from.is_empty() || !args.cache_to.is_empty() {
+        tracing::warn!(
+            "--cache-from/--cache-to are accepted but not used yet: the local cache is used"
+        );
+    }
+    let mode = if s.quiet {
+        Mode::Quiet
+    } else {
+        match args.progress {
+            Progress::Plain => Mode::Plain,
+            Progress::Tty => Mode::Tty,
+            Progress::Json => Mode::Json,
+            Progress::Auto if s.stderr_tty => Mode::Tty,
+            Progress::Auto => Mode::Plain,
+        }
+    };
+    let progress = BuildProgress::new(mode, args.explain);
+    let resolver = base_resolver(s, &args.insecure_registries);
+    let result = strata_build::build(&store, &opts, resolver.as_ref(), &|e| progress.event(e));
+    let out = match result {
+        Ok(o) => o,
+        Err(e) => {
+            progress.clear();
+            return Err(anyhow::Error::new(e).context("build failed"));
+        }
+    };
+    let image = out.image;
+    for t in &tags {
+        store
+            .tag(t, &image.descriptor)
+            .with_context(|| format!("cannot tag {t}"))?;
+        if mode == Mode::Plain || mode == Mode::Tty {
+            eprintln!("tagged {}", t.familiar());
+        }
+    }
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, image.id().to_string())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    for o in &outputs {
+        let items = [SaveItem {
+            image: image.clone(),
+            names: tags.clone(),
+        }];
+        match o {
+            Output::Oci(dest) => super::image::export(&store, &items, dest, ArchiveFormat::Oci)?,
+            Output::Docker(dest) => {
+                super::image::export(&store, &items, dest, ArchiveFormat::Docker)?
+            }
+            Output::Registry => {}
+        }
+    }
+    if push {
+        for t in &tags {
+            push_image(s, &store, &image, t, &args.insecure_registries)?;
+        }
+    }
+    if mode == Mode::Quiet {
+        println!("{}", image.id());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Finds base images: in the store, else pulled from their registry.
+fn base_resolver(_s: &Settings, _insecure: &[String]) -> Box<dyn strata_build::BaseResolver> {
+    Box::new(strata_build::StoreResolver)
+}
+
+fn push_image(
+    _s: &Settings,
+    _store: &strata_oci::Store,
+    _image: &strata_oci::Image,
+    dest: &strata_oci::Reference,
+    _insecure: &[String],
+) -> anyhow::Result<()> {
+    bail!("cannot push {dest}: the registry client is not wired into build yet")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs() {
+        assert_eq!(
+            parse_output("type=oci,dest=out").unwrap(),
+            Output::Oci("out".into())
+        );
+        assert_eq!(
+            parse_output("type=docker,dest=a.tar").unwrap(),
+            Output::Docker("a.tar".into())
+        );
+        assert_eq!(parse_output("type=registry").unwrap(), Output::Registry);
+        assert!(parse_output("type=oci").is_err());
+        assert!(parse_output("dest=x").is_err());
+        assert!(parse_output("type=tarball,dest=x").is_err());
+    }
+
+    #[test]
+    fn secrets() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let spec = format!("id=tok,src={}", f.path().display());
+        assert_eq!(parse_secret(&spec).unwrap().0, "tok");
+        assert_eq!(
+            parse_secret("id=x,env=HOME").unwrap().1,
+            SecretSource::Env("HOME".into())
+        );
+        assert!(parse_secret("src=/etc/hostname").is_err());
+        assert!(parse_secret("id=x,src=/nonexistent/file").is_err());
+    }
+
+    #[test]
+    fn build_args() {
+        let a = parse_build_args(&["A=1".into(), "B=".into(), "STRATA_SURELY_UNSET_VAR".into()]);
+        assert_eq!(a.get("A").map(String::as_str), Some("1"));
+        assert_eq!(a.get("B").map(String::as_str), Some(""));
+        assert!(!a.contains_key("STRATA_SURELY_UNSET_VAR"));
+    }
 }

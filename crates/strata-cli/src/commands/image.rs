@@ -14,15 +14,7 @@ use crate::cli::*;
 use crate::render::human_bytes;
 use crate::settings::Settings;
 
-use super::CmdResult;
-
-fn open_store(s: &Settings) -> anyhow::Result<Store> {
-    Store::open(&s.root).with_context(|| format!("cannot open the store at {}", s.root.display()))
-}
-
-fn parse_ref(s: &str) -> anyhow::Result<Reference> {
-    s.parse::<Reference>().map_err(anyhow::Error::new)
-}
+use super::{open_store, parse_ref, CmdResult};
 
 fn find(store: &Store, name: &str) -> anyhow::Result<Image> {
     store.find_image(name).map_err(|e| {
@@ -404,11 +396,22 @@ fn save_items(store: &Store, names: &[String]) -> anyhow::Result<Vec<SaveItem>> 
 pub fn save(args: SaveArgs, s: &Settings) -> CmdResult {
     let store = open_store(s)?;
     let items = save_items(&store, &args.images)?;
-    let out = &args.output;
-    match args.format {
+    export(&store, &items, &args.output, args.format)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `items` to `out` as a docker-archive or an OCI layout (a tar when
+/// `out` ends in `.tar`, else a directory). A docker-archive goes to a temp
+/// file beside the destination, renamed when complete: a killed save never
+/// leaves a truncated archive under the final name.
+pub(crate) fn export(
+    store: &Store,
+    items: &[SaveItem],
+    out: &Path,
+    format: ArchiveFormat,
+) -> anyhow::Result<()> {
+    match format {
         ArchiveFormat::Docker => {
-            // Temp file beside the destination, renamed when complete: a killed
-            // save never leaves a truncated archive under the final name.
             let dir = out
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
@@ -418,7 +421,7 @@ pub fn save(args: SaveArgs, s: &Settings) -> CmdResult {
                 .tempfile_in(dir)
                 .with_context(|| format!("cannot create a file in {}", dir.display()))?;
             let w = std::io::BufWriter::new(tmp.as_file());
-            strata_oci::save_docker_archive(&store, &items, w)
+            strata_oci::save_docker_archive(store, items, w)
                 .with_context(|| format!("cannot write {}", out.display()))?;
             tmp.as_file().sync_all()?;
             tmp.persist(out)
@@ -426,11 +429,11 @@ pub fn save(args: SaveArgs, s: &Settings) -> CmdResult {
         }
         ArchiveFormat::Oci => {
             let as_tar = out.extension().is_some_and(|e| e == "tar");
-            strata_oci::save_oci_layout(&store, &items, out, as_tar)
+            strata_oci::save_oci_layout(store, items, out, as_tar)
                 .with_context(|| format!("cannot write {}", out.display()))?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 pub fn load(args: LoadArgs, s: &Settings) -> CmdResult {

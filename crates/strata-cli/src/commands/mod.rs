@@ -80,6 +80,19 @@ fn dispatch(command: Command, s: &Settings) -> CmdResult {
     }
 }
 
+/// The store named by `--root` / `STRATA_ROOT`.
+pub(crate) fn open_store(s: &Settings) -> anyhow::Result<strata_oci::Store> {
+    use anyhow::Context as _;
+    strata_oci::Store::open(&s.root)
+        .with_context(|| format!("cannot open the store at {}", s.root.display()))
+}
+
+/// An image reference from the command line.
+pub(crate) fn parse_ref(s: &str) -> anyhow::Result<strata_oci::Reference> {
+    s.parse::<strata_oci::Reference>()
+        .map_err(anyhow::Error::new)
+}
+
 /// Placeholder while a command is being written on its own branch; every
 /// call site is replaced by the issue that owns the command.
 pub(crate) fn unbuilt(name: &str) -> CmdResult {
