@@ -1320,7 +1320,7 @@ impl Shared<'_> {
             downloaded.push(file);
         }
         let (from_view, from_key) = match &c.from {
-            Some(f) => match self.plan.from_ref(st.index, &f.value) {
+            Some(f) => match self.plan.resolve_from(st.index, &f.value) {
                 FromRef::Stage(i) => {
                     let r = self.stage_result(i)?;
                     (Some(MergedView::new(r.view.clone())), Some(r.key.clone()))
@@ -1766,7 +1766,7 @@ impl Shared<'_> {
                         format!("bind context:{rel} {}", index.digest())
                     }
                     Some(f) => {
-                        let (v, key) = match self.plan.from_ref(st.index, f) {
+                        let (v, key) = match self.plan.resolve_from(st.index, f) {
                             FromRef::Stage(i) => {
                                 let r = self.stage_result(i)?;
                                 (MergedView::new(r.view.clone()), r.key.clone())

@@ -802,7 +802,7 @@ mod tests {
     #[test]
     fn dest_join() {
         assert_eq!(join_dest("/app", "x/"), "/app/x/");
-        assert_eq!(join_dest("/", "x"), "//x");
+        assert_eq!(join_dest("/", "x"), "/x");
         assert_eq!(join_dest("/app", "/abs"), "/abs");
     }
 

@@ -351,8 +351,8 @@ mod tests {
         );
         let changes = compare(&old, &new).unwrap();
         let text = changed(changes).to_string();
-        let a_old = &Digest::sha256(b"a").hex()[..8];
-        let a_new = &Digest::sha256(b"A").hex()[..8];
+        let a_old = Digest::sha256(b"a").hex()[..8].to_owned();
+        let a_new = Digest::sha256(b"A").hex()[..8].to_owned();
         assert_eq!(
             text,
             format!(

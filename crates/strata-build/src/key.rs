@@ -97,7 +97,7 @@ mod tests {
         run.fields.insert("user".into(), "0:0".into());
         assert_eq!(
             run.key().to_string(),
-            "sha256:0ea23b5b6ed6e0a3a2dbcc6a4ae5a9f2b0b6d20f0d69fcbb40d0c5e43faa7ad1"
+            "sha256:e7bdd72e24eec188b4e8ed0d897bc3cd0a3e78c929722903a716c20c02bd9a2f"
         );
         let mut copy = Inputs::new(tag::COPY, &base(), "COPY app.py /app/");
         copy.files.insert(
@@ -106,7 +106,7 @@ mod tests {
         );
         assert_eq!(
             copy.key().to_string(),
-            "sha256:6d4a31cc1b2fe51bdcd29b15d8d3a8a470aec0c9c70f7af97b0c8b2e6cfa0b2c"
+            "sha256:7a9bea2bd1815602185cefb21d8ceff781256ec4c9305cfde0d5e3ef9d8af733"
         );
     }
 

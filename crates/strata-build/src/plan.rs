@@ -223,7 +223,7 @@ impl Plan {
     }
 
     /// Resolves a `--from` value seen in stage `index`.
-    pub fn from_ref(&self, index: usize, name: &str) -> FromRef {
+    pub fn resolve_from(&self, index: usize, name: &str) -> FromRef {
         resolve_from(&self.stages, index, name)
     }
 }
@@ -314,7 +314,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.stages[1].deps, BTreeSet::from([0]));
-        assert_eq!(p.from_ref(1, "alpine:3"), FromRef::Image("alpine:3".into()));
-        assert_eq!(p.from_ref(1, "0"), FromRef::Stage(0));
+        assert_eq!(p.resolve_from(1, "alpine:3"), FromRef::Image("alpine:3".into()));
+        assert_eq!(p.resolve_from(1, "0"), FromRef::Stage(0));
     }
 }

@@ -211,9 +211,7 @@ impl BuildProgress {
                             b.finish_and_clear();
                             let mark = if s.cached { "=" } else { "✔" };
                             self.println(
-                                &format!("{mark} {} {} {status}", s.label, s.text)
-                                    .trim_end()
-                                    .to_owned(),
+                                format!("{mark} {} {} {status}", s.label, s.text).trim_end(),
                             );
                         }
                         None => {
