@@ -15,7 +15,7 @@ fn as_diagnostic<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a dyn Diagno
             $(if let Some(d) = err.downcast_ref::<$t>() { return Some(d); })*
         };
     }
-    try_types!(Hinted);
+    try_types!(Hinted, strata_registry::Error);
     None
 }
 
