@@ -219,10 +219,11 @@ impl Client {
             return Ok(e);
         }
         let host = api_host(registry);
-        let explicit = self.opts.insecure_registries.iter().any(|r| r == registry);
+        // Loopback and named insecure registries: TLS certificates are
+        // not checked (as docker does), and plain HTTP is the fallback.
         let https = Endpoint {
             base: format!("https://{host}"),
-            insecure: explicit,
+            insecure: self.insecure_allowed(registry),
         };
         let mut last_err = None;
         let mut chosen = None;
