@@ -128,6 +128,8 @@ pub struct Client {
     http: reqwest::Client,
     http_insecure: reqwest::Client,
     state: Mutex<HashMap<String, RegistryState>>,
+    /// One token request at a time, so parallel blobs share one token.
+    token_flight: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Client {
@@ -191,6 +193,7 @@ impl Client {
             http_insecure: build(true)?,
             opts: options,
             state: Mutex::new(HashMap::new()),
+            token_flight: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -315,13 +318,19 @@ impl Client {
                 .map(|c| c.basic_header())),
             Some(Scheme::Bearer { realm, service }) => {
                 let key = target.scopes.join(" ");
-                let cached = self.with_state(&target.registry, |s| {
-                    s.tokens
-                        .get(&key)
-                        .filter(|(_, exp)| *exp > Instant::now())
-                        .map(|(t, _)| t.clone())
-                });
-                if let Some(t) = cached {
+                let cached = || {
+                    self.with_state(&target.registry, |s| {
+                        s.tokens
+                            .get(&key)
+                            .filter(|(_, exp)| *exp > Instant::now())
+                            .map(|(t, _)| t.clone())
+                    })
+                };
+                if let Some(t) = cached() {
+                    return Ok(Some(format!("Bearer {t}")));
+                }
+                let _flight = self.token_flight.lock().await;
+                if let Some(t) = cached() {
                     return Ok(Some(format!("Bearer {t}")));
                 }
                 let token = self.fetch_token(target, ep, &realm, service.as_deref()).await?;
