@@ -130,3 +130,63 @@ pub fn assert_verified(store: &Store) {
     let r = store.verify().unwrap();
     assert!(r.problems.is_empty(), "store problems: {:?}", r.problems);
 }
+
+/// A free loopback port (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Debian's reference registry (`docker-registry`) on a free loopback
+/// port with a temp storage dir; killed on drop.
+pub struct ReferenceRegistry {
+    pub addr: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl ReferenceRegistry {
+    /// `None` (after the testkit's NOT RUN message) when not installed.
+    pub fn start() -> Option<ReferenceRegistry> {
+        if !strata_testkit::require_tool("docker-registry") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let reg = ReferenceRegistry { addr, child, _dir: dir };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&reg.addr).is_ok() {
+                return Some(reg);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("docker-registry did not start on {}", reg.addr);
+    }
+}
+
+impl Drop for ReferenceRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
