@@ -359,7 +359,7 @@ impl Client {
         let resp = loop {
             let mut rb = self.client_for(ep).get(realm).query(&query);
             if let Some(c) = &cred {
-                rb = rb.header(AUTHORIZATION, c.basic_header());
+                rb = rb.header(AUTHORIZATION, sensitive(&c.basic_header()));
             }
             match rb.send().await {
                 Ok(r) if retryable(r.status()) && attempt < self.opts.retries => {
@@ -457,7 +457,7 @@ impl Client {
         loop {
             let mut rb = make(self.client_for(&ep), &ep.base);
             if let Some(h) = self.auth_header(target, &ep).await? {
-                rb = rb.header(AUTHORIZATION, h);
+                rb = rb.header(AUTHORIZATION, sensitive(&h));
             }
             match rb.send().await {
                 Err(e) => {
@@ -542,6 +542,13 @@ impl Client {
         let detail = error_detail(resp).await;
         Err(status_error(status, &target, what, detail))
     }
+}
+
+/// A header value that `Debug` (and so any log) shows as `Sensitive`.
+fn sensitive(v: &str) -> HeaderValue {
+    let mut h = HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static(""));
+    h.set_sensitive(true);
+    h
 }
 
 fn transport_reason(e: &reqwest::Error) -> String {
