@@ -2,6 +2,21 @@
 //! changed, and `strata serve`, an OCI distribution-spec v1.1 registry over
 //! the same content store.
 //!
+//! # Public API
+//!
+//! - `Client::new(ClientOptions) -> Result<Client>`;
+//!   `Client::push(&self, &Store, image: &str, dest: &Reference) -> Result<PushSummary>`;
+//!   `Client::pull(&self, &Store, &Reference) -> Result<PullSummary>`;
+//!   `Client::check_login(&self, registry: &str) -> Result<()>`.
+//! - `AuthConfig::from_env()`, `AuthConfig::lookup(registry)`,
+//!   `AuthConfig::store(registry, &Credential)`, `AuthConfig::remove(registry)`.
+//! - `serve(Store, ServeOptions) -> impl Future<Output = Result<()>>` (until
+//!   SIGINT/SIGTERM); `Server::bind(Store, ServeOptions)`, `Server::local_addr()`,
+//!   `Server::run_until(shutdown)`; `serve_until(Store, ServeOptions) -> (addr, stop)`.
+//! - Progress: implement [`Progress`] to receive [`Event`]s.
+//! - Errors: [`Error`] (each variant names registry, repository and what was
+//!   asked; `is_not_found()`, `is_auth()`; `miette::Diagnostic` hints).
+//!
 //! # Client
 //!
 //! [`Client::new`]`(`[`ClientOptions`]`)`, then

@@ -285,6 +285,13 @@ async fn auth_and_missing_errors_name_registry_repository_and_request() {
 // ---- Bearer tokens -------------------------------------------------------
 
 struct Proxy {
+    /// Check Bearer tokens (else forward everything).
+    tokens: bool,
+    /// PATCHes after this many get 503.
+    fail_patch_after: AtomicUsize,
+    patches: AtomicUsize,
+    patch_bytes: AtomicUsize,
+    status_gets: AtomicUsize,
     upstream: String,
     me: Mutex<String>,
     token_requests: Mutex<Vec<Vec<String>>>,
@@ -330,7 +337,25 @@ async fn proxy(State(p): State<Arc<Proxy>>, req: Request) -> Response {
         );
         r
     };
-    if let Some(repo) = repo_of(&path) {
+    if req.method() == "PATCH" {
+        let n = p.patches.fetch_add(1, Ordering::SeqCst);
+        if n >= p.fail_patch_after.load(Ordering::SeqCst) {
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+        let len: usize = req
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        p.patch_bytes.fetch_add(len, Ordering::SeqCst);
+    }
+    if req.method() == "GET" && path.contains("/blobs/uploads/") {
+        p.status_gets.fetch_add(1, Ordering::SeqCst);
+    }
+    if !p.tokens {
+        // no auth
+    } else if let Some(repo) = repo_of(&path) {
         let write = req.method() != "GET" && req.method() != "HEAD";
         let need = format!("repository:{repo}:{}", if write { "pull,push" } else { "pull" });
         if !token.split(' ').any(|s| s == need || (s.starts_with(&format!("repository:{repo}:")) && !write)) {
@@ -368,6 +393,11 @@ async fn bearer_tokens_per_scope_cached_and_mount_scopes() {
     let dir = tempfile::tempdir().unwrap();
     let (upstream, _s, _reqs, _stop) = start_server(&dir.path().join("server"), ServeOptions::default()).await;
     let p = Arc::new(Proxy {
+        tokens: true,
+        fail_patch_after: AtomicUsize::new(usize::MAX),
+        patches: AtomicUsize::new(0),
+        patch_bytes: AtomicUsize::new(0),
+        status_gets: AtomicUsize::new(0),
         upstream: format!("http://{upstream}"),
         me: Mutex::new(String::new()),
         token_requests: Mutex::new(Vec::new()),
@@ -399,4 +429,55 @@ async fn bearer_tokens_per_scope_cached_and_mount_scopes() {
         ],
         "one token per scope set, reused for every request"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_upload_resumes_on_the_next_push() {
+    let dir = tempfile::tempdir().unwrap();
+    let (upstream, server_store, _reqs, _stop) = start_server(&dir.path().join("server"), ServeOptions::default()).await;
+    let p = Arc::new(Proxy {
+        tokens: false,
+        fail_patch_after: AtomicUsize::new(2),
+        patches: AtomicUsize::new(0),
+        patch_bytes: AtomicUsize::new(0),
+        status_gets: AtomicUsize::new(0),
+        upstream: format!("http://{upstream}"),
+        me: Mutex::new(String::new()),
+        token_requests: Mutex::new(Vec::new()),
+        http: reqwest::Client::new(),
+    });
+    let app = axum::Router::new().fallback(proxy).with_state(p.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+
+    let store = Store::open(dir.path().join("local")).unwrap();
+    let desc = make_image(&store, "r:1", &[("big", noise(11, 1 << 20))]);
+    let layer = store.image(&desc, None).unwrap().layers[0].descriptor.clone();
+    let client = Client::new(ClientOptions {
+        monolithic_max: 1000,
+        chunk_size: 200_000,
+        retries: 1,
+        retry_delay: std::time::Duration::from_millis(5),
+        jobs: 1,
+        ..ClientOptions::default()
+    })
+    .unwrap();
+    let dest: Reference = format!("{addr}/resume:1").parse().unwrap();
+    let e = client.push(&store, "r:1", &dest).await.unwrap_err();
+    assert!(e.to_string().contains("503"), "{e}");
+    assert!(!server_store.has(&layer.digest));
+    let sent_first = p.patch_bytes.load(Ordering::SeqCst);
+    assert_eq!(sent_first, 400_000, "two chunks made it");
+
+    // The registry is healthy again: the next push continues the upload.
+    p.fail_patch_after.store(usize::MAX, Ordering::SeqCst);
+    p.patch_bytes.store(0, Ordering::SeqCst);
+    let s = client.push(&store, "r:1", &dest).await.unwrap();
+    assert_eq!(s.uploaded, 2);
+    assert!(p.status_gets.load(Ordering::SeqCst) >= 1, "upload status was asked");
+    let sent_second = p.patch_bytes.load(Ordering::SeqCst) as u64;
+    assert_eq!(sent_second, layer.size - 400_000, "only the rest was sent");
+    assert!(server_store.has(&layer.digest));
+    assert_verified(&server_store);
 }
