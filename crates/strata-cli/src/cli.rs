@@ -436,7 +436,9 @@ pub struct PullArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Credentials are saved (mode 0600) in $REGISTRY_AUTH_FILE, else $XDG_CONFIG_HOME/strata/auth.json (~/.config/strata/auth.json).\npush/pull read STRATA_REGISTRY_USER + STRATA_REGISTRY_PASSWORD first, then that file, then ~/.docker/config.json ($DOCKER_CONFIG): credHelpers, auths, credsStore.")]
+#[command(
+    after_help = "Credentials are saved (mode 0600) in $REGISTRY_AUTH_FILE, else $XDG_CONFIG_HOME/strata/auth.json (~/.config/strata/auth.json).\npush/pull read STRATA_REGISTRY_USER + STRATA_REGISTRY_PASSWORD first, then that file, then ~/.docker/config.json ($DOCKER_CONFIG): credHelpers, auths, credsStore."
+)]
 pub struct LoginArgs {
     /// Registry host (e.g. localhost:5000)
     pub registry: String,

@@ -57,16 +57,25 @@ fn make_image(store: &Store, name: &str, files: &[(&str, Vec<u8>)]) -> Descripto
     for (path, content) in files {
         let (blob, diff_id) = layer(path, content);
         let d = store.put_blob(&blob).unwrap();
-        layers.push(Descriptor::new(media_type::OCI_LAYER_GZIP, d, blob.len() as u64));
+        layers.push(Descriptor::new(
+            media_type::OCI_LAYER_GZIP,
+            d,
+            blob.len() as u64,
+        ));
         config.rootfs.diff_ids.push(diff_id);
     }
     config.config = Some(strata_oci::ContainerConfig {
         cmd: Some(vec!["/bin/sh".into()]),
         ..Default::default()
     });
-    let c = store.put_json(media_type::OCI_CONFIG, &config.to_json()).unwrap();
+    let c = store
+        .put_json(media_type::OCI_CONFIG, &config.to_json())
+        .unwrap();
     let m = store
-        .put_json(media_type::OCI_MANIFEST, &Manifest::oci(c, layers).to_json())
+        .put_json(
+            media_type::OCI_MANIFEST,
+            &Manifest::oci(c, layers).to_json(),
+        )
         .unwrap();
     store.tag(&name.parse::<Reference>().unwrap(), &m).unwrap();
     m
@@ -104,7 +113,10 @@ impl Serve {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("strata serve did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        panic!(
+            "strata serve did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     }
 
     fn log(&self) -> String {
@@ -131,7 +143,11 @@ impl Drop for Serve {
 fn ok(out: Output) -> (String, String) {
     let so = String::from_utf8_lossy(&out.stdout).into_owned();
     let se = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "failed: {}\nstdout:\n{so}\nstderr:\n{se}", out.status);
+    assert!(
+        out.status.success(),
+        "failed: {}\nstdout:\n{so}\nstderr:\n{se}",
+        out.status
+    );
     (so, se)
 }
 
@@ -150,9 +166,15 @@ fn push_and_pull_move_only_what_changed() {
     make_image(&store, "app:v1", &files);
     let root = local.to_str().unwrap();
     let dest1 = format!("{}/app:v1", srv.addr);
-    let (out, _) = ok(strata().args(["--root", root, "push", "app:v1", &dest1]).output().unwrap());
+    let (out, _) = ok(strata()
+        .args(["--root", root, "push", "app:v1", &dest1])
+        .output()
+        .unwrap());
     assert_eq!(out.matches(": Pushed").count(), 5, "{out}");
-    assert!(out.contains("5 uploaded, 0 skipped (already exist), 0 mounted"), "{out}");
+    assert!(
+        out.contains("5 uploaded, 0 skipped (already exist), 0 mounted"),
+        "{out}"
+    );
     assert!(out.contains("v1: digest: sha256:"), "{out}");
     let before = srv.log();
 
@@ -160,22 +182,52 @@ fn push_and_pull_move_only_what_changed() {
     v2[3].1 = noise(5, 176_000);
     make_image(&store, "app:v2", &v2);
     let dest2 = format!("{}/app:v2", srv.addr);
-    let (out, _) = ok(strata().args(["--root", root, "push", "app:v2", &dest2]).output().unwrap());
+    let (out, _) = ok(strata()
+        .args(["--root", root, "push", "app:v2", &dest2])
+        .output()
+        .unwrap());
     assert_eq!(out.matches(": Layer already exists").count(), 3, "{out}");
     assert_eq!(out.matches(": Pushed").count(), 2, "{out}");
-    assert!(out.contains("2 uploaded, 3 skipped (already exist), 0 mounted"), "{out}");
+    assert!(
+        out.contains("2 uploaded, 3 skipped (already exist), 0 mounted"),
+        "{out}"
+    );
     // Server side: one layer + config uploaded, one manifest.
     let log = srv.log();
     let new = &log[before.len()..];
-    assert_eq!(new.lines().filter(|l| l.starts_with("PUT /v2/app/blobs/uploads/")).count(), 2, "{new}");
-    assert_eq!(new.lines().filter(|l| l.starts_with("PUT /v2/app/manifests/v2 201")).count(), 1, "{new}");
-    assert_eq!(new.lines().filter(|l| l.starts_with("HEAD /v2/app/blobs/")).count(), 5, "{new}");
+    assert_eq!(
+        new.lines()
+            .filter(|l| l.starts_with("PUT /v2/app/blobs/uploads/"))
+            .count(),
+        2,
+        "{new}"
+    );
+    assert_eq!(
+        new.lines()
+            .filter(|l| l.starts_with("PUT /v2/app/manifests/v2 201"))
+            .count(),
+        1,
+        "{new}"
+    );
+    assert_eq!(
+        new.lines()
+            .filter(|l| l.starts_with("HEAD /v2/app/blobs/"))
+            .count(),
+        5,
+        "{new}"
+    );
 
     let other = dir.path().join("other");
     let oroot = other.to_str().unwrap();
-    let (out, _) = ok(strata().args(["--root", oroot, "pull", &dest1]).output().unwrap());
+    let (out, _) = ok(strata()
+        .args(["--root", oroot, "pull", &dest1])
+        .output()
+        .unwrap());
     assert_eq!(out.matches(": Pull complete").count(), 5, "{out}");
-    let (out, _) = ok(strata().args(["--root", oroot, "pull", &dest2]).output().unwrap());
+    let (out, _) = ok(strata()
+        .args(["--root", oroot, "pull", &dest2])
+        .output()
+        .unwrap());
     assert_eq!(out.matches(": Already exists").count(), 3, "{out}");
     assert!(out.contains("2 downloaded, 3 already present"), "{out}");
     let ostore = Store::open(&other).unwrap();
@@ -194,10 +246,17 @@ fn login_logout_and_secrets_never_printed() {
     let hash = bcrypt::hash("pa55-word-xyz", 4).unwrap();
     let htpasswd = dir.path().join("htpasswd");
     std::fs::write(&htpasswd, format!("ci:{hash}\n")).unwrap();
-    let srv = Serve::start(&dir.path().join("srv"), &["--htpasswd", htpasswd.to_str().unwrap()]);
+    let srv = Serve::start(
+        &dir.path().join("srv"),
+        &["--htpasswd", htpasswd.to_str().unwrap()],
+    );
     let auth = dir.path().join("auth.json");
     let local = dir.path().join("local");
-    make_image(&Store::open(&local).unwrap(), "l:1", &[("f", noise(1, 100))]);
+    make_image(
+        &Store::open(&local).unwrap(),
+        "l:1",
+        &[("f", noise(1, 100))],
+    );
     let root = local.to_str().unwrap();
     let dest = format!("{}/l:1", srv.addr);
 
@@ -208,7 +267,10 @@ fn login_logout_and_secrets_never_printed() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
-    assert!(err.contains("authentication required") && err.contains("hint: log in with `strata login"), "{err}");
+    assert!(
+        err.contains("authentication required") && err.contains("hint: log in with `strata login"),
+        "{err}"
+    );
 
     let login = |pw: &str| {
         let mut child = strata()
@@ -219,12 +281,21 @@ fn login_logout_and_secrets_never_printed() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(format!("{pw}\n").as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{pw}\n").as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     };
     let bad = login("wrong-password-123");
     assert_eq!(bad.status.code(), Some(1));
-    let all = format!("{}{}", String::from_utf8_lossy(&bad.stdout), String::from_utf8_lossy(&bad.stderr));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&bad.stdout),
+        String::from_utf8_lossy(&bad.stderr)
+    );
     assert!(!all.contains("wrong-password-123"), "{all}");
     assert!(!auth.exists());
     let good = login("pa55-word-xyz");
@@ -244,7 +315,10 @@ fn login_logout_and_secrets_never_printed() {
     // Not even trace logs show the password or the Basic header.
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD.encode("ci:pa55-word-xyz");
-    assert!(!err.contains("pa55-word-xyz") && !err.contains(&b64), "secret in logs");
+    assert!(
+        !err.contains("pa55-word-xyz") && !err.contains(&b64),
+        "secret in logs"
+    );
     assert!(err.len() > 1000, "trace logging was on: {}", err.len());
 
     // Environment credentials work without a file.
@@ -252,12 +326,21 @@ fn login_logout_and_secrets_never_printed() {
         .env("STRATA_REGISTRY_USER", "ci")
         .env("STRATA_REGISTRY_PASSWORD", "pa55-word-xyz")
         .env("REGISTRY_AUTH_FILE", dir.path().join("none.json"))
-        .args(["--root", dir.path().join("p").to_str().unwrap(), "pull", &dest])
+        .args([
+            "--root",
+            dir.path().join("p").to_str().unwrap(),
+            "pull",
+            &dest,
+        ])
         .output()
         .unwrap());
     assert!(out.contains("pulled"), "{out}");
 
-    let (out, _) = ok(strata().env("REGISTRY_AUTH_FILE", &auth).args(["logout", &srv.addr]).output().unwrap());
+    let (out, _) = ok(strata()
+        .env("REGISTRY_AUTH_FILE", &auth)
+        .args(["logout", &srv.addr])
+        .output()
+        .unwrap());
     assert!(out.contains("Removing login credentials"), "{out}");
     let text = std::fs::read_to_string(&auth).unwrap();
     assert!(!text.contains(&srv.addr), "{text}");
@@ -278,7 +361,8 @@ fn oci_layout(store: &Store, name: &str, dir: &Path) {
     }
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let mut d = img.descriptor.clone();
-    d.annotations.insert("org.opencontainers.image.ref.name".into(), "latest".into());
+    d.annotations
+        .insert("org.opencontainers.image.ref.name".into(), "latest".into());
     let idx = strata_oci::Index::oci(vec![d]);
     std::fs::write(dir.join("index.json"), idx.to_json()).unwrap();
 }
@@ -291,7 +375,11 @@ fn skopeo_copies_to_and_from_strata_serve() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Serve::start(&dir.path().join("srv"), &[]);
     let store = Store::open(dir.path().join("local")).unwrap();
-    make_image(&store, "sk:1", &[("a", noise(1, 300_000)), ("b", noise(2, 1000))]);
+    make_image(
+        &store,
+        "sk:1",
+        &[("a", noise(1, 300_000)), ("b", noise(2, 1000))],
+    );
     let layout = dir.path().join("layout");
     oci_layout(&store, "sk:1", &layout);
     let dest = format!("docker://{}/skopeo/img:1", srv.addr);
@@ -301,20 +389,42 @@ fn skopeo_copies_to_and_from_strata_serve() {
         &format!("oci:{}:latest", layout.display()),
         &dest,
     ]));
-    let inspect = strata_testkit::run_ok(Command::new("skopeo").args(["inspect", "--tls-verify=false", &dest]));
+    let inspect = strata_testkit::run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &dest,
+    ]));
     let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     assert_eq!(v["Layers"].as_array().unwrap().len(), 2, "{inspect}");
-    assert_eq!(v["Digest"], store.resolve(&"sk:1".parse().unwrap()).unwrap().digest.to_string());
+    assert_eq!(
+        v["Digest"],
+        store
+            .resolve(&"sk:1".parse().unwrap())
+            .unwrap()
+            .digest
+            .to_string()
+    );
     // strata pulls what skopeo pushed.
     let other = dir.path().join("other");
     let (out, _) = ok(strata()
-        .args(["--root", other.to_str().unwrap(), "pull", &format!("{}/skopeo/img:1", srv.addr)])
+        .args([
+            "--root",
+            other.to_str().unwrap(),
+            "pull",
+            &format!("{}/skopeo/img:1", srv.addr),
+        ])
         .output()
         .unwrap());
     assert!(out.contains("3 downloaded"), "{out}");
     // skopeo copies what strata pushed, out of strata serve.
     ok(strata()
-        .args(["--root", dir.path().join("local").to_str().unwrap(), "push", "sk:1", &format!("{}/strata/img:1", srv.addr)])
+        .args([
+            "--root",
+            dir.path().join("local").to_str().unwrap(),
+            "push",
+            "sk:1",
+            &format!("{}/strata/img:1", srv.addr),
+        ])
         .output()
         .unwrap());
     let out_dir = dir.path().join("out");
@@ -345,9 +455,16 @@ fn buildah_pulls_and_pushes_with_strata_serve() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Serve::start(&dir.path().join("srv"), &[]);
     let local = dir.path().join("local");
-    make_image(&Store::open(&local).unwrap(), "bh:1", &[("etc/hello", b"hello\n".to_vec()), ("x", noise(1, 50_000))]);
+    make_image(
+        &Store::open(&local).unwrap(),
+        "bh:1",
+        &[("etc/hello", b"hello\n".to_vec()), ("x", noise(1, 50_000))],
+    );
     let img = format!("{}/bh/app:1", srv.addr);
-    ok(strata().args(["--root", local.to_str().unwrap(), "push", "bh:1", &img]).output().unwrap());
+    ok(strata()
+        .args(["--root", local.to_str().unwrap(), "push", "bh:1", &img])
+        .output()
+        .unwrap());
     let broot = dir.path().join("containers");
     let buildah = || {
         let mut c = Command::new("buildah");
@@ -363,14 +480,34 @@ fn buildah_pulls_and_pushes_with_strata_serve() {
     };
     strata_testkit::run_ok(buildah().args(["pull", "--tls-verify=false", &img]));
     let pushed = format!("{}/bh/pushed:2", srv.addr);
-    strata_testkit::run_ok(buildah().args(["push", "--tls-verify=false", &img, &format!("docker://{pushed}")]));
+    strata_testkit::run_ok(buildah().args([
+        "push",
+        "--tls-verify=false",
+        &img,
+        &format!("docker://{pushed}"),
+    ]));
     let (out, _) = ok(strata()
-        .args(["--root", dir.path().join("back").to_str().unwrap(), "pull", &pushed])
+        .args([
+            "--root",
+            dir.path().join("back").to_str().unwrap(),
+            "pull",
+            &pushed,
+        ])
         .output()
         .unwrap());
     assert!(out.contains("pulled"), "{out}");
     let _ = Command::new("buildah")
-        .args(["--root", broot.join("root").to_str().unwrap(), "--runroot", broot.join("run").to_str().unwrap(), "--storage-driver", "vfs", "rmi", "-a", "-f"])
+        .args([
+            "--root",
+            broot.join("root").to_str().unwrap(),
+            "--runroot",
+            broot.join("run").to_str().unwrap(),
+            "--storage-driver",
+            "vfs",
+            "rmi",
+            "-a",
+            "-f",
+        ])
         .output();
 }
 
@@ -383,9 +520,14 @@ struct Dockerd {
 
 impl Dockerd {
     fn get() -> Result<Dockerd, String> {
-        if Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success()) {
+        if Command::new("docker")
+            .arg("info")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
             return Ok(Dockerd {
-                host: std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into()),
+                host: std::env::var("DOCKER_HOST")
+                    .unwrap_or_else(|_| "unix:///var/run/docker.sock".into()),
                 child: None,
                 _dir: None,
             });
@@ -418,17 +560,27 @@ impl Dockerd {
             _dir: Some(dir),
         };
         for _ in 0..120 {
-            if Command::new("docker").args(["-H", &d.host, "info"]).output().is_ok_and(|o| o.status.success()) {
+            if Command::new("docker")
+                .args(["-H", &d.host, "info"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+            {
                 return Ok(d);
             }
             if let Some(c) = d.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    return Err(format!("dockerd exited with {status}: {}", std::fs::read_to_string(&log).unwrap_or_default()));
+                    return Err(format!(
+                        "dockerd exited with {status}: {}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    ));
                 }
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        Err(format!("dockerd did not come up: {}", std::fs::read_to_string(&log).unwrap_or_default()))
+        Err(format!(
+            "dockerd did not come up: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        ))
     }
 }
 
@@ -444,7 +596,10 @@ impl Drop for Dockerd {
 
 #[test]
 fn docker_pulls_from_strata_serve() {
-    if !strata_testkit::require_tool("dockerd") || !strata_testkit::require_tool("docker") || !strata_testkit::require_root() {
+    if !strata_testkit::require_tool("dockerd")
+        || !strata_testkit::require_tool("docker")
+        || !strata_testkit::require_root()
+    {
         return;
     }
     let dockerd = match Dockerd::get() {
@@ -454,14 +609,38 @@ fn docker_pulls_from_strata_serve() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Serve::start(&dir.path().join("srv"), &[]);
     let local = dir.path().join("local");
-    make_image(&Store::open(&local).unwrap(), "dk:1", &[("etc/hello", b"hi\n".to_vec()), ("y", noise(3, 20_000))]);
+    make_image(
+        &Store::open(&local).unwrap(),
+        "dk:1",
+        &[("etc/hello", b"hi\n".to_vec()), ("y", noise(3, 20_000))],
+    );
     let img = format!("{}/dk/app:1", srv.addr);
-    ok(strata().args(["--root", local.to_str().unwrap(), "push", "dk:1", &img]).output().unwrap());
-    let out = strata_testkit::run_ok(Command::new("docker").args(["-H", &dockerd.host, "pull", &img]));
-    assert!(out.contains("Pull complete") || out.contains("Downloaded newer image"), "{out}");
+    ok(strata()
+        .args(["--root", local.to_str().unwrap(), "push", "dk:1", &img])
+        .output()
+        .unwrap());
+    let out =
+        strata_testkit::run_ok(Command::new("docker").args(["-H", &dockerd.host, "pull", &img]));
+    assert!(
+        out.contains("Pull complete") || out.contains("Downloaded newer image"),
+        "{out}"
+    );
     eprintln!("docker pull said:\n{out}");
-    let id = strata_testkit::run_ok(Command::new("docker").args(["-H", &dockerd.host, "image", "inspect", "-f", "{{.Id}}", &img]));
+    let id = strata_testkit::run_ok(Command::new("docker").args([
+        "-H",
+        &dockerd.host,
+        "image",
+        "inspect",
+        "-f",
+        "{{.Id}}",
+        &img,
+    ]));
     let store = Store::open(&local).unwrap();
-    assert_eq!(id.trim(), store.find_image("dk:1").unwrap().id().to_string());
-    let _ = Command::new("docker").args(["-H", &dockerd.host, "rmi", &img]).output();
+    assert_eq!(
+        id.trim(),
+        store.find_image("dk:1").unwrap().id().to_string()
+    );
+    let _ = Command::new("docker")
+        .args(["-H", &dockerd.host, "rmi", &img])
+        .output();
 }

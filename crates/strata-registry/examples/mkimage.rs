@@ -27,7 +27,9 @@ impl Noise {
 
 /// A tar with one file of `size` noise bytes, streamed into the store.
 fn layer(store: &Store, seed: u64, size: u64) -> Descriptor {
-    let mut w = store.writer(&format!("mkimage-{seed}-{size}"), None).unwrap();
+    let mut w = store
+        .writer(&format!("mkimage-{seed}-{size}"), None)
+        .unwrap();
     w.reset().unwrap();
     let mut header = tar::Header::new_gnu();
     header.set_path(format!("data/{seed}.bin")).unwrap();
@@ -60,9 +62,14 @@ fn image(store: &Store, name: &str, layers: &[Descriptor]) -> Descriptor {
     };
     // Uncompressed layers: the diffID is the blob digest.
     config.rootfs.diff_ids = layers.iter().map(|l| l.digest.clone()).collect();
-    let c = store.put_json(media_type::OCI_CONFIG, &config.to_json()).unwrap();
+    let c = store
+        .put_json(media_type::OCI_CONFIG, &config.to_json())
+        .unwrap();
     let m = store
-        .put_json(media_type::OCI_MANIFEST, &Manifest::oci(c, layers.to_vec()).to_json())
+        .put_json(
+            media_type::OCI_MANIFEST,
+            &Manifest::oci(c, layers.to_vec()).to_json(),
+        )
         .unwrap();
     store.tag(&name.parse::<Reference>().unwrap(), &m).unwrap();
     m
@@ -109,6 +116,10 @@ fn main() {
         entries.push(d);
         println!("{name}:{tag} {} ({} bytes of layers)", m.digest, img.size());
     }
-    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
     std::fs::write(layout.join("index.json"), Index::oci(entries).to_json()).unwrap();
 }

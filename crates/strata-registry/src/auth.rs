@@ -81,7 +81,9 @@ impl AuthConfig {
         };
         let auth_file = env_nonempty("REGISTRY_AUTH_FILE")
             .map(PathBuf::from)
-            .or_else(|| env_nonempty("XDG_CONFIG_HOME").map(|x| PathBuf::from(x).join("strata/auth.json")))
+            .or_else(|| {
+                env_nonempty("XDG_CONFIG_HOME").map(|x| PathBuf::from(x).join("strata/auth.json"))
+            })
             .or_else(|| home.as_ref().map(|h| h.join(".config/strata/auth.json")));
         let docker_config = env_nonempty("DOCKER_CONFIG")
             .map(|d| PathBuf::from(d).join("config.json"))
@@ -174,7 +176,11 @@ impl AuthConfig {
             return Ok(None);
         }
         Ok(Some(Credential {
-            username: if user.is_empty() { "<token>".into() } else { user.into() },
+            username: if user.is_empty() {
+                "<token>".into()
+            } else {
+                user.into()
+            },
             password: secret.into(),
         }))
     }
@@ -231,7 +237,10 @@ impl AuthConfig {
 
 /// The keys a registry may be filed under in an `auths` map.
 fn keys_for(registry: &str) -> Vec<String> {
-    if registry == "docker.io" || registry == "index.docker.io" || registry == "registry-1.docker.io" {
+    if registry == "docker.io"
+        || registry == "index.docker.io"
+        || registry == "registry-1.docker.io"
+    {
         return vec![
             "https://index.docker.io/v1/".into(),
             "docker.io".into(),
@@ -285,7 +294,11 @@ fn write_config(p: &Path, doc: &Map<String, Value>) -> Result<()> {
     std::fs::rename(&tmp, p).map_err(|e| Error::io("rename into", p, e))
 }
 
-fn auths_entry(doc: &Map<String, Value>, registry: &str, path: &Path) -> Result<Option<Credential>> {
+fn auths_entry(
+    doc: &Map<String, Value>,
+    registry: &str,
+    path: &Path,
+) -> Result<Option<Credential>> {
     let Some(auths) = doc.get("auths").and_then(|a| a.as_object()) else {
         return Ok(None);
     };
@@ -415,7 +428,10 @@ mod tests {
                     ],
                 )],
             ),
-            (r#"Basic realm="strata""#, &[("basic", &[("realm", "strata")])]),
+            (
+                r#"Basic realm="strata""#,
+                &[("basic", &[("realm", "strata")])],
+            ),
             (
                 r#"Basic realm="a, b", Bearer realm=x,service=y"#,
                 &[
@@ -429,8 +445,11 @@ mod tests {
             assert_eq!(got.len(), want.len(), "{input}");
             for (g, (scheme, params)) in got.iter().zip(want.iter()) {
                 assert_eq!(g.scheme, *scheme);
-                let p: Vec<(&str, &str)> =
-                    g.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let p: Vec<(&str, &str)> = g
+                    .params
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
                 assert_eq!(&p[..], *params, "{input}");
             }
         }
@@ -472,7 +491,10 @@ mod tests {
         let c = cfg.lookup("reg.example:5000").unwrap().unwrap();
         assert_eq!((c.username.as_str(), c.password.as_str()), ("user", "pass"));
         let c = cfg.lookup("docker.io").unwrap().unwrap();
-        assert_eq!((c.username.as_str(), c.password.as_str()), ("hub", "secret"));
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str()),
+            ("hub", "secret")
+        );
         let c = cfg.lookup("helped.example").unwrap().unwrap();
         assert_eq!((c.username.as_str(), c.password.as_str()), ("hu", "hs"));
         assert!(cfg.lookup("other.example").unwrap().is_none());
@@ -488,9 +510,15 @@ mod tests {
             .unwrap();
         use std::os::unix::fs::MetadataExt;
         assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
-        assert_eq!(cfg.lookup("reg.example:5000").unwrap().unwrap().username, "mine");
+        assert_eq!(
+            cfg.lookup("reg.example:5000").unwrap().unwrap().username,
+            "mine"
+        );
         assert!(cfg.remove("reg.example:5000").unwrap());
         assert!(!cfg.remove("reg.example:5000").unwrap());
-        assert_eq!(cfg.lookup("reg.example:5000").unwrap().unwrap().username, "user");
+        assert_eq!(
+            cfg.lookup("reg.example:5000").unwrap().unwrap().username,
+            "user"
+        );
     }
 }

@@ -82,7 +82,9 @@ pub enum Error {
         detail: String,
     },
     /// Content does not hash to what it should.
-    #[error("{what} from {registry}/{repository}: digest mismatch: expected {expected}, got {actual}")]
+    #[error(
+        "{what} from {registry}/{repository}: digest mismatch: expected {expected}, got {actual}"
+    )]
     DigestMismatch {
         /// Registry host.
         registry: String,

@@ -49,7 +49,11 @@ pub(crate) fn record(store: &Store, d: &Digest, registry: &str, repository: &str
     if let Some(dir) = p.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&p) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&p)
+    {
         let _ = f.write_all(format!("{registry}/{repository}\n").as_bytes());
     }
 }

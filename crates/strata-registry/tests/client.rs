@@ -50,7 +50,8 @@ fn client_with(rec: Arc<Recorder>) -> Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_again_after_one_layer_changed_uploads_only_that_layer() {
     let dir = tempfile::tempdir().unwrap();
-    let (addr, server_store, reqs, _stop) = start_server(&dir.path().join("server"), ServeOptions::default()).await;
+    let (addr, server_store, reqs, _stop) =
+        start_server(&dir.path().join("server"), ServeOptions::default()).await;
     let store = Store::open(dir.path().join("local")).unwrap();
     let deps = noise(1, 3 << 20);
     let meta = noise(2, 2000);
@@ -59,7 +60,12 @@ async fn push_again_after_one_layer_changed_uploads_only_that_layer() {
     make_image(
         &store,
         "app:v1",
-        &[("lib/deps.jar", deps.clone()), ("META-INF/m", meta.clone()), ("org/loader", loader.clone()), ("classes/App.class", classes_v1)],
+        &[
+            ("lib/deps.jar", deps.clone()),
+            ("META-INF/m", meta.clone()),
+            ("org/loader", loader.clone()),
+            ("classes/App.class", classes_v1),
+        ],
     );
     let rec = Arc::new(Recorder::default());
     let client = client_with(rec.clone());
@@ -74,13 +80,28 @@ async fn push_again_after_one_layer_changed_uploads_only_that_layer() {
     make_image(
         &store,
         "app:v2",
-        &[("lib/deps.jar", deps), ("META-INF/m", meta), ("org/loader", loader), ("classes/App.class", classes_v2.clone())],
+        &[
+            ("lib/deps.jar", deps),
+            ("META-INF/m", meta),
+            ("org/loader", loader),
+            ("classes/App.class", classes_v2.clone()),
+        ],
     );
     let dest2: Reference = format!("{addr}/team/app:v2").parse().unwrap();
     let s2 = client.push(&store, "app:v2", &dest2).await.unwrap();
-    assert_eq!((s2.uploaded, s2.skipped, s2.mounted), (2, 3, 0), "one layer + config");
+    assert_eq!(
+        (s2.uploaded, s2.skipped, s2.mounted),
+        (2, 3, 0),
+        "one layer + config"
+    );
     let outcomes = rec.outcomes();
-    assert_eq!(outcomes.iter().filter(|o| **o == BlobOutcome::Exists).count(), 3 + 0);
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == BlobOutcome::Exists)
+            .count(),
+        3 + 0
+    );
     let second = reqs.take();
     // Server side: 5 HEADs, 2 uploads finished (layer + config), 1 manifest.
     assert_eq!(Requests::count(&second, "HEAD", "/blobs/"), 5);
@@ -92,7 +113,10 @@ async fn push_again_after_one_layer_changed_uploads_only_that_layer() {
         .map(|l| l.bytes_in)
         .sum();
     let (layer_blob, _) = layer("classes/App.class", &classes_v2);
-    assert!(uploaded < layer_blob.len() as u64 + 4096, "uploaded {uploaded} bytes");
+    assert!(
+        uploaded < layer_blob.len() as u64 + 4096,
+        "uploaded {uploaded} bytes"
+    );
     assert_eq!(s2.bytes_sent, uploaded);
 
     // Pull both into a fresh store: the second pull fetches only the delta.
@@ -102,7 +126,10 @@ async fn push_again_after_one_layer_changed_uploads_only_that_layer() {
     let p2 = client.pull(&other, &dest2).await.unwrap();
     assert_eq!((p2.downloaded, p2.present), (2, 3));
     assert!(rec.outcomes().contains(&BlobOutcome::AlreadyPresent));
-    assert_eq!(other.resolve(&dest2).unwrap().digest, store.resolve(&"app:v2".parse().unwrap()).unwrap().digest);
+    assert_eq!(
+        other.resolve(&dest2).unwrap().digest,
+        store.resolve(&"app:v2".parse().unwrap()).unwrap().digest
+    );
     let img = other.find_image(&dest2.to_string()).unwrap();
     assert_eq!(img.layers.len(), 4);
     assert_verified(&other);
@@ -112,30 +139,56 @@ async fn push_again_after_one_layer_changed_uploads_only_that_layer() {
 #[tokio::test]
 async fn blobs_known_elsewhere_are_mounted() {
     let dir = tempfile::tempdir().unwrap();
-    let (addr, _s, reqs, _stop) = start_server(&dir.path().join("server"), ServeOptions::default()).await;
+    let (addr, _s, reqs, _stop) =
+        start_server(&dir.path().join("server"), ServeOptions::default()).await;
     let store = Store::open(dir.path().join("local")).unwrap();
-    make_image(&store, "m:1", &[("a", noise(1, 1000)), ("b", noise(2, 1000))]);
+    make_image(
+        &store,
+        "m:1",
+        &[("a", noise(1, 1000)), ("b", noise(2, 1000))],
+    );
     let client = Client::new(ClientOptions::default()).unwrap();
-    client.push(&store, "m:1", &format!("{addr}/one/m:1").parse().unwrap()).await.unwrap();
+    client
+        .push(&store, "m:1", &format!("{addr}/one/m:1").parse().unwrap())
+        .await
+        .unwrap();
     reqs.take();
-    let s = client.push(&store, "m:1", &format!("{addr}/two/m:1").parse().unwrap()).await.unwrap();
+    let s = client
+        .push(&store, "m:1", &format!("{addr}/two/m:1").parse().unwrap())
+        .await
+        .unwrap();
     assert_eq!((s.uploaded, s.skipped, s.mounted), (0, 0, 3));
     let logs = reqs.take();
-    assert_eq!(Requests::count(&logs, "POST", "/two/m/blobs/uploads/"), 3, "{logs:?}");
-    assert!(logs.iter().filter(|l| l.method == "POST").all(|l| l.status == 201));
+    assert_eq!(
+        Requests::count(&logs, "POST", "/two/m/blobs/uploads/"),
+        3,
+        "{logs:?}"
+    );
+    assert!(logs
+        .iter()
+        .filter(|l| l.method == "POST")
+        .all(|l| l.status == 201));
 
     // Pulled blobs are remembered too: pull from one, push to three.
     let fresh = Store::open(dir.path().join("fresh")).unwrap();
     let r: Reference = format!("{addr}/one/m:1").parse().unwrap();
     client.pull(&fresh, &r).await.unwrap();
-    let s = client.push(&fresh, &r.to_string(), &format!("{addr}/three/m:1").parse().unwrap()).await.unwrap();
+    let s = client
+        .push(
+            &fresh,
+            &r.to_string(),
+            &format!("{addr}/three/m:1").parse().unwrap(),
+        )
+        .await
+        .unwrap();
     assert_eq!(s.mounted, 3);
 }
 
 #[tokio::test]
 async fn large_blobs_go_in_chunks_and_downloads_resume() {
     let dir = tempfile::tempdir().unwrap();
-    let (addr, _s, reqs, _stop) = start_server(&dir.path().join("server"), ServeOptions::default()).await;
+    let (addr, _s, reqs, _stop) =
+        start_server(&dir.path().join("server"), ServeOptions::default()).await;
     let store = Store::open(dir.path().join("local")).unwrap();
     let big = noise(9, 1 << 20);
     let desc = make_image(&store, "big:1", &[("big", big)]);
@@ -159,23 +212,44 @@ async fn large_blobs_go_in_chunks_and_downloads_resume() {
     let data = std::fs::read(store.blob_path(&layer.digest)).unwrap();
     let half = data.len() / 2;
     {
-        let mut w = fresh.writer(&format!("pull-{}", layer.digest), None).unwrap();
+        let mut w = fresh
+            .writer(&format!("pull-{}", layer.digest), None)
+            .unwrap();
         std::io::Write::write_all(&mut w, &data[..half]).unwrap();
     }
     let s = client.pull(&fresh, &dest).await.unwrap();
-    assert_eq!(s.bytes_received, (data.len() - half) as u64 + img.config_raw.len() as u64);
+    assert_eq!(
+        s.bytes_received,
+        (data.len() - half) as u64 + img.config_raw.len() as u64
+    );
     let logs = reqs.take();
-    let get = logs.iter().find(|l| l.path.ends_with(&layer.digest.to_string()) && l.method == "GET").unwrap();
+    let get = logs
+        .iter()
+        .find(|l| l.path.ends_with(&layer.digest.to_string()) && l.method == "GET")
+        .unwrap();
     assert_eq!(get.status, 206);
     assert_verified(&fresh);
 }
 
 fn arch_image(store: &Store, arch: &str) -> Descriptor {
-    let cfg = format!(r#"{{"architecture":"{arch}","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#, layer(arch, arch.as_bytes()).1);
+    let cfg = format!(
+        r#"{{"architecture":"{arch}","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+        layer(arch, arch.as_bytes()).1
+    );
     let (blob, _) = layer(arch, arch.as_bytes());
     let l = store.put_blob(&blob).unwrap();
-    let c = store.put_json(media_type::OCI_CONFIG, cfg.as_bytes()).unwrap();
-    let m = strata_oci::Manifest::oci(c, vec![Descriptor::new(media_type::OCI_LAYER_GZIP, l, blob.len() as u64)]).to_json();
+    let c = store
+        .put_json(media_type::OCI_CONFIG, cfg.as_bytes())
+        .unwrap();
+    let m = strata_oci::Manifest::oci(
+        c,
+        vec![Descriptor::new(
+            media_type::OCI_LAYER_GZIP,
+            l,
+            blob.len() as u64,
+        )],
+    )
+    .to_json();
     let mut d = store.put_json(media_type::OCI_MANIFEST, &m).unwrap();
     d.platform = Some(format!("linux/{arch}").parse::<Platform>().unwrap());
     d
@@ -184,9 +258,14 @@ fn arch_image(store: &Store, arch: &str) -> Descriptor {
 #[tokio::test]
 async fn index_pushed_whole_and_pulled_for_one_platform() {
     let dir = tempfile::tempdir().unwrap();
-    let (addr, _s, _reqs, _stop) = start_server(&dir.path().join("server"), ServeOptions::default()).await;
+    let (addr, _s, _reqs, _stop) =
+        start_server(&dir.path().join("server"), ServeOptions::default()).await;
     let store = Store::open(dir.path().join("local")).unwrap();
-    let idx = Index::oci(vec![arch_image(&store, "amd64"), arch_image(&store, "arm64")]).to_json();
+    let idx = Index::oci(vec![
+        arch_image(&store, "amd64"),
+        arch_image(&store, "arm64"),
+    ])
+    .to_json();
     let idesc = store.put_json(media_type::OCI_INDEX, &idx).unwrap();
     store.tag(&"multi:1".parse().unwrap(), &idesc).unwrap();
     let client = Client::new(ClientOptions::default()).unwrap();
@@ -205,7 +284,10 @@ async fn index_pushed_whole_and_pulled_for_one_platform() {
     assert_eq!(p.digest, idesc.digest);
     assert_eq!(p.downloaded, 2);
     let img = fresh
-        .image(&fresh.resolve(&dest).unwrap(), Some(&"linux/arm64".parse().unwrap()))
+        .image(
+            &fresh.resolve(&dest).unwrap(),
+            Some(&"linux/arm64".parse().unwrap()),
+        )
         .unwrap();
     assert_eq!(img.config.architecture, "arm64");
     assert_verified(&fresh);
@@ -231,7 +313,11 @@ async fn index_pushed_whole_and_pulled_for_one_platform() {
 async fn basic_auth_credentials_and_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("htpasswd");
-    std::fs::write(&pw, format!("ci:{}\n", bcrypt::hash("s3cret-pw", 4).unwrap())).unwrap();
+    std::fs::write(
+        &pw,
+        format!("ci:{}\n", bcrypt::hash("s3cret-pw", 4).unwrap()),
+    )
+    .unwrap();
     let opts = ServeOptions {
         htpasswd: Some(pw),
         ..ServeOptions::default()
@@ -249,7 +335,10 @@ async fn basic_auth_credentials_and_clear_errors() {
 
     let wrong = Client::new(ClientOptions {
         auth: AuthConfig {
-            env_credential: Some(Credential { username: "ci".into(), password: "nope".into() }),
+            env_credential: Some(Credential {
+                username: "ci".into(),
+                password: "nope".into(),
+            }),
             ..AuthConfig::default()
         },
         ..ClientOptions::default()
@@ -265,7 +354,13 @@ async fn basic_auth_credentials_and_clear_errors() {
         auth_file: Some(auth_file.clone()),
         ..AuthConfig::default()
     }
-    .store(&addr, &Credential { username: "ci".into(), password: "s3cret-pw".into() })
+    .store(
+        &addr,
+        &Credential {
+            username: "ci".into(),
+            password: "s3cret-pw".into(),
+        },
+    )
     .unwrap();
     let good = Client::new(ClientOptions {
         auth: AuthConfig {
@@ -279,11 +374,17 @@ async fn basic_auth_credentials_and_clear_errors() {
     let s = good.push(&store, "a:1", &dest).await.unwrap();
     assert_eq!(s.uploaded, 2);
     let e = good
-        .pull(&Store::open(dir.path().join("x")).unwrap(), &format!("{addr}/secure/a:missing").parse().unwrap())
+        .pull(
+            &Store::open(dir.path().join("x")).unwrap(),
+            &format!("{addr}/secure/a:missing").parse().unwrap(),
+        )
         .await
         .unwrap_err();
     assert!(e.is_not_found(), "{e}");
-    assert!(e.to_string().contains("manifest missing") && e.to_string().contains("secure"), "{e}");
+    assert!(
+        e.to_string().contains("manifest missing") && e.to_string().contains("secure"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -307,7 +408,11 @@ async fn tls_server_and_https_client() {
         .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
         .build()
         .unwrap();
-    let r = trusted.get(format!("https://{addr}/v2/")).send().await.unwrap();
+    let r = trusted
+        .get(format!("https://{addr}/v2/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let store = Store::open(dir.path().join("local")).unwrap();
     make_image(&store, "t:1", &[("f", noise(1, 100))]);
@@ -316,7 +421,10 @@ async fn tls_server_and_https_client() {
         ..ClientOptions::default()
     })
     .unwrap();
-    let s = client.push(&store, "t:1", &format!("{addr}/t:1").parse().unwrap()).await.unwrap();
+    let s = client
+        .push(&store, "t:1", &format!("{addr}/t:1").parse().unwrap())
+        .await
+        .unwrap();
     assert_eq!(s.uploaded, 2);
 }
 
@@ -338,20 +446,68 @@ async fn non_loopback_registries_never_get_plain_http() {
         .unwrap_err();
     let msg = e.to_string();
     assert!(msg.contains("registry.invalid:5000"), "{msg}");
-    assert!(matches!(e, Error::Connect { .. } | Error::InsecureRefused { .. }), "{e:?}");
+    assert!(
+        matches!(e, Error::Connect { .. } | Error::InsecureRefused { .. }),
+        "{e:?}"
+    );
     let _ = Digest::sha256(b"");
 }
 
 /// A CA and a server certificate for 127.0.0.1 signed by it (openssl);
 /// returns the CA certificate's path.
-fn make_test_ca(dir: &std::path::Path, cert: &std::path::Path, key: &std::path::Path) -> std::path::PathBuf {
+fn make_test_ca(
+    dir: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> std::path::PathBuf {
     let p = |n: &str| dir.join(n).to_str().unwrap().to_owned();
     let run = |args: &[&str]| {
         strata_testkit::run_ok(std::process::Command::new("openssl").args(args));
     };
-    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=strata test CA", "-keyout", &p("ca.key"), "-out", &p("ca.pem")]);
-    run(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", key.to_str().unwrap(), "-out", &p("srv.csr")]);
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=strata test CA",
+        "-keyout",
+        &p("ca.key"),
+        "-out",
+        &p("ca.pem"),
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        &p("srv.csr"),
+    ]);
     std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
-    run(&["x509", "-req", "-in", &p("srv.csr"), "-CA", &p("ca.pem"), "-CAkey", &p("ca.key"), "-CAcreateserial", "-days", "2", "-extfile", &p("ext.cnf"), "-out", cert.to_str().unwrap()]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("srv.csr"),
+        "-CA",
+        &p("ca.pem"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &p("ext.cnf"),
+        "-out",
+        cert.to_str().unwrap(),
+    ]);
     dir.join("ca.pem")
 }

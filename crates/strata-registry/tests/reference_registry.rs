@@ -9,12 +9,26 @@ use strata_registry::{Client, ClientOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_pull_skip_mount_against_reference_registry() {
-    let Some(reg) = ReferenceRegistry::start() else { return };
+    let Some(reg) = ReferenceRegistry::start() else {
+        return;
+    };
     let addr = &reg.addr;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("local")).unwrap();
-    let base = vec![("deps", noise(1, 2 << 20)), ("meta", noise(2, 3000)), ("app", noise(3, 100_000))];
-    make_image_typed(&store, "ref:v1", &base.iter().map(|(p, c)| (*p, c.clone())).collect::<Vec<_>>(), true);
+    let base = vec![
+        ("deps", noise(1, 2 << 20)),
+        ("meta", noise(2, 3000)),
+        ("app", noise(3, 100_000)),
+    ];
+    make_image_typed(
+        &store,
+        "ref:v1",
+        &base
+            .iter()
+            .map(|(p, c)| (*p, c.clone()))
+            .collect::<Vec<_>>(),
+        true,
+    );
     // Small chunks so the chunked path (PATCH + Content-Range) is used too.
     let client = Client::new(ClientOptions {
         monolithic_max: 64 << 10,
@@ -29,7 +43,15 @@ async fn push_pull_skip_mount_against_reference_registry() {
     // Change one layer, push again: only it and the config travel.
     let mut changed = base.clone();
     changed[2].1 = noise(4, 100_000);
-    make_image_typed(&store, "ref:v2", &changed.iter().map(|(p, c)| (*p, c.clone())).collect::<Vec<_>>(), true);
+    make_image_typed(
+        &store,
+        "ref:v2",
+        &changed
+            .iter()
+            .map(|(p, c)| (*p, c.clone()))
+            .collect::<Vec<_>>(),
+        true,
+    );
     let v2: Reference = format!("{addr}/ref/app:v2").parse().unwrap();
     let s = client.push(&store, "ref:v2", &v2).await.unwrap();
     assert_eq!((s.uploaded, s.skipped, s.mounted), (2, 2, 0));
@@ -59,6 +81,12 @@ async fn push_pull_skip_mount_against_reference_registry() {
     let p2 = client.pull(&again, &by_digest).await.unwrap();
     assert_eq!(p2.digest, p.digest);
     // A missing tag names what was asked.
-    let e = client.pull(&again, &format!("{addr}/ref/app:nope").parse().unwrap()).await.unwrap_err();
-    assert!(e.is_not_found() && e.to_string().contains("manifest nope"), "{e}");
+    let e = client
+        .pull(&again, &format!("{addr}/ref/app:nope").parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        e.is_not_found() && e.to_string().contains("manifest nope"),
+        "{e}"
+    );
 }

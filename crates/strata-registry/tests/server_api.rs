@@ -22,7 +22,11 @@ async fn code_of(resp: reqwest::Response) -> String {
 /// POST + PUT one blob; returns its digest.
 async fn upload(c: &Client, base: &str, repo: &str, data: &[u8]) -> Digest {
     let d = Digest::sha256(data);
-    let r = c.post(format!("{base}/v2/{repo}/blobs/uploads/")).send().await.unwrap();
+    let r = c
+        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let loc = r.headers()["location"].to_str().unwrap().to_owned();
     let r = c
@@ -37,8 +41,17 @@ async fn upload(c: &Client, base: &str, repo: &str, data: &[u8]) -> Digest {
 }
 
 /// A manifest with a config and one layer, both uploaded to `repo`.
-async fn push_manifest(c: &Client, base: &str, repo: &str, tag: &str, seed: u64) -> (Digest, Vec<u8>) {
-    let cfg = format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#, Digest::sha256(b"t"));
+async fn push_manifest(
+    c: &Client,
+    base: &str,
+    repo: &str,
+    tag: &str,
+    seed: u64,
+) -> (Digest, Vec<u8>) {
+    let cfg = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+        Digest::sha256(b"t")
+    );
     let layer = noise(seed, 1000);
     let cd = upload(c, base, repo, cfg.as_bytes()).await;
     let ld = upload(c, base, repo, &layer).await;
@@ -67,12 +80,19 @@ async fn ping_blobs_manifests_and_errors() {
 
     let r = c.get(format!("{base}/v2/")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(r.headers()["docker-distribution-api-version"], "registry/2.0");
+    assert_eq!(
+        r.headers()["docker-distribution-api-version"],
+        "registry/2.0"
+    );
 
     // Monolithic upload, HEAD and ranged GET.
     let data = noise(1, 5000);
     let d = upload(&c, &base, "app/web", &data).await;
-    let r = c.head(format!("{base}/v2/app/web/blobs/{d}")).send().await.unwrap();
+    let r = c
+        .head(format!("{base}/v2/app/web/blobs/{d}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["content-length"], "5000");
     assert_eq!(r.headers()["docker-content-digest"], d.to_string().as_str());
@@ -94,12 +114,20 @@ async fn ping_blobs_manifests_and_errors() {
     assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
 
     // A blob is reachable only through repositories it was pushed to.
-    let r = c.get(format!("{base}/v2/other/blobs/{d}")).send().await.unwrap();
+    let r = c
+        .get(format!("{base}/v2/other/blobs/{d}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(code_of(r).await, "BLOB_UNKNOWN");
 
     // Wrong digest: refused, nothing stored, no ingest left behind.
-    let r = c.post(format!("{base}/v2/app/web/blobs/uploads/")).send().await.unwrap();
+    let r = c
+        .post(format!("{base}/v2/app/web/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
     let loc = r.headers()["location"].to_str().unwrap().to_owned();
     let liar = Digest::sha256(b"something else");
     let r = c
@@ -113,7 +141,12 @@ async fn ping_blobs_manifests_and_errors() {
     assert_eq!(code_of(r).await, "DIGEST_INVALID");
     assert!(!store.has(&Digest::sha256(&noise(2, 300))));
     assert!(!store.has(&liar));
-    assert_eq!(std::fs::read_dir(store.root().join("ingest")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(store.root().join("ingest"))
+            .unwrap()
+            .count(),
+        0
+    );
 
     // Single-request upload (POST ?digest=).
     let one = noise(3, 777);
@@ -126,7 +159,10 @@ async fn ping_blobs_manifests_and_errors() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    assert_eq!(r.headers()["location"], format!("/v2/app/web/blobs/{od}").as_str());
+    assert_eq!(
+        r.headers()["location"],
+        format!("/v2/app/web/blobs/{od}").as_str()
+    );
 
     // Manifests: PUT by tag, GET by tag and digest, HEAD, Accept.
     let (md, mraw) = push_manifest(&c, &base, "app/web", "v1", 4).await;
@@ -138,18 +174,32 @@ async fn ping_blobs_manifests_and_errors() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["content-type"], media_type::OCI_MANIFEST);
-    assert_eq!(r.headers()["docker-content-digest"], md.to_string().as_str());
+    assert_eq!(
+        r.headers()["docker-content-digest"],
+        md.to_string().as_str()
+    );
     assert_eq!(r.bytes().await.unwrap(), mraw);
-    let r = c.head(format!("{base}/v2/app/web/manifests/{md}")).send().await.unwrap();
+    let r = c
+        .head(format!("{base}/v2/app/web/manifests/{md}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(r.headers()["content-length"], mraw.len().to_string().as_str());
+    assert_eq!(
+        r.headers()["content-length"],
+        mraw.len().to_string().as_str()
+    );
     let r = c
         .get(format!("{base}/v2/app/web/manifests/v1"))
         .header("accept", media_type::DOCKER_MANIFEST)
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND, "OCI manifest served to a docker-only Accept");
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "OCI manifest served to a docker-only Accept"
+    );
 
     // Manifest errors.
     let missing = Manifest::oci(
@@ -174,18 +224,33 @@ async fn ping_blobs_manifests_and_errors() {
         .unwrap();
     assert_eq!(code_of(r).await, "MANIFEST_INVALID");
     let r = c
-        .put(format!("{base}/v2/app/web/manifests/{}", Digest::sha256(b"x")))
+        .put(format!(
+            "{base}/v2/app/web/manifests/{}",
+            Digest::sha256(b"x")
+        ))
         .header("content-type", media_type::OCI_MANIFEST)
         .body(mraw.clone())
         .send()
         .await
         .unwrap();
     assert_eq!(code_of(r).await, "DIGEST_INVALID");
-    let r = c.get(format!("{base}/v2/app/web/manifests/nope")).send().await.unwrap();
+    let r = c
+        .get(format!("{base}/v2/app/web/manifests/nope"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(code_of(r).await, "MANIFEST_UNKNOWN");
-    let r = c.get(format!("{base}/v2/never/manifests/v1")).send().await.unwrap();
+    let r = c
+        .get(format!("{base}/v2/never/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(code_of(r).await, "NAME_UNKNOWN");
-    let r = c.get(format!("{base}/v2/Bad_Name/tags/list")).send().await.unwrap();
+    let r = c
+        .get(format!("{base}/v2/Bad_Name/tags/list"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(code_of(r).await, "NAME_INVALID");
 
@@ -200,33 +265,83 @@ async fn ping_blobs_manifests_and_errors() {
             .unwrap();
         assert_eq!(r.status(), StatusCode::CREATED);
     }
-    let r = c.get(format!("{base}/v2/app/web/tags/list?n=2")).send().await.unwrap();
+    let r = c
+        .get(format!("{base}/v2/app/web/tags/list?n=2"))
+        .send()
+        .await
+        .unwrap();
     let link = r.headers()["link"].to_str().unwrap().to_owned();
     assert_eq!(link, "</v2/app/web/tags/list?n=2&last=v1>; rel=\"next\"");
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["tags"], serde_json::json!(["a", "v1"]));
-    let r = c.get(format!("{base}/v2/app/web/tags/list?n=2&last=v1")).send().await.unwrap();
+    let r = c
+        .get(format!("{base}/v2/app/web/tags/list?n=2&last=v1"))
+        .send()
+        .await
+        .unwrap();
     assert!(r.headers().get("link").is_none());
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["tags"], serde_json::json!(["v2", "v3"]));
     upload(&c, &base, "zeta", b"z").await;
-    let v: serde_json::Value = c.get(format!("{base}/v2/_catalog")).send().await.unwrap().json().await.unwrap();
+    let v: serde_json::Value = c
+        .get(format!("{base}/v2/_catalog"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["repositories"], serde_json::json!(["app/web", "zeta"]));
-    let r = c.get(format!("{base}/v2/_catalog?n=1")).send().await.unwrap();
-    assert!(r.headers()["link"].to_str().unwrap().contains("last=app/web"));
+    let r = c
+        .get(format!("{base}/v2/_catalog?n=1"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["link"]
+        .to_str()
+        .unwrap()
+        .contains("last=app/web"));
 
     // Deletes: a tag, a manifest, a blob.
-    let r = c.delete(format!("{base}/v2/app/web/manifests/a")).send().await.unwrap();
+    let r = c
+        .delete(format!("{base}/v2/app/web/manifests/a"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = c.get(format!("{base}/v2/app/web/manifests/a")).send().await.unwrap();
+    let r = c
+        .get(format!("{base}/v2/app/web/manifests/a"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let r = c.delete(format!("{base}/v2/app/web/manifests/{md}")).send().await.unwrap();
+    let r = c
+        .delete(format!("{base}/v2/app/web/manifests/{md}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = c.get(format!("{base}/v2/app/web/manifests/v2")).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND, "tags of a deleted manifest go with it");
-    let r = c.delete(format!("{base}/v2/app/web/blobs/{od}")).send().await.unwrap();
+    let r = c
+        .get(format!("{base}/v2/app/web/manifests/v2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "tags of a deleted manifest go with it"
+    );
+    let r = c
+        .delete(format!("{base}/v2/app/web/blobs/{od}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = c.head(format!("{base}/v2/app/web/blobs/{od}")).send().await.unwrap();
+    let r = c
+        .head(format!("{base}/v2/app/web/blobs/{od}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_verified(&store);
 }
@@ -239,7 +354,11 @@ async fn chunked_upload_status_cancel_and_mount() {
     let c = http();
     let data = noise(10, 3 << 20);
     let d = Digest::sha256(&data);
-    let r = c.post(format!("{base}/v2/a/blobs/uploads/")).send().await.unwrap();
+    let r = c
+        .post(format!("{base}/v2/a/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
     let mut loc = r.headers()["location"].to_str().unwrap().to_owned();
     let mut off = 0;
     for chunk in data.chunks(1 << 20) {
@@ -267,7 +386,10 @@ async fn chunked_upload_status_cancel_and_mount() {
     }
     let r = c.get(format!("{base}{loc}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(r.headers()["range"], format!("0-{}", data.len() - 1).as_str());
+    assert_eq!(
+        r.headers()["range"],
+        format!("0-{}", data.len() - 1).as_str()
+    );
     let r = c
         .put(format!("{base}{loc}"))
         .query(&[("digest", d.to_string())])
@@ -275,21 +397,40 @@ async fn chunked_upload_status_cancel_and_mount() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    assert_eq!(store.read_blob(&d).is_ok() || store.blob_size(&d).unwrap() == data.len() as u64, true);
+    assert_eq!(
+        store.read_blob(&d).is_ok() || store.blob_size(&d).unwrap() == data.len() as u64,
+        true
+    );
 
     // Cancel.
-    let r = c.post(format!("{base}/v2/a/blobs/uploads/")).send().await.unwrap();
+    let r = c
+        .post(format!("{base}/v2/a/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
     let loc = r.headers()["location"].to_str().unwrap().to_owned();
-    c.patch(format!("{base}{loc}")).body(vec![1u8; 100]).send().await.unwrap();
+    c.patch(format!("{base}{loc}"))
+        .body(vec![1u8; 100])
+        .send()
+        .await
+        .unwrap();
     let r = c.delete(format!("{base}{loc}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let r = c.get(format!("{base}{loc}")).send().await.unwrap();
     assert_eq!(code_of(r).await, "BLOB_UPLOAD_UNKNOWN");
     // An upload of another repository is not reachable through this one.
-    let r = c.post(format!("{base}/v2/a/blobs/uploads/")).send().await.unwrap();
+    let r = c
+        .post(format!("{base}/v2/a/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
     let loc = r.headers()["location"].to_str().unwrap().to_owned();
     let id = loc.rsplit('/').next().unwrap();
-    let r = c.get(format!("{base}/v2/b/blobs/uploads/{id}")).send().await.unwrap();
+    let r = c
+        .get(format!("{base}/v2/b/blobs/uploads/{id}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(code_of(r).await, "BLOB_UPLOAD_UNKNOWN");
 
     // Mount into b from a: 201; from a repository without it: 202.
@@ -301,7 +442,11 @@ async fn chunked_upload_status_cancel_and_mount() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(r.headers()["docker-content-digest"], d.to_string().as_str());
-    let r = c.head(format!("{base}/v2/b/blobs/{d}")).send().await.unwrap();
+    let r = c
+        .head(format!("{base}/v2/b/blobs/{d}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let r = c
         .post(format!("{base}/v2/c/blobs/uploads/"))
@@ -322,14 +467,24 @@ async fn referrers_and_subject() {
     let (subject, sraw) = push_manifest(&c, &base, "r", "v1", 20).await;
     let empty = upload(&c, &base, "r", b"{}").await;
     let mut sig_digests = Vec::new();
-    for (i, at) in ["application/vnd.example.sig", "application/vnd.example.sbom"].iter().enumerate() {
+    for (i, at) in [
+        "application/vnd.example.sig",
+        "application/vnd.example.sbom",
+    ]
+    .iter()
+    .enumerate()
+    {
         let layer = upload(&c, &base, "r", format!("payload {i}").as_bytes()).await;
         let mut m = Manifest::oci(
             Descriptor::new(media_type::OCI_EMPTY, empty.clone(), 2),
             vec![Descriptor::new("application/octet-stream", layer, 9)],
         );
         m.artifact_type = Some((*at).into());
-        m.subject = Some(Descriptor::new(media_type::OCI_MANIFEST, subject.clone(), sraw.len() as u64));
+        m.subject = Some(Descriptor::new(
+            media_type::OCI_MANIFEST,
+            subject.clone(),
+            sraw.len() as u64,
+        ));
         let raw = m.to_json();
         let d = Digest::sha256(&raw);
         let r = c
@@ -343,12 +498,18 @@ async fn referrers_and_subject() {
         assert_eq!(r.headers()["oci-subject"], subject.to_string().as_str());
         sig_digests.push(d);
     }
-    let r = c.get(format!("{base}/v2/r/referrers/{subject}")).send().await.unwrap();
+    let r = c
+        .get(format!("{base}/v2/r/referrers/{subject}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["content-type"], media_type::OCI_INDEX);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["manifests"].as_array().unwrap().len(), 2);
     let r = c
-        .get(format!("{base}/v2/r/referrers/{subject}?artifactType=application/vnd.example.sbom"))
+        .get(format!(
+            "{base}/v2/r/referrers/{subject}?artifactType=application/vnd.example.sbom"
+        ))
         .send()
         .await
         .unwrap();
@@ -359,7 +520,10 @@ async fn referrers_and_subject() {
     assert_eq!(list[0]["digest"], sig_digests[1].to_string());
     assert_eq!(list[0]["artifactType"], "application/vnd.example.sbom");
     // Deleting a referrer removes it from the list.
-    c.delete(format!("{base}/v2/r/manifests/{}", sig_digests[0])).send().await.unwrap();
+    c.delete(format!("{base}/v2/r/manifests/{}", sig_digests[0]))
+        .send()
+        .await
+        .unwrap();
     let v: serde_json::Value = c
         .get(format!("{base}/v2/r/referrers/{subject}"))
         .send()
@@ -369,7 +533,11 @@ async fn referrers_and_subject() {
         .await
         .unwrap();
     assert_eq!(v["manifests"].as_array().unwrap().len(), 1);
-    let r = c.get(format!("{base}/v2/r/referrers/sha256:nothex")).send().await.unwrap();
+    let r = c
+        .get(format!("{base}/v2/r/referrers/sha256:nothex"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(code_of(r).await, "DIGEST_INVALID");
 }
 
@@ -398,7 +566,11 @@ async fn htpasswd_pull_push_split_and_read_only() {
     // Anonymous pull is allowed, push is not.
     let r = c.get(format!("{base}/v2/")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let r = c.post(format!("{base}/v2/x/blobs/uploads/")).send().await.unwrap();
+    let r = c
+        .post(format!("{base}/v2/x/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(r.headers()["www-authenticate"], "Basic realm=\"strata\"");
     assert_eq!(code_of(r).await, "UNAUTHORIZED");
@@ -437,7 +609,12 @@ async fn htpasswd_pull_push_split_and_read_only() {
     let base = format!("http://{addr}");
     let r = c.get(format!("{base}/v2/")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let r = c.get(format!("{base}/v2/")).basic_auth("bob", Some("builder")).send().await.unwrap();
+    let r = c
+        .get(format!("{base}/v2/"))
+        .basic_auth("bob", Some("builder"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let r = c
         .post(format!("{base}/v2/x/blobs/uploads/"))
@@ -467,8 +644,16 @@ async fn many_clients_push_the_same_blob() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), Digest::sha256(&data));
     }
-    assert_eq!(store.blob_size(&Digest::sha256(&data)).unwrap(), data.len() as u64);
-    assert_eq!(std::fs::read_dir(store.root().join("ingest")).unwrap().count(), 0);
+    assert_eq!(
+        store.blob_size(&Digest::sha256(&data)).unwrap(),
+        data.len() as u64
+    );
+    assert_eq!(
+        std::fs::read_dir(store.root().join("ingest"))
+            .unwrap()
+            .count(),
+        0
+    );
     assert_verified(&store);
 }
 
@@ -484,7 +669,11 @@ async fn disconnect_mid_upload_keeps_partial_for_resume_then_expires() {
     let c = http();
     let data = noise(40, 3 << 20);
     let d = Digest::sha256(&data);
-    let r = c.post(format!("{base}/v2/a/blobs/uploads/")).send().await.unwrap();
+    let r = c
+        .post(format!("{base}/v2/a/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
     let loc = r.headers()["location"].to_str().unwrap().to_owned();
     // A body that breaks off after 1 MiB + 5 bytes.
     let first = data[..(1 << 20) + 5].to_vec();
@@ -530,14 +719,32 @@ async fn disconnect_mid_upload_keeps_partial_for_resume_then_expires() {
     assert!(store.has(&d));
 
     // An upload left alone expires, its data removed.
-    let r = c.post(format!("{base}/v2/a/blobs/uploads/")).send().await.unwrap();
+    let r = c
+        .post(format!("{base}/v2/a/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
     let loc = r.headers()["location"].to_str().unwrap().to_owned();
-    c.patch(format!("{base}{loc}")).body(vec![7u8; 1000]).send().await.unwrap();
-    assert_eq!(std::fs::read_dir(store.root().join("ingest")).unwrap().count(), 1);
+    c.patch(format!("{base}{loc}"))
+        .body(vec![7u8; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_dir(store.root().join("ingest"))
+            .unwrap()
+            .count(),
+        1
+    );
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let r = c.get(format!("{base}{loc}")).send().await.unwrap();
     assert_eq!(code_of(r).await, "BLOB_UPLOAD_UNKNOWN");
-    assert_eq!(std::fs::read_dir(store.root().join("ingest")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(store.root().join("ingest"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[tokio::test]

@@ -206,7 +206,10 @@ fn client_options(insecure: &[String], jobs: usize, progress: Arc<dyn Progress>)
 
 pub fn push(args: PushArgs, s: &Settings) -> CmdResult {
     let store = open_store(s)?;
-    let dest_s = args.destination.clone().unwrap_or_else(|| args.image.clone());
+    let dest_s = args
+        .destination
+        .clone()
+        .unwrap_or_else(|| args.image.clone());
     let dest: Reference = dest_s
         .parse()
         .with_context(|| format!("invalid destination {dest_s:?}"))?;
@@ -215,7 +218,11 @@ pub fn push(args: PushArgs, s: &Settings) -> CmdResult {
         tracing::info!("pushing to docker.io");
     }
     let render = Arc::new(Render::new(s, false));
-    let mut opts = client_options(&args.registry.insecure_registries, args.jobs, render.clone());
+    let mut opts = client_options(
+        &args.registry.insecure_registries,
+        args.jobs,
+        render.clone(),
+    );
     opts.chunk_size = args.chunk_size;
     opts.monolithic_max = args.chunk_size;
     let client = Client::new(opts)?;
@@ -252,7 +259,11 @@ pub fn pull(args: PullArgs, s: &Settings) -> CmdResult {
         None => None,
     };
     let render = Arc::new(Render::new(s, true));
-    let mut opts = client_options(&args.registry.insecure_registries, args.jobs, render.clone());
+    let mut opts = client_options(
+        &args.registry.insecure_registries,
+        args.jobs,
+        render.clone(),
+    );
     opts.platform = platform;
     let client = Client::new(opts)?;
     let start = Instant::now();

@@ -87,7 +87,10 @@ struct Endpoint {
 enum Scheme {
     Anonymous,
     Basic,
-    Bearer { realm: String, service: Option<String> },
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
 }
 
 #[derive(Default)]
@@ -231,7 +234,12 @@ impl Client {
         let mut last_err = None;
         let mut chosen = None;
         for attempt in 0..=self.opts.retries.min(2) {
-            match self.client_for(&https).get(format!("{}/v2/", https.base)).send().await {
+            match self
+                .client_for(&https)
+                .get(format!("{}/v2/", https.base))
+                .send()
+                .await
+            {
                 Ok(resp) => {
                     chosen = Some((https.clone(), resp));
                     break;
@@ -313,9 +321,7 @@ impl Client {
         let scheme = self.with_state(&target.registry, |s| s.scheme.clone());
         match scheme {
             None | Some(Scheme::Anonymous) => Ok(None),
-            Some(Scheme::Basic) => Ok(self
-                .credential(&target.registry)?
-                .map(|c| c.basic_header())),
+            Some(Scheme::Basic) => Ok(self.credential(&target.registry)?.map(|c| c.basic_header())),
             Some(Scheme::Bearer { realm, service }) => {
                 let key = target.scopes.join(" ");
                 let cached = || {
@@ -333,7 +339,9 @@ impl Client {
                 if let Some(t) = cached() {
                     return Ok(Some(format!("Bearer {t}")));
                 }
-                let token = self.fetch_token(target, ep, &realm, service.as_deref()).await?;
+                let token = self
+                    .fetch_token(target, ep, &realm, service.as_deref())
+                    .await?;
                 Ok(Some(format!("Bearer {token}")))
             }
         }
@@ -364,12 +372,14 @@ impl Client {
             match rb.send().await {
                 Ok(r) if retryable(r.status()) && attempt < self.opts.retries => {
                     attempt += 1;
-                    self.backoff(&what, r.status().to_string(), attempt, r.headers()).await;
+                    self.backoff(&what, r.status().to_string(), attempt, r.headers())
+                        .await;
                 }
                 Ok(r) => break r,
                 Err(e) if attempt < self.opts.retries => {
                     attempt += 1;
-                    self.backoff(&what, e.to_string(), attempt, &HeaderMap::new()).await;
+                    self.backoff(&what, e.to_string(), attempt, &HeaderMap::new())
+                        .await;
                 }
                 Err(source) => {
                     return Err(Error::Connect {
@@ -419,8 +429,7 @@ impl Client {
         let ttl = Duration::from_secs(tr.expires_in.unwrap_or(60).max(10) - 5);
         let key = target.scopes.join(" ");
         self.with_state(&target.registry, |s| {
-            s.tokens
-                .insert(key, (token.clone(), Instant::now() + ttl));
+            s.tokens.insert(key, (token.clone(), Instant::now() + ttl));
         });
         Ok(token)
     }
@@ -529,8 +538,14 @@ impl Client {
             self.endpoint(registry).await?;
             self.with_state(registry, |s| s.scheme.clone())
         };
-        if self.credential(registry)?.is_none() && !matches!(scheme, None | Some(Scheme::Anonymous)) {
-            return Err(status_error(StatusCode::UNAUTHORIZED, &target, what, "no credentials".into()));
+        if self.credential(registry)?.is_none() && !matches!(scheme, None | Some(Scheme::Anonymous))
+        {
+            return Err(status_error(
+                StatusCode::UNAUTHORIZED,
+                &target,
+                what,
+                "no credentials".into(),
+            ));
         }
         let resp = self
             .send(&target, what, |c, base| c.get(format!("{base}/v2/")))

@@ -12,8 +12,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use reqwest::StatusCode;
 use strata_oci::{
-    media_type, sniff_media_type, Descriptor, Digest, Hasher, Index, Manifest, Platform,
-    Reference, Store, Writer, MAX_DOCUMENT_SIZE,
+    media_type, sniff_media_type, Descriptor, Digest, Hasher, Index, Manifest, Platform, Reference,
+    Store, Writer, MAX_DOCUMENT_SIZE,
 };
 
 use super::{error_detail, status_error, Client, Target};
@@ -55,12 +55,13 @@ impl Client {
         });
         let mut index: Option<Fetched> = None;
         let manifest_doc = if media_type::is_index(&top.desc.media_type) {
-            let idx: Index = serde_json::from_slice(&top.raw).map_err(|e| Error::InvalidManifest {
-                registry: registry.clone(),
-                repository: repository.clone(),
-                what: format!("index {asked}"),
-                reason: e.to_string(),
-            })?;
+            let idx: Index =
+                serde_json::from_slice(&top.raw).map_err(|e| Error::InvalidManifest {
+                    registry: registry.clone(),
+                    repository: repository.clone(),
+                    what: format!("index {asked}"),
+                    reason: e.to_string(),
+                })?;
             let want = self.opts.platform.clone().unwrap_or_else(Platform::host);
             let chosen = idx
                 .manifests
@@ -86,7 +87,12 @@ impl Client {
                 })?
                 .clone();
             let child = self
-                .fetch_manifest(&target, &chosen.digest.to_string(), Some(&chosen.digest), Some(&chosen))
+                .fetch_manifest(
+                    &target,
+                    &chosen.digest.to_string(),
+                    Some(&chosen.digest),
+                    Some(&chosen),
+                )
                 .await?;
             if media_type::is_index(&child.desc.media_type) {
                 return Err(Error::InvalidManifest {
@@ -108,7 +114,8 @@ impl Client {
                 what: format!("manifest {}", manifest_doc.desc.digest),
                 reason: e.to_string(),
             })?;
-        let mut blobs: Vec<(Descriptor, BlobKind)> = vec![(manifest.config.clone(), BlobKind::Config)];
+        let mut blobs: Vec<(Descriptor, BlobKind)> =
+            vec![(manifest.config.clone(), BlobKind::Config)];
         for l in &manifest.layers {
             if !blobs.iter().any(|(b, _)| b.digest == l.digest) {
                 blobs.push((l.clone(), BlobKind::Layer));
@@ -271,10 +278,16 @@ impl Client {
         }
         let mt = match sniff_media_type(&raw) {
             Some(mt) => mt,
-            None if media_type::is_manifest(&content_type) || media_type::is_index(&content_type) => {
+            None if media_type::is_manifest(&content_type)
+                || media_type::is_index(&content_type) =>
+            {
                 content_type.clone()
             }
-            None => return Err(invalid(format!("unknown document (Content-Type {content_type:?})"))),
+            None => {
+                return Err(invalid(format!(
+                    "unknown document (Content-Type {content_type:?})"
+                )))
+            }
         };
         if !media_type::is_manifest(&mt) && !media_type::is_index(&mt) {
             return Err(invalid(format!("unsupported media type {mt}")));
@@ -410,7 +423,8 @@ impl Client {
                         batch.extend_from_slice(&chunk);
                         if batch.len() >= BATCH {
                             let b = std::mem::take(&mut batch);
-                            writer = blocking(writer, move |mut w| w.write_all(&b).map(|()| w)).await?;
+                            writer =
+                                blocking(writer, move |mut w| w.write_all(&b).map(|()| w)).await?;
                         }
                     }
                     Some(Err(e)) => {
@@ -458,9 +472,10 @@ impl Client {
         }
         let size = desc.size;
         let expected = digest.clone();
-        let committed = tokio::task::spawn_blocking(move || writer.commit(Some(size), Some(&expected)))
-            .await
-            .map_err(|e| Error::io("commit", store.root(), std::io::Error::other(e)))?;
+        let committed =
+            tokio::task::spawn_blocking(move || writer.commit(Some(size), Some(&expected)))
+                .await
+                .map_err(|e| Error::io("commit", store.root(), std::io::Error::other(e)))?;
         match committed {
             Ok(_) => {}
             Err(strata_oci::Error::DigestMismatch { actual, .. }) => {
@@ -494,7 +509,11 @@ where
         Ok(Ok(t)) => Ok(t),
         Ok(Err(StoreOrIo::Store(e))) => Err(e.into()),
         Ok(Err(StoreOrIo::Io(e))) => Err(Error::io("write to the store", root, e)),
-        Err(e) => Err(Error::io("write to the store", root, std::io::Error::other(e))),
+        Err(e) => Err(Error::io(
+            "write to the store",
+            root,
+            std::io::Error::other(e),
+        )),
     }
 }
 

@@ -150,7 +150,8 @@ impl Client {
 
     async fn put_manifest(&self, target: &Target, doc: &Doc, reference: &str) -> Result<()> {
         let mt = if doc.desc.media_type.is_empty() {
-            strata_oci::sniff_media_type(&doc.raw).unwrap_or_else(|| media_type::OCI_MANIFEST.into())
+            strata_oci::sniff_media_type(&doc.raw)
+                .unwrap_or_else(|| media_type::OCI_MANIFEST.into())
         } else {
             doc.desc.media_type.clone()
         };
@@ -271,7 +272,10 @@ impl Client {
         let record = resume_record(store, &target.registry, &target.repository, digest);
         let mut offset = 0u64;
         if location.is_none() {
-            if let Some(loc) = std::fs::read_to_string(&record).ok().filter(|l| !l.is_empty()) {
+            if let Some(loc) = std::fs::read_to_string(&record)
+                .ok()
+                .filter(|l| !l.is_empty())
+            {
                 if let Some(o) = self.upload_status(target, &loc).await {
                     location = Some(loc);
                     offset = o;
@@ -323,7 +327,11 @@ impl Client {
                     .await;
                 let ok = match resp {
                     Ok(r) if r.status() == StatusCode::ACCEPTED || r.status().is_success() => {
-                        if let Some(l) = r.headers().get(LOCATION).and_then(|l| absolute_location(&base, l)) {
+                        if let Some(l) = r
+                            .headers()
+                            .get(LOCATION)
+                            .and_then(|l| absolute_location(&base, l))
+                        {
                             location = l;
                         }
                         offset = end;
@@ -476,10 +484,7 @@ impl Client {
 
 fn resume_record(store: &Store, registry: &str, repo: &str, d: &Digest) -> PathBuf {
     let key = Digest::sha256(format!("{registry}/{repo}@{d}").as_bytes());
-    store
-        .root()
-        .join("registry/client-uploads")
-        .join(key.hex())
+    store.root().join("registry/client-uploads").join(key.hex())
 }
 
 fn write_record(p: &Path, location: &str) -> std::io::Result<()> {

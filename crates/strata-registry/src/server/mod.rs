@@ -242,11 +242,17 @@ impl Server {
     }
 
     /// Run until `shutdown` completes, then drain requests in flight (10 s).
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
         let state = self.state.clone();
         let app = axum::Router::new()
             .fallback(dispatch)
-            .layer(axum::middleware::from_fn_with_state(state.clone(), log_requests))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                log_requests,
+            ))
             .with_state(state.clone());
         let sweeper = tokio::spawn(expire_uploads(state.clone()));
         tracing::info!(addr = %self.addr, tls = self.tls.is_some(), root = %state.repos.store().root().display(), "serving");
@@ -265,11 +271,14 @@ impl Server {
                     .await
             }
             None => {
-                let listener = tokio::net::TcpListener::from_std(self.listener).map_err(|e| Error::Bind {
-                    addr: addr_s.clone(),
-                    source: e,
-                })?;
-                axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+                let listener =
+                    tokio::net::TcpListener::from_std(self.listener).map_err(|e| Error::Bind {
+                        addr: addr_s.clone(),
+                        source: e,
+                    })?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
             }
         };
         sweeper.abort();
@@ -299,7 +308,11 @@ async fn shutdown_signal() {
 #[derive(Clone, Default)]
 struct BytesIn(Arc<AtomicU64>);
 
-async fn log_requests(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+async fn log_requests(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let start = Instant::now();
     let method = req.method().to_string();
     let path = req.uri().path().to_owned();
@@ -381,9 +394,10 @@ impl Code {
 
     fn status(self) -> StatusCode {
         match self {
-            Code::BlobUnknown | Code::BlobUploadUnknown | Code::ManifestUnknown | Code::NameUnknown => {
-                StatusCode::NOT_FOUND
-            }
+            Code::BlobUnknown
+            | Code::BlobUploadUnknown
+            | Code::ManifestUnknown
+            | Code::NameUnknown => StatusCode::NOT_FOUND,
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::Denied => StatusCode::FORBIDDEN,
             Code::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
@@ -403,8 +417,10 @@ fn err_status(status: StatusCode, code: Code, message: impl Into<String>) -> Res
     });
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
     let mut r = (status, bytes).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if code == Code::TooManyRequests {
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -559,7 +575,11 @@ async fn authorize(state: &AppState, headers: &HeaderMap, access: Access) -> Opt
         match user {
             None if !write && state.opts.anonymous_pull => return None,
             None => return Some(unauthorized()),
-            Some(u) if write && !state.opts.push_users.is_empty() && !state.opts.push_users.contains(&u) => {
+            Some(u)
+                if write
+                    && !state.opts.push_users.is_empty()
+                    && !state.opts.push_users.contains(&u) =>
+            {
                 return Some(err(Code::Denied, format!("user {u} may not push")));
             }
             Some(_) => {}
@@ -589,7 +609,10 @@ async fn check_password(state: &AppState, user: &str, password: &str) -> bool {
     let Some(hash) = state.users.get(user).cloned() else {
         return false;
     };
-    let key = (user.to_owned(), Digest::sha256(password.as_bytes()).hex().to_owned());
+    let key = (
+        user.to_owned(),
+        Digest::sha256(password.as_bytes()).hex().to_owned(),
+    );
     if let Some(ok) = state
         .verified
         .lock()
@@ -614,7 +637,11 @@ async fn check_password(state: &AppState, user: &str, password: &str) -> bool {
 
 async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let counter = parts.extensions.get::<BytesIn>().cloned().unwrap_or_default();
+    let counter = parts
+        .extensions
+        .get::<BytesIn>()
+        .cloned()
+        .unwrap_or_default();
     let Some(r) = route(parts.uri.path()) else {
         return err_status(StatusCode::NOT_FOUND, Code::Unsupported, "no such endpoint");
     };
@@ -648,9 +675,12 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
         (Route::Ping, Method::GET | Method::HEAD) => {
             let mut r = empty(StatusCode::OK, &[]);
             *r.body_mut() = Body::from("{}");
-            r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
             r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                .insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             r
         }
         (Route::Catalog, Method::GET) => catalog(st, &q),
@@ -672,9 +702,16 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
     }
 }
 
-fn paginate(items: Vec<String>, q: &HashMap<String, String>, path: &str) -> (Vec<String>, Option<String>) {
+fn paginate(
+    items: Vec<String>,
+    q: &HashMap<String, String>,
+    path: &str,
+) -> (Vec<String>, Option<String>) {
     let mut items: Vec<String> = match q.get("last") {
-        Some(last) if !last.is_empty() => items.into_iter().filter(|t| t.as_str() > last.as_str()).collect(),
+        Some(last) if !last.is_empty() => items
+            .into_iter()
+            .filter(|t| t.as_str() > last.as_str())
+            .collect(),
         _ => items,
     };
     let n = q.get("n").and_then(|n| n.parse::<usize>().ok());
@@ -683,7 +720,10 @@ fn paginate(items: Vec<String>, q: &HashMap<String, String>, path: &str) -> (Vec
         if items.len() > n {
             items.truncate(n);
             if let Some(last) = items.last() {
-                link = Some(format!("<{path}?n={n}&last={}>; rel=\"next\"", pct_encode(last)));
+                link = Some(format!(
+                    "<{path}?n={n}&last={}>; rel=\"next\"",
+                    pct_encode(last)
+                ));
             }
         }
     }
@@ -692,9 +732,13 @@ fn paginate(items: Vec<String>, q: &HashMap<String, String>, path: &str) -> (Vec
 
 fn json_response(value: serde_json::Value, link: Option<String>, content_type: &str) -> Response {
     let bytes = serde_json::to_vec(&value).unwrap_or_default();
-    let mut r = empty(StatusCode::OK, &[("content-length", bytes.len().to_string())]);
+    let mut r = empty(
+        StatusCode::OK,
+        &[("content-length", bytes.len().to_string())],
+    );
     *r.body_mut() = Body::from(bytes);
-    r.headers_mut().insert(header::CONTENT_TYPE, hv(content_type));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, hv(content_type));
     if let Some(l) = link {
         r.headers_mut().insert(header::LINK, hv(&l));
     }
@@ -707,7 +751,11 @@ fn catalog(st: &AppState, q: &HashMap<String, String>) -> Response {
         Err(e) => return internal(e),
     };
     let (items, link) = paginate(all, q, "/v2/_catalog");
-    json_response(serde_json::json!({ "repositories": items }), link, "application/json")
+    json_response(
+        serde_json::json!({ "repositories": items }),
+        link,
+        "application/json",
+    )
 }
 
 fn tags_list(st: &AppState, name: &str, q: &HashMap<String, String>) -> Response {
@@ -727,29 +775,54 @@ fn tags_list(st: &AppState, name: &str, q: &HashMap<String, String>) -> Response
 }
 
 /// Resolve a tag or digest to a linked manifest: (digest, media type).
-fn resolve_manifest(st: &AppState, name: &str, reference: &str) -> std::result::Result<(Digest, String), Response> {
+fn resolve_manifest(
+    st: &AppState,
+    name: &str,
+    reference: &str,
+) -> std::result::Result<(Digest, String), Response> {
     if let Ok(d) = reference.parse::<Digest>() {
         return match st.repos.manifest_type(name, &d) {
             Some(mt) => Ok((d, mt)),
-            None if !st.repos.exists(name) => Err(err(Code::NameUnknown, format!("repository {name} is not known"))),
-            None => Err(err(Code::ManifestUnknown, format!("manifest {d} is not in {name}"))),
+            None if !st.repos.exists(name) => Err(err(
+                Code::NameUnknown,
+                format!("repository {name} is not known"),
+            )),
+            None => Err(err(
+                Code::ManifestUnknown,
+                format!("manifest {d} is not in {name}"),
+            )),
         };
     }
     if reference.contains(':') {
-        return Err(err(Code::DigestInvalid, format!("invalid digest {reference:?}")));
+        return Err(err(
+            Code::DigestInvalid,
+            format!("invalid digest {reference:?}"),
+        ));
     }
     if !valid_tag(reference) {
-        return Err(err(Code::ManifestInvalid, format!("invalid tag {reference:?}")));
+        return Err(err(
+            Code::ManifestInvalid,
+            format!("invalid tag {reference:?}"),
+        ));
     }
     let Some(desc) = st.repos.tag(name, reference) else {
         if !st.repos.exists(name) {
-            return Err(err(Code::NameUnknown, format!("repository {name} is not known")));
+            return Err(err(
+                Code::NameUnknown,
+                format!("repository {name} is not known"),
+            ));
         }
-        return Err(err(Code::ManifestUnknown, format!("tag {reference} is not in {name}")));
+        return Err(err(
+            Code::ManifestUnknown,
+            format!("tag {reference} is not in {name}"),
+        ));
     };
     match st.repos.manifest_type(name, &desc.digest) {
         Some(mt) => Ok((desc.digest, mt)),
-        None => Err(err(Code::ManifestUnknown, format!("tag {reference} of {name} points at a missing manifest"))),
+        None => Err(err(
+            Code::ManifestUnknown,
+            format!("tag {reference} of {name} points at a missing manifest"),
+        )),
     }
 }
 
@@ -802,11 +875,16 @@ fn get_manifest(st: &AppState, name: &str, reference: &str, h: &HeaderMap, body:
     r
 }
 
-async fn read_small_body(body: Body, limit: usize, counter: &BytesIn) -> std::result::Result<Vec<u8>, Response> {
+async fn read_small_body(
+    body: Body,
+    limit: usize,
+    counter: &BytesIn,
+) -> std::result::Result<Vec<u8>, Response> {
     let mut out = Vec::new();
     let mut s = body.into_data_stream();
     while let Some(chunk) = s.next().await {
-        let chunk = chunk.map_err(|e| err(Code::ManifestInvalid, format!("reading the body: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| err(Code::ManifestInvalid, format!("reading the body: {e}")))?;
         counter.0.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         out.extend_from_slice(&chunk);
         if out.len() > limit {
@@ -853,14 +931,22 @@ async fn put_manifest(
     let value: serde_json::Value = match serde_json::from_slice(&raw) {
         Ok(v @ serde_json::Value::Object(_)) => v,
         Ok(_) => return err(Code::ManifestInvalid, "manifest is not a JSON object"),
-        Err(e) => return err(Code::ManifestInvalid, format!("manifest is not valid JSON: {e}")),
+        Err(e) => {
+            return err(
+                Code::ManifestInvalid,
+                format!("manifest is not valid JSON: {e}"),
+            )
+        }
     };
     let content_type = h
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or("").trim().to_owned())
         .unwrap_or_default();
-    let body_type = value.get("mediaType").and_then(|v| v.as_str()).map(str::to_owned);
+    let body_type = value
+        .get("mediaType")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
     if let Some(bt) = &body_type {
         if !content_type.is_empty() && bt != &content_type && content_type != "application/json" {
             return err(
@@ -870,17 +956,24 @@ async fn put_manifest(
         }
     }
     let mt = body_type
-        .or_else(|| (!content_type.is_empty() && content_type != "application/json").then(|| content_type.clone()))
+        .or_else(|| {
+            (!content_type.is_empty() && content_type != "application/json")
+                .then(|| content_type.clone())
+        })
         .or_else(|| strata_oci::sniff_media_type(&raw))
         .unwrap_or_default();
-    let is_index = media_type::is_index(&mt) || (value.get("manifests").is_some() && value.get("layers").is_none());
+    let is_index = media_type::is_index(&mt)
+        || (value.get("manifests").is_some() && value.get("layers").is_none());
     let digest = match &by_digest {
         Some(want) => {
             let mut hs = Hasher::new(want.algorithm());
             hs.update(&raw);
             let got = hs.finish();
             if &got != want {
-                return err(Code::DigestInvalid, format!("manifest content hashes to {got}, not {want}"));
+                return err(
+                    Code::DigestInvalid,
+                    format!("manifest content hashes to {got}, not {want}"),
+                );
             }
             got
         }
@@ -889,10 +982,15 @@ async fn put_manifest(
     let lock = repo_lock(st, name);
     let _g = lock.lock().await;
     let subject: Option<Descriptor>;
-    let mut artifact_type: Option<String> = value.get("artifactType").and_then(|v| v.as_str()).map(str::to_owned);
+    let mut artifact_type: Option<String> = value
+        .get("artifactType")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
     let annotations = value
         .get("annotations")
-        .and_then(|a| serde_json::from_value::<std::collections::BTreeMap<String, String>>(a.clone()).ok())
+        .and_then(|a| {
+            serde_json::from_value::<std::collections::BTreeMap<String, String>>(a.clone()).ok()
+        })
         .unwrap_or_default();
     if is_index {
         let idx: Index = match serde_json::from_slice(&raw) {
@@ -914,7 +1012,10 @@ async fn put_manifest(
             Err(e) => return err(Code::ManifestInvalid, format!("invalid manifest: {e}")),
         };
         if m.schema_version != 2 {
-            return err(Code::ManifestInvalid, "only schemaVersion 2 manifests are supported");
+            return err(
+                Code::ManifestInvalid,
+                "only schemaVersion 2 manifests are supported",
+            );
         }
         for d in std::iter::once(&m.config).chain(m.layers.iter()) {
             if !d.urls.is_empty() {
@@ -923,7 +1024,10 @@ async fn put_manifest(
             if !st.repos.has_blob(name, &d.digest) {
                 return err(
                     Code::ManifestBlobUnknown,
-                    format!("manifest references blob {} which is not in {name}", d.digest),
+                    format!(
+                        "manifest references blob {} which is not in {name}",
+                        d.digest
+                    ),
                 );
             }
             match st.repos.store().blob_size(&d.digest) {
@@ -931,7 +1035,10 @@ async fn put_manifest(
                 Ok(s) => {
                     return err(
                         Code::ManifestInvalid,
-                        format!("descriptor of {} says {} bytes, the blob has {s}", d.digest, d.size),
+                        format!(
+                            "descriptor of {} says {} bytes, the blob has {s}",
+                            d.digest, d.size
+                        ),
                     )
                 }
                 Err(e) => return internal(e),
@@ -956,7 +1063,11 @@ async fn put_manifest(
         d
     };
     if by_digest.is_none() {
-        if let Err(e) = st.repos.set_tag(name, reference, &Descriptor::new(mt.clone(), digest.clone(), raw.len() as u64)) {
+        if let Err(e) = st.repos.set_tag(
+            name,
+            reference,
+            &Descriptor::new(mt.clone(), digest.clone(), raw.len() as u64),
+        ) {
             return internal(e);
         }
     }
@@ -984,7 +1095,10 @@ async fn delete_manifest(st: &AppState, name: &str, reference: &str) -> Response
     match reference.parse::<Digest>() {
         Ok(d) => {
             if st.repos.manifest_type(name, &d).is_none() {
-                return err(Code::ManifestUnknown, format!("manifest {d} is not in {name}"));
+                return err(
+                    Code::ManifestUnknown,
+                    format!("manifest {d} is not in {name}"),
+                );
             }
             // Drop its referrer record, if it had a subject.
             if let Ok(raw) = st.repos.store().read_blob(&d) {
@@ -1007,7 +1121,12 @@ async fn delete_manifest(st: &AppState, name: &str, reference: &str) -> Response
             }
             match st.repos.remove_tag(name, reference) {
                 Ok(true) => {}
-                Ok(false) => return err(Code::ManifestUnknown, format!("tag {reference} is not in {name}")),
+                Ok(false) => {
+                    return err(
+                        Code::ManifestUnknown,
+                        format!("tag {reference} is not in {name}"),
+                    )
+                }
                 Err(e) => return internal(e),
             }
         }
@@ -1059,7 +1178,9 @@ async fn get_blob(st: &AppState, name: &str, digest: &str, h: &HeaderMap, body: 
     let store = st.repos.store();
     let size = match store.blob_size(&d) {
         Ok(s) => s,
-        Err(e) if e.is_not_found() => return err(Code::BlobUnknown, format!("blob {d} is not in {name}")),
+        Err(e) if e.is_not_found() => {
+            return err(Code::BlobUnknown, format!("blob {d} is not in {name}"))
+        }
         Err(e) => return internal(e),
     };
     let range = match h.get(header::RANGE).and_then(|v| v.to_str().ok()) {
@@ -1143,8 +1264,10 @@ fn referrers(st: &AppState, name: &str, digest: &str, q: &HashMap<String, String
         media_type::OCI_INDEX,
     );
     if filter.is_some() {
-        r.headers_mut()
-            .insert("oci-filters-applied", HeaderValue::from_static("artifactType"));
+        r.headers_mut().insert(
+            "oci-filters-applied",
+            HeaderValue::from_static("artifactType"),
+        );
     }
     r
 }
@@ -1168,7 +1291,14 @@ fn new_upload_id() -> String {
         buf.copy_from_slice(&Digest::sha256(seed.as_bytes()).hex().as_bytes()[..16]);
     }
     let h = hex::encode(buf);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 fn ingest_key(id: &str) -> String {
@@ -1191,7 +1321,9 @@ async fn open_writer(store: &Store, id: &str) -> std::result::Result<Writer, Res
     for _ in 0..50 {
         match store.writer(&ingest_key(id), None) {
             Ok(w) => return Ok(w),
-            Err(strata_oci::Error::Locked(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(strata_oci::Error::Locked(_)) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
             Err(e) => return Err(internal(e)),
         }
     }
@@ -1289,8 +1421,17 @@ async fn start_upload(
 
 /// The session for `id` in repository `name` (from memory, or from its
 /// record after a restart).
-fn session(st: &AppState, name: &str, id: &str) -> std::result::Result<Arc<tokio::sync::Mutex<Upload>>, Response> {
-    let unknown = || err(Code::BlobUploadUnknown, format!("upload {id} is not known in {name}"));
+fn session(
+    st: &AppState,
+    name: &str,
+    id: &str,
+) -> std::result::Result<Arc<tokio::sync::Mutex<Upload>>, Response> {
+    let unknown = || {
+        err(
+            Code::BlobUploadUnknown,
+            format!("upload {id} is not known in {name}"),
+        )
+    };
     if !valid_upload_id(id) {
         return Err(unknown());
     }
@@ -1313,7 +1454,10 @@ fn session(st: &AppState, name: &str, id: &str) -> std::result::Result<Arc<tokio
 }
 
 fn forget_session(st: &AppState, id: &str) {
-    st.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    st.uploads
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(id);
     let _ = std::fs::remove_file(st.repos.uploads_dir().join(format!("{id}.json")));
 }
 
@@ -1352,20 +1496,29 @@ async fn append_body(
         writer = write_batch(writer, batch).await?;
     }
     if let Some(e) = broken {
-        return Err((Some(writer), err(Code::BlobUploadInvalid, format!("the body broke off: {e}"))));
+        return Err((
+            Some(writer),
+            err(Code::BlobUploadInvalid, format!("the body broke off: {e}")),
+        ));
     }
     if let Some(want) = expect_len {
         if want != n {
             return Err((
                 Some(writer),
-                err(Code::SizeInvalid, format!("Content-Range announced {want} bytes, the body had {n}")),
+                err(
+                    Code::SizeInvalid,
+                    format!("Content-Range announced {want} bytes, the body had {n}"),
+                ),
             ));
         }
     }
     Ok(writer)
 }
 
-async fn write_batch(writer: Writer, b: Vec<u8>) -> std::result::Result<Writer, (Option<Writer>, Response)> {
+async fn write_batch(
+    writer: Writer,
+    b: Vec<u8>,
+) -> std::result::Result<Writer, (Option<Writer>, Response)> {
     let res = tokio::task::spawn_blocking(move || {
         let mut w = writer;
         match w.write_all(&b) {
@@ -1396,21 +1549,35 @@ fn parse_content_range(h: &HeaderMap) -> Option<std::result::Result<(u64, u64), 
     })
 }
 
-async fn take_writer(st: &AppState, up: &mut Upload, id: &str) -> std::result::Result<Writer, Response> {
+async fn take_writer(
+    st: &AppState,
+    up: &mut Upload,
+    id: &str,
+) -> std::result::Result<Writer, Response> {
     match up.writer.take() {
         Some(w) => Ok(w),
         None => open_writer(st.repos.store(), id).await,
     }
 }
 
-async fn patch_upload(st: &AppState, name: &str, id: &str, h: &HeaderMap, body: Body, counter: BytesIn) -> Response {
+async fn patch_upload(
+    st: &AppState,
+    name: &str,
+    id: &str,
+    h: &HeaderMap,
+    body: Body,
+    counter: BytesIn,
+) -> Response {
     let sess = match session(st, name, id) {
         Ok(s) => s,
         Err(r) => return r,
     };
     let mut up = sess.lock().await;
     if up.name != name {
-        return err(Code::BlobUploadUnknown, format!("upload {id} is not known in {name}"));
+        return err(
+            Code::BlobUploadUnknown,
+            format!("upload {id} is not known in {name}"),
+        );
     }
     up.last = Instant::now();
     let writer = match take_writer(st, &mut up, id).await {
@@ -1427,7 +1594,10 @@ async fn patch_upload(st: &AppState, name: &str, id: &str, h: &HeaderMap, body: 
         Some(Ok((a, b))) => {
             if a != offset {
                 up.writer = Some(writer);
-                let mut r = empty(StatusCode::RANGE_NOT_SATISFIABLE, &upload_headers(name, id, offset));
+                let mut r = empty(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    &upload_headers(name, id, offset),
+                );
                 *r.body_mut() = Body::from(format!(
                     "{{\"errors\":[{{\"code\":\"BLOB_UPLOAD_INVALID\",\"message\":\"the upload is at {offset}, the chunk starts at {a}\"}}]}}"
                 ));
@@ -1466,10 +1636,16 @@ async fn put_upload(
     };
     let mut up = sess.lock().await;
     if up.name != name {
-        return err(Code::BlobUploadUnknown, format!("upload {id} is not known in {name}"));
+        return err(
+            Code::BlobUploadUnknown,
+            format!("upload {id} is not known in {name}"),
+        );
     }
     let Some(dg) = q.get("digest") else {
-        return err(Code::DigestInvalid, "the digest query parameter is required");
+        return err(
+            Code::DigestInvalid,
+            "the digest query parameter is required",
+        );
     };
     let d = match parse_digest(dg) {
         Ok(d) => d,
@@ -1484,7 +1660,10 @@ async fn put_upload(
         Some(_) => {
             let off = writer.offset();
             up.writer = Some(writer);
-            return empty(StatusCode::RANGE_NOT_SATISFIABLE, &upload_headers(name, id, off));
+            return empty(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                &upload_headers(name, id, off),
+            );
         }
         None => None,
     };
@@ -1502,13 +1681,22 @@ async fn put_upload(
 
 /// Verify and commit an upload, then link the blob in the repository. On a
 /// digest mismatch nothing is stored.
-async fn finish_upload(st: &AppState, name: &str, writer: Writer, d: &Digest, _h: &HeaderMap) -> Response {
+async fn finish_upload(
+    st: &AppState,
+    name: &str,
+    writer: Writer,
+    d: &Digest,
+    _h: &HeaderMap,
+) -> Response {
     let expected = d.clone();
     let committed = tokio::task::spawn_blocking(move || writer.commit(None, Some(&expected))).await;
     match committed {
         Ok(Ok(_)) => {}
         Ok(Err(strata_oci::Error::DigestMismatch { actual, .. })) => {
-            return err(Code::DigestInvalid, format!("the uploaded content hashes to {actual}, not {d}"))
+            return err(
+                Code::DigestInvalid,
+                format!("the uploaded content hashes to {actual}, not {d}"),
+            )
         }
         Ok(Err(e)) => return internal(e),
         Err(e) => return internal(e),
@@ -1537,7 +1725,10 @@ async fn upload_status(st: &AppState, name: &str, id: &str) -> Response {
     };
     let mut up = sess.lock().await;
     if up.name != name {
-        return err(Code::BlobUploadUnknown, format!("upload {id} is not known in {name}"));
+        return err(
+            Code::BlobUploadUnknown,
+            format!("upload {id} is not known in {name}"),
+        );
     }
     let w = match take_writer(st, &mut up, id).await {
         Ok(w) => w,
@@ -1555,7 +1746,10 @@ async fn cancel_upload(st: &AppState, name: &str, id: &str) -> Response {
     };
     let mut up = sess.lock().await;
     if up.name != name {
-        return err(Code::BlobUploadUnknown, format!("upload {id} is not known in {name}"));
+        return err(
+            Code::BlobUploadUnknown,
+            format!("upload {id} is not known in {name}"),
+        );
     }
     let w = match take_writer(st, &mut up, id).await {
         Ok(w) => w,
@@ -1598,10 +1792,14 @@ fn expire_uploads(state: Arc<AppState>) -> Pin<Box<dyn Future<Output = ()> + Sen
             }
             // Records left by an earlier run.
             let dir = state.repos.uploads_dir();
-            let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for e in rd.flatten() {
                 let fname = e.file_name().to_string_lossy().into_owned();
-                let Some(id) = fname.strip_suffix(".json") else { continue };
+                let Some(id) = fname.strip_suffix(".json") else {
+                    continue;
+                };
                 if state
                     .uploads
                     .lock()
@@ -1684,8 +1882,15 @@ mod tests {
         let q: HashMap<String, String> = [("n".to_owned(), "2".to_owned())].into();
         let (got, link) = paginate(items.clone(), &q, "/v2/x/tags/list");
         assert_eq!(got, ["a", "b"]);
-        assert_eq!(link.as_deref(), Some("</v2/x/tags/list?n=2&last=b>; rel=\"next\""));
-        let q: HashMap<String, String> = [("n".to_owned(), "2".to_owned()), ("last".to_owned(), "b".to_owned())].into();
+        assert_eq!(
+            link.as_deref(),
+            Some("</v2/x/tags/list?n=2&last=b>; rel=\"next\"")
+        );
+        let q: HashMap<String, String> = [
+            ("n".to_owned(), "2".to_owned()),
+            ("last".to_owned(), "b".to_owned()),
+        ]
+        .into();
         let (got, link) = paginate(items, &q, "/v2/x/tags/list");
         assert_eq!(got, ["c", "d"]);
         assert_eq!(link, None);

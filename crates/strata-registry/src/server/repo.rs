@@ -147,7 +147,11 @@ impl Repos {
     }
 
     pub(crate) fn has_blob(&self, name: &str, d: &Digest) -> bool {
-        self.repo_dir(name).join("_blobs").join(digest_rel(d)).is_file() && self.store.has(d)
+        self.repo_dir(name)
+            .join("_blobs")
+            .join(digest_rel(d))
+            .is_file()
+            && self.store.has(d)
     }
 
     pub(crate) fn link_blob(&self, name: &str, d: &Digest) -> io::Result<()> {
@@ -177,7 +181,8 @@ impl Repos {
     }
 
     pub(crate) fn unlink_manifest(&self, name: &str, d: &Digest) -> io::Result<bool> {
-        let removed = remove_if_exists(&self.repo_dir(name).join("_manifests").join(digest_rel(d)))?;
+        let removed =
+            remove_if_exists(&self.repo_dir(name).join("_manifests").join(digest_rel(d)))?;
         for t in self.tags(name)? {
             if self.tag(name, &t).is_some_and(|td| td.digest == *d) {
                 remove_if_exists(&self.repo_dir(name).join("_tags").join(&t))?;
@@ -204,16 +209,30 @@ impl Repos {
         list_dir(&self.repo_dir(name).join("_tags"))
     }
 
-    pub(crate) fn add_referrer(&self, name: &str, subject: &Digest, desc: &Descriptor) -> io::Result<()> {
+    pub(crate) fn add_referrer(
+        &self,
+        name: &str,
+        subject: &Digest,
+        desc: &Descriptor,
+    ) -> io::Result<()> {
         let p = self
             .repo_dir(name)
             .join("_referrers")
             .join(digest_rel(subject))
-            .join(format!("{}-{}", desc.digest.algorithm().as_str(), desc.digest.hex()));
+            .join(format!(
+                "{}-{}",
+                desc.digest.algorithm().as_str(),
+                desc.digest.hex()
+            ));
         write_atomic(&p, &serde_json::to_vec(desc).map_err(io::Error::other)?)
     }
 
-    pub(crate) fn remove_referrer(&self, name: &str, subject: &Digest, d: &Digest) -> io::Result<()> {
+    pub(crate) fn remove_referrer(
+        &self,
+        name: &str,
+        subject: &Digest,
+        d: &Digest,
+    ) -> io::Result<()> {
         let p = self
             .repo_dir(name)
             .join("_referrers")
@@ -223,7 +242,10 @@ impl Repos {
     }
 
     pub(crate) fn referrers(&self, name: &str, subject: &Digest) -> io::Result<Vec<Descriptor>> {
-        let dir = self.repo_dir(name).join("_referrers").join(digest_rel(subject));
+        let dir = self
+            .repo_dir(name)
+            .join("_referrers")
+            .join(digest_rel(subject));
         let mut out = Vec::new();
         for f in list_dir(&dir)? {
             if let Ok(b) = std::fs::read(dir.join(&f)) {
@@ -280,8 +302,10 @@ impl Repos {
             path: dir.clone(),
             source: e,
         };
-        set.digests.extend(list_digests(&dir.join("_manifests")).map_err(io_err)?);
-        set.digests.extend(list_digests(&dir.join("_blobs")).map_err(io_err)?);
+        set.digests
+            .extend(list_digests(&dir.join("_manifests")).map_err(io_err)?);
+        set.digests
+            .extend(list_digests(&dir.join("_blobs")).map_err(io_err)?);
         let key = Digest::sha256(name.as_bytes());
         if set.digests.is_empty() {
             match self.store.remove_root(ROOT_NAMESPACE, key.hex()) {
@@ -319,7 +343,14 @@ mod tests {
             assert_eq!(valid_name(n), ok, "{n}");
         }
         assert!(!valid_name(&"a".repeat(256)));
-        for (t, ok) in [("latest", true), ("_x", true), ("V1.0-rc", true), (".x", false), ("-x", false), ("", false)] {
+        for (t, ok) in [
+            ("latest", true),
+            ("_x", true),
+            ("V1.0-rc", true),
+            (".x", false),
+            ("-x", false),
+            ("", false),
+        ] {
             assert_eq!(valid_tag(t), ok, "{t}");
         }
         assert!(!valid_tag(&"a".repeat(129)));

@@ -46,7 +46,12 @@ pub fn make_image(store: &Store, name: &str, files: &[(&str, Vec<u8>)]) -> Descr
 }
 
 /// Like [`make_image`]; `docker` chooses Docker schema 2 media types.
-pub fn make_image_typed(store: &Store, name: &str, files: &[(&str, Vec<u8>)], docker: bool) -> Descriptor {
+pub fn make_image_typed(
+    store: &Store,
+    name: &str,
+    files: &[(&str, Vec<u8>)],
+    docker: bool,
+) -> Descriptor {
     let mut layers = Vec::new();
     let mut diff_ids = Vec::new();
     for (path, content) in files {
@@ -87,7 +92,10 @@ pub fn make_image_typed(store: &Store, name: &str, files: &[(&str, Vec<u8>)], do
     }
     let raw = m.to_json();
     let mdesc = store
-        .put_json(m.media_type.as_deref().unwrap_or(media_type::OCI_MANIFEST), &raw)
+        .put_json(
+            m.media_type.as_deref().unwrap_or(media_type::OCI_MANIFEST),
+            &raw,
+        )
         .unwrap();
     let r: Reference = name.parse().unwrap();
     store.tag(&r, &mdesc).unwrap();
@@ -116,12 +124,17 @@ impl Requests {
 }
 
 /// A strata registry over a fresh store, on a free port, counting requests.
-pub async fn start_server(dir: &std::path::Path, mut opts: ServeOptions) -> (String, Store, Requests, tokio::sync::oneshot::Sender<()>) {
+pub async fn start_server(
+    dir: &std::path::Path,
+    mut opts: ServeOptions,
+) -> (String, Store, Requests, tokio::sync::oneshot::Sender<()>) {
     let store = Store::open(dir).unwrap();
     let reqs = Requests::default();
     opts.addr = "127.0.0.1:0".into();
     opts.on_request = Some(reqs.hook());
-    let (addr, stop) = strata_registry::serve_until(store.clone(), opts).await.unwrap();
+    let (addr, stop) = strata_registry::serve_until(store.clone(), opts)
+        .await
+        .unwrap();
     (addr.to_string(), store, reqs, stop)
 }
 
@@ -173,7 +186,11 @@ impl ReferenceRegistry {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let reg = ReferenceRegistry { addr, child, _dir: dir };
+        let reg = ReferenceRegistry {
+            addr,
+            child,
+            _dir: dir,
+        };
         for _ in 0..100 {
             if std::net::TcpStream::connect(&reg.addr).is_ok() {
                 return Some(reg);
