@@ -107,12 +107,16 @@ impl Serve {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
+        // From here the child is waited on by Drop.
+        let serve = Serve { addr, child, log };
         for _ in 0..200 {
-            if std::net::TcpStream::connect(&addr).is_ok() {
-                return Serve { addr, child, log };
+            if std::net::TcpStream::connect(&serve.addr).is_ok() {
+                return serve;
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+        let log = serve.log.clone();
+        drop(serve);
         panic!(
             "strata serve did not start: {}",
             std::fs::read_to_string(&log).unwrap_or_default()

@@ -416,7 +416,8 @@ mod tests {
 
     #[test]
     fn challenges() {
-        let cases: &[(&str, &[(&str, &[(&str, &str)])])] = &[
+        type Params<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(&str, &[(&str, Params)])] = &[
             (
                 r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull,push""#,
                 &[(

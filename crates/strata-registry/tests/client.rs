@@ -100,7 +100,7 @@ async fn push_again_after_one_layer_changed_uploads_only_that_layer() {
             .iter()
             .filter(|o| **o == BlobOutcome::Exists)
             .count(),
-        3 + 0
+        3
     );
     let second = reqs.take();
     // Server side: 5 HEADs, 2 uploads finished (layer + config), 1 manifest.

@@ -182,7 +182,7 @@ impl Progress for Render {
                 delay,
             } => {
                 if self.mode != Mode::Quiet {
-                    let _ = self.multi.suspend(|| {
+                    self.multi.suspend(|| {
                         eprintln!(
                             "retrying {what} in {:.1}s (attempt {attempt}: {reason})",
                             delay.as_secs_f64()

@@ -387,7 +387,7 @@ impl Client {
                 .and_then(|v| v.parse::<u64>().ok());
             if let Some(cl) = announced {
                 if cl != remaining {
-                    let _ = blocking(writer, |w| w.abort().map(|()| ())).await;
+                    let _ = blocking(writer, |w| w.abort()).await;
                     return Err(Error::SizeMismatch {
                         registry: target.registry.clone(),
                         repository: target.repository.clone(),
@@ -406,7 +406,7 @@ impl Client {
                     Some(Ok(chunk)) => {
                         got += chunk.len() as u64;
                         if got > desc.size {
-                            let _ = blocking(writer, |w| w.abort().map(|()| ())).await;
+                            let _ = blocking(writer, |w| w.abort()).await;
                             return Err(Error::SizeMismatch {
                                 registry: target.registry.clone(),
                                 repository: target.repository.clone(),
