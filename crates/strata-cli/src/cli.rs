@@ -263,8 +263,8 @@ pub struct ImagesArgs {
     /// Output format
     #[arg(long, value_enum, default_value = "table")]
     pub format: ListFormat,
-    /// Show only image IDs
-    #[arg(short = 'q', long = "ids")]
+    /// Show only image IDs (the global -q/--quiet does the same, as `docker images -q`)
+    #[arg(long = "ids")]
     pub ids_only: bool,
     /// Do not truncate IDs
     #[arg(long)]

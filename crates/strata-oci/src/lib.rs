@@ -37,7 +37,7 @@
 //!   [`Store::set_root`]`(namespace, name, RootSet)` for persistent roots such
 //!   as the build cache ([`CACHE_NAMESPACE`]).
 //! - [`Store::verify`] -> [`VerifyReport`]; [`Store::gc`]`(GcOptions)` -> [`GcReport`].
-//! - Archives: see the archive functions (save and load).
+//! - Archives: [`save_docker_archive`], [`save_oci_layout`], [`load_archive`].
 //!
 //! # On-disk layout
 //!
@@ -64,15 +64,18 @@
 //! the tag database, and garbage collection against writers and leases.
 #![deny(missing_docs)]
 
-// mod archive;
+mod archive;
+mod change;
 mod descriptor;
 mod digest;
 mod error;
 mod image;
 mod reference;
 mod store;
+mod time;
 
-// pub use archive::{load_archive, save_docker_archive, save_oci_layout, LoadedImage, SaveItem};
+pub use archive::{load_archive, save_docker_archive, save_oci_layout, LoadedImage, SaveItem};
+pub use change::apply_change;
 pub use descriptor::{media_type, Compression, Descriptor, Platform, PlatformError};
 pub use digest::{Algorithm, Digest, DigestError, Hasher, HashingReader, HashingWriter};
 pub use error::{Error, Result};
@@ -85,3 +88,4 @@ pub use store::{
     remove_tree, GcOptions, GcReport, Image, ImageSummary, Layer, Lease, Problem, RootSet, Store,
     TagEntry, VerifyReport, Writer, CACHE_NAMESPACE, MAX_DOCUMENT_SIZE,
 };
+pub use time::{format_rfc3339, parse_rfc3339};

@@ -1,44 +1,604 @@
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use strata_layer::LayerOptions;
+use strata_oci::{
+    apply_change, format_rfc3339, media_type, parse_rfc3339, Compression, ContainerConfig,
+    GcOptions, History, Image, ImageConfig, Manifest, Platform, Reference, SaveItem, Store,
+};
+
 use crate::cli::*;
+use crate::render::human_bytes;
 use crate::settings::Settings;
 
-use super::{unbuilt, CmdResult};
+use super::CmdResult;
 
-pub fn images(_args: ImagesArgs, _s: &Settings) -> CmdResult {
-    unbuilt("images")
+fn open_store(s: &Settings) -> anyhow::Result<Store> {
+    Store::open(&s.root).with_context(|| format!("cannot open the store at {}", s.root.display()))
 }
 
-pub fn inspect(_args: InspectArgs, _s: &Settings) -> CmdResult {
-    unbuilt("inspect")
+fn parse_ref(s: &str) -> anyhow::Result<Reference> {
+    s.parse::<Reference>().map_err(anyhow::Error::new)
 }
 
-pub fn history(_args: HistoryArgs, _s: &Settings) -> CmdResult {
-    unbuilt("history")
+fn find(store: &Store, name: &str) -> anyhow::Result<Image> {
+    store.find_image(name).map_err(|e| {
+        if e.is_not_found() {
+            crate::render::hinted(
+                format!("no such image: {name}"),
+                "`strata images` lists the images in the store; `strata import` or `strata load` adds some",
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("cannot read image {name}"))
+        }
+    })
 }
 
-pub fn import(_args: ImportArgs, _s: &Settings) -> CmdResult {
-    unbuilt("import")
+fn epoch() -> i64 {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
-pub fn save(_args: SaveArgs, _s: &Settings) -> CmdResult {
-    unbuilt("save")
+/// "3 days ago", as docker prints ages (go-units HumanDuration).
+fn ago(created: Option<&str>) -> String {
+    let Some(t) = created.and_then(parse_rfc3339) else {
+        return "N/A".into();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    format!("{} ago", human_duration((now - t).max(0)))
 }
 
-pub fn load(_args: LoadArgs, _s: &Settings) -> CmdResult {
-    unbuilt("load")
+fn human_duration(secs: i64) -> String {
+    let (mins, hours) = (secs / 60, secs / 3600);
+    match () {
+        _ if secs < 1 => "Less than a second".into(),
+        _ if secs == 1 => "1 second".into(),
+        _ if secs < 60 => format!("{secs} seconds"),
+        _ if mins == 1 => "About a minute".into(),
+        _ if mins < 60 => format!("{mins} minutes"),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        _ => format!("{} years", hours / 24 / 365),
+    }
 }
 
-pub fn tag(_args: TagArgs, _s: &Settings) -> CmdResult {
-    unbuilt("tag")
+/// docker's HumanSizeWithPrecision(n, 3): `0B`, `1.24kB`, `4.26MB`.
+fn docker_size(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    let s = if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    };
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
+    };
+    format!("{s}{}", UNITS[u])
 }
 
-pub fn rmi(_args: RmiArgs, _s: &Settings) -> CmdResult {
-    unbuilt("rmi")
+fn print_table(rows: &[Vec<String>]) {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0; cols];
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    for r in rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!("{c:<w$}   ", w = widths[i]));
+            }
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
 }
 
-pub fn prune(_args: PruneArgs, _s: &Settings) -> CmdResult {
-    unbuilt("prune")
+fn print_json(v: &Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
 }
 
-pub fn verify(_args: StoreVerifyArgs, _s: &Settings) -> CmdResult {
-    unbuilt("verify")
+pub fn images(args: ImagesArgs, s: &Settings) -> CmdResult {
+    let store = open_store(s)?;
+    let list = store.images().context("cannot list images")?;
+    let id = |img: &Image| {
+        if args.no_trunc {
+            img.id().to_string()
+        } else {
+            img.id().short().to_owned()
+        }
+    };
+    if args.ids_only || s.quiet {
+        let mut seen = std::collections::BTreeSet::new();
+        for e in &list {
+            if seen.insert(e.image.id().clone()) {
+                println!("{}", id(&e.image));
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let split = |r: &Option<Reference>| match r {
+        Some(r) => (r.familiar_name(), r.tag().unwrap_or("<none>").to_owned()),
+        None => ("<none>".to_owned(), "<none>".to_owned()),
+    };
+    if args.format == ListFormat::Json {
+        let v: Vec<Value> = list
+            .iter()
+            .map(|e| {
+                let (repo, tag) = split(&e.entry.reference);
+                json!({
+                    "Repository": repo,
+                    "Tag": tag,
+                    "ID": e.image.id().to_string(),
+                    "Digest": e.entry.descriptor.digest.to_string(),
+                    "Created": e.image.config.created,
+                    "Size": e.image.size(),
+                })
+            })
+            .collect();
+        print_json(&Value::Array(v))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![vec![
+        "REPOSITORY".into(),
+        "TAG".into(),
+        "IMAGE ID".into(),
+        "CREATED".into(),
+        "SIZE".into(),
+    ]];
+    for e in &list {
+        let (repo, tag) = split(&e.entry.reference);
+        rows.push(vec![
+            repo,
+            tag,
+            id(&e.image),
+            ago(e.image.config.created.as_deref()),
+            human_bytes(e.image.size()),
+        ]);
+    }
+    print_table(&rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect_json(store: &Store, img: &Image) -> anyhow::Result<Value> {
+    let tags: Vec<String> = store
+        .tags_of(img.id())?
+        .iter()
+        .map(Reference::familiar)
+        .collect();
+    let config: Value = serde_json::from_slice(&img.config_raw)?;
+    let manifest: Value = serde_json::from_slice(&img.manifest_raw)?;
+    let layers: Vec<Value> = img
+        .layers
+        .iter()
+        .map(|l| {
+            json!({
+                "Digest": l.descriptor.digest.to_string(),
+                "DiffID": l.diff_id.to_string(),
+                "Size": l.descriptor.size,
+                "MediaType": l.descriptor.media_type,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "Id": img.id().to_string(),
+        "RepoTags": tags,
+        "Digest": img.top_descriptor().digest.to_string(),
+        "ManifestDigest": img.descriptor.digest.to_string(),
+        "Created": img.config.created,
+        "Architecture": img.config.architecture,
+        "Os": img.config.os,
+        "Size": img.size(),
+        "Config": config.get("config").cloned().unwrap_or(Value::Null),
+        "RootFS": config.get("rootfs").cloned().unwrap_or(Value::Null),
+        "Layers": layers,
+        "Manifest": manifest,
+        "ImageConfig": config,
+    }))
+}
+
+pub fn inspect(args: InspectArgs, s: &Settings) -> CmdResult {
+    let store = open_store(s)?;
+    let mut out = Vec::new();
+    for name in &args.images {
+        let img = find(&store, name)?;
+        out.push(inspect_json(&store, &img)?);
+    }
+    print_json(&Value::Array(out))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One history row per config history entry (newest first), each non-empty
+/// entry matched with its layer.
+struct HistoryRow {
+    id: Option<String>,
+    created: Option<String>,
+    created_by: String,
+    size: u64,
+    comment: String,
+    empty: bool,
+}
+
+fn history_rows(img: &Image) -> Vec<HistoryRow> {
+    let mut rows = Vec::new();
+    let mut layers = img.layers.iter().rev();
+    if img.config.history.is_empty() {
+        for l in layers {
+            rows.push(HistoryRow {
+                id: None,
+                created: None,
+                created_by: String::new(),
+                size: l.descriptor.size,
+                comment: String::new(),
+                empty: false,
+            });
+        }
+    } else {
+        for h in img.config.history.iter().rev() {
+            let size = if h.empty_layer {
+                0
+            } else {
+                layers.next().map_or(0, |l| l.descriptor.size)
+            };
+            rows.push(HistoryRow {
+                id: None,
+                created: h.created.clone(),
+                created_by: h.created_by.clone().unwrap_or_default(),
+                size,
+                comment: h.comment.clone().unwrap_or_default(),
+                empty: h.empty_layer,
+            });
+        }
+    }
+    if let Some(first) = rows.first_mut() {
+        first.id = Some(img.id().to_string());
+    }
+    rows
+}
+
+pub fn history(args: HistoryArgs, s: &Settings) -> CmdResult {
+    let store = open_store(s)?;
+    let img = find(&store, &args.image)?;
+    let rows = history_rows(&img);
+    if args.format == ListFormat::Json {
+        let v: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "ID": r.id.clone().unwrap_or_else(|| "<missing>".into()),
+                    "CreatedAt": r.created,
+                    "CreatedBy": r.created_by,
+                    "Size": r.size,
+                    "Comment": r.comment,
+                    "EmptyLayer": r.empty,
+                })
+            })
+            .collect();
+        print_json(&Value::Array(v))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = vec![vec![
+        "IMAGE".into(),
+        "CREATED".into(),
+        "CREATED BY".into(),
+        "SIZE".into(),
+        "COMMENT".into(),
+    ]];
+    for r in rows {
+        let id = match (&r.id, args.no_trunc) {
+            (Some(id), true) => id.clone(),
+            (Some(_), false) => img.id().short().to_owned(),
+            (None, _) => "<missing>".into(),
+        };
+        let by = r.created_by.replace(['\n', '\t'], " ");
+        let by = if args.no_trunc || by.chars().count() <= 45 {
+            by
+        } else {
+            format!("{}…", by.chars().take(44).collect::<String>())
+        };
+        let size = if args.human {
+            docker_size(r.size)
+        } else {
+            r.size.to_string()
+        };
+        table.push(vec![id, ago(r.created.as_deref()), by, size, r.comment]);
+    }
+    print_table(&table);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn import(args: ImportArgs, s: &Settings) -> CmdResult {
+    let store = open_store(s)?;
+    let reference = parse_ref(&args.reference)?;
+    let mut cc = ContainerConfig::default();
+    for ch in &args.changes {
+        apply_change(&mut cc, ch)?;
+    }
+    let platform: Platform = match &args.platform {
+        Some(p) => p.parse()?,
+        None => Platform::host(),
+    };
+    let _lease = store.lease("import")?;
+    let reader: Box<dyn std::io::Read> = if args.tarball == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(
+            std::fs::File::open(&args.tarball)
+                .with_context(|| format!("cannot open {}", args.tarball.display()))?,
+        )
+    };
+    let opts = LayerOptions::new(Compression::Gzip);
+    let layer = strata_layer::import_tar_to_store(&store, reader, &opts)
+        .with_context(|| format!("cannot import {}", args.tarball.display()))?;
+    let created = format_rfc3339(epoch());
+    let mut config = ImageConfig {
+        created: Some(created.clone()),
+        architecture: platform.architecture.clone(),
+        os: platform.os.clone(),
+        variant: platform.variant.clone(),
+        config: Some(cc),
+        ..Default::default()
+    };
+    config.rootfs.diff_ids.push(layer.diff_id.clone());
+    config.history.push(History {
+        created: Some(created),
+        created_by: Some("strata import".into()),
+        comment: Some(
+            args.message
+                .clone()
+                .unwrap_or_else(|| "Imported from a root filesystem tarball".into()),
+        ),
+        ..Default::default()
+    });
+    let config_desc = store.put_json(media_type::OCI_CONFIG, &config.to_json())?;
+    let manifest = Manifest::oci(config_desc.clone(), vec![layer.descriptor()]);
+    let desc = store.put_json(media_type::OCI_MANIFEST, &manifest.to_json())?;
+    store.tag(&reference, &desc)?;
+    println!("{}", config_desc.digest);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn save_items(store: &Store, names: &[String]) -> anyhow::Result<Vec<SaveItem>> {
+    let mut items = Vec::new();
+    for n in names {
+        let image = find(store, n)?;
+        let mut names = Vec::new();
+        if let Ok(r) = n.parse::<Reference>() {
+            if r.digest().is_none() && store.resolve(&r).is_ok() {
+                names.push(r);
+            }
+        }
+        items.push(SaveItem { image, names });
+    }
+    Ok(items)
+}
+
+pub fn save(args: SaveArgs, s: &Settings) -> CmdResult {
+    let store = open_store(s)?;
+    let items = save_items(&store, &args.images)?;
+    let out = &args.output;
+    match args.format {
+        ArchiveFormat::Docker => {
+            // Temp file beside the destination, renamed when complete: a killed
+            // save never leaves a truncated archive under the final name.
+            let dir = out
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let tmp = tempfile::Builder::new()
+                .prefix(".strata-save-")
+                .tempfile_in(dir)
+                .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+            let w = std::io::BufWriter::new(tmp.as_file());
+            strata_oci::save_docker_archive(&store, &items, w)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            tmp.as_file().sync_all()?;
+            tmp.persist(out)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+        }
+        ArchiveFormat::Oci => {
+            let as_tar = out.extension().is_some_and(|e| e == "tar");
+            strata_oci::save_oci_layout(&store, &items, out, as_tar)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn load(args: LoadArgs, s: &Settings) -> CmdResult {
+    let store = open_store(s)?;
+    let loaded = strata_oci::load_archive(&store, &args.input)
+        .with_context(|| format!("cannot load {}", args.input.display()))?;
+    for l in loaded {
+        if l.names.is_empty() {
+            let id = store
+                .image(&l.descriptor, None)
+                .map(|i| i.id().to_string())
+                .unwrap_or_else(|_| l.descriptor.digest.to_string());
+            match l.ref_name {
+                Some(r) => println!("Loaded image ID: {id} (ref name {r:?})"),
+                None => println!("Loaded image ID: {id}"),
+            }
+        }
+        for n in l.names {
+            println!("Loaded image: {}", n.familiar());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn tag(args: TagArgs, s: &Settings) -> CmdResult {
+    let store = open_store(s)?;
+    let img = find(&store, &args.source)?;
+    let target = parse_ref(&args.target)?;
+    if target.digest().is_some() {
+        bail!(
+            "cannot tag with a digest reference ({}): give a name[:tag]",
+            args.target
+        );
+    }
+    store.tag(&target, img.top_descriptor())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn rmi(args: RmiArgs, s: &Settings) -> CmdResult {
+    let store = open_store(s)?;
+    for name in &args.images {
+        // A name: remove that tag only.
+        if let Ok(r) = name.parse::<Reference>() {
+            if r.digest().is_none() && store.resolve(&r).is_ok() {
+                store.untag(&r)?;
+                println!("Untagged: {}", r.familiar());
+                continue;
+            }
+        }
+        let img = find(&store, name)?;
+        let tags = store.tags_of(img.id())?;
+        if tags.len() > 1 && !args.force {
+            return Err(crate::render::hinted(
+                format!(
+                    "image {} is referenced by {} names ({})",
+                    img.id().short(),
+                    tags.len(),
+                    tags.iter()
+                        .map(Reference::familiar)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                "remove the names one by one, or pass -f",
+            ));
+        }
+        for t in tags {
+            store.untag(&t)?;
+            println!("Untagged: {}", t.familiar());
+        }
+        for e in store.list_tags()? {
+            if e.reference.is_none()
+                && store
+                    .image(&e.descriptor, None)
+                    .is_ok_and(|i| i.id() == img.id())
+            {
+                store.remove_untagged(&e.descriptor.digest)?;
+            }
+        }
+        println!("Deleted: {}", img.id());
+    }
+    store
+        .gc(GcOptions::default())
+        .context("cannot remove unreferenced content")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn prune(args: PruneArgs, s: &Settings) -> CmdResult {
+    let store = open_store(s)?;
+    let rep = store
+        .gc(GcOptions {
+            remove_cache: args.all,
+            remove_untagged: args.all,
+            remove_ingests: args.all,
+            dry_run: args.dry_run,
+        })
+        .context("prune failed")?;
+    let verb = if args.dry_run {
+        "Would remove"
+    } else {
+        "Removed"
+    };
+    if s.verbosity > 0 || args.dry_run {
+        for (d, n) in &rep.blobs {
+            println!("{verb} blob {d} ({})", human_bytes(*n));
+        }
+        for sn in &rep.snapshots {
+            println!("{verb} snapshot {sn}");
+        }
+        for r in &rep.roots {
+            println!("{verb} cache root {r}");
+        }
+        for u in &rep.untagged {
+            println!("{verb} untagged image {u}");
+        }
+    }
+    if !s.quiet {
+        println!(
+            "{verb} {} blobs, {} snapshots, {} cache roots, {} untagged images; {} reclaimed",
+            rep.blobs.len(),
+            rep.snapshots.len(),
+            rep.roots.len(),
+            rep.untagged.len(),
+            human_bytes(rep.bytes)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn verify(args: StoreVerifyArgs, s: &Settings) -> CmdResult {
+    let store = open_store(s)?;
+    let rep = store.verify().context("cannot verify the store")?;
+    if args.format == ListFormat::Json {
+        print_json(&serde_json::to_value(&rep)?)?;
+    } else {
+        for p in &rep.problems {
+            println!("{p}");
+        }
+        if !s.quiet {
+            eprintln!(
+                "checked {} blobs ({}) and {} tags: {}",
+                rep.blobs,
+                human_bytes(rep.bytes),
+                rep.tags,
+                if rep.problems.is_empty() {
+                    "ok".to_owned()
+                } else {
+                    format!("{} problems", rep.problems.len())
+                }
+            );
+        }
+    }
+    Ok(if rep.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_sizes() {
+        assert_eq!(docker_size(0), "0B");
+        assert_eq!(docker_size(1240), "1.24kB");
+        assert_eq!(docker_size(4_260_000), "4.26MB");
+        assert_eq!(docker_size(123_456_789), "123MB");
+        assert_eq!(docker_size(10_000), "10kB");
+    }
 }

@@ -1,0 +1,266 @@
+//! Snapshots: each layer extracted once (overlay mode) into
+//! `<store>/snapshots/<diffID hex>/`, stacked as overlay lowerdirs; active
+//! snapshots (a fresh upper for a RUN step) under `snapshots/.active/<key>/`.
+//!
+//! The snapshotter returns mounts as plain data and never mounts anything
+//! itself (the sandbox does the syscalls).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use strata_oci::{Digest, Image, Layer, Store};
+
+use crate::error::IoContext;
+use crate::{
+    apply_layer, diff_dirs, upper_to_entries, write_layer_to_store, ApplyMode, Error, LayerInfo,
+    LayerOptions, LayerSource, Result,
+};
+
+/// A mount, as data: what `mount -t KIND SOURCE TARGET -o OPTIONS` would do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// File system type (`overlay`, `bind`).
+    pub kind: String,
+    /// Source (`overlay`, or a directory for binds).
+    pub source: PathBuf,
+    /// Options (`lowerdir=...`, `upperdir=...`, `workdir=...`, `rbind`, `ro`).
+    pub options: Vec<String>,
+}
+
+impl Mount {
+    /// The options joined with commas, as `mount -o` takes them.
+    pub fn options_string(&self) -> String {
+        self.options.join(",")
+    }
+}
+
+/// Manages snapshot directories in a store.
+#[derive(Debug, Clone)]
+pub struct Snapshotter {
+    store: Store,
+    dir: PathBuf,
+}
+
+fn unique() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
+}
+
+fn valid_key(key: &str) -> Result<()> {
+    if key.is_empty()
+        || key.starts_with('.')
+        || !key
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+    {
+        return Err(Error::invalid(
+            key,
+            "snapshot keys are letters, digits, '-', '_', '.'",
+        ));
+    }
+    Ok(())
+}
+
+impl Snapshotter {
+    /// The snapshotter of `store`.
+    pub fn new(store: &Store) -> Result<Snapshotter> {
+        let dir = store.snapshots_dir();
+        fs::create_dir_all(dir.join(".active")).ctx("create", &dir)?;
+        fs::create_dir_all(dir.join(".empty")).ctx("create", &dir)?;
+        Ok(Snapshotter {
+            store: store.clone(),
+            dir,
+        })
+    }
+
+    /// Where the snapshot of the layer with this diffID lives.
+    pub fn path(&self, diff_id: &Digest) -> PathBuf {
+        self.dir.join(diff_id.hex())
+    }
+
+    /// Whether the layer is extracted.
+    pub fn exists(&self, diff_id: &Digest) -> bool {
+        self.path(diff_id).is_dir()
+    }
+
+    /// Extract `layer` (overlay mode) unless it already is; atomic: into a
+    /// temp dir, diffID checked, then renamed. Returns its directory.
+    pub fn ensure_layer(&self, layer: &Layer) -> Result<PathBuf> {
+        let target = self.path(&layer.diff_id);
+        if target.is_dir() {
+            return Ok(target);
+        }
+        let tmp = self.dir.join(format!(".tmp-{}", unique()));
+        fs::create_dir(&tmp).ctx("create", &tmp)?;
+        let result = (|| {
+            let blob = self.store.open_blob(&layer.descriptor.digest)?;
+            let stats = apply_layer(std::io::BufReader::new(blob), &tmp, ApplyMode::Overlay)?;
+            if stats.diff_id != layer.diff_id {
+                return Err(Error::Store(strata_oci::Error::DigestMismatch {
+                    what: format!("uncompressed layer {}", layer.descriptor.digest),
+                    expected: layer.diff_id.to_string(),
+                    actual: stats.diff_id.to_string(),
+                }));
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = strata_oci::remove_tree(&tmp);
+            return Err(e);
+        }
+        match fs::rename(&tmp, &target) {
+            Ok(()) => {}
+            // Another process finished first: theirs is as good as ours.
+            Err(_) if target.is_dir() => {
+                let _ = strata_oci::remove_tree(&tmp);
+            }
+            Err(e) => {
+                let _ = strata_oci::remove_tree(&tmp);
+                return Err(e).ctx("rename into", &target);
+            }
+        }
+        if let Ok(d) = fs::File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(target)
+    }
+
+    /// Extract every layer of `image` and return the overlay lowerdir list,
+    /// top layer first (the order `lowerdir=` takes).
+    pub fn lowerdirs(&self, image: &Image) -> Result<Vec<PathBuf>> {
+        self.lowerdirs_of(&image.layers)
+    }
+
+    fn lowerdirs_of(&self, layers: &[Layer]) -> Result<Vec<PathBuf>> {
+        let mut dirs = Vec::new();
+        for l in layers {
+            dirs.push(self.ensure_layer(l)?);
+        }
+        dirs.reverse();
+        Ok(dirs)
+    }
+
+    fn active(&self, key: &str) -> PathBuf {
+        self.dir.join(".active").join(key)
+    }
+
+    /// A writable snapshot on top of `parents` (bottom first): an overlay
+    /// with a fresh upper and work dir. Mount it, run, then [`Snapshotter::commit`].
+    pub fn prepare(&self, key: &str, parents: &[Layer]) -> Result<Vec<Mount>> {
+        valid_key(key)?;
+        let lowers = self.lowerdirs_of(parents)?;
+        let a = self.active(key);
+        if a.exists() {
+            return Err(Error::Store(strata_oci::Error::AlreadyExists {
+                what: format!("snapshot {key}"),
+            }));
+        }
+        for d in ["upper", "work"] {
+            fs::create_dir_all(a.join(d)).ctx("create", a.join(d))?;
+        }
+        Ok(vec![self.overlay_mount(&lowers, Some(&a))])
+    }
+
+    /// A read-only view of `parents`.
+    pub fn view(&self, parents: &[Layer]) -> Result<Vec<Mount>> {
+        let lowers = self.lowerdirs_of(parents)?;
+        Ok(vec![self.overlay_mount(&lowers, None)])
+    }
+
+    fn overlay_mount(&self, lowers: &[PathBuf], active: Option<&Path>) -> Mount {
+        let mut lowers: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+        if lowers.is_empty() || (active.is_none() && lowers.len() == 1) {
+            // overlay needs two layers for a read-only mount, one lower otherwise.
+            lowers.push(self.dir.join(".empty").display().to_string());
+        }
+        let mut options = vec![format!("lowerdir={}", lowers.join(":"))];
+        if let Some(a) = active {
+            options.push(format!("upperdir={}", a.join("upper").display()));
+            options.push(format!("workdir={}", a.join("work").display()));
+        }
+        options.push("redirect_dir=off".into());
+        options.push("index=off".into());
+        Mount {
+            kind: "overlay".into(),
+            source: PathBuf::from("overlay"),
+            options,
+        }
+    }
+
+    /// The fallback without overlayfs: a full copy of `parents` applied in
+    /// plain mode, plus a pristine copy to compare against at commit.
+    /// Returns a bind mount of the writable copy.
+    pub fn prepare_copy(&self, key: &str, parents: &[Layer]) -> Result<Vec<Mount>> {
+        valid_key(key)?;
+        let a = self.active(key);
+        if a.exists() {
+            return Err(Error::Store(strata_oci::Error::AlreadyExists {
+                what: format!("snapshot {key}"),
+            }));
+        }
+        for d in ["lower", "root"] {
+            let dir = a.join(d);
+            fs::create_dir_all(&dir).ctx("create", &dir)?;
+            for l in parents {
+                let blob = self.store.open_blob(&l.descriptor.digest)?;
+                apply_layer(std::io::BufReader::new(blob), &dir, ApplyMode::Plain)?;
+            }
+        }
+        Ok(vec![Mount {
+            kind: "bind".into(),
+            source: a.join("root"),
+            options: vec!["rbind".into(), "rw".into()],
+        }])
+    }
+
+    /// The directory a prepared snapshot's changes land in (`upper` for
+    /// overlay, the writable copy for the fallback).
+    pub fn writable_dir(&self, key: &str) -> PathBuf {
+        let a = self.active(key);
+        if a.join("root").is_dir() {
+            a.join("root")
+        } else {
+            a.join("upper")
+        }
+    }
+
+    /// Turn a prepared snapshot's changes into a layer in the store, extract
+    /// it as a committed snapshot, and drop the active one.
+    pub fn commit(&self, key: &str, opts: &LayerOptions) -> Result<LayerInfo> {
+        valid_key(key)?;
+        let a = self.active(key);
+        let copy = a.join("root").is_dir();
+        let entries = if copy {
+            diff_dirs(&a.join("lower"), &a.join("root"))?
+        } else if a.join("upper").is_dir() {
+            upper_to_entries(&a.join("upper"), opts.xattrs)?
+        } else {
+            return Err(Error::Store(strata_oci::Error::NotFound {
+                what: format!("snapshot {key}"),
+            }));
+        };
+        let info = write_layer_to_store(&self.store, LayerSource::Entries(entries), opts)?;
+        if !copy {
+            let layer = Layer {
+                descriptor: info.descriptor(),
+                diff_id: info.diff_id.clone(),
+            };
+            self.ensure_layer(&layer)?;
+        }
+        self.remove(key)?;
+        Ok(info)
+    }
+
+    /// Drop an active snapshot.
+    pub fn remove(&self, key: &str) -> Result<()> {
+        valid_key(key)?;
+        strata_oci::remove_tree(&self.active(key))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,994 @@
+//! The deterministic layer writer: a directory tree or a list of entries
+//! becomes a tar stream, hashed (diffID), compressed and hashed again
+//! (digest) in one pass.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use strata_oci::{Compression, Descriptor, Digest, HashingWriter, Store};
+
+use crate::error::IoContext;
+use crate::{Error, Result};
+
+/// File timestamps written into layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timestamps {
+    /// Every mtime is this Unix time (SOURCE_DATE_EPOCH, or 0).
+    Epoch(i64),
+    /// Keep the files' mtimes (whole seconds).
+    Preserve,
+}
+
+/// How to write a layer.
+#[derive(Debug, Clone)]
+pub struct LayerOptions {
+    /// Compression of the blob.
+    pub compression: Compression,
+    /// Compression level (gzip 0-9, default 6; zstd 1-19, default 3).
+    pub level: Option<i32>,
+    /// File timestamps.
+    pub timestamps: Timestamps,
+    /// Write extended attributes (always without `trusted.overlay.*` and
+    /// `security.selinux`, which describe the host, not the image).
+    pub xattrs: bool,
+}
+
+impl Default for LayerOptions {
+    fn default() -> LayerOptions {
+        LayerOptions::new(Compression::Gzip)
+    }
+}
+
+impl LayerOptions {
+    /// Options with `compression`, mtimes from `SOURCE_DATE_EPOCH` (or 0),
+    /// xattrs on.
+    pub fn new(compression: Compression) -> LayerOptions {
+        let epoch = std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        LayerOptions {
+            compression,
+            level: None,
+            timestamps: Timestamps::Epoch(epoch),
+            xattrs: true,
+        }
+    }
+}
+
+/// What a written layer is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// sha256 of the uncompressed tar.
+    pub diff_id: Digest,
+    /// sha256 of the blob.
+    pub digest: Digest,
+    /// Blob size.
+    pub size: u64,
+    /// Uncompressed tar size.
+    pub uncompressed_size: u64,
+    /// The OCI layer media type for the compression.
+    pub media_type: String,
+}
+
+impl LayerInfo {
+    /// The blob's descriptor.
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor::new(self.media_type.clone(), self.digest.clone(), self.size)
+    }
+}
+
+/// Where a regular file's content comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileSource {
+    /// A file on disk (opened without following symlinks).
+    Path(PathBuf),
+    /// Bytes in memory.
+    Bytes(Vec<u8>),
+}
+
+/// The kind of a layer entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file of `size` bytes.
+    File {
+        /// Content.
+        source: FileSource,
+        /// Exact size (the content must have it).
+        size: u64,
+    },
+    /// A directory.
+    Dir,
+    /// A symbolic link to this target.
+    Symlink(PathBuf),
+    /// A hard link to an earlier entry (path inside the layer).
+    Hardlink(PathBuf),
+    /// A character device.
+    Char {
+        /// Major number.
+        major: u32,
+        /// Minor number.
+        minor: u32,
+    },
+    /// A block device.
+    Block {
+        /// Major number.
+        major: u32,
+        /// Minor number.
+        minor: u32,
+    },
+    /// A named pipe.
+    Fifo,
+}
+
+/// One entry of a layer, for [`write_layer`] with [`LayerSource::Entries`]
+/// (what COPY produces).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Path inside the layer, relative (`usr/bin/x`), no `..`.
+    pub path: PathBuf,
+    /// What it is.
+    pub kind: EntryKind,
+    /// Permission bits, with setuid/setgid/sticky (`0o7777` mask).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time (used with [`Timestamps::Preserve`]).
+    pub mtime: i64,
+    /// Extended attributes, by name.
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
+impl Entry {
+    /// An entry with mode 0o644 (0o755 for directories), root-owned, no xattrs.
+    pub fn new(path: impl Into<PathBuf>, kind: EntryKind) -> Entry {
+        let mode = if kind == EntryKind::Dir { 0o755 } else { 0o644 };
+        Entry {
+            path: path.into(),
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            xattrs: Vec::new(),
+        }
+    }
+
+    /// A regular file with in-memory content.
+    pub fn file(path: impl Into<PathBuf>, data: impl Into<Vec<u8>>) -> Entry {
+        let data = data.into();
+        let size = data.len() as u64;
+        Entry::new(
+            path,
+            EntryKind::File {
+                source: FileSource::Bytes(data),
+                size,
+            },
+        )
+    }
+}
+
+/// What a layer is written from.
+#[derive(Debug)]
+pub enum LayerSource<'a> {
+    /// Every entry under a directory (not the directory itself).
+    Dir(&'a Path),
+    /// An explicit list (sorted by the writer).
+    Entries(Vec<Entry>),
+}
+
+/// Compare paths component by component: parents before children, siblings
+/// in byte order (the order of a sorted directory walk).
+pub(crate) fn path_order(a: &Path, b: &Path) -> std::cmp::Ordering {
+    a.components()
+        .map(|c| c.as_os_str().as_bytes())
+        .cmp(b.components().map(|c| c.as_os_str().as_bytes()))
+}
+
+/// Whether an xattr is written into layers.
+pub(crate) fn keep_xattr(name: &str) -> bool {
+    !(name.starts_with("trusted.overlay.")
+        || name == "security.selinux"
+        || name.starts_with("user.overlay."))
+}
+
+/// Read a path's xattrs (not following symlinks), sorted by name.
+pub(crate) fn read_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut names = vec![0u8; 1024];
+    let n = loop {
+        match rustix::fs::llistxattr(path, &mut names[..]) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) => names.resize(names.len() * 4, 0),
+            Err(rustix::io::Errno::NOTSUP) | Err(rustix::io::Errno::PERM) => return Ok(Vec::new()),
+            Err(e) => return Err(e).ctx("list xattrs of", path),
+        }
+    };
+    let mut out = Vec::new();
+    for raw in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
+        let Ok(name) = std::str::from_utf8(raw) else {
+            continue;
+        };
+        let mut value = vec![0u8; 256];
+        let len = loop {
+            match rustix::fs::lgetxattr(path, name, &mut value[..]) {
+                Ok(len) => break Some(len),
+                Err(rustix::io::Errno::RANGE) => value.resize(value.len() * 4, 0),
+                Err(rustix::io::Errno::NODATA) => break None,
+                Err(e) => return Err(e).ctx("read xattr of", path),
+            }
+        };
+        if let Some(len) = len {
+            value.truncate(len);
+            out.push((name.to_owned(), value));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Entries of a directory tree, sorted, hard links detected by device and
+/// inode (the first path in order carries the content).
+pub fn scan_dir(root: &Path, xattrs: bool) -> Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    let mut seen: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    scan_into(root, Path::new(""), xattrs, &mut seen, &mut out)?;
+    Ok(out)
+}
+
+fn scan_into(
+    root: &Path,
+    rel: &Path,
+    xattrs: bool,
+    seen: &mut HashMap<(u64, u64), PathBuf>,
+    out: &mut Vec<Entry>,
+) -> Result<()> {
+    let dir = root.join(rel);
+    let mut names: Vec<_> = fs::read_dir(&dir)
+        .ctx("list", &dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()
+        .ctx("list", &dir)?;
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    for name in names {
+        let rel_path = rel.join(&name);
+        let abs = root.join(&rel_path);
+        let meta = fs::symlink_metadata(&abs).ctx("stat", &abs)?;
+        let entry = entry_from_meta(&abs, rel_path.clone(), &meta, xattrs, seen)?;
+        let is_dir = entry.kind == EntryKind::Dir;
+        out.push(entry);
+        if is_dir {
+            scan_into(root, &rel_path, xattrs, seen, out)?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn entry_from_meta(
+    abs: &Path,
+    rel: PathBuf,
+    meta: &fs::Metadata,
+    xattrs: bool,
+    seen: &mut HashMap<(u64, u64), PathBuf>,
+) -> Result<Entry> {
+    let ft = meta.file_type();
+    let rdev = meta.rdev();
+    let (major, minor) = (rustix::fs::major(rdev), rustix::fs::minor(rdev));
+    let mut kind = if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_symlink() {
+        EntryKind::Symlink(fs::read_link(abs).ctx("read link", abs)?)
+    } else if ft.is_file() {
+        EntryKind::File {
+            source: FileSource::Path(abs.to_owned()),
+            size: meta.len(),
+        }
+    } else if ft.is_char_device() {
+        EntryKind::Char { major, minor }
+    } else if ft.is_block_device() {
+        EntryKind::Block { major, minor }
+    } else if ft.is_fifo() {
+        EntryKind::Fifo
+    } else {
+        return Err(Error::invalid(
+            abs.display().to_string(),
+            "sockets cannot be stored in a layer",
+        ));
+    };
+    if !ft.is_dir() && meta.nlink() > 1 {
+        match seen.get(&(meta.dev(), meta.ino())) {
+            Some(first) => kind = EntryKind::Hardlink(first.clone()),
+            None => {
+                seen.insert((meta.dev(), meta.ino()), rel.clone());
+            }
+        }
+    }
+    let xattrs = if xattrs {
+        read_xattrs(abs)?
+            .into_iter()
+            .filter(|(n, _)| keep_xattr(n))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Entry {
+        path: rel,
+        kind,
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mtime: meta.mtime(),
+        xattrs,
+    })
+}
+
+/// The compressor in the middle of the pipeline.
+enum Compressor<W: Write> {
+    None(W),
+    Gzip(flate2::write::GzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> Write for Compressor<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Compressor::None(w) => w.write(buf),
+            Compressor::Gzip(w) => w.write(buf),
+            Compressor::Zstd(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Compressor::None(w) => w.flush(),
+            Compressor::Gzip(w) => w.flush(),
+            Compressor::Zstd(w) => w.flush(),
+        }
+    }
+}
+
+impl<W: Write> Compressor<W> {
+    fn new(inner: W, compression: Compression, level: Option<i32>) -> io::Result<Compressor<W>> {
+        Ok(match compression {
+            Compression::None => Compressor::None(inner),
+            Compression::Gzip => {
+                let level = level.unwrap_or(6).clamp(0, 9) as u32;
+                // Fixed header: no name, no mtime, OS byte 255 ("unknown").
+                Compressor::Gzip(
+                    flate2::GzBuilder::new()
+                        .mtime(0)
+                        .operating_system(255)
+                        .write(inner, flate2::Compression::new(level)),
+                )
+            }
+            Compression::Zstd => Compressor::Zstd(zstd::stream::write::Encoder::new(
+                inner,
+                level.unwrap_or(3),
+            )?),
+        })
+    }
+
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Compressor::None(w) => Ok(w),
+            Compressor::Gzip(w) => w.finish(),
+            Compressor::Zstd(w) => w.finish(),
+        }
+    }
+}
+
+/// Feeds its inner writer in fixed-size chunks whatever the caller's write
+/// sizes, so the compressor sees the same calls for the same bytes (zlib-rs
+/// output depends on how input is split).
+struct Chunker<W: Write> {
+    inner: W,
+    buf: Vec<u8>,
+}
+
+const CHUNK: usize = 128 * 1024;
+
+impl<W: Write> Chunker<W> {
+    fn new(inner: W) -> Self {
+        Chunker {
+            inner,
+            buf: Vec::with_capacity(CHUNK),
+        }
+    }
+
+    fn finish(mut self) -> io::Result<W> {
+        if !self.buf.is_empty() {
+            self.inner.write_all(&self.buf)?;
+        }
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for Chunker<W> {
+    fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
+        let n = data.len();
+        if !self.buf.is_empty() {
+            let take = (CHUNK - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == CHUNK {
+                self.inner.write_all(&self.buf)?;
+                self.buf.clear();
+            }
+        }
+        while data.len() >= CHUNK {
+            self.inner.write_all(&data[..CHUNK])?;
+            data = &data[CHUNK..];
+        }
+        self.buf.extend_from_slice(data);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // Flushing would split the stream differently; data goes at finish.
+        Ok(())
+    }
+}
+
+/// A tar stream being written with hashes on both sides of the compressor.
+pub(crate) struct TarSink<W: Write> {
+    out: HashingWriter<Chunker<Compressor<HashingWriter<W>>>>,
+    compression: Compression,
+}
+
+impl<W: Write> TarSink<W> {
+    pub(crate) fn new(
+        out: W,
+        compression: Compression,
+        level: Option<i32>,
+    ) -> io::Result<TarSink<W>> {
+        Ok(TarSink {
+            out: HashingWriter::new(Chunker::new(Compressor::new(
+                HashingWriter::new(out),
+                compression,
+                level,
+            )?)),
+            compression,
+        })
+    }
+
+    pub(crate) fn finish(mut self) -> io::Result<(LayerInfo, W)> {
+        // End of archive: two zero blocks.
+        self.out.write_all(&[0u8; 1024])?;
+        self.finish_raw()
+    }
+
+    /// Finish without adding end-of-archive blocks (for passed-through tars).
+    pub(crate) fn finish_raw(self) -> io::Result<(LayerInfo, W)> {
+        let (chunker, diff_id, uncompressed_size) = self.out.finish();
+        let inner = chunker.finish()?.finish()?;
+        let (mut w, digest, size) = inner.finish();
+        w.flush()?;
+        Ok((
+            LayerInfo {
+                diff_id,
+                digest,
+                size,
+                uncompressed_size,
+                media_type: self.compression.oci_media_type().to_owned(),
+            },
+            w,
+        ))
+    }
+}
+
+impl<W: Write> Write for TarSink<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+const OCTAL_MAX_7: u64 = 0o7777777;
+const OCTAL_MAX_11: u64 = 0o77777777777;
+
+fn put_octal(field: &mut [u8], v: u64) {
+    // width-1 digits, NUL terminated.
+    let n = field.len();
+    let s = format!("{:0width$o}", v, width = n - 1);
+    field[..n - 1].copy_from_slice(s.as_bytes());
+    field[n - 1] = 0;
+}
+
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    // "%d %s=%s\n", the length counting itself.
+    let base = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut len = base + 1;
+    while base + len.to_string().len() != len {
+        len = base + len.to_string().len();
+    }
+    let mut r = format!("{len} {key}=").into_bytes();
+    r.extend_from_slice(value);
+    r.push(b'\n');
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+fn header_block(
+    name: &[u8],
+    typeflag: u8,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    size: u64,
+    mtime: u64,
+    link: &[u8],
+    dev: (u32, u32),
+) -> [u8; 512] {
+    let mut h = [0u8; 512];
+    h[..name.len().min(100)].copy_from_slice(&name[..name.len().min(100)]);
+    put_octal(&mut h[100..108], u64::from(mode & 0o7777));
+    put_octal(&mut h[108..116], uid.min(OCTAL_MAX_7));
+    put_octal(&mut h[116..124], gid.min(OCTAL_MAX_7));
+    put_octal(&mut h[124..136], size.min(OCTAL_MAX_11));
+    put_octal(&mut h[136..148], mtime.min(OCTAL_MAX_11));
+    h[156] = typeflag;
+    h[157..157 + link.len().min(100)].copy_from_slice(&link[..link.len().min(100)]);
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    if matches!(typeflag, b'3' | b'4') {
+        put_octal(&mut h[329..337], u64::from(dev.0));
+        put_octal(&mut h[337..345], u64::from(dev.1));
+    }
+    // Checksum: sum of bytes with the field as spaces, "%06o\0 ".
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+    let s = format!("{sum:06o}\0 ");
+    h[148..156].copy_from_slice(s.as_bytes());
+    h
+}
+
+/// Write one entry's header(s) and content.
+pub(crate) fn write_entry<W: Write>(out: &mut W, e: &Entry, opts: &LayerOptions) -> Result<()> {
+    let ename = || e.path.display().to_string();
+    let mut name = e.path.as_os_str().as_bytes().to_vec();
+    if name.is_empty()
+        || name.starts_with(b"/")
+        || e.path.components().any(|c| c.as_os_str() == "..")
+    {
+        return Err(Error::invalid(
+            ename(),
+            "layer entry paths are relative and have no '..'",
+        ));
+    }
+    let (typeflag, size, link): (u8, u64, Vec<u8>) = match &e.kind {
+        EntryKind::File { size, .. } => (b'0', *size, Vec::new()),
+        EntryKind::Dir => {
+            name.push(b'/');
+            (b'5', 0, Vec::new())
+        }
+        EntryKind::Symlink(t) => (b'2', 0, t.as_os_str().as_bytes().to_vec()),
+        EntryKind::Hardlink(t) => (b'1', 0, t.as_os_str().as_bytes().to_vec()),
+        EntryKind::Char { .. } => (b'3', 0, Vec::new()),
+        EntryKind::Block { .. } => (b'4', 0, Vec::new()),
+        EntryKind::Fifo => (b'6', 0, Vec::new()),
+    };
+    let dev = match e.kind {
+        EntryKind::Char { major, minor } | EntryKind::Block { major, minor } => (major, minor),
+        _ => (0, 0),
+    };
+    let mtime = match opts.timestamps {
+        Timestamps::Epoch(t) => t,
+        Timestamps::Preserve => e.mtime,
+    };
+    let mut pax = Vec::new();
+    if name.len() > 100 {
+        pax.extend(pax_record("path", &name));
+    }
+    if link.len() > 100 {
+        pax.extend(pax_record("linkpath", &link));
+    }
+    if size > OCTAL_MAX_11 {
+        pax.extend(pax_record("size", size.to_string().as_bytes()));
+    }
+    if u64::from(e.uid) > OCTAL_MAX_7 {
+        pax.extend(pax_record("uid", e.uid.to_string().as_bytes()));
+    }
+    if u64::from(e.gid) > OCTAL_MAX_7 {
+        pax.extend(pax_record("gid", e.gid.to_string().as_bytes()));
+    }
+    if mtime < 0 || mtime as u64 > OCTAL_MAX_11 {
+        pax.extend(pax_record("mtime", mtime.to_string().as_bytes()));
+    }
+    if opts.xattrs {
+        let mut xs: Vec<&(String, Vec<u8>)> =
+            e.xattrs.iter().filter(|(n, _)| keep_xattr(n)).collect();
+        xs.sort();
+        for (k, v) in xs {
+            pax.extend(pax_record(&format!("SCHILY.xattr.{k}"), v));
+        }
+    }
+    let write = |out: &mut W, data: &[u8]| {
+        out.write_all(data).map_err(|source| Error::Read {
+            entry: Some(ename()),
+            source,
+        })
+    };
+    let mt = mtime.max(0) as u64;
+    if !pax.is_empty() {
+        // Name like Go's archive/tar: dir/PaxHeaders.0/base, cut to 100 bytes.
+        let p = Path::new(OsStr::from_bytes(name.strip_suffix(b"/").unwrap_or(&name)));
+        let base = p
+            .file_name()
+            .map(|b| b.as_bytes().to_vec())
+            .unwrap_or_default();
+        let mut pname = p
+            .parent()
+            .map(|d| d.as_os_str().as_bytes().to_vec())
+            .unwrap_or_default();
+        if !pname.is_empty() {
+            pname.push(b'/');
+        }
+        pname.extend_from_slice(b"PaxHeaders.0/");
+        pname.extend_from_slice(&base);
+        pname.truncate(100);
+        let h = header_block(&pname, b'x', 0o644, 0, 0, pax.len() as u64, mt, &[], (0, 0));
+        write(out, &h)?;
+        write(out, &pax)?;
+        write(out, &vec![0u8; padding(pax.len() as u64)])?;
+    }
+    let h = header_block(
+        &name,
+        typeflag,
+        e.mode,
+        u64::from(e.uid),
+        u64::from(e.gid),
+        size,
+        mt,
+        &link,
+        dev,
+    );
+    write(out, &h)?;
+    if let EntryKind::File { source, size } = &e.kind {
+        let copied = match source {
+            FileSource::Bytes(b) => {
+                if b.len() as u64 != *size {
+                    return Err(Error::invalid(
+                        ename(),
+                        "content length differs from the entry size",
+                    ));
+                }
+                write(out, b)?;
+                *size
+            }
+            FileSource::Path(p) => {
+                let f = fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(p)
+                    .ctx("open", p)?;
+                let mut r = f.take(*size);
+                io::copy(&mut r, out).ctx("read", p)?
+            }
+        };
+        if copied != *size {
+            return Err(Error::invalid(
+                ename(),
+                format!("file changed while being read ({copied} of {size} bytes)"),
+            ));
+        }
+        write(out, &vec![0u8; padding(*size)])?;
+    }
+    Ok(())
+}
+
+fn padding(n: u64) -> usize {
+    ((512 - n % 512) % 512) as usize
+}
+
+/// Sort entries (parents first, siblings by name) and check them.
+pub(crate) fn prepare_entries(mut entries: Vec<Entry>) -> Result<Vec<Entry>> {
+    entries.sort_by(|a, b| path_order(&a.path, &b.path));
+    for w in entries.windows(2) {
+        if path_order(&w[0].path, &w[1].path).is_eq() {
+            return Err(Error::invalid(
+                w[0].path.display().to_string(),
+                "appears twice in the entry list",
+            ));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for e in &entries {
+        if let EntryKind::Hardlink(t) = &e.kind {
+            if !seen.contains(t.as_path()) {
+                return Err(Error::invalid(
+                    e.path.display().to_string(),
+                    format!("hard link to {} which is not an earlier entry", t.display()),
+                ));
+            }
+        }
+        seen.insert(e.path.as_path());
+    }
+    Ok(entries)
+}
+
+/// Write a layer from `source` to `out`, computing its diffID and digest in
+/// the same pass. The same input always gives the same bytes.
+pub fn write_layer<W: Write>(
+    source: LayerSource<'_>,
+    opts: &LayerOptions,
+    out: W,
+) -> Result<(LayerInfo, W)> {
+    let entries = match source {
+        LayerSource::Dir(dir) => scan_dir(dir, opts.xattrs)?,
+        LayerSource::Entries(e) => e,
+    };
+    let entries = prepare_entries(entries)?;
+    let mut sink =
+        TarSink::new(out, opts.compression, opts.level).map_err(|source| Error::Read {
+            entry: None,
+            source,
+        })?;
+    for e in &entries {
+        write_entry(&mut sink, e, opts)?;
+    }
+    sink.finish().map_err(|source| Error::Read {
+        entry: None,
+        source,
+    })
+}
+
+/// Pass a tar stream (plain, gzip or zstd) through as a layer: the
+/// uncompressed bytes are kept as they are (so the diffID is the sha256 of
+/// the input tar) and recompressed with the fixed settings of `opts`, so the
+/// same input always gives the same digest. Every entry is checked on the
+/// way: a name that is absolute or climbs with `..` refuses the tarball.
+pub fn import_tar<R: Read, W: Write>(
+    reader: R,
+    opts: &LayerOptions,
+    out: W,
+) -> Result<(LayerInfo, W)> {
+    struct Tee<'a, R: Read, W: Write> {
+        inner: R,
+        sink: &'a mut TarSink<W>,
+    }
+    impl<R: Read, W: Write> Read for Tee<'_, R, W> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.sink.write_all(&buf[..n])?;
+            Ok(n)
+        }
+    }
+    let rd = |source| Error::Read {
+        entry: None,
+        source,
+    };
+    let (_, plain) = crate::decompress(reader).map_err(rd)?;
+    let mut sink = TarSink::new(out, opts.compression, opts.level).map_err(rd)?;
+    {
+        let mut tee = Tee {
+            inner: plain,
+            sink: &mut sink,
+        };
+        {
+            let mut ar = tar::Archive::new(&mut tee);
+            let mut last: Option<String> = None;
+            for e in ar.entries().map_err(rd)? {
+                let mut e = e.map_err(|source| Error::Read {
+                    entry: last.clone(),
+                    source,
+                })?;
+                let raw = e.path_bytes().into_owned();
+                let name = String::from_utf8_lossy(&raw).into_owned();
+                crate::apply::clean_path(&raw, &name)?;
+                if e.header().entry_type() == tar::EntryType::Link {
+                    if let Some(t) = e.link_name_bytes() {
+                        crate::apply::clean_path(&t, &name)?;
+                    }
+                }
+                io::copy(&mut e, &mut io::sink()).map_err(|source| Error::Read {
+                    entry: Some(name.clone()),
+                    source,
+                })?;
+                last = Some(name);
+            }
+        }
+        io::copy(&mut tee, &mut io::sink()).map_err(rd)?;
+    }
+    sink.finish_raw().map_err(rd)
+}
+
+/// [`import_tar`] straight into the content store.
+pub fn import_tar_to_store(
+    store: &Store,
+    reader: impl Read,
+    opts: &LayerOptions,
+) -> Result<LayerInfo> {
+    let key = format!(
+        "import-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    let mut writer = store.writer(&key, None)?;
+    let res = import_tar(
+        reader,
+        opts,
+        io::BufWriter::with_capacity(256 * 1024, &mut writer),
+    )
+    .and_then(|(info, buf)| {
+        buf.into_inner().map(|_| info).map_err(|e| Error::Read {
+            entry: None,
+            source: e.into_error(),
+        })
+    });
+    match res {
+        Ok(info) => {
+            writer.commit(Some(info.size), Some(&info.digest))?;
+            Ok(info)
+        }
+        Err(e) => {
+            let _ = writer.abort();
+            Err(e)
+        }
+    }
+}
+
+/// [`write_layer`] straight into the content store: one streaming pass,
+/// committed with the computed size and digest.
+pub fn write_layer_to_store(
+    store: &Store,
+    source: LayerSource<'_>,
+    opts: &LayerOptions,
+) -> Result<LayerInfo> {
+    let key = format!(
+        "layer-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    let mut writer = store.writer(&key, None)?;
+    let res = write_layer(
+        source,
+        opts,
+        io::BufWriter::with_capacity(256 * 1024, &mut writer),
+    )
+    .and_then(|(info, buf)| {
+        buf.into_inner().map(|_| info).map_err(|e| Error::Read {
+            entry: None,
+            source: e.into_error(),
+        })
+    });
+    match res {
+        Ok(info) => {
+            writer.commit(Some(info.size), Some(&info.digest))?;
+            Ok(info)
+        }
+        Err(e) => {
+            let _ = writer.abort();
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_does_not_depend_on_how_input_is_split() {
+        struct Dribble<'a>(&'a [u8], usize);
+        impl Read for Dribble<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = self.1.min(buf.len()).min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let big: Vec<u8> = (0..600_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 % 7)
+            .collect();
+        let (_, tar_bytes) = write_layer(
+            LayerSource::Entries(vec![Entry::file("big", big)]),
+            &LayerOptions::new(Compression::None),
+            Vec::new(),
+        )
+        .unwrap();
+        for c in [Compression::Gzip, Compression::Zstd] {
+            let opts = LayerOptions::new(c);
+            let whole = import_tar(&tar_bytes[..], &opts, Vec::new()).unwrap();
+            for step in [1usize, 511, 4096, 70_001] {
+                let split = import_tar(Dribble(&tar_bytes, step), &opts, Vec::new()).unwrap();
+                assert_eq!(split.0, whole.0, "{c:?} step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn pax_record_length_counts_itself() {
+        for (k, v) in [
+            ("path", "a".repeat(5)),
+            ("path", "a".repeat(93)),
+            ("path", "b".repeat(994)),
+        ] {
+            let r = pax_record(k, v.as_bytes());
+            let s = String::from_utf8(r.clone()).unwrap();
+            let n: usize = s.split(' ').next().unwrap().parse().unwrap();
+            assert_eq!(n, r.len(), "{s}");
+        }
+    }
+
+    #[test]
+    fn entries_are_sorted_parent_first_and_checked() {
+        let e = |p: &str| Entry::file(p, "");
+        let sorted = prepare_entries(vec![e("a-b"), e("a/b"), e("a"), e("B")]).unwrap();
+        let names: Vec<_> = sorted
+            .iter()
+            .map(|e| e.path.display().to_string())
+            .collect();
+        assert_eq!(names, ["B", "a", "a/b", "a-b"]);
+        assert!(prepare_entries(vec![e("x"), e("x")]).is_err());
+        let link = Entry::new("a", EntryKind::Hardlink("z".into()));
+        assert!(prepare_entries(vec![link, e("z")]).is_err());
+    }
+
+    #[test]
+    fn tar_crate_reads_what_we_write() {
+        let long = format!("{}/file", "d".repeat(150));
+        let mut f = Entry::file(&long, "hello");
+        f.xattrs.push(("security.capability".into(), vec![1, 2, 3]));
+        f.xattrs.push(("trusted.overlay.origin".into(), vec![9]));
+        f.uid = 5_000_000;
+        let entries = vec![
+            Entry::new("d", EntryKind::Dir),
+            f,
+            Entry::new("l", EntryKind::Symlink("x".repeat(120).into())),
+            Entry::new("h", EntryKind::Hardlink("d".into())),
+        ];
+        let opts = LayerOptions {
+            compression: Compression::None,
+            level: None,
+            timestamps: Timestamps::Epoch(7),
+            xattrs: true,
+        };
+        let (info, bytes) = write_layer(LayerSource::Entries(entries), &opts, Vec::new()).unwrap();
+        assert_eq!(info.diff_id, info.digest);
+        assert_eq!(info.size, bytes.len() as u64);
+        let mut ar = tar::Archive::new(&bytes[..]);
+        let mut seen = Vec::new();
+        for ent in ar.entries().unwrap() {
+            let mut ent = ent.unwrap();
+            let path = String::from_utf8(ent.path_bytes().into_owned()).unwrap();
+            assert_eq!(ent.header().mtime().unwrap(), 7);
+            assert!(ent.header().username_bytes().is_none_or(|u| u.is_empty()));
+            if path == long {
+                let exts: Vec<(String, Vec<u8>)> = ent
+                    .pax_extensions()
+                    .unwrap()
+                    .unwrap()
+                    .map(|x| x.unwrap())
+                    .map(|x| (x.key().unwrap().to_owned(), x.value_bytes().to_vec()))
+                    .collect();
+                assert!(exts.contains(&("SCHILY.xattr.security.capability".into(), vec![1, 2, 3])));
+                assert!(exts.contains(&("uid".into(), b"5000000".to_vec())));
+                assert!(!exts
+                    .iter()
+                    .any(|(k, _)| k.contains("overlay") || k == "atime" || k == "ctime"));
+                let mut s = String::new();
+                ent.read_to_string(&mut s).unwrap();
+                assert_eq!(s, "hello");
+            }
+            if path == "l" {
+                assert_eq!(ent.link_name_bytes().unwrap().len(), 120);
+            }
+            seen.push(path);
+        }
+        assert_eq!(seen, ["d/", &long, "h", "l"]);
+    }
+}

@@ -1,0 +1,228 @@
+//! Snapshots, overlay upper -> layer, and the copy + diff fallback giving the
+//! same layer bytes as the overlay path.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::describe_tree;
+use strata_layer::{
+    apply_layer, diff_dirs, upper_to_entries, write_layer, write_layer_to_store, ApplyMode,
+    LayerOptions, LayerSource, Snapshotter, Timestamps,
+};
+use strata_oci::{Compression, Layer, Store};
+
+fn opts() -> LayerOptions {
+    LayerOptions {
+        compression: Compression::Gzip,
+        level: None,
+        timestamps: Timestamps::Epoch(0),
+        xattrs: true,
+    }
+}
+
+fn base_tree(root: &Path) {
+    for d in ["etc", "var/lib/app", "gone-dir/sub", "srv"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::write(root.join("etc/hostname"), b"base\n").unwrap();
+    fs::write(root.join("etc/same-size"), b"aaaa").unwrap();
+    fs::write(root.join("etc/remove-me"), b"x").unwrap();
+    fs::write(root.join("etc/chmod-me"), b"x").unwrap();
+    fs::write(root.join("gone-dir/sub/f"), b"f").unwrap();
+    fs::write(root.join("var/lib/app/data"), b"d").unwrap();
+    fs::write(root.join("file-to-dir"), b"was a file").unwrap();
+    std::os::unix::fs::symlink("hostname", root.join("etc/link")).unwrap();
+}
+
+/// The change a RUN step might make, applied to a merged view `m`.
+fn change(m: &Path) {
+    fs::write(m.join("etc/hostname"), b"changed\n").unwrap();
+    fs::write(m.join("etc/same-size"), b"bbbb").unwrap(); // same size, new content
+    fs::remove_file(m.join("etc/remove-me")).unwrap();
+    fs::set_permissions(m.join("etc/chmod-me"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::remove_dir_all(m.join("gone-dir")).unwrap();
+    fs::remove_file(m.join("etc/link")).unwrap();
+    std::os::unix::fs::symlink("same-size", m.join("etc/link")).unwrap();
+    fs::create_dir_all(m.join("srv/new/deeper")).unwrap();
+    fs::write(m.join("srv/new/deeper/file"), b"new").unwrap();
+    fs::remove_file(m.join("file-to-dir")).unwrap();
+    fs::create_dir(m.join("file-to-dir")).unwrap();
+    fs::write(m.join("file-to-dir/inside"), b"i").unwrap();
+}
+
+fn overlay_usable() -> bool {
+    if !strata_testkit::require_root() || !strata_testkit::require_tool("mount") {
+        return false;
+    }
+    fs::read_to_string("/proc/filesystems").is_ok_and(|s| s.contains("overlay"))
+}
+
+#[test]
+fn diff_fallback_matches_the_overlay_upper_byte_for_byte() {
+    if !overlay_usable() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (lower, upper, work, merged, copy) = (
+        t.path().join("lower"),
+        t.path().join("upper"),
+        t.path().join("work"),
+        t.path().join("merged"),
+        t.path().join("copy"),
+    );
+    for d in [&lower, &upper, &work, &merged, &copy] {
+        fs::create_dir_all(d).unwrap();
+    }
+    base_tree(&lower);
+    base_tree(&copy);
+    // Overlay path.
+    let opt = format!(
+        "lowerdir={},upperdir={},workdir={},redirect_dir=off,index=off,metacopy=off",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    strata_testkit::run_ok(
+        Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &opt])
+            .arg(&merged),
+    );
+    change(&merged);
+    strata_testkit::run_ok(Command::new("umount").arg(&merged));
+    let via_overlay = upper_to_entries(&upper, true).unwrap();
+    // Fallback path.
+    change(&copy);
+    let via_diff = diff_dirs(&lower, &copy).unwrap();
+    let (a, blob_a) = write_layer(LayerSource::Entries(via_overlay), &opts(), Vec::new()).unwrap();
+    let (b, blob_b) = write_layer(LayerSource::Entries(via_diff), &opts(), Vec::new()).unwrap();
+    if a != b {
+        let list = |blob: &[u8]| {
+            let (_, r) = strata_layer::decompress(blob).unwrap();
+            let mut ar = tar::Archive::new(r);
+            ar.entries()
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    format!(
+                        "{} {:?} {:o}",
+                        String::from_utf8_lossy(&e.path_bytes()),
+                        e.header().entry_type(),
+                        e.header().mode().unwrap()
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        panic!("overlay: {:#?}\ndiff: {:#?}", list(&blob_a), list(&blob_b));
+    }
+    assert_eq!(blob_a, blob_b);
+    // And the layer turns the base into the changed tree.
+    let check = t.path().join("check");
+    fs::create_dir(&check).unwrap();
+    base_tree(&check);
+    apply_layer(&blob_a[..], &check, ApplyMode::Plain).unwrap();
+    assert_eq!(describe_tree(&check), describe_tree(&copy));
+}
+
+#[test]
+fn diff_ignores_mtimes_but_sees_same_size_content_changes() {
+    let t = tempfile::tempdir().unwrap();
+    let (l, u) = (t.path().join("l"), t.path().join("u"));
+    fs::create_dir_all(&l).unwrap();
+    fs::create_dir_all(&u).unwrap();
+    base_tree(&l);
+    base_tree(&u);
+    let f = fs::File::open(u.join("etc/hostname")).unwrap();
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+    assert!(
+        diff_dirs(&l, &u).unwrap().is_empty(),
+        "an mtime alone is no change"
+    );
+    fs::write(u.join("etc/same-size"), b"bbbb").unwrap();
+    let d = diff_dirs(&l, &u).unwrap();
+    let names: Vec<_> = d.iter().map(|e| e.path.display().to_string()).collect();
+    assert_eq!(names, ["etc", "etc/same-size"]);
+}
+
+#[test]
+fn snapshotter_extracts_once_and_commits_changes() {
+    if !overlay_usable() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let store = Store::open(t.path().join("store")).unwrap();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    base_tree(&src);
+    let info = write_layer_to_store(&store, LayerSource::Dir(&src), &opts()).unwrap();
+    let base = Layer {
+        descriptor: info.descriptor(),
+        diff_id: info.diff_id.clone(),
+    };
+    let snap = Snapshotter::new(&store).unwrap();
+    let dir = snap.ensure_layer(&base).unwrap();
+    assert_eq!(dir, store.snapshots_dir().join(info.diff_id.hex()));
+    assert_eq!(describe_tree(&dir), describe_tree(&src));
+    let ino = fs::metadata(&dir).unwrap();
+    snap.ensure_layer(&base).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        fs::metadata(&dir).unwrap().ino(),
+        ino.ino(),
+        "extracted once"
+    );
+
+    // Overlay path through the snapshotter.
+    let mounts = snap.prepare("run-1", std::slice::from_ref(&base)).unwrap();
+    assert_eq!(mounts[0].kind, "overlay");
+    let merged = t.path().join("merged");
+    fs::create_dir(&merged).unwrap();
+    strata_testkit::run_ok(
+        Command::new("mount")
+            .args([
+                "-t",
+                "overlay",
+                "overlay",
+                "-o",
+                &mounts[0].options_string(),
+            ])
+            .arg(&merged),
+    );
+    change(&merged);
+    strata_testkit::run_ok(Command::new("umount").arg(&merged));
+    let via_overlay = snap.commit("run-1", &opts()).unwrap();
+    assert!(snap.exists(&via_overlay.diff_id));
+    // Its snapshot keeps whiteouts as overlay whiteouts.
+    let wh = fs::symlink_metadata(snap.path(&via_overlay.diff_id).join("etc/remove-me")).unwrap();
+    use std::os::unix::fs::FileTypeExt;
+    assert!(wh.file_type().is_char_device());
+
+    // Copy fallback through the snapshotter: same layer.
+    let mounts = snap
+        .prepare_copy("run-2", std::slice::from_ref(&base))
+        .unwrap();
+    assert_eq!(mounts[0].kind, "bind");
+    change(&snap.writable_dir("run-2"));
+    let via_copy = snap.commit("run-2", &opts()).unwrap();
+    assert_eq!(via_copy, via_overlay);
+
+    // Lowerdirs for a two-layer stack: top first.
+    let top = Layer {
+        descriptor: via_overlay.descriptor(),
+        diff_id: via_overlay.diff_id.clone(),
+    };
+    let mounts = snap.view(&[base.clone(), top.clone()]).unwrap();
+    assert_eq!(
+        mounts[0].options[0],
+        format!(
+            "lowerdir={}:{}",
+            snap.path(&top.diff_id).display(),
+            snap.path(&base.diff_id).display()
+        )
+    );
+    assert!(!store.snapshots_dir().join(".active/run-1").exists());
+}
