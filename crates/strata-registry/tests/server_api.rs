@@ -762,3 +762,47 @@ async fn registry_content_survives_prune() {
         assert!(store.has(&l.digest));
     }
 }
+
+#[tokio::test]
+async fn too_many_uploads_and_size_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ServeOptions {
+        max_uploads: 1,
+        ..ServeOptions::default()
+    };
+    let (addr, _store, _reqs, _stop) = start_server(dir.path(), opts).await;
+    let base = format!("http://{addr}");
+    let c = http();
+    let r = c
+        .post(format!("{base}/v2/a/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let r = c
+        .post(format!("{base}/v2/a/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(code_of(r).await, "TOOMANYREQUESTS");
+    // A chunk whose Content-Range disagrees with its length.
+    let r = c
+        .patch(format!("{base}{loc}"))
+        .header("content-range", "0-99")
+        .body(vec![0u8; 50])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(r).await, "SIZE_INVALID");
+    // Finishing frees the slot; the client's retry on 429 gets through.
+    c.delete(format!("{base}{loc}")).send().await.unwrap();
+    let r = c
+        .post(format!("{base}/v2/a/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+}
