@@ -464,11 +464,22 @@ impl Client {
         let mut attempt = 0u32;
         let mut reauthed = false;
         loop {
-            let mut rb = make(self.client_for(&ep), &ep.base);
-            if let Some(h) = self.auth_header(target, &ep).await? {
-                rb = rb.header(AUTHORIZATION, sensitive(&h));
+            let client = self.client_for(&ep);
+            let mut req = make(client, &ep.base)
+                .build()
+                .map_err(|source| Error::Connect {
+                    registry: target.registry.clone(),
+                    what: what.to_owned(),
+                    source,
+                })?;
+            // Credentials go only to the registry itself, never to another
+            // host named in a Location header.
+            if same_origin(req.url(), &ep.base) {
+                if let Some(h) = self.auth_header(target, &ep).await? {
+                    req.headers_mut().insert(AUTHORIZATION, sensitive(&h));
+                }
             }
-            match rb.send().await {
+            match client.execute(req).await {
                 Err(e) => {
                     if attempt < self.opts.retries {
                         attempt += 1;
@@ -556,6 +567,18 @@ impl Client {
         }
         let detail = error_detail(resp).await;
         Err(status_error(status, &target, what, detail))
+    }
+}
+
+/// Whether `url` is on the registry's own scheme, host and port.
+fn same_origin(url: &reqwest::Url, base: &str) -> bool {
+    match reqwest::Url::parse(base) {
+        Ok(b) => {
+            b.scheme() == url.scheme()
+                && b.host_str() == url.host_str()
+                && b.port_or_known_default() == url.port_or_known_default()
+        }
+        Err(_) => false,
     }
 }
 
@@ -685,7 +708,33 @@ pub(crate) fn absolute_location(base: &str, loc: &HeaderValue) -> Option<String>
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn credentials_stay_on_the_registry() {
+        let u = |s: &str| reqwest::Url::parse(s).unwrap();
+        assert!(same_origin(
+            &u("http://127.0.0.1:5000/v2/x/blobs/uploads/1"),
+            "http://127.0.0.1:5000"
+        ));
+        assert!(same_origin(
+            &u("https://r.example/v2/"),
+            "https://r.example"
+        ));
+        assert!(!same_origin(
+            &u("https://cdn.example/blob"),
+            "https://r.example"
+        ));
+        assert!(!same_origin(
+            &u("http://r.example/v2/"),
+            "https://r.example"
+        ));
+        assert!(!same_origin(
+            &u("https://r.example:444/v2/"),
+            "https://r.example"
+        ));
+    }
 
     #[test]
     fn loopback_names() {
