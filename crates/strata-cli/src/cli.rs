@@ -401,6 +401,25 @@ pub struct PushArgs {
     /// Blobs transferred at once
     #[arg(long, default_value_t = 4)]
     pub jobs: usize,
+    /// Blobs larger than this are uploaded in chunks of this size (e.g. 16M)
+    #[arg(long, default_value = "16M", value_parser = parse_size)]
+    pub chunk_size: u64,
+}
+
+/// `16M`, `512K`, `1G` or plain bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M') => (&t[..t.len() - 1], 1 << 20),
+        Some('G') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("invalid size {s:?} (like 16M, 512K or a byte count)"))
 }
 
 #[derive(Debug, Args)]
@@ -418,6 +437,9 @@ pub struct PullArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Credentials are saved (mode 0600) in $REGISTRY_AUTH_FILE, else $XDG_CONFIG_HOME/strata/auth.json (~/.config/strata/auth.json).\npush/pull read STRATA_REGISTRY_USER + STRATA_REGISTRY_PASSWORD first, then that file, then ~/.docker/config.json ($DOCKER_CONFIG): credHelpers, auths, credsStore."
+)]
 pub struct LoginArgs {
     /// Registry host (e.g. localhost:5000)
     pub registry: String,
@@ -457,6 +479,12 @@ pub struct ServeArgs {
     /// TLS private key (PEM)
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// With --htpasswd: only these users may push (others get DENIED); default: every user
+    #[arg(long = "push-user", value_name = "USER")]
+    pub push_users: Vec<String>,
+    /// Cancel uploads idle this many seconds
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    pub upload_ttl: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

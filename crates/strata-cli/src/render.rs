@@ -21,6 +21,8 @@ fn as_diagnostic<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a dyn Diagno
         strata_context::PatternError,
         strata_dockerfile::ParseError,
         strata_dockerfile::InstructionError,
+        strata_registry::Error,
+        strata_build::Error,
     );
     None
 }

@@ -1,0 +1,808 @@
+//! `strata serve` against the distribution spec, request by request.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use reqwest::{Client, StatusCode};
+use strata_oci::{media_type, Descriptor, Digest, Manifest};
+use strata_registry::ServeOptions;
+
+fn http() -> Client {
+    Client::builder().build().unwrap()
+}
+
+async fn code_of(resp: reqwest::Response) -> String {
+    let v: serde_json::Value = resp.json().await.unwrap();
+    v["errors"][0]["code"].as_str().unwrap().to_owned()
+}
+
+/// POST + PUT one blob; returns its digest.
+async fn upload(c: &Client, base: &str, repo: &str, data: &[u8]) -> Digest {
+    let d = Digest::sha256(data);
+    let r = c
+        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let r = c
+        .put(format!("{base}{loc}"))
+        .query(&[("digest", d.to_string())])
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    d
+}
+
+/// A manifest with a config and one layer, both uploaded to `repo`.
+async fn push_manifest(
+    c: &Client,
+    base: &str,
+    repo: &str,
+    tag: &str,
+    seed: u64,
+) -> (Digest, Vec<u8>) {
+    let cfg = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+        Digest::sha256(b"t")
+    );
+    let layer = noise(seed, 1000);
+    let cd = upload(c, base, repo, cfg.as_bytes()).await;
+    let ld = upload(c, base, repo, &layer).await;
+    let m = Manifest::oci(
+        Descriptor::new(media_type::OCI_CONFIG, cd, cfg.len() as u64),
+        vec![Descriptor::new(media_type::OCI_LAYER_GZIP, ld, 1000)],
+    )
+    .to_json();
+    let r = c
+        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
+        .header("content-type", media_type::OCI_MANIFEST)
+        .body(m.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    (Digest::sha256(&m), m)
+}
+
+#[tokio::test]
+async fn ping_blobs_manifests_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, store, _reqs, _stop) = start_server(dir.path(), ServeOptions::default()).await;
+    let base = format!("http://{addr}");
+    let c = http();
+
+    let r = c.get(format!("{base}/v2/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()["docker-distribution-api-version"],
+        "registry/2.0"
+    );
+
+    // Monolithic upload, HEAD and ranged GET.
+    let data = noise(1, 5000);
+    let d = upload(&c, &base, "app/web", &data).await;
+    let r = c
+        .head(format!("{base}/v2/app/web/blobs/{d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-length"], "5000");
+    assert_eq!(r.headers()["docker-content-digest"], d.to_string().as_str());
+    let r = c
+        .get(format!("{base}/v2/app/web/blobs/{d}"))
+        .header("range", "bytes=100-199")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.headers()["content-range"], "bytes 100-199/5000");
+    assert_eq!(r.bytes().await.unwrap(), &data[100..200]);
+    let r = c
+        .get(format!("{base}/v2/app/web/blobs/{d}"))
+        .header("range", "bytes=6000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+
+    // A blob is reachable only through repositories it was pushed to.
+    let r = c
+        .get(format!("{base}/v2/other/blobs/{d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(code_of(r).await, "BLOB_UNKNOWN");
+
+    // Wrong digest: refused, nothing stored, no ingest left behind.
+    let r = c
+        .post(format!("{base}/v2/app/web/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let liar = Digest::sha256(b"something else");
+    let r = c
+        .put(format!("{base}{loc}"))
+        .query(&[("digest", liar.to_string())])
+        .body(noise(2, 300))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(code_of(r).await, "DIGEST_INVALID");
+    assert!(!store.has(&Digest::sha256(&noise(2, 300))));
+    assert!(!store.has(&liar));
+    assert_eq!(
+        std::fs::read_dir(store.root().join("ingest"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    // Single-request upload (POST ?digest=).
+    let one = noise(3, 777);
+    let od = Digest::sha256(&one);
+    let r = c
+        .post(format!("{base}/v2/app/web/blobs/uploads/"))
+        .query(&[("digest", od.to_string())])
+        .body(one.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        r.headers()["location"],
+        format!("/v2/app/web/blobs/{od}").as_str()
+    );
+
+    // Manifests: PUT by tag, GET by tag and digest, HEAD, Accept.
+    let (md, mraw) = push_manifest(&c, &base, "app/web", "v1", 4).await;
+    let r = c
+        .get(format!("{base}/v2/app/web/manifests/v1"))
+        .header("accept", media_type::OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], media_type::OCI_MANIFEST);
+    assert_eq!(
+        r.headers()["docker-content-digest"],
+        md.to_string().as_str()
+    );
+    assert_eq!(r.bytes().await.unwrap(), mraw);
+    let r = c
+        .head(format!("{base}/v2/app/web/manifests/{md}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()["content-length"],
+        mraw.len().to_string().as_str()
+    );
+    let r = c
+        .get(format!("{base}/v2/app/web/manifests/v1"))
+        .header("accept", media_type::DOCKER_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "OCI manifest served to a docker-only Accept"
+    );
+
+    // Manifest errors.
+    let missing = Manifest::oci(
+        Descriptor::new(media_type::OCI_CONFIG, Digest::sha256(b"nope"), 4),
+        vec![],
+    )
+    .to_json();
+    let r = c
+        .put(format!("{base}/v2/app/web/manifests/bad"))
+        .header("content-type", media_type::OCI_MANIFEST)
+        .body(missing)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(r).await, "MANIFEST_BLOB_UNKNOWN");
+    let r = c
+        .put(format!("{base}/v2/app/web/manifests/bad"))
+        .header("content-type", media_type::OCI_MANIFEST)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(r).await, "MANIFEST_INVALID");
+    let r = c
+        .put(format!(
+            "{base}/v2/app/web/manifests/{}",
+            Digest::sha256(b"x")
+        ))
+        .header("content-type", media_type::OCI_MANIFEST)
+        .body(mraw.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(r).await, "DIGEST_INVALID");
+    let r = c
+        .get(format!("{base}/v2/app/web/manifests/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(r).await, "MANIFEST_UNKNOWN");
+    let r = c
+        .get(format!("{base}/v2/never/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(r).await, "NAME_UNKNOWN");
+    let r = c
+        .get(format!("{base}/v2/Bad_Name/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(code_of(r).await, "NAME_INVALID");
+
+    // Tags, pagination, catalog.
+    for t in ["v2", "v3", "a"] {
+        let r = c
+            .put(format!("{base}/v2/app/web/manifests/{t}"))
+            .header("content-type", media_type::OCI_MANIFEST)
+            .body(mraw.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let r = c
+        .get(format!("{base}/v2/app/web/tags/list?n=2"))
+        .send()
+        .await
+        .unwrap();
+    let link = r.headers()["link"].to_str().unwrap().to_owned();
+    assert_eq!(link, "</v2/app/web/tags/list?n=2&last=v1>; rel=\"next\"");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["tags"], serde_json::json!(["a", "v1"]));
+    let r = c
+        .get(format!("{base}/v2/app/web/tags/list?n=2&last=v1"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("link").is_none());
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["tags"], serde_json::json!(["v2", "v3"]));
+    upload(&c, &base, "zeta", b"z").await;
+    let v: serde_json::Value = c
+        .get(format!("{base}/v2/_catalog"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["repositories"], serde_json::json!(["app/web", "zeta"]));
+    let r = c
+        .get(format!("{base}/v2/_catalog?n=1"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["link"]
+        .to_str()
+        .unwrap()
+        .contains("last=app/web"));
+
+    // Deletes: a tag, a manifest, a blob.
+    let r = c
+        .delete(format!("{base}/v2/app/web/manifests/a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = c
+        .get(format!("{base}/v2/app/web/manifests/a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = c
+        .delete(format!("{base}/v2/app/web/manifests/{md}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = c
+        .get(format!("{base}/v2/app/web/manifests/v2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "tags of a deleted manifest go with it"
+    );
+    let r = c
+        .delete(format!("{base}/v2/app/web/blobs/{od}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = c
+        .head(format!("{base}/v2/app/web/blobs/{od}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_verified(&store);
+}
+
+#[tokio::test]
+async fn chunked_upload_status_cancel_and_mount() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, store, _reqs, _stop) = start_server(dir.path(), ServeOptions::default()).await;
+    let base = format!("http://{addr}");
+    let c = http();
+    let data = noise(10, 3 << 20);
+    let d = Digest::sha256(&data);
+    let r = c
+        .post(format!("{base}/v2/a/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let mut loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let mut off = 0;
+    for chunk in data.chunks(1 << 20) {
+        let end = off + chunk.len() - 1;
+        let r = c
+            .patch(format!("{base}{loc}"))
+            .header("content-range", format!("{off}-{end}"))
+            .body(chunk.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        assert_eq!(r.headers()["range"], format!("0-{end}").as_str());
+        loc = r.headers()["location"].to_str().unwrap().to_owned();
+        off = end + 1;
+        // A chunk that does not start where the upload is: 416.
+        let r = c
+            .patch(format!("{base}{loc}"))
+            .header("content-range", "0-9")
+            .body(vec![0u8; 10])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    }
+    let r = c.get(format!("{base}{loc}")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        r.headers()["range"],
+        format!("0-{}", data.len() - 1).as_str()
+    );
+    let r = c
+        .put(format!("{base}{loc}"))
+        .query(&[("digest", d.to_string())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(store.blob_size(&d).unwrap(), data.len() as u64);
+
+    // Cancel.
+    let r = c
+        .post(format!("{base}/v2/a/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    c.patch(format!("{base}{loc}"))
+        .body(vec![1u8; 100])
+        .send()
+        .await
+        .unwrap();
+    let r = c.delete(format!("{base}{loc}")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = c.get(format!("{base}{loc}")).send().await.unwrap();
+    assert_eq!(code_of(r).await, "BLOB_UPLOAD_UNKNOWN");
+    // An upload of another repository is not reachable through this one.
+    let r = c
+        .post(format!("{base}/v2/a/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let id = loc.rsplit('/').next().unwrap();
+    let r = c
+        .get(format!("{base}/v2/b/blobs/uploads/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(r).await, "BLOB_UPLOAD_UNKNOWN");
+
+    // Mount into b from a: 201; from a repository without it: 202.
+    let r = c
+        .post(format!("{base}/v2/b/blobs/uploads/"))
+        .query(&[("mount", d.to_string()), ("from", "a".into())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.headers()["docker-content-digest"], d.to_string().as_str());
+    let r = c
+        .head(format!("{base}/v2/b/blobs/{d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = c
+        .post(format!("{base}/v2/c/blobs/uploads/"))
+        .query(&[("mount", d.to_string()), ("from", "nowhere".into())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_verified(&store);
+}
+
+#[tokio::test]
+async fn referrers_and_subject() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, _store, _reqs, _stop) = start_server(dir.path(), ServeOptions::default()).await;
+    let base = format!("http://{addr}");
+    let c = http();
+    let (subject, sraw) = push_manifest(&c, &base, "r", "v1", 20).await;
+    let empty = upload(&c, &base, "r", b"{}").await;
+    let mut sig_digests = Vec::new();
+    for (i, at) in [
+        "application/vnd.example.sig",
+        "application/vnd.example.sbom",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let layer = upload(&c, &base, "r", format!("payload {i}").as_bytes()).await;
+        let mut m = Manifest::oci(
+            Descriptor::new(media_type::OCI_EMPTY, empty.clone(), 2),
+            vec![Descriptor::new("application/octet-stream", layer, 9)],
+        );
+        m.artifact_type = Some((*at).into());
+        m.subject = Some(Descriptor::new(
+            media_type::OCI_MANIFEST,
+            subject.clone(),
+            sraw.len() as u64,
+        ));
+        let raw = m.to_json();
+        let d = Digest::sha256(&raw);
+        let r = c
+            .put(format!("{base}/v2/r/manifests/{d}"))
+            .header("content-type", media_type::OCI_MANIFEST)
+            .body(raw)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        assert_eq!(r.headers()["oci-subject"], subject.to_string().as_str());
+        sig_digests.push(d);
+    }
+    let r = c
+        .get(format!("{base}/v2/r/referrers/{subject}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], media_type::OCI_INDEX);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["manifests"].as_array().unwrap().len(), 2);
+    let r = c
+        .get(format!(
+            "{base}/v2/r/referrers/{subject}?artifactType=application/vnd.example.sbom"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["oci-filters-applied"], "artifactType");
+    let v: serde_json::Value = r.json().await.unwrap();
+    let list = v["manifests"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["digest"], sig_digests[1].to_string());
+    assert_eq!(list[0]["artifactType"], "application/vnd.example.sbom");
+    // Deleting a referrer removes it from the list.
+    c.delete(format!("{base}/v2/r/manifests/{}", sig_digests[0]))
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = c
+        .get(format!("{base}/v2/r/referrers/{subject}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["manifests"].as_array().unwrap().len(), 1);
+    let r = c
+        .get(format!("{base}/v2/r/referrers/sha256:nothex"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(r).await, "DIGEST_INVALID");
+}
+
+#[tokio::test]
+async fn htpasswd_pull_push_split_and_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("htpasswd");
+    std::fs::write(
+        &pw,
+        format!(
+            "alice:{}\nbob:{}\n",
+            bcrypt::hash("wonderland", 4).unwrap(),
+            bcrypt::hash("builder", 4).unwrap()
+        ),
+    )
+    .unwrap();
+    let opts = ServeOptions {
+        htpasswd: Some(pw.clone()),
+        anonymous_pull: true,
+        push_users: vec!["alice".into()],
+        ..ServeOptions::default()
+    };
+    let (addr, _store, _reqs, _stop) = start_server(&dir.path().join("s1"), opts).await;
+    let base = format!("http://{addr}");
+    let c = http();
+    // Anonymous pull is allowed, push is not.
+    let r = c.get(format!("{base}/v2/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = c
+        .post(format!("{base}/v2/x/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["www-authenticate"], "Basic realm=\"strata\"");
+    assert_eq!(code_of(r).await, "UNAUTHORIZED");
+    // A wrong password is anonymous.
+    let r = c
+        .post(format!("{base}/v2/x/blobs/uploads/"))
+        .basic_auth("alice", Some("wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // bob may pull but not push; alice may push.
+    let r = c
+        .post(format!("{base}/v2/x/blobs/uploads/"))
+        .basic_auth("bob", Some("builder"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(code_of(r).await, "DENIED");
+    let r = c
+        .post(format!("{base}/v2/x/blobs/uploads/"))
+        .basic_auth("alice", Some("wonderland"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+
+    // Without anonymous pull, even the ping wants credentials.
+    let opts = ServeOptions {
+        htpasswd: Some(pw),
+        read_only: true,
+        ..ServeOptions::default()
+    };
+    let (addr, _store, _reqs, _stop2) = start_server(&dir.path().join("s2"), opts).await;
+    let base = format!("http://{addr}");
+    let r = c.get(format!("{base}/v2/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = c
+        .get(format!("{base}/v2/"))
+        .basic_auth("bob", Some("builder"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = c
+        .post(format!("{base}/v2/x/blobs/uploads/"))
+        .basic_auth("alice", Some("wonderland"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(code_of(r).await, "UNSUPPORTED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_clients_push_the_same_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, store, _reqs, _stop) = start_server(dir.path(), ServeOptions::default()).await;
+    let base = format!("http://{addr}");
+    let data = noise(30, 2 << 20);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let base = base.clone();
+        let data = data.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = http();
+            upload(&c, &base, &format!("same/r{}", i % 3), &data).await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), Digest::sha256(&data));
+    }
+    assert_eq!(
+        store.blob_size(&Digest::sha256(&data)).unwrap(),
+        data.len() as u64
+    );
+    assert_eq!(
+        std::fs::read_dir(store.root().join("ingest"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_verified(&store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_mid_upload_keeps_partial_for_resume_then_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ServeOptions {
+        upload_ttl: Duration::from_millis(1500),
+        ..ServeOptions::default()
+    };
+    let (addr, store, _reqs, _stop) = start_server(dir.path(), opts).await;
+    let base = format!("http://{addr}");
+    let c = http();
+    let data = noise(40, 3 << 20);
+    let d = Digest::sha256(&data);
+    let r = c
+        .post(format!("{base}/v2/a/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    // A body that breaks off after 1 MiB + 5 bytes.
+    let first = data[..(1 << 20) + 5].to_vec();
+    let stream = futures_util::stream::iter(vec![
+        Ok::<_, std::io::Error>(bytes::Bytes::from(first)),
+        Err(std::io::Error::other("client died")),
+    ]);
+    let res = c
+        .patch(format!("{base}{loc}"))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await;
+    assert!(res.is_err(), "the request should fail on the client side");
+    // Nothing committed; the status tells where to resume.
+    assert!(!store.has(&d));
+    let mut offset = 0;
+    for _ in 0..50 {
+        let r = c.get(format!("{base}{loc}")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        let range = r.headers()["range"].to_str().unwrap().to_owned();
+        offset = range.split('-').nth(1).unwrap().parse::<usize>().unwrap() + 1;
+        if offset > 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(offset > 0 && offset <= (1 << 20) + 5, "offset {offset}");
+    let r = c
+        .patch(format!("{base}{loc}"))
+        .header("content-range", format!("{offset}-{}", data.len() - 1))
+        .body(data[offset..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = c
+        .put(format!("{base}{loc}"))
+        .query(&[("digest", d.to_string())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(store.has(&d));
+
+    // An upload left alone expires, its data removed.
+    let r = c
+        .post(format!("{base}/v2/a/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    c.patch(format!("{base}{loc}"))
+        .body(vec![7u8; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_dir(store.root().join("ingest"))
+            .unwrap()
+            .count(),
+        1
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let r = c.get(format!("{base}{loc}")).send().await.unwrap();
+    assert_eq!(code_of(r).await, "BLOB_UPLOAD_UNKNOWN");
+    assert_eq!(
+        std::fs::read_dir(store.root().join("ingest"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn registry_content_survives_prune() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, store, _reqs, stop) = start_server(dir.path(), ServeOptions::default()).await;
+    let base = format!("http://{addr}");
+    let c = http();
+    let (md, _) = push_manifest(&c, &base, "keep", "v1", 50).await;
+    let stray = store.put_blob(b"not linked anywhere").unwrap();
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    store.gc(strata_oci::GcOptions::default()).unwrap();
+    assert!(store.has(&md), "gc removed a manifest the registry serves");
+    assert!(!store.has(&stray), "gc kept a blob nothing references");
+    let m: Manifest = serde_json::from_slice(&store.read_blob(&md).unwrap()).unwrap();
+    for l in m.layers {
+        assert!(store.has(&l.digest));
+    }
+}
+
+#[tokio::test]
+async fn too_many_uploads_and_size_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ServeOptions {
+        max_uploads: 1,
+        ..ServeOptions::default()
+    };
+    let (addr, _store, _reqs, _stop) = start_server(dir.path(), opts).await;
+    let base = format!("http://{addr}");
+    let c = http();
+    let r = c
+        .post(format!("{base}/v2/a/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let r = c
+        .post(format!("{base}/v2/a/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(code_of(r).await, "TOOMANYREQUESTS");
+    // A chunk whose Content-Range disagrees with its length.
+    let r = c
+        .patch(format!("{base}{loc}"))
+        .header("content-range", "0-99")
+        .body(vec![0u8; 50])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(r).await, "SIZE_INVALID");
+    // Finishing frees the slot; the client's retry on 429 gets through.
+    c.delete(format!("{base}{loc}")).send().await.unwrap();
+    let r = c
+        .post(format!("{base}/v2/a/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+}
