@@ -314,7 +314,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.stages[1].deps, BTreeSet::from([0]));
-        assert_eq!(p.resolve_from(1, "alpine:3"), FromRef::Image("alpine:3".into()));
+        assert_eq!(
+            p.resolve_from(1, "alpine:3"),
+            FromRef::Image("alpine:3".into())
+        );
         assert_eq!(p.resolve_from(1, "0"), FromRef::Stage(0));
     }
 }

@@ -162,8 +162,8 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
         }
     };
     let progress = BuildProgress::new(mode, args.explain);
-    let resolver = base_resolver(s, &args.insecure_registries);
-    let result = strata_build::build(&store, &opts, resolver.as_ref(), &|e| progress.event(e));
+    let resolver = super::registry::PullResolver::new(s, &args.insecure_registries);
+    let result = strata_build::build(&store, &opts, &resolver, &|e| progress.event(e));
     let out = match result {
         Ok(o) => o,
         Err(e) => {
@@ -199,28 +199,13 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
     }
     if push {
         for t in &tags {
-            push_image(s, &store, &image, t, &args.insecure_registries)?;
+            super::registry::push_image(s, &store, &image, t, &args.insecure_registries)?;
         }
     }
     if mode == Mode::Quiet {
         println!("{}", image.id());
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Finds base images: in the store, else pulled from their registry.
-fn base_resolver(_s: &Settings, _insecure: &[String]) -> Box<dyn strata_build::BaseResolver> {
-    Box::new(strata_build::StoreResolver)
-}
-
-fn push_image(
-    _s: &Settings,
-    _store: &strata_oci::Store,
-    _image: &strata_oci::Image,
-    dest: &strata_oci::Reference,
-    _insecure: &[String],
-) -> anyhow::Result<()> {
-    bail!("cannot push {dest}: the registry client is not wired into build yet")
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use crate::cli::*;
 use crate::render::hinted;
 use crate::settings::Settings;
 
-use super::CmdResult;
+use super::{open_store, CmdResult};
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -28,24 +28,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn open_store(s: &Settings) -> anyhow::Result<Store> {
-    Store::open(&s.root).with_context(|| format!("cannot open the store at {}", s.root.display()))
-}
-
-pub fn human(n: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < units.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", units[i])
-    }
-}
+use crate::render::human_bytes as human;
 
 /// Renders events: indicatif bars on a terminal, one line per blob event
 /// when piped, nothing when quiet.
@@ -246,6 +229,82 @@ pub fn push(args: PushArgs, s: &Settings) -> CmdResult {
         start.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Pushes an image of the store to `dest` (`strata build --push`).
+pub(crate) fn push_image(
+    s: &Settings,
+    store: &Store,
+    image: &strata_oci::Image,
+    dest: &Reference,
+    insecure: &[String],
+) -> anyhow::Result<()> {
+    let render = Arc::new(Render::new(s, false));
+    let client = Client::new(client_options(insecure, 4, render.clone()))?;
+    let start = Instant::now();
+    let summary = runtime()?
+        .block_on(client.push(store, &image.id().to_string(), dest))
+        .with_context(|| format!("cannot push to {}", dest.familiar()))?;
+    let _ = render.multi.clear();
+    if !s.quiet {
+        eprintln!(
+            "pushed {}: {} uploaded, {} skipped (already exist), {} mounted, {} sent in {:.1}s",
+            dest.familiar(),
+            summary.uploaded,
+            summary.skipped,
+            summary.mounted,
+            human(summary.bytes_sent),
+            start.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// Base images for the builder: from the store, else pulled (like
+/// `docker build` does for a FROM it does not have).
+pub(crate) struct PullResolver {
+    settings: Settings,
+    insecure: Vec<String>,
+}
+
+impl PullResolver {
+    pub(crate) fn new(settings: &Settings, insecure: &[String]) -> PullResolver {
+        PullResolver {
+            settings: settings.clone(),
+            insecure: insecure.to_vec(),
+        }
+    }
+}
+
+impl strata_build::BaseResolver for PullResolver {
+    fn resolve(
+        &self,
+        store: &Store,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<strata_oci::Image, Box<dyn std::error::Error + Send + Sync>> {
+        match store.find_image(reference) {
+            Ok(img) => return Ok(img),
+            Err(e) if !e.is_not_found() => return Err(Box::new(e)),
+            Err(_) => {}
+        }
+        let r: Reference = reference.parse()?;
+        let render = Arc::new(Render::new(&self.settings, true));
+        let mut opts = client_options(&self.insecure, 4, render.clone());
+        opts.platform = Some(platform.clone());
+        let client = Client::new(opts)?;
+        let summary = runtime()?.block_on(client.pull(store, &r))?;
+        let _ = render.multi.clear();
+        if !self.settings.quiet {
+            eprintln!(
+                "pulled {}: {} downloaded, {} already present",
+                r.familiar(),
+                summary.downloaded,
+                summary.present
+            );
+        }
+        Ok(store.find_image(reference)?)
+    }
 }
 
 pub fn pull(args: PullArgs, s: &Settings) -> CmdResult {
