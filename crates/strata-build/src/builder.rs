@@ -85,6 +85,42 @@ pub struct BuildOutput {
     pub history_lines: BTreeMap<usize, usize>,
 }
 
+/// Where an image built here came from: for each history entry made from
+/// this Dockerfile, the Dockerfile line (for `strata analyze` attribution).
+/// Kept beside the store (`<root>/build-info/<image id hex>.json`), not in
+/// the image, so it never changes a digest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BuildInfo {
+    /// The Dockerfile's absolute path.
+    pub dockerfile: String,
+    /// The context directory.
+    pub context: String,
+    /// History index (in the image config) -> 1-based Dockerfile line.
+    pub lines: BTreeMap<usize, usize>,
+}
+
+impl BuildInfo {
+    fn path(store: &Store, id: &Digest) -> PathBuf {
+        store
+            .root()
+            .join("build-info")
+            .join(format!("{}.json", id.hex()))
+    }
+
+    /// The record for image `id`, if strata built it here.
+    pub fn load(store: &Store, id: &Digest) -> Option<BuildInfo> {
+        serde_json::from_slice(&fs::read(Self::path(store, id)).ok()?).ok()
+    }
+
+    fn save(&self, store: &Store, id: &Digest) -> Result<()> {
+        let p = Self::path(store, id);
+        if let Some(d) = p.parent() {
+            fs::create_dir_all(d).map_err(|e| Error::io("create", d, e))?;
+        }
+        crate::cache::write_atomic(&p, &serde_json::to_vec_pretty(self).unwrap_or_default())
+    }
+}
+
 /// A finished stage.
 #[derive(Debug, Clone)]
 struct StageOut {
@@ -214,6 +250,7 @@ struct Shared<'a> {
     source: Arc<NamedSource<String>>,
     /// Identifies this Dockerfile + context for step records.
     identity: String,
+    dockerfile: PathBuf,
     ctx: Context,
     cache: Cache,
     snap: Snapshotter,
@@ -290,6 +327,7 @@ pub fn build(
     };
     let dockerfile_abs = fs::canonicalize(&dockerfile).unwrap_or(dockerfile);
     let identity = format!("{}\0{}", context_dir.display(), dockerfile_abs.display());
+    let dockerfile = dockerfile_abs;
     let mut layer_opts = LayerOptions::new(opts.compression);
     layer_opts.timestamps = match opts.timestamps {
         Timestamps::Epoch(e) => strata_layer::Timestamps::Epoch(e),
@@ -303,6 +341,7 @@ pub fn build(
         escape,
         source,
         identity,
+        dockerfile,
         ctx,
         cache,
         snap,
@@ -1919,6 +1958,12 @@ impl Shared<'_> {
             .put_json(media_type::OCI_MANIFEST, &manifest_raw)?;
         self.store.keep_untagged(&manifest_desc)?;
         let image = self.store.image(&manifest_desc, None)?;
+        let info = BuildInfo {
+            dockerfile: self.dockerfile.display().to_string(),
+            context: self.ctx.root().display().to_string(),
+            lines: target.lines.clone(),
+        };
+        info.save(self.store, image.id())?;
         let ran = self.ran.load(Ordering::Relaxed);
         let cached = self.cached.load(Ordering::Relaxed);
         (self.sink)(Event::Done {

@@ -30,7 +30,9 @@ mod options;
 mod plan;
 mod rootfs;
 
-pub use builder::{build, BaseResolver, BuildOutput, StoreResolver, EMPTY_LAYER_DIFF_ID};
+pub use builder::{
+    build, BaseResolver, BuildInfo, BuildOutput, StoreResolver, EMPTY_LAYER_DIFF_ID,
+};
 pub use error::{Error, ErrorKind, Location, Result};
 pub use event::{Event, EventSink, StepId, Stream};
 pub use explain::{Change, Explanation};

@@ -312,7 +312,15 @@ fn login_logout_and_secrets_never_printed() {
     let (out, err) = ok(strata()
         .env("REGISTRY_AUTH_FILE", &auth)
         .env("STRATA_LOG", "trace")
-        .args(["--verbose", "--verbose", "--root", root, "push", "l:1", &dest])
+        .args([
+            "--verbose",
+            "--verbose",
+            "--root",
+            root,
+            "push",
+            "l:1",
+            &dest,
+        ])
         .output()
         .unwrap());
     assert!(out.contains("2 uploaded"), "{out}");
