@@ -925,6 +925,9 @@ impl Shared<'_> {
             }
             InstructionKind::Arg(defs) => {
                 let mut parts = Vec::new();
+                let names: Vec<&str> = defs.iter().map(|d| d.name.value.as_str()).collect();
+                let mut inputs =
+                    Inputs::new(tag::META, &st.key, format!("ARG {}", names.join(" ")));
                 for d in defs {
                     let name = d.name.value.clone();
                     let value = match self.opts.build_args.get(&name) {
@@ -938,11 +941,19 @@ impl Shared<'_> {
                         Some(v) => format!("{name}={v}"),
                         None => name.clone(),
                     });
+                    // Values go in as build args, so a changed value is
+                    // explained as such.
+                    inputs.args.insert(
+                        name.clone(),
+                        value.clone().unwrap_or_else(|| "<unset>".into()),
+                    );
                     st.args.retain(|(k, _)| k != &name);
                     st.args.push((name, value));
                 }
                 let text = format!("ARG {}", parts.join(" "));
-                meta(self, st, text.clone(), Some(text))
+                self.meta_inputs_step(st, id, &label, inputs, t)?;
+                st.push_history(text, true, epoch, line);
+                Ok(())
             }
             InstructionKind::Workdir(w) => self.workdir(st, id, &label, w, t, line),
             InstructionKind::Run(r) => self.run(st, id, &label, ins, r, t, line),
@@ -978,6 +989,18 @@ impl Shared<'_> {
         t: Instant,
     ) -> Result<()> {
         let inputs = Inputs::new(tag::META, &st.key, text);
+        self.meta_inputs_step(st, id, label, inputs, t)
+    }
+
+    /// A config-only step with its inputs already made.
+    fn meta_inputs_step(
+        &self,
+        st: &mut StageState,
+        id: StepId,
+        label: &str,
+        inputs: Inputs,
+        t: Instant,
+    ) -> Result<()> {
         self.track_change(st, id, label, &inputs);
         self.record(id, &inputs);
         st.key = inputs.key();
@@ -1793,7 +1816,7 @@ impl Shared<'_> {
                     .transpose()?
                     .unwrap_or_else(|| "/".into());
                 let dir = self.tmp.join(format!("bind-{}", mounts.len()));
-                let desc = match &m.from {
+                let (bind, desc) = match &m.from {
                     None => {
                         // The context, filtered by .dockerignore: only admitted
                         // files are visible.
@@ -1801,8 +1824,9 @@ impl Shared<'_> {
                         let rel = if rel.is_empty() { ".".to_owned() } else { rel };
                         let entry = self.ctx.resolve(&rel)?.clone();
                         let index = self.ctx.index_paths(&[entry.path.as_str()])?;
-                        crate::fetch::materialize_context(&self.ctx, &entry, &dir, m.readonly)?;
-                        format!("bind context:{rel} {}", index.digest())
+                        let bind =
+                            crate::fetch::materialize_context(&self.ctx, &entry, &dir, m.readonly)?;
+                        (bind, format!("bind context:{rel} {}", index.digest()))
                     }
                     Some(f) => {
                         let (v, key) = match self.plan.resolve_from(st.index, f) {
@@ -1815,15 +1839,15 @@ impl Shared<'_> {
                                 (MergedView::new(img.view.clone()), img.key.clone())
                             }
                         };
-                        crate::fetch::materialize_view(&v, &source, &dir, m.readonly)?;
-                        format!("bind from:{} source={source}", key.hex())
+                        let bind = crate::fetch::materialize_view(&v, &source, &dir, m.readonly)?;
+                        (bind, format!("bind from:{} source={source}", key.hex()))
                     }
                 };
                 inputs.fields.insert(
                     format!("mount:{target}"),
                     format!("{desc} rw={}", !m.readonly),
                 );
-                mounts.push(strata_sandbox::Mount::bind(dir, target, m.readonly));
+                mounts.push(strata_sandbox::Mount::bind(bind, target, m.readonly));
             }
             MountType::Ssh => {
                 return Err(Error::invalid(

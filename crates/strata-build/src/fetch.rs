@@ -11,7 +11,7 @@ use strata_context::{Context, Entry, EntryKind};
 use strata_oci::{Digest, HashingWriter};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::rootfs::{clean_components, MergedView};
+use crate::rootfs::MergedView;
 
 /// Downloads `url` into `dir`, named after the last path segment of the URL
 /// (or `index.html`), verifying `checksum` when given. Streams to disk;
@@ -95,8 +95,14 @@ pub fn download(
 
 /// Copies (or, read-only, hard-links) the context entry `top` and what the
 /// context admits below it into `dest`: a bind mount of the context never
-/// shows files .dockerignore excludes.
-pub fn materialize_context(ctx: &Context, top: &Entry, dest: &Path, readonly: bool) -> Result<()> {
+/// shows files .dockerignore excludes. Returns what to bind: `dest`, or the
+/// file inside it when `top` is not a directory.
+pub fn materialize_context(
+    ctx: &Context,
+    top: &Entry,
+    dest: &Path,
+    readonly: bool,
+) -> Result<PathBuf> {
     fs::create_dir_all(dest).map_err(|e| Error::io("create", dest, e))?;
     let put = |e: &Entry, at: &Path| -> Result<()> {
         let src = ctx.root().join(&e.os_path);
@@ -117,7 +123,8 @@ pub fn materialize_context(ctx: &Context, top: &Entry, dest: &Path, readonly: bo
     };
     if top.kind != EntryKind::Dir {
         let at = dest.join(top.path.rsplit('/').next().unwrap_or(&top.path));
-        return put(top, &at);
+        put(top, &at)?;
+        return Ok(at);
     }
     let strip = if top.path == "." {
         0
@@ -131,7 +138,7 @@ pub fn materialize_context(ctx: &Context, top: &Entry, dest: &Path, readonly: bo
         }
         put(e, &at)?;
     }
-    Ok(())
+    Ok(dest.to_path_buf())
 }
 
 /// The same for a path of a stage's merged file system.
@@ -140,7 +147,7 @@ pub fn materialize_view(
     source: &str,
     dest: &Path,
     readonly: bool,
-) -> Result<()> {
+) -> Result<PathBuf> {
     let comps = view
         .resolve(source, true)
         .map_err(|e| Error::invalid(format!("cannot resolve {source}: {e}")))?;
@@ -153,8 +160,9 @@ pub fn materialize_view(
     };
     if !found.meta.is_dir() {
         fs::create_dir_all(dest).map_err(|e| Error::io("create", dest, e))?;
-        let name = comps.last().cloned().unwrap_or_default();
-        return copy_node(&found.real, &found.meta, &dest.join(name), readonly);
+        let at = dest.join(comps.last().cloned().unwrap_or_default());
+        copy_node(&found.real, &found.meta, &at, readonly)?;
+        return Ok(at);
     }
     let mut stack = vec![(comps, dest.to_path_buf())];
     while let Some((dir, at)) = stack.pop() {
@@ -176,8 +184,7 @@ pub fn materialize_view(
             }
         }
     }
-    let _ = clean_components;
-    Ok(())
+    Ok(dest.to_path_buf())
 }
 
 fn copy_node(src: &Path, meta: &fs::Metadata, at: &Path, readonly: bool) -> Result<()> {
