@@ -1,0 +1,324 @@
+//! COPY, ADD and WORKDIR: the steps that write files into a layer
+//! without running anything.
+
+use super::*;
+
+impl Shared<'_> {
+    pub(super) fn workdir(
+        &self,
+        st: &mut StageState,
+        id: StepId,
+        label: &str,
+        w: &strata_dockerfile::Spanned<String>,
+        t: Instant,
+        line: usize,
+    ) -> Result<()> {
+        let v = self.expand(st, &w.value)?;
+        let joined = if v.starts_with('/') {
+            v.clone()
+        } else {
+            format!("{}/{}", st.workdir().trim_end_matches('/'), v)
+        };
+        let comps = crate::rootfs::clean_components(&joined);
+        let wd = format!("/{}", comps.join("/"));
+        st.cfg().working_dir = Some(wd.clone());
+        let view = st.merged();
+        let resolved = view
+            .resolve(&wd, true)
+            .map_err(|e| Error::invalid(format!("cannot resolve WORKDIR {wd}: {e}")))?;
+        let exists = view.lookup_exact(&resolved).is_some();
+        let history = format!("WORKDIR {wd}");
+        if wd == "/" || exists {
+            return self.meta_step(st, id, label, history.clone(), t).map(|()| {
+                st.push_history(history, true, self.epoch(), line);
+            });
+        }
+        // Create it (and missing parents), owned by the current USER.
+        let user = st.user();
+        let owner = if user.is_empty() {
+            Owner { uid: 0, gid: 0 }
+        } else {
+            self.resolve_owner(&view, &user)?
+        };
+        let mut inputs = Inputs::new(tag::WORKDIR, &st.key, history.clone());
+        inputs
+            .fields
+            .insert("owner".into(), format!("{}:{}", owner.uid, owner.gid));
+        let mut entries = Vec::new();
+        for n in 1..=resolved.len() {
+            let c = &resolved[..n];
+            let mut e = strata_layer::Entry::new(c.join("/"), strata_layer::EntryKind::Dir);
+            match view.lookup_exact(c) {
+                Some(f) => {
+                    use std::os::unix::fs::MetadataExt;
+                    e.mode = f.meta.mode() & 0o7777;
+                    e.uid = f.meta.uid();
+                    e.gid = f.meta.gid();
+                    e.mtime = f.meta.mtime();
+                }
+                None => {
+                    e.mode = 0o755;
+                    e.uid = owner.uid;
+                    e.gid = owner.gid;
+                    e.mtime = self.epoch();
+                }
+            }
+            entries.push(e);
+        }
+        self.layer_step(
+            st,
+            id,
+            label,
+            inputs,
+            None,
+            Explanation::Hit {
+                files: 0,
+                touched: 0,
+            },
+            t,
+            history,
+            line,
+            move |s, _| s.write_entries(entries),
+        )
+    }
+
+    /// `user[:group]` to ids through the stage's /etc/passwd and /etc/group.
+    pub(super) fn resolve_owner(&self, view: &MergedView, spec: &str) -> Result<Owner> {
+        let passwd = view.read_small("/etc/passwd");
+        let group = view.read_small("/etc/group");
+        let r = strata_sandbox::resolve_user_with(spec, passwd.as_deref(), group.as_deref())?;
+        Ok(Owner {
+            uid: r.user.uid,
+            gid: r.user.gid,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn copy(
+        &self,
+        st: &mut StageState,
+        id: StepId,
+        label: &str,
+        ins: &Instruction,
+        c: &CopyAdd,
+        is_add: bool,
+        t: Instant,
+        line: usize,
+    ) -> Result<()> {
+        let keyword = if is_add { "ADD" } else { "COPY" };
+        let mut sources = Vec::new();
+        for s in &c.sources {
+            sources.push(self.expand(st, &s.value)?);
+        }
+        let dest = self.expand(st, &c.dest.value)?;
+        let chown = match &c.chown {
+            Some(v) => Some(self.expand(st, &v.value)?),
+            None => None,
+        };
+        let chmod = match &c.chmod {
+            Some(v) => Some(copy::parse_chmod(&self.expand(st, &v.value)?)?),
+            None => None,
+        };
+        let mut exclude = Vec::new();
+        for e in &c.exclude {
+            exclude.push(self.expand(st, &e.value)?);
+        }
+        let env = st.expand_env();
+        let mut heredocs = Vec::new();
+        for h in &c.heredocs {
+            let content = if h.expand {
+                Lexer::new('\\')
+                    .skip_process_quotes(true)
+                    .process_word(&h.content, &env)?
+                    .value
+            } else {
+                h.content.clone()
+            };
+            heredocs.push((h.name.clone(), content.into_bytes()));
+        }
+        let view = st.merged();
+        let owner = match &chown {
+            Some(spec) => Some(self.resolve_owner(&view, spec)?),
+            None => None,
+        };
+        // ADD URLs are downloaded into a scratch dir and copied from there.
+        let (urls, local): (Vec<String>, Vec<String>) = sources
+            .into_iter()
+            .partition(|s| is_add && (s.starts_with("http://") || s.starts_with("https://")));
+        if is_add
+            && local
+                .iter()
+                .any(|s| s.starts_with("git@") || s.ends_with(".git"))
+        {
+            return Err(Error::invalid(
+                "ADD of a git repository needs git in the builder; clone it in a RUN step or in the context instead",
+            ));
+        }
+        let mut canonical = keyword.to_owned();
+        for (flag, v) in [
+            ("--chown", &chown),
+            ("--from", &c.from.as_ref().map(|f| f.value.clone())),
+        ] {
+            if let Some(v) = v {
+                canonical.push_str(&format!(" {flag}={v}"));
+            }
+        }
+        if let Some(m) = chmod {
+            canonical.push_str(&format!(" --chmod={m:04o}"));
+        }
+        if c.link {
+            canonical.push_str(" --link");
+        }
+        if c.parents {
+            canonical.push_str(" --parents");
+        }
+        for e in &exclude {
+            canonical.push_str(&format!(" --exclude={e}"));
+        }
+        if let Some(cs) = &c.checksum {
+            canonical.push_str(&format!(" --checksum={}", cs.value));
+        }
+        for s in local.iter().chain(urls.iter()) {
+            canonical.push(' ');
+            canonical.push_str(s);
+        }
+        for (name, _) in &heredocs {
+            canonical.push_str(&format!(" <<{name}"));
+        }
+        canonical.push(' ');
+        canonical.push_str(&dest);
+        let history = format!("{canonical} # buildkit");
+
+        let scratch = self.tmp.join(format!("copy-{}-{}", id.stage, id.step));
+        let _scratch_guard = RemoveOnDrop(scratch.clone());
+        fs::create_dir_all(&scratch).map_err(|e| Error::io("create", &scratch, e))?;
+        let mut downloaded = Vec::new();
+        for (i, url) in urls.iter().enumerate() {
+            let checksum = match &c.checksum {
+                Some(v) => Some(
+                    self.expand(st, &v.value)?
+                        .parse::<Digest>()
+                        .map_err(|e| Error::invalid(format!("invalid --checksum: {e}")))?,
+                ),
+                None => None,
+            };
+            let dir = scratch.join(format!("url-{i}"));
+            let file = crate::fetch::download(url, &dir, checksum.as_ref(), &|bytes, total| {
+                (self.sink)(Event::Transfer {
+                    id,
+                    what: url.clone(),
+                    bytes,
+                    total,
+                })
+            })?;
+            downloaded.push(file);
+        }
+        let (from_view, from_key) = match &c.from {
+            Some(f) => match self.plan.resolve_from(st.index, &f.value) {
+                FromRef::Stage(i) => {
+                    let r = self.stage_result(i)?;
+                    (Some(MergedView::new(r.view.clone())), Some(r.key.clone()))
+                }
+                FromRef::Image(r) => {
+                    let img = self.image(&r)?;
+                    (
+                        Some(MergedView::new(img.view.clone())),
+                        Some(img.key.clone()),
+                    )
+                }
+            },
+            None => (None, None),
+        };
+        let preserve = matches!(self.opts.timestamps, Timestamps::Preserve(_));
+        let target = if c.link { None } else { Some(&view) };
+        let workdir = st.workdir();
+        let mut req = CopyRequest {
+            sources: local,
+            heredocs,
+            dest: dest.clone(),
+            workdir,
+            owner,
+            chmod,
+            parents: c.parents,
+            exclude,
+            unpack: is_add && c.unpack.unwrap_or(true),
+            preserve_times: preserve,
+            tmp: &scratch,
+        };
+        let mut plan = match &from_view {
+            Some(v) => copy::plan(&req, Source::View(v), target)?,
+            None if req.sources.is_empty() && !req.heredocs.is_empty() && downloaded.is_empty() => {
+                copy::plan(&req, Source::View(&MergedView::default()), target)?
+            }
+            None if req.sources.is_empty() && !downloaded.is_empty() => copy::CopyPlan::default(),
+            None => copy::plan(&req, Source::Context(&self.ctx), target)?,
+        };
+        if !downloaded.is_empty() {
+            // Downloads: a file each, mode 0600 as Docker does, never unpacked
+            // unless --unpack.
+            req.sources = downloaded
+                .iter()
+                .map(|p| {
+                    p.strip_prefix(&scratch)
+                        .map(|r| r.display().to_string())
+                        .unwrap_or_default()
+                })
+                .collect();
+            req.heredocs.clear();
+            req.unpack = c.unpack.unwrap_or(false);
+            if req.chmod.is_none() {
+                req.chmod = Some(0o600);
+            }
+            let scratch_view = MergedView::new(vec![scratch.clone()]);
+            let mut extra = copy::plan(&req, Source::View(&scratch_view), target)?;
+            for (u, (_, desc)) in urls.iter().zip(std::mem::take(&mut extra.files)) {
+                plan.files.insert(u.clone(), desc);
+            }
+            plan.entries.extend(extra.entries);
+            plan.entries.sort_by(|a, b| a.path.cmp(&b.path));
+            plan.entries.dedup_by(|a, b| a.path == b.path);
+        }
+        let file_count = plan.files.len();
+        let touched = plan.rehashed;
+        let mut inputs = Inputs::new(tag::COPY, &st.key, canonical);
+        inputs.files = std::mem::take(&mut plan.files);
+        inputs.fields.insert("workdir".into(), st.workdir());
+        // With --from, the copied files' content is hashed: a source stage
+        // that rebuilt to the same files keeps this step cached.
+        let _ = from_key;
+        if preserve {
+            inputs.fields.insert("timestamps".into(), "preserve".into());
+        }
+        // --link: the layer does not depend on what is below it, so it is
+        // looked up without the parent key (a new base reuses it); the chain
+        // key still includes the parent.
+        let chain_key = if c.link {
+            inputs.parent.clear();
+            Some(Inputs::new(tag::COPY, &st.key, inputs.key().to_string()).key())
+        } else {
+            None
+        };
+        let entries = std::mem::take(&mut plan.entries);
+        let hit = Explanation::Hit {
+            files: file_count,
+            touched,
+        };
+        let _ = ins;
+        let result = self.layer_step(
+            st,
+            id,
+            label,
+            inputs,
+            chain_key,
+            hit,
+            t,
+            history,
+            line,
+            move |s, _| s.write_entries(entries),
+        );
+        for d in plan.temp_dirs {
+            let _ = strata_oci::remove_tree(&d);
+        }
+        result
+    }
+}

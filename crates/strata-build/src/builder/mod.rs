@@ -1,0 +1,838 @@
+//! The build itself: stages run (independent ones in parallel), each
+//! instruction evaluated against the cache, layers written into the store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use miette::NamedSource;
+use strata_context::{Context, ContextOptions};
+use strata_dockerfile::shell::Lexer;
+use strata_dockerfile::{
+    parse_named, BuildStages, CopyAdd, Healthcheck, Instruction, InstructionKind, KeyValue,
+    MountSpec, MountType, Run, ShellOrExec,
+};
+use strata_layer::{LayerOptions, Snapshotter};
+use strata_oci::{
+    format_rfc3339, media_type, ContainerConfig, Descriptor, Digest, History, Image, ImageConfig,
+    Layer, Manifest, Platform, Store,
+};
+use strata_sandbox::{Capture, Executor, Network, RootFs, RunSpec, Stdio};
+
+use crate::cache::{Cache, CacheEntry, LayerRecord, StepRecord};
+use crate::copy::{self, CopyRequest, Owner, Source};
+use crate::error::{Error, ErrorKind, Location, Result};
+use crate::event::{Event, EventSink, StepId, Stream};
+use crate::explain::{changed, compare, Explanation};
+use crate::key::{tag, Inputs};
+use crate::options::{BuildOptions, NetworkMode, SecretSource, SnapshotMode, Timestamps};
+use crate::plan::{Base, FromRef, Plan, PROXY_ARGS};
+use crate::rootfs::MergedView;
+
+mod copy_step;
+mod meta;
+mod run;
+mod stage;
+
+use meta::parse_trigger;
+use stage::StageState;
+
+/// diffID of a layer with no entries (1024 zero bytes): a step that changed
+/// nothing makes no layer, as BuildKit does.
+pub const EMPTY_LAYER_DIFF_ID: &str =
+    "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
+
+/// PATH given to images that have none (BuildKit's default).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// History comment BuildKit writes; kept for tools that look for it.
+const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
+
+/// Finds (or fetches) base images and `--from` images.
+pub trait BaseResolver: Send + Sync {
+    /// The image for `reference`, in `store` once this returns.
+    fn resolve(
+        &self,
+        store: &Store,
+        reference: &str,
+        platform: &Platform,
+    ) -> std::result::Result<Image, Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// Resolves images from the store only.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreResolver;
+
+impl BaseResolver for StoreResolver {
+    fn resolve(
+        &self,
+        store: &Store,
+        reference: &str,
+        _platform: &Platform,
+    ) -> std::result::Result<Image, Box<dyn std::error::Error + Send + Sync>> {
+        store.find_image(reference).map_err(|e| Box::new(e) as _)
+    }
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct BuildOutput {
+    /// The image (already in the store, untagged unless the caller tags it).
+    pub image: Image,
+    /// Layer steps that ran.
+    pub ran: usize,
+    /// Layer steps that came from the cache.
+    pub cached: usize,
+    /// Non-fatal warnings (also sent as events).
+    pub warnings: Vec<String>,
+    /// The Dockerfile's history lines of the final image, for attribution:
+    /// history index -> Dockerfile line.
+    pub history_lines: BTreeMap<usize, usize>,
+}
+
+/// Where an image built here came from: for each history entry made from
+/// this Dockerfile, the Dockerfile line (for `strata analyze` attribution).
+/// Kept beside the store (`<root>/build-info/<image id hex>.json`), not in
+/// the image, so it never changes a digest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BuildInfo {
+    /// The Dockerfile's absolute path.
+    pub dockerfile: String,
+    /// The context directory.
+    pub context: String,
+    /// History index (in the image config) -> 1-based Dockerfile line.
+    pub lines: BTreeMap<usize, usize>,
+}
+
+impl BuildInfo {
+    fn path(store: &Store, id: &Digest) -> PathBuf {
+        store
+            .root()
+            .join("build-info")
+            .join(format!("{}.json", id.hex()))
+    }
+
+    /// The record for image `id`, if strata built it here.
+    pub fn load(store: &Store, id: &Digest) -> Option<BuildInfo> {
+        serde_json::from_slice(&fs::read(Self::path(store, id)).ok()?).ok()
+    }
+
+    fn save(&self, store: &Store, id: &Digest) -> Result<()> {
+        let p = Self::path(store, id);
+        if let Some(d) = p.parent() {
+            fs::create_dir_all(d).map_err(|e| Error::io("create", d, e))?;
+        }
+        crate::cache::write_atomic(&p, &serde_json::to_vec_pretty(self).unwrap_or_default())
+    }
+}
+
+/// A finished stage.
+#[derive(Debug, Clone)]
+struct StageOut {
+    config: ImageConfig,
+    layers: Vec<Layer>,
+    /// Snapshot directories, top first.
+    view: Vec<PathBuf>,
+    key: Digest,
+    /// history index -> Dockerfile line (this Dockerfile's steps only).
+    lines: BTreeMap<usize, usize>,
+}
+
+/// Everything the stages share.
+struct Shared<'a> {
+    store: &'a Store,
+    opts: &'a BuildOptions,
+    plan: Plan,
+    parsed: BuildStages,
+    escape: char,
+    source: Arc<NamedSource<String>>,
+    /// Identifies this Dockerfile + context for step records.
+    identity: String,
+    dockerfile: PathBuf,
+    ctx: Context,
+    cache: Cache,
+    snap: Snapshotter,
+    executor: Box<dyn Executor>,
+    resolver: &'a dyn BaseResolver,
+    sink: EventSink<'a>,
+    lease: Mutex<strata_oci::Lease>,
+    tmp: PathBuf,
+    overlay: bool,
+    ran: AtomicUsize,
+    cached: AtomicUsize,
+    results: Mutex<HashMap<usize, Arc<StageOut>>>,
+    done: Condvar,
+    failed: AtomicBool,
+    images: Mutex<HashMap<String, Arc<StageOut>>>,
+    warnings: Mutex<Vec<String>>,
+    layer_opts: LayerOptions,
+}
+
+/// Builds the Dockerfile in `opts`, sending progress to `sink`.
+pub fn build(
+    store: &Store,
+    opts: &BuildOptions,
+    resolver: &dyn BaseResolver,
+    sink: EventSink<'_>,
+) -> Result<BuildOutput> {
+    let started = Instant::now();
+    let context_dir = fs::canonicalize(&opts.context)
+        .map_err(|e| Error::io("open the build context", &opts.context, e))?;
+    let dockerfile = match &opts.dockerfile {
+        Some(p) => p.clone(),
+        None => context_dir.join("Dockerfile"),
+    };
+    let text = fs::read_to_string(&dockerfile)
+        .map_err(|e| Error::io("read the Dockerfile", &dockerfile, e))?;
+    let shown = dockerfile
+        .strip_prefix(&context_dir)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|_| dockerfile.clone());
+    let shown = shown.display().to_string();
+    let df = parse_named(&shown, &text)?;
+    let parsed = df.stages()?;
+    let escape = df.escape;
+    let source = Arc::new(NamedSource::new(shown.clone(), text.clone()));
+    let platform = opts.platform.clone().unwrap_or_else(Platform::host);
+    let plan = Plan::new(
+        &parsed,
+        escape,
+        &opts.build_args,
+        opts.target.as_deref(),
+        platform,
+    )?;
+    let ctx = Context::open(
+        &context_dir,
+        ContextOptions {
+            dockerfile: Some(dockerfile.clone()),
+            state_dir: Some(store.root().join("context-cache")),
+        },
+    )?;
+    let cache = Cache::open(store)?;
+    let snap = Snapshotter::new(store)?;
+    let tmp = store.root().join("tmp").join(format!(
+        "build-{}-{}",
+        std::process::id(),
+        started.elapsed().as_nanos()
+    ));
+    fs::create_dir_all(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    let _tmp_guard = RemoveOnDrop(tmp.clone());
+    let executor = strata_sandbox::pick(opts.isolation, store.root().join("run"))?;
+    let overlay = match opts.snapshots {
+        SnapshotMode::Overlay => true,
+        SnapshotMode::Copy => false,
+        SnapshotMode::Auto => overlay_usable(),
+    };
+    let dockerfile_abs = fs::canonicalize(&dockerfile).unwrap_or(dockerfile);
+    let identity = format!("{}\0{}", context_dir.display(), dockerfile_abs.display());
+    let dockerfile = dockerfile_abs;
+    let mut layer_opts = LayerOptions::new(opts.compression);
+    layer_opts.timestamps = match opts.timestamps {
+        Timestamps::Epoch(e) => strata_layer::Timestamps::Epoch(e),
+        Timestamps::Preserve(_) => strata_layer::Timestamps::Preserve,
+    };
+    let shared = Shared {
+        store,
+        opts,
+        plan,
+        parsed,
+        escape,
+        source,
+        identity,
+        dockerfile,
+        ctx,
+        cache,
+        snap,
+        executor,
+        resolver,
+        sink,
+        lease: Mutex::new(store.lease("build")?),
+        tmp,
+        overlay,
+        ran: AtomicUsize::new(0),
+        cached: AtomicUsize::new(0),
+        results: Mutex::new(HashMap::new()),
+        done: Condvar::new(),
+        failed: AtomicBool::new(false),
+        images: Mutex::new(HashMap::new()),
+        warnings: Mutex::new(Vec::new()),
+        layer_opts,
+    };
+    shared.warn_unused_args();
+    let steps: usize = shared
+        .plan
+        .needed
+        .iter()
+        .map(|&i| shared.parsed.stages[i].instructions.len() + 1)
+        .sum();
+    (shared.sink)(Event::Plan {
+        stages: shared
+            .plan
+            .needed
+            .iter()
+            .map(|&i| shared.plan.stages[i].label.clone())
+            .collect(),
+        steps,
+    });
+    let target = shared.run_stages()?;
+    let output = shared.finish(&target, started)?;
+    Ok(output)
+}
+
+/// Whether overlayfs can be mounted here (root, and the kernel has it).
+fn overlay_usable() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    root && fs::read_to_string("/proc/filesystems")
+        .map(|s| s.lines().any(|l| l.trim_end().ends_with("overlay")))
+        .unwrap_or(false)
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = strata_oci::remove_tree(&self.0);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared<'_> {
+    fn warn(&self, message: String, line: Option<usize>) {
+        (self.sink)(Event::Warning {
+            message: message.clone(),
+            line,
+        });
+        lock(&self.warnings).push(message);
+    }
+
+    fn warn_unused_args(&self) {
+        let mut declared = self.plan.meta_arg_names.clone();
+        for &i in &self.plan.needed {
+            for ins in &self.parsed.stages[i].instructions {
+                if let InstructionKind::Arg(defs) = &ins.kind {
+                    for d in defs {
+                        declared.insert(d.name.value.clone());
+                    }
+                }
+            }
+        }
+        let unused: Vec<&str> = self
+            .opts
+            .build_args
+            .keys()
+            .filter(|k| !declared.contains(*k) && !PROXY_ARGS.contains(&k.as_str()))
+            .filter(|k| {
+                !self.plan.global_args.contains_key(*k)
+                    || k.starts_with("TARGET")
+                    || k.starts_with("BUILD")
+            })
+            .map(String::as_str)
+            .collect();
+        if !unused.is_empty() {
+            self.warn(
+                format!(
+                    "one or more build args were not consumed: {}",
+                    unused.join(", ")
+                ),
+                None,
+            );
+        }
+    }
+
+    /// Builds the needed stages (independent ones at the same time) and
+    /// returns the target's result.
+    fn run_stages(&self) -> Result<Arc<StageOut>> {
+        let needed = self.plan.needed.clone();
+        if !self.opts.parallel || needed.len() == 1 {
+            for &i in &needed {
+                let out = self.build_stage(i)?;
+                lock(&self.results).insert(i, Arc::new(out));
+            }
+        } else {
+            let first_error: Mutex<Option<Error>> = Mutex::new(None);
+            std::thread::scope(|scope| {
+                for &i in &needed {
+                    let first_error = &first_error;
+                    scope.spawn(move || {
+                        if !self.wait_for_deps(i) {
+                            return;
+                        }
+                        match self.build_stage(i) {
+                            Ok(out) => {
+                                lock(&self.results).insert(i, Arc::new(out));
+                            }
+                            Err(e) => {
+                                self.failed.store(true, Ordering::SeqCst);
+                                let mut slot = lock(first_error);
+                                if slot.is_none() {
+                                    *slot = Some(e);
+                                }
+                            }
+                        }
+                        self.done.notify_all();
+                    });
+                }
+            });
+            let first = lock(&first_error).take();
+            if let Some(e) = first {
+                return Err(e);
+            }
+        }
+        lock(&self.results)
+            .get(&self.plan.target)
+            .cloned()
+            .ok_or_else(|| Error::invalid("the target stage was not built"))
+    }
+
+    /// Waits until every dependency of stage `i` is built; false when the
+    /// build failed meanwhile.
+    fn wait_for_deps(&self, i: usize) -> bool {
+        let deps = &self.plan.stages[i].deps;
+        let mut results = lock(&self.results);
+        loop {
+            if self.failed.load(Ordering::SeqCst) {
+                return false;
+            }
+            if deps.iter().all(|d| results.contains_key(d)) {
+                return true;
+            }
+            results = self
+                .done
+                .wait_timeout(results, Duration::from_millis(200))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
+    fn stage_result(&self, i: usize) -> Result<Arc<StageOut>> {
+        if let Some(r) = lock(&self.results).get(&i) {
+            return Ok(r.clone());
+        }
+        Err(Error::invalid(format!(
+            "stage {} is used before it is built",
+            self.plan.stages[i].label
+        )))
+    }
+
+    fn location(&self, st: &StageState, step: usize, span: strata_dockerfile::Span) -> Location {
+        Location {
+            source: self.source.clone(),
+            offset: span.offset,
+            len: span.len,
+            line: span.line,
+            step: st.step_label(step),
+        }
+    }
+
+    fn step_record_id(&self, id: StepId) -> Digest {
+        Digest::sha256(format!("{}\0{}\0{}", self.identity, id.stage, id.step).as_bytes())
+    }
+
+    fn epoch(&self) -> i64 {
+        self.opts.timestamps.epoch()
+    }
+
+    /// An image, resolved once per build, with its layers extracted.
+    fn image(&self, reference: &str) -> Result<Arc<StageOut>> {
+        if let Some(img) = lock(&self.images).get(reference) {
+            return Ok(img.clone());
+        }
+        let image = self
+            .resolver
+            .resolve(self.store, reference, &self.plan.platform)
+            .map_err(|cause| ErrorKind::BaseImageNotFound {
+                reference: reference.to_owned(),
+                cause: Some(cause),
+            })?;
+        let mut view = Vec::new();
+        {
+            let mut lease = lock(&self.lease);
+            lease.add_digest(&image.descriptor.digest)?;
+            for l in &image.layers {
+                lease.add_digest(&l.descriptor.digest)?;
+                lease.add_snapshot(l.diff_id.hex())?;
+            }
+        }
+        for l in &image.layers {
+            view.push(self.snap.ensure_layer(l)?);
+        }
+        view.reverse();
+        let mut config = image.config.clone();
+        config.created = None;
+        let key = Inputs::new(tag::FROM, &Digest::sha256(b""), format!("FROM {reference}"));
+        let mut key = key;
+        key.fields.insert("image".into(), image.id().to_string());
+        let out = Arc::new(StageOut {
+            config,
+            layers: image.layers.clone(),
+            view,
+            key: key.key(),
+            lines: BTreeMap::new(),
+        });
+        lock(&self.images).insert(reference.to_owned(), out.clone());
+        Ok(out)
+    }
+
+    fn build_stage(&self, index: usize) -> Result<StageOut> {
+        let planned = &self.plan.stages[index];
+        let stage = &self.parsed.stages[index];
+        let multi = self.parsed.stages.len() > 1;
+        let no_cache = self.opts.no_cache
+            || self.opts.no_cache_filter.iter().any(|f| {
+                f.eq_ignore_ascii_case(&planned.label)
+                    || planned.name.as_deref() == Some(f.to_ascii_lowercase().as_str())
+                    || f.parse::<usize>().ok() == Some(index)
+            });
+        let mut st = StageState {
+            index,
+            label: if multi {
+                planned.label.clone()
+            } else {
+                String::new()
+            },
+            total: stage.instructions.len() + 1,
+            config: ImageConfig::default(),
+            layers: Vec::new(),
+            view: Vec::new(),
+            key: Digest::sha256(b""),
+            args: Vec::new(),
+            cmd_set: false,
+            first_change: None,
+            no_cache,
+            lines: BTreeMap::new(),
+        };
+        // Step 1: FROM.
+        let id = StepId {
+            stage: index,
+            step: 0,
+        };
+        let t = Instant::now();
+        (self.sink)(Event::StepStarted {
+            id,
+            label: st.step_label(1),
+            text: stage.original.clone(),
+            line: stage.span.line,
+        });
+        let (base, base_text) = match &planned.base {
+            Base::Scratch => (None, "scratch".to_owned()),
+            Base::Stage(i) => (
+                Some(self.stage_result(*i)?),
+                format!("stage {}", self.plan.stages[*i].label),
+            ),
+            Base::Image(r) => {
+                let img = self
+                    .image(r)
+                    .map_err(|e| e.at(|| self.location(&st, 1, stage.span)))?;
+                (Some(img), r.clone())
+            }
+        };
+        let mut inputs = Inputs::new(tag::FROM, &Digest::sha256(b""), format!("FROM {base_text}"));
+        if let Some(b) = &base {
+            st.config = b.config.clone();
+            st.layers = b.layers.clone();
+            st.view = b.view.clone();
+            inputs.fields.insert("base".into(), b.key.hex().to_owned());
+            if let Base::Stage(_) = planned.base {
+                st.lines = b.lines.clone();
+            }
+        } else {
+            st.config.rootfs.kind = "layers".to_owned();
+        }
+        inputs
+            .fields
+            .insert("platform".into(), self.plan.platform.to_string());
+        let record_id = self.step_record_id(id);
+        if let Some(prev) = self.cache.step(&record_id) {
+            if prev.inputs != inputs {
+                let summary = match (prev.inputs.fields.get("base"), inputs.fields.get("base")) {
+                    (Some(o), Some(n))
+                        if o != n && prev.inputs.instruction == inputs.instruction =>
+                    {
+                        format!(
+                            "base {base_text} changed ({} -> {})",
+                            &o[..12.min(o.len())],
+                            &n[..12.min(n.len())]
+                        )
+                    }
+                    _ => compare(&prev.inputs, &inputs)
+                        .map(|c| changed(c).to_string())
+                        .unwrap_or_default(),
+                };
+                st.first_change = Some((st.step_label(1), summary));
+            }
+        }
+        st.key = inputs.key();
+        self.cache.put_step(
+            &record_id,
+            &StepRecord {
+                key: st.key.hex().to_owned(),
+                inputs,
+            },
+        )?;
+        // The stage's own settings: no ONBUILD inherited, PATH always set,
+        // the platform recorded.
+        let onbuild = st
+            .config
+            .config
+            .as_mut()
+            .and_then(|c| c.on_build.take())
+            .unwrap_or_default();
+        if !st.env_list().iter().any(|e| e.starts_with("PATH=")) {
+            st.set_env("PATH", DEFAULT_PATH);
+        }
+        if st.config.os.is_empty() || self.opts.platform.is_some() {
+            st.config.os = self.plan.platform.os.clone();
+            st.config.architecture = self.plan.platform.architecture.clone();
+            st.config.variant = self.plan.platform.variant.clone();
+        }
+        (self.sink)(Event::StepDone {
+            id,
+            cached: true,
+            duration: t.elapsed(),
+            layer: None,
+        });
+        // ONBUILD triggers of the base image run first.
+        for (n, trigger) in onbuild.iter().enumerate() {
+            let ins =
+                parse_trigger(trigger).map_err(|e| e.at(|| self.location(&st, 1, stage.span)))?;
+            let id = StepId {
+                stage: index,
+                step: 1000 + n,
+            };
+            self.step(&mut st, id, 1, &ins, stage.span.line)
+                .map_err(|e| e.at(|| self.location(&st, 1, stage.span)))?;
+        }
+        for (i, ins) in stage.instructions.iter().enumerate() {
+            let id = StepId {
+                stage: index,
+                step: i + 1,
+            };
+            self.step(&mut st, id, i + 2, ins, ins.span.line)
+                .map_err(|e| e.at(|| self.location(&st, i + 2, ins.span)))?;
+        }
+        Ok(StageOut {
+            config: st.config,
+            layers: st.layers,
+            view: st.view,
+            key: st.key,
+            lines: st.lines,
+        })
+    }
+
+    /// Notes the first step of the stage whose own inputs differ from its
+    /// last build (what explains the misses after it), and records these.
+    fn track_change(
+        &self,
+        st: &mut StageState,
+        id: StepId,
+        label: &str,
+        inputs: &Inputs,
+    ) -> Option<StepRecord> {
+        let record_id = self.step_record_id(id);
+        let prev = self.cache.step(&record_id);
+        if let Some(p) = &prev {
+            if st.first_change.is_none() {
+                let mut a = p.inputs.clone();
+                let mut b = inputs.clone();
+                a.parent.clear();
+                b.parent.clear();
+                if let Some(changes) = compare(&a, &b) {
+                    st.first_change = Some((label.to_owned(), changed(changes).to_string()));
+                }
+            }
+        }
+        prev
+    }
+
+    /// Records the inputs of a step that completed, for the next build's
+    /// explanations.
+    fn record(&self, id: StepId, inputs: &Inputs) {
+        let _ = self.cache.put_step(
+            &self.step_record_id(id),
+            &StepRecord {
+                key: inputs.key().hex().to_owned(),
+                inputs: inputs.clone(),
+            },
+        );
+    }
+
+    /// A step that may make a layer: looked up by key, else `make` runs.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_step(
+        &self,
+        st: &mut StageState,
+        id: StepId,
+        label: &str,
+        inputs: Inputs,
+        chain_key: Option<Digest>,
+        hit: Explanation,
+        t: Instant,
+        history: String,
+        line: usize,
+        make: impl FnOnce(&Self, &StageState) -> Result<Option<LayerRecord>>,
+    ) -> Result<()> {
+        let key = inputs.key();
+        let prev = self.track_change(st, id, label, &inputs);
+        let lookup = if st.no_cache {
+            None
+        } else {
+            self.cache.get(&key)
+        };
+        let (layer, cached) = match lookup {
+            Some(Ok(entry)) => {
+                (self.sink)(Event::StepCached {
+                    id,
+                    explanation: hit,
+                });
+                (entry.layer, true)
+            }
+            other => {
+                let explanation = if st.no_cache {
+                    Explanation::NoCache {
+                        flag: if self.opts.no_cache {
+                            "--no-cache".into()
+                        } else {
+                            "--no-cache-filter".into()
+                        },
+                    }
+                } else if matches!(other, Some(Err(()))) {
+                    Explanation::Evicted
+                } else if prev.as_ref().is_some_and(|p| p.inputs == inputs) {
+                    Explanation::Unfinished
+                } else {
+                    match &prev {
+                        None => Explanation::FirstBuild,
+                        Some(p) if p.inputs.parent != inputs.parent => match &st.first_change {
+                            Some((step, summary)) => Explanation::EarlierStep {
+                                step: step.clone(),
+                                summary: summary.clone(),
+                            },
+                            None => Explanation::EarlierStep {
+                                step: "an earlier stage".into(),
+                                summary: "its result changed".into(),
+                            },
+                        },
+                        Some(p) => compare(&p.inputs, &inputs)
+                            .map(changed)
+                            .unwrap_or(Explanation::Evicted),
+                    }
+                };
+                (self.sink)(Event::StepMiss { id, explanation });
+                let layer = make(self, st)?;
+                self.cache.put(
+                    &key,
+                    &CacheEntry {
+                        layer: layer.clone(),
+                    },
+                )?;
+                (layer, false)
+            }
+        };
+        self.record(id, &inputs);
+        if cached {
+            self.cached.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.ran.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut done_layer = None;
+        match layer {
+            Some(l) => {
+                let layer = Layer {
+                    descriptor: l.descriptor.clone(),
+                    diff_id: l.diff_id.clone(),
+                };
+                {
+                    let mut lease = lock(&self.lease);
+                    lease.add_digest(&layer.descriptor.digest)?;
+                    lease.add_snapshot(layer.diff_id.hex())?;
+                }
+                let dir = self.snap.ensure_layer(&layer)?;
+                st.view.insert(0, dir);
+                done_layer = Some((layer.descriptor.digest.clone(), layer.descriptor.size));
+                st.config.rootfs.diff_ids.push(layer.diff_id.clone());
+                st.layers.push(layer);
+                st.push_history(history, false, self.epoch(), line);
+            }
+            None => st.push_history(history, true, self.epoch(), line),
+        }
+        st.key = chain_key.unwrap_or(key);
+        (self.sink)(Event::StepDone {
+            id,
+            cached,
+            duration: t.elapsed(),
+            layer: done_layer,
+        });
+        Ok(())
+    }
+
+    /// Writes `entries` as a layer (None when there is nothing to write).
+    fn write_entries(&self, entries: Vec<strata_layer::Entry>) -> Result<Option<LayerRecord>> {
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let info = strata_layer::write_layer_to_store(
+            self.store,
+            strata_layer::LayerSource::Entries(entries),
+            &self.layer_opts,
+        )?;
+        Ok(layer_record(info))
+    }
+
+    fn finish(&self, target: &StageOut, started: Instant) -> Result<BuildOutput> {
+        let mut config = target.config.clone();
+        config.created = Some(format_rfc3339(self.epoch()));
+        config.rootfs.kind = "layers".to_owned();
+        config.rootfs.diff_ids = target.layers.iter().map(|l| l.diff_id.clone()).collect();
+        let config_raw = config.to_json();
+        let config_desc = self.store.put_json(media_type::OCI_CONFIG, &config_raw)?;
+        let manifest = Manifest::oci(
+            config_desc.clone(),
+            target.layers.iter().map(|l| l.descriptor.clone()).collect(),
+        );
+        let manifest_raw = manifest.to_json();
+        let manifest_desc: Descriptor = self
+            .store
+            .put_json(media_type::OCI_MANIFEST, &manifest_raw)?;
+        self.store.keep_untagged(&manifest_desc)?;
+        let image = self.store.image(&manifest_desc, None)?;
+        let info = BuildInfo {
+            dockerfile: self.dockerfile.display().to_string(),
+            context: self.ctx.root().display().to_string(),
+            lines: target.lines.clone(),
+        };
+        info.save(self.store, image.id())?;
+        let ran = self.ran.load(Ordering::Relaxed);
+        let cached = self.cached.load(Ordering::Relaxed);
+        (self.sink)(Event::Done {
+            id: image.id().clone(),
+            manifest: manifest_desc.digest.clone(),
+            ran,
+            cached,
+            duration: started.elapsed(),
+        });
+        Ok(BuildOutput {
+            image,
+            ran,
+            cached,
+            warnings: lock(&self.warnings).clone(),
+            history_lines: target.lines.clone(),
+        })
+    }
+}
+
+pub(super) fn layer_record(info: strata_layer::LayerInfo) -> Option<LayerRecord> {
+    if info.diff_id.to_string() == EMPTY_LAYER_DIFF_ID {
+        return None;
+    }
+    Some(LayerRecord {
+        descriptor: info.descriptor(),
+        diff_id: info.diff_id,
+    })
+}
