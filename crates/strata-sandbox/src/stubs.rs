@@ -32,6 +32,30 @@ pub(crate) struct StubCleaner {
     write_dir: PathBuf,
     lower: Vec<PathBuf>,
     stubs: Vec<Stub>,
+    /// For a directory rootfs, which concurrent runs may share: a shared
+    /// `flock` on the directory, held for the run. Stubs are removed only
+    /// when no other run holds it (one run must not pull the `/etc/hosts`
+    /// stub from under another that is about to mount on it).
+    dir_lock: Option<OwnedFd>,
+}
+
+/// Opens `dir` and takes a shared `flock` on it (None when it cannot).
+fn lock_shared(dir: &Path) -> Option<OwnedFd> {
+    let d = CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: NUL-terminated path.
+    let fd = unsafe {
+        libc::open(
+            d.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: just opened, owned here.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: valid fd.
+    (unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_SH) } == 0).then_some(fd)
 }
 
 fn components(path: &str) -> Vec<&str> {
@@ -118,18 +142,19 @@ fn presence_in(dir: &Path, rel: &str) -> Presence {
 impl StubCleaner {
     /// Notes which of `targets` (absolute container paths) are missing in `rootfs`.
     pub(crate) fn before_run(rootfs: &RootFs, targets: &[&str]) -> StubCleaner {
-        let (write_dir, lower) = match rootfs {
-            RootFs::Dir(d) => (d.clone(), Vec::new()),
+        let (write_dir, lower, dir_lock) = match rootfs {
+            RootFs::Dir(d) => (d.clone(), Vec::new(), lock_shared(d)),
             RootFs::Overlay {
                 lowerdirs,
                 upperdir,
                 ..
-            } => (upperdir.clone(), lowerdirs.clone()),
+            } => (upperdir.clone(), lowerdirs.clone(), None),
         };
         let mut c = StubCleaner {
             write_dir,
             lower,
             stubs: Vec::new(),
+            dir_lock,
         };
         for t in targets {
             let comps = components(t);
@@ -175,7 +200,15 @@ impl StubCleaner {
     }
 
     /// Removes the stubs (deepest first) if they are still empty.
+    /// On a shared directory rootfs, only the last run out removes them;
+    /// a stub left behind by overlapping runs is an empty file or directory.
     pub(crate) fn after_run(&self) {
+        if let Some(fd) = &self.dir_lock {
+            // SAFETY: valid fd; converts our shared lock, never blocks.
+            if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                return;
+            }
+        }
         for stub in &self.stubs {
             let comps = components(&stub.path);
             let keep = components(&stub.existing_ancestor).len();
