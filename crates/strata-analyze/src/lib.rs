@@ -2,4 +2,10 @@
 //!
 //! Part of [strata](https://github.com/strata-build/strata); see DESIGN.md for
 //! where this crate sits in the data flow.
+//!
+//! - [`lint`]: static checks on a Dockerfile and its build context.
+//! - [`image`]: measured analysis of a built image's layers, and image diffs.
 #![deny(missing_docs)]
+
+pub mod image;
+pub mod lint;

@@ -1,0 +1,1 @@
+//! Measured analysis of an image's layers: sizes, waste, detectors, diffs (`strata analyze`, `strata diff`).

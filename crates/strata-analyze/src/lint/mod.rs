@@ -1,0 +1,1 @@
+//! Static checks on a Dockerfile and its build context (`strata lint`).
