@@ -17,13 +17,22 @@ cargo build --release -q --locked -p strata-cli
 strata=$root/target/release/strata
 
 work=$(mktemp -d /tmp/strata-bench-build.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+cleanup() {
+  if command -v buildah >/dev/null; then buildah rm --all >/dev/null 2>&1 || true; buildah umount --all >/dev/null 2>&1 || true; fi
+  grep -o " $work[^ ]*" /proc/mounts | sort -r | xargs -r umount -l 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
 export STRATA_ROOT=$work/store
 
 echo "==> base images"
 STRATA="$strata" scripts/base-images busybox >/dev/null
 STRATA="$strata" scripts/base-images debian >/dev/null
 
+# buildah's default (oci, via crun) fails on hybrid cgroup hosts ("cgroups in
+# hybrid mode not supported"); chroot works everywhere. BUILDAH_ISOLATION=oci
+# to compare against buildah's namespaced runs where the host allows.
+buildah_isolation=${BUILDAH_ISOLATION:-chroot}
 have_buildah=false
 if command -v buildah >/dev/null && command -v skopeo >/dev/null; then
   have_buildah=true
@@ -94,7 +103,7 @@ for c in "${cases[@]}"; do
     tag=bench-$ex-${df,,}:1
     case $tool in
       strata) b=("$strata" build -q -f "$dir/$df" -t "$tag" "$dir") ;;
-      buildah) b=(buildah bud -q --layers --pull=never -f "$dir/$df" -t "$tag" "$dir") ;;
+      buildah) b=(buildah bud -q --layers --pull=never --isolation "$buildah_isolation" -f "$dir/$df" -t "$tag" "$dir") ;;
     esac
     t_cold=$(timed "${b[@]}")
     t_same=$(timed "${b[@]}")
