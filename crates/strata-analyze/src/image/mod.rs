@@ -1,1 +1,398 @@
-//! Measured analysis of an image's layers: sizes, waste, detectors, diffs (`strata analyze`, `strata diff`).
+//! Measured analysis of an image's layers: sizes, waste, detectors, diffs
+//! (`strata analyze`, `strata diff`).
+//!
+//! [`analyze`] reads every layer once, as a stream (never a whole layer in
+//! memory), replays it over a model of the filesystem and counts:
+//!
+//! - per layer: tar size, blob size, the history entry that made it, files
+//!   added / changed / removed;
+//! - waste: every copy of a path except the one kept (a file overwritten by
+//!   a later layer), everything under a path removed later (a whiteout of a
+//!   file or a whole directory, an opaque directory, a directory replaced by
+//!   a file), and duplicate content across paths of the final filesystem
+//!   (same sha256, all copies but one; empty files and hard links ignored);
+//! - known waste left in the final filesystem ([`detect`]).
+//!
+//! Efficiency is `1 - wasted / total`, where `total` is the sum of the sizes
+//! of every regular file in every layer, and `wasted` the bytes above. An
+//! image with no waste scores 1.0.
+//!
+//! The JSON form of [`Report`] is documented in `docs/analyze.md`.
+
+mod detect;
+mod diff;
+mod html;
+mod report;
+mod walk;
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+
+use serde::Serialize;
+
+pub use detect::Finding;
+pub use diff::{diff_images, file_changes, DiffLayer, DiffReport, DiffSide, FileChange};
+pub use html::render_html;
+pub use report::{ci_checks, render_summary, render_text, CiCheck, Thresholds};
+pub use walk::{FileInfo, Tree};
+
+/// What [`analyze`] needs to know of one layer besides its bytes.
+#[derive(Debug, Clone)]
+pub struct LayerMeta {
+    /// The blob digest.
+    pub digest: String,
+    /// The uncompressed digest.
+    pub diff_id: String,
+    /// The blob size (as stored or pushed).
+    pub compressed_size: u64,
+    /// The history entry that made it (`created_by`), if known.
+    pub created_by: Option<String>,
+    /// The Dockerfile line of that instruction (strata-built images).
+    pub line: Option<usize>,
+}
+
+/// Options for [`analyze`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How many wasted paths to keep in the report.
+    pub top: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { top: 10 }
+    }
+}
+
+/// Why bytes are counted as waste.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WasteKind {
+    /// The path was written again by a later layer.
+    Overwritten,
+    /// The path (a file, or a directory with everything under it) was
+    /// removed by a later layer.
+    Removed,
+    /// The same content is in the final filesystem under another path.
+    Duplicate,
+}
+
+/// One wasted path.
+#[derive(Debug, Clone, Serialize)]
+pub struct WastedPath {
+    /// The path (no leading `/`; a directory when `files > 1`).
+    pub path: String,
+    /// Why it is waste.
+    pub kind: WasteKind,
+    /// Bytes that could be reclaimed.
+    pub bytes: u64,
+    /// Regular files counted.
+    pub files: u64,
+    /// The layers holding the wasted bytes (indexes, bottom first).
+    pub layers: Vec<usize>,
+    /// Their Dockerfile lines, where known.
+    pub lines: Vec<usize>,
+    /// The layer that removed or overwrote it (for duplicates: the layer of
+    /// the copy that is kept).
+    pub by_layer: Option<usize>,
+    /// Its Dockerfile line, where known.
+    pub by_line: Option<usize>,
+    /// For duplicates: the path kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept: Option<String>,
+}
+
+/// One layer of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerReport {
+    /// Position, bottom first.
+    pub index: usize,
+    /// Blob digest.
+    pub digest: String,
+    /// Uncompressed digest.
+    pub diff_id: String,
+    /// Uncompressed tar size.
+    pub size: u64,
+    /// Blob size.
+    pub compressed_size: u64,
+    /// The history entry.
+    pub created_by: Option<String>,
+    /// Its Dockerfile line.
+    pub line: Option<usize>,
+    /// Paths that did not exist below.
+    pub files_added: u64,
+    /// Paths that existed below and were written again.
+    pub files_changed: u64,
+    /// Paths that existed below and were removed (every file under a
+    /// removed directory counts).
+    pub files_removed: u64,
+    /// Bytes of regular files in this layer.
+    pub file_bytes: u64,
+    /// Bytes of this layer that are waste by the end of the image.
+    pub wasted_bytes: u64,
+}
+
+/// The whole analysis.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Schema version of this JSON (see docs/analyze.md).
+    pub schema: u32,
+    /// What was analysed, as the user named it.
+    pub image: String,
+    /// Image ID (config digest), when known.
+    pub id: Option<String>,
+    /// Layers, bottom first.
+    pub layers: Vec<LayerReport>,
+    /// Sum of the layers' uncompressed sizes.
+    pub size: u64,
+    /// Sum of the layers' blob sizes.
+    pub compressed_size: u64,
+    /// Sum of every regular file's size in every layer.
+    pub total_file_bytes: u64,
+    /// Bytes of the final filesystem's regular files.
+    pub final_file_bytes: u64,
+    /// Regular files in the final filesystem.
+    pub final_files: u64,
+    /// Bytes that could be reclaimed (overwritten + removed + duplicates).
+    pub wasted_bytes: u64,
+    /// Of which: overwritten copies.
+    pub overwritten_bytes: u64,
+    /// Of which: removed by a later layer.
+    pub removed_bytes: u64,
+    /// Of which: duplicate content.
+    pub duplicate_bytes: u64,
+    /// `wasted_bytes / total_file_bytes`.
+    pub wasted_percent: f64,
+    /// `1 - wasted_percent`.
+    pub efficiency: f64,
+    /// The largest wasted paths, largest first (at most `top`).
+    pub wasted_paths: Vec<WastedPath>,
+    /// Known waste in the final filesystem, largest first.
+    pub findings: Vec<Finding>,
+    /// Largest directories of the final filesystem (for the treemap):
+    /// path -> bytes, two levels deep.
+    pub largest_dirs: Vec<(String, u64)>,
+}
+
+/// An error while reading a layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A layer could not be read or is not a valid tar.
+    #[error("layer {index} ({digest}): {source}")]
+    Layer {
+        /// Layer position.
+        index: usize,
+        /// Its digest.
+        digest: String,
+        /// What went wrong.
+        source: io::Error,
+    },
+}
+
+/// Analyse an image given its layers' metadata and a function that opens
+/// each layer's blob (compressed or not) by index.
+pub fn analyze(
+    image: &str,
+    id: Option<String>,
+    layers: &[LayerMeta],
+    open: &mut dyn FnMut(usize) -> io::Result<Box<dyn Read>>,
+    opts: &Options,
+) -> Result<Report, Error> {
+    let mut tree = Tree::default();
+    let mut layer_reports = Vec::with_capacity(layers.len());
+    let mut waste: Vec<walk::WasteEvent> = Vec::new();
+    for (i, meta) in layers.iter().enumerate() {
+        let err = |source: io::Error| Error::Layer {
+            index: i,
+            digest: meta.digest.clone(),
+            source,
+        };
+        let blob = open(i).map_err(err)?;
+        let stats = tree.apply(i, blob, &mut waste).map_err(err)?;
+        layer_reports.push(LayerReport {
+            index: i,
+            digest: meta.digest.clone(),
+            diff_id: meta.diff_id.clone(),
+            size: stats.tar_bytes,
+            compressed_size: meta.compressed_size,
+            created_by: meta.created_by.clone(),
+            line: meta.line,
+            files_added: stats.added,
+            files_changed: stats.changed,
+            files_removed: stats.removed,
+            file_bytes: stats.file_bytes,
+            wasted_bytes: 0,
+        });
+    }
+    let line_of = |l: usize| layers.get(l).and_then(|m| m.line);
+
+    // Waste events -> wasted paths (removals grouped by the removed path).
+    let mut wasted: Vec<WastedPath> = Vec::new();
+    let mut overwritten_bytes = 0;
+    let mut removed_bytes = 0;
+    for ev in &waste {
+        for (&l, &b) in &ev.per_layer {
+            layer_reports[l].wasted_bytes += b;
+        }
+        match ev.kind {
+            WasteKind::Overwritten => overwritten_bytes += ev.bytes,
+            _ => removed_bytes += ev.bytes,
+        }
+        let ls: Vec<usize> = ev.per_layer.keys().copied().collect();
+        wasted.push(WastedPath {
+            path: ev.path.clone(),
+            kind: ev.kind,
+            bytes: ev.bytes,
+            files: ev.files,
+            lines: ls.iter().filter_map(|&l| line_of(l)).collect(),
+            layers: ls,
+            by_layer: Some(ev.by_layer),
+            by_line: line_of(ev.by_layer),
+            kept: None,
+        });
+    }
+
+    // Duplicates in the final filesystem.
+    let mut by_hash: BTreeMap<([u8; 32], u64), Vec<(&String, &FileInfo)>> = BTreeMap::new();
+    for (path, f) in tree.files() {
+        if f.size > 0 && !f.hardlink {
+            by_hash
+                .entry((f.sha256, f.size))
+                .or_default()
+                .push((path, f));
+        }
+    }
+    let mut duplicate_bytes = 0;
+    for ((_, size), mut group) in by_hash {
+        if group.len() < 2 {
+            continue;
+        }
+        // Keep the lowest copy (it was there first), then by path.
+        group.sort_by(|a, b| (a.1.layer, a.0).cmp(&(b.1.layer, b.0)));
+        let (kept_path, kept) = group[0];
+        for (path, f) in &group[1..] {
+            duplicate_bytes += size;
+            layer_reports[f.layer].wasted_bytes += size;
+            wasted.push(WastedPath {
+                path: (*path).clone(),
+                kind: WasteKind::Duplicate,
+                bytes: size,
+                files: 1,
+                layers: vec![f.layer],
+                lines: line_of(f.layer).into_iter().collect(),
+                by_layer: Some(kept.layer),
+                by_line: line_of(kept.layer),
+                kept: Some(kept_path.clone()),
+            });
+        }
+    }
+    wasted.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.path.cmp(&b.path)));
+    wasted.truncate(opts.top);
+
+    let total_file_bytes: u64 = layer_reports.iter().map(|l| l.file_bytes).sum();
+    let wasted_bytes = overwritten_bytes + removed_bytes + duplicate_bytes;
+    let wasted_percent = if total_file_bytes == 0 {
+        0.0
+    } else {
+        wasted_bytes as f64 / total_file_bytes as f64
+    };
+    let findings = detect::detect(&tree, &|l| line_of(l));
+    let (final_files, final_file_bytes) = tree
+        .files()
+        .filter(|(_, f)| !f.hardlink)
+        .fold((0, 0), |(n, b), (_, f)| (n + 1, b + f.size));
+    Ok(Report {
+        schema: 1,
+        image: image.to_owned(),
+        id,
+        size: layer_reports.iter().map(|l| l.size).sum(),
+        compressed_size: layer_reports.iter().map(|l| l.compressed_size).sum(),
+        layers: layer_reports,
+        total_file_bytes,
+        final_file_bytes,
+        final_files,
+        wasted_bytes,
+        overwritten_bytes,
+        removed_bytes,
+        duplicate_bytes,
+        wasted_percent,
+        efficiency: 1.0 - wasted_percent,
+        wasted_paths: wasted,
+        findings,
+        largest_dirs: tree.largest_dirs(2, 40),
+    })
+}
+
+/// Replay the layers and return the final filesystem only (for file diffs).
+pub fn final_tree(
+    layers: &[LayerMeta],
+    open: &mut dyn FnMut(usize) -> io::Result<Box<dyn Read>>,
+) -> Result<Tree, Error> {
+    let mut tree = Tree::default();
+    let mut waste = Vec::new();
+    for (i, meta) in layers.iter().enumerate() {
+        let err = |source: io::Error| Error::Layer {
+            index: i,
+            digest: meta.digest.clone(),
+            source,
+        };
+        let blob = open(i).map_err(err)?;
+        tree.apply(i, blob, &mut waste).map_err(err)?;
+    }
+    Ok(tree)
+}
+
+/// Bytes for people: `1.5 MB` (decimal units, as docker prints sizes).
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < UNITS.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else if v >= 100.0 {
+        format!("{v:.0} {}", UNITS[u])
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Parse `20MB`, `1.5GiB`, `300kB`, `1000` into bytes.
+pub fn parse_bytes(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let v: f64 = num.parse().ok()?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "ki" | "kib" => 1024.0,
+        "mi" | "mib" => 1024.0 * 1024.0,
+        "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some((v * mult).round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_round_trip() {
+        assert_eq!(parse_bytes("20MB"), Some(20_000_000));
+        assert_eq!(parse_bytes("1.5 GiB"), Some(1_610_612_736));
+        assert_eq!(parse_bytes("300"), Some(300));
+        assert_eq!(parse_bytes("3 parsecs"), None);
+        assert_eq!(human(999), "999 B");
+        assert_eq!(human(83_886_080), "83.9 MB");
+    }
+}
