@@ -1,12 +1,375 @@
+//! `strata analyze` and `strata diff`.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use strata_analyze::image::{self as an, LayerMeta, Report};
+use strata_build::BaseResolver as _;
+use strata_oci::{Image, Platform, Store};
+
 use crate::cli::*;
 use crate::settings::Settings;
 
-use super::{unbuilt, CmdResult};
+use super::{open_store, CmdResult};
 
-pub fn analyze(_args: AnalyzeArgs, _s: &Settings) -> CmdResult {
-    unbuilt("analyze")
+/// An image to analyse, wherever it lives; `_tmp` keeps a temporary store
+/// (for `oci:` and `docker-archive:` sources) alive while it is read.
+struct Resolved {
+    name: String,
+    store: Store,
+    image: Image,
+    _tmp: Option<tempfile::TempDir>,
 }
 
-pub fn diff(_args: DiffArgs, _s: &Settings) -> CmdResult {
-    unbuilt("diff")
+fn load_into_temp(path: &Path, name: &str) -> anyhow::Result<Resolved> {
+    if !path.exists() {
+        bail!("{}: no such file or directory", path.display());
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("strata-analyze-")
+        .tempdir()
+        .context("cannot create a temporary store")?;
+    let store = Store::open(tmp.path()).context("cannot open a temporary store")?;
+    let loaded = strata_oci::load_archive(&store, path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let Some(first) = loaded.first() else {
+        bail!("{} holds no image", path.display());
+    };
+    if loaded.len() > 1 {
+        tracing::warn!(
+            "{} holds {} images; analysing the first",
+            path.display(),
+            loaded.len()
+        );
+    }
+    let image = store
+        .image(&first.descriptor, Some(&Platform::host()))
+        .or_else(|_| store.image(&first.descriptor, None))
+        .with_context(|| format!("cannot read the image in {}", path.display()))?;
+    Ok(Resolved {
+        name: name.to_owned(),
+        store,
+        image,
+        _tmp: Some(tmp),
+    })
+}
+
+fn resolve(spec: &str, s: &Settings, insecure: &[String]) -> anyhow::Result<Resolved> {
+    for prefix in ["oci:", "oci-archive:", "docker-archive:"] {
+        if let Some(rest) = spec.strip_prefix(prefix) {
+            // skopeo-style `oci:DIR:TAG` is not needed here: take the path.
+            return load_into_temp(&PathBuf::from(rest), spec);
+        }
+    }
+    let store = open_store(s)?;
+    let image = match store.find_image(spec) {
+        Ok(i) => i,
+        Err(e) if !e.is_not_found() => return Err(e.into()),
+        Err(_) => {
+            let resolver = super::registry::PullResolver::new(s, insecure);
+            resolver
+                .resolve(&store, spec, &Platform::host())
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| format!("image {spec} is not in the store and cannot be pulled"))?
+        }
+    };
+    Ok(Resolved {
+        name: spec.to_owned(),
+        store,
+        image,
+        _tmp: None,
+    })
+}
+
+/// Layer metadata, with each layer's history entry and Dockerfile line.
+pub(crate) fn layer_metas(image: &Image, lines: &BTreeMap<usize, usize>) -> Vec<LayerMeta> {
+    let mut metas: Vec<LayerMeta> = image
+        .layers
+        .iter()
+        .map(|l| LayerMeta {
+            digest: l.descriptor.digest.to_string(),
+            diff_id: l.diff_id.to_string(),
+            compressed_size: l.descriptor.size,
+            created_by: None,
+            line: None,
+        })
+        .collect();
+    let mut next = 0;
+    for (hi, h) in image.config.history.iter().enumerate() {
+        if h.empty_layer {
+            continue;
+        }
+        if let Some(m) = metas.get_mut(next) {
+            m.created_by = h.created_by.clone();
+            m.line = lines.get(&hi).copied();
+        }
+        next += 1;
+    }
+    metas
+}
+
+fn opener<'a>(
+    store: &'a Store,
+    image: &'a Image,
+) -> impl FnMut(usize) -> io::Result<Box<dyn Read>> + 'a {
+    move |i| {
+        let d = &image.layers[i].descriptor.digest;
+        let f = store
+            .open_blob(d)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(Box::new(io::BufReader::with_capacity(256 * 1024, f)) as Box<dyn Read>)
+    }
+}
+
+/// Analyse an image in `store`; lines from its BuildInfo when strata built it.
+pub(crate) fn analyze_image(
+    store: &Store,
+    image: &Image,
+    name: &str,
+    lines: Option<&BTreeMap<usize, usize>>,
+    top: usize,
+) -> anyhow::Result<Report> {
+    let info;
+    let lines = match lines {
+        Some(l) => l,
+        None => {
+            info = strata_build::BuildInfo::load(store, image.id())
+                .map(|b| b.lines)
+                .unwrap_or_default();
+            &info
+        }
+    };
+    let metas = layer_metas(image, lines);
+    let mut open = opener(store, image);
+    Ok(an::analyze(
+        name,
+        Some(image.id().to_string()),
+        &metas,
+        &mut open,
+        &an::Options { top },
+    )?)
+}
+
+pub fn analyze(args: AnalyzeArgs, s: &Settings) -> CmdResult {
+    let r = resolve(&args.image, s, &args.registry.insecure_registries)?;
+    let lines = if let Some(df) = &args.dockerfile {
+        Some(lines_from_dockerfile(df, &r.image)?)
+    } else {
+        None
+    };
+    let report = analyze_image(&r.store, &r.image, &r.name, lines.as_ref(), args.top)?;
+    match args.format {
+        AnalyzeFormat::Text => print!("{}", an::render_text(&report)),
+        AnalyzeFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        AnalyzeFormat::Html => {
+            let path = args.output.clone().unwrap_or_else(|| {
+                let safe: String = args
+                    .image
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                PathBuf::from(format!("{safe}-analysis.html"))
+            });
+            std::fs::write(&path, an::render_html(&report))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    if let (Some(path), AnalyzeFormat::Text | AnalyzeFormat::Json) = (&args.output, args.format) {
+        let body = match args.format {
+            AnalyzeFormat::Json => serde_json::to_string_pretty(&report)?,
+            _ => an::render_text(&report),
+        };
+        std::fs::write(path, body).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if args.ci {
+        let Some(max_bytes) = an::parse_bytes(&args.highest_wasted_bytes) else {
+            bail!(
+                "--highest-wasted-bytes {:?}: expected a size like 20MB",
+                args.highest_wasted_bytes
+            );
+        };
+        let checks = an::ci_checks(
+            &report,
+            &an::Thresholds {
+                lowest_efficiency: args.lowest_efficiency,
+                highest_wasted_bytes: max_bytes,
+                highest_wasted_percent: args.highest_user_wasted_percent,
+            },
+        );
+        let mut failed = 0;
+        // Human-readable verdicts go to stderr so `--format json --ci` stays parseable.
+        for c in &checks {
+            eprintln!(
+                "  {}: {}  (value {}, limit {})",
+                if c.pass { "PASS" } else { "FAIL" },
+                c.name,
+                c.value,
+                c.limit
+            );
+            if !c.pass {
+                failed += 1;
+            }
+        }
+        if failed > 0 {
+            eprintln!("Result: FAIL [{failed} of {} checks]", checks.len());
+            return Ok(ExitCode::from(1));
+        }
+        eprintln!("Result: PASS");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// For images strata did not build: map the final stage's instructions onto
+/// the last history entries (one entry per instruction, as docker and
+/// BuildKit record them).
+fn lines_from_dockerfile(path: &Path, image: &Image) -> anyhow::Result<BTreeMap<usize, usize>> {
+    let src =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let df = strata_dockerfile::parse_named(&path.display().to_string(), &src)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut stage: Vec<usize> = Vec::new();
+    for node in &df.nodes {
+        if node.keyword.eq_ignore_ascii_case("from") {
+            stage.clear();
+        } else {
+            stage.push(node.start_line);
+        }
+    }
+    let hist = image.config.history.len();
+    let mut out = BTreeMap::new();
+    for (k, line) in stage.iter().rev().enumerate() {
+        if k >= hist {
+            break;
+        }
+        out.insert(hist - 1 - k, *line);
+    }
+    Ok(out)
+}
+
+pub fn diff(args: DiffArgs, s: &Settings) -> CmdResult {
+    let a = resolve(&args.from, s, &[])?;
+    let b = resolve(&args.to, s, &[])?;
+    let la = layer_metas(&a.image, &BTreeMap::new());
+    let lb = layer_metas(&b.image, &BTreeMap::new());
+    let trees = if args.files {
+        let ta = an::final_tree(&la, &mut opener(&a.store, &a.image))?;
+        let tb = an::final_tree(&lb, &mut opener(&b.store, &b.image))?;
+        Some((ta, tb))
+    } else {
+        None
+    };
+    let ca = a.image.id().to_string();
+    let cb = b.image.id().to_string();
+    let side =
+        |r: &Resolved, l: &[LayerMeta], c: &str| -> (String, Vec<LayerMeta>, String, u64, u64) {
+            (
+                r.name.clone(),
+                l.to_vec(),
+                c.to_owned(),
+                r.image.manifest.config.size,
+                r.image.descriptor.size,
+            )
+        };
+    let sa = side(&a, &la, &ca);
+    let sb = side(&b, &lb, &cb);
+    let report = an::diff_images(
+        &an::DiffSide {
+            name: &sa.0,
+            layers: &sa.1,
+            config_digest: &sa.2,
+            config_size: sa.3,
+            manifest_size: sa.4,
+        },
+        &an::DiffSide {
+            name: &sb.0,
+            layers: &sb.1,
+            config_digest: &sb.2,
+            config_size: sb.3,
+            manifest_size: sb.4,
+        },
+        trees.as_ref().map(|(x, y)| (x, y)),
+    );
+    match args.format {
+        ListFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        ListFormat::Table => {
+            println!("{} -> {}", report.from, report.to);
+            println!(
+                "  {:>3}  {:<14} {:>9}  {:<12}  CREATED BY",
+                "#", "DIGEST", "SIZE", "STATUS"
+            );
+            for l in &report.layers {
+                let d = l.digest.strip_prefix("sha256:").unwrap_or(&l.digest);
+                println!(
+                    "  {:>3}  {:<14} {:>9}  {:<12}  {}",
+                    l.index,
+                    &d[..d.len().min(12)],
+                    an::human(l.compressed_size),
+                    l.status,
+                    l.created_by
+                        .as_deref()
+                        .unwrap_or("-")
+                        .chars()
+                        .take(60)
+                        .collect::<String>()
+                );
+            }
+            println!(
+                "shared: {} layers ({}); new: {} layers ({}); config {}",
+                report.shared_layers,
+                an::human(report.shared_bytes),
+                report.new_layers,
+                an::human(report.new_layer_bytes),
+                if report.config_changed {
+                    "changed"
+                } else {
+                    "same"
+                }
+            );
+            if !report.only_in_from.is_empty() {
+                println!(
+                    "layers only in {}: {}",
+                    report.from,
+                    report.only_in_from.len()
+                );
+            }
+            println!(
+                "a push of {} to a registry holding {} sends {} ({} bytes: new layers, config, manifest)",
+                report.to,
+                report.from,
+                an::human(report.push_bytes),
+                report.push_bytes
+            );
+            if let Some(files) = &report.files {
+                println!();
+                for f in files {
+                    let sign = match f.change.as_str() {
+                        "added" => "+",
+                        "removed" => "-",
+                        _ => "~",
+                    };
+                    println!(
+                        "{sign} /{}  {}",
+                        f.path,
+                        match (f.from_size, f.to_size) {
+                            (Some(x), Some(y)) => format!("{} -> {}", an::human(x), an::human(y)),
+                            (None, Some(y)) => an::human(y),
+                            (Some(x), None) => an::human(x),
+                            _ => String::new(),
+                        }
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

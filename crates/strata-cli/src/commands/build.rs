@@ -202,6 +202,17 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
             super::registry::push_image(s, &store, &image, t, &args.insecure_registries)?;
         }
     }
+    if mode == Mode::Plain || mode == Mode::Tty {
+        // One screen of what analyze finds; a failure here never fails the build.
+        let name = tags
+            .first()
+            .map(|t| t.familiar())
+            .unwrap_or_else(|| image.id().to_string());
+        match super::analyze::analyze_image(&store, &image, &name, Some(&out.history_lines), 3) {
+            Ok(report) => eprint!("{}", strata_analyze::image::render_summary(&report)),
+            Err(e) => tracing::warn!("post-build analysis skipped: {e:#}"),
+        }
+    }
     if mode == Mode::Quiet {
         println!("{}", image.id());
     }
