@@ -1,6 +1,7 @@
 //! `strata analyze` on images made of layers written by strata-layer, one per
 //! PRACTICES.md case, with exact byte counts, paths, layers and lines — and
 //! no waste on the fixed versions.
+#![allow(clippy::unwrap_used)]
 
 use std::io::{self, Cursor, Read};
 
@@ -508,7 +509,6 @@ fn json_and_html_carry_the_numbers() {
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert!(html.contains("/tmp/&lt;x&gt;") && !html.contains("<x>"));
     assert!(html.contains("id=\"treemap\"") && html.contains("class=\"layer\""));
-    assert!(!html.contains("http://") || html.matches("http://").all(|_| true));
     assert!(!html.contains("<script src") && !html.contains("<link"));
 }
 

@@ -189,11 +189,13 @@ fn rules() -> Vec<Rule> {
     ]
 }
 
+/// Per rule: bytes, files, bytes per reported path, bytes per layer.
+type Acc = (u64, u64, BTreeMap<String, u64>, BTreeMap<usize, u64>);
+
 /// Run every detector over the final filesystem.
 pub(super) fn detect(tree: &Tree, line_of: &dyn Fn(usize) -> Option<usize>) -> Vec<Finding> {
     let rules = rules();
-    let mut acc: Vec<(u64, u64, BTreeMap<String, u64>, BTreeMap<usize, u64>)> =
-        vec![(0, 0, BTreeMap::new(), BTreeMap::new()); rules.len()];
+    let mut acc: Vec<Acc> = vec![Acc::default(); rules.len()];
     for (path, f) in tree.files() {
         if f.hardlink {
             continue;

@@ -253,7 +253,8 @@ pub fn analyze(
     }
 
     // Duplicates in the final filesystem.
-    let mut by_hash: BTreeMap<([u8; 32], u64), Vec<(&String, &FileInfo)>> = BTreeMap::new();
+    type Group<'t> = Vec<(&'t String, &'t FileInfo)>;
+    let mut by_hash: BTreeMap<([u8; 32], u64), Group> = BTreeMap::new();
     for (path, f) in tree.files() {
         if f.size > 0 && !f.hardlink {
             by_hash
