@@ -24,7 +24,11 @@ pub fn fix(name: &str, source: &str, opts: &LintOptions) -> Fixed {
         let report = lint(name, &text, opts);
         let mut edits: Vec<(usize, usize, String, usize)> = Vec::new();
         let mut chosen: Vec<usize> = Vec::new();
-        for (k, f) in report.findings.iter().enumerate() {
+        // Merges first: the other fixes then apply to the merged RUN.
+        let mut order: Vec<usize> = (0..report.findings.len()).collect();
+        order.sort_by_key(|&k| report.findings[k].rule.id != super::rules::RUN_CHAINABLE.id);
+        for k in order {
+            let f = &report.findings[k];
             if !f.fix.safe || f.fix.edits.is_empty() {
                 continue;
             }

@@ -254,7 +254,7 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                                 out.push(f);
                             }
                         }
-                        if dep.install_only && broad_copy.is_none() {
+                        if broad_copy.is_none() {
                             installed_before_broad.push(dep.eco);
                         }
                         // SL004

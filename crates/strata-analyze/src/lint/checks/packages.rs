@@ -77,7 +77,7 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                             })
                             .map(|w| w.text.clone())
                             .collect();
-                        unpinned(m, out, c, si, node, &pkgs, "DL3008", "apt-get install pkg=1.2.3-1");
+                        unpinned(m, out, c, st.in_image, node, &pkgs, "DL3008", "apt-get install pkg=1.2.3-1");
                     }
                     ("apt", "upgrade" | "dist-upgrade" | "full-upgrade") | ("apk", "upgrade") | ("zypper", "up" | "update" | "dup" | "dist-upgrade") => {
                         apt_other = true;
@@ -114,7 +114,7 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                             .filter(|w| !w.text.contains(['=', '<', '>', '~', '$']) && !w.text.starts_with(['.', '/']))
                             .map(|w| w.text.clone())
                             .collect();
-                        unpinned(m, out, c, si, node, &pkgs, "DL3018", "apk add pkg=1.2.3-r0");
+                        unpinned(m, out, c, st.in_image, node, &pkgs, "DL3018", "apk add pkg=1.2.3-r0");
                     }
                     ("yum" | "dnf", "install" | "groupinstall" | "localinstall" | "reinstall") => {
                         let cleaned = ins.cmds.iter().any(|o| {
@@ -174,7 +174,7 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                             })
                             .map(|w| w.text.clone())
                             .collect();
-                        unpinned(m, out, c, si, node, &pkgs, "DL3013", "pip install pkg==1.2.3");
+                        unpinned(m, out, c, st.in_image, node, &pkgs, "DL3013", "pip install pkg==1.2.3");
                     }
                     _ => {}
                 }
@@ -237,12 +237,11 @@ fn upgrade(m: &Model, out: &mut Vec<Finding>, c: &Command, si: usize, node: Opti
 }
 
 #[allow(clippy::too_many_arguments)]
-fn unpinned(m: &Model, out: &mut Vec<Finding>, c: &Command, si: usize, node: Option<usize>, pkgs: &[String], alias: &'static str, example: &str) {
-    if pkgs.is_empty() {
+fn unpinned(m: &Model, out: &mut Vec<Finding>, c: &Command, in_image: bool, node: Option<usize>, pkgs: &[String], alias: &'static str, example: &str) {
+    if pkgs.is_empty() || !in_image {
         return;
     }
     let (s, e) = words_span(c, c.words.len().saturating_sub(1));
-    let _ = si;
     let mut f = m.finding(
         &UNPINNED,
         s,
