@@ -116,6 +116,9 @@ pub struct Finding {
     pub aliases: Vec<&'static str>,
     /// The fix.
     pub fix: Fix,
+    /// First line of the instruction the finding is in (what hadolint
+    /// reports as the line), if any.
+    pub instruction_line: Option<usize>,
     /// Index of the instruction node the finding is about (pragmas above it
     /// apply), if any.
     #[serde(skip)]

@@ -119,6 +119,7 @@ fn parse_error(lines: &Lines, source: &str, message: String, span: Option<strata
         region: lines.region(s, e),
         aliases: Vec::new(),
         fix: Fix { description: rules::PARSE_ERROR.help.to_string(), edits: Vec::new(), safe: false },
+        instruction_line: None,
         node: None,
     };
     f.message = f.message.trim().to_string();
@@ -373,6 +374,7 @@ impl<'a> Model<'a> {
             region: self.lines.region(start, end),
             aliases: rule.aliases.to_vec(),
             fix: Fix { description: rule.help.to_string(), edits: Vec::new(), safe: false },
+            instruction_line: node.and_then(|n| self.df.nodes.get(n)).map(|n| n.start_line),
             node,
         }
     }

@@ -482,7 +482,9 @@ fn build_command(raws: Vec<Raw>, sep: Sep, lg: &Logical, lexer: &Lexer, env: &[(
         let Some(first) = words.first() else { break };
         let l = first.lower();
         let base = l.rsplit('/').next().unwrap_or("").to_string();
-        if is_assignment(&first.text) {
+        if matches!(l.as_str(), "if" | "then" | "else" | "elif" | "do" | "while" | "until" | "!") && words.len() > 1 {
+            words.remove(0);
+        } else if is_assignment(&first.text) {
             assigns.push(first.text.clone());
             words.remove(0);
         } else if matches!(base.as_str(), "sudo" | "doas") {

@@ -19,7 +19,10 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
             let (Some(ra), Some(rb)) = (run_of(a), run_of(b)) else { continue };
             let (Some(na), Some(nb)) = (m.df.nodes.get(a.node()), m.df.nodes.get(b.node())) else { continue };
             let flags = |n: &strata_dockerfile::Node| n.flags.iter().map(|f| f.text.clone()).collect::<Vec<_>>();
-            if flags(na) != flags(nb) {
+            // As hadolint: only RUNs of one command each (a RUN that is
+            // already a chain was split on purpose).
+            let simple = |i: &super::super::Inst| i.cmds.iter().filter(|c| !matches!(c.program().as_str(), "[" | "[[" | "test")).count() <= 1;
+            if flags(na) != flags(nb) || !simple(a) || !simple(b) || !ra.heredocs.is_empty() || !rb.heredocs.is_empty() {
                 continue;
             }
             let (s, e) = (b.inst.span.offset, b.inst.span.end());

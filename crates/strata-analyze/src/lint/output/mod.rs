@@ -35,6 +35,7 @@ fn finding(f: &Finding) -> Value {
         "practice": f.rule.practice,
         "aliases": f.aliases,
         "region": region(&f.region),
+        "instruction_line": f.instruction_line,
         "fix": {
             "description": f.fix.description,
             "safe": f.fix.safe,
