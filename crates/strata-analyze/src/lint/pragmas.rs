@@ -31,7 +31,8 @@ fn pragma(comment: &str) -> Option<(bool, Vec<String>)> {
         None => (false, rest),
     };
     let ids = rest.strip_prefix("ignore")?.trim_start().strip_prefix('=')?;
-    // Keep the original case of ids (matching is case-insensitive anyway).
+    // The ids as written (lower-casing kept the byte offsets).
+    let ids = &c[c.len() - ids.len()..];
     let ids = ids
         .split(|ch: char| ch == ',' || ch.is_whitespace())
         .filter(|s| !s.is_empty())

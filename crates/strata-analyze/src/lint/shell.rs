@@ -269,9 +269,19 @@ pub(crate) fn parse_script(lg: &Logical, lexer: &Lexer, env: &[(String, String)]
     push_word(&mut word, &mut cur);
     end_cmd(&mut cur, Sep::Semi, &mut cmds);
 
+    // Shell variables assigned in the script (`deps='a b'; apt-get install $deps`)
+    // are known to the commands after them.
+    let mut local: Vec<(String, String)> = env.to_vec();
     let mut out = Vec::new();
     for (raws, sep) in cmds {
-        if let Some(c) = build_command(raws, sep, lg, lexer, env) {
+        if let Some(c) = build_command(raws, sep, lg, lexer, &local) {
+            if c.words.is_empty() {
+                for a in &c.assigns {
+                    if let Some((k, v)) = a.split_once('=') {
+                        local.push((k.to_string(), v.trim().to_string()));
+                    }
+                }
+            }
             out.push(c);
         }
     }
@@ -461,7 +471,14 @@ fn build_command(raws: Vec<Raw>, sep: Sep, lg: &Logical, lexer: &Lexer, env: &[(
             continue;
         }
         let (s, e) = (src_start(r.start), src_end(r.end));
-        if r.raw.contains('$') {
+        let substitution = r.raw.contains("$(") || r.raw.contains('`');
+        if r.raw.contains('$') && !substitution && is_assignment(&r.raw) {
+            if let Ok(x) = lexer.skip_unset_env(true).process_word(&r.raw, env) {
+                words.push(Word { text: x.value, start: s, end: e });
+                continue;
+            }
+        }
+        if r.raw.contains('$') && !substitution {
             let lx = lexer.skip_unset_env(true);
             match lx.process_words(&r.raw, env) {
                 Ok(ws) if !ws.is_empty() => {
@@ -559,6 +576,8 @@ mod tests {
             ("echo $(date && true) > f", &[&["echo", "$(date && true)"]]),
             ("sh -c 'cd /x && make'", &[&["sh", "-c", "cd /x && make"], &["cd", "/x"], &["make"]]),
             ("echo $HOME", &[&["echo", "$HOME"]]),
+            ("deps='a b'; apt-get install $deps", &[&[], &["apt-get", "install", "a", "b"]]),
+            ("if true; then cd /x; fi", &[&["true"], &["cd", "/x"], &["fi"]]),
         ];
         for (src, want) in cases {
             let got = cmds(src);
