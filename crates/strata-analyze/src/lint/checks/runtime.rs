@@ -36,13 +36,11 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                         out.push(f);
                     }
                     if st.in_image {
-                        let bg = ins.cmds.iter().any(|c| c.sep == Sep::Background);
-                        let sup = ins.cmds.iter().find(|c| SUPERVISORS.contains(&c.program().as_str()));
-                        if bg || sup.is_some() {
-                            let why = match sup {
-                                Some(c) => format!("`{}` starts several services", c.program()),
-                                None => "`&` starts a process in the background next to the main one".to_string(),
-                            };
+                        let why = several(&ins.cmds).or_else(|| {
+                            let script = entry_script(m, st, ins)?;
+                            several(&script.1).map(|w| format!("its script {} ({w})", script.0))
+                        });
+                        if let Some(why) = why {
                             let mut f = m.finding(&MULTI_PROCESS, s, e, node, format!("`{kw}` runs several main processes: {why}"));
                             f.fix.description = "run one process per container; put the others in their own containers (sidecars)".into();
                             out.push(f);
@@ -66,6 +64,55 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
             volumes(m, st, out);
         }
     }
+}
+
+/// Why these commands start several long-running processes, if they do.
+fn several(cmds: &[super::super::shell::Command]) -> Option<String> {
+    if let Some(c) = cmds.iter().find(|c| SUPERVISORS.contains(&c.program().as_str())) {
+        return Some(format!("`{}` starts several services", c.program()));
+    }
+    if cmds.iter().any(|c| c.sep == Sep::Background) {
+        return Some("`&` starts a process in the background next to the main one".into());
+    }
+    let services = cmds
+        .iter()
+        .filter(|c| {
+            let p = c.program();
+            let args: Vec<String> = c.args().iter().map(|w| w.lower()).collect();
+            (p == "service" || p == "systemctl" || c.words.first().is_some_and(|w| w.text.starts_with("/etc/init.d/")))
+                && args.iter().any(|a| a == "start" || a == "restart")
+        })
+        .count();
+    if services > 0 && cmds.len() > services {
+        return Some("a service is started in the background before the main process".into());
+    }
+    None
+}
+
+/// The commands of the script CMD/ENTRYPOINT runs, when it is copied from
+/// the context: (its context path, its commands).
+fn entry_script(m: &Model, st: &super::super::StageInfo, ins: &super::super::Inst) -> Option<(String, Vec<super::super::shell::Command>)> {
+    let ctx = m.ctx.as_ref()?;
+    let prog = ins.cmds.first()?.words.first()?.text.clone();
+    let prog_base = prog.rsplit('/').next()?.to_string();
+    for other in &st.insts {
+        let (InstructionKind::Copy(ca) | InstructionKind::Add(ca)) = &other.inst.kind else { continue };
+        if ca.from.is_some() {
+            continue;
+        }
+        let dest = &ca.dest.value;
+        for src in &ca.sources {
+            let sb = src.value.rsplit('/').next().unwrap_or(&src.value);
+            let lands = dest == &prog || dest.ends_with(&format!("/{prog_base}")) || ((dest.ends_with('/') || dest == ".") && sb == prog_base);
+            if lands {
+                let text = ctx.read(src.value.trim_start_matches("./"))?;
+                let lg = super::super::shell::Logical { map: (0..text.len()).map(|_| ins.inst.span.offset).collect(), text };
+                let cmds = super::super::shell::parse_script(&lg, &strata_dockerfile::shell::Lexer::new('\\'), &[]);
+                return Some((src.value.clone(), cmds));
+            }
+        }
+    }
+    None
 }
 
 fn secret(m: &Model, out: &mut Vec<Finding>, key: &str, span: strata_dockerfile::Span, node: Option<usize>, kw: &str) {
@@ -130,7 +177,31 @@ fn volumes(m: &Model, st: &super::super::StageInfo, out: &mut Vec<Finding>) {
         vols.iter().any(|v| p == v || p.starts_with(&format!("{v}/")) || v.starts_with(&format!("{p}/")))
     };
     let mut seen: Vec<String> = Vec::new();
+    let mut flag = |path: &str, start: usize, end: usize, node: usize, out: &mut Vec<Finding>| {
+        if data_dir(path) && !covered(path) && !seen.iter().any(|s| s == path) {
+            seen.push(path.to_string());
+            let mut f = m.finding(
+                &NO_VOLUME,
+                start,
+                end,
+                Some(node),
+                format!("`{path}` holds runtime data (logs, uploads, data) but is not a VOLUME: it grows the container's writable layer and is lost with it"),
+            );
+            f.fix.description = format!("add `VOLUME {}` (and mount a volume there at run time), or send logs to stdout", path.trim_end_matches('/'));
+            out.push(f);
+        }
+    };
     for ins in &st.insts {
+        match &ins.inst.kind {
+            InstructionKind::Workdir(w) => flag(&w.value, w.span.offset, w.span.end(), ins.node(), out),
+            InstructionKind::Env(kvs) => {
+                for kv in kvs {
+                    let v = kv.value.value.trim_matches(['"', '\'']);
+                    flag(v, kv.value.span.offset, kv.value.span.end(), ins.node(), out);
+                }
+            }
+            _ => {}
+        }
         if !ins.is_run() {
             continue;
         }
@@ -141,18 +212,7 @@ fn volumes(m: &Model, st: &super::super::StageInfo, out: &mut Vec<Finding>) {
                 continue;
             }
             for w in c.args().iter().filter(|w| !w.text.starts_with('-')) {
-                if data_dir(&w.text) && !covered(&w.text) && !seen.contains(&w.text) {
-                    seen.push(w.text.clone());
-                    let mut f = m.finding(
-                        &NO_VOLUME,
-                        w.start,
-                        w.end,
-                        Some(ins.node()),
-                        format!("`{}` holds runtime data (logs, uploads, data) but is not a VOLUME: it grows the container's writable layer and is lost with it", w.text),
-                    );
-                    f.fix.description = format!("add `VOLUME {}` (and mount a volume there at run time), or send logs to stdout", w.text.trim_end_matches('/'));
-                    out.push(f);
-                }
+                flag(&w.text, w.start, w.end, ins.node(), out);
             }
         }
     }
