@@ -3,6 +3,7 @@
 //! (`LINE RULE` per line), each good one reports nothing. Also: JSON and
 //! SARIF structure, pragmas and config, `fix`, and every real Dockerfile of
 //! the conformance set linted, rendered and fixed without a panic.
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 
@@ -49,7 +50,10 @@ fn describe(r: &Report) -> String {
 
 #[test]
 fn practice_cases() {
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(cases_dir()).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(cases_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     cases.sort();
     assert!(cases.len() >= 15, "{} cases", cases.len());
     let mut failures = Vec::new();
@@ -57,7 +61,11 @@ fn practice_cases() {
         let name = case.file_name().unwrap().to_string_lossy().into_owned();
         let bad = case.join("bad");
         let (report, _t) = lint_dir(&bad);
-        let mut got: Vec<String> = report.findings.iter().map(|f| format!("{} {}", f.region.start.line, f.rule.id)).collect();
+        let mut got: Vec<String> = report
+            .findings
+            .iter()
+            .map(|f| format!("{} {}", f.region.start.line, f.rule.id))
+            .collect();
         got.sort();
         let mut want: Vec<String> = std::fs::read_to_string(bad.join("expect"))
             .unwrap()
@@ -67,17 +75,26 @@ fn practice_cases() {
             .collect();
         want.sort();
         if got != want {
-            failures.push(format!("{name}/bad: want {want:?}, got {got:?}\n{}", describe(&report)));
+            failures.push(format!(
+                "{name}/bad: want {want:?}, got {got:?}\n{}",
+                describe(&report)
+            ));
         }
         for f in &report.findings {
-            assert!(!f.message.is_empty() && !f.fix.description.is_empty(), "{name}: {f:?}");
+            assert!(
+                !f.message.is_empty() && !f.fix.description.is_empty(),
+                "{name}: {f:?}"
+            );
             assert!(f.rule.why.contains("practice"), "{name}: {}", f.rule.id);
         }
         let good = case.join("good");
         if good.join("Dockerfile").is_file() {
             let (report, _t) = lint_dir(&good);
             if !report.findings.is_empty() {
-                failures.push(format!("{name}/good: expected no findings\n{}", describe(&report)));
+                failures.push(format!(
+                    "{name}/good: expected no findings\n{}",
+                    describe(&report)
+                ));
             }
         }
     }
@@ -88,12 +105,26 @@ fn practice_cases() {
 fn spans_are_exact() {
     let src = "FROM debian:12.5-slim\nRUN apt-get update \\\n && apt-get install -y curl=1 \\\n && true\n";
     let r = lint::lint("Dockerfile", src, &LintOptions::default());
-    let f = r.findings.iter().find(|f| f.rule.id == "SL101").expect("SL101");
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.rule.id == "SL101")
+        .expect("SL101");
     assert_eq!((f.region.start.line, f.region.start.column), (3, 5));
     assert_eq!((f.region.end.line, f.region.end.column), (3, 20));
-    assert_eq!(&src[f.region.offset..f.region.offset + f.region.length], "apt-get install");
-    let f = r.findings.iter().find(|f| f.rule.id == "SL102").expect("SL102");
-    assert_eq!(&src[f.region.offset..f.region.offset + f.region.length], "apt-get update");
+    assert_eq!(
+        &src[f.region.offset..f.region.offset + f.region.length],
+        "apt-get install"
+    );
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.rule.id == "SL102")
+        .expect("SL102");
+    assert_eq!(
+        &src[f.region.offset..f.region.offset + f.region.length],
+        "apt-get update"
+    );
 }
 
 #[test]
@@ -101,20 +132,41 @@ fn pragmas_and_config_ignore_findings() {
     let src = "FROM debian:12.5-slim\n# hadolint ignore=DL3015\nRUN apt-get update && apt-get install -y curl=1 && rm -rf /var/lib/apt/lists/*\n";
     let r = lint::lint("Dockerfile", src, &LintOptions::default());
     assert!(r.findings.is_empty(), "{}", describe(&r));
-    let src2 = src.replace("# hadolint ignore=DL3015", "# strata ignore=apt-no-install-recommends");
-    assert!(lint::lint("Dockerfile", &src2, &LintOptions::default()).findings.is_empty());
+    let src2 = src.replace(
+        "# hadolint ignore=DL3015",
+        "# strata ignore=apt-no-install-recommends",
+    );
+    assert!(lint::lint("Dockerfile", &src2, &LintOptions::default())
+        .findings
+        .is_empty());
     let src3 = src.replace("# hadolint ignore=DL3015\n", "");
     let r = lint::lint("Dockerfile", &src3, &LintOptions::default());
     assert_eq!(r.findings.len(), 1);
     let global = format!("# strata global ignore=SL101\n{src3}");
-    assert!(lint::lint("Dockerfile", &global, &LintOptions::default()).findings.is_empty());
+    assert!(lint::lint("Dockerfile", &global, &LintOptions::default())
+        .findings
+        .is_empty());
     // A pragma only covers the next instruction.
-    let later = "FROM debian:12.5-slim\n# strata ignore=SL101\nRUN true\nRUN apt-get install -y curl=1\n";
+    let later =
+        "FROM debian:12.5-slim\n# strata ignore=SL101\nRUN true\nRUN apt-get install -y curl=1\n";
     let r = lint::lint("Dockerfile", later, &LintOptions::default());
     assert!(r.findings.iter().any(|f| f.rule.id == "SL101"));
     let config = Config::parse("[severity]\nSL101 = \"error\"\nSL001 = \"off\"\n").unwrap();
-    let r = lint::lint("Dockerfile", later, &LintOptions { config, ..Default::default() });
-    assert_eq!(r.findings.iter().map(|f| (f.rule.id, f.severity)).collect::<Vec<_>>(), [("SL101", Severity::Error)]);
+    let r = lint::lint(
+        "Dockerfile",
+        later,
+        &LintOptions {
+            config,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        r.findings
+            .iter()
+            .map(|f| (f.rule.id, f.severity))
+            .collect::<Vec<_>>(),
+        [("SL101", Severity::Error)]
+    );
 }
 
 #[test]
@@ -125,13 +177,22 @@ fn fix_applies_safe_fixes() {
         fixed.source,
         "FROM debian:12.5-slim\nRUN apt-get update \\\n    && apt-get install --no-install-recommends -y curl=1 \\\n    && rm -rf /var/lib/apt/lists/*\nCMD [\"curl\"]\n"
     );
-    assert!(fixed.diff.starts_with("--- a/Dockerfile\n+++ b/Dockerfile\n@@ "), "{}", fixed.diff);
+    assert!(
+        fixed
+            .diff
+            .starts_with("--- a/Dockerfile\n+++ b/Dockerfile\n@@ "),
+        "{}",
+        fixed.diff
+    );
     assert!(fixed.diff.contains("-RUN apt-get install -y curl=1\n"));
     let again = lint::lint("Dockerfile", &fixed.source, &LintOptions::default());
     assert!(again.findings.is_empty(), "{}", describe(&again));
     // Never merged across a `cd`, never invents pins.
     let src = "FROM debian:12.5-slim\nRUN cd /x && make\nRUN make install\n";
-    assert_eq!(lint::fix("Dockerfile", src, &LintOptions::default()).source, src);
+    assert_eq!(
+        lint::fix("Dockerfile", src, &LintOptions::default()).source,
+        src
+    );
 }
 
 #[test]
@@ -142,11 +203,16 @@ fn json_report_follows_the_documented_schema() {
     assert_eq!(v["version"], 1);
     assert_eq!(v["tool"]["name"], "strata");
     let f = &v["files"][0]["findings"][0];
-    for key in ["rule", "name", "severity", "message", "why", "practice", "aliases", "region", "fix"] {
+    for key in [
+        "rule", "name", "severity", "message", "why", "practice", "aliases", "region", "fix",
+    ] {
         assert!(!f[key].is_null(), "{key} missing in {f}");
     }
     assert_eq!(f["region"]["start"]["line"], 1);
-    assert_eq!(v["summary"]["warning"].as_u64().unwrap() + v["summary"]["info"].as_u64().unwrap(), v["files"][0]["findings"].as_array().unwrap().len() as u64);
+    assert_eq!(
+        v["summary"]["warning"].as_u64().unwrap() + v["summary"]["info"].as_u64().unwrap(),
+        v["files"][0]["findings"].as_array().unwrap().len() as u64
+    );
 }
 
 /// The fields GitHub code scanning needs from a SARIF 2.1.0 log.
@@ -161,9 +227,14 @@ fn check_sarif(v: &Value) {
     for r in rules {
         assert!(r["id"].is_string());
         for k in ["shortDescription", "fullDescription", "help"] {
-            assert!(!r[k]["text"].as_str().unwrap().is_empty(), "{k} of {}", r["id"]);
+            assert!(
+                !r[k]["text"].as_str().unwrap().is_empty(),
+                "{k} of {}",
+                r["id"]
+            );
         }
-        assert!(["none", "note", "warning", "error"].contains(&r["defaultConfiguration"]["level"].as_str().unwrap()));
+        assert!(["none", "note", "warning", "error"]
+            .contains(&r["defaultConfiguration"]["level"].as_str().unwrap()));
     }
     for res in run["results"].as_array().unwrap() {
         let idx = res["ruleIndex"].as_u64().unwrap() as usize;
@@ -173,7 +244,9 @@ fn check_sarif(v: &Value) {
         let loc = &res["locations"][0]["physicalLocation"];
         assert!(loc["artifactLocation"]["uri"].is_string());
         let reg = &loc["region"];
-        assert!(reg["startLine"].as_u64().unwrap() >= 1 && reg["startColumn"].as_u64().unwrap() >= 1);
+        assert!(
+            reg["startLine"].as_u64().unwrap() >= 1 && reg["startColumn"].as_u64().unwrap() >= 1
+        );
         assert!(reg["endLine"].as_u64().unwrap() >= reg["startLine"].as_u64().unwrap());
         if let Some(fixes) = res.get("fixes") {
             let rep = &fixes[0]["artifactChanges"][0]["replacements"][0];
@@ -192,14 +265,25 @@ fn sarif_has_rule_metadata_columns_and_fixes() {
     check_sarif(&v);
     let results = v["runs"][0]["results"].as_array().unwrap();
     let rec = results.iter().find(|r| r["ruleId"] == "SL101").unwrap();
-    assert_eq!(rec["locations"][0]["physicalLocation"]["region"]["startColumn"], 23);
-    assert_eq!(rec["fixes"][0]["artifactChanges"][0]["replacements"][0]["insertedContent"]["text"], " --no-install-recommends");
+    assert_eq!(
+        rec["locations"][0]["physicalLocation"]["region"]["startColumn"],
+        23
+    );
+    assert_eq!(
+        rec["fixes"][0]["artifactChanges"][0]["replacements"][0]["insertedContent"]["text"],
+        " --no-install-recommends"
+    );
 }
 
 #[test]
 fn every_real_dockerfile_lints_renders_and_fixes() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/real-dockerfiles");
-    let dir = if dir.is_dir() { dir } else { PathBuf::from("/work/shared/conformance/real-dockerfiles") };
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/real-dockerfiles");
+    let dir = if dir.is_dir() {
+        dir
+    } else {
+        PathBuf::from("/work/shared/conformance/real-dockerfiles")
+    };
     let mut n = 0;
     let mut reports = Vec::new();
     for e in std::fs::read_dir(&dir).unwrap() {
@@ -208,16 +292,28 @@ fn every_real_dockerfile_lints_renders_and_fixes() {
             continue;
         }
         let src = String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned();
-        let opts = LintOptions { context: Some(dir.clone()), dockerfile: Some(p.clone()), ..Default::default() };
+        let opts = LintOptions {
+            context: Some(dir.clone()),
+            dockerfile: Some(p.clone()),
+            ..Default::default()
+        };
         let r = lint::lint(&p.file_name().unwrap().to_string_lossy(), &src, &opts);
         for f in &r.findings {
             assert!(f.region.offset + f.region.length <= src.len());
             assert!(f.region.start <= f.region.end, "{}: {f:?}", p.display());
         }
         let fixed = lint::fix("Dockerfile", &src, &opts);
-        let before = strata_dockerfile::parse(&src).ok().and_then(|d| d.stages().ok()).map(|s| s.stages.len());
+        let before = strata_dockerfile::parse(&src)
+            .ok()
+            .and_then(|d| d.stages().ok())
+            .map(|s| s.stages.len());
         if let Some(before) = before {
-            let after = strata_dockerfile::parse(&fixed.source).expect("fixed parses").stages().expect("fixed stages").stages.len();
+            let after = strata_dockerfile::parse(&fixed.source)
+                .expect("fixed parses")
+                .stages()
+                .expect("fixed stages")
+                .stages
+                .len();
             assert_eq!(before, after, "{}", p.display());
         }
         reports.push(r);

@@ -109,15 +109,28 @@ mod tests {
 
     #[test]
     fn parses_ignores_and_severities() {
-        let c = Config::parse("ignore = [\"SL001\"]\n[severity]\nSL108 = \"warning\"\nDL3009 = \"off\"\n").unwrap();
+        let c = Config::parse(
+            "ignore = [\"SL001\"]\n[severity]\nSL108 = \"warning\"\nDL3009 = \"off\"\n",
+        )
+        .unwrap();
         assert_eq!(c.ignore, ["SL001"]);
-        assert_eq!(c.severity, [("DL3009".to_string(), None), ("SL108".to_string(), Some(Severity::Warning))]);
+        assert_eq!(
+            c.severity,
+            [
+                ("DL3009".to_string(), None),
+                ("SL108".to_string(), Some(Severity::Warning))
+            ]
+        );
     }
 
     #[test]
     fn rejects_unknown_rules_and_keys() {
-        assert!(Config::parse("[severity]\nSL777 = \"info\"\n").unwrap_err().contains("SL777"));
-        assert!(Config::parse("[severity]\nSL001 = \"loud\"\n").unwrap_err().contains("loud"));
+        assert!(Config::parse("[severity]\nSL777 = \"info\"\n")
+            .unwrap_err()
+            .contains("SL777"));
+        assert!(Config::parse("[severity]\nSL001 = \"loud\"\n")
+            .unwrap_err()
+            .contains("loud"));
         assert!(Config::parse("ignores = []\n").is_err());
     }
 }

@@ -40,7 +40,12 @@ pub fn fix(name: &str, source: &str, opts: &LintOptions) -> Fixed {
                 continue;
             }
             for e in &f.fix.edits {
-                edits.push((e.region.offset, e.region.offset + e.region.length, e.replacement.clone(), k));
+                edits.push((
+                    e.region.offset,
+                    e.region.offset + e.region.length,
+                    e.replacement.clone(),
+                    k,
+                ));
             }
             chosen.push(k);
         }
@@ -55,6 +60,14 @@ pub fn fix(name: &str, source: &str, opts: &LintOptions) -> Fixed {
         }
         applied.extend(chosen.into_iter().map(|k| report.findings[k].clone()));
     }
-    let diff = if text == source { String::new() } else { diff::unified(name, source, &text) };
-    Fixed { source: text, applied, diff }
+    let diff = if text == source {
+        String::new()
+    } else {
+        diff::unified(name, source, &text)
+    };
+    Fixed {
+        source: text,
+        applied,
+        diff,
+    }
 }

@@ -102,23 +102,42 @@ fn raw_findings(name: &str, source: &str, opts: &LintOptions) -> Vec<Finding> {
         Ok(s) => s,
         Err(e) => return vec![parse_error(&lines, source, e.to_string(), Some(e.span))],
     };
-    let ctx = opts.context.as_deref().and_then(|dir| ContextInfo::open(dir, opts.dockerfile.as_deref()));
+    let ctx = opts
+        .context
+        .as_deref()
+        .and_then(|dir| ContextInfo::open(dir, opts.dockerfile.as_deref()));
     let model = Model::build(&df, &stages, opts, lines, ctx);
     let mut out = Vec::new();
     checks::run(&model, &mut out);
     out
 }
 
-fn parse_error(lines: &Lines, source: &str, message: String, span: Option<strata_dockerfile::Span>) -> Finding {
+fn parse_error(
+    lines: &Lines,
+    source: &str,
+    message: String,
+    span: Option<strata_dockerfile::Span>,
+) -> Finding {
     let (s, e) = span.map(|s| (s.offset, s.end())).unwrap_or((0, 0));
-    let e = if e == s { source[s.min(source.len())..].find('\n').map(|k| s + k).unwrap_or(source.len()) } else { e };
+    let e = if e == s {
+        source[s.min(source.len())..]
+            .find('\n')
+            .map(|k| s + k)
+            .unwrap_or(source.len())
+    } else {
+        e
+    };
     let mut f = Finding {
         rule: &rules::PARSE_ERROR,
         severity: Severity::Error,
         message,
         region: lines.region(s, e),
         aliases: Vec::new(),
-        fix: Fix { description: rules::PARSE_ERROR.help.to_string(), edits: Vec::new(), safe: false },
+        fix: Fix {
+            description: rules::PARSE_ERROR.help.to_string(),
+            edits: Vec::new(),
+            safe: false,
+        },
         instruction_line: None,
         node: None,
     };
@@ -137,7 +156,10 @@ impl Lines {
     fn new(src: &str) -> Lines {
         let mut starts = vec![0];
         starts.extend(src.match_indices('\n').map(|(i, _)| i + 1));
-        Lines { src: src.to_string(), starts }
+        Lines {
+            src: src.to_string(),
+            starts,
+        }
     }
 
     pub(crate) fn position(&self, offset: usize) -> Position {
@@ -147,13 +169,21 @@ impl Lines {
         }
         let line = self.starts.partition_point(|&s| s <= offset).max(1);
         let ls = self.starts[line - 1];
-        Position { line, column: self.src[ls..offset].chars().count() + 1 }
+        Position {
+            line,
+            column: self.src[ls..offset].chars().count() + 1,
+        }
     }
 
     pub(crate) fn region(&self, start: usize, end: usize) -> Region {
         let start = start.min(self.src.len());
         let end = end.clamp(start, self.src.len());
-        Region { offset: start, length: end - start, start: self.position(start), end: self.position(end) }
+        Region {
+            offset: start,
+            length: end - start,
+            start: self.position(start),
+            end: self.position(end),
+        }
     }
 }
 
@@ -188,10 +218,16 @@ impl ContextInfo {
             }
         }
         let matcher = match &ignore_file {
-            Some(p) => std::fs::read(p).ok().and_then(|d| Matcher::from_ignore_file(p, &d).ok()),
+            Some(p) => std::fs::read(p)
+                .ok()
+                .and_then(|d| Matcher::from_ignore_file(p, &d).ok()),
             None => None,
         };
-        Some(ContextInfo { dir: dir.to_path_buf(), ignore_file, matcher })
+        Some(ContextInfo {
+            dir: dir.to_path_buf(),
+            ignore_file,
+            matcher,
+        })
     }
 
     /// Whether `rel` exists in the context directory.
@@ -216,7 +252,9 @@ impl ContextInfo {
         if meta.len() > 1 << 20 {
             return None;
         }
-        std::fs::read(p).ok().map(|b| String::from_utf8_lossy(&b).into_owned())
+        std::fs::read(p)
+            .ok()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
     }
 }
 
@@ -241,11 +279,17 @@ impl Inst<'_> {
     }
     /// Commands whose program is one of `names`.
     pub fn cmds_named<'s>(&'s self, names: &'s [&str]) -> impl Iterator<Item = &'s Command> + 's {
-        self.cmds.iter().filter(move |c| names.contains(&c.program().as_str()))
+        self.cmds
+            .iter()
+            .filter(move |c| names.contains(&c.program().as_str()))
     }
     /// Whether a variable is set (to anything) before this instruction.
     pub fn var(&self, name: &str) -> Option<&str> {
-        self.env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -281,14 +325,22 @@ impl<'a> Model<'a> {
     ) -> Model<'a> {
         let lexer = Lexer::new(df.escape);
         let lx = lexer.skip_unset_env(true);
-        let build_arg = |k: &str| opts.build_args.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let build_arg = |k: &str| {
+            opts.build_args
+                .iter()
+                .rev()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
         // Meta ARGs.
         let mut meta: Vec<(String, String)> = Vec::new();
         for a in &bs.meta_args {
             for d in &a.args {
                 let v = build_arg(&d.name.value).or_else(|| {
                     d.default.as_ref().map(|v| {
-                        lx.process_word(&v.value, &meta).map(|e| e.value).unwrap_or_else(|_| v.value.clone())
+                        lx.process_word(&v.value, &meta)
+                            .map(|e| e.value)
+                            .unwrap_or_else(|_| v.value.clone())
                     })
                 });
                 if let Some(v) = v {
@@ -299,11 +351,18 @@ impl<'a> Model<'a> {
         let mut stages: Vec<StageInfo<'a>> = Vec::new();
         let mut final_envs: Vec<Vec<(String, String)>> = Vec::new();
         for st in &bs.stages {
-            let base = lx.process_word(&st.base.value, &meta).map(|e| e.value).unwrap_or_else(|_| st.base.value.clone());
+            let base = lx
+                .process_word(&st.base.value, &meta)
+                .map(|e| e.value)
+                .unwrap_or_else(|_| st.base.value.clone());
             let parent = stages.iter().position(|s| {
-                s.stage.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(&base))
+                s.stage
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(&base))
             });
-            let mut env: Vec<(String, String)> = parent.map(|p| final_envs[p].clone()).unwrap_or_default();
+            let mut env: Vec<(String, String)> =
+                parent.map(|p| final_envs[p].clone()).unwrap_or_default();
             let mut insts = Vec::new();
             for inst in &st.instructions {
                 let mut cmds = Vec::new();
@@ -319,17 +378,29 @@ impl<'a> Model<'a> {
                     }
                     _ => {}
                 }
-                insts.push(Inst { inst, env: env.clone(), cmds, shell_end });
+                insts.push(Inst {
+                    inst,
+                    env: env.clone(),
+                    cmds,
+                    shell_end,
+                });
                 match &inst.kind {
                     InstructionKind::Arg(defs) => {
                         for d in defs {
                             let v = build_arg(&d.name.value)
                                 .or_else(|| {
                                     d.default.as_ref().map(|v| {
-                                        lx.process_word(&v.value, &env).map(|e| e.value).unwrap_or_else(|_| v.value.clone())
+                                        lx.process_word(&v.value, &env)
+                                            .map(|e| e.value)
+                                            .unwrap_or_else(|_| v.value.clone())
                                     })
                                 })
-                                .or_else(|| meta.iter().rev().find(|(k, _)| *k == d.name.value).map(|(_, v)| v.clone()));
+                                .or_else(|| {
+                                    meta.iter()
+                                        .rev()
+                                        .find(|(k, _)| *k == d.name.value)
+                                        .map(|(_, v)| v.clone())
+                                });
                             if let Some(v) = v {
                                 env.push((d.name.value.clone(), v));
                             }
@@ -337,7 +408,10 @@ impl<'a> Model<'a> {
                     }
                     InstructionKind::Env(kvs) => {
                         for kv in kvs {
-                            let v = lx.process_word(&kv.value.value, &env).map(|e| e.value).unwrap_or_else(|_| kv.value.value.clone());
+                            let v = lx
+                                .process_word(&kv.value.value, &env)
+                                .map(|e| e.value)
+                                .unwrap_or_else(|_| kv.value.value.clone());
                             env.push((kv.key.value.clone(), v));
                         }
                     }
@@ -345,12 +419,25 @@ impl<'a> Model<'a> {
                 }
             }
             final_envs.push(env);
-            stages.push(StageInfo { stage: st, base, parent, in_image: false, insts });
+            stages.push(StageInfo {
+                stage: st,
+                base,
+                parent,
+                in_image: false,
+                insts,
+            });
         }
         let target = opts
             .target
             .as_deref()
-            .and_then(|t| stages.iter().position(|s| s.stage.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(t))))
+            .and_then(|t| {
+                stages.iter().position(|s| {
+                    s.stage
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(t))
+                })
+            })
             .unwrap_or(stages.len().saturating_sub(1));
         let mut cur = Some(target);
         let mut guard = 0;
@@ -362,26 +449,49 @@ impl<'a> Model<'a> {
             cur = stages[i].parent;
             guard += 1;
         }
-        Model { df, src: df.source(), lines, stages, ctx, target }
+        Model {
+            df,
+            src: df.source(),
+            lines,
+            stages,
+            ctx,
+            target,
+        }
     }
 
     /// A finding with the rule's defaults (its aliases, its help as fix).
-    pub fn finding(&self, rule: &'static Rule, start: usize, end: usize, node: Option<usize>, message: String) -> Finding {
+    pub fn finding(
+        &self,
+        rule: &'static Rule,
+        start: usize,
+        end: usize,
+        node: Option<usize>,
+        message: String,
+    ) -> Finding {
         Finding {
             rule,
             severity: rule.severity,
             message,
             region: self.lines.region(start, end),
             aliases: rule.aliases.to_vec(),
-            fix: Fix { description: rule.help.to_string(), edits: Vec::new(), safe: false },
-            instruction_line: node.and_then(|n| self.df.nodes.get(n)).map(|n| n.start_line),
+            fix: Fix {
+                description: rule.help.to_string(),
+                edits: Vec::new(),
+                safe: false,
+            },
+            instruction_line: node
+                .and_then(|n| self.df.nodes.get(n))
+                .map(|n| n.start_line),
             node,
         }
     }
 
     /// An edit replacing `start..end` with `text`.
     pub fn edit(&self, start: usize, end: usize, text: impl Into<String>) -> Edit {
-        Edit { region: self.lines.region(start, end), replacement: text.into() }
+        Edit {
+            region: self.lines.region(start, end),
+            replacement: text.into(),
+        }
     }
 
     /// The text of a source range.
@@ -398,7 +508,9 @@ fn run_commands(
     lexer: &Lexer,
     env: &[(String, String)],
 ) -> (Vec<Command>, Option<usize>) {
-    let Some(node) = df.nodes.get(inst.node) else { return (Vec::new(), None) };
+    let Some(node) = df.nodes.get(inst.node) else {
+        return (Vec::new(), None);
+    };
     let src = df.source();
     match &run.cmd {
         ShellOrExec::Exec(_) => (exec_commands(node, lexer, env), None),
@@ -415,8 +527,10 @@ fn run_commands(
             }
             // Here-document scripts: `RUN <<EOF` or `RUN bash <<EOF`.
             let script_like = cmds.iter().all(|c| {
-                matches!(c.program().as_str(), "" | "sh" | "bash" | "ash" | "dash" | "zsh")
-                    && c.args().iter().all(|w| w.text.starts_with('-'))
+                matches!(
+                    c.program().as_str(),
+                    "" | "sh" | "bash" | "ash" | "dash" | "zsh"
+                ) && c.args().iter().all(|w| w.text.starts_with('-'))
             });
             if script_like {
                 for h in &run.heredocs {
@@ -440,22 +554,48 @@ fn trim_end(src: &str, start: usize, end: usize) -> usize {
     start + s.trim_end().len()
 }
 
-fn exec_commands(node: &strata_dockerfile::Node, lexer: &Lexer, env: &[(String, String)]) -> Vec<Command> {
+fn exec_commands(
+    node: &strata_dockerfile::Node,
+    lexer: &Lexer,
+    env: &[(String, String)],
+) -> Vec<Command> {
     let words: Vec<shell::Word> = node
         .args
         .iter()
-        .map(|a| shell::Word { text: a.value.clone(), start: a.span.offset, end: a.span.end() })
+        .map(|a| shell::Word {
+            text: a.value.clone(),
+            start: a.span.offset,
+            end: a.span.end(),
+        })
         .collect();
-    let Some(first) = words.first() else { return Vec::new() };
-    let (start, end) = (first.start, words.last().map(|w| w.end).unwrap_or(first.end));
-    let c = Command { words, sep: shell::Sep::Semi, start, end, assigns: Vec::new() };
+    let Some(first) = words.first() else {
+        return Vec::new();
+    };
+    let (start, end) = (
+        first.start,
+        words.last().map(|w| w.end).unwrap_or(first.end),
+    );
+    let c = Command {
+        words,
+        sep: shell::Sep::Semi,
+        start,
+        end,
+        assigns: Vec::new(),
+    };
     let mut out = vec![c.clone()];
     // `["sh", "-c", "script"]`
     let p = c.program();
     if matches!(p.as_str(), "sh" | "bash" | "ash" | "dash") {
-        if let Some(k) = c.args().iter().position(|w| w.text.starts_with('-') && w.text.contains('c')) {
+        if let Some(k) = c
+            .args()
+            .iter()
+            .position(|w| w.text.starts_with('-') && w.text.contains('c'))
+        {
             if let Some(script) = c.args().get(k + 1) {
-                let inner = shell::Logical { text: script.text.clone(), map: vec![script.start; script.text.len()] };
+                let inner = shell::Logical {
+                    text: script.text.clone(),
+                    map: vec![script.start; script.text.len()],
+                };
                 let mut sub = shell::parse_script(&inner, lexer, env);
                 for s in &mut sub {
                     s.start = script.start;
@@ -472,13 +612,29 @@ fn exec_commands(node: &strata_dockerfile::Node, lexer: &Lexer, env: &[(String, 
     out
 }
 
-fn se_commands(df: &Dockerfile, inst: &Instruction, se: &ShellOrExec, lexer: &Lexer, env: &[(String, String)]) -> Vec<Command> {
-    let Some(node) = df.nodes.get(inst.node) else { return Vec::new() };
+fn se_commands(
+    df: &Dockerfile,
+    inst: &Instruction,
+    se: &ShellOrExec,
+    lexer: &Lexer,
+    env: &[(String, String)],
+) -> Vec<Command> {
+    let Some(node) = df.nodes.get(inst.node) else {
+        return Vec::new();
+    };
     match se {
         ShellOrExec::Exec(_) => exec_commands(node, lexer, env),
         ShellOrExec::Shell(_) => {
-            let (Some(first), Some(last)) = (node.args.first(), node.args.last()) else { return Vec::new() };
-            let lg = shell::logical(df.source(), first.span.offset, last.span.end(), df.escape, true);
+            let (Some(first), Some(last)) = (node.args.first(), node.args.last()) else {
+                return Vec::new();
+            };
+            let lg = shell::logical(
+                df.source(),
+                first.span.offset,
+                last.span.end(),
+                df.escape,
+                true,
+            );
             shell::parse_script(&lg, lexer, env)
         }
     }

@@ -30,7 +30,10 @@ fn pragma(comment: &str) -> Option<(bool, Vec<String>)> {
         Some(r) => (true, r.trim_start()),
         None => (false, rest),
     };
-    let ids = rest.strip_prefix("ignore")?.trim_start().strip_prefix('=')?;
+    let ids = rest
+        .strip_prefix("ignore")?
+        .trim_start()
+        .strip_prefix('=')?;
     // The ids as written (lower-casing kept the byte offsets).
     let ids = &c[c.len() - ids.len()..];
     let ids = ids
@@ -51,7 +54,9 @@ pub(crate) fn apply(source: &str, opts: &LintOptions, findings: &mut Vec<Finding
             }
         }
     }
-    let nodes = parse_named("Dockerfile", source).map(|d| d.nodes).unwrap_or_default();
+    let nodes = parse_named("Dockerfile", source)
+        .map(|d| d.nodes)
+        .unwrap_or_default();
     findings.retain(|f| {
         if global.iter().any(|k| names(f, k)) {
             return false;
@@ -91,9 +96,18 @@ mod tests {
 
     #[test]
     fn reads_pragmas() {
-        assert_eq!(pragma(" hadolint ignore=DL3008,DL3015"), Some((false, vec!["DL3008".into(), "DL3015".into()])));
-        assert_eq!(pragma("# strata global ignore=SL001 SL002"), Some((true, vec!["SL001".into(), "SL002".into()])));
-        assert_eq!(pragma(" strata ignore = apt-lists-not-removed"), Some((false, vec!["apt-lists-not-removed".into()])));
+        assert_eq!(
+            pragma(" hadolint ignore=DL3008,DL3015"),
+            Some((false, vec!["DL3008".into(), "DL3015".into()]))
+        );
+        assert_eq!(
+            pragma("# strata global ignore=SL001 SL002"),
+            Some((true, vec!["SL001".into(), "SL002".into()]))
+        );
+        assert_eq!(
+            pragma(" strata ignore = apt-lists-not-removed"),
+            Some((false, vec!["apt-lists-not-removed".into()]))
+        );
         assert_eq!(pragma(" ignore=SL001"), None);
         assert_eq!(pragma(" just a comment"), None);
     }

@@ -125,7 +125,13 @@ pub(crate) struct Logical {
 
 /// Joins continuation lines (`escape` + newline). With `dockerfile`, blank
 /// and comment lines after a continuation are dropped as BuildKit does.
-pub(crate) fn logical(src: &str, start: usize, end: usize, escape: char, dockerfile: bool) -> Logical {
+pub(crate) fn logical(
+    src: &str,
+    start: usize,
+    end: usize,
+    escape: char,
+    dockerfile: bool,
+) -> Logical {
     let end = end.min(src.len());
     let start = start.min(end);
     let mut text = String::new();
@@ -134,7 +140,9 @@ pub(crate) fn logical(src: &str, start: usize, end: usize, escape: char, dockerf
     let mut i = 0;
     let bytes = s.as_bytes();
     while i < s.len() {
-        let Some(c) = s[i..].chars().next() else { break };
+        let Some(c) = s[i..].chars().next() else {
+            break;
+        };
         if c == escape {
             // escape, optional spaces, newline?
             let mut j = i + c.len_utf8();
@@ -149,7 +157,10 @@ pub(crate) fn logical(src: &str, start: usize, end: usize, escape: char, dockerf
                         let rest = &s[j..];
                         let line_end = rest.find('\n').map(|k| j + k + 1).unwrap_or(s.len());
                         let line = s[j..line_end].trim();
-                        if (line.is_empty() || line.starts_with('#')) && line_end > j && line_end < s.len() {
+                        if (line.is_empty() || line.starts_with('#'))
+                            && line_end > j
+                            && line_end < s.len()
+                        {
                             j = line_end;
                         } else if line.starts_with('#') && line_end >= s.len() {
                             j = s.len();
@@ -207,7 +218,9 @@ pub(crate) fn parse_script(lg: &Logical, lexer: &Lexer, env: &[(String, String)]
         }
     };
     while i < t.len() {
-        let Some(c) = t[i..].chars().next() else { break };
+        let Some(c) = t[i..].chars().next() else {
+            break;
+        };
         let cl = c.len_utf8();
         match c {
             ' ' | '\t' | '\r' => {
@@ -227,17 +240,23 @@ pub(crate) fn parse_script(lg: &Logical, lexer: &Lexer, env: &[(String, String)]
             '&' | '|' | ';' | '(' | ')' => {
                 // `2>&1`, `>&2`, `&>file`, `|&`
                 let prev = word.as_ref().and_then(|w| w.raw.chars().last());
-                if c == '&' && (matches!(prev, Some('>') | Some('<')) || t[i + 1..].starts_with('>')) {
-                    let w = word.get_or_insert(Raw { start: i, end: i, raw: String::new(), text: String::new() });
+                if c == '&'
+                    && (matches!(prev, Some('>') | Some('<')) || t[i + 1..].starts_with('>'))
+                {
+                    let w = word.get_or_insert(Raw {
+                        start: i,
+                        end: i,
+                        raw: String::new(),
+                        text: String::new(),
+                    });
                     w.raw.push(c);
                     w.text.push(c);
                     w.end = i + 1;
                     i += 1;
                     continue;
                 }
-                if c == '(' && word.is_some() {
-                    // e.g. `x=$(...)` handled below; a bare `f()` function
-                    let w = word.as_mut().expect("word");
+                if let (true, Some(w)) = (c == '(', word.as_mut()) {
+                    // `f()`: part of the word.
                     w.raw.push(c);
                     w.text.push(c);
                     w.end = i + 1;
@@ -259,7 +278,12 @@ pub(crate) fn parse_script(lg: &Logical, lexer: &Lexer, env: &[(String, String)]
                 i += n;
             }
             _ => {
-                let w = word.get_or_insert(Raw { start: i, end: i, raw: String::new(), text: String::new() });
+                let w = word.get_or_insert(Raw {
+                    start: i,
+                    end: i,
+                    raw: String::new(),
+                    text: String::new(),
+                });
                 let j = scan_piece(t, i, w);
                 w.end = j;
                 i = j.max(i + cl);
@@ -291,7 +315,9 @@ pub(crate) fn parse_script(lg: &Logical, lexer: &Lexer, env: &[(String, String)]
         let p = c.program();
         if matches!(p.as_str(), "sh" | "bash" | "ash" | "dash" | "zsh") {
             let args = c.args();
-            if let Some(k) = args.iter().position(|w| w.text.starts_with('-') && !w.text.starts_with("--") && w.text.contains('c')) {
+            if let Some(k) = args.iter().position(|w| {
+                w.text.starts_with('-') && !w.text.starts_with("--") && w.text.contains('c')
+            }) {
                 if let Some(script) = args.get(k + 1) {
                     let inner = Logical {
                         text: script.text.clone(),
@@ -424,7 +450,9 @@ fn is_assignment(s: &str) -> bool {
     match s.split_once('=') {
         Some((k, _)) => {
             !k.is_empty()
-                && k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && k.chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         }
         None => false,
@@ -435,7 +463,9 @@ fn is_assignment(s: &str) -> bool {
 /// next word as its target).
 fn redirection(s: &str) -> Option<bool> {
     let rest = s.trim_start_matches(|c: char| c.is_ascii_digit());
-    let ops = [">>", "&>>", "&>", ">&", "<&", "<>", "<<<", "<<-", "<<", ">|", ">", "<"];
+    let ops = [
+        ">>", "&>>", "&>", ">&", "<&", "<>", "<<<", "<<-", "<<", ">|", ">", "<",
+    ];
     for op in ops {
         if let Some(r) = rest.strip_prefix(op) {
             return Some(r.is_empty());
@@ -444,13 +474,27 @@ fn redirection(s: &str) -> Option<bool> {
     None
 }
 
-fn build_command(raws: Vec<Raw>, sep: Sep, lg: &Logical, lexer: &Lexer, env: &[(String, String)]) -> Option<Command> {
-    let src_start = |l: usize| lg.map.get(l).copied().unwrap_or_else(|| lg.map.last().map(|x| x + 1).unwrap_or(0));
+fn build_command(
+    raws: Vec<Raw>,
+    sep: Sep,
+    lg: &Logical,
+    lexer: &Lexer,
+    env: &[(String, String)],
+) -> Option<Command> {
+    let src_start = |l: usize| {
+        lg.map
+            .get(l)
+            .copied()
+            .unwrap_or_else(|| lg.map.last().map(|x| x + 1).unwrap_or(0))
+    };
     let src_end = |l: usize| {
         if l == 0 {
             return src_start(0);
         }
-        lg.map.get(l - 1).map(|x| x + utf8_len(&lg.text, l - 1)).unwrap_or(0)
+        lg.map
+            .get(l - 1)
+            .map(|x| x + utf8_len(&lg.text, l - 1))
+            .unwrap_or(0)
     };
     let start = raws.first().map(|r| src_start(r.start))?;
     let end = raws.last().map(|r| src_end(r.end))?;
@@ -474,7 +518,11 @@ fn build_command(raws: Vec<Raw>, sep: Sep, lg: &Logical, lexer: &Lexer, env: &[(
         let substitution = r.raw.contains("$(") || r.raw.contains('`');
         if r.raw.contains('$') && !substitution && is_assignment(&r.raw) {
             if let Ok(x) = lexer.skip_unset_env(true).process_word(&r.raw, env) {
-                words.push(Word { text: x.value, start: s, end: e });
+                words.push(Word {
+                    text: x.value,
+                    start: s,
+                    end: e,
+                });
                 continue;
             }
         }
@@ -483,7 +531,11 @@ fn build_command(raws: Vec<Raw>, sep: Sep, lg: &Logical, lexer: &Lexer, env: &[(
             match lx.process_words(&r.raw, env) {
                 Ok(ws) if !ws.is_empty() => {
                     for t in ws {
-                        words.push(Word { text: t, start: s, end: e });
+                        words.push(Word {
+                            text: t,
+                            start: s,
+                            end: e,
+                        });
                     }
                     continue;
                 }
@@ -491,15 +543,22 @@ fn build_command(raws: Vec<Raw>, sep: Sep, lg: &Logical, lexer: &Lexer, env: &[(
                 Err(_) => {}
             }
         }
-        words.push(Word { text: r.text, start: s, end: e });
+        words.push(Word {
+            text: r.text,
+            start: s,
+            end: e,
+        });
     }
     // Prefixes.
     let mut assigns = Vec::new();
-    loop {
-        let Some(first) = words.first() else { break };
+    while let Some(first) = words.first() {
         let l = first.lower();
         let base = l.rsplit('/').next().unwrap_or("").to_string();
-        if matches!(l.as_str(), "if" | "then" | "else" | "elif" | "do" | "while" | "until" | "!") && words.len() > 1 {
+        if matches!(
+            l.as_str(),
+            "if" | "then" | "else" | "elif" | "do" | "while" | "until" | "!"
+        ) && words.len() > 1
+        {
             words.remove(0);
         } else if is_assignment(&first.text) {
             assigns.push(first.text.clone());
@@ -515,13 +574,30 @@ fn build_command(raws: Vec<Raw>, sep: Sep, lg: &Logical, lexer: &Lexer, env: &[(
                 if !w.text.starts_with('-') {
                     break;
                 }
-                let takes = matches!(w.text.as_str(), "-u" | "-g" | "-h" | "-p" | "-C" | "-U" | "-r" | "-t");
+                let takes = matches!(
+                    w.text.as_str(),
+                    "-u" | "-g" | "-h" | "-p" | "-C" | "-U" | "-r" | "-t"
+                );
                 words.remove(0);
                 if takes && !words.is_empty() {
                     words.remove(0);
                 }
             }
-        } else if matches!(base.as_str(), "env" | "exec" | "time" | "nice" | "nohup" | "command" | "eatmydata" | "xargs" | "gosu" | "su-exec" | "tini" | "dumb-init") {
+        } else if matches!(
+            base.as_str(),
+            "env"
+                | "exec"
+                | "time"
+                | "nice"
+                | "nohup"
+                | "command"
+                | "eatmydata"
+                | "xargs"
+                | "gosu"
+                | "su-exec"
+                | "tini"
+                | "dumb-init"
+        ) {
             let takes_user = matches!(base.as_str(), "gosu" | "su-exec");
             words.remove(0);
             if takes_user && !words.is_empty() {
@@ -540,7 +616,13 @@ fn build_command(raws: Vec<Raw>, sep: Sep, lg: &Logical, lexer: &Lexer, env: &[(
     if words.is_empty() && assigns.is_empty() {
         return None;
     }
-    Some(Command { words, sep, start, end, assigns })
+    Some(Command {
+        words,
+        sep,
+        start,
+        end,
+        assigns,
+    })
 }
 
 fn utf8_len(s: &str, i: usize) -> usize {
@@ -568,20 +650,47 @@ mod tests {
     #[test]
     fn splits_operators_quotes_and_prefixes() {
         let cases: &[(&str, &[&[&str]])] = &[
-            ("a && b || c; d | e & f", &[&["a"], &["b"], &["c"], &["d"], &["e"], &["f"]]),
-            ("sudo -E apt-get install -y 'x y' \"z\"", &[&["apt-get", "install", "-y", "x y", "z"]]),
-            ("DEBIAN_FRONTEND=noninteractive apt-get -qq update", &[&["apt-get", "-qq", "update"]]),
-            ("apt-get install \\\n  # comment\n  curl", &[&["apt-get", "install", "curl"]]),
-            ("apt-get install $PKGS >/dev/null 2>&1", &[&["apt-get", "install", "curl", "git"]]),
+            (
+                "a && b || c; d | e & f",
+                &[&["a"], &["b"], &["c"], &["d"], &["e"], &["f"]],
+            ),
+            (
+                "sudo -E apt-get install -y 'x y' \"z\"",
+                &[&["apt-get", "install", "-y", "x y", "z"]],
+            ),
+            (
+                "DEBIAN_FRONTEND=noninteractive apt-get -qq update",
+                &[&["apt-get", "-qq", "update"]],
+            ),
+            (
+                "apt-get install \\\n  # comment\n  curl",
+                &[&["apt-get", "install", "curl"]],
+            ),
+            (
+                "apt-get install $PKGS >/dev/null 2>&1",
+                &[&["apt-get", "install", "curl", "git"]],
+            ),
             ("echo $(date && true) > f", &[&["echo", "$(date && true)"]]),
-            ("sh -c 'cd /x && make'", &[&["sh", "-c", "cd /x && make"], &["cd", "/x"], &["make"]]),
+            (
+                "sh -c 'cd /x && make'",
+                &[&["sh", "-c", "cd /x && make"], &["cd", "/x"], &["make"]],
+            ),
             ("echo $HOME", &[&["echo", "$HOME"]]),
-            ("deps='a b'; apt-get install $deps", &[&[], &["apt-get", "install", "a", "b"]]),
-            ("if true; then cd /x; fi", &[&["true"], &["cd", "/x"], &["fi"]]),
+            (
+                "deps='a b'; apt-get install $deps",
+                &[&[], &["apt-get", "install", "a", "b"]],
+            ),
+            (
+                "if true; then cd /x; fi",
+                &[&["true"], &["cd", "/x"], &["fi"]],
+            ),
         ];
         for (src, want) in cases {
             let got = cmds(src);
-            let want: Vec<Vec<String>> = want.iter().map(|c| c.iter().map(|s| s.to_string()).collect()).collect();
+            let want: Vec<Vec<String>> = want
+                .iter()
+                .map(|c| c.iter().map(|s| s.to_string()).collect())
+                .collect();
             assert_eq!(got, want, "{src}");
         }
     }

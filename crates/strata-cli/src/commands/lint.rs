@@ -29,41 +29,71 @@ fn build_args(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     raw.iter()
         .map(|kv| match kv.split_once('=') {
             Some((k, v)) => Ok((k.to_string(), v.to_string())),
-            None => std::env::var(kv)
-                .map(|v| (kv.clone(), v))
-                .map_err(|_| hinted(format!("--build-arg {kv} has no value"), "write --build-arg NAME=VALUE, or export NAME")),
+            None => std::env::var(kv).map(|v| (kv.clone(), v)).map_err(|_| {
+                hinted(
+                    format!("--build-arg {kv} has no value"),
+                    "write --build-arg NAME=VALUE, or export NAME",
+                )
+            }),
         })
         .collect()
 }
 
 fn resolve(args: &LintArgs) -> anyhow::Result<Vec<Target>> {
-    let files = if args.files.is_empty() { vec![PathBuf::from("Dockerfile")] } else { args.files.clone() };
+    let files = if args.files.is_empty() {
+        vec![PathBuf::from("Dockerfile")]
+    } else {
+        args.files.clone()
+    };
     let bargs = build_args(&args.build_args)?;
     let explicit = match &args.config {
         Some(p) => Some(Config::load(p)?),
         None => None,
     };
-    let cli_ignores = Config { ignore: args.ignore.clone(), severity: Vec::new() };
+    let cli_ignores = Config {
+        ignore: args.ignore.clone(),
+        severity: Vec::new(),
+    };
     let mut out = Vec::new();
     for file in files {
         let (name, path, text) = if file.as_os_str() == "-" {
             let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf).context("cannot read the Dockerfile from standard input")?;
-            ("<stdin>".to_string(), None, String::from_utf8_lossy(&buf).into_owned())
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("cannot read the Dockerfile from standard input")?;
+            (
+                "<stdin>".to_string(),
+                None,
+                String::from_utf8_lossy(&buf).into_owned(),
+            )
         } else {
             let bytes = std::fs::read(&file).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
-                    hinted(format!("no Dockerfile at {}", file.display()), "pass the file with -f FILE")
+                    hinted(
+                        format!("no Dockerfile at {}", file.display()),
+                        "pass the file with -f FILE",
+                    )
                 } else {
-                    anyhow::Error::new(e).context(format!("cannot read the Dockerfile {}", file.display()))
+                    anyhow::Error::new(e)
+                        .context(format!("cannot read the Dockerfile {}", file.display()))
                 }
             })?;
-            (file.display().to_string(), Some(file.clone()), String::from_utf8_lossy(&bytes).into_owned())
+            (
+                file.display().to_string(),
+                Some(file.clone()),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            )
         };
         let dir = path
             .as_deref()
             .and_then(Path::parent)
-            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
             .unwrap_or(Path::new("."))
             .to_path_buf();
         let context = args.context.clone().unwrap_or_else(|| dir.clone());
@@ -107,7 +137,8 @@ pub fn lint(args: LintArgs, s: &Settings) -> CmdResult {
             let fixed = lint::fix(&t.name, &t.text, &t.opts);
             if !fixed.diff.is_empty() {
                 if let Some(p) = &t.path {
-                    std::fs::write(p, &fixed.source).with_context(|| format!("cannot write {}", p.display()))?;
+                    std::fs::write(p, &fixed.source)
+                        .with_context(|| format!("cannot write {}", p.display()))?;
                 }
                 diffs.push_str(&fixed.diff);
                 if !s.quiet {
@@ -130,7 +161,11 @@ pub fn lint(args: LintArgs, s: &Settings) -> CmdResult {
         }
         LintFormat::Json | LintFormat::Sarif => {
             eprint!("{diffs}");
-            let v = if args.format == LintFormat::Json { output::json(&reports) } else { output::sarif(&reports) };
+            let v = if args.format == LintFormat::Json {
+                output::json(&reports)
+            } else {
+                output::sarif(&reports)
+            };
             serde_json::to_writer_pretty(&mut out, &v)?;
             writeln!(out)?;
         }
@@ -144,5 +179,9 @@ pub fn lint(args: LintArgs, s: &Settings) -> CmdResult {
     };
     let worst = reports.iter().filter_map(Report::max_severity).max();
     let fail = matches!((threshold, worst), (Some(t), Some(w)) if w >= t);
-    Ok(if fail { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if fail {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -29,12 +29,18 @@ fn whole(src: &str) -> bool {
 
 pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
     if let Some(ctx) = &m.ctx {
-        let first_whole = m.stages.iter().flat_map(|s| s.insts.iter()).find_map(|ins| match &ins.inst.kind {
-            InstructionKind::Copy(ca) | InstructionKind::Add(ca) if ca.from.is_none() => {
-                ca.sources.iter().find(|s| whole(&s.value)).map(|s| (ins, s.clone(), ca.dest.value.clone()))
-            }
-            _ => None,
-        });
+        let first_whole = m
+            .stages
+            .iter()
+            .flat_map(|s| s.insts.iter())
+            .find_map(|ins| match &ins.inst.kind {
+                InstructionKind::Copy(ca) | InstructionKind::Add(ca) if ca.from.is_none() => ca
+                    .sources
+                    .iter()
+                    .find(|s| whole(&s.value))
+                    .map(|s| (ins, s.clone(), ca.dest.value.clone())),
+                _ => None,
+            });
         if let Some((ins, src, dest)) = first_whole {
             let kw = ins.inst.keyword.to_ascii_uppercase();
             match &ctx.ignore_file {
@@ -46,7 +52,11 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                         Some(ins.node()),
                         format!("`{kw} {} {dest}` sends and copies the whole context, and there is no .dockerignore", src.value),
                     );
-                    let present: Vec<&str> = HEAVY.iter().map(|(p, _)| *p).filter(|p| ctx.exists(p)).collect();
+                    let present: Vec<&str> = HEAVY
+                        .iter()
+                        .map(|(p, _)| *p)
+                        .filter(|p| ctx.exists(p))
+                        .collect();
                     f.fix.description = if present.is_empty() {
                         "add a .dockerignore (e.g. `.git`, build outputs, local env files), or copy named files".into()
                     } else {
@@ -55,10 +65,20 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                     out.push(f);
                 }
                 Some(file) => {
-                    let missed: Vec<(&str, &str)> = HEAVY.iter().copied().filter(|(p, _)| ctx.exists(p) && !ctx.ignored(p)).collect();
+                    let missed: Vec<(&str, &str)> = HEAVY
+                        .iter()
+                        .copied()
+                        .filter(|(p, _)| ctx.exists(p) && !ctx.ignored(p))
+                        .collect();
                     if !missed.is_empty() {
-                        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                        let list: Vec<String> = missed.iter().map(|(p, why)| format!("{p}/ ({why})")).collect();
+                        let name = file
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default();
+                        let list: Vec<String> = missed
+                            .iter()
+                            .map(|(p, why)| format!("{p}/ ({why})"))
+                            .collect();
                         let mut f = m.finding(
                             &IGNORE_INCOMPLETE,
                             src.span.offset,
@@ -68,7 +88,11 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                         );
                         f.fix.description = format!(
                             "add {} to {name}",
-                            missed.iter().map(|(p, _)| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+                            missed
+                                .iter()
+                                .map(|(p, _)| format!("`{p}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         );
                         out.push(f);
                     }
@@ -80,13 +104,17 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
     for st in m.stages.iter().filter(|s| s.in_image) {
         let extracts = st.insts.iter().flat_map(|i| i.cmds.iter()).any(|c| {
             let p = c.program();
-            p == "unzip" || (p == "jar" && c.has_short('x')) || c.args().iter().any(|w| w.text.contains("jarmode"))
+            p == "unzip"
+                || (p == "jar" && c.has_short('x'))
+                || c.args().iter().any(|w| w.text.contains("jarmode"))
         });
         if extracts {
             continue;
         }
         for ins in &st.insts {
-            let (InstructionKind::Copy(ca) | InstructionKind::Add(ca)) = &ins.inst.kind else { continue };
+            let (InstructionKind::Copy(ca) | InstructionKind::Add(ca)) = &ins.inst.kind else {
+                continue;
+            };
             for src in &ca.sources {
                 let l = src.value.to_ascii_lowercase();
                 let base = l.rsplit('/').next().unwrap_or(&l);
@@ -94,8 +122,12 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                     continue;
                 }
                 let runs_jar = st.insts.iter().any(|i| match &i.inst.kind {
-                    InstructionKind::Cmd(ShellOrExec::Exec(v)) | InstructionKind::Entrypoint(ShellOrExec::Exec(v)) => v.iter().any(|a| a == "-jar"),
-                    InstructionKind::Cmd(ShellOrExec::Shell(s)) | InstructionKind::Entrypoint(ShellOrExec::Shell(s)) => s.contains("-jar"),
+                    InstructionKind::Cmd(ShellOrExec::Exec(v))
+                    | InstructionKind::Entrypoint(ShellOrExec::Exec(v)) => {
+                        v.iter().any(|a| a == "-jar")
+                    }
+                    InstructionKind::Cmd(ShellOrExec::Shell(s))
+                    | InstructionKind::Entrypoint(ShellOrExec::Shell(s)) => s.contains("-jar"),
                     _ => false,
                 });
                 let mut f = m.finding(

@@ -24,7 +24,17 @@ struct Dep {
 
 fn classify(c: &Command) -> Option<Dep> {
     let p = c.program();
-    let sub = c.subcommand(&["--prefix", "-C", "--cwd", "-w", "--workspace", "--filter", "--manifest-path"]).map(|(_, s)| s);
+    let sub = c
+        .subcommand(&[
+            "--prefix",
+            "-C",
+            "--cwd",
+            "-w",
+            "--workspace",
+            "--filter",
+            "--manifest-path",
+        ])
+        .map(|(_, s)| s);
     let ops = c.operands();
     let pkgs_named = ops.len() > 1;
     let d = |eco, manifests: &[&str], locks, install_only, enforced, locked_form| Dep {
@@ -38,20 +48,52 @@ fn classify(c: &Command) -> Option<Dep> {
     const NPM_LOCKS: &[&str] = &["package-lock.json", "npm-shrinkwrap.json"];
     match p.as_str() {
         "npm" => match sub.as_deref() {
-            Some("ci") | Some("clean-install") => Some(d("node", &["package.json"], NPM_LOCKS, true, Some(true), "npm ci")),
-            Some("install" | "i" | "add") if !pkgs_named && !c.has_flag("-g") && !c.has_flag("--global") => {
-                Some(d("node", &["package.json"], NPM_LOCKS, true, Some(false), "npm ci"))
+            Some("ci") | Some("clean-install") => Some(d(
+                "node",
+                &["package.json"],
+                NPM_LOCKS,
+                true,
+                Some(true),
+                "npm ci",
+            )),
+            Some("install" | "i" | "add")
+                if !pkgs_named && !c.has_flag("-g") && !c.has_flag("--global") =>
+            {
+                Some(d(
+                    "node",
+                    &["package.json"],
+                    NPM_LOCKS,
+                    true,
+                    Some(false),
+                    "npm ci",
+                ))
             }
-            Some("run" | "run-script" | "test") => Some(d("node", &["package.json"], NPM_LOCKS, false, None, "")),
+            Some("run" | "run-script" | "test") => {
+                Some(d("node", &["package.json"], NPM_LOCKS, false, None, ""))
+            }
             _ => None,
         },
         "yarn" => match sub.as_deref() {
             None | Some("install") if !c.has_flag("-g") => {
                 let frozen = c.has_flag("--frozen-lockfile") || c.has_flag("--immutable");
-                Some(d("node", &["package.json"], &["yarn.lock"], true, Some(frozen), "yarn install --frozen-lockfile"))
+                Some(d(
+                    "node",
+                    &["package.json"],
+                    &["yarn.lock"],
+                    true,
+                    Some(frozen),
+                    "yarn install --frozen-lockfile",
+                ))
             }
             None | Some("add" | "global") => None,
-            Some(_) => Some(d("node", &["package.json"], &["yarn.lock"], false, None, "")),
+            Some(_) => Some(d(
+                "node",
+                &["package.json"],
+                &["yarn.lock"],
+                false,
+                None,
+                "",
+            )),
         },
         "pnpm" => match sub.as_deref() {
             Some("install" | "i") if !pkgs_named => Some(d(
@@ -66,14 +108,37 @@ fn classify(c: &Command) -> Option<Dep> {
         },
         "pipenv" => match sub.as_deref() {
             Some("install") if !pkgs_named => {
-                let ok = c.has_flag("--deploy") || c.has_flag("--ignore-pipfile") || c.has_flag("--system") && c.has_flag("--deploy");
-                Some(d("python", &["Pipfile"], &["Pipfile.lock"], true, Some(ok), "pipenv install --deploy"))
+                let ok = c.has_flag("--deploy")
+                    || c.has_flag("--ignore-pipfile")
+                    || c.has_flag("--system") && c.has_flag("--deploy");
+                Some(d(
+                    "python",
+                    &["Pipfile"],
+                    &["Pipfile.lock"],
+                    true,
+                    Some(ok),
+                    "pipenv install --deploy",
+                ))
             }
-            Some("sync") => Some(d("python", &["Pipfile"], &["Pipfile.lock"], true, Some(true), "pipenv sync")),
+            Some("sync") => Some(d(
+                "python",
+                &["Pipfile"],
+                &["Pipfile.lock"],
+                true,
+                Some(true),
+                "pipenv sync",
+            )),
             _ => None,
         },
         "poetry" => match sub.as_deref() {
-            Some("install") => Some(d("python", &["pyproject.toml"], &["poetry.lock"], true, Some(true), "poetry install")),
+            Some("install") => Some(d(
+                "python",
+                &["pyproject.toml"],
+                &["poetry.lock"],
+                true,
+                Some(true),
+                "poetry install",
+            )),
             _ => None,
         },
         "uv" => match sub.as_deref() {
@@ -94,32 +159,82 @@ fn classify(c: &Command) -> Option<Dep> {
         }
         "gradle" | "gradlew" => {
             let tasks: Vec<String> = ops.iter().map(|w| w.lower()).collect();
-            let deps_only = !tasks.is_empty() && tasks.iter().all(|t| t == "dependencies" || t.contains("resolve") || t.contains("download"));
-            Some(d("gradle", &["build.gradle", "build.gradle.kts", "settings.gradle", "settings.gradle.kts"], &[], deps_only, None, ""))
+            let deps_only = !tasks.is_empty()
+                && tasks.iter().all(|t| {
+                    t == "dependencies" || t.contains("resolve") || t.contains("download")
+                });
+            Some(d(
+                "gradle",
+                &[
+                    "build.gradle",
+                    "build.gradle.kts",
+                    "settings.gradle",
+                    "settings.gradle.kts",
+                ],
+                &[],
+                deps_only,
+                None,
+                "",
+            ))
         }
         "cargo" => match sub.as_deref() {
-            Some("fetch") => Some(d("rust", &["Cargo.toml"], &["Cargo.lock"], true, Some(true), "cargo fetch --locked")),
+            Some("fetch") => Some(d(
+                "rust",
+                &["Cargo.toml"],
+                &["Cargo.lock"],
+                true,
+                Some(true),
+                "cargo fetch --locked",
+            )),
             Some("build" | "b" | "test" | "t" | "run" | "r" | "check" | "c") => {
-                let locked = c.has_flag("--locked") || c.has_flag("--frozen") || c.has_flag("--offline");
-                Some(d("rust", &["Cargo.toml"], &["Cargo.lock"], false, Some(locked), "cargo build --locked"))
+                let locked =
+                    c.has_flag("--locked") || c.has_flag("--frozen") || c.has_flag("--offline");
+                Some(d(
+                    "rust",
+                    &["Cargo.toml"],
+                    &["Cargo.lock"],
+                    false,
+                    Some(locked),
+                    "cargo build --locked",
+                ))
             }
             Some("install") if c.has_flag("--path") || ops.iter().any(|w| w.text == ".") => {
                 let locked = c.has_flag("--locked") || c.has_flag("--frozen");
-                Some(d("rust", &["Cargo.toml"], &["Cargo.lock"], false, Some(locked), "cargo install --locked --path ."))
+                Some(d(
+                    "rust",
+                    &["Cargo.toml"],
+                    &["Cargo.lock"],
+                    false,
+                    Some(locked),
+                    "cargo install --locked --path .",
+                ))
             }
             _ => None,
         },
         "go" => match sub.as_deref() {
-            Some("mod") if ops.get(1).is_some_and(|w| w.text == "download") => Some(d("go", &["go.mod"], &["go.sum"], true, None, "")),
-            Some("build" | "install" | "test" | "generate") => Some(d("go", &["go.mod"], &["go.sum"], false, None, "")),
+            Some("mod") if ops.get(1).is_some_and(|w| w.text == "download") => {
+                Some(d("go", &["go.mod"], &["go.sum"], true, None, ""))
+            }
+            Some("build" | "install" | "test" | "generate") => {
+                Some(d("go", &["go.mod"], &["go.sum"], false, None, ""))
+            }
             _ => None,
         },
         "bundle" | "bundler" => match sub.as_deref() {
-            None | Some("install") => Some(d("ruby", &["Gemfile"], &["Gemfile.lock"], true, None, "")),
+            None | Some("install") => {
+                Some(d("ruby", &["Gemfile"], &["Gemfile.lock"], true, None, ""))
+            }
             _ => None,
         },
         "composer" => match sub.as_deref() {
-            Some("install") => Some(d("php", &["composer.json"], &["composer.lock"], true, None, "")),
+            Some("install") => Some(d(
+                "php",
+                &["composer.json"],
+                &["composer.lock"],
+                true,
+                None,
+                "",
+            )),
             _ => None,
         },
         _ => {
@@ -129,7 +244,8 @@ fn classify(c: &Command) -> Option<Dep> {
             }
             let args = &c.words[si + 1..];
             let mut reqs = Vec::new();
-            let mut constrained = c.has_flag("--require-hashes") || c.has_flag("-c") || c.has_flag("--constraint");
+            let mut constrained =
+                c.has_flag("--require-hashes") || c.has_flag("-c") || c.has_flag("--constraint");
             let mut source = false;
             let mut i = 0;
             while i < args.len() {
@@ -139,21 +255,41 @@ fn classify(c: &Command) -> Option<Dep> {
                         reqs.push(f.text.clone());
                     }
                     i += 1;
-                } else if let Some(f) = t.strip_prefix("--requirement=").or_else(|| t.strip_prefix("-r").filter(|f| !f.is_empty() && !f.starts_with('-'))) {
+                } else if let Some(f) = t.strip_prefix("--requirement=").or_else(|| {
+                    t.strip_prefix("-r")
+                        .filter(|f| !f.is_empty() && !f.starts_with('-'))
+                }) {
                     reqs.push(f.to_string());
                 } else if t.starts_with("-c") || t.starts_with("--constraint") {
                     constrained = true;
                 } else if t == "." || t.starts_with("./") || t == "-e" || t == "--editable" {
-                    source = source || t == "." || t.starts_with("./") || args.get(i + 1).is_some_and(|w| w.text.starts_with('.'));
+                    source = source
+                        || t == "."
+                        || t.starts_with("./")
+                        || args.get(i + 1).is_some_and(|w| w.text.starts_with('.'));
                 }
                 i += 1;
             }
             if !reqs.is_empty() {
-                let mut dep = d("python", &[], &[], true, Some(constrained), "pinned requirements (pip-compile) or --require-hashes");
+                let mut dep = d(
+                    "python",
+                    &[],
+                    &[],
+                    true,
+                    Some(constrained),
+                    "pinned requirements (pip-compile) or --require-hashes",
+                );
                 dep.manifests = reqs;
                 Some(dep)
             } else if source {
-                Some(d("python", &["pyproject.toml", "setup.py", "requirements.txt"], &[], false, None, ""))
+                Some(d(
+                    "python",
+                    &["pyproject.toml", "setup.py", "requirements.txt"],
+                    &[],
+                    false,
+                    None,
+                    "",
+                ))
             } else {
                 None
             }
@@ -183,7 +319,9 @@ fn broad(m: &Model, src: &str) -> bool {
         }
     }
     // No context: a name without an extension is most likely a directory.
-    !base(s).contains('.') && !strata_context::has_wildcards(s) && !matches!(base(s), "Gemfile" | "Pipfile" | "Makefile" | "Dockerfile")
+    !base(s).contains('.')
+        && !strata_context::has_wildcards(s)
+        && !matches!(base(s), "Gemfile" | "Pipfile" | "Makefile" | "Dockerfile")
 }
 
 pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
@@ -207,7 +345,12 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                         }
                         if broad(m, &v) {
                             if broad_copy.is_none() {
-                                broad_copy = Some((ins.inst.span.offset, ins.inst.span.end(), ins.inst.original.clone(), ins.node()));
+                                broad_copy = Some((
+                                    ins.inst.span.offset,
+                                    ins.inst.span.end(),
+                                    ins.inst.original.clone(),
+                                    ins.node(),
+                                ));
                             }
                         } else {
                             copied.push(v);
@@ -219,20 +362,43 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                         let Some(dep) = classify(c) else { continue };
                         let has = |name: &str| {
                             broad_copy.is_some()
-                                || copied.iter().any(|p| base(p) == name || strata_context::glob_match(base(p), name).unwrap_or(false))
+                                || copied.iter().any(|p| {
+                                    base(p) == name
+                                        || strata_context::glob_match(base(p), name)
+                                            .unwrap_or(false)
+                                })
                         };
-                        let in_ctx = |name: &str| m.ctx.as_ref().is_some_and(|x| x.exists(name) && !x.ignored(name));
+                        let in_ctx = |name: &str| {
+                            m.ctx
+                                .as_ref()
+                                .is_some_and(|x| x.exists(name) && !x.ignored(name))
+                        };
                         // SL003
                         if let Some((bs, be, btext, bnode)) = &broad_copy {
-                            let manifests_known = m.ctx.as_ref().is_none_or(|_| dep.manifests.iter().any(|f| in_ctx(f)) || dep.eco == "python");
-                            if !reported_broad && !installed_before_broad.contains(&dep.eco) && manifests_known {
+                            let manifests_known = m.ctx.as_ref().is_none_or(|_| {
+                                dep.manifests.iter().any(|f| in_ctx(f)) || dep.eco == "python"
+                            });
+                            if !reported_broad
+                                && !installed_before_broad.contains(&dep.eco)
+                                && manifests_known
+                            {
                                 reported_broad = true;
-                                let mut files: Vec<String> = dep.manifests.iter().filter(|f| m.ctx.is_none() || in_ctx(f)).cloned().collect();
+                                let mut files: Vec<String> = dep
+                                    .manifests
+                                    .iter()
+                                    .filter(|f| m.ctx.is_none() || in_ctx(f))
+                                    .cloned()
+                                    .collect();
                                 if files.is_empty() {
                                     files.push(dep.manifests.first().cloned().unwrap_or_default());
                                 }
                                 files.truncate(if dep.eco == "gradle" { 2 } else { 1 });
-                                files.extend(dep.locks.iter().filter(|l| in_ctx(l)).map(|l| l.to_string()));
+                                files.extend(
+                                    dep.locks
+                                        .iter()
+                                        .filter(|l| in_ctx(l))
+                                        .map(|l| l.to_string()),
+                                );
                                 let first = btext.lines().next().unwrap_or(btext).to_string();
                                 let end = *bs + m.text(*bs, *be).find('\n').unwrap_or(be - bs);
                                 let mut f = m.finding(
@@ -259,9 +425,17 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                         }
                         // SL004
                         if dep.install_only || dep.enforced.is_some() {
-                            let missing: Vec<&str> = dep.locks.iter().copied().filter(|l| in_ctx(l) && !has(l)).collect();
+                            let missing: Vec<&str> = dep
+                                .locks
+                                .iter()
+                                .copied()
+                                .filter(|l| in_ctx(l) && !has(l))
+                                .collect();
                             let manifest_copied = dep.manifests.iter().any(|f| has(f));
-                            if !missing.is_empty() && manifest_copied && dep.locks.iter().all(|l| !has(l)) {
+                            if !missing.is_empty()
+                                && manifest_copied
+                                && dep.locks.iter().all(|l| !has(l))
+                            {
                                 let mut f = m.finding(
                                     &LOCKFILE_NOT_COPIED,
                                     c.start,
@@ -274,7 +448,8 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                                         dep.manifests.iter().find(|f| has(f)).cloned().unwrap_or_default()
                                     ),
                                 );
-                                f.fix.description = format!("copy {} together with the manifest", missing[0]);
+                                f.fix.description =
+                                    format!("copy {} together with the manifest", missing[0]);
                                 out.push(f);
                                 continue;
                             }
@@ -287,7 +462,10 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                                 let loose: Vec<String> = dep
                                     .manifests
                                     .iter()
-                                    .filter_map(|r| ctx.read(r.trim_start_matches("./")).or_else(|| ctx.read(base(r))))
+                                    .filter_map(|r| {
+                                        ctx.read(r.trim_start_matches("./"))
+                                            .or_else(|| ctx.read(base(r)))
+                                    })
                                     .flat_map(|t| unpinned_requirements(&t))
                                     .collect();
                                 if loose.is_empty() {
@@ -309,14 +487,21 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                                 out.push(f);
                                 continue;
                             }
-                            let lock = dep.locks.iter().find(|l| has(l) && (m.ctx.is_none() || in_ctx(l)));
+                            let lock = dep
+                                .locks
+                                .iter()
+                                .find(|l| has(l) && (m.ctx.is_none() || in_ctx(l)));
                             if let Some(lock) = lock {
                                 let mut f = m.finding(
                                     &LOCKFILE_NOT_ENFORCED,
                                     c.start,
                                     c.end,
                                     Some(ins.node()),
-                                    format!("{} may ignore or rewrite {lock}: use `{}`", show(c), dep.locked_form),
+                                    format!(
+                                        "{} may ignore or rewrite {lock}: use `{}`",
+                                        show(c),
+                                        dep.locked_form
+                                    ),
                                 );
                                 f.fix.description = format!("use `{}`", dep.locked_form);
                                 out.push(f);
@@ -347,11 +532,22 @@ fn unpinned_requirements(text: &str) -> Vec<String> {
         if line.is_empty() || line.starts_with('#') || line.starts_with('-') {
             continue;
         }
-        if line.contains("==") || line.contains("--hash") || line.contains(" @ ") || line.contains("://") {
+        if line.contains("==")
+            || line.contains("--hash")
+            || line.contains(" @ ")
+            || line.contains("://")
+        {
             continue;
         }
-        let name: String = line.chars().take_while(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '[' | ']')).collect();
-        out.push(if name.is_empty() { line.to_string() } else { name });
+        let name: String = line
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '[' | ']'))
+            .collect();
+        out.push(if name.is_empty() {
+            line.to_string()
+        } else {
+            name
+        });
     }
     out
 }
@@ -363,7 +559,10 @@ mod tests {
     #[test]
     fn finds_unpinned_requirements() {
         let t = "# deps\nflask==3.0.0\nrequests>=2\nnumpy\n-r other.txt\nx @ https://e/x.whl\nuvicorn[standard]  # web\n";
-        assert_eq!(unpinned_requirements(t), ["requests", "numpy", "uvicorn[standard]"]);
+        assert_eq!(
+            unpinned_requirements(t),
+            ["requests", "numpy", "uvicorn[standard]"]
+        );
         assert!(unpinned_requirements("a==1 \\\n  --hash=sha256:00\n").is_empty());
     }
 }

@@ -9,20 +9,40 @@ use super::super::{Finding, Model};
 use super::{line, run_of, show};
 
 /// Commands that change the shell's state for the commands after them.
-const STATEFUL: &[&str] = &["cd", "pushd", "popd", "export", "set", "source", ".", "umask", "ulimit", "shopt", "alias", "unset", "exit", "exec", "trap"];
+const STATEFUL: &[&str] = &[
+    "cd", "pushd", "popd", "export", "set", "source", ".", "umask", "ulimit", "shopt", "alias",
+    "unset", "exit", "exec", "trap",
+];
 
 pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
     for st in &m.stages {
         // SL001
         for pair in st.insts.windows(2) {
             let (a, b) = (&pair[0], &pair[1]);
-            let (Some(ra), Some(rb)) = (run_of(a), run_of(b)) else { continue };
-            let (Some(na), Some(nb)) = (m.df.nodes.get(a.node()), m.df.nodes.get(b.node())) else { continue };
-            let flags = |n: &strata_dockerfile::Node| n.flags.iter().map(|f| f.text.clone()).collect::<Vec<_>>();
+            let (Some(ra), Some(rb)) = (run_of(a), run_of(b)) else {
+                continue;
+            };
+            let (Some(na), Some(nb)) = (m.df.nodes.get(a.node()), m.df.nodes.get(b.node())) else {
+                continue;
+            };
+            let flags = |n: &strata_dockerfile::Node| {
+                n.flags.iter().map(|f| f.text.clone()).collect::<Vec<_>>()
+            };
             // As hadolint: only RUNs of one command each (a RUN that is
             // already a chain was split on purpose).
-            let simple = |i: &super::super::Inst| i.cmds.iter().filter(|c| !matches!(c.program().as_str(), "[" | "[[" | "test")).count() <= 1;
-            if flags(na) != flags(nb) || !simple(a) || !simple(b) || !ra.heredocs.is_empty() || !rb.heredocs.is_empty() {
+            let simple = |i: &super::super::Inst| {
+                i.cmds
+                    .iter()
+                    .filter(|c| !matches!(c.program().as_str(), "[" | "[[" | "test"))
+                    .count()
+                    <= 1
+            };
+            if flags(na) != flags(nb)
+                || !simple(a)
+                || !simple(b)
+                || !ra.heredocs.is_empty()
+                || !rb.heredocs.is_empty()
+            {
                 continue;
             }
             let (s, e) = (b.inst.span.offset, b.inst.span.end());
@@ -38,15 +58,28 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                 ),
             );
             f.fix.description = "merge this RUN into the previous one with `&&`".into();
-            let both_shell = matches!(ra.cmd, ShellOrExec::Shell(_)) && matches!(rb.cmd, ShellOrExec::Shell(_));
-            let stateful = a.cmds.iter().any(|c| STATEFUL.contains(&c.program().as_str()) || c.sep == super::super::shell::Sep::Background);
-            if let (true, false, Some(end), true, true, Some(first)) =
-                (both_shell, stateful, a.shell_end, rb.heredocs.is_empty(), nb.comments.is_empty() && na.flags.is_empty(), nb.args.first())
-            {
+            let both_shell =
+                matches!(ra.cmd, ShellOrExec::Shell(_)) && matches!(rb.cmd, ShellOrExec::Shell(_));
+            let stateful = a.cmds.iter().any(|c| {
+                STATEFUL.contains(&c.program().as_str())
+                    || c.sep == super::super::shell::Sep::Background
+            });
+            if let (true, false, Some(end), true, true, Some(first)) = (
+                both_shell,
+                stateful,
+                a.shell_end,
+                rb.heredocs.is_empty(),
+                nb.comments.is_empty() && na.flags.is_empty(),
+                nb.args.first(),
+            ) {
                 let prev = m.text(a.inst.span.offset, end).trim_end();
                 let gap = m.text(end, first.span.offset);
                 if !prev.ends_with([';', '&', '|']) && !gap.contains('#') {
-                    f.fix.edits.push(m.edit(end, first.span.offset, format!(" {}\n    && ", m.df.escape)));
+                    f.fix.edits.push(m.edit(
+                        end,
+                        first.span.offset,
+                        format!(" {}\n    && ", m.df.escape),
+                    ));
                     f.fix.safe = true;
                 }
             }
@@ -55,15 +88,23 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
         // SL002
         for ins in st.insts.iter().filter(|i| i.is_run()) {
             for c in ins.cmds_named(&["cd"]) {
-                let Some(dir) = c.args().first() else { continue };
+                let Some(dir) = c.args().first() else {
+                    continue;
+                };
                 let mut f = m.finding(
                     &CD_IN_RUN,
                     c.start,
                     dir.end.max(c.start),
                     Some(ins.node()),
-                    format!("`cd {}` only lasts for this RUN: use `WORKDIR {}`", dir.text, dir.text),
+                    format!(
+                        "`cd {}` only lasts for this RUN: use `WORKDIR {}`",
+                        dir.text, dir.text
+                    ),
                 );
-                f.fix.description = format!("put `WORKDIR {}` before the RUN and drop the `cd`", dir.text);
+                f.fix.description = format!(
+                    "put `WORKDIR {}` before the RUN and drop the `cd`",
+                    dir.text
+                );
                 out.push(f);
             }
         }
@@ -77,8 +118,17 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                         if is_url(&src.value) && !src.value.ends_with('/') {
                             let base = url_base(&src.value);
                             let dest = &ca.dest.value;
-                            let file = if dest.ends_with('/') || dest == "." { base.clone() } else { workdir_files(dest) };
-                            downloads.push(Download { file, idx, line: src.span.line, what: format!("ADD {}", src.value) });
+                            let file = if dest.ends_with('/') || dest == "." {
+                                base.clone()
+                            } else {
+                                workdir_files(dest)
+                            };
+                            downloads.push(Download {
+                                file,
+                                idx,
+                                line: src.span.line,
+                                what: format!("ADD {}", src.value),
+                            });
                         }
                     }
                 }
@@ -88,7 +138,10 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                         if c.program() == "rm" && st.in_image {
                             for w in c.args().iter().filter(|w| !w.text.starts_with('-')) {
                                 let name = workdir_files(&w.text);
-                                if let Some(d) = downloads.iter().find(|d| d.idx != idx && names_match(&name, &d.file)) {
+                                if let Some(d) = downloads
+                                    .iter()
+                                    .find(|d| d.idx != idx && names_match(&name, &d.file))
+                                {
                                     let mut f = m.finding(
                                         &DELETED_LATER,
                                         w.start,
@@ -99,7 +152,10 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                                             w.text, d.line, d.what
                                         ),
                                     );
-                                    f.fix.description = format!("download, use and delete `{}` in the RUN at line {}", d.file, d.line);
+                                    f.fix.description = format!(
+                                        "download, use and delete `{}` in the RUN at line {}",
+                                        d.file, d.line
+                                    );
                                     out.push(f);
                                 }
                             }
@@ -107,7 +163,9 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                         if c.program() == "tar" {
                             for w in c.args() {
                                 let name = workdir_files(&w.text);
-                                if let Some(d) = downloads.iter().find(|d| names_match(&name, &d.file) && d.what != "apt-get download") {
+                                if let Some(d) = downloads.iter().find(|d| {
+                                    names_match(&name, &d.file) && d.what != "apt-get download"
+                                }) {
                                     let mut f = m.finding(
                                         &DOWNLOAD_THEN_EXTRACT,
                                         c.start,
@@ -146,7 +204,11 @@ fn is_url(s: &str) -> bool {
 
 fn url_base(u: &str) -> String {
     let u = u.split(['?', '#']).next().unwrap_or(u);
-    u.trim_end_matches('/').rsplit('/').next().unwrap_or(u).to_string()
+    u.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(u)
+        .to_string()
 }
 
 fn names_match(a: &str, b: &str) -> bool {
@@ -166,7 +228,12 @@ fn downloaded(c: &Command, idx: usize, m: &Model) -> Vec<Download> {
     let mut out = Vec::new();
     let mut push = |file: String, what: &str| {
         if !file.is_empty() && file != "-" && !file.starts_with("/dev/") {
-            out.push(Download { file: file.rsplit('/').next().unwrap_or(&file).to_string(), idx, line, what: what.to_string() });
+            out.push(Download {
+                file: file.rsplit('/').next().unwrap_or(&file).to_string(),
+                idx,
+                line,
+                what: what.to_string(),
+            });
         }
     };
     match p.as_str() {
@@ -181,7 +248,10 @@ fn downloaded(c: &Command, idx: usize, m: &Model) -> Vec<Download> {
                     i += 1;
                 } else if let Some(v) = t.strip_prefix("--output=") {
                     explicit = Some(v.to_string());
-                } else if t == "-O" || t == "--remote-name" || (t.starts_with('-') && !t.starts_with("--") && t.ends_with('O')) {
+                } else if t == "-O"
+                    || t == "--remote-name"
+                    || (t.starts_with('-') && !t.starts_with("--") && t.ends_with('O'))
+                {
                     remote = true;
                 } else if t.starts_with('-') && !t.starts_with("--") && t.ends_with('o') {
                     explicit = args.get(i + 1).map(|w| w.text.clone());
@@ -224,15 +294,24 @@ fn downloaded(c: &Command, idx: usize, m: &Model) -> Vec<Download> {
                 }
             }
         }
-        "apt-get" | "apt" if c.subcommand(&["-o", "-t"]).is_some_and(|(_, s)| s == "download") => {
+        "apt-get" | "apt"
+            if c.subcommand(&["-o", "-t"])
+                .is_some_and(|(_, s)| s == "download") =>
+        {
             for w in c.operands().into_iter().skip(1) {
                 push(format!("{}_*.deb", w.text), "apt-get download");
             }
         }
-        "git" if c.subcommand(&["-c", "-C"]).is_some_and(|(_, s)| s == "clone") => {
+        "git"
+            if c.subcommand(&["-c", "-C"])
+                .is_some_and(|(_, s)| s == "clone") =>
+        {
             let ops = c.operands();
             if let Some(u) = ops.get(1) {
-                let dir = ops.get(2).map(|w| w.text.clone()).unwrap_or_else(|| url_base(&u.text).trim_end_matches(".git").to_string());
+                let dir = ops
+                    .get(2)
+                    .map(|w| w.text.clone())
+                    .unwrap_or_else(|| url_base(&u.text).trim_end_matches(".git").to_string());
                 push(dir, "git clone");
             }
         }

@@ -37,17 +37,19 @@ pub(crate) fn cache_mount(i: &Inst, prefixes: &[&str]) -> bool {
     run_of(i).is_some_and(|r| {
         r.mounts.iter().any(|mt| {
             mt.kind == MountType::Cache
-                && mt
-                    .target
-                    .as_deref()
-                    .is_some_and(|t| prefixes.iter().any(|p| t.starts_with(p) || p.starts_with(t.trim_end_matches('/'))))
+                && mt.target.as_deref().is_some_and(|t| {
+                    prefixes
+                        .iter()
+                        .any(|p| t.starts_with(p) || p.starts_with(t.trim_end_matches('/')))
+                })
         })
     })
 }
 
 /// Whether some `rm` in the RUN removes a path containing `needle`.
 pub(crate) fn removes(i: &Inst, needle: &str) -> bool {
-    i.cmds_named(&["rm"]).any(|c| c.args().iter().any(|w| w.text.contains(needle)))
+    i.cmds_named(&["rm"])
+        .any(|c| c.args().iter().any(|w| w.text.contains(needle)))
 }
 
 /// Short quoted display of a command: `apt-get install -y curl`.
@@ -82,10 +84,55 @@ pub(crate) fn line(m: &Model, offset: usize) -> usize {
 pub(crate) fn pm(c: &Command) -> Option<(&'static str, usize, String)> {
     let p = c.program();
     let (name, with_value): (&'static str, &[&str]) = match p.as_str() {
-        "apt-get" | "apt" | "aptitude" => ("apt", &["-o", "-c", "-t", "--option", "--config-file", "--target-release"]),
-        "apk" => ("apk", &["-X", "--repository", "-p", "--root", "--arch", "--cache-dir", "--keys-dir"]),
-        "yum" => ("yum", &["--setopt", "-c", "--config", "--installroot", "--releasever", "--enablerepo", "--disablerepo", "-d", "-e"]),
-        "dnf" | "microdnf" | "tdnf" => ("dnf", &["--setopt", "-c", "--config", "--installroot", "--releasever", "--enablerepo", "--disablerepo"]),
+        "apt-get" | "apt" | "aptitude" => (
+            "apt",
+            &[
+                "-o",
+                "-c",
+                "-t",
+                "--option",
+                "--config-file",
+                "--target-release",
+            ],
+        ),
+        "apk" => (
+            "apk",
+            &[
+                "-X",
+                "--repository",
+                "-p",
+                "--root",
+                "--arch",
+                "--cache-dir",
+                "--keys-dir",
+            ],
+        ),
+        "yum" => (
+            "yum",
+            &[
+                "--setopt",
+                "-c",
+                "--config",
+                "--installroot",
+                "--releasever",
+                "--enablerepo",
+                "--disablerepo",
+                "-d",
+                "-e",
+            ],
+        ),
+        "dnf" | "microdnf" | "tdnf" => (
+            "dnf",
+            &[
+                "--setopt",
+                "-c",
+                "--config",
+                "--installroot",
+                "--releasever",
+                "--enablerepo",
+                "--disablerepo",
+            ],
+        ),
         "zypper" => ("zypper", &[]),
         "pip" | "pip3" => ("pip", &[]),
         _ if p.starts_with("pip3.") || p.starts_with("pip2") => ("pip", &[]),
@@ -93,7 +140,10 @@ pub(crate) fn pm(c: &Command) -> Option<(&'static str, usize, String)> {
             let args = c.args();
             let k = args.iter().position(|w| w.text == "-m")?;
             if args.get(k + 1).is_some_and(|w| w.text == "pip") {
-                let sub = args.get(k + 2..)?.iter().position(|w| !w.text.starts_with('-'))?;
+                let sub = args
+                    .get(k + 2..)?
+                    .iter()
+                    .position(|w| !w.text.starts_with('-'))?;
                 let idx = k + 2 + sub + 1;
                 return Some(("pip", idx, c.words.get(idx)?.lower()));
             }
@@ -107,7 +157,11 @@ pub(crate) fn pm(c: &Command) -> Option<(&'static str, usize, String)> {
 
 /// The operands of a package install after word `sub_idx`, skipping the
 /// values of the options listed in `with_value`.
-pub(crate) fn operands_after<'c>(c: &'c Command, sub_idx: usize, with_value: &[&str]) -> Vec<&'c Word> {
+pub(crate) fn operands_after<'c>(
+    c: &'c Command,
+    sub_idx: usize,
+    with_value: &[&str],
+) -> Vec<&'c Word> {
     let mut out = Vec::new();
     let mut skip = false;
     for w in c.words.iter().skip(sub_idx + 1) {

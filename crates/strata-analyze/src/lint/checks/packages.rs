@@ -5,13 +5,55 @@ use super::super::shell::Command;
 use super::super::{Finding, Model};
 use super::{cache_mount, exact, line, operands_after, pm, removes, show, words_span};
 
-const APT_VALUE_OPTS: &[&str] = &["-o", "-c", "-t", "--option", "--config-file", "--target-release"];
-const APK_VALUE_OPTS: &[&str] = &["-t", "--virtual", "-X", "--repository", "-p", "--root", "--arch", "--cache-dir"];
+const APT_VALUE_OPTS: &[&str] = &[
+    "-o",
+    "-c",
+    "-t",
+    "--option",
+    "--config-file",
+    "--target-release",
+];
+const APK_VALUE_OPTS: &[&str] = &[
+    "-t",
+    "--virtual",
+    "-X",
+    "--repository",
+    "-p",
+    "--root",
+    "--arch",
+    "--cache-dir",
+];
 const PIP_VALUE_OPTS: &[&str] = &[
-    "-r", "--requirement", "-c", "--constraint", "-e", "--editable", "-i", "--index-url", "--extra-index-url",
-    "-f", "--find-links", "-t", "--target", "--prefix", "--root", "--src", "--trusted-host", "--platform",
-    "--python-version", "--implementation", "--abi", "--only-binary", "--no-binary", "--progress-bar",
-    "--cache-dir", "--log", "--upgrade-strategy", "--python", "--config-settings", "-C",
+    "-r",
+    "--requirement",
+    "-c",
+    "--constraint",
+    "-e",
+    "--editable",
+    "-i",
+    "--index-url",
+    "--extra-index-url",
+    "-f",
+    "--find-links",
+    "-t",
+    "--target",
+    "--prefix",
+    "--root",
+    "--src",
+    "--trusted-host",
+    "--platform",
+    "--python-version",
+    "--implementation",
+    "--abi",
+    "--only-binary",
+    "--no-binary",
+    "--progress-bar",
+    "--cache-dir",
+    "--log",
+    "--upgrade-strategy",
+    "--python",
+    "--config-settings",
+    "-C",
 ];
 
 pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
@@ -23,20 +65,27 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                 continue;
             }
             let node = Some(ins.node());
-            let whole = m.text(ins.inst.span.offset, ins.inst.span.end()).to_ascii_lowercase();
+            let whole = m
+                .text(ins.inst.span.offset, ins.inst.span.end())
+                .to_ascii_lowercase();
             // apt.conf written in an earlier (or this) RUN of the stage.
-            if whole.contains("install-recommends") && (whole.contains("false") || whole.contains("\"0\"")) {
+            if whole.contains("install-recommends")
+                && (whole.contains("false") || whole.contains("\"0\""))
+            {
                 no_recommends_config = true;
             }
             if whole.contains("no-cache-dir") && whole.contains("pip config") {
                 pip_no_cache_config = true;
             }
             let pip_env = ins.var("PIP_NO_CACHE_DIR").is_some();
-            let apt_lists_removed = removes(ins, "/var/lib/apt/lists") || cache_mount(ins, &["/var/lib/apt"]);
+            let apt_lists_removed =
+                removes(ins, "/var/lib/apt/lists") || cache_mount(ins, &["/var/lib/apt"]);
             let mut apt_update: Option<&Command> = None;
             let mut apt_other = false;
             for c in &ins.cmds {
-                let Some((mgr, si, sub)) = pm(c) else { continue };
+                let Some((mgr, si, sub)) = pm(c) else {
+                    continue;
+                };
                 let sub_word = &c.words[si];
                 match (mgr, sub.as_str()) {
                     ("apt", "update") => {
@@ -47,7 +96,8 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                         let norec = c.has_flag("--no-install-recommends")
                             || c.args().iter().any(|w| {
                                 let l = w.lower();
-                                l.contains("install-recommends=false") || l.contains("install-recommends=0")
+                                l.contains("install-recommends=false")
+                                    || l.contains("install-recommends=0")
                             })
                             || no_recommends_config;
                         if st.in_image && !norec {
@@ -59,9 +109,14 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                                 node,
                                 format!("{} installs recommended packages too: add --no-install-recommends", show(c)),
                             );
-                            f.fix.description = "add `--no-install-recommends` after `install`".into();
+                            f.fix.description =
+                                "add `--no-install-recommends` after `install`".into();
                             if exact(m, sub_word) {
-                                f.fix.edits.push(m.edit(sub_word.end, sub_word.end, " --no-install-recommends"));
+                                f.fix.edits.push(m.edit(
+                                    sub_word.end,
+                                    sub_word.end,
+                                    " --no-install-recommends",
+                                ));
                                 f.fix.safe = true;
                             }
                             out.push(f);
@@ -77,9 +132,20 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                             })
                             .map(|w| w.text.clone())
                             .collect();
-                        unpinned(m, out, c, st.in_image, node, &pkgs, "DL3008", "apt-get install pkg=1.2.3-1");
+                        unpinned(
+                            m,
+                            out,
+                            c,
+                            st.in_image,
+                            node,
+                            &pkgs,
+                            "DL3008",
+                            "apt-get install pkg=1.2.3-1",
+                        );
                     }
-                    ("apt", "upgrade" | "dist-upgrade" | "full-upgrade") | ("apk", "upgrade") | ("zypper", "up" | "update" | "dup" | "dist-upgrade") => {
+                    ("apt", "upgrade" | "dist-upgrade" | "full-upgrade")
+                    | ("apk", "upgrade")
+                    | ("zypper", "up" | "update" | "dup" | "dist-upgrade") => {
                         apt_other = true;
                         upgrade(m, out, c, si, node);
                     }
@@ -104,21 +170,37 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                             );
                             f.fix.description = "add `--no-cache` after `add`".into();
                             if exact(m, sub_word) {
-                                f.fix.edits.push(m.edit(sub_word.end, sub_word.end, " --no-cache"));
+                                f.fix
+                                    .edits
+                                    .push(m.edit(sub_word.end, sub_word.end, " --no-cache"));
                                 f.fix.safe = true;
                             }
                             out.push(f);
                         }
                         let pkgs: Vec<String> = operands_after(c, si, APK_VALUE_OPTS)
                             .into_iter()
-                            .filter(|w| !w.text.contains(['=', '<', '>', '~', '$']) && !w.text.starts_with(['.', '/']))
+                            .filter(|w| {
+                                !w.text.contains(['=', '<', '>', '~', '$'])
+                                    && !w.text.starts_with(['.', '/'])
+                            })
                             .map(|w| w.text.clone())
                             .collect();
-                        unpinned(m, out, c, st.in_image, node, &pkgs, "DL3018", "apk add pkg=1.2.3-r0");
+                        unpinned(
+                            m,
+                            out,
+                            c,
+                            st.in_image,
+                            node,
+                            &pkgs,
+                            "DL3018",
+                            "apk add pkg=1.2.3-r0",
+                        );
                     }
                     ("yum" | "dnf", "install" | "groupinstall" | "localinstall" | "reinstall") => {
                         let cleaned = ins.cmds.iter().any(|o| {
-                            pm(o).is_some_and(|(mg, _, s)| (mg == "yum" || mg == "dnf") && s == "clean")
+                            pm(o).is_some_and(|(mg, _, s)| {
+                                (mg == "yum" || mg == "dnf") && s == "clean"
+                            })
                         }) || removes(ins, "/var/cache/yum")
                             || removes(ins, "/var/cache/dnf")
                             || cache_mount(ins, &["/var/cache/yum", "/var/cache/dnf"]);
@@ -155,26 +237,41 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                             );
                             f.fix.description = "add `--no-cache-dir` after `install`".into();
                             if exact(m, sub_word) {
-                                f.fix.edits.push(m.edit(sub_word.end, sub_word.end, " --no-cache-dir"));
+                                f.fix.edits.push(m.edit(
+                                    sub_word.end,
+                                    sub_word.end,
+                                    " --no-cache-dir",
+                                ));
                                 f.fix.safe = true;
                             }
                             out.push(f);
                         }
-                        let upgrade_tools = c.has_flag("--upgrade") || c.has_flag("-u") || c.has_short('U');
+                        let upgrade_tools =
+                            c.has_flag("--upgrade") || c.has_flag("-u") || c.has_short('U');
                         let pkgs: Vec<String> = operands_after(c, si, PIP_VALUE_OPTS)
                             .into_iter()
                             .filter(|w| {
                                 let t = &w.text;
-                                !t.contains(['=', '<', '>', '~', '@', '$', '/'])
-                                    && !t.starts_with('.')
-                                    && !t.ends_with(".whl")
-                                    && !t.ends_with(".tar.gz")
-                                    && !t.ends_with(".zip")
-                                    && !(upgrade_tools && matches!(t.as_str(), "pip" | "setuptools" | "wheel"))
+                                !(t.contains(['=', '<', '>', '~', '@', '$', '/'])
+                                    || t.starts_with('.')
+                                    || t.ends_with(".whl")
+                                    || t.ends_with(".tar.gz")
+                                    || t.ends_with(".zip")
+                                    || (upgrade_tools
+                                        && matches!(t.as_str(), "pip" | "setuptools" | "wheel")))
                             })
                             .map(|w| w.text.clone())
                             .collect();
-                        unpinned(m, out, c, st.in_image, node, &pkgs, "DL3013", "pip install pkg==1.2.3");
+                        unpinned(
+                            m,
+                            out,
+                            c,
+                            st.in_image,
+                            node,
+                            &pkgs,
+                            "DL3013",
+                            "pip install pkg==1.2.3",
+                        );
                     }
                     _ => {}
                 }
@@ -198,7 +295,11 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                         let last = m.text(ins.inst.span.offset, end).trim_end();
                         if !last.ends_with([';', '&', '|']) {
                             let esc = m.df.escape;
-                            f.fix.edits.push(m.edit(end, end, format!(" {esc}\n    && rm -rf /var/lib/apt/lists/*")));
+                            f.fix.edits.push(m.edit(
+                                end,
+                                end,
+                                format!(" {esc}\n    && rm -rf /var/lib/apt/lists/*"),
+                            ));
                             f.fix.safe = true;
                         }
                     }
@@ -228,7 +329,10 @@ fn upgrade(m: &Model, out: &mut Vec<Finding>, c: &Command, si: usize, node: Opti
         s,
         e,
         node,
-        format!("{} upgrades the base image's packages in the image: rebuild on a newer base instead", show(c)),
+        format!(
+            "{} upgrades the base image's packages in the image: rebuild on a newer base instead",
+            show(c)
+        ),
     );
     if pm(c).is_some_and(|(mg, _, _)| mg != "apt") {
         f.aliases.clear();
@@ -237,7 +341,16 @@ fn upgrade(m: &Model, out: &mut Vec<Finding>, c: &Command, si: usize, node: Opti
 }
 
 #[allow(clippy::too_many_arguments)]
-fn unpinned(m: &Model, out: &mut Vec<Finding>, c: &Command, in_image: bool, node: Option<usize>, pkgs: &[String], alias: &'static str, example: &str) {
+fn unpinned(
+    m: &Model,
+    out: &mut Vec<Finding>,
+    c: &Command,
+    in_image: bool,
+    node: Option<usize>,
+    pkgs: &[String],
+    alias: &'static str,
+    example: &str,
+) {
     if pkgs.is_empty() || !in_image {
         return;
     }
@@ -247,7 +360,11 @@ fn unpinned(m: &Model, out: &mut Vec<Finding>, c: &Command, in_image: bool, node
         s,
         e,
         node,
-        format!("{} installs without a version: {}", show(c), pkgs.join(", ")),
+        format!(
+            "{} installs without a version: {}",
+            show(c),
+            pkgs.join(", ")
+        ),
     );
     f.aliases = vec![alias];
     f.fix.description = format!("pin the versions, e.g. `{example}`");

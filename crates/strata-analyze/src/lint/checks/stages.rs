@@ -13,7 +13,11 @@ pub(crate) fn split_ref(r: &str) -> (String, Option<String>, Option<String>) {
     };
     let slash = name.rfind('/').map(|i| i + 1).unwrap_or(0);
     match name[slash..].rfind(':') {
-        Some(k) => (name[..slash + k].to_string(), Some(name[slash + k + 1..].to_string()), digest),
+        Some(k) => (
+            name[..slash + k].to_string(),
+            Some(name[slash + k + 1..].to_string()),
+            digest,
+        ),
         None => (name.to_string(), None, digest),
     }
 }
@@ -23,14 +27,47 @@ fn repo_base(repo: &str) -> String {
 }
 
 const TOOLS: &[&str] = &[
-    "gcc", "g++", "make", "cmake", "build-essential", "build-base", "clang", "llvm", "autoconf", "automake",
-    "libtool", "musl-dev", "libc6-dev", "libc-dev", "linux-headers", "default-jdk", "default-jdk-headless",
-    "maven", "gradle", "golang", "golang-go", "go", "rustc", "cargo", "gfortran", "ninja-build", "meson",
-    "gcc-c++", "kernel-headers", "glibc-devel", "java-17-openjdk-devel", "java-11-openjdk-devel", "java-21-openjdk-devel",
+    "gcc",
+    "g++",
+    "make",
+    "cmake",
+    "build-essential",
+    "build-base",
+    "clang",
+    "llvm",
+    "autoconf",
+    "automake",
+    "libtool",
+    "musl-dev",
+    "libc6-dev",
+    "libc-dev",
+    "linux-headers",
+    "default-jdk",
+    "default-jdk-headless",
+    "maven",
+    "gradle",
+    "golang",
+    "golang-go",
+    "go",
+    "rustc",
+    "cargo",
+    "gfortran",
+    "ninja-build",
+    "meson",
+    "gcc-c++",
+    "kernel-headers",
+    "glibc-devel",
+    "java-17-openjdk-devel",
+    "java-11-openjdk-devel",
+    "java-21-openjdk-devel",
 ];
 
 fn is_tool(pkg: &str) -> bool {
-    let p = pkg.split(['=', ':']).next().unwrap_or(pkg).to_ascii_lowercase();
+    let p = pkg
+        .split(['=', ':'])
+        .next()
+        .unwrap_or(pkg)
+        .to_ascii_lowercase();
     TOOLS.contains(&p.as_str())
         || (p.starts_with("gcc-") && p[4..].chars().all(|c| c.is_ascii_digit() || c == '.'))
         || (p.starts_with("g++-") && p[4..].chars().all(|c| c.is_ascii_digit() || c == '.'))
@@ -42,18 +79,36 @@ fn is_tool(pkg: &str) -> bool {
 fn toolchain_base(repo: &str, tag: Option<&str>) -> bool {
     let b = repo_base(repo);
     let tag = tag.unwrap_or("");
-    matches!(b.as_str(), "golang" | "rust" | "maven" | "gradle" | "gcc" | "sbt")
-        || (matches!(b.as_str(), "openjdk" | "eclipse-temurin" | "amazoncorretto" | "ibmjava" | "sapmachine") && (tag.contains("jdk") || b == "openjdk" && !tag.contains("jre")))
+    matches!(
+        b.as_str(),
+        "golang" | "rust" | "maven" | "gradle" | "gcc" | "sbt"
+    ) || (matches!(
+        b.as_str(),
+        "openjdk" | "eclipse-temurin" | "amazoncorretto" | "ibmjava" | "sapmachine"
+    ) && (tag.contains("jdk") || b == "openjdk" && !tag.contains("jre")))
 }
 
 fn builds(c: &super::super::shell::Command) -> bool {
     let p = c.program();
-    let sub = c.subcommand(&["-o", "-C", "-f"]).map(|(_, s)| s).unwrap_or_default();
+    let sub = c
+        .subcommand(&["-o", "-C", "-f"])
+        .map(|(_, s)| s)
+        .unwrap_or_default();
     match p.as_str() {
         "go" => matches!(sub.as_str(), "build" | "install"),
         "cargo" => matches!(sub.as_str(), "build" | "install"),
-        "mvn" | "mvnw" | "./mvnw" => c.operands().iter().any(|w| matches!(w.lower().as_str(), "package" | "install" | "verify" | "compile")),
-        "gradle" | "gradlew" | "./gradlew" => c.operands().iter().any(|w| matches!(w.lower().as_str(), "build" | "assemble" | "bootjar" | "jar" | "installdist" | "shadowjar")),
+        "mvn" | "mvnw" | "./mvnw" => c.operands().iter().any(|w| {
+            matches!(
+                w.lower().as_str(),
+                "package" | "install" | "verify" | "compile"
+            )
+        }),
+        "gradle" | "gradlew" | "./gradlew" => c.operands().iter().any(|w| {
+            matches!(
+                w.lower().as_str(),
+                "build" | "assemble" | "bootjar" | "jar" | "installdist" | "shadowjar"
+            )
+        }),
         "gcc" | "g++" | "cc" | "c++" | "make" | "cmake" | "javac" | "rustc" | "clang" => true,
         _ => false,
     }
@@ -87,7 +142,8 @@ fn from_tags(m: &Model, st: &StageInfo, out: &mut Vec<Finding>) {
                 node,
                 format!("`FROM {b}` has no tag, so it means `{repo}:latest`, which changes under you: pin a version tag"),
             );
-            f.fix.description = format!("write a version tag, e.g. `FROM {repo}:<version>` (or pin a digest)");
+            f.fix.description =
+                format!("write a version tag, e.g. `FROM {repo}:<version>` (or pin a digest)");
             out.push(f);
         }
         Some(t) if t.eq_ignore_ascii_case("latest") => {
@@ -98,7 +154,8 @@ fn from_tags(m: &Model, st: &StageInfo, out: &mut Vec<Finding>) {
                 node,
                 format!("`FROM {b}` uses `latest`, which is not a version: pin a version tag"),
             );
-            f.fix.description = format!("replace `latest` with a version tag, e.g. `FROM {repo}:<version>`");
+            f.fix.description =
+                format!("replace `latest` with a version tag, e.g. `FROM {repo}:<version>`");
             out.push(f);
         }
         _ => {}
@@ -111,7 +168,11 @@ fn python_alpine(m: &Model, st: &StageInfo, out: &mut Vec<Finding>) {
     let tag = tag.unwrap_or_default().to_ascii_lowercase();
     let span = st.stage.base.span;
     if b == "python" && tag.contains("alpine") {
-        let version = tag.split("-alpine").next().filter(|v| !v.is_empty() && *v != "alpine").unwrap_or("3");
+        let version = tag
+            .split("-alpine")
+            .next()
+            .filter(|v| !v.is_empty() && *v != "alpine")
+            .unwrap_or("3");
         let mut f = m.finding(
             &PYTHON_ALPINE,
             span.offset,
@@ -126,11 +187,22 @@ fn python_alpine(m: &Model, st: &StageInfo, out: &mut Vec<Finding>) {
     if b == "alpine" || tag.contains("alpine") {
         // alpine plus a Python installed with apk and packages from pip.
         let apk_python = st.insts.iter().flat_map(|i| i.cmds.iter()).any(|c| {
-            pm(c).is_some_and(|(mg, si, s)| mg == "apk" && s == "add" && operands_after(c, si, &["-t", "--virtual"]).iter().any(|w| w.lower().starts_with("python")))
+            pm(c).is_some_and(|(mg, si, s)| {
+                mg == "apk"
+                    && s == "add"
+                    && operands_after(c, si, &["-t", "--virtual"])
+                        .iter()
+                        .any(|w| w.lower().starts_with("python"))
+            })
         });
-        let pip = st.insts.iter().flat_map(|i| i.cmds.iter().map(move |c| (i, c))).find(|(_, c)| {
-            pm(c).is_some_and(|(mg, _, s)| mg == "pip" && s == "install") && !c.args().iter().any(|w| w.text == "pip")
-        });
+        let pip = st
+            .insts
+            .iter()
+            .flat_map(|i| i.cmds.iter().map(move |c| (i, c)))
+            .find(|(_, c)| {
+                pm(c).is_some_and(|(mg, _, s)| mg == "pip" && s == "install")
+                    && !c.args().iter().any(|w| w.text == "pip")
+            });
         if let (true, Some((_, c))) = (apk_python, pip) {
             let mut f = m.finding(
                 &PYTHON_ALPINE,
@@ -151,7 +223,9 @@ fn python_alpine(m: &Model, st: &StageInfo, out: &mut Vec<Finding>) {
 }
 
 fn build_tools(m: &Model, out: &mut Vec<Finding>) {
-    let Some(fin) = m.stages.get(m.target) else { return };
+    let Some(fin) = m.stages.get(m.target) else {
+        return;
+    };
     let single = m.stages.len() == 1;
     let chain: Vec<&StageInfo> = m.stages.iter().filter(|s| s.in_image).collect();
     let from_line = line(m, fin.stage.span.offset);
@@ -169,7 +243,12 @@ fn build_tools(m: &Model, out: &mut Vec<Finding>) {
     for st in &chain {
         let (repo, tag, _) = split_ref(st.base.trim());
         if st.parent.is_none() && toolchain_base(&repo, tag.as_deref()) {
-            if let Some(c) = st.insts.iter().flat_map(|i| i.cmds.iter()).find(|c| builds(c)) {
+            if let Some(c) = st
+                .insts
+                .iter()
+                .flat_map(|i| i.cmds.iter())
+                .find(|c| builds(c))
+            {
                 let span = st.stage.base.span;
                 let mut f = m.finding(
                     &BUILD_TOOLS_FINAL,
@@ -197,16 +276,23 @@ fn build_tools(m: &Model, out: &mut Vec<Finding>) {
             for c in &ins.cmds {
                 let Some((mg, si, sub)) = pm(c) else { continue };
                 let tools: Vec<String> = match (mg, sub.as_str()) {
-                    ("apt" | "apk" | "yum" | "dnf" | "zypper", "install" | "add") => operands_after(c, si, &["-o", "-t", "--virtual", "-X", "--repository"])
+                    ("apt" | "apk" | "yum" | "dnf" | "zypper", "install" | "add") => {
+                        operands_after(c, si, &["-o", "-t", "--virtual", "-X", "--repository"])
+                            .into_iter()
+                            .filter(|w| is_tool(&w.text))
+                            .map(|w| w.text.clone())
+                            .collect()
+                    }
+                    ("pip", "install") => c
+                        .operands()
                         .into_iter()
-                        .filter(|w| is_tool(&w.text))
+                        .filter(|w| {
+                            let l = w.lower();
+                            let n = l.split(['=', '<', '>', '~']).next().unwrap_or("");
+                            matches!(n, "pipenv" | "poetry")
+                        })
                         .map(|w| w.text.clone())
                         .collect(),
-                    ("pip", "install") => c.operands().into_iter().filter(|w| {
-                        let l = w.lower();
-                        let n = l.split(['=', '<', '>', '~']).next().unwrap_or("");
-                        matches!(n, "pipenv" | "poetry")
-                    }).map(|w| w.text.clone()).collect(),
                     _ => Vec::new(),
                 };
                 if tools.is_empty() {
@@ -215,9 +301,12 @@ fn build_tools(m: &Model, out: &mut Vec<Finding>) {
                 // Removed again in the same RUN (apk --virtual + apk del, apt-get purge).
                 let removed = ins.cmds.iter().any(|o| {
                     pm(o).is_some_and(|(mg2, _, s)| {
-                        (mg2 == "apk" && s == "del") || (mg2 == "apt" && matches!(s.as_str(), "purge" | "remove" | "autoremove"))
+                        (mg2 == "apk" && s == "del")
+                            || (mg2 == "apt"
+                                && matches!(s.as_str(), "purge" | "remove" | "autoremove"))
                             || (mg2 == "pip" && s == "uninstall")
-                            || ((mg2 == "yum" || mg2 == "dnf") && matches!(s.as_str(), "remove" | "erase" | "autoremove"))
+                            || ((mg2 == "yum" || mg2 == "dnf")
+                                && matches!(s.as_str(), "remove" | "erase" | "autoremove"))
                     })
                 });
                 if removed {
@@ -233,7 +322,11 @@ fn build_tools(m: &Model, out: &mut Vec<Finding>) {
                         "{} puts build tools ({}) in the final image{}",
                         show(c),
                         tools.join(", "),
-                        if single { " of this single-stage build" } else { "" }
+                        if single {
+                            " of this single-stage build"
+                        } else {
+                            ""
+                        }
                     ),
                 );
                 f.fix.description = split_hint(&format!("the install of {}", tools.join(", ")));
@@ -248,15 +341,29 @@ fn build_tools(m: &Model, out: &mut Vec<Finding>) {
             for c in &ins.cmds {
                 let p = c.program();
                 let sub = c.subcommand(&[]).map(|(_, s)| s).unwrap_or_default();
-                let is_install = (p == "npm" && matches!(sub.as_str(), "install" | "i" | "ci") && c.operands().len() == 1)
+                let is_install = (p == "npm"
+                    && matches!(sub.as_str(), "install" | "i" | "ci")
+                    && c.operands().len() == 1)
                     || (p == "yarn" && (sub.is_empty() || sub == "install"));
-                let prod = c.has_flag("--production") || c.has_flag("--omit") || c.has_flag("--only") || c.has_flag("--prod")
+                let prod = c.has_flag("--production")
+                    || c.has_flag("--omit")
+                    || c.has_flag("--only")
+                    || c.has_flag("--prod")
                     || ins.var("NODE_ENV").is_some_and(|v| v == "production");
                 if is_install && !prod && install.is_none() {
                     install = Some((ins, c));
                 }
-                let is_build = (p == "npm" && sub == "run" && c.operands().get(1).is_some_and(|w| w.text.contains("build")))
-                    || (p == "yarn" && (sub == "build" || sub == "run" && c.operands().get(1).is_some_and(|w| w.text.contains("build"))));
+                let is_build = (p == "npm"
+                    && sub == "run"
+                    && c.operands()
+                        .get(1)
+                        .is_some_and(|w| w.text.contains("build")))
+                    || (p == "yarn"
+                        && (sub == "build"
+                            || sub == "run"
+                                && c.operands()
+                                    .get(1)
+                                    .is_some_and(|w| w.text.contains("build"))));
                 if let (true, Some((ii, ic))) = (is_build, install) {
                     let mut f = m.finding(
                         &BUILD_TOOLS_FINAL,
@@ -286,14 +393,30 @@ mod tests {
     #[test]
     fn splits_references() {
         assert_eq!(split_ref("python"), ("python".into(), None, None));
-        assert_eq!(split_ref("localhost:5000/a/b:1.2"), ("localhost:5000/a/b".into(), Some("1.2".into()), None));
-        assert_eq!(split_ref("localhost:5000/a"), ("localhost:5000/a".into(), None, None));
-        assert_eq!(split_ref("a@sha256:00"), ("a".into(), None, Some("sha256:00".into())));
+        assert_eq!(
+            split_ref("localhost:5000/a/b:1.2"),
+            ("localhost:5000/a/b".into(), Some("1.2".into()), None)
+        );
+        assert_eq!(
+            split_ref("localhost:5000/a"),
+            ("localhost:5000/a".into(), None, None)
+        );
+        assert_eq!(
+            split_ref("a@sha256:00"),
+            ("a".into(), None, Some("sha256:00".into()))
+        );
     }
 
     #[test]
     fn knows_build_tools() {
-        for t in ["gcc", "build-essential", "openjdk-17-jdk", "g++-12", "openjdk17-jdk", "gcc=4:12.2.0-3"] {
+        for t in [
+            "gcc",
+            "build-essential",
+            "openjdk-17-jdk",
+            "g++-12",
+            "openjdk17-jdk",
+            "gcc=4:12.2.0-3",
+        ] {
             assert!(is_tool(t), "{t}");
         }
         for t in ["curl", "openjdk-17-jre-headless", "libgcc-s1", "python3"] {
