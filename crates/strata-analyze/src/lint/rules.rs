@@ -111,7 +111,7 @@ rules! {
         "pip install without --no-cache-dir",
         "practice 7: pip's download cache stays in the layer",
         "add `--no-cache-dir` (or `ENV PIP_NO_CACHE_DIR=1`)";
-    UNPINNED = "SL108" "unpinned-package" Info 13 ["DL3008", "DL3018", "DL3013"]
+    UNPINNED = "SL108" "unpinned-package" Info 13 ["DL3008", "DL3018", "DL3013", "DL3016", "DL3028"]
         "a package installed without a version",
         "practice 13: unpinned packages change under the same Dockerfile; pin what is deployed",
         "pin the version (`pkg=1.2.3`, `pkg==1.2.3`) or install from a lock file";

@@ -163,8 +163,20 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                         if c.program() == "tar" {
                             for w in c.args() {
                                 let name = workdir_files(&w.text);
+                                // Downloaded, extracted and deleted in this one RUN:
+                                // no layer keeps the archive.
+                                let deleted_here = |file: &str| {
+                                    ins.cmds.iter().any(|o| {
+                                        o.program() == "rm"
+                                            && o.args()
+                                                .iter()
+                                                .any(|a| names_match(&workdir_files(&a.text), file))
+                                    })
+                                };
                                 if let Some(d) = downloads.iter().find(|d| {
-                                    names_match(&name, &d.file) && d.what != "apt-get download"
+                                    names_match(&name, &d.file)
+                                        && d.what != "apt-get download"
+                                        && !(d.idx == idx && deleted_here(&d.file))
                                 }) {
                                     let mut f = m.finding(
                                         &DOWNLOAD_THEN_EXTRACT,

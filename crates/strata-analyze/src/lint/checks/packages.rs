@@ -83,6 +83,7 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
             let mut apt_update: Option<&Command> = None;
             let mut apt_other = false;
             for c in &ins.cmds {
+                other_pins(m, out, c, st.in_image, node);
                 let Some((mgr, si, sub)) = pm(c) else {
                     continue;
                 };
@@ -320,6 +321,48 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
             }
         }
     }
+}
+
+/// `npm install -g pkg` (DL3016) and `gem install pkg` (DL3028) without versions.
+fn other_pins(m: &Model, out: &mut Vec<Finding>, c: &Command, in_image: bool, node: Option<usize>) {
+    let p = c.program();
+    let Some((si, sub)) = c.subcommand(&[]) else {
+        return;
+    };
+    let (alias, example, pkgs): (&'static str, &str, Vec<String>) = match (p.as_str(), sub.as_str())
+    {
+        ("npm", "install" | "i" | "add") if c.has_flag("-g") || c.has_flag("--global") => (
+            "DL3016",
+            "npm install -g pkg@1.2.3",
+            operands_after(c, si, &["--prefix"])
+                .into_iter()
+                .filter(|w| {
+                    let t = w.text.trim_start_matches('@');
+                    !t.contains('@')
+                        && !t.contains('$')
+                        && !t.starts_with('.')
+                        && !t.contains("://")
+                        && !t.ends_with(".tgz")
+                })
+                .map(|w| w.text.clone())
+                .collect(),
+        ),
+        ("gem", "install") if !c.has_flag("-v") && !c.has_flag("--version") => (
+            "DL3028",
+            "gem install pkg:1.2.3",
+            operands_after(
+                c,
+                si,
+                &["-n", "--bindir", "-i", "--install-dir", "--source"],
+            )
+            .into_iter()
+            .filter(|w| !w.text.contains(':') && !w.text.contains('$') && !w.text.ends_with(".gem"))
+            .map(|w| w.text.clone())
+            .collect(),
+        ),
+        _ => return,
+    };
+    unpinned(m, out, c, in_image, node, &pkgs, alias, example);
 }
 
 fn upgrade(m: &Model, out: &mut Vec<Finding>, c: &Command, si: usize, node: Option<usize>) {
