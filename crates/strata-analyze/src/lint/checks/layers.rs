@@ -113,8 +113,33 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
         for (idx, ins) in st.insts.iter().enumerate() {
             let workdir_files = |name: &str| name.rsplit('/').next().unwrap_or(name).to_string();
             match &ins.inst.kind {
-                InstructionKind::Add(ca) => {
+                InstructionKind::Copy(ca) | InstructionKind::Add(ca) if ca.from.is_none() => {
                     for src in &ca.sources {
+                        let l = src.value.to_ascii_lowercase();
+                        let archive = [
+                            ".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.bz2", ".zip", ".deb",
+                            ".rpm", ".whl",
+                        ]
+                        .iter()
+                        .any(|e| l.ends_with(e));
+                        // ADD unpacks local tar archives itself: nothing stays.
+                        let unpacked =
+                            matches!(ins.inst.kind, InstructionKind::Add(_)) && l.contains(".t");
+                        if archive && !unpacked && !is_url(&src.value) && !src.value.contains('*') {
+                            let kw = ins.inst.keyword.to_ascii_uppercase();
+                            let dest = &ca.dest.value;
+                            let file = if dest.ends_with('/') || dest == "." {
+                                workdir_files(&src.value)
+                            } else {
+                                workdir_files(dest)
+                            };
+                            downloads.push(Download {
+                                file,
+                                idx,
+                                line: src.span.line,
+                                what: format!("{kw} {}", src.value),
+                            });
+                        }
                         if is_url(&src.value) && !src.value.ends_with('/') {
                             let base = url_base(&src.value);
                             let dest = &ca.dest.value;

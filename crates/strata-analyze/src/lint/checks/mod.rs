@@ -179,3 +179,65 @@ pub(crate) fn operands_after<'c>(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{lint, LintOptions};
+
+    /// Each rule on a minimal Dockerfile: (source, rule ids expected, sorted).
+    const CASES: &[(&str, &[&str])] = &[
+        ("FROM a:1\nRUN a\nRUN b\n", &["SL001"]),
+        ("FROM a:1\nRUN a && b\nRUN c\n", &[]),
+        ("FROM a:1\nRUN cd /x && make\n", &["SL002"]),
+        ("FROM a:1\nCOPY . .\nRUN pip install --no-cache-dir -r requirements.txt\n", &["SL003"]),
+        ("FROM a:1\nCOPY package.json package-lock.json ./\nRUN npm install\n", &["SL005"]),
+        ("FROM a:1\nCOPY yarn.lock package.json ./\nRUN yarn install --frozen-lockfile\n", &[]),
+        ("FROM a:1\nRUN wget https://x/big.tar.gz\nRUN rm big.tar.gz\n", &["SL001", "SL006"]),
+        ("FROM a:1\nCOPY big.tar.gz /tmp/\nRUN tar xzf /tmp/big.tar.gz -C /opt && rm /tmp/big.tar.gz\n", &["SL006", "SL007"]),
+        ("FROM a:1\nRUN curl -fsSLO https://x/b.tgz && tar xzf b.tgz && rm b.tgz\n", &[]),
+        ("FROM a:1\nRUN apt-get install -y x=1\n", &["SL101"]),
+        ("FROM a:1\nRUN apt-get install -y -o APT::Install-Recommends=false x=1\n", &[]),
+        ("FROM a:1\nRUN apt-get update && apt-get install -y --no-install-recommends x=1\n", &["SL102"]),
+        ("FROM a:1\nRUN --mount=type=cache,target=/var/lib/apt apt-get update && apt-get install -y --no-install-recommends x=1\n", &[]),
+        ("FROM a:1\nRUN apt-get update; rm -rf /var/lib/apt/lists/*\n", &["SL103"]),
+        ("FROM a:1\nRUN apt-get dist-upgrade -y\n", &["SL104"]),
+        ("FROM a:1\nRUN apk add x=1\n", &["SL105"]),
+        ("FROM a:1\nRUN apk add x=1 && rm -rf /var/cache/apk/*\n", &[]),
+        ("FROM a:1\nRUN microdnf install -y x-1\n", &["SL106"]),
+        ("FROM a:1\nRUN pip install x==1\n", &["SL107"]),
+        ("FROM a:1\nENV PIP_NO_CACHE_DIR=1\nRUN pip install x==1\n", &[]),
+        ("FROM a:1\nRUN pip install --no-cache-dir x\n", &["SL108"]),
+        ("FROM a:1\nRUN npm install -g yarn\n", &["SL108"]),
+        ("FROM a:1\nRUN apt-get install -y --no-install-recommends gcc=1\n", &["SL201"]),
+        ("FROM a:1 AS b\nRUN apt-get install -y gcc=1\nFROM a:1\nCOPY --from=b /x /x\n", &[]),
+        ("FROM python:3.12-alpine\n", &["SL202"]),
+        ("FROM ubuntu\n", &["SL203"]),
+        ("FROM ubuntu:latest\n", &["SL204"]),
+        ("ARG B=ubuntu:22.04\nFROM $B AS s\nFROM s\nFROM scratch\n", &[]),
+        ("FROM a:1\nCOPY app.jar /app.jar\n", &["SL303"]),
+        ("FROM a:1\nENTRYPOINT exec app\n", &["SL401"]),
+        ("FROM a:1\nCMD [\"sh\", \"-c\", \"worker & web\"]\n", &["SL402"]),
+        ("FROM a:1\nRUN mkdir -p /srv/uploads\n", &["SL403"]),
+        ("FROM a:1\nARG GITHUB_TOKEN\n", &["SL404"]),
+        ("FROM a:1\nARG GPG_KEY=ABCD\n", &[]),
+        ("FROM a:1\nRUN <<EOF\napt-get install -y x=1\nEOF\n", &["SL101"]),
+        ("FROM a:1\nRUN [\"apt-get\", \"install\", \"-y\", \"x=1\"]\n", &["SL101"]),
+        ("FROM a:1\nRUN sudo APT install --yes x=1\n", &["SL101"]),
+        ("FROM a:1\nENV PATH\n", &["SL900"]),
+    ];
+
+    #[test]
+    fn each_rule_fires_where_expected() {
+        let mut bad = Vec::new();
+        for (src, want) in CASES {
+            let r = lint("Dockerfile", src, &LintOptions::default());
+            let mut got: Vec<&str> = r.findings.iter().map(|f| f.rule.id).collect();
+            got.sort();
+            got.dedup();
+            if &got != want {
+                bad.push(format!("{src:?}: want {want:?}, got {got:?}"));
+            }
+        }
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+    }
+}
