@@ -138,6 +138,10 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                                 idx,
                                 line: src.span.line,
                                 what: format!("{kw} {}", src.value),
+                                start: src.span.offset,
+                                end: src.span.end(),
+                                node: ins.node(),
+                                reported: false,
                             });
                         }
                         if is_url(&src.value) && !src.value.ends_with('/') {
@@ -153,6 +157,10 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                                 idx,
                                 line: src.span.line,
                                 what: format!("ADD {}", src.value),
+                                start: src.span.offset,
+                                end: src.span.end(),
+                                node: ins.node(),
+                                reported: false,
                             });
                         }
                     }
@@ -164,9 +172,28 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                             for w in c.args().iter().filter(|w| !w.text.starts_with('-')) {
                                 let name = workdir_files(&w.text);
                                 if let Some(d) = downloads
-                                    .iter()
+                                    .iter_mut()
                                     .find(|d| d.idx != idx && names_match(&name, &d.file))
                                 {
+                                    if !d.reported {
+                                        d.reported = true;
+                                        let mut f = m.finding(
+                                            &DELETED_LATER,
+                                            d.start,
+                                            d.end,
+                                            Some(d.node),
+                                            format!(
+                                                "`{}` is created here and only deleted at line {}, in a later layer: this layer keeps its full size",
+                                                d.file,
+                                                line(m, w.start)
+                                            ),
+                                        );
+                                        f.fix.description = format!(
+                                            "delete `{}` in this same RUN, after using it",
+                                            d.file
+                                        );
+                                        out.push(f);
+                                    }
                                     let mut f = m.finding(
                                         &DELETED_LATER,
                                         w.start,
@@ -219,7 +246,7 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                                 }
                             }
                         }
-                        downloads.extend(downloaded(c, idx, m));
+                        downloads.extend(downloaded(c, idx, ins.node(), m));
                     }
                 }
                 _ => {}
@@ -233,6 +260,12 @@ struct Download {
     idx: usize,
     line: usize,
     what: String,
+    /// Where it is downloaded (source offsets) and by which instruction.
+    start: usize,
+    end: usize,
+    node: usize,
+    /// A finding at the download already exists.
+    reported: bool,
 }
 
 fn is_url(s: &str) -> bool {
@@ -258,7 +291,7 @@ fn names_match(a: &str, b: &str) -> bool {
 }
 
 /// Files a command downloads to disk.
-fn downloaded(c: &Command, idx: usize, m: &Model) -> Vec<Download> {
+fn downloaded(c: &Command, idx: usize, node: usize, m: &Model) -> Vec<Download> {
     let p = c.program();
     let args = c.args();
     let line = m.lines.position(c.start).line;
@@ -270,6 +303,10 @@ fn downloaded(c: &Command, idx: usize, m: &Model) -> Vec<Download> {
                 idx,
                 line,
                 what: what.to_string(),
+                start: c.start,
+                end: c.end,
+                node,
+                reported: false,
             });
         }
     };
