@@ -117,7 +117,7 @@ fn resolve(args: &LintArgs) -> anyhow::Result<Vec<Target>> {
                 context: Some(context),
                 dockerfile: None,
                 build_args: bargs.clone(),
-                target: None,
+                target: args.target.clone(),
                 config,
             },
         });
