@@ -197,6 +197,8 @@ mod tests {
         ("FROM a:1\nRUN curl -fsSLO https://x/b.tgz && tar xzf b.tgz && rm b.tgz\n", &[]),
         ("FROM a:1\nRUN apt-get install -y x=1\n", &["SL101"]),
         ("FROM a:1\nRUN apt-get install -y -o APT::Install-Recommends=false x=1\n", &[]),
+        ("FROM a:1\nRUN echo 'APT::Install-Recommends \"false\";' > /etc/apt/apt.conf.d/no-rec\nRUN apt-get install -y x=1\n", &["SL001"]),
+        ("FROM a:1\nRUN apt-get -o Acquire::GzipIndexes=false install -y x=1 && echo --no-install-recommends\n", &["SL101"]),
         ("FROM a:1\nRUN apt-get update && apt-get install -y --no-install-recommends x=1\n", &["SL102"]),
         ("FROM a:1\nRUN --mount=type=cache,target=/var/lib/apt apt-get update && apt-get install -y --no-install-recommends x=1\n", &[]),
         ("FROM a:1\nRUN apt-get update; rm -rf /var/lib/apt/lists/*\n", &["SL103"]),

@@ -69,8 +69,11 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                 .text(ins.inst.span.offset, ins.inst.span.end())
                 .to_ascii_lowercase();
             // apt.conf written in an earlier (or this) RUN of the stage.
-            if whole.contains("install-recommends")
-                && (whole.contains("false") || whole.contains("\"0\""))
+            // `APT::Install-Recommends "false";` written to apt.conf.d.
+            if whole
+                .find("apt::install-recommends")
+                .map(|k| &whole[k..(k + 40).min(whole.len())])
+                .is_some_and(|t| t.contains("false") || t.contains("\"0\"") || t.contains("=0"))
             {
                 no_recommends_config = true;
             }
