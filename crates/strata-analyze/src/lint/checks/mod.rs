@@ -220,6 +220,8 @@ mod tests {
         ("FROM a:1\nENTRYPOINT exec app\n", &["SL401"]),
         ("FROM a:1\nCMD [\"sh\", \"-c\", \"worker & web\"]\n", &["SL402"]),
         ("FROM a:1\nRUN mkdir -p /srv/uploads\n", &["SL403"]),
+        ("FROM a:1\nCMD [\"bash\", \"-c\", \"nginx && gunicorn app:app\"]\n", &["SL402"]),
+        ("FROM a:1\nCMD [\"sh\", \"-c\", \"envsubst < t > c && exec nginx -g 'daemon off;'\"]\n", &[]),
         ("FROM a:1\nARG GITHUB_TOKEN\n", &["SL404"]),
         ("FROM a:1\nARG GPG_KEY=ABCD\n", &[]),
         ("FROM a:1\nRUN <<EOF\napt-get install -y x=1\nEOF\n", &["SL101"]),

@@ -113,6 +113,50 @@ fn several(cmds: &[super::super::shell::Command]) -> Option<String> {
     if services > 0 && cmds.len() > services {
         return Some("a service is started in the background before the main process".into());
     }
+    // Two long-running programs chained (`nginx && gunicorn app`): the
+    // daemons fork into the background and the last one stays in front.
+    const DAEMONS: &[&str] = &[
+        "nginx",
+        "php-fpm",
+        "cron",
+        "crond",
+        "sshd",
+        "httpd",
+        "apachectl",
+        "redis-server",
+        "memcached",
+        "mysqld_safe",
+        "mysqld",
+        "postgres",
+        "mongod",
+        "dockerd",
+        "rsyslogd",
+    ];
+    const HELPERS: &[&str] = &[
+        "echo", "cd", "export", "set", "sleep", "wait", "true", "false", "test", "[", "[[",
+        "mkdir", "chown", "chmod", "rm", "cp", "mv", "ln", "sed", "envsubst", "cat", "printf",
+        "touch", "trap",
+    ];
+    let real: Vec<String> = cmds
+        .iter()
+        .map(|c| c.program())
+        .filter(|p| {
+            !p.is_empty()
+                && !HELPERS.contains(&p.as_str())
+                && !matches!(p.as_str(), "sh" | "bash" | "ash" | "dash")
+        })
+        .collect();
+    if real.len() >= 2 {
+        if let Some(d) = real[..real.len() - 1]
+            .iter()
+            .find(|p| DAEMONS.iter().any(|d| p.starts_with(d)))
+        {
+            return Some(format!(
+                "`{d}` runs as a daemon next to `{}`",
+                real[real.len() - 1]
+            ));
+        }
+    }
     None
 }
 
