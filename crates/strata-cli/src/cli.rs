@@ -529,6 +529,9 @@ pub struct LintArgs {
     /// Rule ids (or aliases) to ignore
     #[arg(long = "ignore", value_name = "ID")]
     pub ignore: Vec<String>,
+    /// The stage that becomes the image [default: the last one]
+    #[arg(long, value_name = "STAGE")]
+    pub target: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

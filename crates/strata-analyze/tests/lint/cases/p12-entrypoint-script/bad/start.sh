@@ -1,0 +1,3 @@
+#!/bin/sh
+nginx -g "daemon off;" &
+exec node server.js
