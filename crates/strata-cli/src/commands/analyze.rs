@@ -153,6 +153,33 @@ pub(crate) fn analyze_image(
     )?)
 }
 
+/// The summary printed after `strata build`. An image's analysis depends
+/// only on its layers and the line map, so it is kept beside the store
+/// (`<root>/analysis/<id>-<lines>.txt`) and a fully cached rebuild does not
+/// read the layers again.
+pub(crate) fn build_summary(
+    store: &Store,
+    image: &Image,
+    name: &str,
+    lines: &BTreeMap<usize, usize>,
+) -> anyhow::Result<String> {
+    let key = strata_oci::Digest::sha256(format!("{name}\0{lines:?}").as_bytes());
+    let dir = store.root().join("analysis");
+    let path = dir.join(format!("{}-{}.txt", image.id().hex(), &key.hex()[..16]));
+    if let Ok(cached) = std::fs::read_to_string(&path) {
+        return Ok(cached);
+    }
+    let report = analyze_image(store, image, name, Some(lines), 3)?;
+    let summary = an::render_summary(&report);
+    // Best effort: a cache that cannot be written only costs time.
+    let _ = std::fs::create_dir_all(&dir).and_then(|_| {
+        let tmp = tempfile::NamedTempFile::new_in(&dir)?;
+        std::fs::write(tmp.path(), &summary)?;
+        tmp.persist(&path).map(|_| ()).map_err(|e| e.error)
+    });
+    Ok(summary)
+}
+
 pub fn analyze(args: AnalyzeArgs, s: &Settings) -> CmdResult {
     let r = resolve(&args.image, s, &args.registry.insecure_registries)?;
     let lines = if let Some(df) = &args.dockerfile {

@@ -208,8 +208,8 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
             .first()
             .map(|t| t.familiar())
             .unwrap_or_else(|| image.id().to_string());
-        match super::analyze::analyze_image(&store, &image, &name, Some(&out.history_lines), 3) {
-            Ok(report) => eprint!("{}", strata_analyze::image::render_summary(&report)),
+        match super::analyze::build_summary(&store, &image, &name, &out.history_lines) {
+            Ok(summary) => eprint!("{summary}"),
             Err(e) => tracing::warn!("post-build analysis skipped: {e:#}"),
         }
     }
