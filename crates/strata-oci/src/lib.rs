@@ -86,6 +86,6 @@ pub use image::{
 pub use reference::{Reference, ReferenceError, DEFAULT_DOMAIN};
 pub use store::{
     remove_tree, GcOptions, GcReport, Image, ImageSummary, Layer, Lease, Problem, RootSet, Store,
-    TagEntry, VerifyReport, Writer, CACHE_NAMESPACE, MAX_DOCUMENT_SIZE,
+    TagEntry, VerifyReport, Writer, CACHE_NAMESPACE, MAX_DOCUMENT_SIZE, SIDECAR_DIRS,
 };
 pub use time::{format_rfc3339, parse_rfc3339};

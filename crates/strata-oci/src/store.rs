@@ -474,7 +474,15 @@ pub struct GcReport {
     pub ingests: usize,
     /// Bytes of blobs removed.
     pub bytes: u64,
+    /// Sidecar files (see [`SIDECAR_DIRS`]) of images no longer stored.
+    pub sidecars: usize,
 }
+
+/// Directories under the store root holding per-image files that other
+/// crates keep beside the store (the builder's line map, the cached
+/// post-build analysis). Each file's name starts with the hex of the image
+/// id (its config digest); `gc` removes the file once that blob is gone.
+pub const SIDECAR_DIRS: &[&str] = &["build-info", "analysis"];
 
 /// An image as `strata images` lists it.
 #[derive(Debug, Clone)]
@@ -1433,6 +1441,28 @@ impl Store {
                 report.ingests += 1;
                 if !opts.dry_run {
                     let _ = fs::remove_dir_all(&p);
+                }
+            }
+        }
+        // 7. sidecars of images whose config blob is no longer kept.
+        for dir in SIDECAR_DIRS {
+            let sdir = self.root.join(dir);
+            for name in read_dir_sorted(&sdir)? {
+                let Some(hex) = name.get(..64) else { continue };
+                let Ok(d) = Digest::new(Algorithm::Sha256, hex) else {
+                    continue;
+                };
+                if blobs.contains(&d) {
+                    continue;
+                }
+                let p = sdir.join(&name);
+                match fs::symlink_metadata(&p) {
+                    Ok(meta) if meta.is_file() && !young(&meta) => {}
+                    _ => continue,
+                }
+                report.sidecars += 1;
+                if !opts.dry_run {
+                    fs::remove_file(&p).ctx("remove", &p)?;
                 }
             }
         }

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use strata_oci::{
     media_type, Descriptor, Digest, Error, GcOptions, ImageConfig, Manifest, Problem, Reference,
-    RootSet, Store, CACHE_NAMESPACE,
+    RootSet, Store, CACHE_NAMESPACE, SIDECAR_DIRS,
 };
 
 fn store() -> (tempfile::TempDir, Store) {
@@ -278,4 +278,46 @@ fn untagged_images_survive_plain_prune_only() {
         .unwrap();
     assert_eq!(rep.untagged, vec![m.digest.clone()]);
     assert!(!s.has(&m.digest));
+}
+
+#[test]
+fn gc_removes_the_sidecars_of_removed_images_only() {
+    let (_t, s) = store();
+    let kept = put_image(&s, b"kept");
+    s.tag(&r("kept"), &kept).unwrap();
+    let gone = put_image(&s, b"gone");
+    let id = |m: &Descriptor| {
+        let man: serde_json::Value =
+            serde_json::from_slice(&s.read_blob(&m.digest).unwrap()).unwrap();
+        man["config"]["digest"].as_str().unwrap()[7..].to_owned()
+    };
+    let (kept_id, gone_id) = (id(&kept), id(&gone));
+    assert_eq!(SIDECAR_DIRS, ["build-info", "analysis"]);
+    let files = [
+        s.root().join("build-info").join(format!("{kept_id}.json")),
+        s.root()
+            .join("analysis")
+            .join(format!("{kept_id}-0123456789abcdef.txt")),
+        s.root().join("build-info").join(format!("{gone_id}.json")),
+        s.root()
+            .join("analysis")
+            .join(format!("{gone_id}-0123456789abcdef.txt")),
+        s.root().join("analysis").join(".tmpXYZ"),
+    ];
+    for f in &files {
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, b"x").unwrap();
+    }
+    let rep = s
+        .gc(GcOptions {
+            dry_run: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(rep.sidecars, 2);
+    assert!(files.iter().all(|f| f.exists()));
+    let rep = s.gc(GcOptions::default()).unwrap();
+    assert_eq!(rep.sidecars, 2);
+    let exists: Vec<bool> = files.iter().map(|f| f.exists()).collect();
+    assert_eq!(exists, [true, true, false, false, true]);
 }

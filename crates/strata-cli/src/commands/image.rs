@@ -551,11 +551,12 @@ pub fn prune(args: PruneArgs, s: &Settings) -> CmdResult {
     }
     if !s.quiet {
         println!(
-            "{verb} {} blobs, {} snapshots, {} cache roots, {} untagged images; {} reclaimed",
+            "{verb} {} blobs, {} snapshots, {} cache roots, {} untagged images, {} sidecar files; {} reclaimed",
             rep.blobs.len(),
             rep.snapshots.len(),
             rep.roots.len(),
             rep.untagged.len(),
+            rep.sidecars,
             human_bytes(rep.bytes)
         );
     }
