@@ -138,7 +138,7 @@ pub enum NetworkMode {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Timestamps {
-    /// Every mtime and creation time is SOURCE_DATE_EPOCH (or 0)
+    /// Every time the build produces is SOURCE_DATE_EPOCH (or 0); files a RUN unpacks keep older packaged mtimes
     Epoch,
     /// Keep file modification times from the context
     Preserve,

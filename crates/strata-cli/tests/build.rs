@@ -455,6 +455,77 @@ fn cache_is_keyed_on_content_not_timestamps() {
     );
 }
 
+/// path -> mtime of every entry in a layer blob.
+fn layer_mtimes(root: &Path, digest: &str) -> BTreeMap<String, u64> {
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let f = fs::File::open(root.join("blobs/sha256").join(hex)).unwrap();
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    let mut out = BTreeMap::new();
+    for e in ar.entries().unwrap() {
+        let e = e.unwrap();
+        let path = e
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_end_matches('/')
+            .to_owned();
+        out.insert(path, e.header().mtime().unwrap());
+    }
+    out
+}
+
+#[test]
+fn run_keeps_the_mtimes_its_inputs_carry_and_stamps_what_it_writes() {
+    // /pkg/old stands for a file dpkg or tar unpacks with its packaged time;
+    // /pkg/new is written by the command. Python's .pyc files record their
+    // source's mtime, so flattening packaged times breaks them.
+    let Some(s) = setup(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN mkdir /pkg && echo old > /pkg/old && touch -d '2020-09-13 12:26:40' /pkg/old && echo new > /pkg/new\nRUN chmod 600 /pkg/old && echo more >> /pkg/new\n",
+    )]) else {
+        return;
+    };
+    let build = |root: &Path| {
+        let out = cmd(root)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["build", "-q", "-t", "t:1", s.ctx.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let id = build(&s.root);
+    let ls = layers(&s.root, "t:1");
+    let first = layer_mtimes(&s.root, &ls[ls.len() - 2]);
+    let old = first["pkg/old"];
+    assert!((1_599_000_000..1_601_000_000).contains(&old), "{first:?}");
+    assert_eq!(first["pkg/new"], 1_700_000_000, "{first:?}");
+    assert_eq!(first["pkg"], 1_700_000_000, "{first:?}");
+    // A later step that only copies /pkg/old up keeps its time; what it
+    // rewrites gets the epoch again.
+    let second = layer_mtimes(&s.root, &ls[ls.len() - 1]);
+    assert_eq!(second["pkg/old"], old, "{second:?}");
+    assert_eq!(second["pkg/new"], 1_700_000_000, "{second:?}");
+    // The running container sees the same times.
+    let seen = run_out(
+        &s.root,
+        &["t:1", "stat", "-c", "%Y", "/pkg/old", "/pkg/new"],
+    );
+    assert_eq!(
+        seen.split_whitespace().collect::<Vec<_>>(),
+        [old.to_string(), "1700000000".to_string()]
+    );
+    // Still reproducible: another store, later, gives the same image.
+    let other = tempfile::tempdir().unwrap();
+    let root2 = store_with_busybox(other.path()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(build(&root2), id);
+}
+
 #[test]
 fn no_cache_rebuilds_to_the_same_digest() {
     let Some(s) = setup(&[

@@ -35,7 +35,8 @@
 //! # Determinism
 //!
 //! Entries are sorted (parents first, siblings by byte order), mtimes are
-//! `SOURCE_DATE_EPOCH` (or 0) unless [`Timestamps::Preserve`], there are no
+//! `SOURCE_DATE_EPOCH` (or 0) unless [`Timestamps::Preserve`] (or, with
+//! [`Timestamps::Clamp`], only those newer than a RUN step's start), there are no
 //! atime/ctime records, owners are numeric only (no user/group names), PAX
 //! records appear only for long names, big values and xattrs, hard links are
 //! written as links (found by device and inode), and the gzip header is fixed

@@ -22,6 +22,20 @@ pub enum Timestamps {
     Epoch(i64),
     /// Keep the files' mtimes (whole seconds).
     Preserve,
+    /// Files modified at or after `since` get `to`; older mtimes are kept.
+    ///
+    /// For a RUN step's changes: what the command wrote has the build's
+    /// clock time and gets SOURCE_DATE_EPOCH, while what it brought from
+    /// its inputs keeps the time those carry (dpkg and tar restore the
+    /// packaged mtimes; a copied-up file keeps its lower layer's). Python's
+    /// `.pyc` files record their source's mtime, so flattening the packaged
+    /// times would make every interpreter start recompile the stdlib.
+    Clamp {
+        /// The step's start (Unix seconds).
+        since: i64,
+        /// The time written for newer files.
+        to: i64,
+    },
 }
 
 /// How to write a layer.
@@ -140,7 +154,8 @@ pub struct Entry {
     pub uid: u32,
     /// Group.
     pub gid: u32,
-    /// Modification time (used with [`Timestamps::Preserve`]).
+    /// Modification time (used with [`Timestamps::Preserve`] and
+    /// [`Timestamps::Clamp`]).
     pub mtime: i64,
     /// Extended attributes, by name.
     pub xattrs: Vec<(String, Vec<u8>)>,
@@ -581,6 +596,13 @@ pub(crate) fn write_entry<W: Write>(out: &mut W, e: &Entry, opts: &LayerOptions)
     let mtime = match opts.timestamps {
         Timestamps::Epoch(t) => t,
         Timestamps::Preserve => e.mtime,
+        Timestamps::Clamp { since, to } => {
+            if e.mtime >= since {
+                to
+            } else {
+                e.mtime
+            }
+        }
     };
     let mut pax = Vec::new();
     if name.len() > 100 {
@@ -936,6 +958,49 @@ mod tests {
         assert!(prepare_entries(vec![e("x"), e("x")]).is_err());
         let link = Entry::new("a", EntryKind::Hardlink("z".into()));
         assert!(prepare_entries(vec![link, e("z")]).is_err());
+    }
+
+    #[test]
+    fn clamp_keeps_older_mtimes_and_stamps_newer_ones() {
+        let mut old = Entry::file("old", "o");
+        old.mtime = 1_600_000_000;
+        let mut new = Entry::file("new", "n");
+        new.mtime = 1_800_000_000;
+        let mut edge = Entry::file("edge", "e");
+        edge.mtime = 1_700_000_000;
+        let opts = LayerOptions {
+            compression: Compression::None,
+            level: None,
+            timestamps: Timestamps::Clamp {
+                since: 1_700_000_000,
+                to: 5,
+            },
+            xattrs: false,
+        };
+        let (_, bytes) = write_layer(
+            LayerSource::Entries(vec![old, new, edge]),
+            &opts,
+            Vec::new(),
+        )
+        .unwrap();
+        let mut ar = tar::Archive::new(&bytes[..]);
+        let got: Vec<(String, u64)> = ar
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let p = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+                (p, e.header().mtime().unwrap())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("edge".to_owned(), 5),
+                ("new".to_owned(), 5),
+                ("old".to_owned(), 1_600_000_000)
+            ]
+        );
     }
 
     #[test]

@@ -406,12 +406,15 @@ impl Shared<'_> {
                 true,
             ));
         }
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         let active = format!(
             "run-{}-{}-{}-{}",
             std::process::id(),
             id.stage,
             id.step,
-            Instant::now().elapsed().as_nanos()
+            started.as_nanos()
         );
         let snap_mounts = if self.overlay {
             self.snap.prepare(&active, &st.layers)?
@@ -473,7 +476,15 @@ impl Shared<'_> {
             }
             .into());
         }
-        let info = self.snap.commit(&active, &self.layer_opts)?;
+        // What the command wrote gets SOURCE_DATE_EPOCH; what it unpacked
+        // keeps the mtime its input carried (see `Timestamps::Clamp`). One
+        // second of slack covers the file system's coarse clock.
+        let mut layer_opts = self.layer_opts.clone();
+        if let strata_layer::Timestamps::Epoch(to) = layer_opts.timestamps {
+            let since = i64::try_from(started.as_secs()).unwrap_or(i64::MAX) - 1;
+            layer_opts.timestamps = strata_layer::Timestamps::Clamp { since, to };
+        }
+        let info = self.snap.commit(&active, &layer_opts)?;
         let mut guard = guard;
         guard.armed = false;
         Ok(layer_record(info))
