@@ -28,6 +28,11 @@ export STRATA_ROOT=$work/store
 echo "==> base images"
 STRATA="$strata" scripts/base-images busybox >/dev/null
 STRATA="$strata" scripts/base-images debian >/dev/null
+# "Base image present" means unpacked for both tools: skopeo's copy into
+# containers-storage below unpacks buildah's, so unpack strata's snapshots
+# too, outside the timings.
+"$strata" run --rm busybox:latest true
+"$strata" run --rm debian:bookworm-minbase true
 
 # buildah's default (oci, via crun) fails on hybrid cgroup hosts ("cgroups in
 # hybrid mode not supported"); chroot works everywhere. BUILDAH_ISOLATION=oci

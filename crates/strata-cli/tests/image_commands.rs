@@ -525,3 +525,34 @@ fn everything_strata_writes_validates_against_the_oci_schemas() {
         .unwrap();
     validate_layout(&unpacked2);
 }
+
+#[test]
+fn run_gives_an_image_without_path_dockers_default() {
+    // `import` records no PATH (docker import does not either); docker's
+    // daemon then supplies its default, so `docker run img true` works.
+    if !strata_testkit::require_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let Some(root) = store_with_busybox(t.path()) else {
+        return;
+    };
+    let tar = busybox_tar(t.path()).unwrap();
+    ok(&root, &["import", tar.to_str().unwrap(), "nopath:1"]);
+    let env = inspect(&root, "nopath:1")["Config"]["Env"].clone();
+    assert!(
+        !env.to_string().contains("PATH="),
+        "import should record no PATH: {env}"
+    );
+    let out = ok(
+        &root,
+        &["run", "--rm", "nopath:1", "sh", "-c", "echo $PATH"],
+    );
+    assert_eq!(
+        out.trim(),
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    );
+    // An image's own PATH wins.
+    let out = ok(&root, &["run", "--rm", "busybox", "sh", "-c", "echo $PATH"]);
+    assert_eq!(out.trim(), "/bin:/usr/bin");
+}

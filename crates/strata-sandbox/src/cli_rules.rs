@@ -48,7 +48,8 @@ pub fn parse_volume(spec: &str) -> Result<Mount, String> {
 /// The environment of a container: the image's `base` entries, overridden
 /// by `overrides` (`-e K=V`; `-e K` takes K from `host`, and drops it when
 /// the host has no K), keys compared exactly, image order kept, new keys
-/// appended; then `HOME=home` when still unset, as docker does.
+/// appended; then `HOME=home` when still unset and docker's default `PATH`
+/// (first) when the result has none, as docker does.
 ///
 /// ```
 /// let env = strata_sandbox::merge_env(
@@ -87,12 +88,18 @@ pub fn merge_env(
     if !env.iter().any(|e| key(e) == "HOME") {
         env.push(format!("HOME={home}"));
     }
+    // An image without PATH (one made by `import`) still finds its
+    // programs: docker's daemon puts its default PATH in first.
+    if !env.iter().any(|e| key(e) == "PATH") {
+        env.insert(0, crate::DEFAULT_PATH_ENV.to_string());
+    }
     env
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::DEFAULT_PATH_ENV;
 
     #[test]
     fn volumes() {
@@ -126,8 +133,8 @@ mod tests {
             |_| None,
             "/root",
         );
-        assert_eq!(got, ["X=2", "HOME=/home/app", "Y="]);
+        assert_eq!(got, [DEFAULT_PATH_ENV, "X=2", "HOME=/home/app", "Y="]);
         let got = merge_env(&[], &[], |_| None, "/");
-        assert_eq!(got, ["HOME=/"]);
+        assert_eq!(got, [DEFAULT_PATH_ENV, "HOME=/"]);
     }
 }
