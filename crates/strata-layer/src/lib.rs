@@ -46,6 +46,7 @@
 mod apply;
 mod diff;
 mod error;
+mod pgzip;
 mod snapshot;
 mod writer;
 

@@ -346,7 +346,7 @@ pub(crate) fn entry_from_meta(
 /// The compressor in the middle of the pipeline.
 enum Compressor<W: Write> {
     None(W),
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(crate::pgzip::ParGzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
@@ -373,13 +373,9 @@ impl<W: Write> Compressor<W> {
             Compression::None => Compressor::None(inner),
             Compression::Gzip => {
                 let level = level.unwrap_or(6).clamp(0, 9) as u32;
-                // Fixed header: no name, no mtime, OS byte 255 ("unknown").
-                Compressor::Gzip(
-                    flate2::GzBuilder::new()
-                        .mtime(0)
-                        .operating_system(255)
-                        .write(inner, flate2::Compression::new(level)),
-                )
+                // Fixed header (no name, no mtime, OS byte 255), blocks
+                // compressed in parallel with a fixed block size.
+                Compressor::Gzip(crate::pgzip::ParGzEncoder::new(inner, level, 0))
             }
             Compression::Zstd => Compressor::Zstd(zstd::stream::write::Encoder::new(
                 inner,
