@@ -91,18 +91,11 @@ fn verdicts(events: &[Value]) -> BTreeMap<(u64, u64), String> {
 
 /// Files of a layer blob: path -> (mode, uid, gid, content).
 fn layer_files(root: &Path, digest: &str) -> BTreeMap<String, (u32, u64, u64, Vec<u8>)> {
-    let hex = digest.strip_prefix("sha256:").unwrap();
-    let f = fs::File::open(root.join("blobs/sha256").join(hex)).unwrap();
-    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    let mut ar = layer_archive(root, digest);
     let mut out = BTreeMap::new();
     for e in ar.entries().unwrap() {
         let mut e = e.unwrap();
-        let path = e
-            .path()
-            .unwrap()
-            .to_string_lossy()
-            .trim_end_matches('/')
-            .to_owned();
+        let path = entry_path(&e);
         let h = e.header();
         let (mode, uid, gid) = (h.mode().unwrap(), h.uid().unwrap(), h.gid().unwrap());
         let mut data = Vec::new();
@@ -110,6 +103,22 @@ fn layer_files(root: &Path, digest: &str) -> BTreeMap<String, (u32, u64, u64, Ve
         out.insert(path, (mode, uid, gid, data));
     }
     out
+}
+
+/// A layer blob of the store, opened as a tar stream.
+fn layer_archive(root: &Path, digest: &str) -> tar::Archive<flate2::read::GzDecoder<fs::File>> {
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let f = fs::File::open(root.join("blobs/sha256").join(hex)).unwrap();
+    tar::Archive::new(flate2::read::GzDecoder::new(f))
+}
+
+/// An entry's path without the trailing slash of directories.
+fn entry_path<R: Read>(e: &tar::Entry<R>) -> String {
+    e.path()
+        .unwrap()
+        .to_string_lossy()
+        .trim_end_matches('/')
+        .to_owned()
 }
 
 fn layers(root: &Path, image: &str) -> Vec<String> {
@@ -457,19 +466,11 @@ fn cache_is_keyed_on_content_not_timestamps() {
 
 /// path -> mtime of every entry in a layer blob.
 fn layer_mtimes(root: &Path, digest: &str) -> BTreeMap<String, u64> {
-    let hex = digest.strip_prefix("sha256:").unwrap();
-    let f = fs::File::open(root.join("blobs/sha256").join(hex)).unwrap();
-    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    let mut ar = layer_archive(root, digest);
     let mut out = BTreeMap::new();
     for e in ar.entries().unwrap() {
         let e = e.unwrap();
-        let path = e
-            .path()
-            .unwrap()
-            .to_string_lossy()
-            .trim_end_matches('/')
-            .to_owned();
-        out.insert(path, e.header().mtime().unwrap());
+        out.insert(entry_path(&e), e.header().mtime().unwrap());
     }
     out
 }

@@ -1444,7 +1444,9 @@ impl Store {
                 }
             }
         }
-        // 7. sidecars of images whose config blob is no longer kept.
+        // 7. sidecars of images whose config blob is gone (or goes now).
+        let removed: BTreeSet<&Digest> = report.blobs.iter().map(|(d, _)| d).collect();
+        let mut stale = Vec::new();
         for dir in SIDECAR_DIRS {
             let sdir = self.root.join(dir);
             for name in read_dir_sorted(&sdir)? {
@@ -1452,18 +1454,19 @@ impl Store {
                 let Ok(d) = Digest::new(Algorithm::Sha256, hex) else {
                     continue;
                 };
-                if blobs.contains(&d) {
+                if self.has(&d) && !removed.contains(&d) {
                     continue;
                 }
                 let p = sdir.join(&name);
-                match fs::symlink_metadata(&p) {
-                    Ok(meta) if meta.is_file() && !young(&meta) => {}
-                    _ => continue,
+                if fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()) {
+                    stale.push(p);
                 }
-                report.sidecars += 1;
-                if !opts.dry_run {
-                    fs::remove_file(&p).ctx("remove", &p)?;
-                }
+            }
+        }
+        report.sidecars = stale.len();
+        if !opts.dry_run {
+            for p in stale {
+                fs::remove_file(&p).ctx("remove", &p)?;
             }
         }
         Ok(report)
