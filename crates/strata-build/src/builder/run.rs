@@ -15,6 +15,9 @@ impl Shared<'_> {
         t: Instant,
         line: usize,
     ) -> Result<()> {
+        // Wall-clock start, before mounts are materialised: anything with a
+        // newer mtime in the layer was made by this step (see execute_run).
+        let started = std::time::SystemTime::now();
         let view = st.merged();
         // The command line.
         let mut script: Option<(String, String)> = None; // (file name, content)
@@ -176,6 +179,7 @@ impl Shared<'_> {
                     mounts,
                     script,
                     command_text,
+                    started,
                 )
             },
         )
@@ -387,6 +391,7 @@ impl Shared<'_> {
         mut mounts: Vec<strata_sandbox::Mount>,
         script: Option<(String, String)>,
         command_text: String,
+        started: std::time::SystemTime,
     ) -> Result<Option<LayerRecord>> {
         let resolved_user = if user.is_empty() {
             strata_sandbox::User::root()
@@ -406,7 +411,7 @@ impl Shared<'_> {
                 true,
             ));
         }
-        let started = std::time::SystemTime::now()
+        let started = started
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let active = format!(
@@ -478,7 +483,9 @@ impl Shared<'_> {
         }
         // What the command wrote gets SOURCE_DATE_EPOCH; what it unpacked
         // keeps the mtime its input carried (see `Timestamps::Clamp`). One
-        // second of slack covers the file system's coarse clock.
+        // second of slack covers the file system's coarse clock. Copies made
+        // for rw bind mounts are newer than `started`, so a `cp -a` out of
+        // them is stamped too.
         let mut layer_opts = self.layer_opts.clone();
         if let strata_layer::Timestamps::Epoch(to) = layer_opts.timestamps {
             let since = i64::try_from(started.as_secs()).unwrap_or(i64::MAX) - 1;
