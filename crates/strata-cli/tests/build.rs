@@ -494,17 +494,12 @@ fn run_keeps_the_mtimes_its_inputs_carry_and_stamps_what_it_writes() {
     )
     .unwrap();
     let build = |root: &Path| {
-        let out = cmd(root)
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .args(["build", "-q", "-t", "t:1", s.ctx.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let args = ["build", "-q", "--build-arg", "SOURCE_DATE_EPOCH=1700000000"];
+        let id = ok(
+            root,
+            &[&args[..], &["-t", "t:1", s.ctx.to_str().unwrap()]].concat(),
         );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        id.trim().to_owned()
     };
     let id = build(&s.root);
     let ls = layers(&s.root, "t:1");
