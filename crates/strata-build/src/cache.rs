@@ -105,13 +105,37 @@ impl Cache {
         write_atomic(&path, &serde_json::to_vec(record).unwrap_or_default())
     }
 
-    /// The persistent directory of a cache mount.
-    pub fn mount_dir(&self, id: &str) -> Result<PathBuf> {
+    /// The persistent directory of a cache mount: one per id and initial
+    /// owner and mode, created with them (as BuildKit keys a cache mount by
+    /// the directory it starts from, changing `uid=` gives a new cache, not
+    /// the old one with another owner).
+    pub fn mount_dir(&self, id: &str, uid: u32, gid: u32, mode: u32) -> Result<PathBuf> {
+        let name = format!("{id}\0{uid}:{gid}:{mode:o}");
         let d = self
             .dir
             .join("mounts")
-            .join(Digest::sha256(id.as_bytes()).hex());
-        fs::create_dir_all(&d).map_err(|e| Error::io("create", &d, e))?;
+            .join(Digest::sha256(name.as_bytes()).hex());
+        if d.is_dir() {
+            return Ok(d);
+        }
+        let tmp = d.with_extension(format!(
+            "tmp-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io("chmod", &tmp, e))?;
+        std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))
+            .map_err(|e| Error::io("chown", &tmp, e))?;
+        if let Err(e) = fs::rename(&tmp, &d) {
+            let _ = fs::remove_dir(&tmp);
+            if !d.is_dir() {
+                return Err(Error::io("rename", &d, e));
+            }
+        }
         Ok(d)
     }
 }

@@ -23,7 +23,7 @@ use strata_oci::{Digest, HashingReader};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::file_desc;
-use crate::rootfs::{clean_components, is_whiteout, MergedView};
+use strata_layer::{clean_components, is_whiteout, MergedView};
 
 /// Where COPY reads from.
 pub enum Source<'a> {

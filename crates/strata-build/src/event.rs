@@ -38,6 +38,8 @@ pub enum Event {
         stages: Vec<String>,
         /// Steps that will run or be looked up.
         steps: usize,
+        /// How RUN steps get their root filesystem: `overlay` or `copy`.
+        snapshotter: &'static str,
     },
     /// A step begins.
     StepStarted {

@@ -2,6 +2,7 @@
 //! `RUN --mount=type=bind` made from the context (only what .dockerignore
 //! admits) or from another stage's file system.
 
+use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
@@ -11,7 +12,7 @@ use strata_context::{Context, Entry, EntryKind};
 use strata_oci::{Digest, HashingWriter};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::rootfs::MergedView;
+use strata_layer::MergedView;
 
 /// Downloads `url` into `dir`, named after the last path segment of the URL
 /// (or `index.html`), verifying `checksum` when given. Streams to disk;
@@ -93,33 +94,43 @@ pub fn download(
     Ok(path)
 }
 
-/// Copies (or, read-only, hard-links) the context entry `top` and what the
-/// context admits below it into `dest`: a bind mount of the context never
-/// shows files .dockerignore excludes. Returns what to bind: `dest`, or the
-/// file inside it when `top` is not a directory.
+/// Copies the context entry `top` and what the context admits below it into
+/// `dest`: a bind mount of the context never shows files .dockerignore
+/// excludes. What the step sees is a function of its key, never of the
+/// host: files and directories are owned by root (as COPY makes them) and
+/// carry `mtime` (the build's epoch), or their own mtimes when `mtime` is
+/// `None` (`--timestamps preserve`, which keys them). Files are copied (a
+/// reflink where the file system can), never hard-linked: a link would show
+/// the host's owner and times, and a `cp -p` out of the mount would carry
+/// them into the layer. Returns what to bind: `dest`, or the file inside it
+/// when `top` is not a directory.
 pub fn materialize_context(
     ctx: &Context,
     top: &Entry,
     dest: &Path,
-    readonly: bool,
+    mtime: Option<i64>,
 ) -> Result<PathBuf> {
     fs::create_dir_all(dest).map_err(|e| Error::io("create", dest, e))?;
+    // Directories get their mode and time once their children are in.
+    let mut dirs: Vec<(PathBuf, &Entry)> = Vec::new();
     let put = |e: &Entry, at: &Path| -> Result<()> {
         let src = ctx.root().join(&e.os_path);
         match e.kind {
             EntryKind::Dir => {
                 fs::create_dir_all(at).map_err(|err| Error::io("create", at, err))?;
-                let _ = fs::set_permissions(at, fs::Permissions::from_mode(e.mode));
             }
-            EntryKind::File => link_or_copy(&src, at, readonly)?,
-            EntryKind::Symlink => {
-                if let Some(t) = &e.link_target {
-                    symlink(t, at).map_err(|err| Error::io("create", at, err))?;
-                }
+            EntryKind::File => {
+                fs::copy(&src, at).map_err(|err| Error::io("copy", at, err))?;
+                fs::set_permissions(at, fs::Permissions::from_mode(e.mode))
+                    .map_err(|err| Error::io("chmod", at, err))?;
             }
-            _ => {}
+            EntryKind::Symlink => match &e.link_target {
+                Some(t) => symlink(t, at).map_err(|err| Error::io("create", at, err))?,
+                None => return Ok(()),
+            },
+            _ => return Ok(()),
         }
-        Ok(())
+        stamp(at, mtime.unwrap_or(e.mtime.sec))
     };
     if top.kind != EntryKind::Dir {
         let at = dest.join(top.path.rsplit('/').next().unwrap_or(&top.path));
@@ -137,8 +148,67 @@ pub fn materialize_context(
             fs::create_dir_all(parent).map_err(|err| Error::io("create", parent, err))?;
         }
         put(e, &at)?;
+        if e.kind == EntryKind::Dir {
+            dirs.push((at, e));
+        }
+    }
+    dirs.push((dest.to_path_buf(), top));
+    // Deepest first, so setting a directory's time is the last change in it.
+    dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+    for (at, e) in dirs {
+        fs::set_permissions(&at, fs::Permissions::from_mode(e.mode))
+            .map_err(|err| Error::io("chmod", &at, err))?;
+        stamp(&at, mtime.unwrap_or(e.mtime.sec))?;
     }
     Ok(dest.to_path_buf())
+}
+
+/// What a bind of these context entries shows, for the cache key: per entry
+/// its path, type, mode, size and content digest or link target, and with
+/// `--timestamps preserve` its mtime. Never the host's owner (the bind shows
+/// root) or, otherwise, its times.
+pub fn context_bind_digest(index: &strata_context::Index, preserve: bool) -> Digest {
+    let mut text = String::from("strata.bind.v1\n");
+    for ie in index.entries() {
+        let e = &ie.entry;
+        let size = if e.kind == EntryKind::File { e.size } else { 0 };
+        let content = match (&ie.digest, &e.link_target) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.to_string_lossy().into_owned(),
+            (None, None) => String::new(),
+        };
+        let _ = write!(
+            text,
+            "{}\0{} {:o} {size} {content}",
+            e.path,
+            e.kind.letter(),
+            e.mode
+        );
+        if preserve {
+            let _ = write!(text, " @{}", e.mtime.sec);
+        }
+        text.push('\n');
+    }
+    Digest::sha256(text.as_bytes())
+}
+
+/// Makes `path` (not following a symlink) root-owned with mtime `secs`.
+fn stamp(path: &Path, secs: i64) -> Result<()> {
+    std::os::unix::fs::lchown(path, Some(0), Some(0)).map_err(|e| Error::io("chown", path, e))?;
+    let t = rustix::fs::Timespec {
+        tv_sec: secs,
+        tv_nsec: 0,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &rustix::fs::Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| Error::io("set the time of", path, e.into()))
 }
 
 /// The same for a path of a stage's merged file system.

@@ -11,17 +11,22 @@ use strata_oci::Digest;
 
 /// Key format versions: changing what goes into a kind of key means bumping
 /// its tag (golden tests below freeze known keys).
+///
+/// v2 of COPY, RUN and WORKDIR added the timestamp mode and epoch; COPY the
+/// ids `--chown` resolved to and ADD's unpack decision; RUN every cache
+/// mount option, secret mounts whether or not the secret is given, and
+/// context binds described without the host's owners.
 pub mod tag {
     /// FROM: the base image.
     pub const FROM: &str = "strata.from.v1";
     /// Config-only instructions (ENV, LABEL, CMD...).
     pub const META: &str = "strata.meta.v1";
     /// COPY and ADD.
-    pub const COPY: &str = "strata.copy.v1";
+    pub const COPY: &str = "strata.copy.v2";
     /// RUN.
-    pub const RUN: &str = "strata.run.v1";
+    pub const RUN: &str = "strata.run.v2";
     /// WORKDIR (may create a directory).
-    pub const WORKDIR: &str = "strata.workdir.v1";
+    pub const WORKDIR: &str = "strata.workdir.v2";
 }
 
 /// Everything hashed into one step's key.
@@ -95,18 +100,20 @@ mod tests {
         let mut run = Inputs::new(tag::RUN, &base(), "RUN /bin/sh -c make");
         run.env.insert("PATH".into(), "/usr/bin:/bin".into());
         run.fields.insert("user".into(), "0:0".into());
+        run.fields.insert("timestamps".into(), "epoch 0".into());
         assert_eq!(
             run.key().to_string(),
-            "sha256:e7bdd72e24eec188b4e8ed0d897bc3cd0a3e78c929722903a716c20c02bd9a2f"
+            "sha256:1a3b0f09582712eee4da04c09fd991b0c8832607fef9a440a895e2b48ef77828"
         );
         let mut copy = Inputs::new(tag::COPY, &base(), "COPY app.py /app/");
+        copy.fields.insert("timestamps".into(), "epoch 0".into());
         copy.files.insert(
             "app.py".into(),
             file_desc('f', 0o644, 0, 0, 5, &Digest::sha256(b"hello").to_string()),
         );
         assert_eq!(
             copy.key().to_string(),
-            "sha256:7a9bea2bd1815602185cefb21d8ceff781256ec4c9305cfde0d5e3ef9d8af733"
+            "sha256:8ac6afefc4725403c51a39ffc6aee8aebfa6c493d6e2c3ad703b303cbbdefb17"
         );
     }
 

@@ -28,7 +28,6 @@ mod fetch;
 pub mod key;
 mod options;
 mod plan;
-mod rootfs;
 
 pub use builder::{
     build, BaseResolver, BuildInfo, BuildOutput, StoreResolver, EMPTY_LAYER_DIFF_ID,
@@ -37,4 +36,4 @@ pub use error::{Error, ErrorKind, Location, Result};
 pub use event::{Event, EventSink, StepId, Stream};
 pub use explain::{Change, Explanation};
 pub use options::{BuildOptions, NetworkMode, SecretSource, SnapshotMode, Timestamps};
-pub use rootfs::MergedView;
+pub use strata_layer::MergedView;

@@ -94,7 +94,9 @@ impl BuildProgress {
     fn human(&self, event: Event) {
         let mut steps = self.steps.lock().unwrap_or_else(|p| p.into_inner());
         match event {
-            Event::Plan { stages, steps: n } => {
+            Event::Plan {
+                stages, steps: n, ..
+            } => {
                 if stages.len() > 1 {
                     self.println(&format!(
                         "building {} stages ({}), {n} steps",

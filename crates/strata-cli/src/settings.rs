@@ -24,13 +24,23 @@ pub struct Settings {
 impl Settings {
     pub fn resolve(global: &GlobalArgs) -> Settings {
         Settings {
-            root: global.root.clone().unwrap_or_else(default_root),
+            root: absolute(global.root.clone().unwrap_or_else(default_root)),
             quiet: global.quiet,
             verbosity: global.verbose,
             stderr_tty: std::io::stderr().is_terminal(),
             stdout_tty: std::io::stdout().is_terminal(),
         }
     }
+}
+
+/// `path` made absolute against the working directory (a relative
+/// `STRATA_ROOT=./store` works everywhere the store's paths are used, such
+/// as overlay mount options, which must be absolute).
+fn absolute(path: PathBuf) -> PathBuf {
+    if path.is_absolute() {
+        return path;
+    }
+    std::path::absolute(&path).unwrap_or(path)
 }
 
 /// `/var/lib/strata` as root, else `$XDG_DATA_HOME/strata`

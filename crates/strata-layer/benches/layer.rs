@@ -52,6 +52,7 @@ fn bench(c: &mut Criterion) {
             level: None,
             timestamps: Timestamps::Epoch(0),
             xattrs: true,
+            foreign_times: Default::default(),
         };
         g.bench_function(format!("write_{name}"), |b| {
             b.iter(|| write_layer(LayerSource::Dir(src.path()), &opts, std::io::sink()).unwrap())

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::IoContext;
 use crate::writer::{entry_from_meta, keep_xattr, read_xattrs};
-use crate::{Entry, EntryKind, Error, Result};
+use crate::{Entry, EntryKind, Error, MergedView, Result};
 
-const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
+pub(crate) const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
 
 fn sorted_names(dir: &Path) -> Result<Vec<OsString>> {
     let mut names: Vec<OsString> = fs::read_dir(dir)
@@ -46,11 +46,8 @@ fn is_overlay_whiteout(meta: &fs::Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
-fn xattr_value(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let mut buf = [0u8; 256];
-    rustix::fs::lgetxattr(path, name, &mut buf)
-        .ok()
-        .map(|n| buf[..n].to_vec())
+fn xattr_value(path: &Path, name: &str) -> Result<Option<Vec<u8>>> {
+    crate::writer::get_xattr(path, name)
 }
 
 /// The layer entries an overlay upper directory stands for: 0/0 character
@@ -64,6 +61,145 @@ pub fn upper_to_entries(upper: &Path, xattrs: bool) -> Result<Vec<Entry>> {
     let mut seen = HashMap::new();
     upper_walk(upper, Path::new(""), xattrs, &mut seen, &mut out)?;
     Ok(out)
+}
+
+/// The layer entries of an overlay upper directory over `lowers` (top
+/// first), in the one canonical form [`diff_dirs`] also gives, so the
+/// overlay and the copy snapshotter write the same layer for the same
+/// change:
+///
+/// - what a copy-up left identical to the lower layers is left out (a
+///   `chown` to the owner a file already has, an open for writing that wrote
+///   nothing, a directory copied up only to hold a file that was created and
+///   removed again: a directory's mtime alone does not count);
+/// - an opaque directory (overlay's record of `rm -rf d && mkdir d`) becomes
+///   a whiteout for each lower entry it hides, as comparing the trees finds
+///   them, and no opaque marker.
+pub fn upper_to_entries_against(
+    upper: &Path,
+    lowers: &MergedView,
+    xattrs: bool,
+) -> Result<Vec<Entry>> {
+    let raw = upper_to_entries(upper, xattrs)?;
+    let opaque: BTreeSet<PathBuf> = raw
+        .iter()
+        .filter(|e| e.path.file_name().is_some_and(|n| n == ".wh..wh..opq"))
+        .filter_map(|e| e.path.parent().map(Path::to_owned))
+        .collect();
+    let comps_of =
+        |p: &Path| -> Vec<String> { p.iter().map(|c| c.to_string_lossy().into_owned()).collect() };
+    let under_opaque = |p: &Path| p.ancestors().any(|a| opaque.contains(a));
+    let mut entries = Vec::with_capacity(raw.len());
+    for e in raw {
+        if e.path.file_name().is_some_and(|n| n == ".wh..wh..opq") {
+            continue;
+        }
+        let is_dir = e.kind == EntryKind::Dir;
+        let path = e.path.clone();
+        entries.push(e);
+        if is_dir && under_opaque(&path) {
+            // Whiteouts for what the lower layers have here and the upper
+            // directory does not: what the opaque directory hides.
+            let comps = comps_of(&path);
+            if lowers.lookup_exact(&comps).is_some_and(|f| f.meta.is_dir()) {
+                let here: BTreeSet<Vec<u8>> = sorted_names(&upper.join(&path))?
+                    .into_iter()
+                    .map(|n| n.as_bytes().to_vec())
+                    .collect();
+                for name in lowers.read_dir(&comps) {
+                    if !here.contains(name.as_bytes()) {
+                        entries.push(whiteout(&path, &OsString::from(name)));
+                    }
+                }
+            }
+        }
+    }
+    let mut keep = vec![true; entries.len()];
+    for (i, e) in entries.iter().enumerate() {
+        if e.path
+            .file_name()
+            .is_some_and(|n| n.as_bytes().starts_with(b".wh."))
+        {
+            continue;
+        }
+        if let Some(found) = lowers.lookup_exact(&comps_of(&e.path)) {
+            keep[i] = !same_as_lower(e, &found.real, &found.meta, upper, xattrs)?;
+        }
+    }
+    // Parents of what is kept stay, as an upper directory holds them.
+    let mut parents: BTreeSet<PathBuf> = BTreeSet::new();
+    for (e, _) in entries.iter().zip(&keep).filter(|(_, k)| **k) {
+        let mut cur = e.path.parent();
+        while let Some(d) = cur {
+            if d.as_os_str().is_empty() || !parents.insert(d.to_owned()) {
+                break;
+            }
+            cur = d.parent();
+        }
+    }
+    let mut out: Vec<Entry> = entries
+        .into_iter()
+        .zip(keep)
+        .filter(|(e, k)| *k || parents.contains(&e.path))
+        .map(|(e, _)| e)
+        .collect();
+    out.sort_by(|a, b| {
+        a.path
+            .as_os_str()
+            .as_bytes()
+            .cmp(b.path.as_os_str().as_bytes())
+    });
+    Ok(out)
+}
+
+/// Whether upper entry `e` equals the lower file at `lp` in everything a
+/// layer records (type, mode, owner, mtime in seconds except for
+/// directories, content or target, device numbers, xattrs).
+fn same_as_lower(
+    e: &Entry,
+    lp: &Path,
+    l: &fs::Metadata,
+    upper: &Path,
+    xattrs: bool,
+) -> Result<bool> {
+    if e.mode != l.mode() & 0o7777
+        || e.uid != l.uid()
+        || e.gid != l.gid()
+        || (e.mtime != l.mtime() && e.kind != EntryKind::Dir)
+    {
+        return Ok(false);
+    }
+    let lt = l.file_type();
+    let same_kind = match &e.kind {
+        EntryKind::Dir => lt.is_dir(),
+        EntryKind::File { size, .. } => {
+            let up = upper.join(&e.path);
+            // A file with other links in the upper dir stays (its links
+            // refer to it).
+            let single = fs::symlink_metadata(&up).ctx("stat", &up)?.nlink() == 1;
+            single && lt.is_file() && l.len() == *size && same_content(lp, &up)?
+        }
+        EntryKind::Symlink(t) => lt.is_symlink() && &fs::read_link(lp).ctx("read link", lp)? == t,
+        EntryKind::Char { major, minor } => {
+            lt.is_char_device()
+                && (rustix::fs::major(l.rdev()), rustix::fs::minor(l.rdev())) == (*major, *minor)
+        }
+        EntryKind::Block { major, minor } => {
+            lt.is_block_device()
+                && (rustix::fs::major(l.rdev()), rustix::fs::minor(l.rdev())) == (*major, *minor)
+        }
+        EntryKind::Fifo => lt.is_fifo(),
+        EntryKind::Hardlink(_) => false,
+    };
+    if !same_kind {
+        return Ok(false);
+    }
+    if xattrs {
+        let mut mine = e.xattrs.clone();
+        mine.sort();
+        return Ok(kept_xattrs(lp)? == mine);
+    }
+    Ok(true)
 }
 
 fn upper_walk(
@@ -87,7 +223,7 @@ fn upper_walk(
             "user.overlay.redirect",
             "user.overlay.metacopy",
         ] {
-            if xattr_value(&abs, bad).is_some() {
+            if xattr_value(&abs, bad)?.is_some() {
                 return Err(Error::invalid(
                     abs.display().to_string(),
                     format!("has {bad}: the overlay was mounted with redirect_dir or metacopy on; mount it with redirect_dir=off,metacopy=off"),
@@ -98,10 +234,11 @@ fn upper_walk(
         let is_dir = entry.kind == EntryKind::Dir;
         out.push(entry);
         if is_dir {
-            if OPAQUE_XATTRS
-                .iter()
-                .any(|x| xattr_value(&abs, x).as_deref() == Some(b"y"))
-            {
+            let mut opaque = false;
+            for x in OPAQUE_XATTRS {
+                opaque |= xattr_value(&abs, x)?.as_deref() == Some(b"y");
+            }
+            if opaque {
                 out.push(opaque_marker(&rel_path));
             }
             upper_walk(root, &rel_path, xattrs, seen, out)?;
@@ -112,7 +249,10 @@ fn upper_walk(
 
 /// The layer entries that turn tree `lower` into tree `upper`, found by
 /// comparing them (type, mode, owner, size and content, link target, device
-/// numbers, xattrs; never mtimes). Directories are included when they
+/// numbers, xattrs, and for all but directories the mtime in whole seconds,
+/// as overlayfs copies a file up when only its times change). A directory
+/// whose only change is its mtime (a file created and removed in it) is not
+/// a change, as in [`upper_to_entries_against`]. Directories are included when they
 /// changed or hold a change, like an overlay upper directory holds them.
 pub fn diff_dirs(lower: &Path, upper: &Path) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
@@ -170,9 +310,9 @@ fn diff_walk(
                 if u.is_dir() {
                     let entry = entry_from_meta(&up, rel_path.clone(), &u, true, seen)?;
                     if !l.is_dir() {
-                        // A directory where a file was: overlay makes it opaque.
+                        // A directory where a file was: nothing below it
+                        // to hide.
                         out.push(entry);
-                        out.push(opaque_marker(&rel_path));
                         for child in sorted_names(&up)? {
                             add_tree(upper, &rel_path.join(child), seen, out)?;
                         }
@@ -210,6 +350,7 @@ fn differs(lp: &Path, l: &fs::Metadata, up: &Path, u: &fs::Metadata) -> Result<b
         || l.mode() & 0o7777 != u.mode() & 0o7777
         || l.uid() != u.uid()
         || l.gid() != u.gid()
+        || (l.mtime() != u.mtime() && !u.is_dir())
     {
         return Ok(true);
     }

@@ -48,13 +48,15 @@ mod diff;
 mod error;
 mod pgzip;
 mod snapshot;
+mod view;
 mod writer;
 
 pub use apply::{apply_layer, decompress, ApplyMode, ApplyStats};
-pub use diff::{diff_dirs, upper_to_entries};
+pub use diff::{diff_dirs, upper_to_entries, upper_to_entries_against};
 pub use error::{Error, Result};
 pub use snapshot::{Mount, Snapshotter};
+pub use view::{clean_components, is_whiteout, Found, MergedView};
 pub use writer::{
-    import_tar, import_tar_to_store, scan_dir, write_layer, write_layer_to_store, Entry, EntryKind,
-    FileSource, LayerInfo, LayerOptions, LayerSource, Timestamps,
+    get_xattr, import_tar, import_tar_to_store, scan_dir, write_layer, write_layer_to_store, Entry,
+    EntryKind, FileSource, LayerInfo, LayerOptions, LayerSource, Timestamps,
 };

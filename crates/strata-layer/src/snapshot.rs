@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 
 use strata_oci::{Digest, Image, Layer, Store};
 
+use crate::diff::upper_to_entries_against;
 use crate::error::IoContext;
 use crate::{
-    apply_layer, diff_dirs, upper_to_entries, write_layer_to_store, ApplyMode, Error, LayerInfo,
-    LayerOptions, LayerSource, Result,
+    apply_layer, diff_dirs, write_layer_to_store, ApplyMode, Error, LayerInfo, LayerOptions,
+    LayerSource, MergedView, Result,
 };
 
 /// A mount, as data: what `mount -t KIND SOURCE TARGET -o OPTIONS` would do.
@@ -164,6 +165,10 @@ impl Snapshotter {
         for d in ["upper", "work"] {
             fs::create_dir_all(a.join(d)).ctx("create", a.join(d))?;
         }
+        // The lower layers, for commit to leave out what a copy-up did not
+        // change.
+        let list: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+        fs::write(a.join("lowers"), list.join("\n")).ctx("write", a.join("lowers"))?;
         Ok(vec![self.overlay_mount(&lowers, Some(&a))])
     }
 
@@ -186,6 +191,7 @@ impl Snapshotter {
         }
         options.push("redirect_dir=off".into());
         options.push("index=off".into());
+        options.push("metacopy=off".into());
         Mount {
             kind: "overlay".into(),
             source: PathBuf::from("overlay"),
@@ -212,6 +218,10 @@ impl Snapshotter {
                 apply_layer(std::io::BufReader::new(blob), &dir, ApplyMode::Plain)?;
             }
         }
+        // Directories a layer does not list, but a later layer adds to, got
+        // the clock's time in each copy: make the two copies agree, so only
+        // what the command changes differs.
+        copy_dir_times(&a.join("lower"), &a.join("root"))?;
         Ok(vec![Mount {
             kind: "bind".into(),
             source: a.join("root"),
@@ -239,7 +249,15 @@ impl Snapshotter {
         let entries = if copy {
             diff_dirs(&a.join("lower"), &a.join("root"))?
         } else if a.join("upper").is_dir() {
-            upper_to_entries(&a.join("upper"), opts.xattrs)?
+            let lowers = fs::read_to_string(a.join("lowers")).unwrap_or_default();
+            let view = MergedView::new(
+                lowers
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(PathBuf::from)
+                    .collect(),
+            );
+            upper_to_entries_against(&a.join("upper"), &view, opts.xattrs)?
         } else {
             return Err(Error::Store(strata_oci::Error::NotFound {
                 what: format!("snapshot {key}"),
@@ -263,4 +281,39 @@ impl Snapshotter {
         strata_oci::remove_tree(&self.active(key))?;
         Ok(())
     }
+}
+
+/// Sets the mtime of every directory under `to` to that of the same
+/// directory under `from` (the trees hold the same paths).
+fn copy_dir_times(from: &Path, to: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let src = from.join(&rel);
+        for e in fs::read_dir(&src).ctx("list", &src)? {
+            let e = e.ctx("list", &src)?;
+            if e.file_type().ctx("stat", e.path())?.is_dir() {
+                stack.push(rel.join(e.file_name()));
+            }
+        }
+        let meta = fs::symlink_metadata(&src).ctx("stat", &src)?;
+        let t = rustix::fs::Timespec {
+            tv_sec: meta.mtime(),
+            tv_nsec: meta.mtime_nsec() as _,
+        };
+        let times = rustix::fs::Timestamps {
+            last_access: t,
+            last_modification: t,
+        };
+        let dst = to.join(&rel);
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            &dst,
+            &times,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(std::io::Error::from)
+        .ctx("set times of", &dst)?;
+    }
+    Ok(())
 }

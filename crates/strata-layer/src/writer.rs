@@ -50,6 +50,11 @@ pub struct LayerOptions {
     /// Write extended attributes (always without `trusted.overlay.*` and
     /// `security.selinux`, which describe the host, not the image).
     pub xattrs: bool,
+    /// With [`Timestamps::Clamp`]: mtimes (whole seconds) that also get the
+    /// clamp's time, however old: the times files in a step's cache mounts
+    /// carry, which a `cp -p` out of the mount would bring into the layer
+    /// although no key holds them.
+    pub foreign_times: std::collections::BTreeSet<i64>,
 }
 
 impl Default for LayerOptions {
@@ -71,6 +76,7 @@ impl LayerOptions {
             level: None,
             timestamps: Timestamps::Epoch(epoch),
             xattrs: true,
+            foreign_times: Default::default(),
         }
     }
 }
@@ -214,6 +220,29 @@ pub(crate) fn keep_xattr(name: &str) -> bool {
         || name.starts_with("user.overlay."))
 }
 
+/// One xattr of a path (not following symlinks): `None` when it is not set
+/// or the file system has none. The buffer grows to the value's size, so a
+/// long value is read whole, never taken for "absent".
+pub fn get_xattr(path: &Path, name: &str) -> Result<Option<Vec<u8>>> {
+    let mut value = vec![0u8; 256];
+    loop {
+        match rustix::fs::lgetxattr(path, name, &mut value[..]) {
+            Ok(len) => {
+                value.truncate(len);
+                return Ok(Some(value));
+            }
+            Err(rustix::io::Errno::RANGE) if value.len() < 1 << 20 => {
+                let want = rustix::fs::lgetxattr(path, name, &mut [0u8; 0][..]).unwrap_or(0);
+                value.resize(want.max(value.len() * 4), 0);
+            }
+            Err(rustix::io::Errno::NODATA)
+            | Err(rustix::io::Errno::NOTSUP)
+            | Err(rustix::io::Errno::PERM) => return Ok(None),
+            Err(e) => return Err(e).ctx("read xattr of", path),
+        }
+    }
+}
+
 /// Read a path's xattrs (not following symlinks), sorted by name.
 pub(crate) fn read_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let mut names = vec![0u8; 1024];
@@ -230,17 +259,7 @@ pub(crate) fn read_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
         let Ok(name) = std::str::from_utf8(raw) else {
             continue;
         };
-        let mut value = vec![0u8; 256];
-        let len = loop {
-            match rustix::fs::lgetxattr(path, name, &mut value[..]) {
-                Ok(len) => break Some(len),
-                Err(rustix::io::Errno::RANGE) => value.resize(value.len() * 4, 0),
-                Err(rustix::io::Errno::NODATA) => break None,
-                Err(e) => return Err(e).ctx("read xattr of", path),
-            }
-        };
-        if let Some(len) = len {
-            value.truncate(len);
+        if let Some(value) = get_xattr(path, name)? {
             out.push((name.to_owned(), value));
         }
     }
@@ -593,7 +612,7 @@ pub(crate) fn write_entry<W: Write>(out: &mut W, e: &Entry, opts: &LayerOptions)
         Timestamps::Epoch(t) => t,
         Timestamps::Preserve => e.mtime,
         Timestamps::Clamp { since, to } => {
-            if e.mtime >= since {
+            if e.mtime >= since || opts.foreign_times.contains(&e.mtime) {
                 to
             } else {
                 e.mtime
@@ -964,6 +983,9 @@ mod tests {
         new.mtime = 1_800_000_000;
         let mut edge = Entry::file("edge", "e");
         edge.mtime = 1_700_000_000;
+        // An old time that a file in a cache mount carries: stamped too.
+        let mut foreign = Entry::file("foreign", "f");
+        foreign.mtime = 42;
         let opts = LayerOptions {
             compression: Compression::None,
             level: None,
@@ -972,9 +994,10 @@ mod tests {
                 to: 5,
             },
             xattrs: false,
+            foreign_times: [42].into(),
         };
         let (_, bytes) = write_layer(
-            LayerSource::Entries(vec![old, new, edge]),
+            LayerSource::Entries(vec![old, new, edge, foreign]),
             &opts,
             Vec::new(),
         )
@@ -993,6 +1016,7 @@ mod tests {
             got,
             [
                 ("edge".to_owned(), 5),
+                ("foreign".to_owned(), 5),
                 ("new".to_owned(), 5),
                 ("old".to_owned(), 1_600_000_000)
             ]
@@ -1017,6 +1041,7 @@ mod tests {
             level: None,
             timestamps: Timestamps::Epoch(7),
             xattrs: true,
+            foreign_times: Default::default(),
         };
         let (info, bytes) = write_layer(LayerSource::Entries(entries), &opts, Vec::new()).unwrap();
         assert_eq!(info.diff_id, info.digest);

@@ -21,6 +21,7 @@ fn opts(c: Compression) -> LayerOptions {
         level: None,
         timestamps: Timestamps::Epoch(0),
         xattrs: true,
+        foreign_times: Default::default(),
     }
 }
 

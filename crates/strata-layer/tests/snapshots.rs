@@ -8,11 +8,12 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, UNIX_EPOCH};
 
 use common::describe_tree;
 use strata_layer::{
-    apply_layer, diff_dirs, upper_to_entries, write_layer, write_layer_to_store, ApplyMode,
-    LayerOptions, LayerSource, Snapshotter, Timestamps,
+    apply_layer, diff_dirs, upper_to_entries_against, write_layer, write_layer_to_store, ApplyMode,
+    LayerOptions, LayerSource, MergedView, Snapshotter, Timestamps,
 };
 use strata_oci::{Compression, Layer, Store};
 
@@ -22,12 +23,25 @@ fn opts() -> LayerOptions {
         level: None,
         timestamps: Timestamps::Epoch(0),
         xattrs: true,
+        foreign_times: Default::default(),
     }
 }
 
 fn base_tree(root: &Path) {
-    for d in ["etc", "var/lib/app", "gone-dir/sub", "srv"] {
+    for d in [
+        "etc",
+        "var/lib/app",
+        "gone-dir/sub",
+        "srv",
+        "quiet",
+        "replaced",
+    ] {
         fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::write(root.join("quiet/stays"), b"s").unwrap();
+    fs::write(root.join("replaced/old"), b"o").unwrap();
+    for f in ["touch-me", "chown-same", "opened"] {
+        fs::write(root.join("etc").join(f), b"same").unwrap();
     }
     fs::write(root.join("etc/hostname"), b"base\n").unwrap();
     fs::write(root.join("etc/same-size"), b"aaaa").unwrap();
@@ -37,6 +51,25 @@ fn base_tree(root: &Path) {
     fs::write(root.join("var/lib/app/data"), b"d").unwrap();
     fs::write(root.join("file-to-dir"), b"was a file").unwrap();
     std::os::unix::fs::symlink("hostname", root.join("etc/link")).unwrap();
+    // Fixed times, so two trees made a moment apart are equal.
+    for f in [
+        "quiet/stays",
+        "replaced/old",
+        "etc/touch-me",
+        "etc/chown-same",
+        "etc/opened",
+        "etc/hostname",
+        "etc/same-size",
+        "etc/remove-me",
+        "etc/chmod-me",
+        "gone-dir/sub/f",
+        "var/lib/app/data",
+        "file-to-dir",
+    ] {
+        let f = fs::File::options().write(true).open(root.join(f)).unwrap();
+        f.set_modified(UNIX_EPOCH + Duration::from_secs(1_000_000))
+            .unwrap();
+    }
 }
 
 /// The change a RUN step might make, applied to a merged view `m`.
@@ -53,13 +86,31 @@ fn change(m: &Path) {
     fs::remove_file(m.join("file-to-dir")).unwrap();
     fs::create_dir(m.join("file-to-dir")).unwrap();
     fs::write(m.join("file-to-dir/inside"), b"i").unwrap();
+    // Only the time changes: a change (overlay copies the file up).
+    let f = fs::File::options()
+        .write(true)
+        .open(m.join("etc/touch-me"))
+        .unwrap();
+    f.set_modified(UNIX_EPOCH + Duration::from_secs(2_000_000))
+        .unwrap();
+    // No change at all, though overlay copies these up.
+    std::os::unix::fs::chown(m.join("etc/chown-same"), Some(0), Some(0)).unwrap();
+    drop(
+        fs::File::options()
+            .write(true)
+            .open(m.join("etc/opened"))
+            .unwrap(),
+    );
+    fs::write(m.join("quiet/tmp"), b"t").unwrap();
+    fs::remove_file(m.join("quiet/tmp")).unwrap();
+    // `rm -rf d && mkdir d`: an opaque directory.
+    fs::remove_dir_all(m.join("replaced")).unwrap();
+    fs::create_dir(m.join("replaced")).unwrap();
+    fs::write(m.join("replaced/new"), b"n").unwrap();
 }
 
 fn overlay_usable() -> bool {
-    if !strata_testkit::require_root() || !strata_testkit::require_tool("mount") {
-        return false;
-    }
-    fs::read_to_string("/proc/filesystems").is_ok_and(|s| s.contains("overlay"))
+    strata_testkit::require_overlay() && strata_testkit::require_tool("mount")
 }
 
 #[test]
@@ -94,12 +145,40 @@ fn diff_fallback_matches_the_overlay_upper_byte_for_byte() {
     );
     change(&merged);
     strata_testkit::run_ok(Command::new("umount").arg(&merged));
-    let via_overlay = upper_to_entries(&upper, true).unwrap();
+    let via_overlay =
+        upper_to_entries_against(&upper, &MergedView::new(vec![lower.clone()]), true).unwrap();
     // Fallback path.
     change(&copy);
     let via_diff = diff_dirs(&lower, &copy).unwrap();
     let (a, blob_a) = write_layer(LayerSource::Entries(via_overlay), &opts(), Vec::new()).unwrap();
     let (b, blob_b) = write_layer(LayerSource::Entries(via_diff), &opts(), Vec::new()).unwrap();
+    let names = |blob: &[u8]| -> Vec<String> {
+        let (_, r) = strata_layer::decompress(blob).unwrap();
+        let mut ar = tar::Archive::new(r);
+        ar.entries()
+            .unwrap()
+            .map(|e| String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned())
+            .collect()
+    };
+    let listed = names(&blob_a);
+    // `rm -rf replaced && mkdir replaced` is written as the whiteouts the
+    // overlay's opaque directory stands for (one form for both paths).
+    for want in ["etc/touch-me", "replaced/.wh.old", "replaced/new"] {
+        assert!(
+            listed.iter().any(|n| n == want),
+            "{want} missing: {listed:?}"
+        );
+    }
+    assert!(
+        !listed.iter().any(|n| n.ends_with(".wh..wh..opq")),
+        "{listed:?}"
+    );
+    for unchanged in ["etc/chown-same", "etc/opened", "quiet/", "quiet"] {
+        assert!(
+            !listed.iter().any(|n| n == unchanged),
+            "{unchanged} did not change but is in the layer: {listed:?}"
+        );
+    }
     if a != b {
         let list = |blob: &[u8]| {
             let (_, r) = strata_layer::decompress(blob).unwrap();
@@ -129,19 +208,33 @@ fn diff_fallback_matches_the_overlay_upper_byte_for_byte() {
 }
 
 #[test]
-fn diff_ignores_mtimes_but_sees_same_size_content_changes() {
+fn diff_sees_file_times_not_directory_times_and_same_size_content_changes() {
     let t = tempfile::tempdir().unwrap();
     let (l, u) = (t.path().join("l"), t.path().join("u"));
     fs::create_dir_all(&l).unwrap();
     fs::create_dir_all(&u).unwrap();
     base_tree(&l);
     base_tree(&u);
-    let f = fs::File::open(u.join("etc/hostname")).unwrap();
-    f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+    fs::write(u.join("quiet/tmp"), b"t").unwrap();
+    fs::remove_file(u.join("quiet/tmp")).unwrap();
     assert!(
         diff_dirs(&l, &u).unwrap().is_empty(),
-        "an mtime alone is no change"
+        "a directory's mtime alone is no change"
     );
+    let f = fs::File::options()
+        .write(true)
+        .open(u.join("etc/hostname"))
+        .unwrap();
+    f.set_modified(UNIX_EPOCH).unwrap();
+    let d = diff_dirs(&l, &u).unwrap();
+    let names: Vec<_> = d.iter().map(|e| e.path.display().to_string()).collect();
+    assert_eq!(names, ["etc", "etc/hostname"], "a file's mtime is a change");
+    let f = fs::File::options()
+        .write(true)
+        .open(u.join("etc/hostname"))
+        .unwrap();
+    f.set_modified(UNIX_EPOCH + Duration::from_secs(1_000_000))
+        .unwrap();
     fs::write(u.join("etc/same-size"), b"bbbb").unwrap();
     let d = diff_dirs(&l, &u).unwrap();
     let names: Vec<_> = d.iter().map(|e| e.path.display().to_string()).collect();

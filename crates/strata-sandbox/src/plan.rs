@@ -43,6 +43,9 @@ pub(crate) struct RootMount {
     pub target: CString,
 }
 
+/// Options of the overlay a run's root is (see [`root_mount`]).
+pub(crate) const OVERLAY_OPTIONS: &str = "redirect_dir=off,index=off,metacopy=off,volatile";
+
 fn check_overlay_path(p: &Path) -> Result<(), SandboxError> {
     let b = p.as_os_str().as_bytes();
     if b.iter().any(|c| matches!(c, b',' | b':' | b'\\')) {
@@ -94,7 +97,14 @@ pub(crate) fn root_mount(
                 check_overlay_path(p)?;
             }
             let data = |l: &[String], u: &str, w: &str| {
-                format!("lowerdir={},upperdir={u},workdir={w},volatile", l.join(":"))
+                // Every option the layer diff relies on is stated, never
+                // left to the kernel's defaults: no redirects or metadata-only
+                // copy-ups (their content would live in the lower layers), no
+                // index.
+                format!(
+                    "lowerdir={},upperdir={u},workdir={w},{OVERLAY_OPTIONS}",
+                    l.join(":")
+                )
             };
             let s = |p: &Path| p.to_string_lossy().into_owned();
             let abs = data(
@@ -912,7 +922,7 @@ mod tests {
         let rm = root_mount(&rootfs, Path::new("/m"), Path::new("/e")).unwrap();
         assert_eq!(
             rm.data.unwrap().to_str().unwrap(),
-            "lowerdir=/s/snap/0:/s/snap/1:/s/snap/2,upperdir=/s/up,workdir=/s/work,volatile"
+            "lowerdir=/s/snap/0:/s/snap/1:/s/snap/2,upperdir=/s/up,workdir=/s/work,redirect_dir=off,index=off,metacopy=off,volatile"
         );
         assert!(rm.chdir.is_none());
         let long = "/var/lib/strata/snapshots/sha256";

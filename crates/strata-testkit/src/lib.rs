@@ -42,6 +42,26 @@ pub fn require_root() -> bool {
     }
 }
 
+/// Whether overlayfs can be mounted here (root, and the kernel has it,
+/// after `modprobe overlay`); see [`require_tool`].
+pub fn require_overlay() -> bool {
+    if !require_root() {
+        return false;
+    }
+    let has = || {
+        std::fs::read_to_string("/proc/filesystems")
+            .is_ok_and(|s| s.lines().any(|l| l.trim_end().ends_with("overlay")))
+    };
+    if !has() {
+        let _ = Command::new("modprobe").arg("overlay").status();
+    }
+    if has() {
+        true
+    } else {
+        unavailable("overlayfs (modprobe overlay)")
+    }
+}
+
 /// Whether the effective user is root.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -95,6 +115,17 @@ pub fn run_ok(cmd: &mut Command) -> String {
 /// `busybox-static`: `/bin/busybox` plus one symlink per applet, /etc/passwd,
 /// /etc/group, /tmp) to `dest`. Returns false when busybox is unavailable.
 pub fn busybox_rootfs_tar(dest: &Path) -> bool {
+    busybox_rootfs_tar_with(dest, BUSYBOX_PASSWD, BUSYBOX_GROUP)
+}
+
+/// `/etc/passwd` of [`busybox_rootfs_tar`]: root, nobody, and app (1000).
+pub const BUSYBOX_PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\napp:x:1000:1000::/home/app:/bin/sh\n";
+/// `/etc/group` of [`busybox_rootfs_tar`].
+pub const BUSYBOX_GROUP: &str = "root:x:0:\nnogroup:x:65534:\napp:x:1000:\n";
+
+/// [`busybox_rootfs_tar`] with the given `/etc/passwd` and `/etc/group`
+/// (a base image whose users differ, under the same name).
+pub fn busybox_rootfs_tar_with(dest: &Path, passwd: &str, group: &str) -> bool {
     let busybox = Path::new("/bin/busybox");
     if !busybox.is_file() && !unavailable("/bin/busybox (Debian package busybox-static)") {
         return false;
@@ -141,13 +172,7 @@ pub fn busybox_rootfs_tar(dest: &Path) -> bool {
         b.append_link(&mut h, format!("bin/{applet}"), "busybox")
             .unwrap();
     }
-    for (name, body) in [
-        (
-            "etc/passwd",
-            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\napp:x:1000:1000::/home/app:/bin/sh\n",
-        ),
-        ("etc/group", "root:x:0:\nnogroup:x:65534:\napp:x:1000:\n"),
-    ] {
+    for (name, body) in [("etc/passwd", passwd), ("etc/group", group)] {
         let mut h = tar::Header::new_gnu();
         h.set_mode(0o644);
         h.set_size(body.len() as u64);

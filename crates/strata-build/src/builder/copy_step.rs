@@ -19,7 +19,7 @@ impl Shared<'_> {
         } else {
             format!("{}/{}", st.workdir().trim_end_matches('/'), v)
         };
-        let comps = crate::rootfs::clean_components(&joined);
+        let comps = strata_layer::clean_components(&joined);
         let wd = format!("/{}", comps.join("/"));
         st.cfg().working_dir = Some(wd.clone());
         let view = st.merged();
@@ -44,6 +44,7 @@ impl Shared<'_> {
         inputs
             .fields
             .insert("owner".into(), format!("{}:{}", owner.uid, owner.gid));
+        self.key_timestamps(&mut inputs);
         let mut entries = Vec::new();
         for n in 1..=resolved.len() {
             let c = &resolved[..n];
@@ -286,8 +287,25 @@ impl Shared<'_> {
         // With --from, the copied files' content is hashed: a source stage
         // that rebuilt to the same files keeps this step cached.
         let _ = from_key;
-        if preserve {
-            inputs.fields.insert("timestamps".into(), "preserve".into());
+        self.key_timestamps(&mut inputs);
+        // The ids --chown resolved to, not the names: a base image that
+        // gives `app` another uid makes another layer (with --link too).
+        if let Some(o) = owner {
+            inputs
+                .fields
+                .insert("owner".into(), format!("{}:{}", o.uid, o.gid));
+        }
+        if is_add {
+            // Whether archives are unpacked, as the flag and the source
+            // kind decide it (a local archive by default, a URL never).
+            inputs.fields.insert(
+                "unpack".into(),
+                format!(
+                    "local={} url={}",
+                    c.unpack.unwrap_or(true),
+                    c.unpack.unwrap_or(false)
+                ),
+            );
         }
         // --link: the layer does not depend on what is below it, so it is
         // looked up without the parent key (a new base reuses it); the chain

@@ -30,7 +30,7 @@ use crate::explain::{changed, compare, Explanation};
 use crate::key::{tag, Inputs};
 use crate::options::{BuildOptions, NetworkMode, SecretSource, SnapshotMode, Timestamps};
 use crate::plan::{Base, FromRef, Plan, PROXY_ARGS};
-use crate::rootfs::MergedView;
+use strata_layer::MergedView;
 
 mod copy_step;
 mod meta;
@@ -221,10 +221,13 @@ pub fn build(
     fs::create_dir_all(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
     let _tmp_guard = RemoveOnDrop(tmp.clone());
     let executor = strata_sandbox::pick(opts.isolation, store.root().join("run"))?;
-    let overlay = match opts.snapshots {
-        SnapshotMode::Overlay => true,
-        SnapshotMode::Copy => false,
-        SnapshotMode::Auto => overlay_usable(),
+    let (overlay, fallback) = match opts.snapshots {
+        SnapshotMode::Overlay => (true, None),
+        SnapshotMode::Copy => (false, None),
+        SnapshotMode::Auto => match overlay_unusable() {
+            None => (true, None),
+            Some(why) => (false, Some(why)),
+        },
     };
     let dockerfile_abs = fs::canonicalize(&dockerfile).unwrap_or(dockerfile);
     let identity = format!("{}\0{}", context_dir.display(), dockerfile_abs.display());
@@ -262,6 +265,12 @@ pub fn build(
         layer_opts,
     };
     shared.warn_unused_args();
+    if let Some(why) = fallback {
+        shared.warn(
+            format!("{why}: RUN steps use the copy snapshotter (slower, same layers)"),
+            None,
+        );
+    }
     let steps: usize = shared
         .plan
         .needed
@@ -276,19 +285,23 @@ pub fn build(
             .map(|&i| shared.plan.stages[i].label.clone())
             .collect(),
         steps,
+        snapshotter: if shared.overlay { "overlay" } else { "copy" },
     });
     let target = shared.run_stages()?;
     let output = shared.finish(&target, started)?;
     Ok(output)
 }
 
-/// Whether overlayfs can be mounted here (root, and the kernel has it).
-fn overlay_usable() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    root && fs::read_to_string("/proc/filesystems")
+/// Why overlayfs cannot be mounted here, or `None` when it can (root, and
+/// the kernel has it).
+fn overlay_unusable() -> Option<&'static str> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("not running as root");
+    }
+    let has = fs::read_to_string("/proc/filesystems")
         .map(|s| s.lines().any(|l| l.trim_end().ends_with("overlay")))
-        .unwrap_or(false)
+        .unwrap_or(false);
+    (!has).then_some("the kernel has no overlayfs (modprobe overlay)")
 }
 
 struct RemoveOnDrop(PathBuf);
@@ -437,6 +450,16 @@ impl Shared<'_> {
 
     fn epoch(&self) -> i64 {
         self.opts.timestamps.epoch()
+    }
+
+    /// Every layer-making step's key holds the timestamp mode and epoch:
+    /// they decide the mtimes its layer records.
+    fn key_timestamps(&self, inputs: &mut Inputs) {
+        let v = match self.opts.timestamps {
+            Timestamps::Epoch(e) => format!("epoch {e}"),
+            Timestamps::Preserve(e) => format!("preserve, epoch {e}"),
+        };
+        inputs.fields.insert("timestamps".into(), v);
     }
 
     /// An image, resolved once per build, with its layers extracted.

@@ -114,20 +114,16 @@ impl Shared<'_> {
         if let Some((name, data)) = &script {
             inputs.fields.insert(format!("script:{name}"), data.clone());
         }
-        // Mounts.
-        let mut mounts = Vec::new();
-        let mut secret_env = Vec::new();
-        let mut holds = Vec::new(); // locks and temp dirs kept for the run
+        self.key_timestamps(&mut inputs);
+        // Mounts: keyed now, made only if the step runs.
+        let mut mounts = RunMounts::default();
         for m in &r.mounts {
-            self.plan_mount(
-                st,
-                &view,
-                m,
-                &mut inputs,
-                &mut mounts,
-                &mut secret_env,
-                &mut holds,
-            )?;
+            // Every option's value is expanded, as BuildKit does
+            // (`uid=$UID`, `target=$HOME/.cache`).
+            let expand = |v: &str| self.expand(st, v).map_err(|e| e.to_string());
+            let m = MountSpec::parse(&m.raw, Some(&expand))
+                .map_err(|e| Error::invalid(format!("invalid --mount={}: {e}", m.raw)))?;
+            self.plan_mount(st, &m, &mut inputs, &mut mounts)?;
         }
         let history = {
             let mut parts = Vec::new();
@@ -154,7 +150,6 @@ impl Shared<'_> {
             .iter()
             .chain(proxies.iter())
             .map(|(k, v)| format!("{k}={v}"))
-            .chain(secret_env.iter().cloned())
             .collect();
         self.layer_step(
             st,
@@ -185,16 +180,14 @@ impl Shared<'_> {
         )
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Adds what mount `m` is to the step's key, and what to make for it
+    /// (nothing is copied or created until the step runs).
     pub(super) fn plan_mount(
         &self,
         st: &StageState,
-        view: &MergedView,
         m: &MountSpec,
         inputs: &mut Inputs,
-        mounts: &mut Vec<strata_sandbox::Mount>,
-        secret_env: &mut Vec<String>,
-        holds: &mut Vec<Box<dyn std::any::Any>>,
+        mounts: &mut RunMounts,
     ) -> Result<()> {
         let workdir = st.workdir();
         let abs = |p: &str| -> String {
@@ -204,40 +197,40 @@ impl Shared<'_> {
                 format!("{}/{}", workdir.trim_end_matches('/'), p)
             }
         };
-        let target = m
-            .target
-            .as_deref()
-            .map(|t| self.expand(st, t))
-            .transpose()?;
+        let target = m.target.clone();
         match m.kind {
             MountType::Cache => {
                 let target = abs(&target
                     .ok_or_else(|| Error::invalid("RUN --mount=type=cache needs target="))?);
                 let id = m.id.clone().unwrap_or_else(|| target.clone());
-                let dir = self.cache.mount_dir(&id)?;
-                if m.mode.is_some() || m.uid.is_some() || m.gid.is_some() {
-                    use std::os::unix::fs::PermissionsExt;
-                    let _ = fs::set_permissions(
-                        &dir,
-                        fs::Permissions::from_mode(m.mode.unwrap_or(0o755)),
-                    );
-                    let _ = rustix::fs::chown(
-                        &dir,
-                        Some(rustix::fs::Uid::from_raw(m.uid.unwrap_or(0))),
-                        Some(rustix::fs::Gid::from_raw(m.gid.unwrap_or(0))),
-                    );
-                }
-                if m.sharing == Some(strata_dockerfile::CacheSharing::Locked) {
-                    let f = fs::File::open(&dir).map_err(|e| Error::io("open", &dir, e))?;
-                    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-                        .map_err(|e| Error::io("lock", &dir, e.into()))?;
-                    holds.push(Box::new(f));
-                }
+                // One cache directory per id and initial owner and mode (as
+                // BuildKit keys a cache mount by the directory it starts as).
+                let (uid, gid, mode) = (
+                    m.uid.unwrap_or(0),
+                    m.gid.unwrap_or(0),
+                    m.mode.unwrap_or(0o755),
+                );
+                let sharing = match m.sharing {
+                    None | Some(strata_dockerfile::CacheSharing::Shared) => "shared",
+                    Some(strata_dockerfile::CacheSharing::Private) => "private",
+                    Some(strata_dockerfile::CacheSharing::Locked) => "locked",
+                };
                 inputs.fields.insert(
                     format!("mount:{target}"),
-                    format!("cache id={id} readonly={}", m.readonly),
+                    format!(
+                        "cache id={id} uid={uid} gid={gid} mode={mode:o} sharing={sharing} readonly={}",
+                        m.readonly
+                    ),
                 );
-                mounts.push(strata_sandbox::Mount::bind(dir, target, m.readonly));
+                mounts.pending.push(Pending::Cache {
+                    id,
+                    uid,
+                    gid,
+                    mode,
+                    locked: sharing == "locked",
+                    target,
+                    readonly: m.readonly,
+                });
             }
             MountType::Tmpfs => {
                 let target = abs(&target
@@ -246,7 +239,9 @@ impl Shared<'_> {
                 inputs
                     .fields
                     .insert(format!("mount:{target}"), format!("tmpfs size={size:?}"));
-                mounts.push(strata_sandbox::Mount::tmpfs(target, size));
+                mounts
+                    .pending
+                    .push(Pending::Ready(strata_sandbox::Mount::tmpfs(target, size)));
             }
             MountType::Secret => {
                 let id = match (&m.id, &target) {
@@ -258,6 +253,36 @@ impl Shared<'_> {
                         ))
                     }
                 };
+                let (uid, gid, mode) = (
+                    m.uid.unwrap_or(0),
+                    m.gid.unwrap_or(0),
+                    m.mode.unwrap_or(0o400),
+                );
+                let file_target = (m.env.is_none() || target.is_some()).then(|| {
+                    target
+                        .as_deref()
+                        .map(abs)
+                        .unwrap_or_else(|| format!("/run/secrets/{id}"))
+                });
+                // The key holds what the step is (a secret with this id,
+                // mounted here, with this mode), never whether the user
+                // gave it this time, nor its value: as BuildKit does, a
+                // build with or without the secret finds the same entry.
+                if let Some(var) = &m.env {
+                    inputs.fields.insert(
+                        format!("secret-env:{var}"),
+                        format!("id={id} required={}", m.required),
+                    );
+                }
+                if let Some(t) = &file_target {
+                    inputs.fields.insert(
+                        format!("mount:{t}"),
+                        format!(
+                            "secret id={id} uid={uid} gid={gid} mode={mode:o} required={}",
+                            m.required
+                        ),
+                    );
+                }
                 let Some(src) = self.opts.secrets.get(&id) else {
                     if m.required {
                         return Err(Error::invalid(format!(
@@ -266,106 +291,72 @@ impl Shared<'_> {
                     }
                     return Ok(());
                 };
-                // The secret's value never enters the key, the history or the
-                // config: only that a secret with this id was mounted.
-                let value_path = match src {
-                    SecretSource::File(p) => p.clone(),
-                    SecretSource::Env(var) => {
-                        let v = std::env::var(var).map_err(|_| {
-                            Error::invalid(format!(
-                                "secret {id}: environment variable {var} is not set"
-                            ))
-                        })?;
-                        let p = self
-                            .tmp
-                            .join(format!("secret-{}", Digest::sha256(id.as_bytes()).short()));
-                        write_private(&p, v.as_bytes())?;
-                        p
-                    }
-                };
-                if let Some(var) = &m.env {
-                    let v = fs::read_to_string(&value_path)
-                        .map_err(|e| Error::io("read secret", &value_path, e))?;
-                    secret_env.push(format!("{var}={}", v.trim_end_matches('\n')));
-                    inputs
-                        .fields
-                        .insert(format!("secret-env:{var}"), id.clone());
-                }
-                if m.env.is_none() || target.is_some() {
-                    let target = target
-                        .map(|t| abs(&t))
-                        .unwrap_or_else(|| format!("/run/secrets/{id}"));
-                    // Bind a private copy, so the mode asked for applies and
-                    // the host file is never writable from the build.
-                    let copy_path = self.tmp.join(format!(
-                        "secret-{}-{}",
-                        Digest::sha256(id.as_bytes()).short(),
-                        mounts.len()
-                    ));
-                    let data = fs::read(&value_path)
-                        .map_err(|e| Error::io("read secret", &value_path, e))?;
-                    write_private(&copy_path, &data)?;
-                    {
-                        use std::os::unix::fs::PermissionsExt;
-                        let _ = fs::set_permissions(
-                            &copy_path,
-                            fs::Permissions::from_mode(m.mode.unwrap_or(0o400)),
-                        );
-                        let _ = rustix::fs::chown(
-                            &copy_path,
-                            Some(rustix::fs::Uid::from_raw(m.uid.unwrap_or(0))),
-                            Some(rustix::fs::Gid::from_raw(m.gid.unwrap_or(0))),
-                        );
-                    }
-                    inputs
-                        .fields
-                        .insert(format!("mount:{target}"), format!("secret id={id}"));
-                    mounts.push(strata_sandbox::Mount::bind(copy_path, target, true));
-                }
+                mounts.pending.push(Pending::Secret {
+                    id,
+                    source: src.clone(),
+                    env: m.env.clone(),
+                    target: file_target,
+                    uid,
+                    gid,
+                    mode,
+                });
             }
             MountType::Bind => {
                 let target =
                     abs(&target
                         .ok_or_else(|| Error::invalid("RUN --mount=type=bind needs target="))?);
-                let source = m
-                    .source
-                    .as_deref()
-                    .map(|s| self.expand(st, s))
-                    .transpose()?
-                    .unwrap_or_else(|| "/".into());
-                let dir = self.tmp.join(format!("bind-{}", mounts.len()));
-                let (bind, desc) = match &m.from {
+                let source = m.source.clone().unwrap_or_else(|| "/".into());
+                let (pending, desc) = match &m.from {
                     None => {
                         // The context, filtered by .dockerignore: only admitted
                         // files are visible.
-                        let rel = crate::rootfs::clean_components(&source).join("/");
+                        let rel = strata_layer::clean_components(&source).join("/");
                         let rel = if rel.is_empty() { ".".to_owned() } else { rel };
                         let entry = self.ctx.resolve(&rel)?.clone();
                         let index = self.ctx.index_paths(&[entry.path.as_str()])?;
-                        let bind =
-                            crate::fetch::materialize_context(&self.ctx, &entry, &dir, m.readonly)?;
-                        (bind, format!("bind context:{rel} {}", index.digest()))
+                        let preserve = matches!(self.opts.timestamps, Timestamps::Preserve(_));
+                        let digest = crate::fetch::context_bind_digest(&index, preserve);
+                        let desc = format!("bind context:{rel} mode={:o} {digest}", entry.mode);
+                        let time = (!preserve).then(|| self.epoch());
+                        (
+                            Pending::Context {
+                                entry,
+                                time,
+                                target,
+                                readonly: m.readonly,
+                            },
+                            desc,
+                        )
                     }
                     Some(f) => {
-                        let (v, key) = match self.plan.resolve_from(st.index, f) {
+                        let (layers, key) = match self.plan.resolve_from(st.index, f) {
                             FromRef::Stage(i) => {
                                 let r = self.stage_result(i)?;
-                                (MergedView::new(r.view.clone()), r.key.clone())
+                                (r.view.clone(), r.key.clone())
                             }
                             FromRef::Image(r) => {
                                 let img = self.image(&r)?;
-                                (MergedView::new(img.view.clone()), img.key.clone())
+                                (img.view.clone(), img.key.clone())
                             }
                         };
-                        let bind = crate::fetch::materialize_view(&v, &source, &dir, m.readonly)?;
-                        (bind, format!("bind from:{} source={source}", key.hex()))
+                        let desc = format!("bind from:{} source={source}", key.hex());
+                        let view = MergedView::new(layers);
+                        (
+                            Pending::View {
+                                view,
+                                source,
+                                target,
+                                readonly: m.readonly,
+                            },
+                            desc,
+                        )
                     }
                 };
                 inputs.fields.insert(
-                    format!("mount:{target}"),
+                    format!("mount:{}", pending_target(&pending)),
                     format!("{desc} rw={}", !m.readonly),
                 );
-                mounts.push(strata_sandbox::Mount::bind(bind, target, m.readonly));
+                mounts.pending.push(pending);
             }
             MountType::Ssh => {
                 return Err(Error::invalid(
@@ -373,8 +364,105 @@ impl Shared<'_> {
                 ));
             }
         }
-        let _ = view;
         Ok(())
+    }
+
+    /// Makes the planned mounts (the step runs): cache directories, copies
+    /// of the context or of a stage, private copies of secrets.
+    fn make_mounts(&self, id: StepId, planned: RunMounts) -> Result<MadeMounts> {
+        let mut made = MadeMounts::default();
+        for (n, p) in planned.pending.into_iter().enumerate() {
+            match p {
+                Pending::Ready(m) => made.mounts.push(m),
+                Pending::Cache {
+                    id: cid,
+                    uid,
+                    gid,
+                    mode,
+                    locked,
+                    target,
+                    readonly,
+                } => {
+                    let dir = self.cache.mount_dir(&cid, uid, gid, mode)?;
+                    if locked {
+                        let f = fs::File::open(&dir).map_err(|e| Error::io("open", &dir, e))?;
+                        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+                            .map_err(|e| Error::io("lock", &dir, e.into()))?;
+                        made.holds.push(f);
+                    }
+                    made.cache_dirs.push(dir.clone());
+                    made.mounts
+                        .push(strata_sandbox::Mount::bind(dir, target, readonly));
+                }
+                Pending::Context {
+                    entry,
+                    time,
+                    target,
+                    readonly,
+                } => {
+                    let dir = self.tmp.join(format!("bind-{}-{}-{n}", id.stage, id.step));
+                    made.temp.push(dir.clone());
+                    let bind = crate::fetch::materialize_context(&self.ctx, &entry, &dir, time)?;
+                    made.mounts
+                        .push(strata_sandbox::Mount::bind(bind, target, readonly));
+                }
+                Pending::View {
+                    view,
+                    source,
+                    target,
+                    readonly,
+                } => {
+                    let dir = self.tmp.join(format!("bind-{}-{}-{n}", id.stage, id.step));
+                    made.temp.push(dir.clone());
+                    let bind = crate::fetch::materialize_view(&view, &source, &dir, readonly)?;
+                    made.mounts
+                        .push(strata_sandbox::Mount::bind(bind, target, readonly));
+                }
+                Pending::Secret {
+                    id: sid,
+                    source,
+                    env,
+                    target,
+                    uid,
+                    gid,
+                    mode,
+                } => {
+                    let data = match &source {
+                        SecretSource::File(p) => {
+                            fs::read(p).map_err(|e| Error::io("read secret", p, e))?
+                        }
+                        SecretSource::Env(var) => std::env::var(var)
+                            .map_err(|_| {
+                                Error::invalid(format!(
+                                    "secret {sid}: environment variable {var} is not set"
+                                ))
+                            })?
+                            .into_bytes(),
+                    };
+                    if let Some(var) = &env {
+                        let v = String::from_utf8_lossy(&data);
+                        made.env.push(format!("{var}={}", v.trim_end_matches('\n')));
+                    }
+                    if let Some(target) = target {
+                        // Bind a private copy, so the mode asked for applies
+                        // and the host file is never writable from the build.
+                        let copy_path = self
+                            .tmp
+                            .join(format!("secret-{}-{}-{n}", id.stage, id.step));
+                        made.temp.push(copy_path.clone());
+                        write_private(&copy_path, &data)?;
+                        use std::os::unix::fs::PermissionsExt;
+                        fs::set_permissions(&copy_path, fs::Permissions::from_mode(mode))
+                            .map_err(|e| Error::io("chmod", &copy_path, e))?;
+                        std::os::unix::fs::chown(&copy_path, Some(uid), Some(gid))
+                            .map_err(|e| Error::io("chown", &copy_path, e))?;
+                        made.mounts
+                            .push(strata_sandbox::Mount::bind(copy_path, target, true));
+                    }
+                }
+            }
+        }
+        Ok(made)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -388,7 +476,7 @@ impl Shared<'_> {
         user: &str,
         workdir: String,
         network: Network,
-        mut mounts: Vec<strata_sandbox::Mount>,
+        planned: RunMounts,
         script: Option<(String, String)>,
         command_text: String,
         started: std::time::SystemTime,
@@ -400,6 +488,10 @@ impl Shared<'_> {
             let group = view.read_small("/etc/group");
             strata_sandbox::resolve_user_with(user, passwd.as_deref(), group.as_deref())?.user
         };
+        let mut made = self.make_mounts(id, planned)?;
+        let mut env = env;
+        env.extend(made.env.iter().cloned());
+        let mut mounts = std::mem::take(&mut made.mounts);
         if let Some((name, data)) = &script {
             let p = self.tmp.join(format!("script-{}-{}", id.stage, id.step));
             fs::write(&p, data).map_err(|e| Error::io("write", &p, e))?;
@@ -432,6 +524,11 @@ impl Shared<'_> {
             armed: true,
         };
         let rootfs = rootfs_from(&snap_mounts)?;
+        // Times the files in cache mounts carry, before and after the run:
+        // a copy out of a cache that keeps them must not bring this
+        // machine's history into the layer.
+        let mut foreign = std::collections::BTreeSet::new();
+        mtimes_under(&made.cache_dirs, &mut foreign)?;
         let (tx, rx) = std::sync::mpsc::channel::<(Stream, String)>();
         let tx = Mutex::new(tx);
         let capture = Capture::with_callback(20, move |stream, line| {
@@ -486,11 +583,16 @@ impl Shared<'_> {
         // second of slack covers the file system's coarse clock. Copies made
         // for rw bind mounts are newer than `started`, so a `cp -a` out of
         // them is stamped too.
+        // This holds with `--timestamps preserve` too: it keeps the
+        // context's times, but the build's own clock never enters a layer.
         let mut layer_opts = self.layer_opts.clone();
-        if let strata_layer::Timestamps::Epoch(to) = layer_opts.timestamps {
-            let since = i64::try_from(started.as_secs()).unwrap_or(i64::MAX) - 1;
-            layer_opts.timestamps = strata_layer::Timestamps::Clamp { since, to };
-        }
+        let since = i64::try_from(started.as_secs()).unwrap_or(i64::MAX) - 1;
+        layer_opts.timestamps = strata_layer::Timestamps::Clamp {
+            since,
+            to: self.epoch(),
+        };
+        mtimes_under(&made.cache_dirs, &mut foreign)?;
+        layer_opts.foreign_times = foreign;
         let info = self.snap.commit(&active, &layer_opts)?;
         let mut guard = guard;
         guard.armed = false;
@@ -611,4 +713,106 @@ mod tests {
         assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
         assert!(parse_size("lots").is_err());
     }
+}
+
+/// A mount of a RUN step, keyed but not made yet.
+pub(super) enum Pending {
+    /// Nothing to make (tmpfs).
+    Ready(strata_sandbox::Mount),
+    /// `type=cache`: a persistent directory of the store.
+    Cache {
+        id: String,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+        locked: bool,
+        target: String,
+        readonly: bool,
+    },
+    /// `type=bind` of the context.
+    Context {
+        entry: strata_context::Entry,
+        time: Option<i64>,
+        target: String,
+        readonly: bool,
+    },
+    /// `type=bind,from=`: a stage or image.
+    View {
+        view: MergedView,
+        source: String,
+        target: String,
+        readonly: bool,
+    },
+    /// `type=secret`, as a file and/or an environment variable.
+    Secret {
+        id: String,
+        source: SecretSource,
+        env: Option<String>,
+        target: Option<String>,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    },
+}
+
+fn pending_target(p: &Pending) -> &str {
+    match p {
+        Pending::Ready(m) => &m.target,
+        Pending::Cache { target, .. }
+        | Pending::Context { target, .. }
+        | Pending::View { target, .. } => target,
+        Pending::Secret { target, .. } => target.as_deref().unwrap_or(""),
+    }
+}
+
+/// The mounts of a RUN step, planned.
+#[derive(Default)]
+pub(super) struct RunMounts {
+    pending: Vec<Pending>,
+}
+
+/// The mounts of a RUN step, made.
+#[derive(Default)]
+struct MadeMounts {
+    mounts: Vec<strata_sandbox::Mount>,
+    /// Secrets exposed as environment variables.
+    env: Vec<String>,
+    /// Locks held for the run (`sharing=locked`).
+    holds: Vec<fs::File>,
+    /// Cache directories (their files' times may be copied out).
+    cache_dirs: Vec<PathBuf>,
+    /// Copies made for the run (binds, secrets), removed after it.
+    temp: Vec<PathBuf>,
+}
+
+impl Drop for MadeMounts {
+    fn drop(&mut self) {
+        for p in &self.temp {
+            if p.is_dir() {
+                let _ = strata_oci::remove_tree(p);
+            } else {
+                let _ = fs::remove_file(p);
+            }
+        }
+    }
+}
+
+/// Adds the mtime (whole seconds) of everything under `dirs` to `times`.
+fn mtimes_under(dirs: &[PathBuf], times: &mut std::collections::BTreeSet<i64>) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut stack: Vec<PathBuf> = dirs.to_vec();
+    while let Some(d) = stack.pop() {
+        let rd = fs::read_dir(&d).map_err(|e| Error::io("list", &d, e))?;
+        for e in rd {
+            let e = e.map_err(|e| Error::io("list", &d, e))?;
+            let meta = e
+                .metadata()
+                .map_err(|err| Error::io("stat", e.path(), err))?;
+            times.insert(meta.mtime());
+            if meta.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,13 +1,19 @@
 //! Helpers for the end-to-end tests that drive the `strata` binary.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
-pub fn strata_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_strata")
+/// The binary under test: `STRATA_TEST_BIN` when set (a long oracle run
+/// against a copy of the binary, while the tree is rebuilt), else the one
+/// cargo built.
+pub fn strata_bin() -> String {
+    std::env::var("STRATA_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_strata").to_owned())
 }
 
 /// A `strata` command on store `root`.
@@ -95,4 +101,112 @@ pub fn verify_clean(root: &Path) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A context directory with these files.
+pub fn context(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+    let ctx = dir.join("ctx");
+    for (name, body) in files {
+        let p = ctx.join(name);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, body).unwrap();
+    }
+    ctx
+}
+
+pub struct Setup {
+    pub _dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub ctx: PathBuf,
+}
+
+/// A store with busybox and a context; None when root or busybox is missing
+/// outside CI.
+pub fn setup(files: &[(&str, &str)]) -> Option<Setup> {
+    if !strata_testkit::require_root() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = store_with_busybox(dir.path())?;
+    let ctx = context(dir.path(), files);
+    Some(Setup {
+        _dir: dir,
+        root,
+        ctx,
+    })
+}
+
+/// `strata build` with JSON progress; returns (image id, events).
+pub fn build_json(root: &Path, ctx: &Path, extra: &[&str]) -> (String, Vec<Value>) {
+    let mut args = vec!["build", "--progress", "json"];
+    args.extend_from_slice(extra);
+    args.push(ctx.to_str().unwrap());
+    let out = ok(root, &args);
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let done = events
+        .iter()
+        .find(|e| e["event"] == "done")
+        .expect("no done event");
+    (done["id"].as_str().unwrap().to_owned(), events)
+}
+
+/// (stage, step) -> "cached" | "miss" reason, for layer steps.
+pub fn verdicts(events: &[Value]) -> BTreeMap<(u64, u64), String> {
+    let mut m = BTreeMap::new();
+    for e in events {
+        let key = |e: &Value| {
+            (
+                e["id"]["stage"].as_u64().unwrap(),
+                e["id"]["step"].as_u64().unwrap(),
+            )
+        };
+        match e["event"].as_str() {
+            Some("step_cached") => {
+                m.insert(key(e), "cached".to_owned());
+            }
+            Some("step_miss") => {
+                m.insert(
+                    key(e),
+                    e["explanation"]["reason"].as_str().unwrap().to_owned(),
+                );
+            }
+            _ => {}
+        }
+    }
+    m
+}
+
+/// Files of a layer blob: path -> (mode, uid, gid, content).
+pub fn layer_files(root: &Path, digest: &str) -> BTreeMap<String, (u32, u64, u64, Vec<u8>)> {
+    let mut ar = layer_archive(root, digest);
+    let mut out = BTreeMap::new();
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = entry_path(&e);
+        let h = e.header();
+        let (mode, uid, gid) = (h.mode().unwrap(), h.uid().unwrap(), h.gid().unwrap());
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        out.insert(path, (mode, uid, gid, data));
+    }
+    out
+}
+
+/// A layer blob of the store, opened as a tar stream.
+pub fn layer_archive(root: &Path, digest: &str) -> tar::Archive<flate2::read::GzDecoder<fs::File>> {
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let f = fs::File::open(root.join("blobs/sha256").join(hex)).unwrap();
+    tar::Archive::new(flate2::read::GzDecoder::new(f))
+}
+
+/// An entry's path without the trailing slash of directories.
+pub fn entry_path<R: Read>(e: &tar::Entry<R>) -> String {
+    e.path()
+        .unwrap()
+        .to_string_lossy()
+        .trim_end_matches('/')
+        .to_owned()
 }

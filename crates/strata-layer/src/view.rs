@@ -31,21 +31,12 @@ pub fn is_whiteout(meta: &Metadata) -> bool {
 }
 
 fn is_opaque(dir: &Path) -> bool {
-    matches!(
-        xattr_get(dir, "trusted.overlay.opaque").as_deref(),
-        Some(b"y")
-    )
-}
-
-fn xattr_get(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; 16];
-    match rustix::fs::lgetxattr(path, name, &mut buf) {
-        Ok(n) => {
-            buf.truncate(n);
-            Some(buf)
-        }
-        Err(_) => None,
-    }
+    crate::diff::OPAQUE_XATTRS.iter().any(|x| {
+        matches!(
+            crate::writer::get_xattr(dir, x).ok().flatten().as_deref(),
+            Some(b"y")
+        )
+    })
 }
 
 /// Normal components of a root-relative path (`/a/./b/` -> `[a, b]`);
