@@ -13,6 +13,8 @@
 //! - `serve(Store, ServeOptions) -> impl Future<Output = Result<()>>` (until
 //!   SIGINT/SIGTERM); `Server::bind(Store, ServeOptions)`, `Server::local_addr()`,
 //!   `Server::run_until(shutdown)`; `serve_until(Store, ServeOptions) -> (addr, stop)`.
+//! - `registry_host("https://index.docker.io/v1/") == "docker.io"`: a
+//!   registry as the user named it, as references spell it.
 //! - Progress: implement [`Progress`] to receive [`Event`]s.
 //! - Errors: [`Error`] (each variant names registry, repository and what was
 //!   asked; `is_not_found()`, `is_auth()`; `miette::Diagnostic` hints).
@@ -88,6 +90,7 @@
 mod auth;
 mod client;
 mod error;
+mod host;
 mod origins;
 mod progress;
 mod server;
@@ -95,6 +98,7 @@ mod server;
 pub use auth::{AuthConfig, Credential};
 pub use client::{Client, ClientOptions};
 pub use error::{Error, Result};
+pub use host::registry_host;
 pub use progress::{BlobKind, BlobOutcome, Event, NoProgress, Progress, PullSummary, PushSummary};
 pub use server::{serve, RequestHook, RequestLog, ServeOptions, Server};
 

@@ -11,7 +11,8 @@ use anyhow::{bail, Context};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use strata_oci::{Digest, Platform, Reference, Store};
 use strata_registry::{
-    AuthConfig, BlobOutcome, Client, ClientOptions, Credential, Event, Progress, ServeOptions,
+    registry_host, AuthConfig, BlobOutcome, Client, ClientOptions, Credential, Event, Progress,
+    ServeOptions,
 };
 
 use crate::cli::*;
@@ -377,19 +378,6 @@ fn read_password(stdin_flag: bool) -> anyhow::Result<String> {
     eprintln!();
     res.context("cannot read the password")?;
     Ok(line.trim_end_matches(['\n', '\r']).to_owned())
-}
-
-fn registry_host(r: &str) -> String {
-    let r = r
-        .trim_start_matches("https://")
-        .trim_start_matches("http://")
-        .trim_end_matches('/');
-    let r = r.split('/').next().unwrap_or(r);
-    if r == "index.docker.io" || r == "registry-1.docker.io" {
-        "docker.io".to_owned()
-    } else {
-        r.to_owned()
-    }
 }
 
 pub fn login(args: LoginArgs, s: &Settings) -> CmdResult {

@@ -141,15 +141,6 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// The host that serves the API for a reference's domain.
-fn api_host(registry: &str) -> &str {
-    if registry == "docker.io" {
-        "registry-1.docker.io"
-    } else {
-        registry
-    }
-}
-
 /// Whether the registry is on this machine (plain HTTP allowed).
 pub(crate) fn is_loopback(registry: &str) -> bool {
     let host = if let Some(rest) = registry.strip_prefix('[') {
@@ -224,7 +215,7 @@ impl Client {
         if let Some(e) = self.with_state(registry, |s| s.endpoint.clone()) {
             return Ok(e);
         }
-        let host = api_host(registry);
+        let host = crate::host::api_host(registry);
         // Loopback and named insecure registries: TLS certificates are
         // not checked (as docker does), and plain HTTP is the fallback.
         let https = Endpoint {
