@@ -19,9 +19,19 @@ async fn code_of(resp: reqwest::Response) -> String {
     v["errors"][0]["code"].as_str().unwrap().to_owned()
 }
 
+fn sha512(data: &[u8]) -> Digest {
+    let mut h = strata_oci::Hasher::new(strata_oci::Algorithm::Sha512);
+    h.update(data);
+    h.finish()
+}
+
 /// POST + PUT one blob; returns its digest.
 async fn upload(c: &Client, base: &str, repo: &str, data: &[u8]) -> Digest {
-    let d = Digest::sha256(data);
+    upload_as(c, base, repo, data, Digest::sha256(data)).await
+}
+
+/// POST + PUT one blob announced by `d` (sha256 or sha512).
+async fn upload_as(c: &Client, base: &str, repo: &str, data: &[u8], d: Digest) -> Digest {
     let r = c
         .post(format!("{base}/v2/{repo}/blobs/uploads/"))
         .send()
@@ -805,4 +815,86 @@ async fn too_many_uploads_and_size_invalid() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn manifests_and_indexes_by_sha512_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, store, _reqs, _stop) = start_server(dir.path(), ServeOptions::default()).await;
+    let base = format!("http://{addr}");
+    let c = http();
+    let cfg = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let layer = noise(512, 3000);
+    let cd = upload_as(&c, &base, "s", cfg, sha512(cfg)).await;
+    let ld = upload_as(&c, &base, "s", &layer, sha512(&layer)).await;
+    let m = Manifest::oci(
+        Descriptor::new(media_type::OCI_CONFIG, cd, cfg.len() as u64),
+        vec![Descriptor::new(media_type::OCI_LAYER_GZIP, ld, 3000)],
+    )
+    .to_json();
+    let md = sha512(&m);
+    let r = c
+        .put(format!("{base}/v2/s/manifests/{md}"))
+        .header("content-type", media_type::OCI_MANIFEST)
+        .body(m.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    assert_eq!(
+        r.headers()["docker-content-digest"],
+        md.to_string().as_str()
+    );
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    for url in [
+        format!("{base}{loc}"),
+        format!("{base}/v2/s/manifests/{md}"),
+    ] {
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{url}");
+        assert_eq!(r.headers()["content-type"], media_type::OCI_MANIFEST);
+        assert_eq!(r.bytes().await.unwrap().to_vec(), m);
+        let r = c.head(&url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["content-length"], m.len().to_string().as_str());
+    }
+    // An index listing it by its sha512 digest, itself pushed by sha512.
+    let idx = strata_oci::Index::oci(vec![Descriptor::new(
+        media_type::OCI_MANIFEST,
+        md.clone(),
+        m.len() as u64,
+    )]);
+    let raw = serde_json::to_vec(&idx).unwrap();
+    let xd = sha512(&raw);
+    let r = c
+        .put(format!("{base}/v2/s/manifests/{xd}"))
+        .header("content-type", media_type::OCI_INDEX)
+        .body(raw.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    let r = c
+        .get(format!("{base}/v2/s/manifests/{xd}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap().to_vec(), raw);
+    // A body that does not hash to the sha512 it is pushed by.
+    let r = c
+        .put(format!("{base}/v2/s/manifests/{xd}"))
+        .header("content-type", media_type::OCI_MANIFEST)
+        .body(m.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(r).await, "DIGEST_INVALID");
+    let r = c
+        .delete(format!("{base}/v2/s/manifests/{md}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_verified(&store);
 }

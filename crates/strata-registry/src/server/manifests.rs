@@ -290,8 +290,11 @@ pub(super) async fn put_manifest(
         }
         subject = m.subject.clone();
     }
+    // Stored under the digest it was pushed by (sha256 or sha512), so a GET
+    // by that digest finds it.
     let store = st.repos.store();
-    if let Err(e) = store.put_json(&mt, &raw) {
+    let stored = Descriptor::new(mt.clone(), digest.clone(), raw.len() as u64);
+    if let Err(e) = store.put_reader(&raw[..], Some(&stored)) {
         return internal(e);
     }
     if let Err(e) = st.repos.link_manifest(name, &digest, &mt) {
