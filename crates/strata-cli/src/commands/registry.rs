@@ -472,6 +472,9 @@ pub fn serve(args: ServeArgs, s: &Settings) -> CmdResult {
         tls_cert: args.tls_cert.clone(),
         tls_key: args.tls_key.clone(),
         upload_ttl: Duration::from_secs(args.upload_ttl.max(1)),
+        max_blob_size: args.max_blob_size,
+        max_uploads: args.max_uploads.max(1),
+        max_auth_failures: args.max_auth_failures,
         on_request: Some(hook),
         ..ServeOptions::default()
     };

@@ -4,6 +4,7 @@
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use strata_oci::Store;
 
 /// A distribution-spec error code.
 #[derive(Debug, Clone, Copy)]
@@ -22,6 +23,8 @@ pub(super) enum Code {
     Denied,
     Unsupported,
     TooManyRequests,
+    /// Anything else (the server's own failure).
+    Unknown,
 }
 
 impl Code {
@@ -41,6 +44,7 @@ impl Code {
             Code::Denied => "DENIED",
             Code::Unsupported => "UNSUPPORTED",
             Code::TooManyRequests => "TOOMANYREQUESTS",
+            Code::Unknown => "UNKNOWN",
         }
     }
 
@@ -54,6 +58,7 @@ impl Code {
             Code::Denied => StatusCode::FORBIDDEN,
             Code::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             Code::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Code::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -88,7 +93,37 @@ impl PartialEq for Code {
 
 pub(super) fn internal(e: impl std::fmt::Display) -> Response {
     tracing::error!("internal error: {e}");
-    (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+    err(Code::Unknown, e.to_string())
+}
+
+/// Whether an error (or one of its causes) is a full disk or quota.
+pub(super) fn is_no_space(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+                || io.kind() == std::io::ErrorKind::StorageFull
+            {
+                return true;
+            }
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// A failure to write the store: a full disk is 507 naming the store (the
+/// client can retry once space is freed), anything else 500.
+pub(super) fn storage(store: &Store, e: impl std::error::Error + 'static) -> Response {
+    if is_no_space(&e) {
+        let msg = format!(
+            "no space left on the registry's store {}: {e}",
+            store.root().display()
+        );
+        tracing::error!("{msg}");
+        return err_status(StatusCode::INSUFFICIENT_STORAGE, Code::Unknown, msg);
+    }
+    internal(e)
 }
 
 pub(super) fn hv(s: &str) -> HeaderValue {

@@ -11,9 +11,9 @@ use futures_util::StreamExt;
 use strata_oci::{media_type, Descriptor, Digest, Hasher, Index, Manifest};
 
 use super::blobs::parse_digest;
-use super::errcode::{empty, err, err_status, internal, json_response, Code};
+use super::errcode::{empty, err, err_status, internal, json_response, storage, Code};
 use super::repo::valid_tag;
-use super::{repo_lock, AppState, BytesIn};
+use super::{repo_lock, request_lease, AppState, BytesIn};
 
 /// Largest manifest accepted (the spec asks registries to take at least 4 MiB).
 const MAX_MANIFEST: usize = 4 << 20;
@@ -220,6 +220,11 @@ pub(super) async fn put_manifest(
         }
         None => Digest::sha256(&raw),
     };
+    // Held until the repository's root names the manifest.
+    let _lease = match request_lease(st, "manifest", &[&digest]) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
     let lock = repo_lock(st, name);
     let _g = lock.lock().await;
     let subject: Option<Descriptor>;
@@ -295,10 +300,10 @@ pub(super) async fn put_manifest(
     let store = st.repos.store();
     let stored = Descriptor::new(mt.clone(), digest.clone(), raw.len() as u64);
     if let Err(e) = store.put_reader(&raw[..], Some(&stored)) {
-        return internal(e);
+        return storage(store, e);
     }
     if let Err(e) = st.repos.link_manifest(name, &digest, &mt) {
-        return internal(e);
+        return storage(store, e);
     }
     let desc = {
         let mut d = Descriptor::new(mt.clone(), digest.clone(), raw.len() as u64);
@@ -312,16 +317,16 @@ pub(super) async fn put_manifest(
             reference,
             &Descriptor::new(mt.clone(), digest.clone(), raw.len() as u64),
         ) {
-            return internal(e);
+            return storage(store, e);
         }
     }
     if let Some(s) = &subject {
         if let Err(e) = st.repos.add_referrer(name, &s.digest, &desc) {
-            return internal(e);
+            return storage(store, e);
         }
     }
     if let Err(e) = st.repos.sync_root(name) {
-        return internal(e);
+        return storage(store, e);
     }
     let mut headers = vec![
         ("location", format!("/v2/{name}/manifests/{digest}")),

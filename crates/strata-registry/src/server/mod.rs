@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
-use strata_oci::{Lease, Store};
+use strata_oci::{Digest, Lease, Store};
 
 use crate::error::{Error, Result};
 use repo::Repos;
@@ -59,6 +59,9 @@ pub struct RequestLog {
 /// A callback that sees every request (for tests and metrics).
 pub type RequestHook = Arc<dyn Fn(&RequestLog) + Send + Sync>;
 
+/// Default of [`ServeOptions::max_blob_size`]: 32 GiB.
+pub const DEFAULT_MAX_BLOB_SIZE: u64 = 32 << 30;
+
 /// Settings of [`serve`].
 #[derive(Clone)]
 pub struct ServeOptions {
@@ -80,8 +83,16 @@ pub struct ServeOptions {
     pub tls_key: Option<PathBuf>,
     /// Upload sessions idle this long are cancelled and their data removed.
     pub upload_ttl: Duration,
-    /// Open upload sessions beyond this get 429 TOOMANYREQUESTS.
+    /// Uploads in progress (sessions and single-request uploads) beyond
+    /// this get 429 TOOMANYREQUESTS.
     pub max_uploads: usize,
+    /// Largest blob accepted; a bigger upload gets 413 SIZE_INVALID and is
+    /// cancelled (its data removed).
+    pub max_blob_size: u64,
+    /// With `htpasswd`: failed password checks a client address may make
+    /// per minute; beyond, 429 TOOMANYREQUESTS (with Retry-After) without
+    /// running bcrypt.
+    pub max_auth_failures: u32,
     /// Called once per request, after the response head.
     pub on_request: Option<RequestHook>,
 }
@@ -95,6 +106,9 @@ impl std::fmt::Debug for ServeOptions {
             .field("anonymous_pull", &self.anonymous_pull)
             .field("tls_cert", &self.tls_cert)
             .field("upload_ttl", &self.upload_ttl)
+            .field("max_uploads", &self.max_uploads)
+            .field("max_blob_size", &self.max_blob_size)
+            .field("max_auth_failures", &self.max_auth_failures)
             .finish_non_exhaustive()
     }
 }
@@ -111,6 +125,8 @@ impl Default for ServeOptions {
             tls_key: None,
             upload_ttl: Duration::from_secs(3600),
             max_uploads: 1000,
+            max_blob_size: DEFAULT_MAX_BLOB_SIZE,
+            max_auth_failures: 10,
             on_request: None,
         }
     }
@@ -139,13 +155,13 @@ impl std::fmt::Debug for Server {
 struct AppState {
     repos: Repos,
     opts: ServeOptions,
-    users: HashMap<String, String>,
-    /// Verified (user, sha256(password)) pairs, so bcrypt runs once.
-    verified: Mutex<HashMap<(String, String), bool>>,
+    auth: auth::Authenticator,
     uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Upload>>>>,
+    /// Single-request uploads streaming right now (they count against
+    /// `max_uploads` with the sessions).
+    monolithic: AtomicUsize,
     /// Serialises link and root updates per repository.
     repo_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    _lease: Mutex<Lease>,
 }
 
 impl Server {
@@ -185,20 +201,16 @@ impl Server {
             addr: options.addr.clone(),
             source: e,
         })?;
-        // Everything written while the server runs is protected from a
-        // concurrent `strata prune` until it is linked (and so a root).
-        let lease = store.lease("strata serve")?;
         let repos = Repos::new(store);
         std::fs::create_dir_all(repos.uploads_dir())
             .map_err(|e| Error::io("create", repos.uploads_dir(), e))?;
         let state = Arc::new(AppState {
             repos,
+            auth: auth::Authenticator::new(users, options.max_auth_failures),
             opts: options,
-            users,
-            verified: Mutex::new(HashMap::new()),
             uploads: Mutex::new(HashMap::new()),
+            monolithic: AtomicUsize::new(0),
             repo_locks: Mutex::new(HashMap::new()),
-            _lease: Mutex::new(lease),
         });
         Ok(Server {
             listener,
@@ -244,7 +256,7 @@ impl Server {
                 });
                 axum_server::from_tcp_rustls(self.listener, cfg)
                     .handle(handle)
-                    .serve(app.into_make_service())
+                    .serve(app.into_make_service_with_connect_info::<SocketAddr>())
                     .await
             }
             None => {
@@ -253,9 +265,12 @@ impl Server {
                         addr: addr_s.clone(),
                         source: e,
                     })?;
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(shutdown)
+                .await
             }
         };
         sweeper.abort();
@@ -335,4 +350,24 @@ fn repo_lock(st: &AppState, name: &str) -> Arc<tokio::sync::Mutex<()>> {
         .entry(name.to_owned())
         .or_default()
         .clone()
+}
+
+/// A lease for the rest of a request that stores content and links it into
+/// a repository: it protects `digests` from a concurrent `strata prune`
+/// until the repository's root names them. Dropped with the request.
+fn request_lease(
+    st: &AppState,
+    what: &str,
+    digests: &[&Digest],
+) -> std::result::Result<Lease, Response> {
+    let store = st.repos.store();
+    let mut lease = store
+        .lease(&format!("strata serve: {what}"))
+        .map_err(|e| errcode::storage(store, e))?;
+    for d in digests {
+        lease
+            .add_digest(d)
+            .map_err(|e| errcode::storage(store, e))?;
+    }
+    Ok(lease)
 }

@@ -2,10 +2,11 @@
 //! dispatch of each (route, method) to its handler after authorization.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 
@@ -124,7 +125,11 @@ pub(super) async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -
     } else {
         Access::Push
     };
-    if let Some(denied) = authorize(&state, &parts.headers, access).await {
+    let client = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    if let Some(denied) = authorize(&state, client, &parts.headers, access).await {
         return denied;
     }
     let name = match &r {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io::Write;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,9 +17,9 @@ use futures_util::StreamExt;
 use strata_oci::{Digest, Store, Writer};
 
 use super::blobs::parse_digest;
-use super::errcode::{empty, err, internal, Code};
+use super::errcode::{empty, err, err_status, internal, is_no_space, storage, Code};
 use super::repo::valid_name;
-use super::{repo_lock, AppState, BytesIn};
+use super::{repo_lock, request_lease, AppState, BytesIn};
 
 /// Upload bytes are written to disk in batches this big.
 const BATCH: usize = 1 << 20;
@@ -28,6 +28,82 @@ pub(super) struct Upload {
     name: String,
     writer: Option<Writer>,
     last: Instant,
+}
+
+impl Upload {
+    /// Answer a failed append: keep what arrived for a resume, or (too big,
+    /// no space) drop the whole upload.
+    async fn fail(&mut self, st: &AppState, id: &str, e: AppendError) -> Response {
+        if e.cancel {
+            if let Some(w) = e.writer {
+                drop_upload(st, id, w).await;
+            } else {
+                forget_session(st, id);
+            }
+        } else {
+            self.writer = e.writer;
+        }
+        e.response
+    }
+}
+
+/// Why a body could not be appended to an upload.
+pub(super) struct AppendError {
+    writer: Option<Writer>,
+    response: Response,
+    /// The upload cannot go on: remove its data and session.
+    cancel: bool,
+}
+
+/// Counts a single-request upload while it streams.
+pub(super) struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(n: &'a AtomicUsize) -> InFlight<'a> {
+        n.fetch_add(1, Ordering::SeqCst);
+        InFlight(n)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn too_big(limit: u64) -> Response {
+    err_status(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        Code::SizeInvalid,
+        format!("the blob exceeds this registry's limit of {limit} bytes; the upload is cancelled"),
+    )
+}
+
+/// 413 when the request's Content-Length already takes the upload past
+/// the blob size limit.
+fn announced_too_big(st: &AppState, h: &HeaderMap, offset: u64) -> Option<Response> {
+    let len: u64 = h
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (offset.saturating_add(len) > st.opts.max_blob_size).then(|| too_big(st.opts.max_blob_size))
+}
+
+/// Remove an upload's data and session.
+async fn drop_upload(st: &AppState, id: &str, w: Writer) {
+    let _ = tokio::task::spawn_blocking(move || w.abort()).await;
+    forget_session(st, id);
+}
+
+/// Link a stored blob into the repository and update its root (the caller
+/// holds the repository's lock).
+fn link_blob(st: &AppState, name: &str, d: &Digest) -> std::result::Result<(), Response> {
+    let store = st.repos.store();
+    st.repos.link_blob(name, d).map_err(|e| storage(store, e))?;
+    st.repos.sync_root(name).map_err(|e| storage(store, e))
 }
 
 pub(super) fn now_secs() -> u64 {
@@ -107,13 +183,14 @@ pub(super) async fn start_upload(
         if let Ok(d) = m.parse::<Digest>() {
             let from = q.get("from").cloned().unwrap_or_default();
             if valid_name(&from) && st.repos.has_blob(&from, &d) {
+                let _lease = match request_lease(st, "mount", &[&d]) {
+                    Ok(l) => l,
+                    Err(r) => return r,
+                };
                 let lock = repo_lock(st, name);
                 let _g = lock.lock().await;
-                if let Err(e) = st.repos.link_blob(name, &d) {
-                    return internal(e);
-                }
-                if let Err(e) = st.repos.sync_root(name) {
-                    return internal(e);
+                if let Err(r) = link_blob(st, name, &d) {
+                    return r;
                 }
                 return empty(
                     StatusCode::CREATED,
@@ -125,9 +202,22 @@ pub(super) async fn start_upload(
             }
         }
     }
-    let open = st.uploads.lock().unwrap_or_else(|p| p.into_inner()).len();
-    if open >= st.opts.max_uploads {
+    // Single-request upload: POST with ?digest= and the blob as body. It
+    // counts against `max_uploads` while it streams.
+    let monolithic = match q.get("digest") {
+        Some(dg) => match parse_digest(dg) {
+            Ok(d) => Some((d, InFlight::enter(&st.monolithic))),
+            Err(r) => return r,
+        },
+        None => None,
+    };
+    let sessions = st.uploads.lock().unwrap_or_else(|p| p.into_inner()).len();
+    let streaming = st.monolithic.load(Ordering::SeqCst) - usize::from(monolithic.is_some());
+    if sessions + streaming >= st.opts.max_uploads {
         return err(Code::TooManyRequests, "too many uploads in progress");
+    }
+    if let Some(r) = announced_too_big(st, h, 0) {
+        return r;
     }
     let id = new_upload_id();
     let store = st.repos.store();
@@ -135,22 +225,14 @@ pub(super) async fn start_upload(
         Ok(w) => w,
         Err(r) => return r,
     };
-    // Single-request upload: POST with ?digest= and the blob as body.
-    if let Some(dg) = q.get("digest") {
-        let d = match parse_digest(dg) {
-            Ok(d) => d,
-            Err(r) => {
-                let _ = writer.abort();
-                return r;
-            }
-        };
-        let writer = match append_body(writer, body, None, &counter).await {
+    if let Some((d, _in_flight)) = monolithic {
+        let writer = match append_body(st, writer, body, None, &counter).await {
             Ok(w) => w,
-            Err((w, r)) => {
-                if let Some(w) = w {
-                    let _ = w.abort();
+            Err(e) => {
+                if let Some(w) = e.writer {
+                    let _ = tokio::task::spawn_blocking(move || w.abort()).await;
                 }
-                return r;
+                return e.response;
             }
         };
         return finish_upload(st, name, writer, &d, h).await;
@@ -162,7 +244,7 @@ pub(super) async fn start_upload(
     let rec_path = st.repos.uploads_dir().join(format!("{id}.json"));
     if let Err(e) = std::fs::write(&rec_path, serde_json::to_vec(&rec).unwrap_or_default()) {
         let _ = writer.abort();
-        return internal(e);
+        return storage(store, e);
     }
     st.uploads.lock().unwrap_or_else(|p| p.into_inner()).insert(
         id.clone(),
@@ -220,12 +302,16 @@ pub(super) fn forget_session(st: &AppState, id: &str) {
 /// Append a request body to the writer, in blocking batches. A body that
 /// breaks off leaves what arrived in the ingest (the client may resume).
 pub(super) async fn append_body(
+    st: &AppState,
     writer: Writer,
     body: Body,
     expect_len: Option<u64>,
     counter: &BytesIn,
-) -> std::result::Result<Writer, (Option<Writer>, Response)> {
+) -> std::result::Result<Writer, AppendError> {
+    let limit = st.opts.max_blob_size;
+    let store = st.repos.store();
     let mut writer = writer;
+    let base = writer.offset();
     let mut stream = body.into_data_stream();
     let mut batch: Vec<u8> = Vec::with_capacity(BATCH);
     let mut n = 0u64;
@@ -235,10 +321,17 @@ pub(super) async fn append_body(
             Some(Ok(chunk)) => {
                 n += chunk.len() as u64;
                 counter.0.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                if base + n > limit {
+                    return Err(AppendError {
+                        writer: Some(writer),
+                        response: too_big(limit),
+                        cancel: true,
+                    });
+                }
                 batch.extend_from_slice(&chunk);
                 if batch.len() >= BATCH {
                     let b = std::mem::take(&mut batch);
-                    writer = write_batch(writer, b).await?;
+                    writer = write_batch(store, writer, b).await?;
                 }
             }
             Some(Err(e)) => {
@@ -249,32 +342,35 @@ pub(super) async fn append_body(
         }
     }
     if !batch.is_empty() {
-        writer = write_batch(writer, batch).await?;
+        writer = write_batch(store, writer, batch).await?;
     }
     if let Some(e) = broken {
-        return Err((
-            Some(writer),
-            err(Code::BlobUploadInvalid, format!("the body broke off: {e}")),
-        ));
+        return Err(AppendError {
+            writer: Some(writer),
+            response: err(Code::BlobUploadInvalid, format!("the body broke off: {e}")),
+            cancel: false,
+        });
     }
     if let Some(want) = expect_len {
         if want != n {
-            return Err((
-                Some(writer),
-                err(
+            return Err(AppendError {
+                writer: Some(writer),
+                response: err(
                     Code::SizeInvalid,
                     format!("Content-Range announced {want} bytes, the body had {n}"),
                 ),
-            ));
+                cancel: false,
+            });
         }
     }
     Ok(writer)
 }
 
 pub(super) async fn write_batch(
+    store: &Store,
     writer: Writer,
     b: Vec<u8>,
-) -> std::result::Result<Writer, (Option<Writer>, Response)> {
+) -> std::result::Result<Writer, AppendError> {
     let res = tokio::task::spawn_blocking(move || {
         let mut w = writer;
         match w.write_all(&b) {
@@ -285,8 +381,17 @@ pub(super) async fn write_batch(
     .await;
     match res {
         Ok(Ok(w)) => Ok(w),
-        Ok(Err((w, e))) => Err((Some(w), internal(e))),
-        Err(e) => Err((None, internal(e))),
+        Ok(Err((w, e))) => Err(AppendError {
+            writer: Some(w),
+            // A full disk drops the upload: nothing partial stays behind.
+            cancel: is_no_space(&e),
+            response: storage(store, e),
+        }),
+        Err(e) => Err(AppendError {
+            writer: None,
+            response: internal(e),
+            cancel: false,
+        }),
     }
 }
 
@@ -341,6 +446,10 @@ pub(super) async fn patch_upload(
         Err(r) => return r,
     };
     let offset = writer.offset();
+    if let Some(r) = announced_too_big(st, h, offset) {
+        drop_upload(st, id, writer).await;
+        return r;
+    }
     let expect = match parse_content_range(h) {
         None => None,
         Some(Err(())) => {
@@ -363,17 +472,14 @@ pub(super) async fn patch_upload(
             Some(b - a + 1)
         }
     };
-    match append_body(writer, body, expect, &counter).await {
+    match append_body(st, writer, body, expect, &counter).await {
         Ok(w) => {
             let off = w.offset();
             up.writer = Some(w);
             up.last = Instant::now();
             empty(StatusCode::ACCEPTED, &upload_headers(name, id, off))
         }
-        Err((w, r)) => {
-            up.writer = w;
-            r
-        }
+        Err(e) => up.fail(st, id, e).await,
     }
 }
 
@@ -411,6 +517,10 @@ pub(super) async fn put_upload(
         Ok(w) => w,
         Err(r) => return r,
     };
+    if let Some(r) = announced_too_big(st, h, writer.offset()) {
+        drop_upload(st, id, writer).await;
+        return r;
+    }
     let expect = match parse_content_range(h) {
         Some(Ok((a, b))) if a == writer.offset() => Some(b - a + 1),
         Some(_) => {
@@ -423,12 +533,9 @@ pub(super) async fn put_upload(
         }
         None => None,
     };
-    let writer = match append_body(writer, body, expect, &counter).await {
+    let writer = match append_body(st, writer, body, expect, &counter).await {
         Ok(w) => w,
-        Err((w, r)) => {
-            up.writer = w;
-            return r;
-        }
+        Err(e) => return up.fail(st, id, e).await,
     };
     let r = finish_upload(st, name, writer, &d, h).await;
     forget_session(st, id);
@@ -444,6 +551,15 @@ pub(super) async fn finish_upload(
     d: &Digest,
     _h: &HeaderMap,
 ) -> Response {
+    let store = st.repos.store();
+    // Held until the repository's root names the blob.
+    let _lease = match request_lease(st, "upload", &[d]) {
+        Ok(l) => l,
+        Err(r) => {
+            let _ = tokio::task::spawn_blocking(move || writer.abort()).await;
+            return r;
+        }
+    };
     let expected = d.clone();
     let committed = tokio::task::spawn_blocking(move || writer.commit(None, Some(&expected))).await;
     match committed {
@@ -454,16 +570,13 @@ pub(super) async fn finish_upload(
                 format!("the uploaded content hashes to {actual}, not {d}"),
             )
         }
-        Ok(Err(e)) => return internal(e),
+        Ok(Err(e)) => return storage(store, e),
         Err(e) => return internal(e),
     }
     let lock = repo_lock(st, name);
     let _g = lock.lock().await;
-    if let Err(e) = st.repos.link_blob(name, d) {
-        return internal(e);
-    }
-    if let Err(e) = st.repos.sync_root(name) {
-        return internal(e);
+    if let Err(r) = link_blob(st, name, d) {
+        return r;
     }
     empty(
         StatusCode::CREATED,
