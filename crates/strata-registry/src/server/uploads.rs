@@ -375,7 +375,15 @@ pub(super) async fn write_batch(
         let mut w = writer;
         match w.write_all(&b) {
             Ok(()) => Ok(w),
-            Err(e) => Err((w, e)),
+            Err(e) => {
+                // A full disk: what the upload holds goes (nothing partial
+                // stays behind, and the space is free again); the session
+                // stays at offset 0, so a retry once space is freed works.
+                if is_no_space(&e) {
+                    let _ = w.reset();
+                }
+                Err((w, e))
+            }
         }
     })
     .await;
@@ -383,8 +391,7 @@ pub(super) async fn write_batch(
         Ok(Ok(w)) => Ok(w),
         Ok(Err((w, e))) => Err(AppendError {
             writer: Some(w),
-            // A full disk drops the upload: nothing partial stays behind.
-            cancel: is_no_space(&e),
+            cancel: false,
             response: storage(store, e),
         }),
         Err(e) => Err(AppendError {
