@@ -51,7 +51,14 @@
 //! [`Server::bind`] + [`Server::local_addr`] + [`Server::run_until`] for
 //! tests. Blobs live once in the store; each repository holds links (see
 //! the layout in the server's `repo` module), registered as store roots so
-//! `strata prune` keeps them.
+//! `strata prune` keeps them; a request that stores content holds a lease
+//! only until its repository's root names it, so a prune beside a running
+//! server collects everything else. Limits ([`ServeOptions`]): blob size
+//! (413 `SIZE_INVALID` on every upload path), uploads in progress (429),
+//! failed logins per client address and minute (429, no bcrypt run), and a
+//! bounded cache of password verdicts; unknown users cost the same bcrypt
+//! as wrong passwords. A full disk answers 507 naming the store and keeps
+//! no partial upload data.
 //!
 //! ```
 //! use strata_oci::{Reference, Store};
@@ -100,7 +107,7 @@ pub use client::{Client, ClientOptions};
 pub use error::{Error, Result};
 pub use host::registry_host;
 pub use progress::{BlobKind, BlobOutcome, Event, NoProgress, Progress, PullSummary, PushSummary};
-pub use server::{serve, RequestHook, RequestLog, ServeOptions, Server};
+pub use server::{serve, RequestHook, RequestLog, ServeOptions, Server, DEFAULT_MAX_BLOB_SIZE};
 
 /// Start a server in the background (on the current tokio runtime); returns
 /// its address and a sender that stops it. Handy for tests and examples.
