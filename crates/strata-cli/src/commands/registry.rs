@@ -476,7 +476,6 @@ pub fn serve(args: ServeArgs, s: &Settings) -> CmdResult {
         max_uploads: args.max_uploads.max(1),
         max_auth_failures: args.max_auth_failures,
         on_request: Some(hook),
-        ..ServeOptions::default()
     };
     let tls = opts.tls_cert.is_some();
     let rt = runtime()?;
