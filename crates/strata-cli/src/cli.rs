@@ -485,6 +485,15 @@ pub struct ServeArgs {
     /// Cancel uploads idle this many seconds
     #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
     pub upload_ttl: u64,
+    /// Refuse blobs bigger than this (413)
+    #[arg(long, default_value = "32G", value_parser = parse_size, value_name = "SIZE")]
+    pub max_blob_size: u64,
+    /// Uploads in progress at once; beyond, clients are told to retry (429)
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub max_uploads: usize,
+    /// With --htpasswd: failed logins per client address and minute before it must wait (429)
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub max_auth_failures: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -237,10 +237,7 @@ impl AuthConfig {
 
 /// The keys a registry may be filed under in an `auths` map.
 fn keys_for(registry: &str) -> Vec<String> {
-    if registry == "docker.io"
-        || registry == "index.docker.io"
-        || registry == "registry-1.docker.io"
-    {
+    if crate::host::is_docker_hub(registry) {
         return vec![
             "https://index.docker.io/v1/".into(),
             "docker.io".into(),

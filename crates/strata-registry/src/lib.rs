@@ -13,6 +13,8 @@
 //! - `serve(Store, ServeOptions) -> impl Future<Output = Result<()>>` (until
 //!   SIGINT/SIGTERM); `Server::bind(Store, ServeOptions)`, `Server::local_addr()`,
 //!   `Server::run_until(shutdown)`; `serve_until(Store, ServeOptions) -> (addr, stop)`.
+//! - `registry_host("https://index.docker.io/v1/") == "docker.io"`: a
+//!   registry as the user named it, as references spell it.
 //! - Progress: implement [`Progress`] to receive [`Event`]s.
 //! - Errors: [`Error`] (each variant names registry, repository and what was
 //!   asked; `is_not_found()`, `is_auth()`; `miette::Diagnostic` hints).
@@ -49,7 +51,14 @@
 //! [`Server::bind`] + [`Server::local_addr`] + [`Server::run_until`] for
 //! tests. Blobs live once in the store; each repository holds links (see
 //! the layout in the server's `repo` module), registered as store roots so
-//! `strata prune` keeps them.
+//! `strata prune` keeps them; a request that stores content holds a lease
+//! only until its repository's root names it, so a prune beside a running
+//! server collects everything else. Limits ([`ServeOptions`]): blob size
+//! (413 `SIZE_INVALID` on every upload path), uploads in progress (429),
+//! failed logins per client address and minute (429, no bcrypt run), and a
+//! bounded cache of password verdicts; unknown users cost the same bcrypt
+//! as wrong passwords. A full disk answers 507 naming the store and keeps
+//! no partial upload data.
 //!
 //! ```
 //! use strata_oci::{Reference, Store};
@@ -88,6 +97,7 @@
 mod auth;
 mod client;
 mod error;
+mod host;
 mod origins;
 mod progress;
 mod server;
@@ -95,8 +105,9 @@ mod server;
 pub use auth::{AuthConfig, Credential};
 pub use client::{Client, ClientOptions};
 pub use error::{Error, Result};
+pub use host::registry_host;
 pub use progress::{BlobKind, BlobOutcome, Event, NoProgress, Progress, PullSummary, PushSummary};
-pub use server::{serve, RequestHook, RequestLog, ServeOptions, Server};
+pub use server::{serve, RequestHook, RequestLog, ServeOptions, Server, DEFAULT_MAX_BLOB_SIZE};
 
 /// Start a server in the background (on the current tokio runtime); returns
 /// its address and a sender that stops it. Handy for tests and examples.

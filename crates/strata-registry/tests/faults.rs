@@ -615,3 +615,307 @@ async fn interrupted_upload_resumes_on_the_next_push() {
     assert!(server_store.has(&layer.digest));
     assert_verified(&server_store);
 }
+
+// ---- a fault-injecting proxy in front of real registries -------------------
+
+use common::fault_proxy::{FaultProxy, Inject, Rule};
+use std::time::Duration;
+
+/// The registries to put the proxy in front of: `strata serve` (with its
+/// store) and, where installed, Debian's `docker-registry`.
+struct Upstream {
+    name: &'static str,
+    addr: String,
+    store: Option<Store>,
+    _guard: Box<dyn std::any::Any>,
+}
+
+async fn upstreams(dir: &std::path::Path) -> Vec<Upstream> {
+    let (addr, store, _reqs, stop) =
+        start_server(&dir.join("strata-serve"), ServeOptions::default()).await;
+    let mut out = vec![Upstream {
+        name: "strata serve",
+        addr,
+        store: Some(store),
+        _guard: Box::new(stop),
+    }];
+    if let Some(reg) = ReferenceRegistry::start() {
+        out.push(Upstream {
+            name: "docker-registry",
+            addr: reg.addr.clone(),
+            store: None,
+            _guard: Box::new(reg),
+        });
+    }
+    out
+}
+
+fn proxy_client() -> Client {
+    Client::new(ClientOptions {
+        retry_delay: Duration::from_millis(10),
+        read_timeout: Duration::from_millis(700),
+        monolithic_max: 100_000,
+        chunk_size: 64 << 10,
+        ..ClientOptions::default()
+    })
+    .unwrap()
+}
+
+/// An error with its causes, as a user would read them.
+fn chain(e: &Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+/// An image with a config and two layers (300 kB and 200 kB), new to any
+/// registry (seeded).
+fn fresh_image(store: &Store, seed: u64) -> (Reference, Vec<Digest>) {
+    let desc = make_image(
+        store,
+        "img:1",
+        &[("a", noise(seed, 300_000)), ("b", noise(seed + 1, 200_000))],
+    );
+    let img = store.image(&desc, None).unwrap();
+    let mut blobs = vec![img.manifest.config.digest.clone()];
+    blobs.extend(img.layers.iter().map(|l| l.descriptor.digest.clone()));
+    ("img:1".parse().unwrap(), blobs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_through_a_faulty_proxy_complete_or_name_the_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    for (u, up) in upstreams(dir.path()).await.into_iter().enumerate() {
+        let src = Store::open(dir.path().join(format!("src{u}"))).unwrap();
+        let (_, blobs) = fresh_image(&src, 100 + u as u64);
+        let layer = blobs[1].to_string();
+        let client = proxy_client();
+        client
+            .push(
+                &src,
+                "img:1",
+                &format!("{}/app:1", up.addr).parse().unwrap(),
+            )
+            .await
+            .unwrap();
+        let proxy = FaultProxy::start(&up.addr).await;
+        let via: Reference = format!("{}/app:1", proxy.addr).parse().unwrap();
+        let want = src.resolve(&"img:1".parse().unwrap()).unwrap().digest;
+        // Faults a pull must ride out.
+        let transient = [
+            (
+                "dropped connection",
+                Rule::new("GET", "/manifests/", Inject::Drop, 1),
+            ),
+            ("503", Rule::new("GET", "/blobs/", Inject::Status(503), 1)),
+            (
+                "500",
+                Rule::new("GET", "/manifests/", Inject::Status(500), 2),
+            ),
+            (
+                "429 Retry-After",
+                Rule::new("GET", "/blobs/", Inject::TooMany(1), 1),
+            ),
+            (
+                "truncated body",
+                Rule::new("GET", layer.as_str(), Inject::Truncate, 1),
+            ),
+            (
+                "stalled answer",
+                Rule::new(
+                    "GET",
+                    layer.as_str(),
+                    Inject::StallHead(Duration::from_secs(3)),
+                    1,
+                ),
+            ),
+            (
+                "stalled body",
+                Rule::new(
+                    "GET",
+                    layer.as_str(),
+                    Inject::StallBody(Duration::from_secs(3)),
+                    1,
+                ),
+            ),
+        ];
+        for (i, (label, rule)) in transient.into_iter().enumerate() {
+            let fault = rule.fault;
+            proxy.set(vec![rule]);
+            proxy.take_seen();
+            let store = Store::open(dir.path().join(format!("t{u}-{i}"))).unwrap();
+            let s = client
+                .pull(&store, &via)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {label}: {}", up.name, chain(&e)));
+            assert_eq!(s.digest, want, "{}: {label}", up.name);
+            assert!(!proxy.pending(), "{}: {label} was never injected", up.name);
+            assert_verified(&store);
+            if matches!(fault, Inject::Truncate | Inject::StallBody(_)) {
+                let seen = proxy.take_seen();
+                let resumed = seen
+                    .iter()
+                    .filter(|r| r.path.ends_with(&layer) && r.method == "GET")
+                    .any(|r| r.range.as_deref().is_some_and(|x| x != "bytes=0-"));
+                assert!(resumed, "{}: {label}: no Range resume in {seen:?}", up.name);
+            }
+        }
+        // Faults a pull must refuse, naming them, committing nothing bad;
+        // once healed, the same pull completes without fetching again what
+        // it had verified.
+        let fatal = [
+            ("wrong blob", Inject::WrongBlob, "digest mismatch"),
+            (
+                "Content-Length too long",
+                Inject::LongLength,
+                "the registry sent",
+            ),
+            (
+                "Content-Length too short",
+                Inject::ShortLength,
+                "the registry sent",
+            ),
+        ];
+        for (i, (label, fault, says)) in fatal.into_iter().enumerate() {
+            proxy.set(vec![Rule::new("GET", layer.as_str(), fault, usize::MAX)]);
+            let store = Store::open(dir.path().join(format!("f{u}-{i}"))).unwrap();
+            let e = client.pull(&store, &via).await.unwrap_err();
+            let msg = chain(&e);
+            assert!(
+                msg.contains(says) && msg.contains(&layer),
+                "{}: {label}: {msg}",
+                up.name
+            );
+            assert!(
+                !store.has(&blobs[1]),
+                "{}: {label}: bad blob committed",
+                up.name
+            );
+            assert!(store.list_tags().unwrap().is_empty());
+            assert_verified(&store);
+            let verified: Vec<&Digest> = blobs.iter().filter(|d| store.has(d)).collect();
+            proxy.heal();
+            proxy.take_seen();
+            client
+                .pull(&store, &via)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {label}, healed: {}", up.name, chain(&e)));
+            assert_verified(&store);
+            for r in proxy.take_seen() {
+                if r.method == "GET" && r.path.contains("/blobs/") {
+                    assert!(
+                        !verified.iter().any(|d| r.path.ends_with(&d.to_string())),
+                        "{}: {label}: {} fetched again",
+                        up.name,
+                        r.path
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_through_a_faulty_proxy_complete_or_name_the_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    for (u, up) in upstreams(dir.path()).await.into_iter().enumerate() {
+        let proxy = FaultProxy::start(&up.addr).await;
+        let client = proxy_client();
+        let transient = [
+            (
+                "dropped upload start",
+                Rule::new("POST", "/blobs/uploads/", Inject::Drop, 1),
+            ),
+            (
+                "503 on a chunk",
+                Rule::new("PATCH", "/blobs/uploads/", Inject::Status(503), 1),
+            ),
+            (
+                "dropped chunk",
+                Rule::new("PATCH", "/blobs/uploads/", Inject::Drop, 1),
+            ),
+            (
+                "429 on HEAD",
+                Rule::new("HEAD", "/blobs/", Inject::TooMany(1), 1),
+            ),
+            (
+                "dropped upload end",
+                Rule::new("PUT", "/blobs/uploads/", Inject::Drop, 1),
+            ),
+            (
+                "500 on manifest",
+                Rule::new("PUT", "/manifests/", Inject::Status(500), 1),
+            ),
+            (
+                "stalled HEAD",
+                Rule::new(
+                    "HEAD",
+                    "/blobs/",
+                    Inject::StallHead(Duration::from_secs(3)),
+                    1,
+                ),
+            ),
+        ];
+        for (i, (label, rule)) in transient.into_iter().enumerate() {
+            let local = Store::open(dir.path().join(format!("p{u}-{i}"))).unwrap();
+            let (r, _) = fresh_image(&local, 1000 + 10 * i as u64 + u as u64);
+            let want = local.resolve(&r).unwrap().digest;
+            proxy.set(vec![rule]);
+            let dest: Reference = format!("{}/push{i}:1", proxy.addr).parse().unwrap();
+            let s = client
+                .push(&local, "img:1", &dest)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {label}: {}", up.name, chain(&e)));
+            assert_eq!(s.digest, want);
+            assert!(!proxy.pending(), "{}: {label} was never injected", up.name);
+            // What the registry holds is whole.
+            let check = Store::open(dir.path().join(format!("c{u}-{i}"))).unwrap();
+            let direct: Reference = format!("{}/push{i}:1", up.addr).parse().unwrap();
+            assert_eq!(client.pull(&check, &direct).await.unwrap().digest, want);
+            assert_verified(&check);
+        }
+        // Bytes changed on the way up: the registry refuses them, the push
+        // fails naming the blob, and the registry has no such blob.
+        let local = Store::open(dir.path().join(format!("bad{u}"))).unwrap();
+        let (_, blobs) = fresh_image(&local, 5000 + u as u64);
+        proxy.set(vec![
+            Rule::new(
+                "PATCH",
+                "/blobs/uploads/",
+                Inject::CorruptUpload,
+                usize::MAX,
+            ),
+            Rule::new("PUT", "/blobs/uploads/", Inject::CorruptUpload, usize::MAX),
+        ]);
+        let dest: Reference = format!("{}/corrupt:1", proxy.addr).parse().unwrap();
+        let e = client.push(&local, "img:1", &dest).await.unwrap_err();
+        let msg = chain(&e);
+        assert!(
+            blobs.iter().any(|d| msg.contains(&d.to_string())) && msg.contains("400"),
+            "{}: {msg}",
+            up.name
+        );
+        let http = reqwest::Client::new();
+        for d in &blobs {
+            let r = http
+                .head(format!("http://{}/v2/corrupt/blobs/{d}", up.addr))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 404, "{}: {d} was committed", up.name);
+        }
+        if let Some(s) = &up.store {
+            for d in &blobs {
+                assert!(!s.has(d), "{}: {d} is in the store", up.name);
+            }
+            assert_verified(s);
+        }
+        proxy.heal();
+        client.push(&local, "img:1", &dest).await.unwrap();
+    }
+}

@@ -19,9 +19,19 @@ async fn code_of(resp: reqwest::Response) -> String {
     v["errors"][0]["code"].as_str().unwrap().to_owned()
 }
 
+fn sha512(data: &[u8]) -> Digest {
+    let mut h = strata_oci::Hasher::new(strata_oci::Algorithm::Sha512);
+    h.update(data);
+    h.finish()
+}
+
 /// POST + PUT one blob; returns its digest.
 async fn upload(c: &Client, base: &str, repo: &str, data: &[u8]) -> Digest {
-    let d = Digest::sha256(data);
+    upload_as(c, base, repo, data, Digest::sha256(data)).await
+}
+
+/// POST + PUT one blob announced by `d` (sha256 or sha512).
+async fn upload_as(c: &Client, base: &str, repo: &str, data: &[u8], d: Digest) -> Digest {
     let r = c
         .post(format!("{base}/v2/{repo}/blobs/uploads/"))
         .send()
@@ -805,4 +815,315 @@ async fn too_many_uploads_and_size_invalid() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn manifests_and_indexes_by_sha512_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, store, _reqs, _stop) = start_server(dir.path(), ServeOptions::default()).await;
+    let base = format!("http://{addr}");
+    let c = http();
+    let cfg = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let layer = noise(512, 3000);
+    let cd = upload_as(&c, &base, "s", cfg, sha512(cfg)).await;
+    let ld = upload_as(&c, &base, "s", &layer, sha512(&layer)).await;
+    let m = Manifest::oci(
+        Descriptor::new(media_type::OCI_CONFIG, cd, cfg.len() as u64),
+        vec![Descriptor::new(media_type::OCI_LAYER_GZIP, ld, 3000)],
+    )
+    .to_json();
+    let md = sha512(&m);
+    let r = c
+        .put(format!("{base}/v2/s/manifests/{md}"))
+        .header("content-type", media_type::OCI_MANIFEST)
+        .body(m.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    assert_eq!(
+        r.headers()["docker-content-digest"],
+        md.to_string().as_str()
+    );
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    for url in [
+        format!("{base}{loc}"),
+        format!("{base}/v2/s/manifests/{md}"),
+    ] {
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{url}");
+        assert_eq!(r.headers()["content-type"], media_type::OCI_MANIFEST);
+        assert_eq!(r.bytes().await.unwrap().to_vec(), m);
+        let r = c.head(&url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["content-length"], m.len().to_string().as_str());
+    }
+    // An index listing it by its sha512 digest, itself pushed by sha512.
+    let idx = strata_oci::Index::oci(vec![Descriptor::new(
+        media_type::OCI_MANIFEST,
+        md.clone(),
+        m.len() as u64,
+    )]);
+    let raw = serde_json::to_vec(&idx).unwrap();
+    let xd = sha512(&raw);
+    let r = c
+        .put(format!("{base}/v2/s/manifests/{xd}"))
+        .header("content-type", media_type::OCI_INDEX)
+        .body(raw.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    let r = c
+        .get(format!("{base}/v2/s/manifests/{xd}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap().to_vec(), raw);
+    // A body that does not hash to the sha512 it is pushed by.
+    let r = c
+        .put(format!("{base}/v2/s/manifests/{xd}"))
+        .header("content-type", media_type::OCI_MANIFEST)
+        .body(m.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(r).await, "DIGEST_INVALID");
+    let r = c
+        .delete(format!("{base}/v2/s/manifests/{md}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_verified(&store);
+}
+
+fn ingests(store: &strata_oci::Store) -> usize {
+    std::fs::read_dir(store.root().join("ingest")).map_or(0, |d| d.count())
+}
+
+#[tokio::test]
+async fn blob_size_limit_holds_on_every_upload_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ServeOptions {
+        max_blob_size: 10_000,
+        ..ServeOptions::default()
+    };
+    let (addr, store, _reqs, _stop) = start_server(dir.path(), opts).await;
+    let base = format!("http://{addr}");
+    let c = http();
+    let big = noise(9, 12_000);
+    let d = Digest::sha256(&big);
+    // Monolithic POST ?digest=, announced by Content-Length.
+    let r = c
+        .post(format!("{base}/v2/a/blobs/uploads/"))
+        .query(&[("digest", d.to_string())])
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(code_of(r).await, "SIZE_INVALID");
+    // Monolithic POST streamed without a length: cut off at the limit.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        big.chunks(1000).map(|c| Ok(c.to_vec())).collect();
+    let r = c
+        .post(format!("{base}/v2/a/blobs/uploads/"))
+        .query(&[("digest", d.to_string())])
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Chunked: the chunk that crosses the limit cancels the upload.
+    let r = c
+        .post(format!("{base}/v2/a/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let r = c
+        .patch(format!("{base}{loc}"))
+        .body(big[..6000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = c
+        .patch(format!("{base}{loc}"))
+        .body(big[6000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let r = c.get(format!("{base}{loc}")).send().await.unwrap();
+    assert_eq!(
+        code_of(r).await,
+        "BLOB_UPLOAD_UNKNOWN",
+        "the upload is gone"
+    );
+    assert!(!store.has(&d));
+    assert_eq!(ingests(&store), 0, "no partial data is left");
+    // At the limit is fine.
+    let ok = upload(&c, &base, "a", &big[..10_000]).await;
+    assert!(store.has(&ok));
+    assert_verified(&store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_request_uploads_count_against_max_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ServeOptions {
+        max_uploads: 1,
+        ..ServeOptions::default()
+    };
+    let (addr, store, _reqs, _stop) = start_server(dir.path(), opts).await;
+    let base = format!("http://{addr}");
+    let c = http();
+    let data = noise(3, 5000);
+    let d = Digest::sha256(&data);
+    // A monolithic upload whose body is still arriving.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    tx.send(Ok(data[..100].to_vec())).await.unwrap();
+    let body =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    let first = {
+        let c = c.clone();
+        let url = format!("{base}/v2/a/blobs/uploads/?digest={d}");
+        tokio::spawn(async move {
+            c.post(url)
+                .body(reqwest::Body::wrap_stream(body))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    // Once the server counts it, a second upload is refused.
+    let mut refused = false;
+    for _ in 0..200 {
+        let r = c
+            .post(format!("{base}/v2/b/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            refused = true;
+            break;
+        }
+        let loc = r.headers()["location"].to_str().unwrap().to_owned();
+        c.delete(format!("{base}{loc}")).send().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        refused,
+        "a streaming POST ?digest= did not count as an upload"
+    );
+    tx.send(Ok(data[100..].to_vec())).await.unwrap();
+    drop(tx);
+    assert_eq!(first.await.unwrap(), StatusCode::CREATED);
+    assert!(store.has(&d));
+    // Its slot is free again.
+    let r = c
+        .post(format!("{base}/v2/b/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn prune_collects_while_serving_and_spares_uploads_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, store, _reqs, _stop) = start_server(dir.path(), ServeOptions::default()).await;
+    let base = format!("http://{addr}");
+    let c = http();
+    let (md, _) = push_manifest(&c, &base, "keep", "v1", 60).await;
+    // Written after the server started, referenced by nothing.
+    let stray = store.put_blob(b"nobody wants me").unwrap();
+    // An upload in progress.
+    let data = noise(61, 4000);
+    let d = Digest::sha256(&data);
+    let r = c
+        .post(format!("{base}/v2/keep/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let r = c
+        .patch(format!("{base}{loc}"))
+        .body(data[..2000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // The server holds no lease between requests, so gc collects.
+    let report = store.gc(strata_oci::GcOptions::default()).unwrap();
+    assert!(
+        !store.has(&stray),
+        "gc kept an unreferenced blob while the server ran: {report:?}"
+    );
+    assert!(store.has(&md));
+    let r = c
+        .put(format!("{base}{loc}"))
+        .query(&[("digest", d.to_string())])
+        .body(data[2000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "the upload survived gc");
+    store.gc(strata_oci::GcOptions::default()).unwrap();
+    assert!(store.has(&d), "linked blobs are kept");
+    assert_verified(&store);
+}
+
+#[tokio::test]
+async fn failing_passwords_are_throttled_per_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("htpasswd");
+    std::fs::write(
+        &pw,
+        format!("alice:{}\n", bcrypt::hash("wonderland", 4).unwrap()),
+    )
+    .unwrap();
+    let opts = ServeOptions {
+        htpasswd: Some(pw),
+        max_auth_failures: 3,
+        ..ServeOptions::default()
+    };
+    let (addr, _store, _reqs, _stop) = start_server(&dir.path().join("s"), opts).await;
+    let base = format!("http://{addr}");
+    let c = http();
+    let get = |user: &'static str, pass: String| {
+        c.get(format!("{base}/v2/"))
+            .basic_auth(user, Some(pass))
+            .send()
+    };
+    assert_eq!(
+        get("alice", "wonderland".into()).await.unwrap().status(),
+        StatusCode::OK
+    );
+    for i in 0..3 {
+        // Unknown users and wrong passwords alike.
+        let user = if i % 2 == 0 { "alice" } else { "nobody" };
+        let r = get(user, format!("guess {i}")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = get("alice", "guess 4".into()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert_eq!(code_of(r).await, "TOOMANYREQUESTS");
+    // A password already verified still works.
+    assert_eq!(
+        get("alice", "wonderland".into()).await.unwrap().status(),
+        StatusCode::OK
+    );
 }

@@ -11,7 +11,8 @@ use anyhow::{bail, Context};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use strata_oci::{Digest, Platform, Reference, Store};
 use strata_registry::{
-    AuthConfig, BlobOutcome, Client, ClientOptions, Credential, Event, Progress, ServeOptions,
+    registry_host, AuthConfig, BlobOutcome, Client, ClientOptions, Credential, Event, Progress,
+    ServeOptions,
 };
 
 use crate::cli::*;
@@ -379,19 +380,6 @@ fn read_password(stdin_flag: bool) -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
-fn registry_host(r: &str) -> String {
-    let r = r
-        .trim_start_matches("https://")
-        .trim_start_matches("http://")
-        .trim_end_matches('/');
-    let r = r.split('/').next().unwrap_or(r);
-    if r == "index.docker.io" || r == "registry-1.docker.io" {
-        "docker.io".to_owned()
-    } else {
-        r.to_owned()
-    }
-}
-
 pub fn login(args: LoginArgs, s: &Settings) -> CmdResult {
     let registry = registry_host(&args.registry);
     let username = match args.username {
@@ -484,8 +472,10 @@ pub fn serve(args: ServeArgs, s: &Settings) -> CmdResult {
         tls_cert: args.tls_cert.clone(),
         tls_key: args.tls_key.clone(),
         upload_ttl: Duration::from_secs(args.upload_ttl.max(1)),
+        max_blob_size: args.max_blob_size,
+        max_uploads: args.max_uploads.max(1),
+        max_auth_failures: args.max_auth_failures,
         on_request: Some(hook),
-        ..ServeOptions::default()
     };
     let tls = opts.tls_cert.is_some();
     let rt = runtime()?;

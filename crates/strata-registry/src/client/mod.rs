@@ -42,6 +42,9 @@ pub struct ClientOptions {
     pub progress: Arc<dyn Progress>,
     /// Extra CA certificate (PEM) to trust, e.g. a test registry's.
     pub ca_cert: Option<Vec<u8>>,
+    /// A registry silent this long on a read (a stalled answer or body)
+    /// counts as a dropped connection: retried, downloads resumed.
+    pub read_timeout: Duration,
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -52,6 +55,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("monolithic_max", &self.monolithic_max)
             .field("chunk_size", &self.chunk_size)
             .field("retries", &self.retries)
+            .field("read_timeout", &self.read_timeout)
             .field("platform", &self.platform)
             .finish_non_exhaustive()
     }
@@ -70,6 +74,7 @@ impl Default for ClientOptions {
             auth: AuthConfig::default(),
             progress: Arc::new(NoProgress),
             ca_cert: None,
+            read_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -141,15 +146,6 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// The host that serves the API for a reference's domain.
-fn api_host(registry: &str) -> &str {
-    if registry == "docker.io" {
-        "registry-1.docker.io"
-    } else {
-        registry
-    }
-}
-
 /// Whether the registry is on this machine (plain HTTP allowed).
 pub(crate) fn is_loopback(registry: &str) -> bool {
     let host = if let Some(rest) = registry.strip_prefix('[') {
@@ -176,7 +172,7 @@ impl Client {
             let mut b = reqwest::Client::builder()
                 .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
                 .connect_timeout(Duration::from_secs(30))
-                .read_timeout(Duration::from_secs(120))
+                .read_timeout(options.read_timeout)
                 .pool_max_idle_per_host(options.jobs.max(1) * 2)
                 .danger_accept_invalid_certs(insecure);
             if let Some(pem) = &options.ca_cert {
@@ -224,7 +220,7 @@ impl Client {
         if let Some(e) = self.with_state(registry, |s| s.endpoint.clone()) {
             return Ok(e);
         }
-        let host = api_host(registry);
+        let host = crate::host::api_host(registry);
         // Loopback and named insecure registries: TLS certificates are
         // not checked (as docker does), and plain HTTP is the fallback.
         let https = Endpoint {

@@ -286,113 +286,133 @@ impl Client {
             Some(l) => l,
             None => self.start_upload(target).await?,
         };
-        self.emit(Event::BlobStart {
-            digest: digest.clone(),
-            size,
-            kind,
-            offset,
-        });
-        let base = self.endpoint(&target.registry).await?.base;
-        if size <= self.opts.monolithic_max && offset == 0 {
-            let what = format!("upload blob {digest}");
-            let resp = self
-                .send(target, &what, |c, _| {
-                    c.put(&location)
-                        .query(&[("digest", digest.to_string())])
-                        .header(CONTENT_TYPE, "application/octet-stream")
-                        .header(CONTENT_LENGTH, size)
-                        .body(self.file_body(&path, 0, size, digest, sent.clone()))
-                })
-                .await?;
-            let s = resp.status();
-            if s != StatusCode::CREATED && !s.is_success() {
-                let detail = error_detail(resp).await;
-                return Err(status_error(s, target, &what, detail));
-            }
-        } else {
-            let chunk = self.opts.chunk_size.max(1);
-            let mut stalls = 0;
-            while offset < size {
-                let end = (offset + chunk).min(size);
-                let what = format!("upload blob {digest} bytes {offset}-{}", end - 1);
+        // A resumed upload the registry then refuses (the part it kept was
+        // damaged) is started over once, from the first byte.
+        let mut resumed = offset > 0;
+        loop {
+            self.emit(Event::BlobStart {
+                digest: digest.clone(),
+                size,
+                kind,
+                offset,
+            });
+            let base = self.endpoint(&target.registry).await?.base;
+            if size <= self.opts.monolithic_max && offset == 0 {
+                let what = format!("upload blob {digest}");
+                let resp = self
+                    .send(target, &what, |c, _| {
+                        c.put(&location)
+                            .query(&[("digest", digest.to_string())])
+                            .header(CONTENT_TYPE, "application/octet-stream")
+                            .header(CONTENT_LENGTH, size)
+                            .body(self.file_body(&path, 0, size, digest, sent.clone()))
+                    })
+                    .await?;
+                let s = resp.status();
+                if s != StatusCode::CREATED && !s.is_success() {
+                    let detail = error_detail(resp).await;
+                    return Err(status_error(s, target, &what, detail));
+                }
+            } else {
+                let chunk = self.opts.chunk_size.max(1);
+                let mut stalls = 0;
+                while offset < size {
+                    let end = (offset + chunk).min(size);
+                    let what = format!("upload blob {digest} bytes {offset}-{}", end - 1);
+                    let loc = location.clone();
+                    let resp = self
+                        .send(target, &what, |c, _| {
+                            c.patch(&loc)
+                                .header(CONTENT_TYPE, "application/octet-stream")
+                                .header("content-range", format!("{offset}-{}", end - 1))
+                                .header(CONTENT_LENGTH, end - offset)
+                                .body(self.file_body(
+                                    &path,
+                                    offset,
+                                    end - offset,
+                                    digest,
+                                    sent.clone(),
+                                ))
+                        })
+                        .await;
+                    let ok = match resp {
+                        Ok(r) if r.status() == StatusCode::ACCEPTED || r.status().is_success() => {
+                            if let Some(l) = r
+                                .headers()
+                                .get(LOCATION)
+                                .and_then(|l| absolute_location(&base, l))
+                            {
+                                location = l;
+                            }
+                            offset = end;
+                            let _ = write_record(&record, &location);
+                            true
+                        }
+                        Ok(r) if r.status() == StatusCode::RANGE_NOT_SATISFIABLE => false,
+                        Ok(r) => {
+                            let s = r.status();
+                            let detail = error_detail(r).await;
+                            return Err(status_error(s, target, &what, detail));
+                        }
+                        Err(e @ Error::Connect { .. }) => {
+                            // The registry may have kept part of the chunk.
+                            if stalls >= 3 {
+                                return Err(e);
+                            }
+                            false
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    if !ok {
+                        stalls += 1;
+                        if stalls > 3 {
+                            return Err(Error::Status {
+                                registry: target.registry.clone(),
+                                repository: target.repository.clone(),
+                                what,
+                                status: 416,
+                                detail: "the registry keeps refusing the upload offset".into(),
+                            });
+                        }
+                        match self.upload_status(target, &location).await {
+                            Some(o) => offset = o,
+                            None => {
+                                location = self.start_upload(target).await?;
+                                offset = 0;
+                            }
+                        }
+                        self.emit(Event::BlobStart {
+                            digest: digest.clone(),
+                            size,
+                            kind,
+                            offset,
+                        });
+                    }
+                }
+                let what = format!("finish upload of blob {digest}");
                 let loc = location.clone();
                 let resp = self
                     .send(target, &what, |c, _| {
-                        c.patch(&loc)
-                            .header(CONTENT_TYPE, "application/octet-stream")
-                            .header("content-range", format!("{offset}-{}", end - 1))
-                            .header(CONTENT_LENGTH, end - offset)
-                            .body(self.file_body(&path, offset, end - offset, digest, sent.clone()))
+                        c.put(&loc)
+                            .query(&[("digest", digest.to_string())])
+                            .header(CONTENT_LENGTH, 0)
                     })
-                    .await;
-                let ok = match resp {
-                    Ok(r) if r.status() == StatusCode::ACCEPTED || r.status().is_success() => {
-                        if let Some(l) = r
-                            .headers()
-                            .get(LOCATION)
-                            .and_then(|l| absolute_location(&base, l))
-                        {
-                            location = l;
-                        }
-                        offset = end;
-                        let _ = write_record(&record, &location);
-                        true
-                    }
-                    Ok(r) if r.status() == StatusCode::RANGE_NOT_SATISFIABLE => false,
-                    Ok(r) => {
-                        let s = r.status();
-                        let detail = error_detail(r).await;
-                        return Err(status_error(s, target, &what, detail));
-                    }
-                    Err(e @ Error::Connect { .. }) => {
-                        // The registry may have kept part of the chunk.
-                        if stalls >= 3 {
-                            return Err(e);
-                        }
-                        false
-                    }
-                    Err(e) => return Err(e),
-                };
-                if !ok {
-                    stalls += 1;
-                    if stalls > 3 {
-                        return Err(Error::Status {
-                            registry: target.registry.clone(),
-                            repository: target.repository.clone(),
-                            what,
-                            status: 416,
-                            detail: "the registry keeps refusing the upload offset".into(),
-                        });
-                    }
-                    match self.upload_status(target, &location).await {
-                        Some(o) => offset = o,
-                        None => {
-                            location = self.start_upload(target).await?;
-                            offset = 0;
-                        }
-                    }
-                    self.emit(Event::BlobStart {
-                        digest: digest.clone(),
-                        size,
-                        kind,
-                        offset,
-                    });
+                    .await?;
+                let s = resp.status();
+                if s == StatusCode::BAD_REQUEST && resumed {
+                    tracing::info!(%digest, "the registry refused the resumed upload; starting over");
+                    let _ = std::fs::remove_file(&record);
+                    location = self.start_upload(target).await?;
+                    offset = 0;
+                    resumed = false;
+                    continue;
+                }
+                if s != StatusCode::CREATED && !s.is_success() {
+                    let detail = error_detail(resp).await;
+                    return Err(status_error(s, target, &what, detail));
                 }
             }
-            let what = format!("finish upload of blob {digest}");
-            let loc = location.clone();
-            let resp = self
-                .send(target, &what, |c, _| {
-                    c.put(&loc)
-                        .query(&[("digest", digest.to_string())])
-                        .header(CONTENT_LENGTH, 0)
-                })
-                .await?;
-            let s = resp.status();
-            if s != StatusCode::CREATED && !s.is_success() {
-                let detail = error_detail(resp).await;
-                return Err(status_error(s, target, &what, detail));
-            }
+            break;
         }
         let _ = std::fs::remove_file(&record);
         self.emit(Event::BlobDone {

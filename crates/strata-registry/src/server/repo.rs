@@ -78,8 +78,12 @@ fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
         std::process::id(),
         Digest::sha256(format!("{path:?}{:?}", std::time::SystemTime::now()).as_bytes()).short()
     ));
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path)
+    // Nothing half-written stays behind (a full disk fails the write).
+    let res = std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, path));
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
 }
 
 fn digest_rel(d: &Digest) -> PathBuf {

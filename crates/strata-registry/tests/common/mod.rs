@@ -2,6 +2,8 @@
 //! request counters.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fault_proxy;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
