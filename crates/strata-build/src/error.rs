@@ -65,7 +65,7 @@ pub enum ErrorKind {
     #[error("{0}")]
     Invalid(String),
     /// An I/O error, with the path it concerns.
-    #[error("{action} {}: {source}", path.display())]
+    #[error("cannot {action} {}", path.display())]
     Io {
         /// What was being done.
         action: &'static str,
@@ -124,13 +124,29 @@ pub struct Location {
 }
 
 /// A build error, with the instruction it happened at when there is one.
-#[derive(Debug, thiserror::Error)]
-#[error("{}{kind}", prefix(.location))]
+///
+/// Its message is the kind's, prefixed with the place; its
+/// [`source`](std::error::Error::source) is the kind's cause, so the whole
+/// chain (a registry's 401 behind "base image not found") can be walked and
+/// printed, and no cause is repeated in a message.
+#[derive(Debug)]
 pub struct Error {
     /// What went wrong.
     pub kind: ErrorKind,
     /// Where.
     pub location: Option<Box<Location>>,
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", prefix(&self.location), self.kind)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.kind)
+    }
 }
 
 fn prefix(loc: &Option<Box<Location>>) -> String {
@@ -212,7 +228,12 @@ impl Diagnostic for Error {
 
     fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
         match &self.kind {
-            ErrorKind::BaseImageNotFound { reference, .. } => Some(Box::new(format!(
+            // When a pull was tried, its cause knows the fix (log in, allow
+            // plain HTTP...): only an image never looked for gets this hint.
+            ErrorKind::BaseImageNotFound {
+                reference,
+                cause: None,
+            } => Some(Box::new(format!(
                 "pull it with `strata pull {reference}`, or make one with `strata import ROOTFS.tar {reference}`"
             ))),
             ErrorKind::SourceNotFound { excluded: true, .. } => Some(Box::new(

@@ -72,7 +72,7 @@ fn resolve(spec: &str, s: &Settings, insecure: &[String]) -> anyhow::Result<Reso
             let resolver = super::registry::PullResolver::new(s, insecure);
             resolver
                 .resolve(&store, spec, &Platform::host())
-                .map_err(|e| anyhow::anyhow!("{e}"))
+                .map_err(anyhow::Error::from_boxed)
                 .with_context(|| format!("image {spec} is not in the store and cannot be pulled"))?
         }
     };
@@ -189,8 +189,8 @@ pub fn analyze(args: AnalyzeArgs, s: &Settings) -> CmdResult {
     };
     let report = analyze_image(&r.store, &r.image, &r.name, lines.as_ref(), args.top)?;
     match args.format {
-        AnalyzeFormat::Text => print!("{}", an::render_text(&report)),
-        AnalyzeFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        AnalyzeFormat::Text => out!("{}", an::render_text(&report)),
+        AnalyzeFormat::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
         AnalyzeFormat::Html => {
             let path = args.output.clone().unwrap_or_else(|| {
                 let safe: String = args
@@ -262,8 +262,7 @@ pub fn analyze(args: AnalyzeArgs, s: &Settings) -> CmdResult {
 fn lines_from_dockerfile(path: &Path, image: &Image) -> anyhow::Result<BTreeMap<usize, usize>> {
     let src =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let df = strata_dockerfile::parse_named(&path.display().to_string(), &src)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let df = strata_dockerfile::parse_named(&path.display().to_string(), &src)?;
     let mut stage: Vec<usize> = Vec::new();
     for node in &df.nodes {
         if node.keyword.eq_ignore_ascii_case("from") {
@@ -327,16 +326,19 @@ pub fn diff(args: DiffArgs, s: &Settings) -> CmdResult {
         trees.as_ref().map(|(x, y)| (x, y)),
     );
     match args.format {
-        ListFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        ListFormat::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
         ListFormat::Table => {
-            println!("{} -> {}", report.from, report.to);
-            println!(
+            outln!("{} -> {}", report.from, report.to);
+            outln!(
                 "  {:>3}  {:<14} {:>9}  {:<12}  CREATED BY",
-                "#", "DIGEST", "SIZE", "STATUS"
+                "#",
+                "DIGEST",
+                "SIZE",
+                "STATUS"
             );
             for l in &report.layers {
                 let d = l.digest.strip_prefix("sha256:").unwrap_or(&l.digest);
-                println!(
+                outln!(
                     "  {:>3}  {:<14} {:>9}  {:<12}  {}",
                     l.index,
                     &d[..d.len().min(12)],
@@ -350,7 +352,7 @@ pub fn diff(args: DiffArgs, s: &Settings) -> CmdResult {
                         .collect::<String>()
                 );
             }
-            println!(
+            outln!(
                 "shared: {} layers ({}); new: {} layers ({}); config {}",
                 report.shared_layers,
                 an::human(report.shared_bytes),
@@ -363,13 +365,13 @@ pub fn diff(args: DiffArgs, s: &Settings) -> CmdResult {
                 }
             );
             if !report.only_in_from.is_empty() {
-                println!(
+                outln!(
                     "layers only in {}: {}",
                     report.from,
                     report.only_in_from.len()
                 );
             }
-            println!(
+            outln!(
                 "a push of {} to a registry holding {} sends {} ({} bytes: new layers, config, manifest)",
                 report.to,
                 report.from,
@@ -377,14 +379,14 @@ pub fn diff(args: DiffArgs, s: &Settings) -> CmdResult {
                 report.push_bytes
             );
             if let Some(files) = &report.files {
-                println!();
+                outln!();
                 for f in files {
                     let sign = match f.change.as_str() {
                         "added" => "+",
                         "removed" => "-",
                         _ => "~",
                     };
-                    println!(
+                    outln!(
                         "{sign} /{}  {}",
                         f.path,
                         match (f.from_size, f.to_size) {

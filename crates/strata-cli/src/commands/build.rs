@@ -14,6 +14,7 @@ use crate::progress::{BuildProgress, Mode};
 use crate::settings::Settings;
 
 use super::{open_store, parse_ref, CmdResult};
+use crate::render::usage;
 
 /// Where `--output` sends the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,14 +40,14 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
         kv.get("dest")
             .filter(|d| !d.is_empty())
             .map(PathBuf::from)
-            .ok_or_else(|| anyhow::anyhow!("--output {spec}: dest= is missing"))
+            .ok_or_else(|| usage(format!("--output {spec}: dest= is missing")))
     };
     match kv.get("type").map(String::as_str) {
         Some("oci") => Ok(Output::Oci(dest()?)),
         Some("docker") => Ok(Output::Docker(dest()?)),
         Some("registry") | Some("image") if kv.get("push").is_none_or(|p| p != "false") => Ok(Output::Registry),
-        Some(t) => bail!("--output {spec}: unknown type {t:?} (oci, docker or registry)"),
-        None => bail!("--output {spec}: type= is missing (type=oci,dest=DIR | type=docker,dest=FILE | type=registry)"),
+        Some(t) => Err(usage(format!("--output {spec}: unknown type {t:?} (oci, docker or registry)"))),
+        None => Err(usage(format!("--output {spec}: type= is missing (type=oci,dest=DIR | type=docker,dest=FILE | type=registry)"))),
     }
 }
 
@@ -56,13 +57,13 @@ fn parse_secret(spec: &str) -> anyhow::Result<(String, SecretSource)> {
         .get("id")
         .filter(|v| !v.is_empty())
         .cloned()
-        .ok_or_else(|| anyhow::anyhow!("--secret {spec}: id= is missing"))?;
+        .ok_or_else(|| usage(format!("--secret {spec}: id= is missing")))?;
     let src = kv.get("src").or_else(|| kv.get("source"));
     let source = match (src, kv.get("env")) {
         (Some(f), _) => SecretSource::File(PathBuf::from(f)),
         (None, Some(var)) => SecretSource::Env(var.clone()),
         (None, None) if std::env::var_os(&id).is_some() => SecretSource::Env(id.clone()),
-        (None, None) => bail!("--secret {spec}: give src=FILE or env=VAR"),
+        (None, None) => return Err(usage(format!("--secret {spec}: give src=FILE or env=VAR"))),
     };
     if let SecretSource::File(p) = &source {
         if !p.is_file() {
@@ -95,7 +96,7 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
     let tags = args
         .tags
         .iter()
-        .map(|t| parse_ref(t).with_context(|| format!("invalid tag {t:?}")))
+        .map(|t| parse_ref(t).map_err(|e| usage(format!("invalid tag {t:?}: {e}"))))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let outputs = args
         .outputs
@@ -104,7 +105,7 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let push = args.push || outputs.contains(&Output::Registry);
     if push && tags.is_empty() {
-        bail!("--push needs a name: add -t REGISTRY/NAME:TAG");
+        return Err(usage("--push needs a name: add -t REGISTRY/NAME:TAG"));
     }
     let mut opts = BuildOptions::new(&args.context);
     opts.dockerfile = args.file.clone();
@@ -132,9 +133,11 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
     opts.platform = args
         .platform
         .as_deref()
-        .map(|p| p.parse())
-        .transpose()
-        .context("invalid --platform")?;
+        .map(|p| {
+            p.parse()
+                .map_err(|e| usage(format!("invalid --platform {p:?}: {e}")))
+        })
+        .transpose()?;
     opts.isolation = match args.isolation {
         Isolation::Auto => strata_sandbox::Isolation::Auto,
         Isolation::Oci => strata_sandbox::Isolation::Oci,
@@ -214,7 +217,7 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
         }
     }
     if mode == Mode::Quiet {
-        println!("{}", image.id());
+        outln!("{}", image.id());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -89,7 +89,7 @@ fn docker_size(n: u64) -> String {
     format!("{s}{}", UNITS[u])
 }
 
-fn print_table(rows: &[Vec<String>]) {
+fn print_table(rows: &[Vec<String>]) -> std::io::Result<()> {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let mut widths = vec![0; cols];
     for r in rows {
@@ -107,8 +107,9 @@ fn print_table(rows: &[Vec<String>]) {
                 line.push_str(&format!("{c:<w$}   ", w = widths[i]));
             }
         }
-        let _ = writeln!(out, "{}", line.trim_end());
+        writeln!(out, "{}", line.trim_end())?;
     }
+    Ok(())
 }
 
 fn print_json(v: &Value) -> anyhow::Result<()> {
@@ -132,7 +133,7 @@ pub fn images(args: ImagesArgs, s: &Settings) -> CmdResult {
         let mut seen = std::collections::BTreeSet::new();
         for e in &list {
             if seen.insert(e.image.id().clone()) {
-                println!("{}", id(&e.image));
+                outln!("{}", id(&e.image));
             }
         }
         return Ok(ExitCode::SUCCESS);
@@ -176,7 +177,7 @@ pub fn images(args: ImagesArgs, s: &Settings) -> CmdResult {
             human_bytes(e.image.size()),
         ]);
     }
-    print_table(&rows);
+    print_table(&rows)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -323,7 +324,7 @@ pub fn history(args: HistoryArgs, s: &Settings) -> CmdResult {
         };
         table.push(vec![id, ago(r.created.as_deref()), by, size, r.comment]);
     }
-    print_table(&table);
+    print_table(&table)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -374,7 +375,7 @@ pub fn import(args: ImportArgs, s: &Settings) -> CmdResult {
     let manifest = Manifest::oci(config_desc.clone(), vec![layer.descriptor()]);
     let desc = store.put_json(media_type::OCI_MANIFEST, &manifest.to_json())?;
     store.tag(&reference, &desc)?;
-    println!("{}", config_desc.digest);
+    outln!("{}", config_desc.digest);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -447,12 +448,12 @@ pub fn load(args: LoadArgs, s: &Settings) -> CmdResult {
                 .map(|i| i.id().to_string())
                 .unwrap_or_else(|_| l.descriptor.digest.to_string());
             match l.ref_name {
-                Some(r) => println!("Loaded image ID: {id} (ref name {r:?})"),
-                None => println!("Loaded image ID: {id}"),
+                Some(r) => outln!("Loaded image ID: {id} (ref name {r:?})"),
+                None => outln!("Loaded image ID: {id}"),
             }
         }
         for n in l.names {
-            println!("Loaded image: {}", n.familiar());
+            outln!("Loaded image: {}", n.familiar());
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -479,7 +480,7 @@ pub fn rmi(args: RmiArgs, s: &Settings) -> CmdResult {
         if let Ok(r) = name.parse::<Reference>() {
             if r.digest().is_none() && store.resolve(&r).is_ok() {
                 store.untag(&r)?;
-                println!("Untagged: {}", r.familiar());
+                outln!("Untagged: {}", r.familiar());
                 continue;
             }
         }
@@ -501,7 +502,7 @@ pub fn rmi(args: RmiArgs, s: &Settings) -> CmdResult {
         }
         for t in tags {
             store.untag(&t)?;
-            println!("Untagged: {}", t.familiar());
+            outln!("Untagged: {}", t.familiar());
         }
         for e in store.list_tags()? {
             if e.reference.is_none()
@@ -512,7 +513,7 @@ pub fn rmi(args: RmiArgs, s: &Settings) -> CmdResult {
                 store.remove_untagged(&e.descriptor.digest)?;
             }
         }
-        println!("Deleted: {}", img.id());
+        outln!("Deleted: {}", img.id());
     }
     store
         .gc(GcOptions::default())
@@ -537,20 +538,20 @@ pub fn prune(args: PruneArgs, s: &Settings) -> CmdResult {
     };
     if s.verbosity > 0 || args.dry_run {
         for (d, n) in &rep.blobs {
-            println!("{verb} blob {d} ({})", human_bytes(*n));
+            outln!("{verb} blob {d} ({})", human_bytes(*n));
         }
         for sn in &rep.snapshots {
-            println!("{verb} snapshot {sn}");
+            outln!("{verb} snapshot {sn}");
         }
         for r in &rep.roots {
-            println!("{verb} cache root {r}");
+            outln!("{verb} cache root {r}");
         }
         for u in &rep.untagged {
-            println!("{verb} untagged image {u}");
+            outln!("{verb} untagged image {u}");
         }
     }
     if !s.quiet {
-        println!(
+        outln!(
             "{verb} {} blobs, {} snapshots, {} cache roots, {} untagged images, {} sidecar files; {} reclaimed",
             rep.blobs.len(),
             rep.snapshots.len(),
@@ -570,7 +571,7 @@ pub fn verify(args: StoreVerifyArgs, s: &Settings) -> CmdResult {
         print_json(&serde_json::to_value(&rep)?)?;
     } else {
         for p in &rep.problems {
-            println!("{p}");
+            outln!("{p}");
         }
         if !s.quiet {
             eprintln!(

@@ -9,6 +9,24 @@ use crate::cli::{Cli, Command, ContextCommand, StoreCommand};
 use crate::render;
 use crate::settings::Settings;
 
+/// `println!` for command output: to the locked standard output, with the
+/// error returned (`?`) instead of a panic, so a closed pipe
+/// (`strata images | head -1`) ends the command quietly in `main`.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($t)*)?;
+    }};
+}
+
+/// `print!` for command output; see `outln!`.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($t)*)?;
+    }};
+}
+
 mod analyze;
 mod build;
 mod context;
@@ -19,7 +37,8 @@ mod registry;
 mod run;
 
 /// What a command returns: its exit code (0 unless it has its own, like
-/// `run`, `lint` or `analyze --ci`), or an error (exit code 1).
+/// `run`, `lint` or `analyze --ci`), or an error (exit code 1, or 2 for a
+/// usage error: see [`render::usage`]).
 pub type CmdResult = anyhow::Result<ExitCode>;
 
 pub fn main() -> ExitCode {
@@ -29,9 +48,11 @@ pub fn main() -> ExitCode {
     init_logging(&settings);
     match dispatch(cli.command, &settings) {
         Ok(code) => code,
+        // The reader went away (`strata images | head -1`): nothing to say.
+        Err(err) if render::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprint!("{}", render::error_report(&err));
-            ExitCode::from(1)
+            ExitCode::from(render::exit_code(&err))
         }
     }
 }

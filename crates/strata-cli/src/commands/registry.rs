@@ -196,7 +196,7 @@ pub fn push(args: PushArgs, s: &Settings) -> CmdResult {
         .unwrap_or_else(|| args.image.clone());
     let dest: Reference = dest_s
         .parse()
-        .with_context(|| format!("invalid destination {dest_s:?}"))?;
+        .map_err(|e| crate::render::usage(format!("invalid destination {dest_s:?}: {e}")))?;
     if args.destination.is_none() && !args.image.contains('/') && dest.domain() == "docker.io" {
         // `strata push app` would go to Docker Hub; that is rarely meant.
         tracing::info!("pushing to docker.io");
@@ -218,9 +218,9 @@ pub fn push(args: PushArgs, s: &Settings) -> CmdResult {
     let _ = render.multi.clear();
     let tag = dest.tag().unwrap_or("latest");
     if !s.quiet {
-        println!("{tag}: digest: {} size: {}", summary.digest, summary.size);
+        outln!("{tag}: digest: {} size: {}", summary.digest, summary.size);
     }
-    println!(
+    outln!(
         "pushed {}: {} uploaded, {} skipped (already exist), {} mounted, {} sent in {:.1}s",
         dest.familiar(),
         summary.uploaded,
@@ -310,10 +310,9 @@ impl strata_build::BaseResolver for PullResolver {
 
 pub fn pull(args: PullArgs, s: &Settings) -> CmdResult {
     let store = open_store(s)?;
-    let reference: Reference = args
-        .reference
-        .parse()
-        .with_context(|| format!("invalid reference {:?}", args.reference))?;
+    let reference: Reference = args.reference.parse().map_err(|e| {
+        crate::render::usage(format!("invalid reference {:?}: {e}", args.reference))
+    })?;
     let platform = match &args.platform {
         Some(p) => Some(p.parse::<Platform>()?),
         None => None,
@@ -333,9 +332,9 @@ pub fn pull(args: PullArgs, s: &Settings) -> CmdResult {
         .with_context(|| format!("cannot pull {}", reference.familiar()))?;
     let _ = render.multi.clear();
     if !s.quiet {
-        println!("Digest: {}", summary.digest);
+        outln!("Digest: {}", summary.digest);
     }
-    println!(
+    outln!(
         "pulled {}: {} downloaded, {} already present, {} received in {:.1}s",
         reference.familiar(),
         summary.downloaded,
@@ -426,7 +425,7 @@ pub fn login(args: LoginArgs, s: &Settings) -> CmdResult {
     if !s.quiet {
         eprintln!("credentials saved in {}", path.display());
     }
-    println!("Login Succeeded");
+    outln!("Login Succeeded");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -434,9 +433,9 @@ pub fn logout(args: LogoutArgs, _s: &Settings) -> CmdResult {
     let registry = registry_host(&args.registry);
     let auth = AuthConfig::from_env();
     if auth.remove(&registry)? {
-        println!("Removing login credentials for {registry}");
+        outln!("Removing login credentials for {registry}");
     } else {
-        println!("Not logged in to {registry}");
+        outln!("Not logged in to {registry}");
     }
     Ok(ExitCode::SUCCESS)
 }

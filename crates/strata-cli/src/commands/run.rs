@@ -70,7 +70,7 @@ pub fn run(args: RunArgs, s: &Settings) -> CmdResult {
     );
     let mut mounts = Vec::new();
     for v in &args.volumes {
-        mounts.push(parse_volume(v).map_err(|e| anyhow::anyhow!("-v {v}: {e}"))?);
+        mounts.push(parse_volume(v).map_err(|e| crate::render::usage(format!("-v {v}: {e}")))?);
     }
 
     let key = format!(
