@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use rustix::process::Pid;
+use rustix::thread::UnshareFlags;
 use serde_json::{json, Value};
 
 use crate::defaults::{nofile_limit, DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS};
@@ -32,7 +34,8 @@ use crate::plan::{cstring, mount_root, root_mount, RootMount};
 use crate::pump::spawn_pump;
 use crate::spec::{ExitStatus, MountKind, Network, RootFs, RunSpec, Stdio, Stream};
 use crate::stubs::StubCleaner;
-use crate::sys::{ensure, InRoot, Leaf, Loc, Real, Syscalls};
+use crate::sys::linux::Linux;
+use crate::sys::{ensure, InRoot, Leaf, Loc, Syscalls};
 use crate::Executor;
 
 /// An OCI runtime (runc, crun, or any runtime with their command line).
@@ -197,35 +200,23 @@ struct PreExec {
 
 impl PreExec {
     fn run(&self) -> std::io::Result<()> {
-        let mut sys = Real;
-        let err = std::io::Error::from_raw_os_error;
-        sys.unshare(libc::CLONE_NEWNS).map_err(err)?;
-        sys.mount(
-            None,
-            Loc::Path(c"/"),
-            None,
-            libc::MS_REC | libc::MS_PRIVATE,
-            None,
-        )
-        .map_err(err)?;
+        let mut sys = Linux;
+        sys.unshare(UnshareFlags::NEWNS)?;
+        sys.make_rprivate(c"/")?;
         if self.hide_cgroup_controllers {
-            sys.mount(
-                Some(Loc::Path(c"/dev/null")),
+            sys.bind(
+                Loc::Path(c"/dev/null"),
                 Loc::Path(c"/sys/fs/cgroup/unified/cgroup.controllers"),
-                None,
-                libc::MS_BIND,
-                None,
-            )
-            .map_err(err)?;
+                false,
+            )?;
         }
         if let Some(rm) = &self.root_mount {
-            mount_root(&mut sys, rm).map_err(err)?;
+            mount_root(&mut sys, rm)?;
         }
         // docker creates a missing working directory
-        let root = sys.open_dir(&self.root).map_err(err)?;
-        let r = ensure(&mut sys, root, &self.cwd, Leaf::Dir);
-        sys.close(root);
-        r.map_err(err)
+        let root = sys.open_dir(&self.root)?;
+        ensure(&mut sys, &root, &self.cwd, Leaf::Dir)?;
+        Ok(())
     }
 }
 
@@ -351,7 +342,8 @@ impl Executor for OciExecutor {
                 pumps.push(spawn_pump(err, Stream::Stderr, c.clone()));
             }
         }
-        let waited = wait_pid(child.id() as libc::pid_t, &mut guard, |sig, nth| {
+        let pid = Pid::from_child(&child);
+        let waited = wait_pid(pid, &mut guard, |sig, nth| {
             let sig = if nth > 1 { libc::SIGKILL } else { sig };
             self.quiet(&["kill", &id, &sig.to_string()]);
         });
