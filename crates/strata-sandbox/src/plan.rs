@@ -12,6 +12,7 @@ use rustix::thread::CapabilitySet;
 
 use crate::defaults::{nofile_limit, DEFAULT_CAP_MASK, DEVICES, MASKED_PATHS, READONLY_PATHS};
 use crate::error::SandboxError;
+use crate::seccomp::Program;
 use crate::spec::{MountKind, RootFs, RunSpec};
 use crate::sys::{ensure, Errno, InRoot, Leaf, Loc, Syscalls};
 
@@ -289,6 +290,7 @@ pub(crate) mod at {
     pub const NO_NEW_PRIVS: u32 = 17;
     pub const CHDIR: u32 = 18;
     pub const EXEC: u32 = 19;
+    pub const SECCOMP: u32 = 20;
     pub const STEP: u32 = 100;
 }
 
@@ -472,6 +474,7 @@ impl SetupPlan {
             at::NO_NEW_PRIVS => "set no_new_privs".into(),
             at::CHDIR => "change to the working directory".into(),
             at::EXEC => "execute the command".into(),
+            at::SECCOMP => "install the seccomp filter".into(),
             n if n >= at::STEP => self
                 .steps
                 .get((n - at::STEP) as usize)
@@ -598,6 +601,8 @@ pub(crate) struct ProcessPlan {
     pub groups: Vec<Gid>,
     pub caps: CapabilitySet,
     pub nofile: Rlimit,
+    /// Seccomp filters, installed in order just before `execve`.
+    pub seccomp: Vec<Program>,
     pub program: String,
     /// Candidate paths for `args[0]` (PATH lookup done inside the container).
     pub candidates: Vec<CString>,
@@ -658,6 +663,7 @@ impl ProcessPlan {
                 .map(|&g| Gid::from_raw(g))
                 .collect(),
             caps: CapabilitySet::from_bits_retain(DEFAULT_CAP_MASK),
+            seccomp: spec.seccomp.programs()?,
             nofile: {
                 let (soft, hard) = nofile_limit();
                 Rlimit {
@@ -712,6 +718,12 @@ impl ProcessPlan {
         }
         if let Err(e) = sys.chdir(&self.cwd) {
             return (at::CHDIR, e);
+        }
+        // Last, as runc does, so the filter sees only the command's calls.
+        for program in &self.seccomp {
+            if let Err(e) = sys.set_seccomp(program) {
+                return (at::SECCOMP, e);
+            }
         }
         let mut denied = false;
         for path in &self.candidates {
@@ -994,10 +1006,33 @@ mod tests {
         assert!(pos("setgid") < pos("setuid 1000"));
         assert!(pos("setuid") < pos("no_new_privs"));
         assert!(pos("no_new_privs") < pos("chdir /work"));
+        // docker's profile: the base filter then the ENOSYS one, last before exec
+        let filters: Vec<usize> = (0..e.len())
+            .filter(|&i| e[i].starts_with("seccomp "))
+            .collect();
+        assert_eq!(filters.len(), 2, "{e:#?}");
+        assert!(pos("chdir /work") < filters[0] && filters[1] + 1 == pos("exec"));
         assert_eq!(&e[e.len() - 2..], &["exec /usr/bin/sh", "exec /bin/sh"]);
         // the double's exec "succeeds" for /bin/sh by returning EXDEV, an errno
         // the loop does not know, so it stops there
         assert_eq!(code, at::EXEC);
+    }
+
+    #[test]
+    fn unconfined_installs_no_filter_and_a_refused_filter_stops_the_run() {
+        let mut s = spec();
+        s.seccomp = crate::Seccomp::Unconfined;
+        let p = ProcessPlan::new(&s).unwrap();
+        let mut r = Recorder::new();
+        r.existing.insert("bin/sh".into(), false);
+        p.exec(&mut r);
+        assert!(!r.calls.iter().any(|c| c.starts_with("seccomp")));
+        let p = ProcessPlan::new(&spec()).unwrap();
+        let mut r = Recorder::new();
+        r.existing.insert("bin/sh".into(), false);
+        r.fail = Some(("seccomp".into(), Errno::INVAL));
+        assert_eq!(p.exec(&mut r), (at::SECCOMP, Errno::INVAL));
+        assert!(!r.calls.iter().any(|c| c.starts_with("exec")));
     }
 
     #[test]

@@ -220,6 +220,16 @@ impl Syscalls for Linux {
         rustix::process::setrlimit(resource, limit)
     }
 
+    fn set_seccomp(&mut self, program: &[seccompiler::sock_filter]) -> Res {
+        match seccompiler::apply_filter(program) {
+            Ok(()) => Ok(()),
+            Err(seccompiler::Error::Seccomp(e) | seccompiler::Error::Prctl(e)) => {
+                Err(Errno::from_io_error(&e).unwrap_or(Errno::INVAL))
+            }
+            Err(_) => Err(Errno::INVAL),
+        }
+    }
+
     fn exec(
         &mut self,
         path: &CStr,

@@ -103,6 +103,10 @@ pub(crate) trait Syscalls {
     /// `setresuid(uid, uid, uid)` of the calling thread.
     fn set_uid(&mut self, uid: Uid) -> Res;
     fn set_rlimit(&mut self, resource: Resource, limit: Rlimit) -> Res;
+    /// Installs a seccomp BPF filter on the calling thread
+    /// (`seccomp(SECCOMP_SET_MODE_FILTER)`; needs `no_new_privs` or
+    /// CAP_SYS_ADMIN).
+    fn set_seccomp(&mut self, program: &[seccompiler::sock_filter]) -> Res;
     /// `execve`; returns only on failure.
     fn exec(
         &mut self,

@@ -207,6 +207,9 @@ impl Syscalls for Recorder {
             n(limit.maximum)
         ))
     }
+    fn set_seccomp(&mut self, program: &[seccompiler::sock_filter]) -> Res {
+        self.rec(format!("seccomp {} instructions", program.len()))
+    }
     fn exec(
         &mut self,
         path: &CStr,
