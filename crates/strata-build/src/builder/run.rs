@@ -449,6 +449,7 @@ impl Shared<'_> {
         spec.mounts = mounts;
         spec.stdio = Stdio::Capture(capture.clone());
         spec.hostname = "buildkitsandbox".to_owned();
+        spec.seccomp = self.opts.seccomp.clone();
         let finished = AtomicBool::new(false);
         let status = std::thread::scope(|scope| {
             let sink = self.sink;
