@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use strata_oci::{Compression, Platform};
-use strata_sandbox::Isolation;
+use strata_sandbox::{Isolation, Seccomp};
 
 /// How file timestamps end up in layers (DESIGN.md decision 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +82,8 @@ pub struct BuildOptions {
     pub platform: Option<Platform>,
     /// Executor for RUN steps.
     pub isolation: Isolation,
+    /// Seccomp confinement of RUN steps (docker's default profile).
+    pub seccomp: Seccomp,
     /// How RUN steps get their root filesystem.
     pub snapshots: SnapshotMode,
     /// Layer compression.
@@ -109,6 +111,7 @@ impl BuildOptions {
             timestamps: Timestamps::Epoch(epoch),
             platform: None,
             isolation: Isolation::Auto,
+            seccomp: Seccomp::Default,
             snapshots: SnapshotMode::Auto,
             compression: Compression::Gzip,
             parallel: true,

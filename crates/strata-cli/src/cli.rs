@@ -212,6 +212,10 @@ pub struct BuildArgs {
     /// Executor for RUN instructions
     #[arg(long, value_enum, default_value = "auto")]
     pub isolation: Isolation,
+    /// Security options for RUN instructions: seccomp=unconfined | seccomp=FILE
+    /// (a profile in docker's JSON format) [default: docker's seccomp profile]
+    #[arg(long = "security-opt", value_name = "OPT", value_parser = parse_security_opt)]
+    pub security_opt: Vec<strata_sandbox::Seccomp>,
     /// Allow plain HTTP to this registry (for --push and registry caches)
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub insecure_registries: Vec<String>,
@@ -251,6 +255,23 @@ pub struct RunArgs {
     /// Container hostname
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Security options: seccomp=unconfined | seccomp=FILE (a profile in
+    /// docker's JSON format) [default: docker's seccomp profile]
+    #[arg(long = "security-opt", value_name = "OPT", value_parser = parse_security_opt)]
+    pub security_opt: Vec<strata_sandbox::Seccomp>,
+}
+
+/// One `--security-opt` value; the last seccomp option given wins, as in docker.
+fn parse_security_opt(s: &str) -> Result<strata_sandbox::Seccomp, String> {
+    strata_sandbox::Seccomp::from_security_opt(s).map_err(|e| {
+        let mut msg = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            msg.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        msg
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -21,8 +21,12 @@
 //! When it exits the kernel kills whatever is left in the pid namespace.
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
+
+use rustix::io::Errno;
+use rustix::pipe::PipeFlags;
+use rustix::process::{Pid, Signal, WaitOptions};
 
 use crate::error::SandboxError;
 use crate::etc::write_etc_files;
@@ -31,7 +35,7 @@ use crate::plan::{at, root_mount, ProcessPlan, SetupPlan};
 use crate::pump::spawn_pump;
 use crate::spec::{ExitStatus, Network, RunSpec, Stdio, Stream};
 use crate::stubs::StubCleaner;
-use crate::sys::Real;
+use crate::sys::linux::{last_errno, Linux};
 use crate::Executor;
 
 /// The built-in namespace executor.
@@ -50,75 +54,68 @@ impl BuiltinExecutor {
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
-    let mut fds = [0; 2];
-    // SAFETY: valid array of two ints.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(SandboxError::io(
-            "cannot create a pipe",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: both fds were just created and are owned here.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (r, w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC)
+        .map_err(|e| SandboxError::io("cannot create a pipe", e.into()))?;
     Ok((high(r)?, high(w)?))
 }
 
 /// `fd` moved to a number >= 10, so the child's dup2 onto 0-2 can never
 /// clobber it (a caller with a closed stdin gets pipes at 0).
 fn high(fd: OwnedFd) -> Result<OwnedFd, SandboxError> {
-    // SAFETY: duplicating an open descriptor.
-    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
-    if n < 0 {
-        return Err(SandboxError::io(
-            "cannot duplicate a descriptor",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: just created, owned here.
-    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+    rustix::io::fcntl_dupfd_cloexec(&fd, 10)
+        .map_err(|e| SandboxError::io("cannot duplicate a descriptor", e.into()))
 }
 
 /// Failure report written by the child: code (see [`at`]) and errno.
-fn report(fd: i32, code: u32, errno: i32) {
+fn report(fd: BorrowedFd<'_>, code: u32, errno: Errno) {
     let mut buf = [0u8; 8];
     buf[..4].copy_from_slice(&code.to_ne_bytes());
-    buf[4..].copy_from_slice(&errno.to_ne_bytes());
-    // SAFETY: writing a stack buffer to a pipe; async-signal-safe.
-    unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    buf[4..].copy_from_slice(&errno.raw_os_error().to_ne_bytes());
+    // A pipe write of 8 bytes is atomic; nothing to do if it fails.
+    let _ = rustix::io::write(fd, &buf);
 }
 
-/// The descriptors the command gets as 0, 1, 2 (-1: keep the inherited one).
-struct ChildStdio {
-    fds: [i32; 3],
+/// Leaves the child at once: no destructors, no atexit handlers (neither is
+/// async-signal-safe).
+fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` is always sound to call; it never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// The descriptors the command gets as 0, 1, 2 (None: keep the inherited one).
+struct ChildStdio<'a> {
+    fds: [Option<BorrowedFd<'a>>; 3],
 }
 
 /// Pid 1 of the sandbox. Never returns.
-fn init(setup: &SetupPlan, process: &ProcessPlan, stdio: &ChildStdio, err_fd: i32) -> ! {
-    let mut sys = Real;
+fn init(
+    setup: &SetupPlan,
+    process: &ProcessPlan,
+    stdio: &ChildStdio<'_>,
+    err: BorrowedFd<'_>,
+) -> ! {
+    let mut sys = Linux;
     // Die with the caller (a crash or kill -9 of strata takes the sandbox along).
-    // SAFETY: plain prctl.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
-    for (target, &fd) in stdio.fds.iter().enumerate() {
-        // SAFETY: dup2 of descriptors prepared before the fork.
-        if fd >= 0 && unsafe { libc::dup2(fd, target as i32) } < 0 {
-            // SAFETY: reading errno.
-            report(err_fd, at::STDIO, unsafe { *libc::__errno_location() });
-            // SAFETY: leaving the child without running destructors.
-            unsafe { libc::_exit(1) };
+    let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+    let dup2 = [
+        rustix::stdio::dup2_stdin::<BorrowedFd<'_>>,
+        rustix::stdio::dup2_stdout,
+        rustix::stdio::dup2_stderr,
+    ];
+    for (fd, dup2) in stdio.fds.iter().zip(dup2) {
+        if let Some(fd) = fd {
+            if let Err(e) = dup2(*fd) {
+                report(err, at::STDIO, e);
+                exit_now(1);
+            }
         }
     }
+    let err_fd = err.as_raw_fd();
     // Drop every other descriptor of the caller: pid 1 never executes, so
     // close-on-exec would not help, and a copy of another concurrent run's
     // pipe would keep that run's reader from seeing EOF.
-    // SAFETY: closing descriptor ranges; 0-2 and the report pipe stay.
+    // SAFETY: closes descriptor ranges of this (single-threaded) child; 0-2
+    // and the report pipe stay, and nothing below uses the others.
     unsafe {
         if err_fd > 3 {
             libc::syscall(libc::SYS_close_range, 3u32, (err_fd - 1) as u32, 0u32);
@@ -126,9 +123,8 @@ fn init(setup: &SetupPlan, process: &ProcessPlan, stdio: &ChildStdio, err_fd: i3
         libc::syscall(libc::SYS_close_range, (err_fd + 1) as u32, u32::MAX, 0u32);
     }
     if let Err((code, errno)) = setup.apply(&mut sys) {
-        report(err_fd, code, errno);
-        // SAFETY: as above.
-        unsafe { libc::_exit(1) };
+        report(err, code, errno);
+        exit_now(1);
     }
     // Block everything before forking so no signal is lost: pid 1 collects
     // them with sigwaitinfo; the command restores the old mask.
@@ -156,11 +152,8 @@ fn init(setup: &SetupPlan, process: &ProcessPlan, stdio: &ChildStdio, err_fd: i3
         )
     } as libc::pid_t;
     if child < 0 {
-        // SAFETY: reading errno, then leaving.
-        unsafe {
-            report(err_fd, at::FORK, *libc::__errno_location());
-            libc::_exit(1)
-        };
+        report(err, at::FORK, last_errno());
+        exit_now(1);
     }
     if child == 0 {
         // The command: default dispositions (the caller may ignore SIGPIPE,
@@ -182,17 +175,17 @@ fn init(setup: &SetupPlan, process: &ProcessPlan, stdio: &ChildStdio, err_fd: i3
             );
         }
         let (code, errno) = process.exec(&mut sys);
-        report(err_fd, code, errno);
+        report(err, code, errno);
         let status = match errno {
-            libc::ENOENT | libc::ENOTDIR if code == at::EXEC => 127,
-            libc::EACCES if code == at::EXEC => 126,
+            Errno::NOENT | Errno::NOTDIR if code == at::EXEC => 127,
+            Errno::ACCESS if code == at::EXEC => 126,
             _ => 1,
         };
-        // SAFETY: leaving without destructors.
-        unsafe { libc::_exit(status) };
+        exit_now(status);
     }
     // pid 1: keep only what is needed to wait.
-    // SAFETY: closing our copies; the command holds its own.
+    // SAFETY: closing our copies of the report pipe and of 0-2 (the command
+    // holds its own); nothing below uses them.
     unsafe {
         libc::close(err_fd);
         for fd in 0..3 {
@@ -205,29 +198,31 @@ fn init(setup: &SetupPlan, process: &ProcessPlan, stdio: &ChildStdio, err_fd: i3
         // SAFETY: valid set and storage.
         let sig = unsafe { libc::sigwaitinfo(&all, &mut info) };
         if sig == libc::SIGCHLD {
-            loop {
-                let mut status = 0;
-                // SAFETY: reaping any child.
-                let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-                if pid <= 0 {
-                    break;
-                }
-                if pid == child {
-                    let code = if libc::WIFEXITED(status) {
-                        libc::WEXITSTATUS(status)
-                    } else if libc::WIFSIGNALED(status) {
-                        128 + libc::WTERMSIG(status)
+            while let Ok(Some((pid, status))) = rustix::process::waitpid(None, WaitOptions::NOHANG)
+            {
+                if pid.as_raw_nonzero().get() == child {
+                    let code = if let Some(code) = status.exit_status() {
+                        code
+                    } else if let Some(sig) = status.terminating_signal() {
+                        128 + sig
                     } else {
                         255
                     };
-                    // SAFETY: leaving; the kernel kills the rest of the namespace.
-                    unsafe { libc::_exit(code) };
+                    // The kernel kills the rest of the namespace.
+                    exit_now(code);
                 }
             }
         } else if sig > 0 {
-            // SAFETY: forwarding a signal to the command.
+            // SAFETY: forwarding a signal to the command, our child.
             unsafe { libc::kill(child, sig) };
         }
+    }
+}
+
+/// Sends `sig` (a termination signal, or SIGKILL) to `pid`, our child.
+fn signal_child(pid: Pid, sig: i32) {
+    if let Some(sig) = Signal::from_named_raw(sig) {
+        let _ = rustix::process::kill_process(pid, sig);
     }
 }
 
@@ -259,7 +254,7 @@ impl Executor for BuiltinExecutor {
         let (err_r, err_w) = pipe()?;
         let mut keep: Vec<OwnedFd> = Vec::new(); // child ends, closed after the fork
         let mut readers: Vec<(OwnedFd, Stream)> = Vec::new();
-        let mut stdio = ChildStdio { fds: [-1; 3] };
+        let mut stdio_fds: [Option<usize>; 3] = [None; 3]; // indexes into `keep`
         let devnull = || -> Result<OwnedFd, SandboxError> {
             let f = std::fs::OpenOptions::new()
                 .read(true)
@@ -271,17 +266,15 @@ impl Executor for BuiltinExecutor {
         match &spec.stdio {
             Stdio::Inherit => {}
             Stdio::Null => {
-                let n = devnull()?;
-                stdio.fds = [n.as_raw_fd(); 3];
-                keep.push(n);
+                keep.push(devnull()?);
+                stdio_fds = [Some(0); 3];
             }
             Stdio::Capture(_) => {
-                let n = devnull()?;
-                stdio.fds[0] = n.as_raw_fd();
-                keep.push(n);
+                keep.push(devnull()?);
+                stdio_fds[0] = Some(0);
                 for (i, stream) in [(1, Stream::Stdout), (2, Stream::Stderr)] {
                     let (r, w) = pipe()?;
-                    stdio.fds[i] = w.as_raw_fd();
+                    stdio_fds[i] = Some(keep.len());
                     keep.push(w);
                     readers.push((r, stream));
                 }
@@ -293,8 +286,10 @@ impl Executor for BuiltinExecutor {
         if spec.network == Network::None {
             flags |= libc::CLONE_NEWNET;
         }
+        let stdio = ChildStdio {
+            fds: stdio_fds.map(|i| i.and_then(|i| keep.get(i)).map(|fd| fd.as_fd())),
+        };
         let mut guard = InterruptGuard::install();
-        let err_w_raw = err_w.as_raw_fd();
         // SAFETY: a fork-like clone (no CLONE_VM, no new stack): the child
         // gets a copy of this address space and only runs `init`, which makes
         // system calls on data prepared above and never returns.
@@ -309,15 +304,19 @@ impl Executor for BuiltinExecutor {
             )
         };
         if pid == 0 {
-            init(&setup, &process, &stdio, err_w_raw);
+            init(&setup, &process, &stdio, err_w.as_fd());
         }
-        if pid < 0 {
+        let pid = match pid {
+            // pid 0 is the child, which never gets here
+            1.. => Pid::from_raw(pid as libc::pid_t),
+            _ => None,
+        };
+        let Some(pid) = pid else {
             return Err(SandboxError::Spawn {
                 program: "sandbox".into(),
                 source: std::io::Error::last_os_error(),
             });
-        }
-        let pid = pid as libc::pid_t;
+        };
         drop(err_w);
         drop(keep);
         let pumps: Vec<_> = readers
@@ -328,9 +327,7 @@ impl Executor for BuiltinExecutor {
             })
             .collect();
         let waited = wait_pid(pid, &mut guard, |sig, nth| {
-            let sig = if nth > 1 { libc::SIGKILL } else { sig };
-            // SAFETY: signalling our own child (pid 1 of the sandbox).
-            unsafe { libc::kill(pid, sig) };
+            signal_child(pid, if nth > 1 { libc::SIGKILL } else { sig });
         });
         drop(guard);
         for p in pumps {

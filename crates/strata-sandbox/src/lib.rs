@@ -10,7 +10,8 @@
 //! ipc and uts namespaces (plus network for [`Network::None`]), a minimal
 //! /dev, /proc with Docker's masked and read-only paths, read-only /sys,
 //! generated /etc/hosts, /etc/hostname and /etc/resolv.conf, Docker's
-//! default capability set and `no_new_privs`. The exit status is passed
+//! default capability set, `no_new_privs` and docker's default seccomp
+//! profile ([`Seccomp`]). The exit status is passed
 //! through (128+N when signal N killed the command).
 //!
 //! ```
@@ -50,6 +51,7 @@ mod interrupt;
 mod oci;
 mod plan;
 mod pump;
+mod seccomp;
 mod spec;
 mod stubs;
 mod sys;
@@ -63,6 +65,10 @@ pub use cli_rules::{merge_env, parse_volume};
 pub use defaults::{DEFAULT_CAPS, DEFAULT_CAP_MASK, MASKED_PATHS, READONLY_PATHS};
 pub use error::{SandboxError, UserError};
 pub use oci::OciExecutor;
+pub use seccomp::{
+    Action as SeccompAction, ArchMap, Arg as SeccompArg, Filter as SeccompFilter, LinuxSeccomp,
+    LinuxSyscall, Op as SeccompOp, Seccomp, SeccompError, SeccompProfile, SyscallRule,
+};
 pub use spec::{
     Capture, ExitStatus, Isolation, Mount, MountKind, Network, RootFs, RunSpec, Stdio, Stream,
     User, DEFAULT_PATH_ENV,

@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use rustix::process::Pid;
+use rustix::thread::UnshareFlags;
 use serde_json::{json, Value};
 
 use crate::defaults::{nofile_limit, DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS};
@@ -32,7 +34,8 @@ use crate::plan::{cstring, mount_root, root_mount, RootMount};
 use crate::pump::spawn_pump;
 use crate::spec::{ExitStatus, MountKind, Network, RootFs, RunSpec, Stdio, Stream};
 use crate::stubs::StubCleaner;
-use crate::sys::{ensure, InRoot, Leaf, Loc, Real, Syscalls};
+use crate::sys::linux::Linux;
+use crate::sys::{ensure, InRoot, Leaf, Loc, Syscalls};
 use crate::Executor;
 
 /// An OCI runtime (runc, crun, or any runtime with their command line).
@@ -112,7 +115,7 @@ pub(crate) fn config_json(
     spec: &RunSpec,
     root_path: &Path,
     etc_files: &[(&'static str, PathBuf)],
-) -> Value {
+) -> Result<Value, SandboxError> {
     let nofile = nofile_limit();
     let caps: Vec<&str> = DEFAULT_CAPS.iter().map(|(n, _)| *n).collect();
     let mut mounts = vec![
@@ -153,7 +156,16 @@ pub(crate) fn config_json(
     if spec.network == Network::None {
         namespaces.push(json!({"type": "network"}));
     }
-    json!({
+    let mut linux = json!({
+        "namespaces": namespaces,
+        "maskedPaths": MASKED_PATHS,
+        "readonlyPaths": READONLY_PATHS,
+    });
+    if let Some(seccomp) = spec.seccomp.for_run()? {
+        linux["seccomp"] = serde_json::to_value(seccomp)
+            .map_err(|e| SandboxError::io("cannot encode the seccomp profile", e.into()))?;
+    }
+    Ok(json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": spec.terminal,
@@ -178,12 +190,8 @@ pub(crate) fn config_json(
         "root": {"path": root_path, "readonly": spec.readonly_rootfs},
         "hostname": spec.hostname,
         "mounts": mounts,
-        "linux": {
-            "namespaces": namespaces,
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
-        },
-    })
+        "linux": linux,
+    }))
 }
 
 /// What the child does between fork and exec of the runtime (all prepared
@@ -197,35 +205,23 @@ struct PreExec {
 
 impl PreExec {
     fn run(&self) -> std::io::Result<()> {
-        let mut sys = Real;
-        let err = std::io::Error::from_raw_os_error;
-        sys.unshare(libc::CLONE_NEWNS).map_err(err)?;
-        sys.mount(
-            None,
-            Loc::Path(c"/"),
-            None,
-            libc::MS_REC | libc::MS_PRIVATE,
-            None,
-        )
-        .map_err(err)?;
+        let mut sys = Linux;
+        sys.unshare(UnshareFlags::NEWNS)?;
+        sys.make_rprivate(c"/")?;
         if self.hide_cgroup_controllers {
-            sys.mount(
-                Some(Loc::Path(c"/dev/null")),
+            sys.bind(
+                Loc::Path(c"/dev/null"),
                 Loc::Path(c"/sys/fs/cgroup/unified/cgroup.controllers"),
-                None,
-                libc::MS_BIND,
-                None,
-            )
-            .map_err(err)?;
+                false,
+            )?;
         }
         if let Some(rm) = &self.root_mount {
-            mount_root(&mut sys, rm).map_err(err)?;
+            mount_root(&mut sys, rm)?;
         }
         // docker creates a missing working directory
-        let root = sys.open_dir(&self.root).map_err(err)?;
-        let r = ensure(&mut sys, root, &self.cwd, Leaf::Dir);
-        sys.close(root);
-        r.map_err(err)
+        let root = sys.open_dir(&self.root)?;
+        ensure(&mut sys, &root, &self.cwd, Leaf::Dir)?;
+        Ok(())
     }
 }
 
@@ -296,7 +292,7 @@ impl Executor for OciExecutor {
                 (mnt, Some(rm))
             }
         };
-        let config = config_json(spec, &root_path, &etc.files);
+        let config = config_json(spec, &root_path, &etc.files)?;
         let config_path = bundle.path().join("config.json");
         std::fs::write(&config_path, config.to_string())
             .map_err(|e| SandboxError::prepare(&config_path, e))?;
@@ -351,7 +347,8 @@ impl Executor for OciExecutor {
                 pumps.push(spawn_pump(err, Stream::Stderr, c.clone()));
             }
         }
-        let waited = wait_pid(child.id() as libc::pid_t, &mut guard, |sig, nth| {
+        let pid = Pid::from_child(&child);
+        let waited = wait_pid(pid, &mut guard, |sig, nth| {
             let sig = if nth > 1 { libc::SIGKILL } else { sig };
             self.quiet(&["kill", &id, &sig.to_string()]);
         });
@@ -411,7 +408,8 @@ mod tests {
             &s,
             Path::new("/b/rootfs"),
             &[("/etc/hosts", "/b/hosts".into())],
-        );
+        )
+        .unwrap();
         let caps = c["process"]["capabilities"]["bounding"].as_array().unwrap();
         assert_eq!(caps.len(), 14);
         assert!(caps.contains(&json!("CAP_NET_BIND_SERVICE")));
@@ -459,7 +457,7 @@ mod tests {
             json!(["nosuid", "nodev", "size=1024"])
         );
         s.network = Network::Host;
-        let c = config_json(&s, Path::new("/b/rootfs"), &[]);
+        let c = config_json(&s, Path::new("/b/rootfs"), &[]).unwrap();
         assert_eq!(c["linux"]["namespaces"].as_array().unwrap().len(), 4);
     }
 
@@ -467,7 +465,7 @@ mod tests {
     fn config_validates_against_runtime_spec_schema_fields() {
         // Every top-level key is one the runtime spec defines.
         let s = RunSpec::new(RootFs::Dir("/r".into()), vec!["true".into()]);
-        let c = config_json(&s, Path::new("/r"), &[]);
+        let c = config_json(&s, Path::new("/r"), &[]).unwrap();
         for k in c.as_object().unwrap().keys() {
             assert!(
                 [
@@ -482,6 +480,59 @@ mod tests {
                 "{k}"
             );
         }
+    }
+
+    #[test]
+    fn config_carries_dockers_seccomp_profile_unless_unconfined() {
+        let mut s = RunSpec::new(RootFs::Dir("/r".into()), vec!["true".into()]);
+        let c = config_json(&s, Path::new("/r"), &[]).unwrap();
+        let sc = &c["linux"]["seccomp"];
+        assert_eq!(sc["defaultAction"], json!("SCMP_ACT_ERRNO"));
+        assert_eq!(sc["defaultErrnoRet"], json!(1));
+        if std::env::consts::ARCH == "x86_64" {
+            assert_eq!(
+                sc["architectures"],
+                json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"])
+            );
+        }
+        let rules = sc["syscalls"].as_array().unwrap();
+        let rule = |name: &str| {
+            rules
+                .iter()
+                .filter(|r| r["names"].as_array().unwrap().contains(&json!(name)))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        // resolved for docker's default capabilities: no CAP_SYS_ADMIN rules
+        assert!(rule("mount").is_empty() && rule("unshare").is_empty());
+        assert!(rule("keyctl").is_empty() && rule("add_key").is_empty());
+        assert_eq!(
+            rule("clone3"),
+            vec![json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38})]
+        );
+        assert_eq!(
+            rule("clone")[0]["args"],
+            json!([{"index": 0, "value": 2114060288u64, "op": "SCMP_CMP_MASKED_EQ"}])
+        );
+        assert_eq!(
+            rule("chroot").len(),
+            1,
+            "CAP_SYS_CHROOT is a default capability"
+        );
+        assert_eq!(rule("personality").len(), 5);
+        assert_eq!(rule("read")[0]["action"], json!("SCMP_ACT_ALLOW"));
+        // no docker-only keys reach the runtime
+        for r in rules {
+            for k in r.as_object().unwrap().keys() {
+                assert!(
+                    ["names", "action", "errnoRet", "args"].contains(&k.as_str()),
+                    "{k}"
+                );
+            }
+        }
+        s.seccomp = crate::Seccomp::Unconfined;
+        let c = config_json(&s, Path::new("/r"), &[]).unwrap();
+        assert!(c["linux"].get("seccomp").is_none());
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use crate::seccomp::Seccomp;
+
 /// Everything an executor needs to run one command. Plain data: the builder
 /// (a RUN step) and `strata run` fill it in, an [`crate::Executor`] runs it.
 #[derive(Debug, Clone)]
@@ -33,11 +35,14 @@ pub struct RunSpec {
     /// Give the command a terminal (OCI backend only: the runtime allocates a
     /// pty; the built-in backend passes the caller's terminal through).
     pub terminal: bool,
+    /// The seccomp filter: docker's default profile unless told otherwise.
+    pub seccomp: Seccomp,
 }
 
 impl RunSpec {
     /// A spec with docker's defaults: root user, `/` as working directory,
-    /// a default `PATH`, host network, hostname `strata`, output inherited.
+    /// a default `PATH`, host network, hostname `strata`, output inherited,
+    /// docker's default seccomp profile.
     pub fn new(rootfs: RootFs, args: Vec<String>) -> RunSpec {
         RunSpec {
             rootfs,
@@ -51,6 +56,7 @@ impl RunSpec {
             stdio: Stdio::Inherit,
             readonly_rootfs: false,
             terminal: false,
+            seccomp: Seccomp::Default,
         }
     }
 

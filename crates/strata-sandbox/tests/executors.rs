@@ -366,6 +366,89 @@ macro_rules! executor_tests {
                 let left: Vec<String> = tree(&f.state()).into_iter().filter(|p| p.contains('/')).collect();
                 assert!(left.is_empty(), "{left:?}");
             }
+
+            /// The probe copied into the fixture's rootfs, run by `script`
+            /// (as root, or as `uid`), and what it printed.
+            fn probe(f: &Fixture, e: &dyn Executor, seccomp: Seccomp, uid: u32) -> Option<std::collections::BTreeMap<String, String>> {
+                let probe = sysprobe()?;
+                std::fs::copy(&probe, f.rootfs().join("sysprobe")).unwrap();
+                let script = "grep '^Seccomp:' /proc/self/status; /sysprobe; \
+                              if unshare -U true 2>/dev/null; then echo busybox_unshare_user=0; else echo busybox_unshare_user=failed; fi";
+                let (mut spec, out) = f.spec(script);
+                spec.seccomp = seccomp;
+                spec.user = User { uid, gid: uid, additional_gids: vec![] };
+                let status = e.run(&spec).unwrap();
+                assert!(status.success(), "{status}: {}{}", out.stdout(), out.stderr());
+                Some(probe_results(&out.stdout()))
+            }
+
+            #[test]
+            fn seccomp_default_profile_refuses_what_docker_refuses() {
+                let Some((f, e)) = setup() else { return };
+                let Some(r) = probe(&f, e.as_ref(), Seccomp::Default, 0) else { return };
+                let get = |k: &str| r.get(k).map(String::as_str).unwrap_or_else(|| panic!("{k} missing: {r:?}"));
+                assert_eq!(get("Seccomp"), "2", "filter mode");
+                // allowed: plain calls, chroot (CAP_SYS_CHROOT), the personality query, fork
+                for k in ["getpid", "chroot", "personality_query", "clone_fork"] {
+                    assert_eq!(get(k), "0", "{k}: {r:?}");
+                }
+                // refused with EPERM: keyrings, mounts, user namespaces, other personas, vsock
+                for k in ["keyctl", "add_key", "mount", "unshare_user", "clone_newuser", "personality_addr_no_randomize", "socket_vsock"] {
+                    assert_eq!(get(k), "1", "{k}: {r:?}");
+                }
+                // clone3 -> ENOSYS, so libcs fall back to clone
+                assert_eq!(get("clone3"), "38");
+                assert_eq!(get("busybox_unshare_user"), "failed");
+                // a user other than root gets the same filter
+                let Some(r) = probe(&f, e.as_ref(), Seccomp::Default, 1000) else { return };
+                assert_eq!(r["Seccomp"], "2");
+                assert_eq!(r["keyctl"], "1");
+            }
+
+            #[test]
+            fn seccomp_unconfined_has_no_filter() {
+                let Some((f, e)) = setup() else { return };
+                let Some(r) = probe(&f, e.as_ref(), Seccomp::Unconfined, 0) else { return };
+                assert_eq!(r["Seccomp"], "0", "{r:?}");
+                // what the kernel itself says without a filter
+                assert_eq!(r["clone3"], "22", "EINVAL for NULL args: {r:?}");
+                assert_eq!(r["mount"], "2", "ENOENT before the capability check: {r:?}");
+                assert_eq!(r["add_key"], "0", "{r:?}");
+                assert_eq!(r["personality_addr_no_randomize"], "0", "{r:?}");
+                assert_ne!(r["keyctl"], "1", "{r:?}");
+                assert_ne!(r["socket_vsock"], "1", "{r:?}");
+                // user namespaces, where the host lets a process without
+                // CAP_SYS_ADMIN make them
+                let sysctl = |p: &str| std::fs::read_to_string(p).ok().map(|v| v.trim().to_string());
+                if sysctl("/proc/sys/user/max_user_namespaces").is_some_and(|v| v != "0")
+                    && sysctl("/proc/sys/kernel/unprivileged_userns_clone").is_none_or(|v| v != "0")
+                {
+                    for k in ["clone_newuser", "unshare_user", "busybox_unshare_user"] {
+                        assert_eq!(r[k], "0", "{k}: {r:?}");
+                    }
+                }
+            }
+
+            #[test]
+            fn seccomp_profile_from_a_file() {
+                let Some((f, e)) = setup() else { return };
+                let profile = f.path("profile.json");
+                std::fs::write(
+                    &profile,
+                    r#"{"defaultAction": "SCMP_ACT_ALLOW",
+                        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}"#,
+                )
+                .unwrap();
+                let seccomp = Seccomp::from_security_opt(&format!("seccomp={}", profile.display())).unwrap();
+                let (mut spec, out) = f.spec("grep '^Seccomp:' /proc/self/status; mkdir /made 2>&1; echo mkdir=$?; cat /proc/self/status >/dev/null && echo read=ok");
+                spec.seccomp = seccomp;
+                assert!(e.run(&spec).unwrap().success());
+                let text = out.stdout();
+                assert!(text.contains("Seccomp:\t2"), "{text}");
+                assert!(text.contains("Permission denied") && text.contains("mkdir=1"), "{text}");
+                assert!(text.contains("read=ok"), "{text}");
+                assert!(!f.rootfs().join("made").exists());
+            }
         }
     )*};
 }

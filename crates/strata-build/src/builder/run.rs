@@ -115,6 +115,17 @@ impl Shared<'_> {
             inputs.fields.insert(format!("script:{name}"), data.clone());
         }
         self.key_timestamps(&mut inputs);
+        // The seccomp profile decides which calls the step may make, so what
+        // it can produce: keyed (a step cached unconfined is not reused by a
+        // confined build).
+        let seccomp = match &self.opts.seccomp {
+            strata_sandbox::Seccomp::Default => "default".to_owned(),
+            strata_sandbox::Seccomp::Unconfined => "unconfined".to_owned(),
+            strata_sandbox::Seccomp::Profile(p) => {
+                format!("profile {}", Digest::sha256(format!("{p:?}").as_bytes()))
+            }
+        };
+        inputs.fields.insert("seccomp".into(), seccomp);
         // Mounts: keyed now, made only if the step runs.
         let mut mounts = RunMounts::default();
         for m in &r.mounts {
@@ -546,6 +557,7 @@ impl Shared<'_> {
         spec.mounts = mounts;
         spec.stdio = Stdio::Capture(capture.clone());
         spec.hostname = "buildkitsandbox".to_owned();
+        spec.seccomp = self.opts.seccomp.clone();
         let finished = AtomicBool::new(false);
         let status = std::thread::scope(|scope| {
             let sink = self.sink;

@@ -143,6 +143,9 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
         Isolation::Oci => strata_sandbox::Isolation::Oci,
         Isolation::Builtin => strata_sandbox::Isolation::Builtin,
     };
+    if let Some(seccomp) = args.security_opt.last() {
+        opts.seccomp = seccomp.clone();
+    }
     opts.snapshots = match std::env::var("STRATA_SNAPSHOTTER").as_deref() {
         Ok("copy") => SnapshotMode::Copy,
         Ok("overlay") => SnapshotMode::Overlay,

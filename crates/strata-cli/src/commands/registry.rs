@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rustix::termios::{LocalModes, OptionalActions};
 use strata_oci::{Digest, Platform, Reference, Store};
 use strata_registry::{
     registry_host, AuthConfig, BlobOutcome, Client, ClientOptions, Credential, Event, Progress,
@@ -357,22 +358,18 @@ fn read_password(stdin_flag: bool) -> anyhow::Result<String> {
     }
     eprint!("Password: ");
     let _ = std::io::stderr().flush();
-    let fd = libc::STDIN_FILENO;
-    // SAFETY: termios is plain data; tcgetattr fills it for a terminal fd.
-    let mut term: libc::termios = unsafe { std::mem::zeroed() };
-    // SAFETY: fd is standard input, term is a valid termios.
-    let have = unsafe { libc::tcgetattr(fd, &mut term) } == 0;
-    if have {
-        let mut silent = term;
-        silent.c_lflag &= !libc::ECHO;
-        // SAFETY: as above; restoring below.
-        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &silent) };
+    // Echo off while the password is typed, restored afterwards (also
+    // when reading fails).
+    let saved = rustix::termios::tcgetattr(&stdin).ok();
+    if let Some(term) = &saved {
+        let mut silent = term.clone();
+        silent.local_modes.remove(LocalModes::ECHO);
+        let _ = rustix::termios::tcsetattr(&stdin, OptionalActions::Now, &silent);
     }
     let mut line = String::new();
     let res = stdin.lock().read_line(&mut line);
-    if have {
-        // SAFETY: restores the settings read above.
-        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &term) };
+    if let Some(term) = &saved {
+        let _ = rustix::termios::tcsetattr(&stdin, OptionalActions::Now, term);
     }
     eprintln!();
     res.context("cannot read the password")?;

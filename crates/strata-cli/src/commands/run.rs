@@ -110,6 +110,9 @@ pub fn run(args: RunArgs, s: &Settings) -> CmdResult {
         spec.hostname = image.id().short().to_owned();
     }
     spec.stdio = Stdio::Inherit;
+    if let Some(seccomp) = args.security_opt.last() {
+        spec.seccomp = seccomp.clone();
+    }
     let isolation = match args.isolation {
         Isolation::Auto => strata_sandbox::Isolation::Auto,
         Isolation::Oci => strata_sandbox::Isolation::Oci,
