@@ -277,13 +277,10 @@ fn sarif_has_rule_metadata_columns_and_fixes() {
 
 #[test]
 fn every_real_dockerfile_lints_renders_and_fixes() {
-    let dir =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/real-dockerfiles");
-    let dir = if dir.is_dir() {
-        dir
-    } else {
-        PathBuf::from("/work/shared/conformance/real-dockerfiles")
+    let Some(c) = strata_testkit::conformance_dir() else {
+        return;
     };
+    let dir = c.join("real-dockerfiles");
     let mut n = 0;
     let mut reports = Vec::new();
     for e in std::fs::read_dir(&dir).unwrap() {

@@ -93,12 +93,9 @@ pub struct BuildOptions {
 }
 
 impl BuildOptions {
-    /// Defaults for a context directory.
+    /// Defaults for a context directory: epoch 0 (the caller resolves
+    /// `SOURCE_DATE_EPOCH` and sets [`BuildOptions::timestamps`]).
     pub fn new(context: impl Into<PathBuf>) -> BuildOptions {
-        let epoch = std::env::var("SOURCE_DATE_EPOCH")
-            .ok()
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .unwrap_or(0);
         BuildOptions {
             context: context.into(),
             dockerfile: None,
@@ -108,7 +105,7 @@ impl BuildOptions {
             no_cache_filter: Vec::new(),
             network: NetworkMode::Host,
             secrets: BTreeMap::new(),
-            timestamps: Timestamps::Epoch(epoch),
+            timestamps: Timestamps::Epoch(0),
             platform: None,
             isolation: Isolation::Auto,
             seccomp: Seccomp::Default,

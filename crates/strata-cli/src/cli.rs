@@ -282,9 +282,17 @@ pub enum ListFormat {
 
 #[derive(Debug, Args)]
 pub struct ImagesArgs {
-    /// Output format
-    #[arg(long, value_enum, default_value = "table")]
-    pub format: ListFormat,
+    /// Only images of this repository (and tag): `app`, `app:1.0`
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    pub repository: Option<String>,
+    /// Show all images (accepted for docker compatibility: strata keeps no
+    /// intermediate images)
+    #[arg(short = 'a', long = "all")]
+    pub all: bool,
+    /// Format: table (default), json (one object a line), `table TEMPLATE`
+    /// or a Go template such as '{{.Repository}}:{{.Tag}}'
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
     /// Show only image IDs (the global -q/--quiet does the same, as `docker images -q`)
     #[arg(long = "ids")]
     pub ids_only: bool,
@@ -310,9 +318,10 @@ pub struct HistoryArgs {
     /// Do not truncate output
     #[arg(long)]
     pub no_trunc: bool,
-    /// Output format
-    #[arg(long, value_enum, default_value = "table")]
-    pub format: ListFormat,
+    /// Format: table (default), json (one object a line), `table TEMPLATE`
+    /// or a Go template such as '{{.CreatedBy}}'
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
     /// Print sizes in bytes
     #[arg(short = 'H', long = "human", default_value_t = true, action = clap::ArgAction::Set)]
     pub human: bool,

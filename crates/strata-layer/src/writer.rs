@@ -64,17 +64,13 @@ impl Default for LayerOptions {
 }
 
 impl LayerOptions {
-    /// Options with `compression`, mtimes from `SOURCE_DATE_EPOCH` (or 0),
-    /// xattrs on.
+    /// Options with `compression`, every mtime 0 (set `timestamps` for
+    /// another epoch: the caller resolves `SOURCE_DATE_EPOCH`), xattrs on.
     pub fn new(compression: Compression) -> LayerOptions {
-        let epoch = std::env::var("SOURCE_DATE_EPOCH")
-            .ok()
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .unwrap_or(0);
         LayerOptions {
             compression,
             level: None,
-            timestamps: Timestamps::Epoch(epoch),
+            timestamps: Timestamps::Epoch(0),
             xattrs: true,
             foreign_times: Default::default(),
         }

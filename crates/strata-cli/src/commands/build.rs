@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
-use strata_build::{BuildOptions, SecretSource, SnapshotMode};
+use strata_build::{BuildOptions, SecretSource};
 use strata_oci::SaveItem;
 
 use crate::cli::{ArchiveFormat, BuildArgs, Isolation, NetworkMode, Progress, Timestamps};
@@ -125,7 +125,7 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
         .build_args
         .get("SOURCE_DATE_EPOCH")
         .and_then(|v| v.parse::<i64>().ok())
-        .unwrap_or(opts.timestamps.epoch());
+        .unwrap_or(s.epoch);
     opts.timestamps = match args.timestamps {
         Timestamps::Epoch => strata_build::Timestamps::Epoch(epoch),
         Timestamps::Preserve => strata_build::Timestamps::Preserve(epoch),
@@ -146,11 +146,7 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
     if let Some(seccomp) = args.security_opt.last() {
         opts.seccomp = seccomp.clone();
     }
-    opts.snapshots = match std::env::var("STRATA_SNAPSHOTTER").as_deref() {
-        Ok("copy") => SnapshotMode::Copy,
-        Ok("overlay") => SnapshotMode::Overlay,
-        _ => SnapshotMode::Auto,
-    };
+    opts.snapshots = s.snapshots;
     if !args.cache_from.is_empty() || !args.cache_to.is_empty() {
         tracing::warn!(
             "--cache-from/--cache-to are accepted but not used yet: the local cache is used"

@@ -11,7 +11,8 @@ use strata_oci::{
 };
 
 use crate::cli::*;
-use crate::render::human_bytes;
+use crate::format::{object, print_items, Format};
+use crate::render::{human_bytes, usage};
 use crate::settings::Settings;
 
 use super::{open_store, parse_ref, CmdResult};
@@ -27,13 +28,6 @@ fn find(store: &Store, name: &str) -> anyhow::Result<Image> {
             anyhow::Error::new(e).context(format!("cannot read image {name}"))
         }
     })
-}
-
-fn epoch() -> i64 {
-    std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// "3 days ago", as docker prints ages (go-units HumanDuration).
@@ -89,29 +83,6 @@ fn docker_size(n: u64) -> String {
     format!("{s}{}", UNITS[u])
 }
 
-fn print_table(rows: &[Vec<String>]) -> std::io::Result<()> {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let mut widths = vec![0; cols];
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
-    let mut out = std::io::stdout().lock();
-    for r in rows {
-        let mut line = String::new();
-        for (i, c) in r.iter().enumerate() {
-            if i + 1 == r.len() {
-                line.push_str(c);
-            } else {
-                line.push_str(&format!("{c:<w$}   ", w = widths[i]));
-            }
-        }
-        writeln!(out, "{}", line.trim_end())?;
-    }
-    Ok(())
-}
-
 fn print_json(v: &Value) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, v)?;
@@ -119,9 +90,28 @@ fn print_json(v: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `repo` or `repo:tag` as `images REPOSITORY[:TAG]` filters (docker's
+/// reference matching: the familiar name, and the tag when one is given).
+fn matches_repository(filter: &str, r: &Option<Reference>) -> bool {
+    let Some(r) = r else { return false };
+    let (name, tag) = match filter.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n, Some(t)),
+        _ => (filter, None),
+    };
+    let name_ok = r.familiar_name() == name
+        || name
+            .parse::<Reference>()
+            .is_ok_and(|f| f.familiar_name() == r.familiar_name());
+    name_ok && tag.is_none_or(|t| r.tag() == Some(t))
+}
+
 pub fn images(args: ImagesArgs, s: &Settings) -> CmdResult {
+    let format = Format::parse(args.format.as_deref()).map_err(usage)?;
     let store = open_store(s)?;
-    let list = store.images().context("cannot list images")?;
+    let mut list = store.images().context("cannot list images")?;
+    if let Some(f) = &args.repository {
+        list.retain(|e| matches_repository(f, &e.entry.reference));
+    }
     let id = |img: &Image| {
         if args.no_trunc {
             img.id().to_string()
@@ -138,47 +128,60 @@ pub fn images(args: ImagesArgs, s: &Settings) -> CmdResult {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let split = |r: &Option<Reference>| match r {
-        Some(r) => (r.familiar_name(), r.tag().unwrap_or("<none>").to_owned()),
-        None => ("<none>".to_owned(), "<none>".to_owned()),
-    };
-    if args.format == ListFormat::Json {
-        let v: Vec<Value> = list
-            .iter()
-            .map(|e| {
-                let (repo, tag) = split(&e.entry.reference);
-                json!({
-                    "Repository": repo,
-                    "Tag": tag,
-                    "ID": e.image.id().to_string(),
-                    "Digest": e.entry.descriptor.digest.to_string(),
-                    "Created": e.image.config.created,
-                    "Size": e.image.size(),
-                })
-            })
-            .collect();
-        print_json(&Value::Array(v))?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut rows = vec![vec![
-        "REPOSITORY".into(),
-        "TAG".into(),
-        "IMAGE ID".into(),
-        "CREATED".into(),
-        "SIZE".into(),
-    ]];
-    for e in &list {
-        let (repo, tag) = split(&e.entry.reference);
-        rows.push(vec![
-            repo,
-            tag,
-            id(&e.image),
-            ago(e.image.config.created.as_deref()),
-            human_bytes(e.image.size()),
-        ]);
-    }
-    print_table(&rows)?;
+    let items: Vec<Value> = list
+        .iter()
+        .map(|e| {
+            let (repo, tag) = match &e.entry.reference {
+                Some(r) => (r.familiar_name(), r.tag().unwrap_or("<none>").to_owned()),
+                None => ("<none>".to_owned(), "<none>".to_owned()),
+            };
+            let digest = match &e.entry.reference {
+                Some(r) if r.digest().is_some() => e.entry.descriptor.digest.to_string(),
+                _ => "<none>".to_owned(),
+            };
+            let size = docker_size(e.image.size());
+            object(vec![
+                ("Containers", json!("N/A")),
+                (
+                    "CreatedAt",
+                    json!(created_at(e.image.config.created.as_deref())),
+                ),
+                (
+                    "CreatedSince",
+                    json!(ago(e.image.config.created.as_deref())),
+                ),
+                ("Digest", json!(digest)),
+                ("ID", json!(id(&e.image))),
+                ("Repository", json!(repo)),
+                ("SharedSize", json!("N/A")),
+                ("Size", json!(size)),
+                ("Tag", json!(tag)),
+                ("UniqueSize", json!("N/A")),
+                ("VirtualSize", json!(size)),
+            ])
+        })
+        .collect();
+    let default = [
+        ("REPOSITORY", "Repository"),
+        ("TAG", "Tag"),
+        ("IMAGE ID", "ID"),
+        ("CREATED", "CreatedSince"),
+        ("SIZE", "Size"),
+    ];
+    print_items(&mut std::io::stdout().lock(), &format, &default, &items)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// docker's `CreatedAt` (Go's time format `2006-01-02 15:04:05 -0700 MST`).
+fn created_at(created: Option<&str>) -> String {
+    match created.and_then(parse_rfc3339) {
+        Some(t) => {
+            let iso = format_rfc3339(t);
+            // 1970-01-01T00:00:00Z -> 1970-01-01 00:00:00 +0000 UTC
+            format!("{} {} +0000 UTC", &iso[..10], &iso[11..19])
+        }
+        None => "N/A".to_owned(),
+    }
 }
 
 fn inspect_json(store: &Store, img: &Image) -> anyhow::Result<Value> {
@@ -278,53 +281,57 @@ fn history_rows(img: &Image) -> Vec<HistoryRow> {
 }
 
 pub fn history(args: HistoryArgs, s: &Settings) -> CmdResult {
+    let format = Format::parse(args.format.as_deref()).map_err(usage)?;
     let store = open_store(s)?;
     let img = find(&store, &args.image)?;
     let rows = history_rows(&img);
-    if args.format == ListFormat::Json {
-        let v: Vec<Value> = rows
-            .iter()
-            .map(|r| {
-                json!({
-                    "ID": r.id.clone().unwrap_or_else(|| "<missing>".into()),
-                    "CreatedAt": r.created,
-                    "CreatedBy": r.created_by,
-                    "Size": r.size,
-                    "Comment": r.comment,
-                    "EmptyLayer": r.empty,
-                })
-            })
-            .collect();
-        print_json(&Value::Array(v))?;
+    if s.quiet {
+        for r in &rows {
+            match (&r.id, args.no_trunc) {
+                (Some(id), true) => outln!("{id}"),
+                (Some(_), false) => outln!("{}", img.id().short()),
+                (None, _) => outln!("<missing>"),
+            }
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    let mut table = vec![vec![
-        "IMAGE".into(),
-        "CREATED".into(),
-        "CREATED BY".into(),
-        "SIZE".into(),
-        "COMMENT".into(),
-    ]];
-    for r in rows {
-        let id = match (&r.id, args.no_trunc) {
-            (Some(id), true) => id.clone(),
-            (Some(_), false) => img.id().short().to_owned(),
-            (None, _) => "<missing>".into(),
-        };
-        let by = r.created_by.replace(['\n', '\t'], " ");
-        let by = if args.no_trunc || by.chars().count() <= 45 {
-            by
-        } else {
-            format!("{}…", by.chars().take(44).collect::<String>())
-        };
-        let size = if args.human {
-            docker_size(r.size)
-        } else {
-            r.size.to_string()
-        };
-        table.push(vec![id, ago(r.created.as_deref()), by, size, r.comment]);
-    }
-    print_table(&table)?;
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let id = match (&r.id, args.no_trunc) {
+                (Some(id), true) => id.clone(),
+                (Some(_), false) => img.id().short().to_owned(),
+                (None, _) => "<missing>".into(),
+            };
+            let by = r.created_by.replace(['\n', '\t'], " ");
+            let by = if args.no_trunc || by.chars().count() <= 45 {
+                by
+            } else {
+                format!("{}…", by.chars().take(44).collect::<String>())
+            };
+            let size = if args.human {
+                docker_size(r.size)
+            } else {
+                r.size.to_string()
+            };
+            object(vec![
+                ("Comment", json!(r.comment)),
+                ("CreatedAt", json!(created_at(r.created.as_deref()))),
+                ("CreatedBy", json!(by)),
+                ("CreatedSince", json!(ago(r.created.as_deref()))),
+                ("ID", json!(id)),
+                ("Size", json!(size)),
+            ])
+        })
+        .collect();
+    let default = [
+        ("IMAGE", "ID"),
+        ("CREATED", "CreatedSince"),
+        ("CREATED BY", "CreatedBy"),
+        ("SIZE", "Size"),
+        ("COMMENT", "Comment"),
+    ];
+    print_items(&mut std::io::stdout().lock(), &format, &default, &items)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -348,10 +355,11 @@ pub fn import(args: ImportArgs, s: &Settings) -> CmdResult {
                 .with_context(|| format!("cannot open {}", args.tarball.display()))?,
         )
     };
-    let opts = LayerOptions::new(Compression::Gzip);
+    let mut opts = LayerOptions::new(Compression::Gzip);
+    opts.timestamps = strata_layer::Timestamps::Epoch(s.epoch);
     let layer = strata_layer::import_tar_to_store(&store, reader, &opts)
         .with_context(|| format!("cannot import {}", args.tarball.display()))?;
-    let created = format_rfc3339(epoch());
+    let created = format_rfc3339(s.epoch);
     let mut config = ImageConfig {
         created: Some(created.clone()),
         architecture: platform.architecture.clone(),
