@@ -134,22 +134,21 @@ pub(crate) fn analyze_image(
 ) -> anyhow::Result<Report> {
     let info;
     let lines = match lines {
-        Some(l) => l,
+        Some(l) => Some(l),
         None => {
-            info = strata_build::BuildInfo::load(store, image.id())
-                .map(|b| b.lines)
-                .unwrap_or_default();
-            &info
+            info = strata_build::BuildInfo::load(store, image.id()).map(|b| b.lines);
+            info.as_ref()
         }
     };
-    let metas = layer_metas(image, lines);
+    let metas = layer_metas(image, lines.unwrap_or(&BTreeMap::new()));
+    let base = an::find_base(&image.config.history, lines);
     let mut open = opener(store, image);
     Ok(an::analyze(
         name,
         Some(image.id().to_string()),
         &metas,
         &mut open,
-        &an::Options { top },
+        &an::Options { top, base },
     )?)
 }
 
@@ -163,7 +162,8 @@ pub(crate) fn build_summary(
     name: &str,
     lines: &BTreeMap<usize, usize>,
 ) -> anyhow::Result<String> {
-    let key = strata_oci::Digest::sha256(format!("{name}\0{lines:?}").as_bytes());
+    let key =
+        strata_oci::Digest::sha256(format!("schema {}\0{name}\0{lines:?}", an::SCHEMA).as_bytes());
     let dir = store.root().join("analysis");
     let path = dir.join(format!("{}-{}.txt", image.id().hex(), &key.hex()[..16]));
     if let Ok(cached) = std::fs::read_to_string(&path) {
