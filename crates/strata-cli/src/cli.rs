@@ -599,7 +599,7 @@ pub struct AnalyzeArgs {
     /// --ci: most wasted bytes accepted (e.g. 20MB)
     #[arg(long, default_value = "20MB")]
     pub highest_wasted_bytes: String,
-    /// --ci: most wasted share of the image accepted (0..1)
+    /// --ci: most wasted share of the layers the Dockerfile added accepted (0..1)
     #[arg(long, default_value_t = 0.1)]
     pub highest_user_wasted_percent: f64,
     /// Dockerfile used to build the image, for attribution
