@@ -127,10 +127,12 @@ pub const MAX_CHANGES: usize = 8;
 pub fn compare(old: &Inputs, new: &Inputs) -> Option<Vec<Change>> {
     let mut changes = Vec::new();
     if old.instruction != new.instruction {
-        changes.push(Change::Instruction {
+        // Another instruction: its environment, files and fields differ as
+        // a consequence, and listing them is noise.
+        return Some(vec![Change::Instruction {
             old: old.instruction.clone(),
             new: new.instruction.clone(),
-        });
+        }]);
     }
     diff_maps(&old.args, &new.args, |name, old, new| Change::Arg {
         name,

@@ -59,6 +59,11 @@ pub struct IndexStats {
     pub racy: usize,
     /// Files that are hard links of a file hashed in the same run.
     pub hardlink_reuses: usize,
+    /// Files re-read because their timestamps (or inode) changed since they
+    /// were last hashed, whose content turned out the same: touched, not
+    /// changed. Files never hashed before, or hashed again only because
+    /// they changed too recently to be trusted, do not count.
+    pub touched: usize,
 }
 
 /// The hashed index of (part of) a context, sorted by path.
@@ -398,6 +403,9 @@ pub(crate) fn build_index(
     // Files to read, one per inode (hard links share the work).
     let mut work: Vec<usize> = Vec::new();
     let mut first_of_inode: HashMap<(u64, u64), usize> = HashMap::new();
+    // Files with a cache record that no longer matches their stat: the
+    // digest it recorded.
+    let mut stale: HashMap<usize, Digest> = HashMap::new();
     let mut link_of: Vec<(usize, usize)> = Vec::new();
     for (i, e) in selected.iter().enumerate() {
         if e.kind != EntryKind::File {
@@ -411,6 +419,7 @@ pub(crate) fn build_index(
                 stats.cache_hits += 1;
                 continue;
             }
+            stale.insert(i, rec.digest.clone());
         }
         match first_of_inode.get(&(e.dev, e.ino)) {
             Some(&j) => link_of.push((i, j)),
@@ -444,6 +453,9 @@ pub(crate) fn build_index(
             );
         } else {
             racy.fetch_add(1, Ordering::Relaxed);
+        }
+        if stale.get(&i) == Some(&h.digest) {
+            stats.touched += 1;
         }
         digests[i] = Some(h.digest);
         refreshed[i] = Some(h.entry);

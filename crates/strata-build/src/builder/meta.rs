@@ -21,6 +21,9 @@ impl Shared<'_> {
     ) -> Result<()> {
         let t = Instant::now();
         let label = st.step_label(n);
+        let nth = st.seen.entry(ins.original.clone()).or_insert(0);
+        *nth += 1;
+        st.current = Some((ins.original.clone(), *nth));
         (self.sink)(Event::StepStarted {
             id,
             label: label.clone(),
@@ -281,7 +284,7 @@ impl Shared<'_> {
         t: Instant,
     ) -> Result<()> {
         self.track_change(st, id, label, &inputs);
-        self.record(id, &inputs);
+        self.record(st, id, &inputs);
         st.key = inputs.key();
         (self.sink)(Event::StepDone {
             id,

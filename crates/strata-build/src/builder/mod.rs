@@ -448,6 +448,21 @@ impl Shared<'_> {
         Digest::sha256(format!("{}\0{}\0{}", self.identity, id.stage, id.step).as_bytes())
     }
 
+    /// The same step found by what it says rather than where it is (its
+    /// stage's name or index, its text, which occurrence of that text): a
+    /// step inserted above does not make every later step compare itself
+    /// with its predecessor's record.
+    fn text_record_id(&self, st: &StageState) -> Option<Digest> {
+        let (text, n) = st.current.as_ref()?;
+        let stage = self.plan.stages[st.index]
+            .name
+            .clone()
+            .unwrap_or_else(|| st.index.to_string());
+        Some(Digest::sha256(
+            format!("{}\0{stage}\0{text}\0{n}", self.identity).as_bytes(),
+        ))
+    }
+
     fn epoch(&self) -> i64 {
         self.opts.timestamps.epoch()
     }
@@ -528,6 +543,9 @@ impl Shared<'_> {
             args: Vec::new(),
             cmd_set: false,
             first_change: None,
+            has_records: false,
+            current: None,
+            seen: HashMap::new(),
             no_cache,
             lines: BTreeMap::new(),
         };
@@ -537,10 +555,22 @@ impl Shared<'_> {
             step: 0,
         };
         let t = Instant::now();
+        // The FROM line as resolved (`FROM ${BASE}` shows the image).
+        let from_text = {
+            let what = match &planned.base {
+                Base::Scratch => "scratch".to_owned(),
+                Base::Stage(i) => self.plan.stages[*i].label.clone(),
+                Base::Image(r) => r.clone(),
+            };
+            match &planned.name {
+                Some(n) => format!("FROM {what} AS {n}"),
+                None => format!("FROM {what}"),
+            }
+        };
         (self.sink)(Event::StepStarted {
             id,
             label: st.step_label(1),
-            text: stage.original.clone(),
+            text: from_text,
             line: stage.span.line,
         });
         let (base, base_text) = match &planned.base {
@@ -658,32 +688,39 @@ impl Shared<'_> {
         label: &str,
         inputs: &Inputs,
     ) -> Option<StepRecord> {
-        let record_id = self.step_record_id(id);
-        let prev = self.cache.step(&record_id);
-        if let Some(p) = &prev {
-            if st.first_change.is_none() {
-                let mut a = p.inputs.clone();
-                let mut b = inputs.clone();
-                a.parent.clear();
-                b.parent.clear();
-                if let Some(changes) = compare(&a, &b) {
-                    st.first_change = Some((label.to_owned(), changed(changes).to_string()));
+        let prev = self
+            .text_record_id(st)
+            .and_then(|t| self.cache.step(&t))
+            .or_else(|| self.cache.step(&self.step_record_id(id)));
+        if st.first_change.is_none() {
+            match &prev {
+                Some(p) => {
+                    if let Some(changes) = own_changes(&p.inputs, inputs) {
+                        st.first_change = Some((label.to_owned(), changed(changes).to_string()));
+                    }
                 }
+                // A step with no record among steps that have one: new.
+                None if st.has_records => {
+                    st.first_change = Some((label.to_owned(), "a new step".to_owned()));
+                }
+                None => {}
             }
         }
+        st.has_records |= prev.is_some();
         prev
     }
 
     /// Records the inputs of a step that completed, for the next build's
     /// explanations.
-    fn record(&self, id: StepId, inputs: &Inputs) {
-        let _ = self.cache.put_step(
-            &self.step_record_id(id),
-            &StepRecord {
-                key: inputs.key().hex().to_owned(),
-                inputs: inputs.clone(),
-            },
-        );
+    fn record(&self, st: &StageState, id: StepId, inputs: &Inputs) {
+        let record = StepRecord {
+            key: inputs.key().hex().to_owned(),
+            inputs: inputs.clone(),
+        };
+        let _ = self.cache.put_step(&self.step_record_id(id), &record);
+        if let Some(t) = self.text_record_id(st) {
+            let _ = self.cache.put_step(&t, &record);
+        }
     }
 
     /// A step that may make a layer: looked up by key, else `make` runs.
@@ -730,21 +767,26 @@ impl Shared<'_> {
                 } else if prev.as_ref().is_some_and(|p| p.inputs == inputs) {
                     Explanation::Unfinished
                 } else {
+                    // What changed in this step itself comes first; an
+                    // earlier step is named only when this one is the same.
                     match &prev {
                         None => Explanation::FirstBuild,
-                        Some(p) if p.inputs.parent != inputs.parent => match &st.first_change {
-                            Some((step, summary)) => Explanation::EarlierStep {
-                                step: step.clone(),
-                                summary: summary.clone(),
+                        Some(p) => match own_changes(&p.inputs, &inputs) {
+                            Some(c) => changed(c),
+                            None if p.inputs.parent != inputs.parent => match &st.first_change {
+                                Some((step, summary)) if step != label => {
+                                    Explanation::EarlierStep {
+                                        step: step.clone(),
+                                        summary: summary.clone(),
+                                    }
+                                }
+                                _ => Explanation::EarlierStep {
+                                    step: "an earlier stage".into(),
+                                    summary: "its result changed".into(),
+                                },
                             },
-                            None => Explanation::EarlierStep {
-                                step: "an earlier stage".into(),
-                                summary: "its result changed".into(),
-                            },
+                            None => Explanation::Evicted,
                         },
-                        Some(p) => compare(&p.inputs, &inputs)
-                            .map(changed)
-                            .unwrap_or(Explanation::Evicted),
                     }
                 };
                 (self.sink)(Event::StepMiss { id, explanation });
@@ -758,7 +800,7 @@ impl Shared<'_> {
                 (layer, false)
             }
         };
-        self.record(id, &inputs);
+        self.record(st, id, &inputs);
         if cached {
             self.cached.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -858,4 +900,15 @@ pub(super) fn layer_record(info: strata_layer::LayerInfo) -> Option<LayerRecord>
         descriptor: info.descriptor(),
         diff_id: info.diff_id,
     })
+}
+
+/// What differs between two builds of a step, leaving out its parent (an
+/// earlier step's change, explained there). When the instruction itself
+/// changed, that alone is said: the rest follows from it.
+fn own_changes(old: &Inputs, new: &Inputs) -> Option<Vec<crate::explain::Change>> {
+    let mut a = old.clone();
+    let mut b = new.clone();
+    a.parent.clear();
+    b.parent.clear();
+    compare(&a, &b)
 }
