@@ -28,6 +28,7 @@ mod fetch;
 pub mod key;
 mod options;
 mod plan;
+mod source;
 
 pub use builder::{
     build, BaseResolver, BuildInfo, BuildOutput, StoreResolver, EMPTY_LAYER_DIFF_ID,
@@ -36,4 +37,5 @@ pub use error::{Error, ErrorKind, Location, Result};
 pub use event::{Event, EventSink, StepId, Stream};
 pub use explain::{Change, Explanation};
 pub use options::{BuildOptions, NetworkMode, SecretSource, SnapshotMode, Timestamps};
+pub use source::{resolve_context, ContextSpec, ResolvedContext};
 pub use strata_layer::MergedView;

@@ -64,6 +64,9 @@ pub struct BuildOptions {
     pub context: PathBuf,
     /// The Dockerfile (default `<context>/Dockerfile`).
     pub dockerfile: Option<PathBuf>,
+    /// The Dockerfile's text, when it is not a file (`-f -`, `build -`):
+    /// used instead of reading [`BuildOptions::dockerfile`].
+    pub dockerfile_text: Option<String>,
     /// `--build-arg` values.
     pub build_args: BTreeMap<String, String>,
     /// Build this stage instead of the last one.
@@ -99,6 +102,7 @@ impl BuildOptions {
         BuildOptions {
             context: context.into(),
             dockerfile: None,
+            dockerfile_text: None,
             build_args: BTreeMap::new(),
             target: None,
             no_cache: false,

@@ -156,12 +156,14 @@ pub enum Isolation {
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// Build context directory
-    pub context: PathBuf,
+    /// Build context: a directory, `-` (standard input: a Dockerfile, or a
+    /// context tarball), a git URL (`https://host/repo.git#ref:dir`,
+    /// `git@host:repo.git`), or an HTTP(S) URL of a tarball or Dockerfile
+    pub context: String,
     /// Name (and tag) of the image; may be repeated
     #[arg(short = 't', long = "tag", value_name = "REF")]
     pub tags: Vec<String>,
-    /// Dockerfile [default: CONTEXT/Dockerfile]
+    /// Dockerfile [default: CONTEXT/Dockerfile]; `-` reads it from standard input
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Set a build-time variable (K=V, or K to take it from the environment)
@@ -176,7 +178,9 @@ pub struct BuildArgs {
     /// Do not use the cache for these stages
     #[arg(long = "no-cache-filter", value_name = "STAGE")]
     pub no_cache_filter: Vec<String>,
-    /// Where to write the result: type=oci,dest=DIR | type=docker,dest=FILE | type=registry
+    /// Where to write the result: type=oci,dest=DIR | type=docker,dest=FILE | type=registry |
+    /// type=local,dest=DIR (the final stage's files) | type=tar,dest=FILE (them as one tar;
+    /// dest=- for standard output) | DIR (type=local) | - (type=tar to standard output)
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
     /// Push the tagged image(s) after the build

@@ -185,13 +185,19 @@ pub fn build(
         Some(p) => p.clone(),
         None => context_dir.join("Dockerfile"),
     };
-    let text = fs::read_to_string(&dockerfile)
-        .map_err(|e| Error::io("read the Dockerfile", &dockerfile, e))?;
-    let shown = dockerfile
-        .strip_prefix(&context_dir)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|_| dockerfile.clone());
-    let shown = shown.display().to_string();
+    // A Dockerfile given as text (`-f -`) is named as docker names it.
+    let (text, shown) = match &opts.dockerfile_text {
+        Some(t) => (t.clone(), "Dockerfile".to_owned()),
+        None => {
+            let text = fs::read_to_string(&dockerfile)
+                .map_err(|e| Error::io("read the Dockerfile", &dockerfile, e))?;
+            let shown = dockerfile
+                .strip_prefix(&context_dir)
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|_| dockerfile.clone());
+            (text, shown.display().to_string())
+        }
+    };
     let df = parse_named(&shown, &text)?;
     let parsed = df.stages()?;
     let escape = df.escape;
@@ -207,7 +213,8 @@ pub fn build(
     let ctx = Context::open(
         &context_dir,
         ContextOptions {
-            dockerfile: Some(dockerfile.clone()),
+            // Only a Dockerfile with a name has a NAME.dockerignore.
+            dockerfile: opts.dockerfile_text.is_none().then(|| dockerfile.clone()),
             state_dir: Some(store.root().join("context-cache")),
         },
     )?;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
-use strata_build::{BuildOptions, SecretSource};
+use strata_build::{BuildOptions, ContextSpec, SecretSource};
 use strata_oci::SaveItem;
 
 use crate::cli::{ArchiveFormat, BuildArgs, Isolation, NetworkMode, Progress, Timestamps};
@@ -22,6 +22,10 @@ enum Output {
     Oci(PathBuf),
     Docker(PathBuf),
     Registry,
+    /// The final stage's file system, unpacked into a directory.
+    Local(PathBuf),
+    /// The same as one tar (`-`: standard output).
+    Tar(PathBuf),
 }
 
 fn parse_kv_list(spec: &str) -> BTreeMap<String, String> {
@@ -35,6 +39,13 @@ fn parse_kv_list(spec: &str) -> BTreeMap<String, String> {
 }
 
 fn parse_output(spec: &str) -> anyhow::Result<Output> {
+    // docker's shorthands: `-o DIR` and `-o -`.
+    if spec == "-" {
+        return Ok(Output::Tar(PathBuf::from("-")));
+    }
+    if !spec.contains('=') {
+        return Ok(Output::Local(PathBuf::from(spec)));
+    }
     let kv = parse_kv_list(spec);
     let dest = || -> anyhow::Result<PathBuf> {
         kv.get("dest")
@@ -45,8 +56,10 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
     match kv.get("type").map(String::as_str) {
         Some("oci") => Ok(Output::Oci(dest()?)),
         Some("docker") => Ok(Output::Docker(dest()?)),
+        Some("local") => Ok(Output::Local(dest()?)),
+        Some("tar") => Ok(Output::Tar(dest()?)),
         Some("registry") | Some("image") if kv.get("push").is_none_or(|p| p != "false") => Ok(Output::Registry),
-        Some(t) => Err(usage(format!("--output {spec}: unknown type {t:?} (oci, docker or registry)"))),
+        Some(t) => Err(usage(format!("--output {spec}: unknown type {t:?} (oci, docker, registry, local or tar)"))),
         None => Err(usage(format!("--output {spec}: type= is missing (type=oci,dest=DIR | type=docker,dest=FILE | type=registry)"))),
     }
 }
@@ -107,8 +120,41 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
     if push && tags.is_empty() {
         return Err(usage("--push needs a name: add -t REGISTRY/NAME:TAG"));
     }
-    let mut opts = BuildOptions::new(&args.context);
-    opts.dockerfile = args.file.clone();
+    // The context: a directory, or fetched / read / unpacked into the
+    // store's scratch space (removed when the build ends).
+    let spec = ContextSpec::parse(&args.context);
+    let dockerfile_stdin = args.file.as_deref() == Some(std::path::Path::new("-"));
+    if dockerfile_stdin && spec == ContextSpec::Stdin {
+        return Err(usage(
+            "the Dockerfile and the context cannot both come from standard input",
+        ));
+    }
+    let scratch = store.root().join("tmp").join(format!(
+        "context-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    let context = strata_build::resolve_context(&spec, &scratch, &mut std::io::stdin().lock())
+        .with_context(|| format!("cannot get the build context {}", args.context))?;
+    let mut opts = BuildOptions::new(&context.dir);
+    opts.dockerfile_text = context.dockerfile_text.clone();
+    if dockerfile_stdin {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text)
+            .context("cannot read the Dockerfile from standard input")?;
+        opts.dockerfile_text = Some(text);
+    } else if let Some(f) = &args.file {
+        // A relative -f is relative to the context for a fetched context
+        // (`strata build -f web/Dockerfile https://...git`), as docker does.
+        opts.dockerfile = Some(if spec.is_remote() && f.is_relative() {
+            context.dir.join(f)
+        } else {
+            f.clone()
+        });
+    }
     opts.build_args = parse_build_args(&args.build_args);
     opts.target = args.target.clone();
     opts.no_cache = args.no_cache;
@@ -197,6 +243,38 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
                 super::image::export(&store, &items, dest, ArchiveFormat::Docker)?
             }
             Output::Registry => {}
+            Output::Local(dir) => strata_layer::unpack_layers(&store, &image.layers, dir)
+                .with_context(|| format!("cannot write the build's files to {}", dir.display()))?,
+            Output::Tar(dest) => {
+                let scratch = scratch.with_extension("rootfs");
+                let what = || {
+                    format!(
+                        "cannot write the build's files as a tar to {}",
+                        dest.display()
+                    )
+                };
+                if dest.as_os_str() == "-" {
+                    let out = std::io::BufWriter::new(std::io::stdout().lock());
+                    let mut out =
+                        strata_layer::write_rootfs_tar(&store, &image.layers, &scratch, out)
+                            .with_context(what)?;
+                    std::io::Write::flush(&mut out).with_context(what)?;
+                } else {
+                    // Written beside the destination and renamed: a killed
+                    // build never leaves half a tar under the name.
+                    let tmp = dest.with_extension(format!("tmp-{}", std::process::id()));
+                    let f = std::fs::File::create(&tmp).with_context(what)?;
+                    let written =
+                        strata_layer::write_rootfs_tar(&store, &image.layers, &scratch, f)
+                            .map_err(anyhow::Error::from)
+                            .and_then(|f| Ok(f.sync_all()?))
+                            .and_then(|()| Ok(std::fs::rename(&tmp, dest)?));
+                    if written.is_err() {
+                        let _ = std::fs::remove_file(&tmp);
+                    }
+                    written.with_context(what)?;
+                }
+            }
         }
     }
     if push {
@@ -215,7 +293,11 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
             Err(e) => tracing::warn!("post-build analysis skipped: {e:#}"),
         }
     }
-    if mode == Mode::Quiet {
+    // With the files going to standard output, the ID must not follow them.
+    let stdout_taken = outputs
+        .iter()
+        .any(|o| matches!(o, Output::Tar(d) if d.as_os_str() == "-"));
+    if mode == Mode::Quiet && !stdout_taken {
         outln!("{}", image.id());
     }
     Ok(ExitCode::SUCCESS)
@@ -236,6 +318,16 @@ mod tests {
             Output::Docker("a.tar".into())
         );
         assert_eq!(parse_output("type=registry").unwrap(), Output::Registry);
+        assert_eq!(parse_output("out").unwrap(), Output::Local("out".into()));
+        assert_eq!(
+            parse_output("type=local,dest=d").unwrap(),
+            Output::Local("d".into())
+        );
+        assert_eq!(parse_output("-").unwrap(), Output::Tar("-".into()));
+        assert_eq!(
+            parse_output("type=tar,dest=f.tar").unwrap(),
+            Output::Tar("f.tar".into())
+        );
         assert!(parse_output("type=oci").is_err());
         assert!(parse_output("dest=x").is_err());
         assert!(parse_output("type=tarball,dest=x").is_err());
