@@ -31,7 +31,8 @@ mod plan;
 mod source;
 
 pub use builder::{
-    build, BaseResolver, BuildInfo, BuildOutput, StoreResolver, EMPTY_LAYER_DIFF_ID,
+    build, snapshotter_choice, BaseResolver, BuildInfo, BuildOutput, StoreResolver,
+    EMPTY_LAYER_DIFF_ID,
 };
 pub use error::{Error, ErrorKind, Location, Result};
 pub use event::{Event, EventSink, StepId, Stream};

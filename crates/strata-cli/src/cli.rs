@@ -83,6 +83,58 @@ pub enum Command {
     Analyze(AnalyzeArgs),
     /// Compare two images layer by layer
     Diff(DiffArgs),
+    /// Show strata's version
+    Version,
+    /// Show what strata uses on this host (store, snapshotter, executor) and why
+    Info(InfoArgs),
+    /// Manage images (docker's `image` verbs)
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Store-wide commands
+    #[command(subcommand)]
+    System(SystemCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List images
+    #[command(alias = "list")]
+    Ls(ImagesArgs),
+    /// Remove image names (and the image when no name is left)
+    #[command(alias = "remove")]
+    Rm(RmiArgs),
+    /// Show an image's config, manifest and layers as JSON
+    Inspect(InspectArgs),
+    /// Show the history of an image
+    History(HistoryArgs),
+    /// Give an image another name
+    Tag(TagArgs),
+    /// Remove unreferenced blobs, snapshots and cache entries
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Show where the store's bytes go
+    Df(SystemDfArgs),
+    /// Show what strata uses on this host
+    Info(InfoArgs),
+    /// Remove unreferenced blobs, snapshots and cache entries
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Format: json, or a Go template (`{{.Snapshotter}}`)
+    #[arg(short = 'f', long, value_name = "FORMAT")]
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SystemDfArgs {
+    /// Format: table (default), json, or a Go template
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -310,9 +362,10 @@ pub struct InspectArgs {
     /// Images to inspect
     #[arg(required = true)]
     pub images: Vec<String>,
-    /// Output format (json only; accepted for docker compatibility)
-    #[arg(long, value_enum, default_value = "json")]
-    pub format: ListFormat,
+    /// Format: json (default) or a Go template over the inspect object
+    /// (`{{.Id}}`, `{{json .Config.Env}}`)
+    #[arg(short = 'f', long, value_name = "FORMAT")]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Args)]

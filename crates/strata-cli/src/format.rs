@@ -195,7 +195,11 @@ pub struct Template {
 #[derive(Debug, Clone, PartialEq)]
 enum Part {
     Text(String),
-    Action { func: Func, field: Option<String> },
+    Action {
+        func: Func,
+        /// `.A.B` as `[A, B]`; `None` for `.` itself.
+        field: Option<Vec<String>>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -239,14 +243,19 @@ impl Template {
             match p {
                 Part::Text(t) => s.push_str(t),
                 Part::Action { func, field } => {
-                    if let Some(h) = field.as_deref().and_then(&header) {
+                    if let Some(h) = field
+                        .as_ref()
+                        .filter(|f| f.len() == 1)
+                        .and_then(|f| header(&f[0]))
+                    {
                         s.push_str(&h);
                         continue;
                     }
-                    let v = match field {
-                        Some(f) => item.get(f.as_str()).cloned().unwrap_or(Value::Null),
-                        None => item.clone(),
-                    };
+                    let mut v = item;
+                    for name in field.iter().flatten() {
+                        v = v.get(name.as_str()).unwrap_or(&Value::Null);
+                    }
+                    let v = v.clone();
                     s.push_str(&apply(func, &v));
                 }
             }
@@ -280,15 +289,26 @@ fn apply(func: &Func, v: &Value) -> String {
 /// `.Field`, `json .Field`, `json .`, `upper .F`, `truncate .F 12`, `join .F ","`.
 fn parse_action(a: &str) -> Result<Part, String> {
     let words = split_words(a)?;
-    let field = |w: &str| -> Result<Option<String>, String> {
-        match w {
-            "." => Ok(None),
-            _ => w
-                .strip_prefix('.')
-                .filter(|f| !f.is_empty() && f.chars().all(|c| c.is_alphanumeric() || c == '_'))
-                .map(|f| Some(f.to_owned()))
-                .ok_or_else(|| format!("template: {w:?} is not a field (like .ID)")),
+    let field = |w: &str| -> Result<Option<Vec<String>>, String> {
+        if w == "." {
+            return Ok(None);
         }
+        let path: Vec<String> = w
+            .strip_prefix('.')
+            .unwrap_or("")
+            .split('.')
+            .map(str::to_owned)
+            .collect();
+        if !w.starts_with('.')
+            || path
+                .iter()
+                .any(|f| f.is_empty() || !f.chars().all(|c| c.is_alphanumeric() || c == '_'))
+        {
+            return Err(format!(
+                "template: {w:?} is not a field (like .ID or .Config.Env)"
+            ));
+        }
+        Ok(Some(path))
     };
     let arg = |i: usize| -> Result<&str, String> {
         words
@@ -351,6 +371,12 @@ fn split_words(a: &str) -> Result<Vec<String>, String> {
         }
     }
     Ok(words)
+}
+
+/// Renders `template` against one item, as `inspect --format` does (tabs
+/// kept as typed).
+pub fn render(template: &Template, item: &Value) -> String {
+    template.render_cells(item, |_| None).join("\t")
 }
 
 /// An object from field/value pairs, in order.
@@ -427,6 +453,19 @@ mod tests {
         print_items(&mut out, &f, &[], std::slice::from_ref(&item)).unwrap();
         let back: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(back, item);
+    }
+
+    #[test]
+    fn nested_fields() {
+        let item = json!({"Config": {"Env": ["A=1", "B=2"], "User": "app"}});
+        let t =
+            Template::parse(r#"{{.Config.User}} {{join .Config.Env ";"}} {{json .Config.Env}}"#)
+                .unwrap();
+        assert_eq!(
+            t.render_cells(&item, |_| None),
+            ["app A=1;B=2 [\"A=1\",\"B=2\"]"]
+        );
+        assert!(Template::parse("{{.Config..X}}").is_err());
     }
 
     #[test]

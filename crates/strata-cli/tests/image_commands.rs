@@ -592,3 +592,32 @@ fn run_gives_an_image_without_path_dockers_default() {
     let out = ok(&root, &["run", "--rm", "busybox", "sh", "-c", "echo $PATH"]);
     assert_eq!(out.trim(), "/bin:/usr/bin");
 }
+
+#[test]
+fn version_info_system_df_and_image_verbs() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(root) = store_with_busybox(t.path()) else {
+        return;
+    };
+    let v = ok(&root, &["version"]);
+    assert!(v.starts_with("strata ") && v.contains("OS/Arch:"), "{v}");
+    let info: Value = serde_json::from_str(&ok(&root, &["info", "--format", "json"])).unwrap();
+    assert_eq!(info["Images"], 1);
+    assert!(["overlay", "copy"].contains(&info["Snapshotter"].as_str().unwrap()));
+    assert!(!info["SnapshotterReason"].as_str().unwrap().is_empty());
+    assert!(!info["Executor"].as_str().unwrap().is_empty());
+    assert_eq!(ok(&root, &["info", "-f", "{{.Images}}"]).trim(), "1");
+    let df = ok(&root, &["system", "df"]);
+    let header: Vec<&str> = df.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]);
+    assert!(df.lines().any(|l| l.starts_with("Images ")), "{df}");
+    // docker's image verbs.
+    assert_eq!(
+        ok(&root, &["image", "ls", "--format", "{{.Repository}}"]),
+        "busybox\n"
+    );
+    ok(&root, &["image", "tag", "busybox", "again:1"]);
+    ok(&root, &["image", "rm", "again:1"]);
+    let id = ok(&root, &["image", "inspect", "-f", "{{.Id}}", "busybox"]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+}

@@ -299,6 +299,19 @@ pub fn build(
     Ok(output)
 }
 
+/// How RUN steps will get their root filesystem under `mode`: overlay or
+/// not, and why (for `strata info` and the build's warning).
+pub fn snapshotter_choice(mode: SnapshotMode) -> (bool, &'static str) {
+    match mode {
+        SnapshotMode::Overlay => (true, "asked for with STRATA_SNAPSHOTTER"),
+        SnapshotMode::Copy => (false, "asked for with STRATA_SNAPSHOTTER"),
+        SnapshotMode::Auto => match overlay_unusable() {
+            None => (true, "the kernel's overlayfs"),
+            Some(why) => (false, why),
+        },
+    }
+}
+
 /// Why overlayfs cannot be mounted here, or `None` when it can (root, and
 /// the kernel has it).
 fn overlay_unusable() -> Option<&'static str> {

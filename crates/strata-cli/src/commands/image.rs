@@ -60,7 +60,7 @@ fn human_duration(secs: i64) -> String {
 }
 
 /// docker's HumanSizeWithPrecision(n, 3): `0B`, `1.24kB`, `4.26MB`.
-fn docker_size(n: u64) -> String {
+pub(super) fn docker_size(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -222,13 +222,27 @@ fn inspect_json(store: &Store, img: &Image) -> anyhow::Result<Value> {
 }
 
 pub fn inspect(args: InspectArgs, s: &Settings) -> CmdResult {
+    let template = match args.format.as_deref().map(str::trim) {
+        None | Some("") | Some("json") => None,
+        Some(t) => Some(
+            crate::format::Template::parse(&t.replace("\\t", "\t").replace("\\n", "\n"))
+                .map_err(usage)?,
+        ),
+    };
     let store = open_store(s)?;
     let mut out = Vec::new();
     for name in &args.images {
         let img = find(&store, name)?;
         out.push(inspect_json(&store, &img)?);
     }
-    print_json(&Value::Array(out))?;
+    match template {
+        None => print_json(&Value::Array(out))?,
+        Some(t) => {
+            for item in &out {
+                outln!("{}", crate::format::render(&t, item));
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

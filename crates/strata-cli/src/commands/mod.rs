@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, ContextCommand, StoreCommand};
+use crate::cli::{Cli, Command, ContextCommand, ImageCommand, StoreCommand, SystemCommand};
 use crate::render;
 use crate::settings::Settings;
 
@@ -35,6 +35,7 @@ mod lint;
 mod parse;
 mod registry;
 mod run;
+mod system;
 
 /// What a command returns: its exit code (0 unless it has its own, like
 /// `run`, `lint` or `analyze --ci`), or an error (exit code 1, or 2 for a
@@ -102,6 +103,16 @@ fn dispatch(command: Command, s: &Settings) -> CmdResult {
         Command::Lint(a) => lint::lint(a, s),
         Command::Analyze(a) => analyze::analyze(a, s),
         Command::Diff(a) => analyze::diff(a, s),
+        Command::Version => system::version(s),
+        Command::Info(a) | Command::System(SystemCommand::Info(a)) => system::info(a, s),
+        Command::System(SystemCommand::Df(a)) => system::df(a, s),
+        Command::System(SystemCommand::Prune(a)) => image::prune(a, s),
+        Command::Image(ImageCommand::Ls(a)) => image::images(a, s),
+        Command::Image(ImageCommand::Rm(a)) => image::rmi(a, s),
+        Command::Image(ImageCommand::Inspect(a)) => image::inspect(a, s),
+        Command::Image(ImageCommand::History(a)) => image::history(a, s),
+        Command::Image(ImageCommand::Tag(a)) => image::tag(a, s),
+        Command::Image(ImageCommand::Prune(a)) => image::prune(a, s),
     }
 }
 
