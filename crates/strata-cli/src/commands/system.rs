@@ -156,10 +156,9 @@ pub fn df(args: SystemDfArgs, s: &Settings) -> CmdResult {
         .unwrap_or(0);
     let (snap_bytes, _) = du(&store.snapshots_dir());
     let pct = |part: u64, whole: u64| -> String {
-        if whole == 0 {
-            "0B".to_owned()
-        } else {
-            format!("{} ({}%)", docker_size(part), part * 100 / whole)
+        match (part * 100).checked_div(whole) {
+            Some(p) => format!("{} ({p}%)", docker_size(part)),
+            None => "0B".to_owned(),
         }
     };
     let rows: Vec<Value> = vec![
