@@ -71,6 +71,7 @@ mod digest;
 mod error;
 mod image;
 mod reference;
+mod remote_cache;
 mod store;
 mod time;
 
@@ -84,6 +85,9 @@ pub use image::{
     RootFs,
 };
 pub use reference::{Reference, ReferenceError, DEFAULT_DOMAIN};
+pub use remote_cache::{
+    CacheRecord, ExportReport, PruneReport, RemoteCache, RemoteEntry, RemoteError,
+};
 pub use store::{
     remove_tree, GcOptions, GcReport, Image, ImageSummary, Layer, Lease, Problem, RootSet, Store,
     TagEntry, VerifyReport, Writer, CACHE_NAMESPACE, MAX_DOCUMENT_SIZE, SIDECAR_DIRS,
