@@ -93,6 +93,11 @@ impl Cache {
         write_atomic(&path, &serde_json::to_vec(entry).unwrap_or_default())
     }
 
+    /// The cache's directory (`<store>/build-cache`).
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The last recorded build of step `id`.
     pub fn step(&self, id: &Digest) -> Option<StepRecord> {
         let path = self.dir.join("steps").join(format!("{}.json", id.hex()));

@@ -18,6 +18,7 @@
 //! missed is an [`Explanation`], sent with every step's events.
 #![deny(missing_docs)]
 
+mod bindtree;
 mod builder;
 mod cache;
 mod copy;
@@ -30,6 +31,7 @@ mod options;
 mod plan;
 mod source;
 
+pub use bindtree::prune_bind_trees;
 pub use builder::{
     build, snapshotter_choice, BaseResolver, BuildInfo, BuildOutput, StoreResolver,
     EMPTY_LAYER_DIFF_ID,

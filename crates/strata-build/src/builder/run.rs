@@ -411,9 +411,19 @@ impl Shared<'_> {
                     target,
                     readonly,
                 } => {
-                    let dir = self.tmp.join(format!("bind-{}-{}-{n}", id.stage, id.step));
-                    made.temp.push(dir.clone());
-                    let bind = crate::fetch::materialize_context(&self.ctx, &entry, &dir, time)?;
+                    // Read-only: the store's synced copy (only what changed
+                    // since the last use is copied); writable: a copy of its own.
+                    let bind = if readonly {
+                        let tree =
+                            crate::bindtree::bind_tree(self.cache.dir(), &self.ctx, &entry, time)?;
+                        let path = tree.path.clone();
+                        made.binds.push(tree);
+                        path
+                    } else {
+                        let dir = self.tmp.join(format!("bind-{}-{}-{n}", id.stage, id.step));
+                        made.temp.push(dir.clone());
+                        crate::fetch::materialize_context(&self.ctx, &entry, &dir, time)?
+                    };
                     made.mounts
                         .push(strata_sandbox::Mount::bind(bind, target, readonly));
                 }
@@ -795,6 +805,8 @@ struct MadeMounts {
     cache_dirs: Vec<PathBuf>,
     /// Copies made for the run (binds, secrets), removed after it.
     temp: Vec<PathBuf>,
+    /// Synced copies of the context in use (read-only binds).
+    binds: Vec<crate::bindtree::BindTree>,
 }
 
 impl Drop for MadeMounts {

@@ -553,6 +553,13 @@ pub fn prune(args: PruneArgs, s: &Settings) -> CmdResult {
             dry_run: args.dry_run,
         })
         .context("prune failed")?;
+    // The build's synced copies of contexts for read-only binds: made again
+    // when a build needs them.
+    let bind_bytes = if args.dry_run {
+        0
+    } else {
+        strata_build::prune_bind_trees(&store)
+    };
     let verb = if args.dry_run {
         "Would remove"
     } else {
@@ -580,7 +587,7 @@ pub fn prune(args: PruneArgs, s: &Settings) -> CmdResult {
             rep.roots.len(),
             rep.untagged.len(),
             rep.sidecars,
-            human_bytes(rep.bytes)
+            human_bytes(rep.bytes + bind_bytes)
         );
     }
     Ok(ExitCode::SUCCESS)
