@@ -20,6 +20,7 @@
 
 mod builder;
 mod cache;
+pub mod container;
 mod copy;
 mod error;
 mod event;
@@ -32,6 +33,7 @@ mod plan;
 pub use builder::{
     build, BaseResolver, BuildInfo, BuildOutput, StoreResolver, EMPTY_LAYER_DIFF_ID,
 };
+pub use container::ContainerError;
 pub use error::{Error, ErrorKind, Location, Result};
 pub use event::{Event, EventSink, StepId, Stream};
 pub use explain::{Change, Explanation};
