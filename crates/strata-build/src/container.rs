@@ -563,14 +563,15 @@ mod tests {
         };
         let spec = process_spec(&config, &v, rootfs(), &Overrides::default(), |_| None).unwrap();
         assert_eq!(
-            (spec.user.uid, spec.user.gid, spec.user.additional_gids.clone()),
+            (
+                spec.user.uid,
+                spec.user.gid,
+                spec.user.additional_gids.clone()
+            ),
             (1000, 1000, vec![50])
         );
         // no PATH in the image: docker's default goes first; HOME from passwd
-        assert_eq!(
-            spec.env,
-            [DEFAULT_PATH_ENV, "A=1", "B=2", "HOME=/home/app"]
-        );
+        assert_eq!(spec.env, [DEFAULT_PATH_ENV, "A=1", "B=2", "HOME=/home/app"]);
         assert_eq!(spec.cwd, "/srv");
         let o = Overrides {
             user: Some("0:staff".into()),
@@ -725,7 +726,9 @@ mod tests {
         let f = Path::new("app.env");
         let got = parse_env_file("# comment\n\nA=1\n  B=two words\nC\nD=\"q\"\n", f).unwrap();
         assert_eq!(got, ["A=1", "B=two words", "C", "D=\"q\""]);
-        let e = parse_env_file("A=1\nBAD KEY=2\n", f).unwrap_err().to_string();
+        let e = parse_env_file("A=1\nBAD KEY=2\n", f)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("app.env:2"), "{e}");
         assert!(parse_env_file("=x\n", f).is_err());
     }

@@ -257,8 +257,9 @@ fn fork_command_and_wait(process: &ProcessPlan, slave: Option<OwnedFd>, err: Bor
         // SAFETY: valid set and storage.
         let sig = unsafe { libc::sigwaitinfo(&all, &mut info) };
         if sig == libc::SIGCHLD {
-            while let Ok(Some((pid, status))) = rustix::process::waitpid(None, WaitOptions::NOHANG)
-            {
+            // Any child (-1): the command may lead a session of its own
+            // (a terminal's), out of our process group.
+            while let Ok(Some((pid, status))) = rustix::process::wait(WaitOptions::NOHANG) {
                 if pid.as_raw_nonzero().get() == child {
                     let code = if let Some(code) = status.exit_status() {
                         code
@@ -344,9 +345,8 @@ impl StdioPlan {
             }
             Stdio::Fds(f) => {
                 for (i, fd) in [&f.stdin, &f.stdout, &f.stderr].into_iter().enumerate() {
-                    let fd = rustix::io::fcntl_dupfd_cloexec(fd.as_fd(), 10).map_err(|e| {
-                        SandboxError::io("cannot duplicate a descriptor", e.into())
-                    })?;
+                    let fd = rustix::io::fcntl_dupfd_cloexec(fd.as_fd(), 10)
+                        .map_err(|e| SandboxError::io("cannot duplicate a descriptor", e.into()))?;
                     p.fds[i] = Some(p.keep.len());
                     p.keep.push(fd);
                 }
@@ -625,7 +625,10 @@ fn exec_builtin(target: &ExecTarget, spec: &ExecSpec) -> Result<Box<dyn Started>
         }
         fork_command_and_wait(&process, slave, err);
     }
-    let Some(pid) = (pid > 0).then(|| Pid::from_raw(pid as libc::pid_t)).flatten() else {
+    let Some(pid) = (pid > 0)
+        .then(|| Pid::from_raw(pid as libc::pid_t))
+        .flatten()
+    else {
         return Err(SandboxError::Spawn {
             program: "exec".into(),
             source: std::io::Error::last_os_error(),

@@ -50,8 +50,8 @@ mod fsutil;
 mod interrupt;
 mod oci;
 mod plan;
-mod pump;
 pub mod pty;
+mod pump;
 mod seccomp;
 mod spec;
 mod started;
@@ -73,8 +73,8 @@ pub use seccomp::{
     LinuxSyscall, Op as SeccompOp, Seccomp, SeccompError, SeccompProfile, SyscallRule,
 };
 pub use spec::{
-    Capture, ConsoleSize, ExitStatus, Isolation, Mount, MountKind, Network, RootFs, RunSpec,
-    Stdio, StdioFds, Stream, User, DEFAULT_PATH_ENV,
+    Capture, ConsoleSize, ExitStatus, Isolation, Mount, MountKind, Network, RootFs, RunSpec, Stdio,
+    StdioFds, Stream, User, DEFAULT_PATH_ENV,
 };
 pub use started::{ExecSpec, ExecTarget, Started};
 pub use stubs::is_whiteout;
@@ -117,10 +117,7 @@ pub const RUNTIMES: &[&str] = &["crun", "runc"];
 /// runtime binary with the same state, or the built-in executor (keeping
 /// scratch files under `state_dir`).
 pub fn executor_for(target: &ExecTarget, state_dir: impl AsRef<Path>) -> Box<dyn Executor> {
-    let state_dir = target
-        .runtime_root
-        .as_deref()
-        .unwrap_or(state_dir.as_ref());
+    let state_dir = target.runtime_root.as_deref().unwrap_or(state_dir.as_ref());
     match &target.runtime {
         Some(rt) => Box::new(OciExecutor::new(rt, state_dir)),
         None => Box::new(BuiltinExecutor::new(state_dir)),

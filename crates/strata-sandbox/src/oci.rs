@@ -516,10 +516,12 @@ impl Executor for OciExecutor {
         };
         let program = spec.args.first().map_or("", String::as_str);
         if !status.success() {
-            let e = self.failure(&b.log, program).unwrap_or(SandboxError::Runtime {
-                runtime: self.name.clone(),
-                message: format!("exited with {status}"),
-            });
+            let e = self
+                .failure(&b.log, program)
+                .unwrap_or(SandboxError::Runtime {
+                    runtime: self.name.clone(),
+                    message: format!("exited with {status}"),
+                });
             cleanup(&b);
             return Err(e);
         }
@@ -536,13 +538,13 @@ impl Executor for OciExecutor {
         };
         let console = match listener {
             Some(l) => {
-                let received = l
-                    .set_nonblocking(true)
-                    .and_then(|()| l.accept())
-                    .and_then(|(conn, _)| {
-                        conn.set_nonblocking(false)?;
-                        crate::pty::recv_fd(conn.as_fd())
-                    });
+                let received =
+                    l.set_nonblocking(true)
+                        .and_then(|()| l.accept())
+                        .and_then(|(conn, _)| {
+                            conn.set_nonblocking(false)?;
+                            crate::pty::recv_fd(conn.as_fd())
+                        });
                 match received {
                     Ok(Some(fd)) => Some(fd),
                     Ok(None) | Err(_) => {
@@ -668,7 +670,10 @@ fn wait_any(pid: Pid) -> ExitStatus {
     }
     if let Ok(fd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
         loop {
-            let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+            let mut fds = [rustix::event::PollFd::new(
+                &fd,
+                rustix::event::PollFlags::IN,
+            )];
             match rustix::event::poll(&mut fds, None) {
                 Err(rustix::io::Errno::INTR) => {}
                 _ => break,

@@ -24,7 +24,8 @@ use crate::spec::ConsoleSize;
 /// slave), both close-on-exec. Only system calls, no allocation: safe in a
 /// forked child.
 pub(crate) fn open_console(size: Option<ConsoleSize>) -> Result<(OwnedFd, OwnedFd), Errno> {
-    let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    let master =
+        rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
     rustix::pty::unlockpt(&master)?;
     if let Some(s) = size {
         set_size(master.as_fd(), s)?;
@@ -56,7 +57,12 @@ pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> Result<(), Errno> {
     if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
         return Err(Errno::NOBUFS);
     }
-    rustix::net::sendmsg(sock, &[IoSlice::new(b"c")], &mut control, SendFlags::NOSIGNAL)?;
+    rustix::net::sendmsg(
+        sock,
+        &[IoSlice::new(b"c")],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )?;
     Ok(())
 }
 
@@ -235,12 +241,18 @@ mod tests {
     #[test]
     fn console_relays_and_sizes() {
         // The host's own /dev/ptmx: a pty pair like the one a container gets.
-        let Ok((master, slave)) = open_console(Some(ConsoleSize { rows: 30, cols: 100 })) else {
+        let Ok((master, slave)) = open_console(Some(ConsoleSize {
+            rows: 30,
+            cols: 100,
+        })) else {
             return; // no /dev/ptmx (a minimal build environment)
         };
         assert_eq!(
             console_size(slave.as_fd()).unwrap(),
-            ConsoleSize { rows: 30, cols: 100 }
+            ConsoleSize {
+                rows: 30,
+                cols: 100
+            }
         );
         set_console_size(master.as_fd(), ConsoleSize { rows: 5, cols: 6 }).unwrap();
         assert_eq!(console_size(slave.as_fd()).unwrap().cols, 6);

@@ -303,9 +303,7 @@ fn parse_record(line: &[u8]) -> Option<(Stream, Vec<u8>)> {
 
 /// `2006-01-02T15:04:05.999999999Z` in UTC.
 fn rfc3339_nanos(t: std::time::SystemTime) -> String {
-    let d = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
     // Howard Hinnant's civil_from_days.
@@ -529,7 +527,15 @@ mod tests {
         let p = PortMap::parse("127.0.0.1:9000:90/tcp").unwrap();
         assert_eq!(p.to_string(), "127.0.0.1:9000->90/tcp");
         assert_eq!(PortMap::parse("80").unwrap().host_port, 0);
-        for bad in ["", "a:80", "80:0", "1.2.3:80:80", "53:53/udp", "1:2:3:4", "70000:80"] {
+        for bad in [
+            "",
+            "a:80",
+            "80:0",
+            "1.2.3:80:80",
+            "53:53/udp",
+            "1:2:3:4",
+            "70000:80",
+        ] {
             assert!(PortMap::parse(bad).is_err(), "{bad}");
         }
     }

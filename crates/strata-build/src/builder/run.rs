@@ -518,7 +518,8 @@ impl Shared<'_> {
             id.step,
             started.as_nanos()
         );
-        let rootfs = crate::container::prepare_rootfs(&self.snap, &active, &st.layers, self.overlay)?;
+        let rootfs =
+            crate::container::prepare_rootfs(&self.snap, &active, &st.layers, self.overlay)?;
         let guard = ActiveSnapshot {
             snap: &self.snap,
             key: active.clone(),

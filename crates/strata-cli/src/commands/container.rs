@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use strata_sandbox::supervise::{ContainerDir, LogReader, PortMap, State, Status};
 use strata_sandbox::{ConsoleSize, Mount, Network, RootFs, Stream, User};
 
-use crate::cli::{ContainerPruneArgs, ExecArgs, KillArgs, ListFormat, LogsArgs, PsArgs, RmArgs, StopArgs};
+use crate::cli::{
+    ContainerPruneArgs, ExecArgs, KillArgs, ListFormat, LogsArgs, PsArgs, RmArgs, StopArgs,
+};
 use crate::settings::Settings;
 
 use super::{open_store, CmdResult};
@@ -102,7 +104,12 @@ pub(crate) fn list(root: &Path) -> anyhow::Result<Vec<Found>> {
         };
         out.push(Found { dir, record });
     }
-    out.sort_by(|a, b| b.record.created.cmp(&a.record.created).then(a.record.id.cmp(&b.record.id)));
+    out.sort_by(|a, b| {
+        b.record
+            .created
+            .cmp(&a.record.created)
+            .then(a.record.id.cmp(&b.record.id))
+    });
     Ok(out)
 }
 
@@ -150,7 +157,10 @@ fn ago(secs: i64) -> String {
 fn status_text(state: &State) -> String {
     match state.status {
         Status::Created => "Created".to_owned(),
-        Status::Running => format!("Up {}", ago(state.started.unwrap_or_else(strata_sandbox::supervise::now))),
+        Status::Running => format!(
+            "Up {}",
+            ago(state.started.unwrap_or_else(strata_sandbox::supervise::now))
+        ),
         Status::Exited => {
             let code = state
                 .exit_code
@@ -387,7 +397,11 @@ pub fn stop(args: StopArgs, s: &Settings) -> CmdResult {
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub fn kill(args: KillArgs, s: &Settings) -> CmdResult {
@@ -409,7 +423,11 @@ pub fn kill(args: KillArgs, s: &Settings) -> CmdResult {
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Removes a container that does not run: its writable layer, the content
@@ -459,7 +477,11 @@ pub fn rm(args: RmArgs, s: &Settings) -> CmdResult {
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub fn prune(_args: ContainerPruneArgs, s: &Settings) -> CmdResult {
@@ -492,7 +514,11 @@ pub fn exec(args: ExecArgs, s: &Settings) -> CmdResult {
 fn exec_inner(args: ExecArgs, s: &Settings) -> CmdResult {
     let f = find(&s.root, &args.container)?;
     let state = f.state();
-    let Some(target) = state.target.clone().filter(|_| state.status == Status::Running) else {
+    let Some(target) = state
+        .target
+        .clone()
+        .filter(|_| state.status == Status::Running)
+    else {
         bail!("container {} is not running", args.container);
     };
     let user = match &args.user {

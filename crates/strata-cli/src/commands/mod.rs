@@ -74,7 +74,7 @@ const NEVER_SUGGESTED: &[&str] = &["rm", "rmi", "prune", "kill", "stop", "logout
 
 /// clap's message for an unknown subcommand, with its "a similar
 /// subcommand exists" tip kept only for a one-letter typo (a wrong,
-/// missing, extra or swapped letter) of a verb that is not in
+/// missing, extra or swapped letter, the first one right) of a verb that is not in
 /// [`NEVER_SUGGESTED`]: `rm` never becomes `rmi`, `ps` never `push`,
 /// `system` never `store`.
 fn unknown_command(e: &clap::Error) -> String {
@@ -88,12 +88,16 @@ fn unknown_command(e: &clap::Error) -> String {
         _ => Vec::new(),
     }
     .into_iter()
-    .find(|c| !NEVER_SUGGESTED.contains(&c.as_str()) && typo_distance(&typed, c) <= 1);
+    .find(|c| {
+        !NEVER_SUGGESTED.contains(&c.as_str())
+            && typo_distance(&typed, c) <= 1
+            && c.chars().next() == typed.chars().next()
+    });
     let text = e.render().to_string();
     let mut out = String::new();
     let mut skip_blank = false;
     for line in text.lines() {
-        if line.contains("tip: a similar subcommand exists")
+        if line.contains("tip:") && line.contains("similar subcommand")
             || line.contains("tip: to pass") && line.contains("as a value")
         {
             skip_blank = true;
@@ -131,7 +135,9 @@ fn typo_distance(a: &str, b: &str) -> usize {
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 v = v.min(d[i - 2][j - 2] + 1);
             }
@@ -228,12 +234,18 @@ mod tests {
         // unrelated or dangerous: no suggestion at all
         for typed in ["system", "rmx", "prun", "killl", "stp", "volume"] {
             let m = message(&["strata", typed]);
-            assert!(m.contains(&format!("unrecognized subcommand '{typed}'")), "{m}");
+            assert!(
+                m.contains(&format!("unrecognized subcommand '{typed}'")),
+                "{m}"
+            );
             assert!(!m.contains("tip:"), "{typed}: {m}");
         }
         // a one-letter typo of a harmless verb
         let m = message(&["strata", "biuld"]);
-        assert!(m.contains("tip: a similar subcommand exists: 'build'"), "{m}");
+        assert!(
+            m.contains("tip: a similar subcommand exists: 'build'"),
+            "{m}"
+        );
         let m = message(&["strata", "imagse"]);
         assert!(m.contains("'images'"), "{m}");
         assert!(m.contains("Usage: strata"), "{m}");

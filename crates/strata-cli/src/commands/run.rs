@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use anyhow::{bail, Context as _};
 use strata_build::container::{
-    find_init, parse_env_file, parse_mount, parse_volume, prepare_rootfs, process_spec,
-    with_init, Overrides,
+    find_init, parse_env_file, parse_mount, parse_volume, prepare_rootfs, process_spec, with_init,
+    Overrides,
 };
 use strata_build::{MergedView, SnapshotMode};
 use strata_layer::Snapshotter;
@@ -65,8 +65,7 @@ fn docker_code(err: &anyhow::Error) -> u8 {
 }
 
 fn exec_code(source: &std::io::Error) -> u8 {
-    if source.kind() == std::io::ErrorKind::NotFound
-        || source.raw_os_error() == Some(libc::ENOTDIR)
+    if source.kind() == std::io::ErrorKind::NotFound || source.raw_os_error() == Some(libc::ENOTDIR)
     {
         127
     } else {
@@ -113,7 +112,7 @@ fn new_name(id: &str) -> String {
         "knuth", "lovelace", "meitner", "noether", "pascal", "ritchie", "shannon", "thompson",
         "volta", "wozniak", "yalow",
     ];
-    let n = u64::from_str_radix(&id[..12], 16).unwrap_or(0);
+    let n = u64::from_str_radix(&id[..id.len().min(12)], 16).unwrap_or(0);
     format!(
         "{}_{}",
         ADJ[(n % ADJ.len() as u64) as usize],
@@ -196,6 +195,10 @@ fn run_inner(args: RunArgs, s: &Settings) -> CmdResult {
         }
     })?;
     let id = new_id();
+    let taken: std::collections::BTreeMap<String, String> = super::container::list(&s.root)?
+        .into_iter()
+        .map(|f| (f.record.name, f.record.id))
+        .collect();
     let name = match &args.name {
         Some(n) => {
             if !valid_name(n) {
@@ -203,22 +206,22 @@ fn run_inner(args: RunArgs, s: &Settings) -> CmdResult {
                     "invalid container name {n:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
                 )));
             }
+            if let Some(other) = taken.get(n) {
+                return Err(crate::render::hinted(
+                    format!(
+                        "the container name {n:?} is already in use by container {}",
+                        &other[..12]
+                    ),
+                    "remove that container (`strata rm`) or choose another --name",
+                ));
+            }
             n.clone()
         }
-        None => new_name(&id),
+        None => (0..8)
+            .map(|i| new_name(&id[i * 8..]))
+            .find(|n| !taken.contains_key(n))
+            .unwrap_or_else(|| format!("strata_{}", &id[..12])),
     };
-    if let Some(other) = super::container::list(&s.root)?
-        .into_iter()
-        .find(|f| f.record.name == name)
-    {
-        return Err(crate::render::hinted(
-            format!(
-                "the container name {name:?} is already in use by container {}",
-                &other.record.id[..12]
-            ),
-            "remove that container (`strata rm`) or choose another --name",
-        ));
-    }
 
     let snap = Snapshotter::new(&store)?;
     let mut lease = store.lease("run")?;
@@ -362,12 +365,18 @@ fn attach(record: &Record, dir: &ContainerDir, args: &RunArgs, s: &Settings) -> 
             Ok(())
         });
     }
-    let raw = if args.tty && args.interactive && attached && rustix::termios::isatty(rustix::stdio::stdin()) {
+    let raw = if args.tty
+        && args.interactive
+        && attached
+        && rustix::termios::isatty(rustix::stdio::stdin())
+    {
         Some(strata_sandbox::pty::RawMode::enable(rustix::stdio::stdin())?)
     } else {
         None
     };
-    let mut child = cmd.spawn().context("cannot start the container's supervisor")?;
+    let mut child = cmd
+        .spawn()
+        .context("cannot start the container's supervisor")?;
     drop(status_w);
     // The first process forks the supervisor and exits at once.
     let _ = child.wait();
@@ -392,7 +401,9 @@ fn attach(record: &Record, dir: &ContainerDir, args: &RunArgs, s: &Settings) -> 
             "error" => {
                 let v: serde_json::Value = serde_json::from_str(rest).unwrap_or_default();
                 let code = v["code"].as_u64().unwrap_or(125).clamp(1, 255) as u8;
-                let report = v["report"].as_str().unwrap_or("the container could not start");
+                let report = v["report"]
+                    .as_str()
+                    .unwrap_or("the container could not start");
                 drop(raw);
                 eprint!("{report}");
                 return Ok(ExitCode::from(code));
@@ -421,7 +432,10 @@ fn attach(record: &Record, dir: &ContainerDir, args: &RunArgs, s: &Settings) -> 
                 Some(code) => Ok(ExitCode::from(code.clamp(0, 255) as u8)),
                 None => Err(crate::render::hinted(
                     "the container's supervisor went away; the container's exit status is unknown",
-                    format!("`strata ps -a` and `strata logs {}` show what is known", &record.id[..12]),
+                    format!(
+                        "`strata ps -a` and `strata logs {}` show what is known",
+                        &record.id[..12]
+                    ),
                 )),
             }
         }

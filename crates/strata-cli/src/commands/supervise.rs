@@ -84,21 +84,42 @@ pub fn supervise(a: SuperviseArgs, s: &Settings) -> CmdResult {
             return Ok(ExitCode::from(125));
         }
     };
-    let code = supervise_container(&dir, &record, &a, s, &mut report);
+    let outcome = supervise_container(&dir, &record, &a, s, &mut report);
+    let code = match &outcome {
+        Ok(code) => *code,
+        Err((code, e)) => {
+            let mut state = State::created();
+            state.status = Status::Exited;
+            state.supervisor = std::process::id() as i32;
+            state.finished = Some(strata_sandbox::supervise::now());
+            state.exit_code = Some(*code as i32);
+            state.error = Some(format!("{e:#}"));
+            let _ = dir.write_state(&state);
+            *code as i32
+        }
+    };
     // Let go of the client's terminal or pipes before cleaning up.
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         for fd in 0..3 {
             // SAFETY: dup2 onto 0-2, which this process owns.
             unsafe { libc::dup2(null.as_raw_fd(), fd) };
         }
     }
-    drop(report);
     if record.auto_remove {
         if let Err(e) = super::container::remove(&s.root, &record, &dir) {
             tracing::warn!("cannot remove container {}: {e:#}", record.id);
         }
     }
     drop(lock);
+    // Last, as docker's client returns once `--rm` removed the container.
+    match &outcome {
+        Ok(code) => report.line(&format!("exit {code}")),
+        Err((code, e)) => report.line(&error_line(*code, e)),
+    }
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
@@ -219,18 +240,8 @@ fn supervise_container(
     a: &SuperviseArgs,
     s: &Settings,
     report: &mut Reporter,
-) -> i32 {
-    let fail = |report: &mut Reporter, code: u8, e: anyhow::Error| -> i32 {
-        let mut state = State::created();
-        state.status = Status::Exited;
-        state.supervisor = std::process::id() as i32;
-        state.finished = Some(strata_sandbox::supervise::now());
-        state.exit_code = Some(code as i32);
-        state.error = Some(format!("{e:#}"));
-        let _ = dir.write_state(&state);
-        report.line(&error_line(code, &e));
-        code as i32
-    };
+) -> Result<i32, (u8, anyhow::Error)> {
+    let fail = |_: &mut Reporter, code: u8, e: anyhow::Error| Err((code, e));
     let mut spec = RunSpec::new(record.rootfs.clone(), record.args.clone());
     spec.env = record.env.clone();
     spec.cwd = record.cwd.clone();
@@ -263,7 +274,13 @@ fn supervise_container(
     }
     let log = match LogWriter::open(&dir.log_path()) {
         Ok(w) => Arc::new(Mutex::new(Some(w))),
-        Err(e) => return fail(report, 125, anyhow::Error::new(e).context("cannot open the log")),
+        Err(e) => {
+            return fail(
+                report,
+                125,
+                anyhow::Error::new(e).context("cannot open the log"),
+            )
+        }
     };
     let mut readers = Vec::new();
     // Held for the container's life: a detached -i container's stdin stays open.
@@ -310,7 +327,11 @@ fn supervise_container(
         Ok(st) => st,
         Err(e) => {
             let code = docker_code(&e);
-            return fail(report, code, anyhow::Error::new(e).context("cannot start the container"));
+            return fail(
+                report,
+                code,
+                anyhow::Error::new(e).context("cannot start the container"),
+            );
         }
     };
     let pid = started.pid();
@@ -359,13 +380,16 @@ fn supervise_container(
         Ok(status) => status.code(),
         Err(e) => {
             let code = docker_code(&e);
-            return fail(report, code, anyhow::Error::new(e).context("the container failed"));
+            return fail(
+                report,
+                code,
+                anyhow::Error::new(e).context("the container failed"),
+            );
         }
     };
     state.status = Status::Exited;
     state.finished = Some(strata_sandbox::supervise::now());
     state.exit_code = Some(code);
     let _ = dir.write_state(&state);
-    report.line(&format!("exit {code}"));
-    code
+    Ok(code)
 }
