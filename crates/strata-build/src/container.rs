@@ -650,6 +650,55 @@ mod tests {
     }
 
     #[test]
+    fn rootfs_from_the_snapshotter_overlay_or_copy() {
+        let t = tempfile::tempdir().unwrap();
+        let store = strata_oci::Store::open(t.path().join("store")).unwrap();
+        let src = t.path().join("src");
+        std::fs::create_dir_all(src.join("etc")).unwrap();
+        std::fs::write(src.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+        let info = strata_layer::write_layer_to_store(
+            &store,
+            strata_layer::LayerSource::Dir(&src),
+            &strata_layer::LayerOptions::new(strata_oci::Compression::Gzip),
+        )
+        .unwrap();
+        let layer = Layer {
+            descriptor: info.descriptor(),
+            diff_id: info.diff_id.clone(),
+        };
+        let snap = Snapshotter::new(&store).unwrap();
+        let layers = std::slice::from_ref(&layer);
+        // overlay: the layer's snapshot below a fresh upper directory
+        match prepare_rootfs(&snap, "c-overlay", layers, true).unwrap() {
+            RootFs::Overlay {
+                lowerdirs,
+                upperdir,
+                workdir,
+            } => {
+                assert_eq!(lowerdirs, [snap.path(&layer.diff_id)]);
+                assert!(upperdir.is_dir() && workdir.is_dir());
+                assert_eq!(upperdir, snap.writable_dir("c-overlay"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // copy: a directory holding the image's files
+        match prepare_rootfs(&snap, "c-copy", layers, false).unwrap() {
+            RootFs::Dir(d) => {
+                assert!(d.join("etc/passwd").is_file());
+                assert_eq!(d, snap.writable_dir("c-copy"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // a key in use fails and leaves the first one alone
+        assert!(prepare_rootfs(&snap, "c-copy", layers, false).is_err());
+        assert!(snap.writable_dir("c-copy").join("etc/passwd").is_file());
+        for k in ["c-overlay", "c-copy"] {
+            snap.remove(k).unwrap();
+            assert!(!snap.writable_dir(k).exists());
+        }
+    }
+
+    #[test]
     fn snapshot_modes() {
         assert_eq!(SnapshotMode::Overlay.resolve(), Ok(true));
         assert_eq!(SnapshotMode::Copy.resolve(), Ok(false));

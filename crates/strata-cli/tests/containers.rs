@@ -112,6 +112,23 @@ fn run_flags_env_files_mounts_and_names() {
         .output()
         .unwrap();
     assert_ne!(code(&out), 0);
+    // -i: the client's stdin reaches the container; without it, /dev/null does.
+    for (flags, want) in [(&["-i"][..], "line\nend\n"), (&[][..], "end\n")] {
+        let mut child = cmd(root)
+            .args(["run", "--rm"])
+            .args(flags)
+            .args(["busybox", "sh", "-c", "cat; echo end"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // Without -i nobody reads it; the client may be gone already.
+        let _ = stdin.write_all(b"line\n");
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{flags:?}");
+    }
     // --rm left nothing: no container, no writable layer.
     assert_eq!(
         ps_names(root, true).lines().count(),
@@ -501,31 +518,41 @@ fn kill_9_of_the_client_leaves_a_findable_container() {
 fn a_dead_supervisor_reads_as_exited() {
     let Some(s) = setup(&[]) else { return };
     let root = &s.root;
-    let id = ok(
-        root,
-        &[
-            "run",
-            "-d",
-            "--isolation",
-            "builtin",
-            "busybox",
-            "sleep",
-            "300",
-        ],
-    );
-    let id = id.trim();
-    let state: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(root.join("containers").join(id).join("state.json")).unwrap(),
-    )
-    .unwrap();
-    let sup = state["supervisor"].as_i64().unwrap() as i32;
-    // SAFETY: kill(2) of the supervisor this test started through strata.
-    unsafe { libc::kill(sup, libc::SIGKILL) };
-    wait_for("the supervisor to die", || {
-        ps_names(root, true).contains("Exited (unknown)")
-    });
-    assert!(!ps_names(root, false).contains(&id[..12]));
-    ok(root, &["rm", &id[..12]]);
+    for isolation in ["builtin", "auto"] {
+        let id = ok(
+            root,
+            &[
+                "run",
+                "-d",
+                "--isolation",
+                isolation,
+                "busybox",
+                "sleep",
+                "300",
+            ],
+        );
+        let id = id.trim();
+        let state: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(root.join("containers").join(id).join("state.json")).unwrap(),
+        )
+        .unwrap();
+        let sup = state["supervisor"].as_i64().unwrap() as i32;
+        let pid = state["target"]["pid"].as_i64().unwrap() as i32;
+        // SAFETY: kill(2) of the supervisor this test started through strata.
+        unsafe { libc::kill(sup, libc::SIGKILL) };
+        wait_for("the supervisor to die", || {
+            ps_names(root, true).contains("Exited (unknown)")
+        });
+        assert!(!ps_names(root, false).contains(&id[..12]));
+        // rm makes sure nothing of it runs any more (an OCI runtime's
+        // container outlives its supervisor until then).
+        ok(root, &["rm", &id[..12]]);
+        wait_for("the container's process to end", || {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .map_or(true, |c| !c.contains("sleep"))
+        });
+        assert!(!ps_names(root, true).contains(&id[..12]));
+    }
 }
 
 #[test]

@@ -95,8 +95,9 @@ pub trait Executor: Send + Sync {
     /// cannot be executed is a [`SandboxError::Exec`] here), leaving it
     /// running: the [`Started`] handle has its pid, its terminal
     /// ([`RunSpec::terminal`]) and waits for it. Signals are not forwarded:
-    /// the caller decides. With [`Stdio::Capture`] the output is captured
-    /// as with `run`.
+    /// the caller decides. Output goes where [`RunSpec::stdio`] says;
+    /// [`Stdio::Capture`] only with the built-in executor (give an OCI
+    /// runtime descriptors, [`Stdio::Fds`]).
     fn start(&self, spec: &RunSpec) -> Result<Box<dyn Started>, SandboxError>;
 
     /// Starts another process in the running container `target` (`docker
@@ -143,6 +144,19 @@ pub fn pick(
             Some(e) => Box::new(e),
             None => Box::new(BuiltinExecutor::new(state_dir)),
         }),
+    }
+}
+
+/// Makes sure nothing of the container `target` runs any more: for an OCI
+/// runtime, `delete --force` of its container (which kills what is left, as
+/// after a supervisor that died with its container running); the built-in
+/// executor's containers die with the process that started them.
+pub fn force_remove(target: &ExecTarget) {
+    if let (Some(rt), Some(root)) = (&target.runtime, &target.runtime_root) {
+        if target.id.is_empty() {
+            return;
+        }
+        OciExecutor::new(rt, root).force_delete(&target.id);
     }
 }
 

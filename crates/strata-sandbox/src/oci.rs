@@ -89,6 +89,11 @@ impl OciExecutor {
         c
     }
 
+    /// `delete --force ID`, quietly.
+    pub(crate) fn force_delete(&self, id: &str) {
+        self.quiet(&["delete", "-f", id]);
+    }
+
     fn quiet(&self, args: &[&str]) {
         let _ = self
             .command()
@@ -461,9 +466,14 @@ impl Executor for OciExecutor {
         let mut b = self.bundle(spec)?;
         let id = b.id.clone();
         let pid_file = b.dir.path().join("container.pid");
+        // `create` then `start`, as conmon drives a runtime: the container's
+        // process waits in `create` until `start`, so it only runs once
+        // `create` has exited and the process was reparented to the caller
+        // (a subreaper), which then gets its exit status; with `run
+        // --detach` a quick command could exit, and be reaped, while still
+        // the runtime's child.
         let mut cmd = self.logged(&b.log);
-        cmd.arg("run")
-            .arg("--detach")
+        cmd.arg("create")
             .arg("--pid-file")
             .arg(&pid_file)
             .arg("--bundle")
@@ -515,15 +525,37 @@ impl Executor for OciExecutor {
             }
         };
         let program = spec.args.first().map_or("", String::as_str);
-        if !status.success() {
-            let e = self
-                .failure(&b.log, program)
-                .unwrap_or(SandboxError::Runtime {
-                    runtime: self.name.clone(),
-                    message: format!("exited with {status}"),
-                });
-            cleanup(&b);
-            return Err(e);
+        let status = if status.success() {
+            self.logged(&b.log)
+                .arg("start")
+                .arg(&id)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .map_err(|e| SandboxError::Spawn {
+                    program: self.runtime.display().to_string(),
+                    source: e,
+                })
+        } else {
+            Ok(status)
+        };
+        match status {
+            Ok(status) if status.success() => {}
+            Ok(status) => {
+                let e = self
+                    .failure(&b.log, program)
+                    .unwrap_or(SandboxError::Runtime {
+                        runtime: self.name.clone(),
+                        message: format!("exited with {status}"),
+                    });
+                cleanup(&b);
+                return Err(e);
+            }
+            Err(e) => {
+                cleanup(&b);
+                return Err(e);
+            }
         }
         let pid = std::fs::read_to_string(&pid_file)
             .ok()

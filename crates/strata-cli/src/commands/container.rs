@@ -141,7 +141,7 @@ fn short(id: &str) -> &str {
 
 fn ago(secs: i64) -> String {
     let d = (strata_sandbox::supervise::now() - secs).max(0);
-    let s = match d {
+    match d {
         0 => "Less than a second".to_owned(),
         1..=59 => format!("{d} seconds"),
         60..=119 => "About a minute".to_owned(),
@@ -149,8 +149,7 @@ fn ago(secs: i64) -> String {
         3600..=7199 => "About an hour".to_owned(),
         7200..=172_799 => format!("{} hours", d / 3600),
         _ => format!("{} days", d / 86400),
-    };
-    s
+    }
 }
 
 /// docker's STATUS column.
@@ -433,6 +432,12 @@ pub fn kill(args: KillArgs, s: &Settings) -> CmdResult {
 /// Removes a container that does not run: its writable layer, the content
 /// it kept, its state directory.
 pub(crate) fn remove(root: &Path, record: &Record, dir: &ContainerDir) -> anyhow::Result<()> {
+    // A supervisor that died may have left its container running.
+    if let Some(state) = dir.state().ok().filter(|s| s.exit_code.is_none()) {
+        if let (Some(t), false) = (&state.target, dir.supervised()) {
+            strata_sandbox::force_remove(t);
+        }
+    }
     let store = strata_oci::Store::open(root)
         .with_context(|| format!("cannot open the store at {}", root.display()))?;
     let snap = strata_layer::Snapshotter::new(&store)?;

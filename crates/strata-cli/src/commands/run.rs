@@ -129,9 +129,6 @@ fn valid_name(name: &str) -> bool {
 }
 
 fn run_inner(args: RunArgs, s: &Settings) -> CmdResult {
-    if args.detach && args.rm && args.interactive && !args.tty {
-        // as docker: fine, nothing to do
-    }
     let cwd = std::env::current_dir().context("cannot read the working directory")?;
     let volumes_dir = s.root.join("volumes");
     let mut env = Vec::new();
