@@ -14,6 +14,13 @@
 //! profile ([`Seccomp`]). The exit status is passed
 //! through (128+N when signal N killed the command).
 //!
+//! [`Executor::run`] runs a command to its end (a build's RUN step);
+//! [`Executor::start`] leaves a container running behind a [`Started`]
+//! handle, with a terminal of its own allocated in the container's devpts
+//! when asked ([`pty`]), and [`Executor::exec`] joins a running one. What
+//! a per-container supervisor needs beside (state directory, log, port
+//! forwarding) is in [`supervise`].
+//!
 //! ```
 //! use strata_sandbox::{container_args, resolve_user_with, Isolation, RootFs, RunSpec, Capture, Stdio};
 //!

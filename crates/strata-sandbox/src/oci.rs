@@ -691,21 +691,29 @@ impl Started for OciStarted {
 
 /// Waits for `pid`: as its parent (a child subreaper inherits a detached
 /// container) with its status, else until it is gone (status unknown: 255).
+/// A subreaper also inherits what the runtime left behind, and reaps it
+/// here: a zombie left in the container's pid namespace would keep the
+/// namespace's pid 1 from ever finishing its exit.
 fn wait_any(pid: Pid) -> ExitStatus {
-    let options = WaitOptions::from_bits_retain(libc::__WALL as u32);
+    let all = WaitOptions::from_bits_retain(libc::__WALL as u32);
+    let subreaper = rustix::process::child_subreaper().is_ok_and(|p| p.is_some());
     loop {
-        match rustix::process::waitpid(Some(pid), options) {
-            Ok(Some((_, status))) => return ExitStatus::from_wait_status(status.as_raw()),
-            Ok(None) | Err(rustix::io::Errno::INTR) => {}
+        let r = if subreaper {
+            rustix::process::wait(all)
+        } else {
+            rustix::process::waitpid(Some(pid), all)
+        };
+        match r {
+            Ok(Some((p, status))) if p == pid => {
+                return ExitStatus::from_wait_status(status.as_raw())
+            }
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(_) => break,
         }
     }
     if let Ok(fd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
         loop {
-            let mut fds = [rustix::event::PollFd::new(
-                &fd,
-                rustix::event::PollFlags::IN,
-            )];
+            let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
             match rustix::event::poll(&mut fds, None) {
                 Err(rustix::io::Errno::INTR) => {}
                 _ => break,
