@@ -305,8 +305,14 @@ pub struct RunArgs {
     pub read_only: bool,
     /// Security options: seccomp=unconfined | seccomp=FILE (a profile in
     /// docker's JSON format) [default: docker's seccomp profile]
-    #[arg(long = "security-opt", value_name = "OPT")]
+    #[arg(long = "security-opt", value_name = "OPT", value_parser = checked_security_opt)]
     pub security_opt: Vec<String>,
+}
+
+/// A `--security-opt` value checked as [`parse_security_opt`] does, kept as
+/// written (a container's record keeps it for its supervisor).
+fn checked_security_opt(s: &str) -> Result<String, String> {
+    parse_security_opt(s).map(|_| s.to_owned())
 }
 
 #[derive(Debug, Args)]

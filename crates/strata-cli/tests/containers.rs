@@ -129,6 +129,28 @@ fn run_flags_env_files_mounts_and_names() {
         let out = child.wait_with_output().unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{flags:?}");
     }
+    // --network none: loopback only; the default is the host's network.
+    let ifaces = |net: &[&str]| {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(net);
+        args.extend([
+            "busybox",
+            "sh",
+            "-c",
+            "tail -n +3 /proc/net/dev | cut -d: -f1",
+        ]);
+        ok(root, &args)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ifaces(&["--network", "none"]), ["lo"]);
+    let host = ifaces(&[]);
+    let host_now = std::fs::read_to_string("/proc/net/dev").unwrap();
+    assert!(
+        host.iter().all(|i| host_now.contains(&format!("{i}:"))),
+        "{host:?}"
+    );
     // --rm left nothing: no container, no writable layer.
     assert_eq!(
         ps_names(root, true).lines().count(),
@@ -409,6 +431,24 @@ fn lifecycle(root: &Path, isolation: &str) {
     );
     assert_eq!(code(&out), 5);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    // -u resolves through the image's /etc/passwd; -e and -w apply.
+    let out = ok(
+        root,
+        &[
+            "exec",
+            "-u",
+            "app",
+            "-e",
+            "X=1",
+            "-w",
+            "/tmp",
+            &name,
+            "sh",
+            "-c",
+            "id -u; echo $X; pwd",
+        ],
+    );
+    assert_eq!(out, "1000\n1\n/tmp\n");
     let out = run(root, &["exec", &name, "no-such-command"]);
     assert_eq!(code(&out), 127, "{}", stderr(&out));
     // stop: sleep as pid 1 ignores SIGTERM, so it is killed after the grace time.

@@ -713,7 +713,10 @@ fn wait_any(pid: Pid) -> ExitStatus {
     }
     if let Ok(fd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
         loop {
-            let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+            let mut fds = [rustix::event::PollFd::new(
+                &fd,
+                rustix::event::PollFlags::IN,
+            )];
             match rustix::event::poll(&mut fds, None) {
                 Err(rustix::io::Errno::INTR) => {}
                 _ => break,
