@@ -58,6 +58,8 @@ pub fn supervise(a: SuperviseArgs, s: &Settings) -> CmdResult {
         _ => unsafe { libc::_exit(0) },
     }
     let _ = rustix::process::setsid();
+    // Keep no directory of the client's busy (every path in the record is absolute).
+    let _ = std::env::set_current_dir("/");
     // SAFETY: the client put the write end of its status pipe at this
     // descriptor for us; nothing else owns it.
     let file = a
