@@ -31,6 +31,23 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Removes every container of the store when dropped, so a failing test
+/// leaves no container running behind it.
+struct Cleanup(std::path::PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let Ok(out) = cmd(&self.0).args(["ps", "-a", "--ids"]).output() else {
+            return;
+        };
+        let ids = String::from_utf8_lossy(&out.stdout).into_owned();
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let _ = cmd(&self.0).args(["rm", "-f"]).args(&ids).output();
+        }
+    }
+}
+
 fn code(out: &std::process::Output) -> i32 {
     out.status.code().unwrap_or(-1)
 }
@@ -167,6 +184,7 @@ fn run_flags_env_files_mounts_and_names() {
 #[test]
 fn exit_codes_are_dockers() {
     let Some(s) = setup(&[]) else { return };
+    let _cleanup = Cleanup(s.root.clone());
     let root = &s.root;
     let out = run(root, &["run", "--rm", "busybox", "sh", "-c", "exit 3"]);
     assert_eq!(code(&out), 3);
@@ -371,6 +389,7 @@ fn tty_session(root: &Path, isolation: &str) {
 #[test]
 fn run_it_gives_a_real_terminal() {
     let Some(s) = setup(&[]) else { return };
+    let _cleanup = Cleanup(s.root.clone());
     if !strata_testkit::require_tool("crun") && !strata_testkit::require_tool("runc") {
         tty_session(&s.root, "builtin");
         return;
@@ -471,6 +490,7 @@ fn lifecycle(root: &Path, isolation: &str) {
 #[test]
 fn detached_containers_live_their_lifecycle() {
     let Some(s) = setup(&[]) else { return };
+    let _cleanup = Cleanup(s.root.clone());
     let root = &s.root;
     lifecycle(root, "auto");
     lifecycle(root, "builtin");
@@ -515,6 +535,7 @@ fn detached_containers_live_their_lifecycle() {
 #[test]
 fn kill_9_of_the_client_leaves_a_findable_container() {
     let Some(s) = setup(&[]) else { return };
+    let _cleanup = Cleanup(s.root.clone());
     let root = &s.root;
     let mut client = cmd(root)
         .args([
@@ -557,6 +578,7 @@ fn kill_9_of_the_client_leaves_a_findable_container() {
 #[test]
 fn a_dead_supervisor_reads_as_exited() {
     let Some(s) = setup(&[]) else { return };
+    let _cleanup = Cleanup(s.root.clone());
     let root = &s.root;
     for isolation in ["builtin", "auto"] {
         let id = ok(
@@ -600,6 +622,7 @@ fn published_ports_reach_a_server_inside() {
     let Some(s) = setup(&[("www/index.html", "hello from the container\n")]) else {
         return;
     };
+    let _cleanup = Cleanup(s.root.clone());
     let root = &s.root;
     let port = free_port();
     let www = s.ctx.join("www");
@@ -662,6 +685,7 @@ fn sleeps(root: &Path, name: &str) -> usize {
 #[test]
 fn init_reaps_zombies() {
     let Some(s) = setup(&[]) else { return };
+    let _cleanup = Cleanup(s.root.clone());
     if !strata_testkit::require_tool("tini-static") {
         return;
     }
@@ -699,6 +723,7 @@ fn init_reaps_zombies() {
 #[test]
 fn exec_it_gives_a_terminal() {
     let Some(s) = setup(&[]) else { return };
+    let _cleanup = Cleanup(s.root.clone());
     let root = &s.root;
     for isolation in ["auto", "builtin"] {
         let name = format!("sh-{isolation}");
