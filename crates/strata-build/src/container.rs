@@ -477,9 +477,18 @@ pub fn find_init() -> Option<PathBuf> {
 
 /// Makes `init` (a static binary on the host, see [`find_init`]) pid 1 of
 /// the container: bound read-only at [`INIT_PATH`], the command after `--`.
+/// tini also registers as a subreaper (`-s`), so it reaps orphans even
+/// where it is not pid 1 (under the built-in executor's own pid 1).
 pub fn with_init(spec: &mut RunSpec, init: &Path) {
     spec.mounts.push(Mount::bind(init, INIT_PATH, true));
-    let mut args = vec![INIT_PATH.to_owned(), "--".to_owned()];
+    let mut args = vec![INIT_PATH.to_owned()];
+    if init
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("tini"))
+    {
+        args.push("-s".to_owned());
+    }
+    args.push("--".to_owned());
     args.append(&mut spec.args);
     spec.args = args;
 }
@@ -786,10 +795,13 @@ mod tests {
     fn init_goes_first() {
         let mut spec = RunSpec::new(rootfs(), s(&["sh", "-c", "true"]));
         with_init(&mut spec, Path::new("/usr/bin/tini-static"));
-        assert_eq!(spec.args, [INIT_PATH, "--", "sh", "-c", "true"]);
+        assert_eq!(spec.args, [INIT_PATH, "-s", "--", "sh", "-c", "true"]);
         assert_eq!(
             spec.mounts,
             [Mount::bind("/usr/bin/tini-static", INIT_PATH, true)]
         );
+        let mut spec = RunSpec::new(rootfs(), s(&["true"]));
+        with_init(&mut spec, Path::new("/usr/libexec/podman/catatonit"));
+        assert_eq!(spec.args, [INIT_PATH, "--", "true"]);
     }
 }

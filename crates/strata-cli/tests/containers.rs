@@ -208,6 +208,27 @@ fn exit_codes_are_dockers() {
         ],
     );
     assert_eq!(code(&out), 125, "{}", stderr(&out));
+    // A published port that is taken: the container does not start.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = run(
+        root,
+        &[
+            "run",
+            "--rm",
+            "-p",
+            &format!("127.0.0.1:{port}:80"),
+            "busybox",
+            "true",
+        ],
+    );
+    assert_eq!(code(&out), 125, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot publish port"),
+        "{}",
+        stderr(&out)
+    );
+    drop(taken);
     let out = run(root, &["run", "--rm", "busybox", "no-such-command"]);
     assert_eq!(code(&out), 127, "{}", stderr(&out));
     let out = run(root, &["run", "--rm", "busybox", "/etc/passwd"]);
