@@ -256,7 +256,12 @@ fn exit_codes_are_dockers() {
 #[test]
 fn unknown_commands_get_no_dangerous_suggestions() {
     let dir = tempfile::tempdir().unwrap();
-    for (typed, bad) in [("system", "store"), ("rmx", "rmi"), ("pus", "")] {
+    for (typed, bad) in [
+        ("volume", ""),
+        ("stpo", "stop"),
+        ("rmx", "rmi"),
+        ("prun", "run"),
+    ] {
         let out = run(dir.path(), &[typed]);
         assert_eq!(code(&out), 2);
         let e = stderr(&out);
@@ -265,7 +270,10 @@ fn unknown_commands_get_no_dangerous_suggestions() {
             "{e}"
         );
         if !bad.is_empty() {
-            assert!(!e.contains(bad), "{typed} suggested {bad}: {e}");
+            assert!(
+                !e.contains(&format!("'{bad}'")),
+                "{typed} suggested {bad}: {e}"
+            );
         }
     }
     // ps and rm are verbs now, not typos of push and rmi.

@@ -232,7 +232,7 @@ mod tests {
     #[test]
     fn suggestions_are_conservative() {
         // unrelated or dangerous: no suggestion at all
-        for typed in ["system", "rmx", "prun", "killl", "stp", "volume"] {
+        for typed in ["network", "rmx", "prun", "killl", "stp", "volume"] {
             let m = message(&["strata", typed]);
             assert!(
                 m.contains(&format!("unrecognized subcommand '{typed}'")),
