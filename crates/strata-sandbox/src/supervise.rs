@@ -11,6 +11,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::FlockOperation;
@@ -103,7 +104,7 @@ impl ContainerDir {
         if let Some(parent) = d.path.parent() {
             fs::create_dir_all(parent)?;
         }
-        fs::create_dir(&d.path)?;
+        fs::DirBuilder::new().mode(0o700).create(&d.path)?;
         d.write_state(&State::created())?;
         Ok(d)
     }
@@ -122,7 +123,13 @@ impl ContainerDir {
             .path
             .join(format!(".{name}.{}.tmp", std::process::id()));
         let result = (|| {
-            let mut f = File::create(&tmp)?;
+            // Private: a container's record holds its environment.
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
             f.write_all(&data)?;
             f.sync_all()?;
             fs::rename(&tmp, self.path.join(name))?;
@@ -466,6 +473,11 @@ mod tests {
         assert_eq!(d.lock().unwrap_err().kind(), io::ErrorKind::WouldBlock);
         drop(lock);
         assert!(!d.supervised());
+        // Private files in a private directory.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(d.path()), 0o700);
+        assert_eq!(mode(&d.path().join(STATE)), 0o600);
         // No temporary file stays behind.
         let names: Vec<String> = fs::read_dir(d.path())
             .unwrap()
