@@ -34,6 +34,9 @@ pub enum ErrorKind {
     /// A user or group name could not be resolved.
     #[error(transparent)]
     User(#[from] strata_sandbox::UserError),
+    /// A container or RUN root filesystem or process could not be made.
+    #[error(transparent)]
+    Container(#[from] crate::container::ContainerError),
     /// A RUN command exited with a non-zero status.
     #[error("process \"{command}\" did not complete successfully: exit code {code}{}", tail_text(.output))]
     RunFailed {

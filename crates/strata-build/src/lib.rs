@@ -21,6 +21,7 @@
 mod bindtree;
 mod builder;
 mod cache;
+pub mod container;
 mod copy;
 mod error;
 mod event;
@@ -36,6 +37,7 @@ pub use builder::{
     build, snapshotter_choice, BaseResolver, BuildInfo, BuildOutput, StoreResolver,
     EMPTY_LAYER_DIFF_ID,
 };
+pub use container::ContainerError;
 pub use error::{Error, ErrorKind, Location, Result};
 pub use event::{Event, EventSink, StepId, Stream};
 pub use explain::{Change, Explanation};

@@ -45,7 +45,25 @@ pub enum Command {
     /// Build an image from a Dockerfile
     Build(Box<BuildArgs>),
     /// Run a command in a new container from an image
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// List containers
+    Ps(PsArgs),
+    /// Show a container's output
+    Logs(LogsArgs),
+    /// Run a command in a running container
+    Exec(ExecArgs),
+    /// Stop running containers (SIGTERM, then SIGKILL after a grace period)
+    Stop(StopArgs),
+    /// Send a signal to running containers
+    Kill(KillArgs),
+    /// Remove containers
+    Rm(RmArgs),
+    /// Manage containers
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    /// A container's supervisor (started by `run`; not for direct use)
+    #[command(name = "container-supervisor", hide = true)]
+    Supervise(SuperviseArgs),
     /// List images in the store
     Images(ImagesArgs),
     /// Show an image's config, manifest and layers as JSON
@@ -278,18 +296,36 @@ pub struct BuildArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: the command's, or 125 when strata itself fails (no such image, bad flags), 126 when the command cannot be executed, 127 when it is not found.\n\nNetworking: the host's network by default; --network none gives the container a loopback interface only. -p HOST:CTR publishes a TCP port: the container gets a network namespace of its own and strata forwards connections from the host port to the container's 127.0.0.1:CTR (a user-space proxy, as rootless podman does). A server must listen on 127.0.0.1 or 0.0.0.0 in the container; UDP is not forwarded."
+)]
 pub struct RunArgs {
     /// Image to run
     pub image: String,
     /// Command and arguments (replace the image's CMD)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
-    /// Remove the container's writable layer when it exits
+    /// Remove the container when it exits
     #[arg(long)]
     pub rm: bool,
+    /// Run in the background and print the container ID
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Keep standard input open (attached to the container's)
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Give the container a pseudo-terminal
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Name of the container
+    #[arg(long)]
+    pub name: Option<String>,
     /// Set an environment variable (K=V, or K to take it from the environment)
     #[arg(short = 'e', long = "env", value_name = "K=V")]
     pub env: Vec<String>,
+    /// Read environment variables from a file (K=V lines)
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
     /// Override the image's ENTRYPOINT
     #[arg(long)]
     pub entrypoint: Option<String>,
@@ -299,26 +335,158 @@ pub struct RunArgs {
     /// User (name|uid[:group|gid])
     #[arg(short = 'u', long = "user")]
     pub user: Option<String>,
-    /// Bind mount a host path (HOST:CTR[:ro])
-    #[arg(short = 'v', long = "volume", value_name = "HOST:CTR")]
+    /// Bind mount a host path or a named volume (SRC:CTR[:ro]; SRC is an absolute or ./relative path, or a volume name)
+    #[arg(short = 'v', long = "volume", value_name = "SRC:CTR")]
     pub volumes: Vec<String>,
-    /// Network
-    #[arg(long, value_enum, default_value = "host")]
-    pub network: NetworkMode,
+    /// Attach a mount: type=bind|volume|tmpfs,source=SRC,target=CTR[,readonly][,tmpfs-size=N]
+    #[arg(long = "mount", value_name = "SPEC")]
+    pub mounts: Vec<String>,
+    /// Run an init (tini) as pid 1 that reaps zombies and forwards signals
+    #[arg(long)]
+    pub init: bool,
+    /// Publish a container's TCP port to the host ([IP:]HOST:CTR)
+    #[arg(short = 'p', long = "publish", value_name = "HOST:CTR")]
+    pub publish: Vec<String>,
+    /// Network: host (default) or none
+    #[arg(long, value_enum)]
+    pub network: Option<NetworkMode>,
     /// Executor
     #[arg(long, value_enum, default_value = "auto")]
     pub isolation: Isolation,
-    /// Container hostname
+    /// Container hostname [default: the container ID's first 12 characters]
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Mount the container's root filesystem read-only
+    #[arg(long)]
+    pub read_only: bool,
     /// Security options: seccomp=unconfined | seccomp=FILE (a profile in
     /// docker's JSON format) [default: docker's seccomp profile]
-    #[arg(long = "security-opt", value_name = "OPT", value_parser = parse_security_opt)]
-    pub security_opt: Vec<strata_sandbox::Seccomp>,
+    #[arg(long = "security-opt", value_name = "OPT", value_parser = checked_security_opt)]
+    pub security_opt: Vec<String>,
+}
+
+/// A `--security-opt` value checked as [`parse_security_opt`] does, kept as
+/// written (a container's record keeps it for its supervisor).
+fn checked_security_opt(s: &str) -> Result<String, String> {
+    parse_security_opt(s).map(|_| s.to_owned())
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show all containers (default: running ones)
+    #[arg(short, long)]
+    pub all: bool,
+    /// Show only container IDs
+    #[arg(long = "ids")]
+    pub ids_only: bool,
+    /// Do not truncate IDs and commands
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Format: table (default), json (one object a line), `table TEMPLATE`
+    /// or a Go template such as '{{.Names}} {{.Status}}'
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Container name or ID
+    pub container: String,
+    /// Follow the output until the container exits
+    #[arg(short, long)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Container name or ID
+    pub container: String,
+    /// Command and arguments
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+    /// Keep standard input open
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Give the command a pseudo-terminal
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Set an environment variable (K=V, or K to take it from the environment)
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// User (name|uid[:group|gid]) [default: the container's]
+    #[arg(short = 'u', long = "user")]
+    pub user: Option<String>,
+    /// Working directory [default: the container's]
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Containers (names or IDs)
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+    /// Seconds to wait before killing
+    #[arg(short = 't', long = "time", default_value_t = 10)]
+    pub time: u64,
+    /// Signal to stop with [default: the image's STOPSIGNAL, else SIGTERM]
+    #[arg(short = 's', long)]
+    pub signal: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Containers (names or IDs)
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+    /// Signal to send (name or number)
+    #[arg(short = 's', long, default_value = "KILL")]
+    pub signal: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Containers (names or IDs)
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+    /// Kill and remove running containers
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// Remove every stopped container
+    Prune(ContainerPruneArgs),
+    /// List containers (as `ps`)
+    #[command(alias = "list", name = "ls")]
+    Ls(PsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ContainerPruneArgs {
+    /// Do not ask (accepted for docker compatibility; strata never asks)
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SuperviseArgs {
+    /// Container ID
+    pub id: String,
+    /// Descriptor to report progress on
+    #[arg(long)]
+    pub status_fd: Option<i32>,
+    /// Standard input is the client's (attached)
+    #[arg(long)]
+    pub attach_stdin: bool,
+    /// Standard output and error are the client's (attached)
+    #[arg(long)]
+    pub attach_output: bool,
 }
 
 /// One `--security-opt` value; the last seccomp option given wins, as in docker.
-fn parse_security_opt(s: &str) -> Result<strata_sandbox::Seccomp, String> {
+pub fn parse_security_opt(s: &str) -> Result<strata_sandbox::Seccomp, String> {
     strata_sandbox::Seccomp::from_security_opt(s).map_err(|e| {
         let mut msg = e.to_string();
         let mut source = std::error::Error::source(&e);

@@ -14,6 +14,13 @@
 //! profile ([`Seccomp`]). The exit status is passed
 //! through (128+N when signal N killed the command).
 //!
+//! [`Executor::run`] runs a command to its end (a build's RUN step);
+//! [`Executor::start`] leaves a container running behind a [`Started`]
+//! handle, with a terminal of its own allocated in the container's devpts
+//! when asked ([`pty`]), and [`Executor::exec`] joins a running one. What
+//! a per-container supervisor needs beside (state directory, log, port
+//! forwarding) is in [`supervise`].
+//!
 //! ```
 //! use strata_sandbox::{container_args, resolve_user_with, Isolation, RootFs, RunSpec, Capture, Stdio};
 //!
@@ -50,10 +57,13 @@ mod fsutil;
 mod interrupt;
 mod oci;
 mod plan;
+pub mod pty;
 mod pump;
 mod seccomp;
 mod spec;
+mod started;
 mod stubs;
+pub mod supervise;
 mod sys;
 mod user;
 
@@ -70,9 +80,10 @@ pub use seccomp::{
     LinuxSyscall, Op as SeccompOp, Seccomp, SeccompError, SeccompProfile, SyscallRule,
 };
 pub use spec::{
-    Capture, ExitStatus, Isolation, Mount, MountKind, Network, RootFs, RunSpec, Stdio, Stream,
-    User, DEFAULT_PATH_ENV,
+    Capture, ConsoleSize, ExitStatus, Isolation, Mount, MountKind, Network, RootFs, RunSpec, Stdio,
+    StdioFds, Stream, User, DEFAULT_PATH_ENV,
 };
+pub use started::{ExecSpec, ExecTarget, Started};
 pub use stubs::is_whiteout;
 pub use user::{resolve_user, resolve_user_with, ResolvedUser};
 
@@ -87,12 +98,39 @@ pub trait Executor: Send + Sync {
     /// always cleaned up before this returns.
     fn run(&self, spec: &RunSpec) -> Result<ExitStatus, SandboxError>;
 
+    /// Starts the command and returns once it executed (a command that
+    /// cannot be executed is a [`SandboxError::Exec`] here), leaving it
+    /// running: the [`Started`] handle has its pid, its terminal
+    /// ([`RunSpec::terminal`]) and waits for it. Signals are not forwarded:
+    /// the caller decides. Output goes where [`RunSpec::stdio`] says;
+    /// [`Stdio::Capture`] only with the built-in executor (give an OCI
+    /// runtime descriptors, [`Stdio::Fds`]).
+    fn start(&self, spec: &RunSpec) -> Result<Box<dyn Started>, SandboxError>;
+
+    /// Starts another process in the running container `target` (`docker
+    /// exec`), with the caller's stdin, stdout and stderr unless
+    /// `spec.terminal`, when the handle's console is the new terminal's
+    /// master side (or `None` when the runtime relays the caller's
+    /// terminal itself, as runc and crun do).
+    fn exec(&self, target: &ExecTarget, spec: &ExecSpec) -> Result<Box<dyn Started>, SandboxError>;
+
     /// `runc`, `crun` or `builtin`.
     fn name(&self) -> &str;
 }
 
 /// OCI runtimes in order of preference (crun starts faster than runc).
 pub const RUNTIMES: &[&str] = &["crun", "runc"];
+
+/// The executor that started the container `target` (for `exec`): the same
+/// runtime binary with the same state, or the built-in executor (keeping
+/// scratch files under `state_dir`).
+pub fn executor_for(target: &ExecTarget, state_dir: impl AsRef<Path>) -> Box<dyn Executor> {
+    let state_dir = target.runtime_root.as_deref().unwrap_or(state_dir.as_ref());
+    match &target.runtime {
+        Some(rt) => Box::new(OciExecutor::new(rt, state_dir)),
+        None => Box::new(BuiltinExecutor::new(state_dir)),
+    }
+}
 
 /// The executor for `isolation`: [`Isolation::Oci`] and [`Isolation::Auto`]
 /// use crun or runc when one is on PATH; `Auto` falls back to the built-in
@@ -113,6 +151,19 @@ pub fn pick(
             Some(e) => Box::new(e),
             None => Box::new(BuiltinExecutor::new(state_dir)),
         }),
+    }
+}
+
+/// Makes sure nothing of the container `target` runs any more: for an OCI
+/// runtime, `delete --force` of its container (which kills what is left, as
+/// after a supervisor that died with its container running); the built-in
+/// executor's containers die with the process that started them.
+pub fn force_remove(target: &ExecTarget) {
+    if let (Some(rt), Some(root)) = (&target.runtime, &target.runtime_root) {
+        if target.id.is_empty() {
+            return;
+        }
+        OciExecutor::new(rt, root).force_delete(&target.id);
     }
 }
 

@@ -16,13 +16,14 @@
 //! controllers like runc does. Nothing changes outside that namespace.
 
 use std::ffi::CString;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustix::process::Pid;
+use rustix::process::{Pid, WaitOptions};
 use rustix::thread::UnshareFlags;
 use serde_json::{json, Value};
 
@@ -33,6 +34,7 @@ use crate::interrupt::{wait_pid, InterruptGuard};
 use crate::plan::{cstring, mount_root, root_mount, RootMount};
 use crate::pump::spawn_pump;
 use crate::spec::{ExitStatus, MountKind, Network, RootFs, RunSpec, Stdio, Stream};
+use crate::started::{ExecSpec, ExecTarget, Started};
 use crate::stubs::StubCleaner;
 use crate::sys::linux::Linux;
 use crate::sys::{ensure, InRoot, Leaf, Loc, Syscalls};
@@ -85,6 +87,11 @@ impl OciExecutor {
         let mut c = Command::new(&self.runtime);
         c.arg("--root").arg(self.runtime_root());
         c
+    }
+
+    /// `delete --force ID`, quietly.
+    pub(crate) fn force_delete(&self, id: &str) {
+        self.quiet(&["delete", "-f", id]);
     }
 
     fn quiet(&self, args: &[&str]) {
@@ -165,7 +172,14 @@ pub(crate) fn config_json(
         linux["seccomp"] = serde_json::to_value(seccomp)
             .map_err(|e| SandboxError::io("cannot encode the seccomp profile", e.into()))?;
     }
-    Ok(json!({
+    let mut process_extra = serde_json::Map::new();
+    if let (true, Some(size)) = (spec.terminal, spec.console_size) {
+        process_extra.insert(
+            "consoleSize".into(),
+            json!({"height": size.rows, "width": size.cols}),
+        );
+    }
+    let mut config = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": spec.terminal,
@@ -191,7 +205,11 @@ pub(crate) fn config_json(
         "hostname": spec.hostname,
         "mounts": mounts,
         "linux": linux,
-    }))
+    });
+    if let Some(p) = config["process"].as_object_mut() {
+        p.extend(process_extra);
+    }
+    Ok(config)
 }
 
 /// What the child does between fork and exec of the runtime (all prepared
@@ -255,12 +273,19 @@ fn exec_errno(msg: &str) -> Option<i32> {
     }
 }
 
-impl Executor for OciExecutor {
-    fn name(&self) -> &str {
-        &self.name
-    }
+/// A bundle ready for the runtime: config.json written, the root mount
+/// and the private-namespace setup prepared.
+struct Bundle {
+    dir: tempfile::TempDir,
+    id: String,
+    log: PathBuf,
+    pre: Option<PreExec>,
+    stubs: StubCleaner,
+    rootfs: RootFs,
+}
 
-    fn run(&self, spec: &RunSpec) -> Result<ExitStatus, SandboxError> {
+impl OciExecutor {
+    fn bundle(&self, spec: &RunSpec) -> Result<Bundle, SandboxError> {
         crate::validate(spec)?;
         crate::plan::overlay_before_run(&spec.rootfs)?;
         let root_dir = self.runtime_root();
@@ -303,32 +328,94 @@ impl Executor for OciExecutor {
             root: cstring(root_path.as_os_str().as_bytes(), "rootfs path")?,
             cwd: InRoot::new(&spec.cwd).map_err(SandboxError::InvalidSpec)?,
         };
-
         let log = bundle.path().join("runtime.log");
+        Ok(Bundle {
+            dir: bundle,
+            id,
+            log,
+            pre: Some(pre),
+            stubs,
+            rootfs: spec.rootfs.clone(),
+        })
+    }
+
+    /// The runtime command with logging into `log`.
+    fn logged(&self, log: &Path) -> Command {
         let mut cmd = self.command();
         if self.is_crun() {
             cmd.arg(format!("--log=file:{}", log.display()))
                 .arg("--log-format=json");
         } else {
-            cmd.arg("--log").arg(&log).arg("--log-format").arg("json");
+            cmd.arg("--log").arg(log).arg("--log-format").arg("json");
         }
-        cmd.arg("run").arg("--bundle").arg(bundle.path()).arg(&id);
-        match &spec.stdio {
-            Stdio::Inherit => {}
-            Stdio::Null => {
-                cmd.stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null());
-            }
-            Stdio::Capture(_) => {
-                cmd.stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped());
-            }
+        cmd
+    }
+
+    /// The error a failed runtime invocation logged, as a sandbox error.
+    fn failure(&self, log: &Path, program: &str) -> Option<SandboxError> {
+        let msg = runtime_error(log)?;
+        if let Some(errno) = exec_errno(&msg) {
+            return Some(SandboxError::Exec {
+                program: program.to_owned(),
+                source: std::io::Error::from_raw_os_error(errno),
+            });
         }
-        // SAFETY: PreExec::run only makes system calls on data prepared above.
-        unsafe {
-            cmd.pre_exec(move || pre.run());
+        Some(SandboxError::Runtime {
+            runtime: self.name.clone(),
+            message: msg,
+        })
+    }
+}
+
+fn set_stdio(cmd: &mut Command, stdio: &Stdio) -> Result<(), SandboxError> {
+    match stdio {
+        Stdio::Inherit => {}
+        Stdio::Null => {
+            cmd.stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+        }
+        Stdio::Capture(_) => {
+            cmd.stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+        }
+        Stdio::Fds(f) => {
+            let dup = |fd: &std::sync::Arc<std::os::fd::OwnedFd>| {
+                fd.try_clone()
+                    .map(std::process::Stdio::from)
+                    .map_err(|e| SandboxError::io("cannot duplicate a descriptor", e))
+            };
+            cmd.stdin(dup(&f.stdin)?)
+                .stdout(dup(&f.stdout)?)
+                .stderr(dup(&f.stderr)?);
+        }
+    }
+    Ok(())
+}
+
+impl Executor for OciExecutor {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run(&self, spec: &RunSpec) -> Result<ExitStatus, SandboxError> {
+        if spec.terminal {
+            return Err(SandboxError::InvalidSpec(
+                "a terminal needs a started container (Executor::start)".into(),
+            ));
+        }
+        let mut b = self.bundle(spec)?;
+        let root_dir = self.runtime_root();
+        let id = b.id.clone();
+        let mut cmd = self.logged(&b.log);
+        cmd.arg("run").arg("--bundle").arg(b.dir.path()).arg(&id);
+        set_stdio(&mut cmd, &spec.stdio)?;
+        if let Some(pre) = b.pre.take() {
+            // SAFETY: PreExec::run only makes system calls on data prepared above.
+            unsafe {
+                cmd.pre_exec(move || pre.run());
+            }
         }
         let mut guard = InterruptGuard::install();
         let mut child = cmd.spawn().map_err(|e| SandboxError::Spawn {
@@ -362,23 +449,324 @@ impl Executor for OciExecutor {
         if interrupted || waited.is_err() || root_dir.join(&id).exists() {
             self.quiet(&["delete", "-f", &id]);
         }
-        stubs.after_run();
-        crate::plan::overlay_after_run(&spec.rootfs);
+        b.stubs.after_run();
+        crate::plan::overlay_after_run(&b.rootfs);
         let status = ExitStatus::from_wait_status(
             waited.map_err(|e| SandboxError::io(format!("cannot wait for {}", self.name), e))?,
         );
         if !status.success() {
-            if let Some(msg) = runtime_error(&log) {
-                if let Some(errno) = exec_errno(&msg) {
-                    return Err(SandboxError::Exec {
-                        program: spec.args.first().cloned().unwrap_or_default(),
-                        source: std::io::Error::from_raw_os_error(errno),
+            if let Some(e) = self.failure(&b.log, spec.args.first().map_or("", String::as_str)) {
+                return Err(e);
+            }
+        }
+        Ok(status)
+    }
+
+    fn start(&self, spec: &RunSpec) -> Result<Box<dyn Started>, SandboxError> {
+        let mut b = self.bundle(spec)?;
+        let id = b.id.clone();
+        let pid_file = b.dir.path().join("container.pid");
+        // `create` then `start`, as conmon drives a runtime: the container's
+        // process waits in `create` until `start`, so it only runs once
+        // `create` has exited and the process was reparented to the caller
+        // (a subreaper), which then gets its exit status; with `run
+        // --detach` a quick command could exit, and be reaped, while still
+        // the runtime's child.
+        let mut cmd = self.logged(&b.log);
+        cmd.arg("create")
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg("--bundle")
+            .arg(b.dir.path());
+        // The runtime connects to this socket and sends the terminal's
+        // master side (its `--console-socket`).
+        let listener = if spec.terminal {
+            let sock = b.dir.path().join("console.sock");
+            let l = std::os::unix::net::UnixListener::bind(&sock)
+                .map_err(|e| SandboxError::prepare(&sock, e))?;
+            cmd.arg("--console-socket").arg(&sock);
+            cmd.stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            Some(l)
+        } else {
+            if matches!(spec.stdio, Stdio::Capture(_)) {
+                return Err(SandboxError::InvalidSpec(
+                    "a started container cannot capture output; give it descriptors".into(),
+                ));
+            }
+            set_stdio(&mut cmd, &spec.stdio)?;
+            None
+        };
+        cmd.arg(&id);
+        if let Some(pre) = b.pre.take() {
+            // SAFETY: PreExec::run only makes system calls on data prepared above.
+            unsafe {
+                cmd.pre_exec(move || pre.run());
+            }
+        }
+        let cleanup = |b: &Bundle| {
+            self.quiet(&["delete", "-f", &b.id]);
+            b.stubs.after_run();
+            crate::plan::overlay_after_run(&b.rootfs);
+        };
+        let status = cmd.status().map_err(|e| SandboxError::Spawn {
+            program: format!(
+                "{} (in a private mount namespace with the root filesystem mounted)",
+                self.runtime.display()
+            ),
+            source: e,
+        });
+        let status = match status {
+            Ok(s) => s,
+            Err(e) => {
+                cleanup(&b);
+                return Err(e);
+            }
+        };
+        let program = spec.args.first().map_or("", String::as_str);
+        let status = if status.success() {
+            self.logged(&b.log)
+                .arg("start")
+                .arg(&id)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .map_err(|e| SandboxError::Spawn {
+                    program: self.runtime.display().to_string(),
+                    source: e,
+                })
+        } else {
+            Ok(status)
+        };
+        match status {
+            Ok(status) if status.success() => {}
+            Ok(status) => {
+                let e = self
+                    .failure(&b.log, program)
+                    .unwrap_or(SandboxError::Runtime {
+                        runtime: self.name.clone(),
+                        message: format!("exited with {status}"),
                     });
+                cleanup(&b);
+                return Err(e);
+            }
+            Err(e) => {
+                cleanup(&b);
+                return Err(e);
+            }
+        }
+        let pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .filter(|p| *p > 0);
+        let Some(pid) = pid else {
+            cleanup(&b);
+            return Err(SandboxError::Runtime {
+                runtime: self.name.clone(),
+                message: "wrote no pid file".into(),
+            });
+        };
+        let console = match listener {
+            Some(l) => {
+                let received =
+                    l.set_nonblocking(true)
+                        .and_then(|()| l.accept())
+                        .and_then(|(conn, _)| {
+                            conn.set_nonblocking(false)?;
+                            crate::pty::recv_fd(conn.as_fd())
+                        });
+                match received {
+                    Ok(Some(fd)) => Some(fd),
+                    Ok(None) | Err(_) => {
+                        let _ = rustix::process::kill_process(
+                            Pid::from_raw(pid).unwrap_or(Pid::INIT),
+                            rustix::process::Signal::KILL,
+                        );
+                        cleanup(&b);
+                        return Err(SandboxError::Runtime {
+                            runtime: self.name.clone(),
+                            message: "sent no terminal on the console socket".into(),
+                        });
+                    }
                 }
-                return Err(SandboxError::Runtime {
-                    runtime: self.name.clone(),
-                    message: msg,
-                });
+            }
+            None => None,
+        };
+        Ok(Box::new(OciStarted {
+            exec: self.clone(),
+            id,
+            pid,
+            console,
+            bundle: b,
+        }))
+    }
+
+    fn exec(&self, target: &ExecTarget, spec: &ExecSpec) -> Result<Box<dyn Started>, SandboxError> {
+        let log_dir = tempfile::Builder::new()
+            .prefix("exec-")
+            .tempdir_in(&self.state_dir)
+            .map_err(|e| SandboxError::prepare(&self.state_dir, e))?;
+        let log = log_dir.path().join("runtime.log");
+        let mut cmd = self.logged(&log);
+        cmd.arg("exec");
+        if spec.terminal {
+            cmd.arg("--tty");
+        }
+        cmd.arg("--cwd").arg(&spec.cwd);
+        cmd.arg("--user")
+            .arg(format!("{}:{}", spec.user.uid, spec.user.gid));
+        if !spec.user.additional_gids.is_empty() && !self.is_crun() {
+            for g in &spec.user.additional_gids {
+                cmd.arg("--additional-gids").arg(g.to_string());
+            }
+        }
+        for e in &spec.env {
+            cmd.arg("--env").arg(e);
+        }
+        cmd.arg(&target.id).args(&spec.args);
+        let child = cmd.spawn().map_err(|e| SandboxError::Spawn {
+            program: self.runtime.display().to_string(),
+            source: e,
+        })?;
+        Ok(Box::new(OciExec {
+            exec: self.clone(),
+            child,
+            log,
+            _dir: log_dir,
+            program: spec.args.first().cloned().unwrap_or_default(),
+            target: target.clone(),
+        }))
+    }
+}
+
+/// A container started detached by an OCI runtime.
+struct OciStarted {
+    exec: OciExecutor,
+    id: String,
+    pid: i32,
+    console: Option<std::os::fd::OwnedFd>,
+    bundle: Bundle,
+}
+
+impl Started for OciStarted {
+    fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    fn take_console(&mut self) -> Option<std::os::fd::OwnedFd> {
+        self.console.take()
+    }
+
+    fn signal(&self, sig: i32) -> std::io::Result<()> {
+        let pid = Pid::from_raw(self.pid)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        let sig = rustix::process::Signal::from_named_raw(sig)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        rustix::process::kill_process(pid, sig).map_err(Into::into)
+    }
+
+    fn exec_target(&self) -> ExecTarget {
+        ExecTarget {
+            executor: self.exec.name.clone(),
+            runtime: Some(self.exec.runtime.clone()),
+            runtime_root: Some(self.exec.state_dir.clone()),
+            id: self.id.clone(),
+            pid: self.pid,
+        }
+    }
+
+    fn wait(self: Box<Self>) -> Result<ExitStatus, SandboxError> {
+        let status = match Pid::from_raw(self.pid) {
+            Some(pid) => wait_any(pid),
+            None => ExitStatus(255),
+        };
+        self.exec.quiet(&["delete", "-f", &self.id]);
+        self.bundle.stubs.after_run();
+        crate::plan::overlay_after_run(&self.bundle.rootfs);
+        Ok(status)
+    }
+}
+
+/// Waits for `pid`: as its parent (a child subreaper inherits a detached
+/// container) with its status, else until it is gone (status unknown: 255).
+/// A subreaper also inherits what the runtime left behind, and reaps it
+/// here: a zombie left in the container's pid namespace would keep the
+/// namespace's pid 1 from ever finishing its exit.
+fn wait_any(pid: Pid) -> ExitStatus {
+    let all = WaitOptions::from_bits_retain(libc::__WALL as u32);
+    let subreaper = rustix::process::child_subreaper().is_ok_and(|p| p.is_some());
+    loop {
+        let r = if subreaper {
+            rustix::process::wait(all)
+        } else {
+            rustix::process::waitpid(Some(pid), all)
+        };
+        match r {
+            Ok(Some((p, status))) if p == pid => {
+                return ExitStatus::from_wait_status(status.as_raw())
+            }
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(_) => break,
+        }
+    }
+    if let Ok(fd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+        loop {
+            let mut fds = [rustix::event::PollFd::new(
+                &fd,
+                rustix::event::PollFlags::IN,
+            )];
+            match rustix::event::poll(&mut fds, None) {
+                Err(rustix::io::Errno::INTR) => {}
+                _ => break,
+            }
+        }
+    }
+    ExitStatus(255)
+}
+
+/// A process started by `runtime exec`.
+struct OciExec {
+    exec: OciExecutor,
+    child: std::process::Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+    program: String,
+    target: ExecTarget,
+}
+
+impl Started for OciExec {
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn take_console(&mut self) -> Option<std::os::fd::OwnedFd> {
+        None
+    }
+
+    fn signal(&self, sig: i32) -> std::io::Result<()> {
+        // The runtime forwards what it receives to the process.
+        let pid = Pid::from_child(&self.child);
+        let sig = rustix::process::Signal::from_named_raw(sig)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        rustix::process::kill_process(pid, sig).map_err(Into::into)
+    }
+
+    fn exec_target(&self) -> ExecTarget {
+        self.target.clone()
+    }
+
+    fn wait(mut self: Box<Self>) -> Result<ExitStatus, SandboxError> {
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| SandboxError::io(format!("cannot wait for {}", self.exec.name), e))?;
+        use std::os::unix::process::ExitStatusExt;
+        let status = ExitStatus::from_wait_status(status.into_raw());
+        if !status.success() {
+            if let Some(e) = self.exec.failure(&self.log, &self.program) {
+                return Err(e);
             }
         }
         Ok(status)

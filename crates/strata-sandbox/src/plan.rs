@@ -301,6 +301,8 @@ pub(crate) mod at {
     pub const CHDIR: u32 = 18;
     pub const EXEC: u32 = 19;
     pub const SECCOMP: u32 = 20;
+    pub const CONSOLE: u32 = 21;
+    pub const SETNS: u32 = 22;
     pub const STEP: u32 = 100;
 }
 
@@ -485,6 +487,8 @@ impl SetupPlan {
             at::CHDIR => "change to the working directory".into(),
             at::EXEC => "execute the command".into(),
             at::SECCOMP => "install the seccomp filter".into(),
+            at::CONSOLE => "open the container's terminal".into(),
+            at::SETNS => "join the container's namespaces".into(),
             n if n >= at::STEP => self
                 .steps
                 .get((n - at::STEP) as usize)

@@ -2,8 +2,11 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
 
 use crate::seccomp::Seccomp;
 
@@ -32,9 +35,13 @@ pub struct RunSpec {
     pub stdio: Stdio,
     /// Mount the root filesystem read-only.
     pub readonly_rootfs: bool,
-    /// Give the command a terminal (OCI backend only: the runtime allocates a
-    /// pty; the built-in backend passes the caller's terminal through).
+    /// Give the command a pseudo-terminal of its own, allocated in the
+    /// container's /dev/pts and made its controlling terminal (stdin,
+    /// stdout and stderr). Only [`crate::Executor::start`] honours it: the
+    /// master side is [`crate::Started::take_console`].
     pub terminal: bool,
+    /// The terminal's initial size, with [`RunSpec::terminal`].
+    pub console_size: Option<ConsoleSize>,
     /// The seccomp filter: docker's default profile unless told otherwise.
     pub seccomp: Seccomp,
 }
@@ -56,6 +63,7 @@ impl RunSpec {
             stdio: Stdio::Inherit,
             readonly_rootfs: false,
             terminal: false,
+            console_size: None,
             seccomp: Seccomp::Default,
         }
     }
@@ -74,8 +82,17 @@ impl RunSpec {
 pub const DEFAULT_PATH_ENV: &str =
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// A terminal's size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleSize {
+    /// Lines.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
+}
+
 /// The root filesystem of a run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RootFs {
     /// A prepared directory, bind-mounted as `/` (writes go to it).
     Dir(PathBuf),
@@ -93,7 +110,7 @@ pub enum RootFs {
 }
 
 /// User and groups of the command (numeric, already resolved).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct User {
     /// User id.
     pub uid: u32,
@@ -111,7 +128,7 @@ impl User {
 }
 
 /// Network mode of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Network {
     /// Share the host's network namespace (the default, so package managers work).
     #[default]
@@ -121,7 +138,7 @@ pub enum Network {
 }
 
 /// One extra mount.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mount {
     /// What to mount.
     pub kind: MountKind,
@@ -131,7 +148,7 @@ pub struct Mount {
 }
 
 /// The kinds of [`Mount`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MountKind {
     /// Bind a host file or directory (recursively).
     Bind {
@@ -178,6 +195,19 @@ pub enum Stdio {
     Null,
     /// stdin from /dev/null; output lines go to a [`Capture`].
     Capture(Capture),
+    /// These descriptors become the command's stdin, stdout and stderr.
+    Fds(StdioFds),
+}
+
+/// The descriptors of [`Stdio::Fds`] (shared, so the spec stays cheap to clone).
+#[derive(Debug, Clone)]
+pub struct StdioFds {
+    /// Standard input.
+    pub stdin: Arc<OwnedFd>,
+    /// Standard output.
+    pub stdout: Arc<OwnedFd>,
+    /// Standard error.
+    pub stderr: Arc<OwnedFd>,
 }
 
 /// Which output stream a line came from.

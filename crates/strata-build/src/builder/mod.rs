@@ -20,7 +20,7 @@ use strata_oci::{
     format_rfc3339, media_type, ContainerConfig, Descriptor, Digest, History, Image, ImageConfig,
     Layer, Manifest, Platform, Store,
 };
-use strata_sandbox::{Capture, Executor, Network, RootFs, RunSpec, Stdio};
+use strata_sandbox::{Capture, Executor, Network, RunSpec, Stdio};
 
 use crate::cache::{Cache, CacheEntry, LayerRecord, StepRecord};
 use crate::copy::{self, CopyRequest, Owner, Source};
@@ -28,7 +28,7 @@ use crate::error::{Error, ErrorKind, Location, Result};
 use crate::event::{Event, EventSink, StepId, Stream};
 use crate::explain::{changed, compare, Explanation};
 use crate::key::{tag, Inputs};
-use crate::options::{BuildOptions, NetworkMode, SecretSource, SnapshotMode, Timestamps};
+use crate::options::{BuildOptions, NetworkMode, SecretSource, Timestamps};
 use crate::plan::{Base, FromRef, Plan, PROXY_ARGS};
 use strata_layer::MergedView;
 
@@ -228,13 +228,9 @@ pub fn build(
     fs::create_dir_all(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
     let _tmp_guard = RemoveOnDrop(tmp.clone());
     let executor = strata_sandbox::pick(opts.isolation, store.root().join("run"))?;
-    let (overlay, fallback) = match opts.snapshots {
-        SnapshotMode::Overlay => (true, None),
-        SnapshotMode::Copy => (false, None),
-        SnapshotMode::Auto => match overlay_unusable() {
-            None => (true, None),
-            Some(why) => (false, Some(why)),
-        },
+    let (overlay, fallback) = match opts.snapshots.resolve() {
+        Ok(overlay) => (overlay, None),
+        Err(why) => (false, Some(why)),
     };
     let dockerfile_abs = fs::canonicalize(&dockerfile).unwrap_or(dockerfile);
     let identity = format!("{}\0{}", context_dir.display(), dockerfile_abs.display());
@@ -301,27 +297,15 @@ pub fn build(
 
 /// How RUN steps will get their root filesystem under `mode`: overlay or
 /// not, and why (for `strata info` and the build's warning).
-pub fn snapshotter_choice(mode: SnapshotMode) -> (bool, &'static str) {
+pub fn snapshotter_choice(mode: crate::SnapshotMode) -> (bool, &'static str) {
     match mode {
-        SnapshotMode::Overlay => (true, "asked for with STRATA_SNAPSHOTTER"),
-        SnapshotMode::Copy => (false, "asked for with STRATA_SNAPSHOTTER"),
-        SnapshotMode::Auto => match overlay_unusable() {
-            None => (true, "the kernel's overlayfs"),
-            Some(why) => (false, why),
+        crate::SnapshotMode::Overlay => (true, "asked for with STRATA_SNAPSHOTTER"),
+        crate::SnapshotMode::Copy => (false, "asked for with STRATA_SNAPSHOTTER"),
+        crate::SnapshotMode::Auto => match mode.resolve() {
+            Ok(_) => (true, "the kernel's overlayfs"),
+            Err(why) => (false, why),
         },
     }
-}
-
-/// Why overlayfs cannot be mounted here, or `None` when it can (root, and
-/// the kernel has it).
-fn overlay_unusable() -> Option<&'static str> {
-    if !rustix::process::geteuid().is_root() {
-        return Some("not running as root");
-    }
-    let has = fs::read_to_string("/proc/filesystems")
-        .map(|s| s.lines().any(|l| l.trim_end().ends_with("overlay")))
-        .unwrap_or(false);
-    (!has).then_some("the kernel has no overlayfs (modprobe overlay)")
 }
 
 struct RemoveOnDrop(PathBuf);

@@ -502,13 +502,7 @@ impl Shared<'_> {
         command_text: String,
         started: std::time::SystemTime,
     ) -> Result<Option<LayerRecord>> {
-        let resolved_user = if user.is_empty() {
-            strata_sandbox::User::root()
-        } else {
-            let passwd = view.read_small("/etc/passwd");
-            let group = view.read_small("/etc/group");
-            strata_sandbox::resolve_user_with(user, passwd.as_deref(), group.as_deref())?.user
-        };
+        let resolved_user = crate::container::resolve_user(view, user)?.user;
         let mut made = self.make_mounts(id, planned)?;
         let mut env = env;
         env.extend(made.env.iter().cloned());
@@ -534,17 +528,13 @@ impl Shared<'_> {
             id.step,
             started.as_nanos()
         );
-        let snap_mounts = if self.overlay {
-            self.snap.prepare(&active, &st.layers)?
-        } else {
-            self.snap.prepare_copy(&active, &st.layers)?
-        };
+        let rootfs =
+            crate::container::prepare_rootfs(&self.snap, &active, &st.layers, self.overlay)?;
         let guard = ActiveSnapshot {
             snap: &self.snap,
             key: active.clone(),
             armed: true,
         };
-        let rootfs = rootfs_from(&snap_mounts)?;
         // Times the files in cache mounts carry, before and after the run:
         // a copy out of a cache that keeps them must not bring this
         // machine's history into the layer.
@@ -635,38 +625,6 @@ impl Drop for ActiveSnapshot<'_> {
         if self.armed {
             let _ = self.snap.remove(&self.key);
         }
-    }
-}
-
-/// The sandbox's root filesystem from the snapshotter's mounts.
-pub(super) fn rootfs_from(mounts: &[strata_layer::Mount]) -> Result<RootFs> {
-    let m = mounts
-        .first()
-        .ok_or_else(|| Error::invalid("the snapshotter returned no mount"))?;
-    if m.kind == "bind" {
-        return Ok(RootFs::Dir(m.source.clone()));
-    }
-    let mut lower = Vec::new();
-    let mut upper = None;
-    let mut work = None;
-    for o in &m.options {
-        if let Some(v) = o.strip_prefix("lowerdir=") {
-            lower = v.split(':').map(PathBuf::from).collect();
-        } else if let Some(v) = o.strip_prefix("upperdir=") {
-            upper = Some(PathBuf::from(v));
-        } else if let Some(v) = o.strip_prefix("workdir=") {
-            work = Some(PathBuf::from(v));
-        }
-    }
-    match (upper, work) {
-        (Some(upperdir), Some(workdir)) => Ok(RootFs::Overlay {
-            lowerdirs: lower,
-            upperdir,
-            workdir,
-        }),
-        _ => Err(Error::invalid(
-            "the snapshotter returned an overlay without upperdir",
-        )),
     }
 }
 
