@@ -35,16 +35,6 @@ pub enum SecretSource {
     Env(String),
 }
 
-/// `--network` for RUN steps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum NetworkMode {
-    /// The host's network (package managers work).
-    #[default]
-    Host,
-    /// Loopback only.
-    None,
-}
-
 /// How RUN steps get their root filesystem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SnapshotMode {
@@ -76,7 +66,7 @@ pub struct BuildOptions {
     /// Ignore the cache for these stages (names or indexes).
     pub no_cache_filter: Vec<String>,
     /// Network for RUN steps.
-    pub network: NetworkMode,
+    pub network: strata_sandbox::Network,
     /// Secrets by id.
     pub secrets: BTreeMap<String, SecretSource>,
     /// Timestamps.
@@ -107,7 +97,7 @@ impl BuildOptions {
             target: None,
             no_cache: false,
             no_cache_filter: Vec::new(),
-            network: NetworkMode::Host,
+            network: strata_sandbox::Network::Host,
             secrets: BTreeMap::new(),
             timestamps: Timestamps::Epoch(0),
             platform: None,

@@ -201,12 +201,6 @@ pub enum Progress {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum NetworkMode {
-    Host,
-    None,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Timestamps {
     /// Every time the build produces is SOURCE_DATE_EPOCH (or 0); files a RUN unpacks keep older packaged mtimes
     Epoch,
@@ -265,9 +259,9 @@ pub struct BuildArgs {
     /// Explain, for every step, why it was cached or rebuilt
     #[arg(long)]
     pub explain: bool,
-    /// Network for RUN instructions
-    #[arg(long, value_enum, default_value = "host")]
-    pub network: NetworkMode,
+    /// Network for RUN instructions: host or none
+    #[arg(long, default_value = "host", value_name = "host|none")]
+    pub network: strata_sandbox::Network,
     /// A secret for RUN --mount=type=secret (id=ID,src=FILE or id=ID,env=VAR)
     #[arg(long = "secret", value_name = "SPEC")]
     pub secrets: Vec<String>,
@@ -348,8 +342,8 @@ pub struct RunArgs {
     #[arg(short = 'p', long = "publish", value_name = "HOST:CTR")]
     pub publish: Vec<String>,
     /// Network: host (default) or none
-    #[arg(long, value_enum)]
-    pub network: Option<NetworkMode>,
+    #[arg(long, value_name = "host|none")]
+    pub network: Option<strata_sandbox::Network>,
     /// Executor
     #[arg(long, value_enum, default_value = "auto")]
     pub isolation: Isolation,

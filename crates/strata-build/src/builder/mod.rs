@@ -28,7 +28,7 @@ use crate::error::{Error, ErrorKind, Location, Result};
 use crate::event::{Event, EventSink, StepId, Stream};
 use crate::explain::{changed, compare, Explanation};
 use crate::key::{tag, Inputs};
-use crate::options::{BuildOptions, NetworkMode, SecretSource, Timestamps};
+use crate::options::{BuildOptions, SecretSource, Timestamps};
 use crate::plan::{Base, FromRef, Plan, PROXY_ARGS};
 use strata_layer::MergedView;
 

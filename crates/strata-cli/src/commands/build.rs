@@ -9,7 +9,7 @@ use anyhow::{bail, Context as _};
 use strata_build::{BuildOptions, ContextSpec, SecretSource};
 use strata_oci::SaveItem;
 
-use crate::cli::{ArchiveFormat, BuildArgs, Isolation, NetworkMode, Progress, Timestamps};
+use crate::cli::{ArchiveFormat, BuildArgs, Isolation, Progress, Timestamps};
 use crate::progress::{BuildProgress, Mode};
 use crate::settings::Settings;
 
@@ -159,10 +159,7 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
     opts.target = args.target.clone();
     opts.no_cache = args.no_cache;
     opts.no_cache_filter = args.no_cache_filter.clone();
-    opts.network = match args.network {
-        NetworkMode::Host => strata_build::NetworkMode::Host,
-        NetworkMode::None => strata_build::NetworkMode::None,
-    };
+    opts.network = args.network;
     for spec in &args.secrets {
         let (id, src) = parse_secret(spec)?;
         opts.secrets.insert(id, src);
