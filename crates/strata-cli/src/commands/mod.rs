@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, ContextCommand, ImageCommand, StoreCommand, SystemCommand};
+use crate::cli::{
+    CacheCommand, Cli, Command, ContextCommand, ImageCommand, StoreCommand, SystemCommand,
+};
 use crate::render;
 use crate::settings::Settings;
 
@@ -29,6 +31,7 @@ macro_rules! out {
 
 mod analyze;
 mod build;
+mod cache;
 mod context;
 mod image;
 mod lint;
@@ -113,6 +116,8 @@ fn dispatch(command: Command, s: &Settings) -> CmdResult {
         Command::Image(ImageCommand::History(a)) => image::history(a, s),
         Command::Image(ImageCommand::Tag(a)) => image::tag(a, s),
         Command::Image(ImageCommand::Prune(a)) => image::prune(a, s),
+        Command::Cache(CacheCommand::Ls(a)) => cache::ls(a, s),
+        Command::Cache(CacheCommand::Prune(a)) => cache::prune(a, s),
     }
 }
 
