@@ -274,6 +274,10 @@ fn export_from_one_store_then_lookup_and_fetch_into_an_empty_one() {
                 .all(|l| l.method == "GET" && l.path.contains("/manifests/ci-")));
             // Small: no layer bytes travel in a lookup.
             assert!(non_endpoint.iter().all(|l| l.bytes_out < 2000), "{logs:?}");
+            eprintln!(
+                "lookup answers (bytes): {:?}",
+                non_endpoint.iter().map(|l| l.bytes_out).collect::<Vec<_>>()
+            );
         }
         assert!(b.list_tags().unwrap().is_empty());
         for rec in &recs {
