@@ -23,7 +23,7 @@
 //! channel, so it may be called from any thread, inside another runtime
 //! too (where it blocks that thread until the call is done).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -750,11 +750,8 @@ impl Client {
         let repo = target.repository.clone();
         let mut next = format!("/v2/{repo}/tags/list?n={page}");
         let mut tags = Vec::new();
-        let mut pages: HashMap<String, ()> = HashMap::new();
+        let mut seen: HashSet<String> = HashSet::new();
         loop {
-            if pages.insert(next.clone(), ()).is_some() {
-                break; // a registry that links a page to itself
-            }
             let what = "GET tags/list".to_owned();
             let url = next.clone();
             let resp = self
@@ -801,7 +798,17 @@ impl Client {
                 status: status.as_u16(),
                 detail: format!("not a tag list: {e}"),
             })?;
-            tags.extend(page.tags.unwrap_or_default());
+            // (distribution 2.8 ignores `n` and answers every tag at once,
+            // in no order, without a Link.)
+            let before = tags.len();
+            for t in page.tags.unwrap_or_default() {
+                if seen.insert(t.clone()) {
+                    tags.push(t);
+                }
+            }
+            if tags.len() == before {
+                break; // a page with nothing new: do not follow it further
+            }
             match link {
                 Some(l) if l.starts_with('/') => next = l,
                 Some(l) => match reqwest::header::HeaderValue::from_str(&l)
