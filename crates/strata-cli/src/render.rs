@@ -22,6 +22,7 @@ fn as_diagnostic<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a dyn Diagno
         strata_dockerfile::ParseError,
         strata_dockerfile::InstructionError,
         strata_registry::Error,
+        strata_registry::CacheError,
         strata_build::Error,
     );
     None

@@ -31,7 +31,7 @@ fn find(store: &Store, name: &str) -> anyhow::Result<Image> {
 }
 
 /// "3 days ago", as docker prints ages (go-units HumanDuration).
-fn ago(created: Option<&str>) -> String {
+pub(super) fn ago(created: Option<&str>) -> String {
     let Some(t) = created.and_then(parse_rfc3339) else {
         return "N/A".into();
     };
