@@ -47,6 +47,41 @@ pub enum SnapshotMode {
     Copy,
 }
 
+/// Remote build caches (`--cache-from`), tried in order after the store's
+/// own cache.
+#[derive(Clone, Default)]
+pub struct CacheSources(pub Vec<std::sync::Arc<dyn strata_oci::RemoteCache>>);
+
+impl std::fmt::Debug for CacheSources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|c| c.describe()))
+            .finish()
+    }
+}
+
+/// A remote build cache to export to (`--cache-to`).
+#[derive(Clone)]
+pub struct CacheExport {
+    /// Where.
+    pub cache: std::sync::Arc<dyn strata_oci::RemoteCache>,
+    /// `mode=max`: every step of every stage that was built; else (`min`,
+    /// the default) the steps whose layers are in the final image.
+    pub max: bool,
+    /// `ignore-error=true`: a failed export is a warning, not a failed build.
+    pub ignore_error: bool,
+}
+
+impl std::fmt::Debug for CacheExport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheExport")
+            .field("cache", &self.cache.describe())
+            .field("max", &self.max)
+            .field("ignore_error", &self.ignore_error)
+            .finish()
+    }
+}
+
 /// Everything a build needs to know.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
@@ -83,6 +118,10 @@ pub struct BuildOptions {
     pub compression: Compression,
     /// Build independent stages at the same time.
     pub parallel: bool,
+    /// Remote caches to look steps up in (`--cache-from`).
+    pub cache_from: CacheSources,
+    /// Remote caches to export to (`--cache-to`).
+    pub cache_to: Vec<CacheExport>,
 }
 
 impl BuildOptions {
@@ -106,6 +145,8 @@ impl BuildOptions {
             snapshots: SnapshotMode::Auto,
             compression: Compression::Gzip,
             parallel: true,
+            cache_from: CacheSources::default(),
+            cache_to: Vec::new(),
         }
     }
 }

@@ -98,6 +98,37 @@ pub(crate) fn parse_cache_spec(s: &str) -> Result<CacheSpec, String> {
     Ok(CacheSpec { location, attrs })
 }
 
+/// `key=value` attributes of a cache spec, in order.
+pub(crate) type Attrs = Vec<(String, String)>;
+
+/// A `--cache-from` / `--cache-to` cache, opened, and its attributes other
+/// than where it is (`mode=`, `ignore-error=`). A registry cache records in
+/// `store` where its layers live (a push to the same registry mounts them);
+/// a missing `--cache-from` directory is an empty cache.
+pub(crate) fn open_build_cache(
+    spec: &str,
+    insecure: &[String],
+    store: &Store,
+    from: bool,
+) -> anyhow::Result<(std::sync::Arc<dyn RemoteCache>, Attrs)> {
+    let flag = if from { "--cache-from" } else { "--cache-to" };
+    let parsed = parse_cache_spec(spec).map_err(|e| usage(format!("{flag} {spec}: {e}")))?;
+    let cache: std::sync::Arc<dyn RemoteCache> = match parsed.location {
+        CacheLocation::Registry(r) => {
+            let opts = ClientOptions {
+                insecure_registries: insecure.to_vec(),
+                auth: AuthConfig::from_env(),
+                ..ClientOptions::default()
+            };
+            let cache = RegistryCache::new(&r, opts)
+                .map_err(|e| usage(format!("{flag} {spec}: {}", chain_text(&e))))?;
+            std::sync::Arc::new(cache.with_origins(store.clone()))
+        }
+        CacheLocation::Local(d) => std::sync::Arc::new(LayoutCache::new(d)),
+    };
+    Ok((cache, parsed.attrs))
+}
+
 /// A cache named on the command line, opened.
 enum Remote {
     Registry(RegistryCache),
