@@ -67,7 +67,6 @@
 mod archive;
 mod change;
 mod descriptor;
-mod digest;
 mod error;
 mod image;
 mod reference;
@@ -77,7 +76,6 @@ mod time;
 pub use archive::{load_archive, save_docker_archive, save_oci_layout, LoadedImage, SaveItem};
 pub use change::apply_change;
 pub use descriptor::{media_type, Compression, Descriptor, Platform, PlatformError};
-pub use digest::{Algorithm, Digest, DigestError, Hasher, HashingReader, HashingWriter};
 pub use error::{Error, Result};
 pub use image::{
     sniff_media_type, ContainerConfig, Extra, Healthcheck, History, ImageConfig, Index, Manifest,
@@ -88,4 +86,5 @@ pub use store::{
     remove_tree, GcOptions, GcReport, Image, ImageSummary, Layer, Lease, Problem, RootSet, Store,
     TagEntry, VerifyReport, Writer, CACHE_NAMESPACE, MAX_DOCUMENT_SIZE, SIDECAR_DIRS,
 };
+pub use strata_digest::{Algorithm, Digest, DigestError, Hasher, HashingReader, HashingWriter};
 pub use time::{format_rfc3339, parse_rfc3339};
