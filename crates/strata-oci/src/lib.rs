@@ -36,6 +36,8 @@
 //! - Leases and roots: [`Store::lease`] -> [`Lease`] (drop to release);
 //!   [`Store::set_root`]`(namespace, name, RootSet)` for persistent roots such
 //!   as the build cache ([`CACHE_NAMESPACE`]).
+//! - Sidecars: [`Store::sidecar`]`(kind)` -> [`Sidecars`] (`put`/`get`/`remove`
+//!   by image ID): per-image files other tools keep beside the store.
 //! - [`Store::verify`] -> [`VerifyReport`]; [`Store::gc`]`(GcOptions)` -> [`GcReport`].
 //! - Archives: [`save_docker_archive`], [`save_oci_layout`], [`load_archive`].
 //!
@@ -51,6 +53,8 @@
 //!   gc.lock                 shared by writers (commit, tag, lease), exclusive for gc
 //!   leases/<id>.lock|.json  a live process's lease (the .lock is flocked by it)
 //!   roots/<ns>/<name>.json  persistent roots (the build cache is roots/cache/)
+//!   sidecars/<kind>/<alg>-<hex>[.<key>]
+//!                           per-image files of other tools, by image ID
 //!   snapshots/<diffID hex>/ a layer extracted with overlay whiteouts (strata-layer)
 //!   snapshots/.tmp-<pid>-*  extractions in progress (removed when <pid> is dead)
 //! ```
@@ -83,8 +87,8 @@ pub use image::{
 };
 pub use reference::{Reference, ReferenceError, DEFAULT_DOMAIN};
 pub use store::{
-    remove_tree, GcOptions, GcReport, Image, ImageSummary, Layer, Lease, Problem, RootSet, Store,
-    TagEntry, VerifyReport, Writer, CACHE_NAMESPACE, MAX_DOCUMENT_SIZE, SIDECAR_DIRS,
+    remove_tree, GcOptions, GcReport, Image, ImageSummary, Layer, Lease, Problem, RootSet,
+    Sidecars, Store, TagEntry, VerifyReport, Writer, CACHE_NAMESPACE, MAX_DOCUMENT_SIZE,
 };
 pub use strata_digest::{Algorithm, Digest, DigestError, Hasher, HashingReader, HashingWriter};
 pub use time::{format_rfc3339, parse_rfc3339};

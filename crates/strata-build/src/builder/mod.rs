@@ -95,7 +95,7 @@ pub struct BuildOutput {
 
 /// Where an image built here came from: for each history entry made from
 /// this Dockerfile, the Dockerfile line (for `strata analyze` attribution).
-/// Kept beside the store (`<root>/build-info/<image id hex>.json`), not in
+/// Kept beside the store (its `build-info` sidecar, by image ID), not in
 /// the image, so it never changes a digest.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BuildInfo {
@@ -108,24 +108,18 @@ pub struct BuildInfo {
 }
 
 impl BuildInfo {
-    fn path(store: &Store, id: &Digest) -> PathBuf {
-        store
-            .root()
-            .join("build-info")
-            .join(format!("{}.json", id.hex()))
-    }
+    /// The store's sidecar kind these records are kept under.
+    pub const SIDECAR: &'static str = "build-info";
 
     /// The record for image `id`, if strata built it here.
     pub fn load(store: &Store, id: &Digest) -> Option<BuildInfo> {
-        serde_json::from_slice(&fs::read(Self::path(store, id)).ok()?).ok()
+        let bytes = store.sidecar(Self::SIDECAR).ok()?.get(id, None).ok()??;
+        serde_json::from_slice(&bytes).ok()
     }
 
     fn save(&self, store: &Store, id: &Digest) -> Result<()> {
-        let p = Self::path(store, id);
-        if let Some(d) = p.parent() {
-            fs::create_dir_all(d).map_err(|e| Error::io("create", d, e))?;
-        }
-        crate::cache::write_atomic(&p, &serde_json::to_vec_pretty(self).unwrap_or_default())
+        let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+        Ok(store.sidecar(Self::SIDECAR)?.put(id, None, &bytes)?)
     }
 }
 

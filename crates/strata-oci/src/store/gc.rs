@@ -9,6 +9,7 @@ use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
 
 use super::leases::LeaseData;
+use super::sidecars::{image_of, SIDECARS_DIR};
 use super::{
     lock_file, mtime_nanos, now_nanos, pid_alive, read_dir_sorted, remove_tree, write_atomic,
     Store, CACHE_NAMESPACE, MAX_DOCUMENT_SIZE,
@@ -44,15 +45,9 @@ pub struct GcReport {
     pub ingests: usize,
     /// Bytes of blobs removed.
     pub bytes: u64,
-    /// Sidecar files (see [`SIDECAR_DIRS`]) of images no longer stored.
+    /// Sidecar files ([`Store::sidecar`]) of images no longer stored.
     pub sidecars: usize,
 }
-
-/// Directories under the store root holding per-image files that other
-/// crates keep beside the store (the builder's line map, the cached
-/// post-build analysis). Each file's name starts with the hex of the image
-/// id (its config digest); `gc` removes the file once that blob is gone.
-pub const SIDECAR_DIRS: &[&str] = &["build-info", "analysis"];
 
 impl Store {
     /// Mark `d` and, for documents, what they reference. Returns nothing;
@@ -263,22 +258,33 @@ impl Store {
                 }
             }
         }
-        // 7. sidecars of images whose config blob is gone (or goes now).
+        // 7. sidecars (every kind) of images whose config blob is gone (or
+        // goes now); temp files of writes that never finished.
         let removed: BTreeSet<&Digest> = report.blobs.iter().map(|(d, _)| d).collect();
         let mut stale = Vec::new();
-        for dir in SIDECAR_DIRS {
-            let sdir = self.root.join(dir);
-            for name in read_dir_sorted(&sdir)? {
-                let Some(hex) = name.get(..64) else { continue };
-                let Ok(d) = Digest::new(Algorithm::Sha256, hex) else {
+        let sidecars = self.root.join(SIDECARS_DIR);
+        for kind in read_dir_sorted(&sidecars)? {
+            let kdir = sidecars.join(&kind);
+            if !kdir.is_dir() {
+                continue;
+            }
+            for name in read_dir_sorted(&kdir)? {
+                let p = kdir.join(&name);
+                let Ok(meta) = fs::symlink_metadata(&p) else {
                     continue;
                 };
-                if self.has(&d) && !removed.contains(&d) {
+                if !meta.is_file() {
                     continue;
                 }
-                let p = sdir.join(&name);
-                if fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()) {
-                    stale.push(p);
+                match image_of(&name) {
+                    Some(d) if self.has(&d) && !removed.contains(&d) => {}
+                    Some(_) => stale.push(p),
+                    None if name.starts_with(".tmp-")
+                        && now_nanos().saturating_sub(mtime_nanos(&meta)) > 3_600_000_000_000 =>
+                    {
+                        stale.push(p)
+                    }
+                    None => {}
                 }
             }
         }

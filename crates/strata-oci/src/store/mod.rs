@@ -6,6 +6,7 @@
 //! - `images`: resolving manifests and indexes to [`Image`]s;
 //! - `leases`: [`Lease`]s held by live processes and persistent roots;
 //! - `verify`: re-hashing blobs and checking references;
+//! - `sidecars`: per-image files other tools keep beside the store;
 //! - `gc`: mark and sweep.
 //!
 //! This module holds the [`Store`] handle and the file-system helpers they
@@ -28,13 +29,15 @@ mod gc;
 mod images;
 mod leases;
 mod refs;
+mod sidecars;
 mod verify;
 
 pub use content::Writer;
-pub use gc::{GcOptions, GcReport, SIDECAR_DIRS};
+pub use gc::{GcOptions, GcReport};
 pub use images::{Image, ImageSummary, Layer};
 pub use leases::{Lease, RootSet};
 pub use refs::TagEntry;
+pub use sidecars::Sidecars;
 pub use verify::{Problem, VerifyReport};
 
 /// Namespace of the build cache's roots (removed by `prune --all`).
