@@ -20,6 +20,7 @@
 
 mod builder;
 mod cache;
+mod config_change;
 mod copy;
 mod error;
 mod event;
@@ -32,6 +33,7 @@ mod plan;
 pub use builder::{
     build, BaseResolver, BuildInfo, BuildOutput, StoreResolver, EMPTY_LAYER_DIFF_ID,
 };
+pub use config_change::{apply_change, ConfigChange};
 pub use error::{Error, ErrorKind, Location, Result};
 pub use event::{Event, EventSink, StepId, Stream};
 pub use explain::{Change, Explanation};

@@ -69,7 +69,6 @@
 #![deny(missing_docs)]
 
 mod archive;
-mod change;
 mod descriptor;
 mod error;
 mod image;
@@ -78,7 +77,6 @@ mod store;
 mod time;
 
 pub use archive::{load_archive, save_docker_archive, save_oci_layout, LoadedImage, SaveItem};
-pub use change::apply_change;
 pub use descriptor::{media_type, Compression, Descriptor, Platform, PlatformError};
 pub use error::{Error, Result};
 pub use image::{

@@ -12,8 +12,8 @@ use miette::NamedSource;
 use strata_context::{Context, ContextOptions};
 use strata_dockerfile::shell::Lexer;
 use strata_dockerfile::{
-    parse_named, BuildStages, CopyAdd, Healthcheck, Instruction, InstructionKind, KeyValue,
-    MountSpec, MountType, Run, ShellOrExec,
+    parse_named, BuildStages, CopyAdd, Instruction, InstructionKind, KeyValue, MountSpec,
+    MountType, Run, ShellOrExec,
 };
 use strata_layer::{LayerOptions, Snapshotter};
 use strata_oci::{

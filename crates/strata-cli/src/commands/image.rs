@@ -6,8 +6,8 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use strata_layer::LayerOptions;
 use strata_oci::{
-    apply_change, format_rfc3339, media_type, parse_rfc3339, Compression, ContainerConfig,
-    GcOptions, History, Image, ImageConfig, Manifest, Platform, Reference, SaveItem, Store,
+    format_rfc3339, media_type, parse_rfc3339, Compression, GcOptions, History, Image, ImageConfig,
+    Manifest, Platform, Reference, SaveItem, Store,
 };
 
 use crate::cli::*;
@@ -338,10 +338,12 @@ pub fn history(args: HistoryArgs, s: &Settings) -> CmdResult {
 pub fn import(args: ImportArgs, s: &Settings) -> CmdResult {
     let store = open_store(s)?;
     let reference = parse_ref(&args.reference)?;
-    let mut cc = ContainerConfig::default();
+    // The changes are Dockerfile instructions, applied as the builder does.
+    let mut changed = ImageConfig::default();
     for ch in &args.changes {
-        apply_change(&mut cc, ch)?;
+        strata_build::apply_change(&mut changed, ch)?;
     }
+    let cc = changed.config.unwrap_or_default();
     let platform: Platform = match &args.platform {
         Some(p) => p.parse()?,
         None => Platform::host(),
