@@ -85,8 +85,9 @@ pub use image::{
 };
 pub use reference::{Reference, ReferenceError, DEFAULT_DOMAIN};
 pub use store::{
-    remove_tree, GcOptions, GcReport, Image, ImageSummary, Layer, Lease, Problem, RootSet,
-    Sidecars, Store, TagEntry, VerifyReport, Writer, CACHE_NAMESPACE, MAX_DOCUMENT_SIZE,
+    remove_tree, write_atomic, GcOptions, GcReport, Hold, Image, ImageSummary, Layer, Lease,
+    Problem, RootSet, Sidecars, Store, TagEntry, TempDir, VerifyReport, Writer, CACHE_NAMESPACE,
+    MAX_DOCUMENT_SIZE,
 };
 pub use strata_digest::{Algorithm, Digest, DigestError, Hasher, HashingReader, HashingWriter};
 pub use time::{format_rfc3339, parse_rfc3339};

@@ -14,6 +14,11 @@ use super::{
 use crate::error::IoContext;
 use crate::{Algorithm, Descriptor, Digest, Error, Hasher, Result};
 
+/// Ingest keys of [`Store::put_reader`]: unique to one call, so nobody can
+/// resume them and garbage collection removes them as soon as they are
+/// unlocked.
+pub(super) const ONE_SHOT_PREFIX: &str = "put-";
+
 /// A blob being written: bytes are hashed as they stream to a temp file in
 /// the store; [`Writer::commit`] verifies and moves it into place.
 ///
@@ -220,9 +225,14 @@ impl Store {
             .root
             .join("ingest")
             .join(Digest::sha256(ref_key.as_bytes()).hex());
-        fs::create_dir_all(&dir).ctx("create", &dir)?;
-        let lock = lock_file(&dir.join("lock"), FlockOperation::NonBlockingLockExclusive)?
-            .ok_or_else(|| Error::Locked(ref_key.to_owned()))?;
+        // Under the GC lock, so a collection never sees the ingest
+        // before its lock is held.
+        let lock = {
+            let _gc = self.gc_shared()?;
+            fs::create_dir_all(&dir).ctx("create", &dir)?;
+            lock_file(&dir.join("lock"), FlockOperation::NonBlockingLockExclusive)?
+                .ok_or_else(|| Error::Locked(ref_key.to_owned()))?
+        };
         let ref_path = dir.join("ref");
         if !ref_path.exists() {
             fs::write(&ref_path, ref_key).ctx("write", &ref_path)?;
@@ -265,7 +275,7 @@ impl Store {
         mut reader: impl Read,
         expected: Option<&Descriptor>,
     ) -> Result<Digest> {
-        let key = format!("put-{}-{}", std::process::id(), now_nanos());
+        let key = format!("{ONE_SHOT_PREFIX}{}-{}", std::process::id(), now_nanos());
         let mut w = match self.writer(&key, expected) {
             Ok(w) => w,
             Err(Error::AlreadyExists { .. }) => {

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::leases::LeaseData;
 use super::sidecars::{image_of, SIDECARS_DIR};
 use super::{
-    lock_file, mtime_nanos, now_nanos, pid_alive, read_dir_sorted, remove_tree, write_atomic,
-    Store, CACHE_NAMESPACE, MAX_DOCUMENT_SIZE,
+    dir_size, lock_file, mtime_nanos, now_nanos, pid_alive, read_dir_sorted, remove_tree,
+    write_atomic, Store, CACHE_NAMESPACE, MAX_DOCUMENT_SIZE,
 };
 use crate::error::IoContext;
 use crate::{media_type, Algorithm, Descriptor, Digest, Result};
@@ -35,18 +35,33 @@ pub struct GcOptions {
 pub struct GcReport {
     /// Blobs and their sizes.
     pub blobs: Vec<(Digest, u64)>,
-    /// Snapshot directory names.
+    /// Snapshot directory names: committed snapshots (diffID hex) and
+    /// active ones whose holder is gone or let go (`.active/<key>`, such as
+    /// a container layer `strata run` kept).
     pub snapshots: Vec<String>,
     /// Roots (`namespace/name`).
     pub roots: Vec<String>,
     /// Untagged images (manifest digests).
     pub untagged: Vec<Digest>,
-    /// Abandoned ingests and temp dirs.
+    /// Abandoned ingests and extractions.
     pub ingests: usize,
+    /// Scratch directories of processes that died (`tmp/<name>`).
+    pub temp: Vec<String>,
     /// Bytes of blobs removed.
     pub bytes: u64,
+    /// Bytes of the snapshots removed.
+    pub snapshot_bytes: u64,
+    /// Bytes of ingests, extractions and scratch directories removed.
+    pub temp_bytes: u64,
     /// Sidecar files ([`Store::sidecar`]) of images no longer stored.
     pub sidecars: usize,
+}
+
+impl GcReport {
+    /// Every byte removed: blobs, snapshots and temporary state.
+    pub fn reclaimed(&self) -> u64 {
+        self.bytes + self.snapshot_bytes + self.temp_bytes
+    }
 }
 
 impl Store {
@@ -222,6 +237,7 @@ impl Store {
                 let pid = rest.split('-').next().and_then(|s| s.parse::<u32>().ok());
                 if pid.is_some_and(|pid| !pid_alive(pid)) {
                     report.ingests += 1;
+                    report.temp_bytes += dir_size(&p);
                     if !opts.dry_run {
                         remove_tree(&p)?;
                     }
@@ -237,9 +253,23 @@ impl Store {
             if young(&meta) {
                 continue;
             }
+            report.snapshot_bytes += dir_size(&p);
             report.snapshots.push(name);
             if !opts.dry_run {
                 remove_tree(&p)?;
+            }
+        }
+        // Active snapshots and scratch directories nobody holds.
+        for (name, bytes) in self.sweep_held(true, opts.dry_run)?.names {
+            match name.strip_prefix("snapshots/") {
+                Some(active) => {
+                    report.snapshot_bytes += bytes;
+                    report.snapshots.push(active.to_owned());
+                }
+                None => {
+                    report.temp_bytes += bytes;
+                    report.temp.push(name);
+                }
             }
         }
         // 6. abandoned ingests.
@@ -251,8 +281,12 @@ impl Store {
             let old = fs::metadata(p.join("data"))
                 .map(|m| now_nanos().saturating_sub(mtime_nanos(&m)) > 86_400 * 1_000_000_000)
                 .unwrap_or(true);
-            if opts.remove_ingests || old {
+            // `put-*` ingests have a key nobody can resume.
+            let unresumable = fs::read_to_string(p.join("ref"))
+                .is_ok_and(|r| r.starts_with(super::content::ONE_SHOT_PREFIX));
+            if opts.remove_ingests || old || unresumable {
                 report.ingests += 1;
+                report.temp_bytes += dir_size(&p);
                 if !opts.dry_run {
                     let _ = fs::remove_dir_all(&p);
                 }

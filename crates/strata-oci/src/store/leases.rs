@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
@@ -75,6 +76,11 @@ impl Lease {
 
     fn save(&self) -> Result<()> {
         let _gc = self.store.gc_shared()?;
+        self.write()
+    }
+
+    /// Write the record (the caller holds the GC lock).
+    fn write(&self) -> Result<()> {
         let bytes = serde_json::to_vec(&self.data).unwrap_or_default();
         write_atomic(&self.json, &bytes)
     }
@@ -90,9 +96,19 @@ impl Drop for Lease {
 impl Store {
     /// Take a lease (see [`Lease`]).
     pub fn lease(&self, label: &str) -> Result<Lease> {
-        let id = format!("{}-{}", std::process::id(), now_nanos());
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let id = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            now_nanos(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
         let dir = self.root.join("leases");
         let lock_path = dir.join(format!("{id}.lock"));
+        // The lock file and the record appear under the GC lock: a
+        // collection sees both (a live lease) or neither, never a lock file
+        // it could take for a dead process's between our open and our flock.
+        let _gc = self.gc_shared()?;
         let lock = lock_file(&lock_path, FlockOperation::NonBlockingLockExclusive)?
             .ok_or_else(|| Error::Locked(id.clone()))?;
         let lease = Lease {
@@ -108,7 +124,7 @@ impl Store {
             lock_path,
             _lock: lock,
         };
-        lease.save()?;
+        lease.write()?;
         Ok(lease)
     }
 

@@ -30,6 +30,7 @@ mod images;
 mod leases;
 mod refs;
 mod sidecars;
+mod temp;
 mod verify;
 
 pub use content::Writer;
@@ -38,6 +39,7 @@ pub use images::{Image, ImageSummary, Layer};
 pub use leases::{Lease, RootSet};
 pub use refs::TagEntry;
 pub use sidecars::Sidecars;
+pub use temp::{Hold, TempDir};
 pub use verify::{Problem, VerifyReport};
 
 /// Namespace of the build cache's roots (removed by `prune --all`).
@@ -77,9 +79,11 @@ fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).ctx("fsync", dir)
 }
 
-/// Write `data` to `path` atomically: temp file beside it, fsync, rename,
-/// fsync the directory.
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+/// Write `data` to `path` atomically and durably: a uniquely named temp
+/// file beside it (`.tmp-*`, so concurrent writers of the same path never
+/// collide), fsync, rename over `path`, fsync the directory. Readers see the
+/// old content or the new, never a mix; after a crash, one of the two.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
@@ -136,14 +140,21 @@ fn hash_reader(mut r: impl Read, alg: Algorithm) -> io::Result<(Digest, u64)> {
 }
 
 impl Store {
-    /// Open (creating when missing) the store at `root`.
+    /// Open (creating when missing) the store at `root`, and remove the
+    /// temporary state of processes that died ([`Store::temp_dir`],
+    /// [`Store::hold_active`]).
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
         let root = root.into();
         for d in ["blobs/sha256", "ingest", "leases", "roots", "snapshots"] {
             let p = root.join(d);
             fs::create_dir_all(&p).ctx("create", &p)?;
         }
-        Ok(Store { root })
+        let store = Store { root };
+        // Temporary state of processes that died (scratch files that can
+        // hold secrets, RUN layers): cheap when there is none; a failure
+        // here only leaves it for the next command or `prune`.
+        let _ = store.sweep_held(false, false);
+        Ok(store)
     }
 
     /// The store directory.
@@ -179,6 +190,36 @@ pub fn remove_tree(p: &Path) -> Result<()> {
             fs::remove_dir_all(p).ctx("remove", p)
         }
     }
+}
+
+/// Bytes of the regular files and symlinks under `p` (not following
+/// symlinks nor crossing into other file systems; hard links once).
+fn dir_size(p: &Path) -> u64 {
+    use std::collections::HashSet;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(top) = fs::symlink_metadata(p) else {
+        return 0;
+    };
+    let dev = top.dev();
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    let mut stack = vec![p.to_owned()];
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.dev() != dev {
+            continue;
+        }
+        if meta.is_dir() {
+            if let Ok(rd) = fs::read_dir(&path) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        } else if meta.nlink() < 2 || seen.insert(meta.ino()) {
+            total += meta.len();
+        }
+    }
+    total
 }
 
 fn make_writable(p: &Path) {
