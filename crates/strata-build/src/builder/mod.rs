@@ -207,13 +207,10 @@ pub fn build(
     )?;
     let cache = Cache::open(store)?;
     let snap = Snapshotter::new(store)?;
-    let tmp = store.root().join("tmp").join(format!(
-        "build-{}-{}",
-        std::process::id(),
-        started.elapsed().as_nanos()
-    ));
-    fs::create_dir_all(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-    let _tmp_guard = RemoveOnDrop(tmp.clone());
+    // Held (and removed by the next strata command if this one is killed):
+    // it holds the copies of --secret files.
+    let tmp_dir = store.temp_dir("build")?;
+    let tmp = tmp_dir.path().to_owned();
     let executor = strata_sandbox::pick(opts.isolation, store.root().join("run"))?;
     let (overlay, fallback) = match opts.snapshots {
         SnapshotMode::Overlay => (true, None),

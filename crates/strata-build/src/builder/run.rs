@@ -524,6 +524,7 @@ impl Shared<'_> {
             id.step,
             started.as_nanos()
         );
+        let _hold = self.store.hold_active(&active)?;
         let snap_mounts = if self.overlay {
             self.snap.prepare(&active, &st.layers)?
         } else {

@@ -568,7 +568,7 @@ pub fn prune(args: PruneArgs, s: &Settings) -> CmdResult {
             rep.roots.len(),
             rep.untagged.len(),
             rep.sidecars,
-            human_bytes(rep.bytes)
+            human_bytes(rep.reclaimed())
         );
     }
     Ok(ExitCode::SUCCESS)

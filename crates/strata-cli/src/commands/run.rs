@@ -81,6 +81,7 @@ pub fn run(args: RunArgs, s: &Settings) -> CmdResult {
             .map(|d| d.as_nanos())
             .unwrap_or(0)
     );
+    let _hold = store.hold_active(&key)?;
     let snap_mounts = snap.prepare(&key, &image.layers)?;
     let upper = snap.writable_dir(&key);
     let work = upper.with_file_name("work");
