@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::IoContext;
 use crate::image::sniff_media_type;
+use crate::output::OutputFile;
 use crate::store::write_atomic;
 use crate::{
     media_type, Descriptor, Digest, Error, Image, Index, Manifest, Reference, Result, Store,
@@ -227,20 +228,13 @@ pub fn save_docker_archive<W: Write>(store: &Store, items: &[SaveItem], out: W) 
 /// written to `dest`.
 pub fn save_oci_layout(store: &Store, items: &[SaveItem], dest: &Path, as_tar: bool) -> Result<()> {
     if as_tar {
-        let dir = dest
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let tmp = tempfile::Builder::new()
-            .prefix(".strata-save-")
-            .tempfile_in(dir)
-            .ctx("create temp file in", dir)?;
+        let out = OutputFile::create(dest)?;
         let io_err = |e: io::Error| Error::Io {
             op: "write",
             path: dest.to_owned(),
             source: e,
         };
-        let mut t = TarOut::new(io::BufWriter::new(tmp.as_file()));
+        let mut t = TarOut::new(io::BufWriter::new(out.file()));
         t.file("oci-layout", OCI_LAYOUT.len() as u64, OCI_LAYOUT)
             .map_err(io_err)?;
         let index = index_for(items).to_json();
@@ -250,9 +244,7 @@ pub fn save_oci_layout(store: &Store, items: &[SaveItem], dest: &Path, as_tar: b
         let mut w = t.finish().map_err(io_err)?;
         w.flush().map_err(io_err)?;
         drop(w);
-        tmp.as_file().sync_all().map_err(io_err)?;
-        tmp.persist(dest).map_err(|e| io_err(e.error))?;
-        return Ok(());
+        return out.commit();
     }
     fs::create_dir_all(dest).ctx("create", dest)?;
     for it in items {

@@ -39,7 +39,8 @@
 //! - Sidecars: [`Store::sidecar`]`(kind)` -> [`Sidecars`] (`put`/`get`/`remove`
 //!   by image ID): per-image files other tools keep beside the store.
 //! - [`Store::verify`] -> [`VerifyReport`]; [`Store::gc`]`(GcOptions)` -> [`GcReport`].
-//! - Archives: [`save_docker_archive`], [`save_oci_layout`], [`load_archive`].
+//! - Archives: [`save_docker_archive`], [`save_oci_layout`], [`load_archive`];
+//!   [`OutputFile`] for an output that appears only complete.
 //!
 //! # On-disk layout
 //!
@@ -72,6 +73,7 @@ mod archive;
 mod descriptor;
 mod error;
 mod image;
+mod output;
 mod reference;
 mod store;
 mod time;
@@ -83,6 +85,7 @@ pub use image::{
     sniff_media_type, ContainerConfig, Extra, Healthcheck, History, ImageConfig, Index, Manifest,
     RootFs,
 };
+pub use output::OutputFile;
 pub use reference::{Reference, ReferenceError, DEFAULT_DOMAIN};
 pub use store::{
     remove_tree, write_atomic, GcOptions, GcReport, Hold, Image, ImageSummary, Layer, Lease,

@@ -423,19 +423,15 @@ pub(crate) fn export(
 ) -> anyhow::Result<()> {
     match format {
         ArchiveFormat::Docker => {
-            let dir = out
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let tmp = tempfile::Builder::new()
-                .prefix(".strata-save-")
-                .tempfile_in(dir)
-                .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-            let w = std::io::BufWriter::new(tmp.as_file());
-            strata_oci::save_docker_archive(store, items, w)
+            let file = strata_oci::OutputFile::create(out)
                 .with_context(|| format!("cannot write {}", out.display()))?;
-            tmp.as_file().sync_all()?;
-            tmp.persist(out)
+            let w = std::io::BufWriter::new(file.file());
+            let w = strata_oci::save_docker_archive(store, items, w)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            w.into_inner()
+                .map_err(|e| e.into_error())
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            file.commit()
                 .with_context(|| format!("cannot write {}", out.display()))?;
         }
         ArchiveFormat::Oci => {
