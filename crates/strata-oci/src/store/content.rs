@@ -5,6 +5,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::FlockOperation;
 
@@ -14,10 +15,20 @@ use super::{
 use crate::error::IoContext;
 use crate::{Algorithm, Descriptor, Digest, Error, Hasher, Result};
 
-/// Ingest keys of [`Store::put_reader`]: unique to one call, so nobody can
-/// resume them and garbage collection removes them as soon as they are
-/// unlocked.
-pub(super) const ONE_SHOT_PREFIX: &str = "put-";
+/// Ingest keys of [`Store::unique_writer`]: unique to one writer, so nobody
+/// can resume them and garbage collection removes them as soon as they are
+/// unlocked (their writer finished or died).
+pub(super) const ONE_SHOT_PREFIX: &str = "unique-";
+
+fn unique_key() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{ONE_SHOT_PREFIX}{}-{}-{}",
+        std::process::id(),
+        now_nanos(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
 
 /// A blob being written: bytes are hashed as they stream to a temp file in
 /// the store; [`Writer::commit`] verifies and moves it into place.
@@ -269,14 +280,20 @@ impl Store {
         })
     }
 
+    /// A writer for content made here (a layer being written, an archive
+    /// being loaded): its ingest key is unique, so it cannot be resumed, and
+    /// if this process dies the next garbage collection removes it.
+    pub fn unique_writer(&self) -> Result<Writer> {
+        self.writer(&unique_key(), None)
+    }
+
     /// Copy `reader` into the store (verifying `expected` when given).
     pub fn put_reader(
         &self,
         mut reader: impl Read,
         expected: Option<&Descriptor>,
     ) -> Result<Digest> {
-        let key = format!("{ONE_SHOT_PREFIX}{}-{}", std::process::id(), now_nanos());
-        let mut w = match self.writer(&key, expected) {
+        let mut w = match self.writer(&unique_key(), expected) {
             Ok(w) => w,
             Err(Error::AlreadyExists { .. }) => {
                 return Ok(expected
