@@ -43,6 +43,21 @@ fn sync_tree(dir: &Path) -> Result<()> {
     rustix::fs::syncfs(&d).ctx("sync the file system of", dir)
 }
 
+/// A full disk while extracting or writing a layer is the store's disk
+/// being full: say so, naming the store's directory, rather than "reading
+/// the layer" or "read <source file>".
+pub(crate) fn no_space_in_store(e: Error, op: &'static str, dir: &Path) -> Error {
+    if strata_oci::is_no_space(&e) {
+        Error::Store(strata_oci::Error::NoSpace {
+            op,
+            path: dir.to_owned(),
+            source: rustix::io::Errno::NOSPC.into(),
+        })
+    } else {
+        e
+    }
+}
+
 /// Manages snapshot directories in a store.
 #[derive(Debug, Clone)]
 pub struct Snapshotter {
@@ -124,7 +139,7 @@ impl Snapshotter {
         })();
         if let Err(e) = result {
             let _ = strata_oci::remove_tree(&tmp);
-            return Err(e);
+            return Err(no_space_in_store(e, "extract a layer into", &self.dir));
         }
         match fs::rename(&tmp, &target) {
             Ok(()) => {}

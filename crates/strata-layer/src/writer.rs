@@ -857,7 +857,11 @@ pub fn import_tar_to_store(
         }
         Err(e) => {
             let _ = writer.abort();
-            Err(e)
+            Err(crate::snapshot::no_space_in_store(
+                e,
+                "write a layer into",
+                &store.root().join("ingest"),
+            ))
         }
     }
 }
@@ -888,7 +892,11 @@ pub fn write_layer_to_store(
         }
         Err(e) => {
             let _ = writer.abort();
-            Err(e)
+            Err(crate::snapshot::no_space_in_store(
+                e,
+                "write a layer into",
+                &store.root().join("ingest"),
+            ))
         }
     }
 }

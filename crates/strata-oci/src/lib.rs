@@ -80,7 +80,7 @@ mod time;
 
 pub use archive::{load_archive, save_docker_archive, save_oci_layout, LoadedImage, SaveItem};
 pub use descriptor::{media_type, Compression, Descriptor, Platform, PlatformError};
-pub use error::{Error, Result};
+pub use error::{is_no_space, Error, Result};
 pub use image::{
     sniff_media_type, ContainerConfig, Extra, Healthcheck, History, ImageConfig, Index, Manifest,
     RootFs,

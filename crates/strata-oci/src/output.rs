@@ -64,11 +64,9 @@ impl OutputFile {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .to_owned();
-        self.tmp.persist(&self.dest).map_err(|e| Error::Io {
-            op: "rename",
-            path: self.dest.clone(),
-            source: e.error,
-        })?;
+        self.tmp
+            .persist(&self.dest)
+            .map_err(|e| Error::io("rename", self.dest.clone(), e.error))?;
         File::open(&dir)
             .and_then(|d| d.sync_all())
             .ctx("fsync", dir)

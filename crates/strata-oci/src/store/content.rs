@@ -304,11 +304,11 @@ impl Store {
         };
         if let Err(e) = io::copy(&mut reader, &mut w) {
             let _ = w.abort();
-            return Err(Error::Io {
-                op: "copy into the store",
-                path: self.root.join("ingest"),
-                source: e,
-            });
+            return Err(Error::io(
+                "copy into the store",
+                self.root.join("ingest"),
+                e,
+            ));
         }
         w.commit(expected.map(|e| e.size), expected.map(|e| &e.digest))
     }

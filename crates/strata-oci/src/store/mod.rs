@@ -91,11 +91,8 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         .ctx("create temp file in", dir)?;
     tmp.write_all(data).ctx("write", tmp.path())?;
     tmp.as_file().sync_all().ctx("fsync", tmp.path())?;
-    tmp.persist(path).map_err(|e| Error::Io {
-        op: "rename",
-        path: path.to_owned(),
-        source: e.error,
-    })?;
+    tmp.persist(path)
+        .map_err(|e| Error::io("rename", path.to_owned(), e.error))?;
     fsync_dir(dir)
 }
 
@@ -160,6 +157,13 @@ impl Store {
     /// The store directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Bytes free for unprivileged writers on the file system holding the
+    /// store (to tell a user whose build failed that the disk is full).
+    pub fn available_space(&self) -> Result<u64> {
+        let st = rustix::fs::statvfs(&self.root).ctx("statvfs", &self.root)?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
     }
 
     /// Where snapshot directories live (`<root>/snapshots`); strata-layer's
