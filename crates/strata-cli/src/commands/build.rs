@@ -97,6 +97,9 @@ const LOW_SPACE: u64 = 64 << 20;
 
 pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
     let store = open_store(s)?;
+    // Keeps what the build writes (manifest, config) from a concurrent
+    // prune until it is tagged, after the builder's own lease is gone.
+    let _lease = store.lease("build")?;
     let tags = args
         .tags
         .iter()
