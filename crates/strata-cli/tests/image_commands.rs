@@ -592,3 +592,42 @@ fn run_gives_an_image_without_path_dockers_default() {
     let out = ok(&root, &["run", "--rm", "busybox", "sh", "-c", "echo $PATH"]);
     assert_eq!(out.trim(), "/bin:/usr/bin");
 }
+
+#[test]
+fn prune_removes_the_container_layers_run_kept_and_counts_their_bytes() {
+    if !strata_testkit::require_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let Some(root) = store_with_busybox(t.path()) else {
+        return;
+    };
+    let active = root.join("snapshots/.active");
+    let out = run(
+        &root,
+        &[
+            "run",
+            "--isolation",
+            "builtin",
+            "busybox",
+            "sh",
+            "-c",
+            "head -c 1500000 /dev/zero > /big",
+        ],
+    );
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`strata prune` removes it"));
+    let kept: Vec<_> = fs::read_dir(&active).unwrap().flatten().collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    // rmi's collection keeps it; prune removes it and says how much it freed.
+    ok(&root, &["tag", "busybox", "other"]);
+    ok(&root, &["rmi", "other"]);
+    assert_eq!(fs::read_dir(&active).unwrap().count(), 1);
+    let dry = ok(&root, &["prune", "--dry-run"]);
+    assert!(dry.contains("Would remove snapshot .active/ctr-"), "{dry}");
+    let out = ok(&root, &["prune"]);
+    assert!(out.contains("1 snapshots"), "{out}");
+    assert!(out.contains("1.50 MB reclaimed"), "{out}");
+    assert_eq!(fs::read_dir(&active).unwrap().count(), 0);
+    verify_clean(&root);
+}

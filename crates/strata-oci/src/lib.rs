@@ -56,8 +56,15 @@
 //!   roots/<ns>/<name>.json  persistent roots (the build cache is roots/cache/)
 //!   sidecars/<kind>/<alg>-<hex>[.<key>]
 //!                           per-image files of other tools, by image ID
-//!   snapshots/<diffID hex>/ a layer extracted with overlay whiteouts (strata-layer)
+//!   snapshots/<diffID hex>/ a layer extracted with overlay whiteouts (strata-layer),
+//!                           synced to disk before it is renamed into place
 //!   snapshots/.tmp-<pid>-*  extractions in progress (removed when <pid> is dead)
+//!   snapshots/.active/<key>/ and <key>.lock
+//!                           a RUN step's or a container's writable layer, held
+//!                           by a flock on <key>.lock ([`Store::hold_active`])
+//!   tmp/<kind>-<pid>-<n>/ and .lock
+//!                           scratch files of a live process (a build's copies of
+//!                           --secret files), held the same way ([`Store::temp_dir`])
 //! ```
 //!
 //! Crash safety: a blob appears under `blobs/` only by `rename` after its
@@ -67,6 +74,15 @@
 //! and `refs.json` is replaced atomically, so no tag ever points at missing
 //! content. Concurrent processes coordinate with `flock`: ingests by ref key,
 //! the tag database, and garbage collection against writers and leases.
+//!
+//! Temporary state is held the same way, with the lock taken before the
+//! state exists and dropped after it is gone: when a holder dies (even by
+//! `kill -9`) the kernel drops its lock, and every [`Store::open`] removes
+//! what it held, so a secret does not outlive a crash beyond the next strata
+//! command. Garbage collection with [`GcOptions::remove_released`] (what
+//! `strata prune` does) also removes the container layers `strata run`
+//! kept. Nothing is removed while a mount point lies under it. A full disk
+//! is [`Error::NoSpace`], naming the path in the store.
 #![deny(missing_docs)]
 
 mod archive;

@@ -102,15 +102,23 @@ fn active_snapshots_stale_are_swept_by_open_released_by_gc_with_their_bytes() {
     assert!(active.join("ctr-kept").exists());
     assert!(active.join("run-live").exists());
 
+    // A collection that is not a prune (rmi's) keeps it.
+    let rep = s.gc(GcOptions::default()).unwrap();
+    assert!(rep.snapshots.is_empty());
+    assert!(active.join("ctr-kept").exists());
+    let prune = GcOptions {
+        remove_released: true,
+        ..Default::default()
+    };
     let dry = s
         .gc(GcOptions {
             dry_run: true,
-            ..Default::default()
+            ..prune
         })
         .unwrap();
     assert_eq!(dry.snapshots, [".active/ctr-kept"]);
     assert!(active.join("ctr-kept").exists());
-    let rep = s.gc(GcOptions::default()).unwrap();
+    let rep = s.gc(prune).unwrap();
     assert_eq!(rep.snapshots, [".active/ctr-kept"]);
     assert_eq!(rep.snapshot_bytes, 300_000);
     assert_eq!(rep.reclaimed(), 300_000);

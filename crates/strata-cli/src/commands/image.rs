@@ -534,6 +534,7 @@ pub fn prune(args: PruneArgs, s: &Settings) -> CmdResult {
             remove_cache: args.all,
             remove_untagged: args.all,
             remove_ingests: args.all,
+            remove_released: true,
             dry_run: args.dry_run,
         })
         .context("prune failed")?;

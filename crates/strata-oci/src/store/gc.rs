@@ -26,6 +26,9 @@ pub struct GcOptions {
     pub remove_untagged: bool,
     /// Also drop unlocked ingests however young (else only those older than a day).
     pub remove_ingests: bool,
+    /// Also drop active snapshots their holder let go of (container layers
+    /// `strata run` kept); those whose holder died always go.
+    pub remove_released: bool,
     /// Report, change nothing.
     pub dry_run: bool,
 }
@@ -260,7 +263,7 @@ impl Store {
             }
         }
         // Active snapshots and scratch directories nobody holds.
-        for (name, bytes) in self.sweep_held(true, opts.dry_run)?.names {
+        for (name, bytes) in self.sweep_held(opts.remove_released, opts.dry_run)?.names {
             match name.strip_prefix("snapshots/") {
                 Some(active) => {
                     report.snapshot_bytes += bytes;
