@@ -23,7 +23,8 @@ pub enum ConfigChange {
     Label(String, String),
     /// `MAINTAINER name` (the config's author).
     Maintainer(String),
-    /// `EXPOSE`: ports as `80/tcp` (see [`expand_ports`]).
+    /// `EXPOSE`: ports as `80/tcp` (a range written `8000-8001` is one
+    /// entry per port).
     Expose(Vec<String>),
     /// `VOLUME path` (one path; empty is an error).
     Volume(String),

@@ -80,7 +80,7 @@ pub struct Stage {
     pub span: Span,
     /// The `FROM` instruction's logical line.
     pub original: String,
-    /// Index of the `FROM` in [`Dockerfile::nodes`].
+    /// Index of the `FROM` in [`crate::Dockerfile::nodes`].
     pub node: usize,
 }
 
@@ -95,7 +95,7 @@ pub struct Instruction {
     pub span: Span,
     /// The logical line (continuations joined), as BuildKit keeps it.
     pub original: String,
-    /// Index of its syntax node in [`Dockerfile::nodes`] (for an `ONBUILD`
+    /// Index of its syntax node in [`crate::Dockerfile::nodes`] (for an `ONBUILD`
     /// trigger: the `ONBUILD`'s), where the raw flags and arguments are.
     pub node: usize,
 }

@@ -148,7 +148,7 @@ impl Store {
     }
 
     /// Register (or replace) a persistent root: content kept until the root
-    /// is removed. The builder keeps its cache under [`CACHE_NAMESPACE`],
+    /// is removed. The builder keeps its cache under [`CACHE_NAMESPACE`](super::CACHE_NAMESPACE),
     /// which `prune --all` drops.
     pub fn set_root(&self, namespace: &str, name: &str, set: &RootSet) -> Result<()> {
         let p = self.root_path(namespace, name)?;
