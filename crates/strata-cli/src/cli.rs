@@ -243,7 +243,7 @@ pub struct RunArgs {
     /// User (name|uid[:group|gid])
     #[arg(short = 'u', long = "user")]
     pub user: Option<String>,
-    /// Bind mount a host path (HOST:CTR[:ro])
+    /// Bind mount a host path (HOST:CTR, or HOST:CTR:ro)
     #[arg(short = 'v', long = "volume", value_name = "HOST:CTR")]
     pub volumes: Vec<String>,
     /// Network
@@ -454,7 +454,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 #[derive(Debug, Args)]
 pub struct PullArgs {
-    /// Reference (name[:tag] or name@digest)
+    /// Reference (name, name:tag or name@digest)
     pub reference: String,
     /// Platform to choose from an index (os/arch[/variant]) [default: the host's]
     #[arg(long)]
