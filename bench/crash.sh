@@ -21,7 +21,7 @@ log=$(mktemp /tmp/strata-bench-crash.XXXXXX)
 trap 'rm -f "$log"' EXIT
 set +e
 STRATA_CRASH_TRIALS=$trials STRATA_TEST_STRICT=1 \
-  cargo test --release --locked -p strata-cli --test crash -- \
+  cargo test --locked -p strata-cli --test crash -- \
   --test-threads=1 --nocapture "${extra[@]}" >"$log" 2>&1
 status=$?
 set -e
