@@ -206,12 +206,14 @@ impl Store {
                         if has_mounts(&mut mounts, &target) {
                             continue;
                         }
-                        swept
-                            .names
-                            .push((format!("{base}/{held}"), dir_size(&target)));
-                        if !dry_run {
-                            remove_tree(&target)?;
+                        let bytes = dir_size(&target);
+                        // One that cannot be removed now (another sweeper
+                        // is at it, or a file is busy) keeps its lock file,
+                        // so the next sweep tries again.
+                        if !dry_run && remove_tree(&target).is_err() {
+                            continue;
                         }
+                        swept.names.push((format!("{base}/{held}"), bytes));
                     }
                     if !dry_run {
                         let _ = fs::remove_file(&path);
@@ -227,12 +229,11 @@ impl Store {
                     if has_mounts(&mut mounts, &path) {
                         continue;
                     }
-                    swept
-                        .names
-                        .push((format!("{base}/{name}"), dir_size(&path)));
-                    if !dry_run {
-                        remove_tree(&path)?;
+                    let bytes = dir_size(&path);
+                    if !dry_run && remove_tree(&path).is_err() {
+                        continue;
                     }
+                    swept.names.push((format!("{base}/{name}"), bytes));
                 }
             }
         }
