@@ -65,17 +65,6 @@ pub struct Snapshotter {
     dir: PathBuf,
 }
 
-fn unique() -> String {
-    format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    )
-}
-
 fn valid_key(key: &str) -> Result<()> {
     if key.is_empty()
         || key.starts_with('.')
@@ -123,7 +112,8 @@ impl Snapshotter {
         if target.is_dir() {
             return Ok(target);
         }
-        let tmp = self.dir.join(format!(".tmp-{}", unique()));
+        // Held: if this process dies, the next command removes it.
+        let (tmp, _hold) = self.store.hold_extraction()?;
         fs::create_dir(&tmp).ctx("create", &tmp)?;
         let result = (|| {
             let blob = self.store.open_blob(&layer.descriptor.digest)?;

@@ -58,7 +58,8 @@
 //!                           per-image files of other tools, by image ID
 //!   snapshots/<diffID hex>/ a layer extracted with overlay whiteouts (strata-layer),
 //!                           synced to disk before it is renamed into place
-//!   snapshots/.tmp-<pid>-*  extractions in progress (removed when <pid> is dead)
+//!   snapshots/.tmp-<pid>-<n>/ and .lock
+//!                           an extraction in progress, held ([`Store::hold_extraction`])
 //!   snapshots/.active/<key>/ and <key>.lock
 //!                           a RUN step's or a container's writable layer, held
 //!                           by a flock on <key>.lock ([`Store::hold_active`])

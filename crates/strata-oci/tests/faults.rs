@@ -294,3 +294,30 @@ fn atomic_writes_of_one_path_from_many_threads_never_collide() {
         .collect();
     assert_eq!(names, ["entry.json"], "temp files left behind");
 }
+
+#[test]
+fn extractions_of_dead_processes_go_at_the_next_open_live_ones_stay() {
+    let (_t, s) = store();
+    let snaps = s.snapshots_dir();
+    let (live, hold) = s.hold_extraction().unwrap();
+    fs::create_dir(&live).unwrap();
+    fs::write(live.join("file"), b"being extracted").unwrap();
+    forge_stale(&snaps, ".tmp-1-2-3", b"x");
+    let _ = Store::open(s.root()).unwrap();
+    assert!(!snaps.join(".tmp-1-2-3").exists());
+    assert!(!snaps.join(".tmp-1-2-3.lock").exists());
+    assert!(live.join("file").exists(), "a live extraction was swept");
+    s.gc(GcOptions::default()).unwrap();
+    assert!(live.join("file").exists(), "gc swept a live extraction");
+    // Renamed into place, then the hold dropped: nothing of it is left.
+    let done = snaps.join(Digest::sha256(b"done").hex());
+    fs::rename(&live, &done).unwrap();
+    drop(hold);
+    let left: Vec<_> = fs::read_dir(&snaps)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::leases::LeaseData;
 use super::sidecars::{image_of, SIDECARS_DIR};
+use super::temp::EXTRACT_PREFIX;
 use super::{
     dir_size, lock_file, mtime_nanos, now_nanos, pid_alive, read_dir_sorted, remove_tree,
     write_atomic, Store, CACHE_NAMESPACE, MAX_DOCUMENT_SIZE,
@@ -234,9 +235,16 @@ impl Store {
         }
         // 5. sweep snapshots.
         let sdir = self.snapshots_dir();
-        for name in read_dir_sorted(&sdir)? {
+        let names = read_dir_sorted(&sdir)?;
+        for name in &names {
+            let name = name.clone();
             let p = sdir.join(&name);
             if let Some(rest) = name.strip_prefix(".tmp-") {
+                // Held extractions (with a lock file) are the sweep's, below;
+                // this is for those of versions without holds.
+                if name.ends_with(".lock") || names.contains(&format!("{name}.lock")) {
+                    continue;
+                }
                 let pid = rest.split('-').next().and_then(|s| s.parse::<u32>().ok());
                 if pid.is_some_and(|pid| !pid_alive(pid)) {
                     report.ingests += 1;
@@ -262,9 +270,13 @@ impl Store {
                 remove_tree(&p)?;
             }
         }
-        // Active snapshots and scratch directories nobody holds.
+        // Active snapshots, extractions and scratch directories nobody holds.
         for (name, bytes) in self.sweep_held(opts.remove_released, opts.dry_run)?.names {
             match name.strip_prefix("snapshots/") {
+                Some(extraction) if extraction.starts_with(EXTRACT_PREFIX) => {
+                    report.ingests += 1;
+                    report.temp_bytes += bytes;
+                }
                 Some(active) => {
                     report.snapshot_bytes += bytes;
                     report.snapshots.push(active.to_owned());

@@ -16,6 +16,9 @@
 //!   every [`Store::open`]; released ones (a container layer `strata run`
 //!   kept) by garbage collection.
 //!
+//! - `snapshots/.tmp-<pid>-<n>/` ([`Store::hold_extraction`]): a layer
+//!   being extracted; stale ones are swept by every [`Store::open`].
+//!
 //! Nothing is removed while a mount point lies inside it, so a sweep never
 //! reaches through a leftover bind mount into the host's files.
 
@@ -36,6 +39,12 @@ pub(super) const TMP_DIR: &str = "tmp";
 
 /// Where active snapshots live, under the store root.
 pub(super) const ACTIVE_DIR: &str = "snapshots/.active";
+
+/// Where snapshots live, under the store root.
+const SNAPSHOTS_DIR: &str = "snapshots";
+
+/// Names of snapshots being extracted, in [`SNAPSHOTS_DIR`].
+pub(super) const EXTRACT_PREFIX: &str = ".tmp-";
 
 /// A lock file `flock`ed by this process, marking the directory beside it
 /// (same name without `.lock`) as in use. Dropping it releases the mark
@@ -183,19 +192,44 @@ impl Store {
         Hold::acquire(dir.join(format!("{key}.lock")))
     }
 
+    /// A fresh name for a snapshot being extracted,
+    /// `snapshots/.tmp-<pid>-<n>`, held by this process: create the
+    /// directory, fill it, rename it into place, then drop the hold. If the
+    /// process dies first, the next command that opens the store removes it.
+    pub fn hold_extraction(&self) -> Result<(PathBuf, Hold)> {
+        let dir = self.snapshots_dir();
+        fs::create_dir_all(&dir).ctx("create", &dir)?;
+        let name = format!(
+            "{EXTRACT_PREFIX}{}-{}-{}",
+            std::process::id(),
+            now_nanos(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let hold = Hold::acquire(dir.join(format!("{name}.lock")))?;
+        Ok((dir.join(name), hold))
+    }
+
     /// Remove held state whose holder is gone: under `tmp/`, every
     /// directory without a live lock; under `snapshots/.active/`, every
     /// directory whose lock file is stale, and with `released` also those
-    /// without a lock file. Cheap when there is nothing to do (two directory
+    /// without a lock file; under `snapshots/`, extractions whose lock file
+    /// is stale. Cheap when there is nothing to do (three directory
     /// listings), so [`Store::open`] runs it.
     pub(super) fn sweep_held(&self, released: bool, dry_run: bool) -> Result<Swept> {
         let mut swept = Swept::default();
         let mut mounts: Option<Vec<PathBuf>> = None;
-        for (base, orphans) in [(TMP_DIR, true), (ACTIVE_DIR, released)] {
+        for (base, orphans) in [
+            (TMP_DIR, true),
+            (ACTIVE_DIR, released),
+            (SNAPSHOTS_DIR, false),
+        ] {
             let dir = self.root.join(base);
             let names = read_dir_sorted(&dir)?;
             for name in &names {
                 let path = dir.join(name);
+                if base == SNAPSHOTS_DIR && !name.starts_with(EXTRACT_PREFIX) {
+                    continue;
+                }
                 if let Some(held) = name.strip_suffix(".lock") {
                     // A lock file: stale if we can lock it.
                     let Some(_stale) = try_lock_stale(&path) else {
