@@ -38,18 +38,22 @@ impl SmallFs {
         Some(SmallFs(dir.to_owned()))
     }
 
-    /// Take all free space but `leave` bytes, in a file removed by `free`.
-    fn fill(&self, leave: u64) {
+    fn avail(&self) -> u64 {
         let out = Command::new("df")
             .args(["--output=avail", "-B1"])
             .arg(&self.0)
             .output()
             .unwrap();
-        let avail: u64 = String::from_utf8_lossy(&out.stdout)
+        String::from_utf8_lossy(&out.stdout)
             .lines()
             .nth(1)
             .and_then(|l| l.trim().parse().ok())
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Take all free space but `leave` bytes, in a file removed by `free`.
+    fn fill(&self, leave: u64) {
+        let avail = self.avail();
         let filler = self.0.join("filler");
         let f = fs::File::create(&filler).unwrap();
         // tmpfs allocates on write: write it.
@@ -63,7 +67,16 @@ impl SmallFs {
     }
 
     fn free(&self) {
-        fs::remove_file(self.0.join("filler")).unwrap();
+        let filler = self.0.join("filler");
+        let size = fs::metadata(&filler).unwrap().len();
+        let before = self.avail();
+        fs::remove_file(&filler).unwrap();
+        // The space comes back once nobody has the file open; anything on
+        // the machine that reads files under /tmp can hold it a moment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.avail() < before + size / 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 }
 
