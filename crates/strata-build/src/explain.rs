@@ -108,7 +108,7 @@ pub enum Explanation {
     },
     /// These inputs differ from the last build.
     Changed {
-        /// The differences (at most [`MAX_CHANGES`], the rest counted).
+        /// The differences (at most `MAX_CHANGES`, the rest counted).
         changes: Vec<Change>,
         /// How many more differences there are.
         more: usize,

@@ -21,6 +21,7 @@
 mod bindtree;
 mod builder;
 mod cache;
+mod config_change;
 pub mod container;
 mod copy;
 mod error;
@@ -37,6 +38,7 @@ pub use builder::{
     build, snapshotter_choice, BaseResolver, BuildInfo, BuildOutput, StoreResolver,
     EMPTY_LAYER_DIFF_ID,
 };
+pub use config_change::{apply_change, ConfigChange};
 pub use container::ContainerError;
 pub use error::{Error, ErrorKind, Location, Result};
 pub use event::{Event, EventSink, StepId, Stream};

@@ -754,7 +754,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 #[derive(Debug, Args)]
 pub struct PullArgs {
-    /// Reference (name[:tag] or name@digest)
+    /// Reference (name, name:tag or name@digest)
     pub reference: String,
     /// Platform to choose from an index (os/arch[/variant]) [default: the host's]
     #[arg(long)]

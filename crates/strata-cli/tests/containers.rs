@@ -561,6 +561,34 @@ fn detached_containers_live_their_lifecycle() {
     .unwrap();
     assert_eq!(js["Names"], "k");
     assert!(js["Status"].as_str().unwrap().starts_with("Up"), "{js}");
+    // `strata prune` leaves the layers of containers that exist, running or
+    // stopped, alone (they go with the container).
+    ok(
+        root,
+        &[
+            "run",
+            "--name",
+            "kept",
+            "busybox",
+            "sh",
+            "-c",
+            "echo mine > /f",
+        ],
+    );
+    let dirs = || {
+        std::fs::read_dir(root.join("snapshots/.active"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .count()
+    };
+    let before = dirs();
+    assert!(before >= 2, "{before}");
+    let out = ok(root, &["prune"]);
+    assert!(!out.contains("snapshot .active/ctr-"), "{out}");
+    assert_eq!(dirs(), before, "{out}");
+    assert_eq!(ok(root, &["exec", "k", "echo", "alive"]), "alive\n");
+    ok(root, &["rm", "kept"]);
     ok(root, &["kill", "k"]);
     wait_for("k to exit", || !ps_names(root, false).contains(" k"));
     // container prune removes every stopped container and its layer.

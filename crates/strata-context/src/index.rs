@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
-use strata_oci::{Digest, Hasher};
+use strata_digest::{Digest, Hasher};
 
 use crate::error::ContextError;
 use crate::walk::{open_beneath, Entry, EntryKind, Timestamp};
@@ -104,7 +104,7 @@ impl Index {
     /// mode, uid, gid, size, content digest or link target). Independent
     /// of time stamps, inode numbers and the context's location.
     pub fn digest(&self) -> Digest {
-        let mut h = Hasher::new(strata_oci::Algorithm::Sha256);
+        let mut h = Hasher::new(strata_digest::Algorithm::Sha256);
         h.update(b"strata.context.v1\0");
         for e in &self.entries {
             let en = &e.entry;
@@ -266,7 +266,7 @@ fn parse_cache(data: &[u8], root: &Path) -> Option<HashMap<String, CacheRecord>>
         let ctime = parse_ts(f.next()?)?;
         let dev = f.next()?.parse().ok()?;
         let ino = f.next()?.parse().ok()?;
-        let digest = Digest::new(strata_oci::Algorithm::Sha256, f.next()?).ok()?;
+        let digest = Digest::new(strata_digest::Algorithm::Sha256, f.next()?).ok()?;
         let path = f.next()?.to_owned();
         records.insert(
             path,
@@ -371,7 +371,7 @@ fn hash_file(
         .unwrap_or(0);
     let trusted = mtime.as_nanos() < limit && ctime.as_nanos() < limit;
     let digest = Digest::new(
-        strata_oci::Algorithm::Sha256,
+        strata_digest::Algorithm::Sha256,
         &hex::encode(hasher.finalize()),
     )
     .map_err(|err| ContextError::io("hash", &abs, io::Error::other(err)))?;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use strata_context::{Context, ContextError, ContextOptions, EntryKind, RACY_WINDOW};
-use strata_oci::Digest;
+use strata_digest::Digest;
 
 fn write(root: &Path, rel: &str, data: &str) {
     let p = root.join(rel);

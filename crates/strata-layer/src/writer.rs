@@ -838,15 +838,7 @@ pub fn import_tar_to_store(
     reader: impl Read,
     opts: &LayerOptions,
 ) -> Result<LayerInfo> {
-    let key = format!(
-        "import-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    );
-    let mut writer = store.writer(&key, None)?;
+    let mut writer = store.unique_writer()?;
     let res = import_tar(
         reader,
         opts,
@@ -865,7 +857,11 @@ pub fn import_tar_to_store(
         }
         Err(e) => {
             let _ = writer.abort();
-            Err(e)
+            Err(crate::snapshot::no_space_in_store(
+                e,
+                "write a layer into",
+                &store.root().join("ingest"),
+            ))
         }
     }
 }
@@ -877,15 +873,7 @@ pub fn write_layer_to_store(
     source: LayerSource<'_>,
     opts: &LayerOptions,
 ) -> Result<LayerInfo> {
-    let key = format!(
-        "layer-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    );
-    let mut writer = store.writer(&key, None)?;
+    let mut writer = store.unique_writer()?;
     let res = write_layer(
         source,
         opts,
@@ -904,7 +892,11 @@ pub fn write_layer_to_store(
         }
         Err(e) => {
             let _ = writer.abort();
-            Err(e)
+            Err(crate::snapshot::no_space_in_store(
+                e,
+                "write a layer into",
+                &store.root().join("ingest"),
+            ))
         }
     }
 }

@@ -12,8 +12,8 @@ use miette::NamedSource;
 use strata_context::{Context, ContextOptions};
 use strata_dockerfile::shell::Lexer;
 use strata_dockerfile::{
-    parse_named, BuildStages, CopyAdd, Healthcheck, Instruction, InstructionKind, KeyValue,
-    MountSpec, MountType, Run, ShellOrExec,
+    parse_named, BuildStages, CopyAdd, Instruction, InstructionKind, KeyValue, MountSpec,
+    MountType, Run, ShellOrExec,
 };
 use strata_layer::{LayerOptions, Snapshotter};
 use strata_oci::{
@@ -98,7 +98,7 @@ pub struct BuildOutput {
 
 /// Where an image built here came from: for each history entry made from
 /// this Dockerfile, the Dockerfile line (for `strata analyze` attribution).
-/// Kept beside the store (`<root>/build-info/<image id hex>.json`), not in
+/// Kept beside the store (its `build-info` sidecar, by image ID), not in
 /// the image, so it never changes a digest.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BuildInfo {
@@ -111,24 +111,18 @@ pub struct BuildInfo {
 }
 
 impl BuildInfo {
-    fn path(store: &Store, id: &Digest) -> PathBuf {
-        store
-            .root()
-            .join("build-info")
-            .join(format!("{}.json", id.hex()))
-    }
+    /// The store's sidecar kind these records are kept under.
+    pub const SIDECAR: &'static str = "build-info";
 
     /// The record for image `id`, if strata built it here.
     pub fn load(store: &Store, id: &Digest) -> Option<BuildInfo> {
-        serde_json::from_slice(&fs::read(Self::path(store, id)).ok()?).ok()
+        let bytes = store.sidecar(Self::SIDECAR).ok()?.get(id, None).ok()??;
+        serde_json::from_slice(&bytes).ok()
     }
 
     fn save(&self, store: &Store, id: &Digest) -> Result<()> {
-        let p = Self::path(store, id);
-        if let Some(d) = p.parent() {
-            fs::create_dir_all(d).map_err(|e| Error::io("create", d, e))?;
-        }
-        crate::cache::write_atomic(&p, &serde_json::to_vec_pretty(self).unwrap_or_default())
+        let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+        Ok(store.sidecar(Self::SIDECAR)?.put(id, None, &bytes)?)
     }
 }
 
@@ -238,13 +232,10 @@ pub fn build(
     )?;
     let cache = Cache::open(store)?;
     let snap = Snapshotter::new(store)?;
-    let tmp = store.root().join("tmp").join(format!(
-        "build-{}-{}",
-        std::process::id(),
-        started.elapsed().as_nanos()
-    ));
-    fs::create_dir_all(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-    let _tmp_guard = RemoveOnDrop(tmp.clone());
+    // Held (and removed by the next strata command if this one is killed):
+    // it holds the copies of --secret files.
+    let tmp_dir = store.temp_dir("build")?;
+    let tmp = tmp_dir.path().to_owned();
     let executor = strata_sandbox::pick(opts.isolation, store.root().join("run"))?;
     let (overlay, fallback) = match opts.snapshots.resolve() {
         Ok(overlay) => (overlay, None),

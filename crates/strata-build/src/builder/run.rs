@@ -525,6 +525,7 @@ impl Shared<'_> {
             id.step,
             started.as_nanos()
         );
+        let _hold = self.store.hold_active(&active)?;
         let rootfs =
             crate::container::prepare_rootfs(&self.snap, &active, &st.layers, self.overlay)?;
         let guard = ActiveSnapshot {

@@ -153,9 +153,9 @@ pub(crate) fn analyze_image(
 }
 
 /// The summary printed after `strata build`. An image's analysis depends
-/// only on its layers and the line map, so it is kept beside the store
-/// (`<root>/analysis/<id>-<lines>.txt`) and a fully cached rebuild does not
-/// read the layers again.
+/// only on its layers and the line map, so it is kept beside the store (its
+/// `analysis` sidecar, keyed by name and lines) and a fully cached rebuild
+/// does not read the layers again.
 pub(crate) fn build_summary(
     store: &Store,
     image: &Image,
@@ -164,19 +164,20 @@ pub(crate) fn build_summary(
 ) -> anyhow::Result<String> {
     let key =
         strata_oci::Digest::sha256(format!("schema {}\0{name}\0{lines:?}", an::SCHEMA).as_bytes());
-    let dir = store.root().join("analysis");
-    let path = dir.join(format!("{}-{}.txt", image.id().hex(), &key.hex()[..16]));
-    if let Ok(cached) = std::fs::read_to_string(&path) {
+    let key = &key.hex()[..16];
+    let cache = store.sidecar("analysis")?;
+    if let Some(cached) = cache
+        .get(image.id(), Some(key))
+        .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok())
+    {
         return Ok(cached);
     }
     let report = analyze_image(store, image, name, Some(lines), 3)?;
     let summary = an::render_summary(&report);
     // Best effort: a cache that cannot be written only costs time.
-    let _ = std::fs::create_dir_all(&dir).and_then(|_| {
-        let tmp = tempfile::NamedTempFile::new_in(&dir)?;
-        std::fs::write(tmp.path(), &summary)?;
-        tmp.persist(&path).map(|_| ()).map_err(|e| e.error)
-    });
+    let _ = cache.put(image.id(), Some(key), summary.as_bytes());
     Ok(summary)
 }
 

@@ -11,6 +11,7 @@ use strata_oci::SaveItem;
 
 use crate::cli::{ArchiveFormat, BuildArgs, Isolation, Progress, Timestamps};
 use crate::progress::{BuildProgress, Mode};
+use crate::render::human_bytes;
 use crate::settings::Settings;
 
 use super::{open_store, parse_ref, CmdResult};
@@ -104,8 +105,14 @@ fn parse_build_args(args: &[String]) -> BTreeMap<String, String> {
     out
 }
 
+/// Below this much free space on the store's disk, a failed build says so.
+const LOW_SPACE: u64 = 64 << 20;
+
 pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
     let store = open_store(s)?;
+    // Keeps what the build writes (manifest, config) from a concurrent
+    // prune until it is tagged, after the builder's own lease is gone.
+    let _lease = store.lease("build")?;
     let tags = args
         .tags
         .iter()
@@ -243,7 +250,20 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
         Ok(o) => o,
         Err(e) => {
             progress.clear();
-            return Err(anyhow::Error::new(e).context("build failed"));
+            // A step's own program reports a full disk in its own words
+            // ("I/O error"): say where the space ran out.
+            let low = store.available_space().is_ok_and(|n| n < LOW_SPACE);
+            let context = if low {
+                format!(
+                    "build failed, and there is no space left on the disk of the store at {} \
+                     ({} free)",
+                    store.root().display(),
+                    human_bytes(store.available_space().unwrap_or(0))
+                )
+            } else {
+                "build failed".to_owned()
+            };
+            return Err(anyhow::Error::new(e).context(context));
         }
     };
     let image = out.image;

@@ -421,6 +421,9 @@ pub(crate) fn remove(root: &Path, record: &Record, dir: &ContainerDir) -> anyhow
     let snap = strata_layer::Snapshotter::new(&store)?;
     snap.remove(&record.snapshot)
         .with_context(|| format!("cannot remove the container layer {}", record.snapshot))?;
+    store
+        .release_active(&record.snapshot)
+        .context("cannot release the container layer")?;
     match store.remove_root(ROOT_NAMESPACE, &record.id) {
         Ok(()) => {}
         Err(e) if e.is_not_found() => {}

@@ -6,8 +6,8 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use strata_layer::LayerOptions;
 use strata_oci::{
-    apply_change, format_rfc3339, media_type, parse_rfc3339, Compression, ContainerConfig,
-    GcOptions, History, Image, ImageConfig, Manifest, Platform, Reference, SaveItem, Store,
+    format_rfc3339, media_type, parse_rfc3339, Compression, GcOptions, History, Image, ImageConfig,
+    Manifest, Platform, Reference, SaveItem, Store,
 };
 
 use crate::cli::*;
@@ -331,10 +331,12 @@ pub fn history(args: HistoryArgs, s: &Settings) -> CmdResult {
 pub fn import(args: ImportArgs, s: &Settings) -> CmdResult {
     let store = open_store(s)?;
     let reference = parse_ref(&args.reference)?;
-    let mut cc = ContainerConfig::default();
+    // The changes are Dockerfile instructions, applied as the builder does.
+    let mut changed = ImageConfig::default();
     for ch in &args.changes {
-        apply_change(&mut cc, ch)?;
+        strata_build::apply_change(&mut changed, ch)?;
     }
+    let cc = changed.config.unwrap_or_default();
     let platform: Platform = match &args.platform {
         Some(p) => p.parse()?,
         None => Platform::host(),
@@ -414,19 +416,15 @@ pub(crate) fn export(
 ) -> anyhow::Result<()> {
     match format {
         ArchiveFormat::Docker => {
-            let dir = out
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let tmp = tempfile::Builder::new()
-                .prefix(".strata-save-")
-                .tempfile_in(dir)
-                .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-            let w = std::io::BufWriter::new(tmp.as_file());
-            strata_oci::save_docker_archive(store, items, w)
+            let file = strata_oci::OutputFile::create(out)
                 .with_context(|| format!("cannot write {}", out.display()))?;
-            tmp.as_file().sync_all()?;
-            tmp.persist(out)
+            let w = std::io::BufWriter::new(file.file());
+            let w = strata_oci::save_docker_archive(store, items, w)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            w.into_inner()
+                .map_err(|e| e.into_error())
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            file.commit()
                 .with_context(|| format!("cannot write {}", out.display()))?;
         }
         ArchiveFormat::Oci => {
@@ -529,6 +527,7 @@ pub fn prune(args: PruneArgs, s: &Settings) -> CmdResult {
             remove_cache: args.all,
             remove_untagged: args.all,
             remove_ingests: args.all,
+            remove_released: true,
             dry_run: args.dry_run,
         })
         .context("prune failed")?;
@@ -566,7 +565,7 @@ pub fn prune(args: PruneArgs, s: &Settings) -> CmdResult {
             rep.roots.len(),
             rep.untagged.len(),
             rep.sidecars,
-            human_bytes(rep.bytes + bind_bytes)
+            human_bytes(rep.reclaimed() + bind_bytes)
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -261,9 +261,12 @@ fn run_inner(args: RunArgs, s: &Settings) -> CmdResult {
         }
     };
     let key = format!("ctr-{}", &id[..12]);
+    // The container's layer outlives this command: kept until `strata rm`.
+    store.keep_active(&key)?;
     let rootfs = prepare_rootfs(&snap, &key, &image.layers, overlay)?;
     let cleanup_snapshot = |e: anyhow::Error| {
         let _ = snap.remove(&key);
+        let _ = store.release_active(&key);
         e
     };
     let console_size = if args.tty {
