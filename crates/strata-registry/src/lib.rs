@@ -103,7 +103,7 @@ mod progress;
 mod server;
 
 pub use auth::{AuthConfig, Credential};
-pub use client::{Client, ClientOptions};
+pub use client::{Client, ClientOptions, PushContent};
 pub use error::{Error, Result};
 pub use host::registry_host;
 pub use progress::{BlobKind, BlobOutcome, Event, NoProgress, Progress, PullSummary, PushSummary};

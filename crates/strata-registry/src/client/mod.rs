@@ -5,6 +5,8 @@
 mod pull;
 mod push;
 
+pub use push::PushContent;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
