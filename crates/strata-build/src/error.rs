@@ -88,6 +88,15 @@ pub enum ErrorKind {
     /// The build was interrupted.
     #[error("build interrupted")]
     Interrupted,
+    /// Exporting the build cache (`--cache-to`) failed.
+    #[error("cannot export the build cache to {cache}")]
+    CacheExport {
+        /// The cache, as the user named it.
+        cache: String,
+        /// Why.
+        #[source]
+        source: strata_oci::RemoteError,
+    },
 }
 
 fn tail_text(lines: &[String]) -> String {

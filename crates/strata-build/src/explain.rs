@@ -117,6 +117,18 @@ pub enum Explanation {
     Evicted,
     /// Inputs equal the last build's, which did not finish this step.
     Unfinished,
+    /// Not in the store's cache, found in a remote one (`--cache-from`).
+    Remote {
+        /// The cache, as the user named it.
+        cache: String,
+    },
+    /// A miss here and in every remote cache asked.
+    NotInRemote {
+        /// Why the store's cache had no entry.
+        local: Box<Explanation>,
+        /// The remote caches that had none either (or could not answer).
+        caches: Vec<String>,
+    },
 }
 
 /// How many changes an explanation lists.
@@ -303,6 +315,10 @@ impl fmt::Display for Explanation {
                 f,
                 "inputs unchanged; the last build stopped before finishing this step"
             ),
+            Explanation::Remote { cache } => write!(f, "found in {cache}"),
+            Explanation::NotInRemote { local, caches } => {
+                write!(f, "{local}; not in {} either", caches.join(", "))
+            }
         }
     }
 }

@@ -41,6 +41,8 @@ pub use container::ContainerError;
 pub use error::{Error, ErrorKind, Location, Result};
 pub use event::{Event, EventSink, StepId, Stream};
 pub use explain::{Change, Explanation};
-pub use options::{BuildOptions, NetworkMode, SecretSource, SnapshotMode, Timestamps};
+pub use options::{
+    BuildOptions, CacheExport, CacheSources, SecretSource, SnapshotMode, Timestamps,
+};
 pub use source::{resolve_context, ContextSpec, ResolvedContext};
 pub use strata_layer::MergedView;

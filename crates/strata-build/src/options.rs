@@ -35,16 +35,6 @@ pub enum SecretSource {
     Env(String),
 }
 
-/// `--network` for RUN steps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum NetworkMode {
-    /// The host's network (package managers work).
-    #[default]
-    Host,
-    /// Loopback only.
-    None,
-}
-
 /// How RUN steps get their root filesystem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SnapshotMode {
@@ -55,6 +45,41 @@ pub enum SnapshotMode {
     Overlay,
     /// A copy of the parent tree and a directory diff (same layer bytes).
     Copy,
+}
+
+/// Remote build caches (`--cache-from`), tried in order after the store's
+/// own cache.
+#[derive(Clone, Default)]
+pub struct CacheSources(pub Vec<std::sync::Arc<dyn strata_oci::RemoteCache>>);
+
+impl std::fmt::Debug for CacheSources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|c| c.describe()))
+            .finish()
+    }
+}
+
+/// A remote build cache to export to (`--cache-to`).
+#[derive(Clone)]
+pub struct CacheExport {
+    /// Where.
+    pub cache: std::sync::Arc<dyn strata_oci::RemoteCache>,
+    /// `mode=max`: every step of every stage that was built; else (`min`,
+    /// the default) the steps whose layers are in the final image.
+    pub max: bool,
+    /// `ignore-error=true`: a failed export is a warning, not a failed build.
+    pub ignore_error: bool,
+}
+
+impl std::fmt::Debug for CacheExport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheExport")
+            .field("cache", &self.cache.describe())
+            .field("max", &self.max)
+            .field("ignore_error", &self.ignore_error)
+            .finish()
+    }
 }
 
 /// Everything a build needs to know.
@@ -76,7 +101,7 @@ pub struct BuildOptions {
     /// Ignore the cache for these stages (names or indexes).
     pub no_cache_filter: Vec<String>,
     /// Network for RUN steps.
-    pub network: NetworkMode,
+    pub network: strata_sandbox::Network,
     /// Secrets by id.
     pub secrets: BTreeMap<String, SecretSource>,
     /// Timestamps.
@@ -93,6 +118,10 @@ pub struct BuildOptions {
     pub compression: Compression,
     /// Build independent stages at the same time.
     pub parallel: bool,
+    /// Remote caches to look steps up in (`--cache-from`).
+    pub cache_from: CacheSources,
+    /// Remote caches to export to (`--cache-to`).
+    pub cache_to: Vec<CacheExport>,
 }
 
 impl BuildOptions {
@@ -107,7 +136,7 @@ impl BuildOptions {
             target: None,
             no_cache: false,
             no_cache_filter: Vec::new(),
-            network: NetworkMode::Host,
+            network: strata_sandbox::Network::Host,
             secrets: BTreeMap::new(),
             timestamps: Timestamps::Epoch(0),
             platform: None,
@@ -116,6 +145,8 @@ impl BuildOptions {
             snapshots: SnapshotMode::Auto,
             compression: Compression::Gzip,
             parallel: true,
+            cache_from: CacheSources::default(),
+            cache_to: Vec::new(),
         }
     }
 }

@@ -111,6 +111,87 @@ pub enum Command {
     /// Store-wide commands
     #[command(subcommand)]
     System(SystemCommand),
+    /// List and prune build caches: the store's, a registry's, an OCI layout's
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List the entries of a build cache
+    #[command(alias = "list")]
+    Ls(CacheLsArgs),
+    /// Remove the entries of a build cache written some time ago
+    Prune(CachePruneArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "CACHE is a registry cache (REGISTRY/REPO[:TAG], the tag defaulting to `cache`; or type=registry,ref=REF) or an OCI layout directory (DIR: a path that exists or starts with . or /; or type=local,src=DIR). Without it, the store's own build cache."
+)]
+pub struct CacheLsArgs {
+    /// The cache [default: the store's build cache]
+    pub cache: Option<String>,
+    /// Format: table (default), json (one object a line), or a Go template such as '{{.Key}} {{.Layer}}'
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Show whole keys and digests
+    #[arg(long)]
+    pub no_trunc: bool,
+    #[command(flatten)]
+    pub registry: RegistryOptions,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "CACHE is as for `strata cache ls`. In a registry, entries are manifests deleted by digest (the registry must allow deletes; docker-registry: REGISTRY_STORAGE_DELETE_ENABLED=true) and their layers are freed by the registry's own garbage collection. The store's build cache loses the entries whose files are that old, then unreferenced blobs are collected (never blobs an image uses)."
+)]
+pub struct CachePruneArgs {
+    /// The cache [default: the store's build cache]
+    pub cache: Option<String>,
+    /// Remove entries written this long ago or earlier: 720h, 30d, 2w, 90m, 1d12h, 0s (all)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub older_than: std::time::Duration,
+    #[command(flatten)]
+    pub registry: RegistryOptions,
+}
+
+/// `720h`, `30d`, `2w`, `90m`, `45s`, `1d12h` (units s, m, h, d, w; summed).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("invalid duration {s:?} (like 720h, 30d, 2w, 90m or 1d12h)");
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(bad());
+    }
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    for c in t.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit: u64 = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    match num.as_str() {
+        "" => {}
+        // A bare number: only 0 (as in `--older-than 0`).
+        "0" if total == 0 => {}
+        _ => return Err(bad()),
+    }
+    Ok(std::time::Duration::from_secs(total))
 }
 
 #[derive(Debug, Subcommand)]
@@ -201,12 +282,6 @@ pub enum Progress {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum NetworkMode {
-    Host,
-    None,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Timestamps {
     /// Every time the build produces is SOURCE_DATE_EPOCH (or 0); files a RUN unpacks keep older packaged mtimes
     Epoch,
@@ -265,9 +340,9 @@ pub struct BuildArgs {
     /// Explain, for every step, why it was cached or rebuilt
     #[arg(long)]
     pub explain: bool,
-    /// Network for RUN instructions
-    #[arg(long, value_enum, default_value = "host")]
-    pub network: NetworkMode,
+    /// Network for RUN instructions: host or none
+    #[arg(long, default_value = "host", value_name = "host|none")]
+    pub network: strata_sandbox::Network,
     /// A secret for RUN --mount=type=secret (id=ID,src=FILE or id=ID,env=VAR)
     #[arg(long = "secret", value_name = "SPEC")]
     pub secrets: Vec<String>,
@@ -348,8 +423,8 @@ pub struct RunArgs {
     #[arg(short = 'p', long = "publish", value_name = "HOST:CTR")]
     pub publish: Vec<String>,
     /// Network: host (default) or none
-    #[arg(long, value_enum)]
-    pub network: Option<NetworkMode>,
+    #[arg(long, value_name = "host|none")]
+    pub network: Option<strata_sandbox::Network>,
     /// Executor
     #[arg(long, value_enum, default_value = "auto")]
     pub isolation: Isolation,
@@ -861,5 +936,27 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        for (s, want) in [
+            ("720h", Some(720 * 3600)),
+            ("30d", Some(30 * 86_400)),
+            ("2w", Some(14 * 86_400)),
+            ("90m", Some(5400)),
+            ("45s", Some(45)),
+            ("1d12h", Some(36 * 3600)),
+            ("0s", Some(0)),
+            ("0", Some(0)),
+            ("30", None),
+            ("", None),
+            ("h", None),
+            ("3x", None),
+            ("1.5h", None),
+            ("99999999999999999999w", None),
+        ] {
+            assert_eq!(parse_duration(s).ok().map(|d| d.as_secs()), want, "{s:?}");
+        }
     }
 }

@@ -232,6 +232,18 @@ impl BuildProgress {
                     }
                 }
             }
+            Event::CacheExported {
+                cache,
+                entries,
+                present,
+                blobs_sent,
+                bytes_sent,
+            } => {
+                self.println(&format!(
+                    "exported the build cache to {cache}: {entries} entries written, {present} already there, {blobs_sent} layers sent ({})",
+                    human_bytes(bytes_sent)
+                ));
+            }
             Event::Warning { message, line } => {
                 let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
                 self.println(&format!("warning: {message}{at}"));

@@ -22,6 +22,7 @@ fn as_diagnostic<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a dyn Diagno
         strata_dockerfile::ParseError,
         strata_dockerfile::InstructionError,
         strata_registry::Error,
+        strata_registry::CacheError,
         strata_build::Error,
     );
     None
@@ -178,25 +179,8 @@ fn snippet(src: &dyn SourceCode, label: &LabeledSpan) -> String {
     out
 }
 
-/// Bytes for people: 1.5 kB, 33.8 MB (decimal units, as docker prints them).
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit < UNITS.len() - 1 {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else if v < 10.0 {
-        format!("{v:.2} {}", UNITS[unit])
-    } else if v < 100.0 {
-        format!("{v:.1} {}", UNITS[unit])
-    } else {
-        format!("{v:.0} {}", UNITS[unit])
-    }
-}
+/// Bytes for people (one formatter for the whole tool: strata-analyze's).
+pub use strata_analyze::image::human as human_bytes;
 
 #[cfg(test)]
 mod tests {
@@ -210,14 +194,5 @@ mod tests {
             report,
             "error: cannot build\n  caused by: no Dockerfile found\nhint: pass -f FILE\n"
         );
-    }
-
-    #[test]
-    fn bytes() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(999), "999 B");
-        assert_eq!(human_bytes(1_840), "1.84 kB");
-        assert_eq!(human_bytes(176_000), "176 kB");
-        assert_eq!(human_bytes(33_800_000), "33.8 MB");
     }
 }

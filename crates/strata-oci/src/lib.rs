@@ -38,6 +38,9 @@
 //!   as the build cache ([`CACHE_NAMESPACE`]).
 //! - [`Store::verify`] -> [`VerifyReport`]; [`Store::gc`]`(GcOptions)` -> [`GcReport`].
 //! - Archives: [`save_docker_archive`], [`save_oci_layout`], [`load_archive`].
+//! - Build caches outside the store: the [`RemoteCache`] seam, its format
+//!   ([`cache_entry_tag`], [`cache_entry_manifest`], [`parse_cache_entry`];
+//!   docs/cache.md) and [`LayoutCache`] (an OCI layout directory).
 //!
 //! # On-disk layout
 //!
@@ -65,17 +68,25 @@
 #![deny(missing_docs)]
 
 mod archive;
+mod cache_format;
 mod change;
 mod descriptor;
 mod digest;
 mod error;
 mod image;
+mod layout_cache;
 mod reference;
 mod remote_cache;
 mod store;
 mod time;
 
 pub use archive::{load_archive, save_docker_archive, save_oci_layout, LoadedImage, SaveItem};
+pub use cache_format::{
+    cache_created_now, cache_entry_manifest, cache_entry_older_than, cache_entry_tag,
+    empty_descriptor, is_cache_entry_tag, parse_cache_entry, valid_cache_tag, CacheEntryError,
+    ANNOTATION_CACHE_DIFFID, ANNOTATION_CACHE_KEY, ANNOTATION_CREATED, ANNOTATION_REF_NAME,
+    CACHE_ARTIFACT_TYPE, CACHE_REFRESH_AGE, DEFAULT_CACHE_TAG, EMPTY_JSON,
+};
 pub use change::apply_change;
 pub use descriptor::{media_type, Compression, Descriptor, Platform, PlatformError};
 pub use digest::{Algorithm, Digest, DigestError, Hasher, HashingReader, HashingWriter};
@@ -84,6 +95,7 @@ pub use image::{
     sniff_media_type, ContainerConfig, Extra, Healthcheck, History, ImageConfig, Index, Manifest,
     RootFs,
 };
+pub use layout_cache::LayoutCache;
 pub use reference::{Reference, ReferenceError, DEFAULT_DOMAIN};
 pub use remote_cache::{
     CacheRecord, ExportReport, PruneReport, RemoteCache, RemoteEntry, RemoteError,

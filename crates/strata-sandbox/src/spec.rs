@@ -137,6 +137,21 @@ pub enum Network {
     None,
 }
 
+impl std::str::FromStr for Network {
+    type Err = String;
+
+    /// `host` or `none`, as docker's `--network` takes them.
+    fn from_str(s: &str) -> Result<Network, String> {
+        match s {
+            "host" => Ok(Network::Host),
+            "none" => Ok(Network::None),
+            other => Err(format!(
+                "unsupported network {other:?} (strata supports host and none)"
+            )),
+        }
+    }
+}
+
 /// One extra mount.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mount {

@@ -505,22 +505,47 @@ pub fn final_tree(
     Ok(tree)
 }
 
-/// Bytes for people: `1.5 MB` (decimal units, as docker prints sizes).
-pub fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+/// `n` in decimal units (as docker counts): the value and its unit.
+fn scaled(n: u64) -> (f64, &'static str) {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
     let mut v = n as f64;
     let mut u = 0;
     while v >= 1000.0 && u + 1 < UNITS.len() {
         v /= 1000.0;
         u += 1;
     }
-    if u == 0 {
-        format!("{n} B")
-    } else if v >= 100.0 {
-        format!("{v:.0} {}", UNITS[u])
-    } else {
-        format!("{v:.1} {}", UNITS[u])
+    (v, UNITS[u])
+}
+
+/// Bytes for people, in reports and messages: `1.5 MB`, `80.0 kB`,
+/// `512 B` (decimal units, as docker prints sizes).
+pub fn human(n: u64) -> String {
+    match scaled(n) {
+        (_, "B") => format!("{n} B"),
+        (v, unit) if v >= 100.0 => format!("{v:.0} {unit}"),
+        (v, unit) => format!("{v:.1} {unit}"),
     }
+}
+
+/// Bytes as docker's tables print them: three significant digits, no
+/// space, no trailing zeros (`4.26MB`, `123MB`, `10kB`, `0B`).
+pub fn docker_size(n: u64) -> String {
+    let (v, unit) = scaled(n);
+    let s = if unit == "B" {
+        n.to_string()
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    };
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
+    };
+    format!("{s}{unit}")
 }
 
 /// Parse `20MB`, `1.5GiB`, `300kB`, `1000` into bytes.
@@ -557,5 +582,23 @@ mod tests {
         assert_eq!(parse_bytes("3 parsecs"), None);
         assert_eq!(human(999), "999 B");
         assert_eq!(human(83_886_080), "83.9 MB");
+    }
+
+    #[test]
+    fn byte_formats() {
+        for (n, prose, table) in [
+            (0, "0 B", "0B"),
+            (999, "999 B", "999B"),
+            (1_240, "1.2 kB", "1.24kB"),
+            (10_000, "10.0 kB", "10kB"),
+            (80_000, "80.0 kB", "80kB"),
+            (176_000, "176 kB", "176kB"),
+            (4_260_000, "4.3 MB", "4.26MB"),
+            (33_800_000, "33.8 MB", "33.8MB"),
+            (123_456_789, "123 MB", "123MB"),
+        ] {
+            assert_eq!(human(n), prose, "{n}");
+            assert_eq!(docker_size(n), table, "{n}");
+        }
     }
 }

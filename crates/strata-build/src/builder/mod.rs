@@ -28,7 +28,7 @@ use crate::error::{Error, ErrorKind, Location, Result};
 use crate::event::{Event, EventSink, StepId, Stream};
 use crate::explain::{changed, compare, Explanation};
 use crate::key::{tag, Inputs};
-use crate::options::{BuildOptions, NetworkMode, SecretSource, Timestamps};
+use crate::options::{BuildOptions, SecretSource, Timestamps};
 use crate::plan::{Base, FromRef, Plan, PROXY_ARGS};
 use strata_layer::MergedView;
 
@@ -91,6 +91,9 @@ pub struct BuildOutput {
     /// The Dockerfile's history lines of the final image, for attribution:
     /// history index -> Dockerfile line.
     pub history_lines: BTreeMap<usize, usize>,
+    /// A `--cache-to` export that failed (without `ignore-error=true`): the
+    /// image is built and stored, the caller tags it and then reports this.
+    pub cache_export_error: Option<std::sync::Arc<Error>>,
 }
 
 /// Where an image built here came from: for each history entry made from
@@ -169,6 +172,21 @@ struct Shared<'a> {
     images: Mutex<HashMap<String, Arc<StageOut>>>,
     warnings: Mutex<Vec<String>>,
     layer_opts: LayerOptions,
+    /// Remote caches (`--cache-from`) found unusable: warned once, then
+    /// skipped.
+    remote_down: Mutex<Vec<bool>>,
+    /// Every layer step's result, for `--cache-to`.
+    exports: Mutex<Vec<ExportItem>>,
+}
+
+/// A layer step's result, as `--cache-to` exports it.
+#[derive(Debug, Clone)]
+struct ExportItem {
+    stage: usize,
+    key: Digest,
+    layer: Option<LayerRecord>,
+    /// The `--cache-from` cache (index) it came from.
+    from: Option<usize>,
 }
 
 /// Builds the Dockerfile in `opts`, sending progress to `sink`.
@@ -266,6 +284,8 @@ pub fn build(
         images: Mutex::new(HashMap::new()),
         warnings: Mutex::new(Vec::new()),
         layer_opts,
+        remote_down: Mutex::new(vec![false; opts.cache_from.0.len()]),
+        exports: Mutex::new(Vec::new()),
     };
     shared.warn_unused_args();
     if let Some(why) = fallback {
@@ -749,15 +769,21 @@ impl Shared<'_> {
         } else {
             self.cache.get(&key)
         };
-        let (layer, cached) = match lookup {
-            Some(Ok(entry)) => {
-                (self.sink)(Event::StepCached {
-                    id,
-                    explanation: hit,
-                });
-                (entry.layer, true)
+        // The store's cache, then the remote ones (`--cache-from`) in order.
+        let mut remote_misses = Vec::new();
+        let found = match &lookup {
+            Some(Ok(entry)) => Some((entry.layer.clone(), hit, None)),
+            _ if st.no_cache => None,
+            _ => self.remote_hit(&key, &mut remote_misses)?,
+        };
+        let mut from = None;
+        let (layer, cached) = match (found, lookup) {
+            (Some((layer, explanation, remote)), _) => {
+                from = remote;
+                (self.sink)(Event::StepCached { id, explanation });
+                (layer, true)
             }
-            other => {
+            (None, other) => {
                 let explanation = if st.no_cache {
                     Explanation::NoCache {
                         flag: if self.opts.no_cache {
@@ -793,6 +819,14 @@ impl Shared<'_> {
                         },
                     }
                 };
+                let explanation = if remote_misses.is_empty() {
+                    explanation
+                } else {
+                    Explanation::NotInRemote {
+                        local: Box::new(explanation),
+                        caches: remote_misses,
+                    }
+                };
                 (self.sink)(Event::StepMiss { id, explanation });
                 let layer = make(self, st)?;
                 self.cache.put(
@@ -805,6 +839,14 @@ impl Shared<'_> {
             }
         };
         self.record(st, id, &inputs);
+        if !self.opts.cache_to.is_empty() {
+            lock(&self.exports).push(ExportItem {
+                stage: id.stage,
+                key: key.clone(),
+                layer: layer.clone(),
+                from,
+            });
+        }
         if cached {
             self.cached.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -838,6 +880,139 @@ impl Shared<'_> {
             duration: t.elapsed(),
             layer: done_layer,
         });
+        Ok(())
+    }
+
+    /// Looks `key` up in the remote caches (`--cache-from`), in order. A hit
+    /// is recorded in the store's cache, its layer fetched (verified) into
+    /// the store. A cache that cannot answer is warned about once and
+    /// skipped from then on: a cache is an accelerator, never a reason for
+    /// a build to fail. `misses` receives the caches asked without a hit.
+    #[allow(clippy::type_complexity)]
+    fn remote_hit(
+        &self,
+        key: &Digest,
+        misses: &mut Vec<String>,
+    ) -> Result<Option<(Option<LayerRecord>, Explanation, Option<usize>)>> {
+        for (i, cache) in self.opts.cache_from.0.iter().enumerate() {
+            let name = cache.describe();
+            if lock(&self.remote_down)[i] {
+                continue;
+            }
+            let entry = match cache.lookup(key) {
+                Ok(Some(e)) => e,
+                Ok(None) => {
+                    misses.push(name);
+                    continue;
+                }
+                Err(e) => {
+                    lock(&self.remote_down)[i] = true;
+                    self.warn(
+                        format!(
+                            "cache {name} cannot be used, building without it: {}",
+                            chain_text(&*e)
+                        ),
+                        None,
+                    );
+                    continue;
+                }
+            };
+            let layer = match entry.record.layer {
+                Some((descriptor, diff_id)) => {
+                    lock(&self.lease).add_digest(&descriptor.digest)?;
+                    if !self.store.has(&descriptor.digest) {
+                        if let Err(e) = cache.fetch_blob(self.store, &descriptor) {
+                            self.warn(
+                                format!(
+                                    "cache {name}: cannot fetch layer {}, building the step: {}",
+                                    descriptor.digest,
+                                    chain_text(&*e)
+                                ),
+                                None,
+                            );
+                            misses.push(name);
+                            continue;
+                        }
+                    }
+                    Some(LayerRecord {
+                        descriptor,
+                        diff_id,
+                    })
+                }
+                None => None,
+            };
+            self.cache.put(
+                key,
+                &CacheEntry {
+                    layer: layer.clone(),
+                },
+            )?;
+            return Ok(Some((layer, Explanation::Remote { cache: name }, Some(i))));
+        }
+        Ok(None)
+    }
+
+    /// Exports the build's steps to every `--cache-to` cache: all of them
+    /// (`mode=max`) or those whose layers are in the final image (`min`).
+    fn export_caches(&self) -> Result<()> {
+        if self.opts.cache_to.is_empty() {
+            return Ok(());
+        }
+        // The final image's stages: the target and the stages it is FROM.
+        let mut chain = vec![self.plan.target];
+        while let Some(Base::Stage(i)) = chain.last().map(|&s| &self.plan.stages[s].base) {
+            chain.push(*i);
+        }
+        let items = lock(&self.exports).clone();
+        for exp in &self.opts.cache_to {
+            let name = exp.cache.describe();
+            let mut seen = std::collections::HashSet::new();
+            let records: Vec<strata_oci::CacheRecord> = items
+                .iter()
+                .filter(|it| exp.max || chain.contains(&it.stage))
+                .filter(|it| seen.insert(it.key.clone()))
+                .map(|it| strata_oci::CacheRecord {
+                    key: it.key.clone(),
+                    layer: it
+                        .layer
+                        .as_ref()
+                        .map(|l| (l.descriptor.clone(), l.diff_id.clone())),
+                })
+                .collect();
+            // Hits from this same cache may have their age renewed.
+            let refresh: Vec<Digest> = items
+                .iter()
+                .filter(|it| {
+                    it.from
+                        .and_then(|i| self.opts.cache_from.0.get(i))
+                        .is_some_and(|c| c.describe() == name)
+                })
+                .map(|it| it.key.clone())
+                .collect();
+            match exp.cache.export(self.store, &records, &refresh) {
+                Ok(r) => (self.sink)(Event::CacheExported {
+                    cache: name,
+                    entries: r.entries,
+                    present: r.present,
+                    blobs_sent: r.blobs_sent,
+                    bytes_sent: r.bytes_sent,
+                }),
+                Err(e) if exp.ignore_error => self.warn(
+                    format!(
+                        "cannot export the build cache to {name}: {}",
+                        chain_text(&*e)
+                    ),
+                    None,
+                ),
+                Err(source) => {
+                    return Err(ErrorKind::CacheExport {
+                        cache: name,
+                        source,
+                    }
+                    .into())
+                }
+            }
+        }
         Ok(())
     }
 
@@ -877,6 +1052,9 @@ impl Shared<'_> {
             lines: target.lines.clone(),
         };
         info.save(self.store, image.id())?;
+        // The image is stored; then the cache goes out (a failed export
+        // fails the build unless `ignore-error=true`, as BuildKit does).
+        let cache_export_error = self.export_caches().err().map(std::sync::Arc::new);
         let ran = self.ran.load(Ordering::Relaxed);
         let cached = self.cached.load(Ordering::Relaxed);
         (self.sink)(Event::Done {
@@ -892,6 +1070,7 @@ impl Shared<'_> {
             cached,
             warnings: lock(&self.warnings).clone(),
             history_lines: target.lines.clone(),
+            cache_export_error,
         })
     }
 }
@@ -915,4 +1094,16 @@ fn own_changes(old: &Inputs, new: &Inputs) -> Option<Vec<crate::explain::Change>
     a.parent.clear();
     b.parent.clear();
     compare(&a, &b)
+}
+
+/// An error and its causes on one line (`a: b: c`), for a warning.
+fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

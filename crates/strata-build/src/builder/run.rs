@@ -83,10 +83,7 @@ impl Shared<'_> {
         let network = match r.network {
             strata_dockerfile::NetworkMode::None => Network::None,
             strata_dockerfile::NetworkMode::Host => Network::Host,
-            strata_dockerfile::NetworkMode::Default => match self.opts.network {
-                NetworkMode::Host => Network::Host,
-                NetworkMode::None => Network::None,
-            },
+            strata_dockerfile::NetworkMode::Default => self.opts.network,
         };
         let mut inputs = Inputs::new(
             tag::RUN,

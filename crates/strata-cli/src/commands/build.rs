@@ -9,7 +9,7 @@ use anyhow::{bail, Context as _};
 use strata_build::{BuildOptions, ContextSpec, SecretSource};
 use strata_oci::SaveItem;
 
-use crate::cli::{ArchiveFormat, BuildArgs, Isolation, NetworkMode, Progress, Timestamps};
+use crate::cli::{ArchiveFormat, BuildArgs, Isolation, Progress, Timestamps};
 use crate::progress::{BuildProgress, Mode};
 use crate::settings::Settings;
 
@@ -159,10 +159,7 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
     opts.target = args.target.clone();
     opts.no_cache = args.no_cache;
     opts.no_cache_filter = args.no_cache_filter.clone();
-    opts.network = match args.network {
-        NetworkMode::Host => strata_build::NetworkMode::Host,
-        NetworkMode::None => strata_build::NetworkMode::None,
-    };
+    opts.network = args.network;
     for spec in &args.secrets {
         let (id, src) = parse_secret(spec)?;
         opts.secrets.insert(id, src);
@@ -193,10 +190,40 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
         opts.seccomp = seccomp.clone();
     }
     opts.snapshots = s.snapshots;
-    if !args.cache_from.is_empty() || !args.cache_to.is_empty() {
-        tracing::warn!(
-            "--cache-from/--cache-to are accepted but not used yet: the local cache is used"
-        );
+    // Remote build caches: looked up after the store's own, exported after
+    // the build (docs/cache.md).
+    for spec in &args.cache_from {
+        let (cache, attrs) =
+            super::cache::open_build_cache(spec, &args.insecure_registries, &store, true)?;
+        if let Some((k, _)) = attrs.first() {
+            return Err(usage(format!(
+                "--cache-from {spec}: unknown attribute {k:?}"
+            )));
+        }
+        opts.cache_from.0.push(cache);
+    }
+    for spec in &args.cache_to {
+        let (cache, attrs) =
+            super::cache::open_build_cache(spec, &args.insecure_registries, &store, false)?;
+        let mut export = strata_build::CacheExport {
+            cache,
+            max: false,
+            ignore_error: false,
+        };
+        for (k, v) in attrs {
+            match (k.as_str(), v.as_str()) {
+                ("mode", "max") => export.max = true,
+                ("mode", "min") => export.max = false,
+                ("ignore-error", "true") => export.ignore_error = true,
+                ("ignore-error", "false") => export.ignore_error = false,
+                _ => {
+                    return Err(usage(format!(
+                        "--cache-to {spec}: {k}={v} is not one of mode=min|max, ignore-error=true|false"
+                    )))
+                }
+            }
+        }
+        opts.cache_to.push(export);
     }
     let mode = if s.quiet {
         Mode::Quiet
@@ -299,6 +326,11 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
         .any(|o| matches!(o, Output::Tar(d) if d.as_os_str() == "-"));
     if mode == Mode::Quiet && !stdout_taken {
         outln!("{}", image.id());
+    }
+    // The image is built and tagged; a failed cache export still fails the
+    // command (the export was asked for), as BuildKit's does.
+    if let Some(e) = out.cache_export_error {
+        return Err(anyhow::Error::new(e));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -31,7 +31,7 @@ fn find(store: &Store, name: &str) -> anyhow::Result<Image> {
 }
 
 /// "3 days ago", as docker prints ages (go-units HumanDuration).
-fn ago(created: Option<&str>) -> String {
+pub(super) fn ago(created: Option<&str>) -> String {
     let Some(t) = created.and_then(parse_rfc3339) else {
         return "N/A".into();
     };
@@ -60,28 +60,7 @@ fn human_duration(secs: i64) -> String {
 }
 
 /// docker's HumanSizeWithPrecision(n, 3): `0B`, `1.24kB`, `4.26MB`.
-pub(super) fn docker_size(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    let s = if v >= 100.0 {
-        format!("{v:.0}")
-    } else if v >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    };
-    let s = if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_owned()
-    } else {
-        s
-    };
-    format!("{s}{}", UNITS[u])
-}
+pub(super) use strata_analyze::image::docker_size;
 
 fn print_json(v: &Value) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
@@ -621,18 +600,4 @@ pub fn verify(args: StoreVerifyArgs, s: &Settings) -> CmdResult {
     } else {
         ExitCode::from(1)
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn docker_sizes() {
-        assert_eq!(docker_size(0), "0B");
-        assert_eq!(docker_size(1240), "1.24kB");
-        assert_eq!(docker_size(4_260_000), "4.26MB");
-        assert_eq!(docker_size(123_456_789), "123MB");
-        assert_eq!(docker_size(10_000), "10kB");
-    }
 }

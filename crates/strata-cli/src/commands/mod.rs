@@ -7,7 +7,8 @@ use clap::error::{ContextKind, ContextValue};
 use clap::Parser;
 
 use crate::cli::{
-    Cli, Command, ContainerCommand, ContextCommand, ImageCommand, StoreCommand, SystemCommand,
+    CacheCommand, Cli, Command, ContainerCommand, ContextCommand, ImageCommand, StoreCommand,
+    SystemCommand,
 };
 use crate::render;
 use crate::settings::Settings;
@@ -32,6 +33,7 @@ macro_rules! out {
 
 mod analyze;
 mod build;
+mod cache;
 mod container;
 mod context;
 mod image;
@@ -214,6 +216,8 @@ fn dispatch(command: Command, s: &Settings) -> CmdResult {
         Command::Image(ImageCommand::History(a)) => image::history(a, s),
         Command::Image(ImageCommand::Tag(a)) => image::tag(a, s),
         Command::Image(ImageCommand::Prune(a)) => image::prune(a, s),
+        Command::Cache(CacheCommand::Ls(a)) => cache::ls(a, s),
+        Command::Cache(CacheCommand::Prune(a)) => cache::prune(a, s),
     }
 }
 

@@ -28,7 +28,7 @@ use strata_layer::Snapshotter;
 use strata_sandbox::supervise::{ContainerDir, PortMap};
 use strata_sandbox::{Network, RootFs, SandboxError};
 
-use crate::cli::{Isolation, NetworkMode, RunArgs};
+use crate::cli::{Isolation, RunArgs};
 use crate::settings::Settings;
 
 use super::container::{containers_dir, Record, RECORD, ROOT_NAMESPACE};
@@ -153,18 +153,18 @@ fn run_inner(args: RunArgs, s: &Settings) -> CmdResult {
         crate::cli::parse_security_opt(o).map_err(anyhow::Error::msg)?;
     }
     let network = match (args.network, ports.is_empty()) {
-        (Some(NetworkMode::Host), false) => {
+        (Some(Network::Host), false) => {
             if !s.quiet {
                 eprintln!("warning: published ports are discarded when using host network mode");
             }
             ports.clear();
             Network::Host
         }
-        (Some(NetworkMode::None), false) => {
+        (Some(Network::None), false) => {
             bail!("-p needs a network: with --network none the container has no reachable ports")
         }
-        (Some(NetworkMode::Host) | None, true) => Network::Host,
-        (Some(NetworkMode::None), true) => Network::None,
+        (Some(Network::Host) | None, true) => Network::Host,
+        (Some(Network::None), true) => Network::None,
         // Published ports: a network namespace of the container's own,
         // reached through the supervisor's port forwarders.
         (None, false) => Network::None,

@@ -12,6 +12,7 @@ use crate::cli::{InfoArgs, SystemDfArgs};
 use crate::format::{object, print_items, Format};
 use crate::render::{human_bytes, usage};
 use crate::settings::Settings;
+use strata_analyze::image::docker_size;
 
 /// `strata version`.
 pub fn version(_s: &Settings) -> CmdResult {
@@ -209,8 +210,4 @@ pub fn df(args: SystemDfArgs, s: &Settings) -> CmdResult {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn docker_size(n: u64) -> String {
-    super::image::docker_size(n)
 }
