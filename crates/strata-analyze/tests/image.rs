@@ -556,24 +556,43 @@ fn diff_counts_what_a_push_sends() {
         ),
     ]);
     assert_eq!(one.metas[1].digest, two.metas[1].digest);
+    let blobs = |config: &str, size: u64, metas: &[LayerMeta]| -> Vec<(String, u64)> {
+        std::iter::once((config.to_owned(), size))
+            .chain(metas.iter().map(|m| (m.digest.clone(), m.compressed_size)))
+            .collect()
+    };
+    let one_blobs = blobs("sha256:aaa", 700, &one.metas);
+    let two_blobs = blobs("sha256:bbb", 710, &two.metas);
     let a = DiffSide {
         name: "app:1",
         layers: &one.metas,
         config_digest: "sha256:aaa",
-        config_size: 700,
-        manifest_size: 600,
+        blobs: &one_blobs,
+        manifest_bytes: 600,
     };
     let b = DiffSide {
         name: "app:2",
         layers: &two.metas,
         config_digest: "sha256:bbb",
-        config_size: 710,
-        manifest_size: 600,
+        blobs: &two_blobs,
+        manifest_bytes: 605,
     };
     let d = diff_images(&a, &b, None);
     assert_eq!((d.shared_layers, d.new_layers), (2, 1));
     assert_eq!(d.new_layer_bytes, two.metas[2].compressed_size);
-    assert_eq!(d.push_bytes, two.metas[2].compressed_size + 710 + 600);
+    assert_eq!(d.manifest_bytes, 605);
+    assert_eq!(d.push_bytes, two.metas[2].compressed_size + 710 + 605);
+    // Same config: not sent again; another platform's blobs are.
+    let mut more = blobs("sha256:aaa", 700, &two.metas);
+    more.push(("sha256:arm".into(), 5000));
+    let c = DiffSide {
+        config_digest: "sha256:aaa",
+        blobs: &more,
+        ..b.clone()
+    };
+    let d = diff_images(&a, &c, None);
+    assert!(!d.config_changed);
+    assert_eq!(d.push_bytes, two.metas[2].compressed_size + 5000 + 605);
     assert_eq!(d.layers[2].status, "new");
     assert_eq!(d.only_in_from, vec![one.metas[2].digest.clone()]);
 }

@@ -588,3 +588,232 @@ fn docker_pulls_from_strata_serve() {
         .args(["-H", &dockerd.host, "rmi", &img])
         .output();
 }
+
+/// A context whose Dockerfile copies each file into a `FROM scratch` image.
+fn scratch_context(dir: &Path, files: &[(&str, Vec<u8>)]) -> std::path::PathBuf {
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let mut dockerfile = String::from("FROM scratch\n");
+    for (name, content) in files {
+        std::fs::write(ctx.join(name), content).unwrap();
+        dockerfile.push_str(&format!("COPY {name} /{name}\n"));
+    }
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    ctx
+}
+
+/// Rows of `strata images` as (repository, tag).
+fn image_rows(root: &Path) -> Vec<(String, String)> {
+    let (out, _) = ok(strata()
+        .args(["--root", root.to_str().unwrap(), "images"])
+        .output()
+        .unwrap());
+    out.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?.to_owned(), w.next()?.to_owned()))
+        })
+        .collect()
+}
+
+/// The README's promise: `strata build -t app:dev . && docker pull
+/// localhost:5000/app:dev` with no push, and pushes to `strata serve` show
+/// up in `strata images` on the store it serves.
+#[test]
+fn serve_serves_the_store_it_is_given() {
+    if !strata_testkit::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let root = store_dir.to_str().unwrap();
+    let ctx = scratch_context(
+        dir.path(),
+        &[
+            ("hello.txt", b"hello\n".to_vec()),
+            ("data", noise(1, 30_000)),
+        ],
+    );
+    ok(strata()
+        .args([
+            "--root",
+            root,
+            "build",
+            "-t",
+            "app:dev",
+            ctx.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap());
+    let srv = Serve::start(&store_dir, &[]);
+    let store = Store::open(&store_dir).unwrap();
+    let built = store.resolve(&"app:dev".parse().unwrap()).unwrap();
+    let app = format!("{}/app:dev", srv.addr);
+
+    // strata pulls what was only built.
+    let other = dir.path().join("other");
+    let oroot = other.to_str().unwrap();
+    let (out, _) = ok(strata()
+        .args(["--root", oroot, "pull", &app])
+        .output()
+        .unwrap());
+    assert!(out.contains("3 downloaded"), "{out}");
+    let ostore = Store::open(&other).unwrap();
+    assert_eq!(
+        ostore.resolve(&app.parse().unwrap()).unwrap().digest,
+        built.digest
+    );
+
+    // skopeo sees it by name.
+    if strata_testkit::require_tool("skopeo") {
+        let inspect = strata_testkit::run_ok(Command::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{app}"),
+        ]));
+        let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+        assert_eq!(v["Digest"], built.digest.to_string(), "{inspect}");
+        assert_eq!(v["RepoTags"], serde_json::json!(["dev"]), "{inspect}");
+    }
+
+    // A push to the server is an image of the store it serves.
+    make_image(&ostore, "web:2", &[("index.html", noise(2, 5000))]);
+    let web = format!("{}/team/web:2", srv.addr);
+    ok(strata()
+        .args(["--root", oroot, "push", "web:2", &web])
+        .output()
+        .unwrap());
+    let rows = image_rows(&store_dir);
+    assert!(rows.contains(&("app".into(), "dev".into())), "{rows:?}");
+    assert!(rows.contains(&("team/web".into(), "2".into())), "{rows:?}");
+    assert_eq!(
+        store.find_image("team/web:2").unwrap().id(),
+        ostore.find_image("web:2").unwrap().id()
+    );
+
+    // docker pulls both, by name.
+    if strata_testkit::require_tool("dockerd") && strata_testkit::require_tool("docker") {
+        let dockerd = match Dockerd::get() {
+            Ok(d) => d,
+            Err(e) => panic!("dockerd cannot run here: {e}"),
+        };
+        for (name, id) in [
+            (&app, store.find_image("app:dev").unwrap().id().to_string()),
+            (
+                &web,
+                store.find_image("team/web:2").unwrap().id().to_string(),
+            ),
+        ] {
+            strata_testkit::run_ok(Command::new("docker").args([
+                "-H",
+                &dockerd.host,
+                "pull",
+                name,
+            ]));
+            let got = strata_testkit::run_ok(Command::new("docker").args([
+                "-H",
+                &dockerd.host,
+                "image",
+                "inspect",
+                "-f",
+                "{{.Id}}",
+                name,
+            ]));
+            assert_eq!(got.trim(), id, "{name}");
+            eprintln!("docker pulled {name} as {id}");
+            let _ = Command::new("docker")
+                .args(["-H", &dockerd.host, "rmi", name])
+                .output();
+        }
+    }
+    let log = srv.stop();
+    assert!(log.contains("GET /v2/app/manifests/dev 200"), "{log}");
+}
+
+/// `strata diff v1 v2` predicts exactly the bytes `strata push v2` then
+/// sends to a registry holding v1, and the server receives them.
+#[test]
+fn diff_predicts_the_bytes_push_sends() {
+    if !strata_testkit::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    let root = local.to_str().unwrap();
+    let srv = Serve::start(&dir.path().join("srv"), &[]);
+    let build = |files: &[(&str, Vec<u8>)], tag: &str| {
+        let ctx = scratch_context(dir.path(), files);
+        ok(strata()
+            .args(["--root", root, "build", "-t", tag, ctx.to_str().unwrap()])
+            .output()
+            .unwrap());
+    };
+    let mut files = vec![
+        ("deps.bin", noise(1, 200_000)),
+        ("conf.txt", b"level=1\n".to_vec()),
+        ("app.bin", noise(2, 40_000)),
+    ];
+    build(&files, "app:v1");
+    ok(strata()
+        .args([
+            "--root",
+            root,
+            "push",
+            "app:v1",
+            &format!("{}/app:v1", srv.addr),
+        ])
+        .output()
+        .unwrap());
+    files[2].1 = noise(3, 41_000);
+    build(&files, "app:v2");
+
+    let (out, _) = ok(strata()
+        .args([
+            "--root", root, "diff", "--format", "json", "app:v1", "app:v2",
+        ])
+        .output()
+        .unwrap());
+    let d: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let predicted = d["push_bytes"].as_u64().unwrap();
+    assert_eq!(d["new_layers"], 1, "{out}");
+    assert!(d["config_changed"].as_bool().unwrap(), "{out}");
+    let store = Store::open(&local).unwrap();
+    let v2 = store.find_image("app:v2").unwrap();
+    assert_eq!(d["manifest_bytes"], v2.manifest_raw.len() as u64, "{out}");
+    assert_eq!(
+        predicted,
+        v2.layers[2].descriptor.size + v2.manifest.config.size + v2.manifest_raw.len() as u64,
+        "{out}"
+    );
+    let (text, _) = ok(strata()
+        .args(["--root", root, "diff", "app:v1", "app:v2"])
+        .output()
+        .unwrap());
+    assert!(text.contains(&format!("({predicted} bytes:")), "{text}");
+
+    let before = srv.log().len();
+    let (out, _) = ok(strata()
+        .args([
+            "--root",
+            root,
+            "push",
+            "app:v2",
+            &format!("{}/app:v2", srv.addr),
+        ])
+        .output()
+        .unwrap());
+    assert!(
+        out.contains(&format!("({predicted} bytes)")),
+        "diff predicted {predicted} bytes; push said:\n{out}"
+    );
+    // What the server read: upload bodies and the manifest.
+    let log = srv.log();
+    let received: u64 = log[before..]
+        .lines()
+        .filter(|l| l.starts_with("PUT ") || l.starts_with("PATCH ") || l.starts_with("POST "))
+        .filter_map(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
+        .sum();
+    eprintln!("diff predicted {predicted} bytes; the server received {received}");
+    assert_eq!(received, predicted, "{}", &log[before..]);
+}

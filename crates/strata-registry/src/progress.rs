@@ -113,8 +113,12 @@ pub struct PushSummary {
     pub mounted: usize,
     /// Manifests (and indexes) put.
     pub manifests: usize,
-    /// Blob bytes sent (without manifests and HTTP overhead).
+    /// Bytes sent: blob bytes uploaded plus the manifests' (without HTTP
+    /// overhead); what `strata diff` predicts for a registry holding the
+    /// previous image.
     pub bytes_sent: u64,
+    /// The manifests' (and index's) share of `bytes_sent`.
+    pub manifest_bytes: u64,
 }
 
 /// What a pull did.

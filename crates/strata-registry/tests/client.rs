@@ -117,7 +117,14 @@ async fn push_again_after_one_layer_changed_uploads_only_that_layer() {
         uploaded < layer_blob.len() as u64 + 4096,
         "uploaded {uploaded} bytes"
     );
-    assert_eq!(s2.bytes_sent, uploaded);
+    // What was sent: those uploads and the manifest, as the server read them.
+    let manifest_in: u64 = second
+        .iter()
+        .filter(|l| l.method == "PUT" && l.path.contains("/manifests/"))
+        .map(|l| l.bytes_in)
+        .sum();
+    assert_eq!(s2.manifest_bytes, manifest_in);
+    assert_eq!(s2.bytes_sent, uploaded + manifest_in);
 
     // Pull both into a fresh store: the second pull fetches only the delta.
     let other = Store::open(dir.path().join("other")).unwrap();

@@ -61,8 +61,14 @@ pub struct DiffReport {
     pub new_layer_bytes: u64,
     /// Whether the config differs (then it is sent).
     pub config_changed: bool,
-    /// Everything a push of `to` sends: new layer blobs, the config when it
-    /// differs, and the manifest.
+    /// Bytes of the manifests (and index) a push of `to` puts: a registry
+    /// receives them whatever it holds.
+    pub manifest_bytes: u64,
+    /// Everything a push of `to` sends to a registry holding `from`: the
+    /// blobs of `to` that `from` lacks (new layers, the config when it
+    /// differs, and for an image pushed with its whole index those of the
+    /// other platforms) and the manifests. `strata push` reports the same
+    /// number.
     pub push_bytes: u64,
     /// Changed files (with `--files`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -78,10 +84,11 @@ pub struct DiffSide<'a> {
     pub layers: &'a [LayerMeta],
     /// Config digest.
     pub config_digest: &'a str,
-    /// Config size.
-    pub config_size: u64,
-    /// Manifest size.
-    pub manifest_size: u64,
+    /// Every blob a push of the image sends (digest, size), each once: the
+    /// config and layers of each manifest it puts.
+    pub blobs: &'a [(String, u64)],
+    /// Bytes of the manifests (and index) a push of the image puts.
+    pub manifest_bytes: u64,
 }
 
 /// Compare two images; `trees` (the final filesystems) adds file changes.
@@ -119,8 +126,16 @@ pub fn diff_images(from: &DiffSide, to: &DiffSide, trees: Option<(&Tree, &Tree)>
         });
     }
     let config_changed = from.config_digest != to.config_digest;
-    let push_bytes =
-        new_layer_bytes + if config_changed { to.config_size } else { 0 } + to.manifest_size;
+    // A registry holding `from` holds every blob a push of `from` sent.
+    let held: BTreeSet<&str> = from.blobs.iter().map(|(d, _)| d.as_str()).collect();
+    let mut pushed: BTreeSet<&str> = BTreeSet::new();
+    let blob_bytes: u64 = to
+        .blobs
+        .iter()
+        .filter(|(d, _)| !held.contains(d.as_str()) && pushed.insert(d.as_str()))
+        .map(|(_, size)| size)
+        .sum();
+    let push_bytes = blob_bytes + to.manifest_bytes;
     let files = trees.map(|(a, b)| file_changes(a, b));
     DiffReport {
         schema: 1,
@@ -138,6 +153,7 @@ pub fn diff_images(from: &DiffSide, to: &DiffSide, trees: Option<(&Tree, &Tree)>
         new_layers,
         new_layer_bytes,
         config_changed,
+        manifest_bytes: to.manifest_bytes,
         push_bytes,
         files,
     }

@@ -295,34 +295,36 @@ pub fn diff(args: DiffArgs, s: &Settings) -> CmdResult {
     } else {
         None
     };
+    // What a push of each sends, as `strata push` decides it.
+    let push_side = |r: &Resolved| -> anyhow::Result<(Vec<(String, u64)>, u64)> {
+        let content = strata_registry::PushContent::of(&r.store, &r.image)
+            .with_context(|| format!("cannot read what a push of {} sends", r.name))?;
+        Ok((
+            content
+                .blobs()
+                .map(|d| (d.digest.to_string(), d.size))
+                .collect(),
+            content.manifest_bytes(),
+        ))
+    };
+    let (blobs_a, manifests_a) = push_side(&a)?;
+    let (blobs_b, manifests_b) = push_side(&b)?;
     let ca = a.image.id().to_string();
     let cb = b.image.id().to_string();
-    let side =
-        |r: &Resolved, l: &[LayerMeta], c: &str| -> (String, Vec<LayerMeta>, String, u64, u64) {
-            (
-                r.name.clone(),
-                l.to_vec(),
-                c.to_owned(),
-                r.image.manifest.config.size,
-                r.image.descriptor.size,
-            )
-        };
-    let sa = side(&a, &la, &ca);
-    let sb = side(&b, &lb, &cb);
     let report = an::diff_images(
         &an::DiffSide {
-            name: &sa.0,
-            layers: &sa.1,
-            config_digest: &sa.2,
-            config_size: sa.3,
-            manifest_size: sa.4,
+            name: &a.name,
+            layers: &la,
+            config_digest: &ca,
+            blobs: &blobs_a,
+            manifest_bytes: manifests_a,
         },
         &an::DiffSide {
-            name: &sb.0,
-            layers: &sb.1,
-            config_digest: &sb.2,
-            config_size: sb.3,
-            manifest_size: sb.4,
+            name: &b.name,
+            layers: &lb,
+            config_digest: &cb,
+            blobs: &blobs_b,
+            manifest_bytes: manifests_b,
         },
         trees.as_ref().map(|(x, y)| (x, y)),
     );

@@ -222,12 +222,13 @@ pub fn push(args: PushArgs, s: &Settings) -> CmdResult {
         outln!("{tag}: digest: {} size: {}", summary.digest, summary.size);
     }
     outln!(
-        "pushed {}: {} uploaded, {} skipped (already exist), {} mounted, {} sent in {:.1}s",
+        "pushed {}: {} uploaded, {} skipped (already exist), {} mounted, {} sent ({} bytes) in {:.1}s",
         dest.familiar(),
         summary.uploaded,
         summary.skipped,
         summary.mounted,
         human(summary.bytes_sent),
+        summary.bytes_sent,
         start.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
@@ -250,12 +251,13 @@ pub(crate) fn push_image(
     let _ = render.multi.clear();
     if !s.quiet {
         eprintln!(
-            "pushed {}: {} uploaded, {} skipped (already exist), {} mounted, {} sent in {:.1}s",
+            "pushed {}: {} uploaded, {} skipped (already exist), {} mounted, {} sent ({} bytes) in {:.1}s",
             dest.familiar(),
             summary.uploaded,
             summary.skipped,
             summary.mounted,
             human(summary.bytes_sent),
+            summary.bytes_sent,
             start.elapsed().as_secs_f64()
         );
     }

@@ -6,6 +6,8 @@ mod cache;
 mod pull;
 mod push;
 
+pub use push::PushContent;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use futures_util::{StreamExt, TryStreamExt};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RANGE};
 use reqwest::StatusCode;
-use strata_oci::{media_type, Descriptor, Digest, Index, Manifest, Reference, Store};
+use strata_oci::{media_type, Descriptor, Digest, Image, Index, Manifest, Reference, Store};
 use tokio::io::AsyncReadExt;
 
 use super::{absolute_location, error_detail, status_error, Client, Target};
@@ -19,38 +19,47 @@ use crate::origins;
 use crate::progress::{BlobKind, BlobOutcome, Event, PushSummary};
 
 /// A manifest or index to put, with its raw bytes.
+#[derive(Debug, Clone)]
 pub(super) struct Doc {
     pub(super) desc: Descriptor,
     pub(super) raw: Vec<u8>,
 }
 
-impl Client {
-    /// Push the image `image` (a name, `name@digest` or image ID in the
-    /// store) to `dest`. Blobs the registry has are skipped, blobs known to
-    /// live in another repository of the same registry are mounted, the
-    /// rest are uploaded, `jobs` at a time; then the manifest is put (for
-    /// an image stored with its whole index: every manifest, then the index).
-    pub async fn push(&self, store: &Store, image: &str, dest: &Reference) -> Result<PushSummary> {
-        let img = store.find_image(image)?;
+/// What a push of an image sends, decided before anything is sent: the
+/// manifests it puts (for an image stored with its whole index, every
+/// platform's manifest and then the index; else the image's manifest) and
+/// the blobs they reference. A registry that already has a blob receives
+/// none of its bytes; it receives every manifest. `strata diff` predicts a
+/// push from the same content.
+#[derive(Debug, Clone)]
+pub struct PushContent {
+    manifests: Vec<(Doc, Manifest)>,
+    index: Option<Doc>,
+    blobs: Vec<(Descriptor, BlobKind)>,
+}
+
+impl PushContent {
+    /// What a push of `image` (resolved from `store`) sends.
+    pub fn of(store: &Store, image: &Image) -> Result<PushContent> {
         let mut manifests: Vec<(Doc, Manifest)> = Vec::new();
-        let mut top: Option<Doc> = None;
-        if let Some(idx_desc) = &img.index {
+        let mut index: Option<Doc> = None;
+        if let Some(idx_desc) = &image.index {
             // The whole index when every manifest it lists (with its blobs)
             // is here; else just the chosen image.
             let raw = store.read_blob(&idx_desc.digest)?;
-            if let Ok(index) = serde_json::from_slice::<Index>(&raw) {
+            if let Ok(parsed) = serde_json::from_slice::<Index>(&raw) {
                 let mut all = Vec::new();
-                for m in &index.manifests {
+                for m in &parsed.manifests {
                     let Ok(mraw) = store.read_blob(&m.digest) else {
                         break;
                     };
-                    let Ok(parsed) = serde_json::from_slice::<Manifest>(&mraw) else {
+                    let Ok(mparsed) = serde_json::from_slice::<Manifest>(&mraw) else {
                         break;
                     };
-                    if !parsed
+                    if !mparsed
                         .layers
                         .iter()
-                        .chain(std::iter::once(&parsed.config))
+                        .chain(std::iter::once(&mparsed.config))
                         .all(|d| store.has(&d.digest))
                     {
                         break;
@@ -60,12 +69,12 @@ impl Client {
                             desc: m.clone(),
                             raw: mraw,
                         },
-                        parsed,
+                        mparsed,
                     ));
                 }
-                if all.len() == index.manifests.len() && !all.is_empty() {
+                if all.len() == parsed.manifests.len() && !all.is_empty() {
                     manifests = all;
-                    top = Some(Doc {
+                    index = Some(Doc {
                         desc: idx_desc.clone(),
                         raw,
                     });
@@ -75,10 +84,10 @@ impl Client {
         if manifests.is_empty() {
             manifests.push((
                 Doc {
-                    desc: img.descriptor.clone(),
-                    raw: img.manifest_raw.clone(),
+                    desc: image.descriptor.clone(),
+                    raw: image.manifest_raw.clone(),
                 },
-                img.manifest.clone(),
+                image.manifest.clone(),
             ));
         }
         // Every blob once, config first (docker's order).
@@ -92,6 +101,54 @@ impl Client {
                 }
             }
         }
+        Ok(PushContent {
+            manifests,
+            index,
+            blobs,
+        })
+    }
+
+    /// The blobs (configs and layers), each once, in the order they are
+    /// pushed.
+    pub fn blobs(&self) -> impl Iterator<Item = &Descriptor> {
+        self.blobs.iter().map(|(d, _)| d)
+    }
+
+    /// The manifests, then the index (when the whole index goes), in the
+    /// order they are put.
+    pub fn documents(&self) -> impl Iterator<Item = &Descriptor> {
+        self.manifests
+            .iter()
+            .map(|(d, _)| &d.desc)
+            .chain(self.index.iter().map(|d| &d.desc))
+    }
+
+    /// Bytes of the manifests and the index: what a push sends besides
+    /// blobs.
+    pub fn manifest_bytes(&self) -> u64 {
+        self.manifests
+            .iter()
+            .map(|(d, _)| &d.raw)
+            .chain(self.index.iter().map(|d| &d.raw))
+            .map(|r| r.len() as u64)
+            .sum()
+    }
+}
+
+impl Client {
+    /// Push the image `image` (a name, `name@digest` or image ID in the
+    /// store) to `dest`. Blobs the registry has are skipped, blobs known to
+    /// live in another repository of the same registry are mounted, the
+    /// rest are uploaded, `jobs` at a time; then the manifest is put (for
+    /// an image stored with its whole index: every manifest, then the index).
+    /// What is sent is [`PushContent::of`] the image.
+    pub async fn push(&self, store: &Store, image: &str, dest: &Reference) -> Result<PushSummary> {
+        let img = store.find_image(image)?;
+        let PushContent {
+            manifests,
+            index: top,
+            blobs,
+        } = PushContent::of(store, &img)?;
         let registry = dest.domain().to_owned();
         let repository = dest.path().to_owned();
         let target = Target::new(&registry, &repository, true);
@@ -111,6 +168,7 @@ impl Client {
             mounted: 0,
             manifests: 0,
             bytes_sent: sent.load(Ordering::Relaxed),
+            manifest_bytes: 0,
         };
         for o in &outcomes {
             match o {
@@ -135,13 +193,16 @@ impl Client {
             };
             self.put_manifest(&target, doc, &r).await?;
             summary.manifests += 1;
+            summary.manifest_bytes += doc.raw.len() as u64;
         }
         if let Some(doc) = &top {
             self.put_manifest(&target, doc, &final_ref).await?;
             summary.manifests += 1;
+            summary.manifest_bytes += doc.raw.len() as u64;
             summary.digest = doc.desc.digest.clone();
             summary.size = doc.desc.size;
         }
+        summary.bytes_sent += summary.manifest_bytes;
         for (d, _) in &blobs {
             origins::record(store, &d.digest, &registry, &repository);
         }

@@ -1,4 +1,5 @@
-//! Blobs: get/head (with ranges), delete.
+//! Blobs: get/head (with ranges), delete; a repository serves the blobs it
+//! links and those of the images the store's tags serve under its name.
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -6,7 +7,8 @@ use axum::response::Response;
 use strata_oci::Digest;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::errcode::{empty, err, internal, Code};
+use super::errcode::{empty, err, internal, storage, Code};
+use super::served::Served;
 use super::{repo_lock, AppState};
 
 pub(super) fn parse_digest(s: &str) -> std::result::Result<Digest, Response> {
@@ -50,10 +52,12 @@ pub(super) async fn get_blob(
         Ok(d) => d,
         Err(r) => return r,
     };
-    if !st.repos.has_blob(name, &d) {
-        return err(Code::BlobUnknown, format!("blob {d} is not in {name}"));
-    }
     let store = st.repos.store();
+    match Served::new(&st.repos, name).blob(&d) {
+        Ok(true) => {}
+        Ok(false) => return err(Code::BlobUnknown, format!("blob {d} is not in {name}")),
+        Err(e) => return storage(store, e),
+    }
     let size = match store.blob_size(&d) {
         Ok(s) => s,
         Err(e) if e.is_not_found() => {
@@ -111,6 +115,19 @@ pub(super) async fn delete_blob(st: &AppState, name: &str, digest: &str) -> Resp
     };
     let lock = repo_lock(st, name);
     let _g = lock.lock().await;
+    // A blob of an image the store tags stays as long as the tag does.
+    match Served::new(&st.repos, name).store_blob(&d) {
+        Ok(false) => {}
+        Ok(true) => {
+            return err(
+                Code::Unsupported,
+                format!(
+                "blob {d} belongs to an image the store tags in {name}: delete its manifest or tag"
+            ),
+            )
+        }
+        Err(e) => return storage(st.repos.store(), e),
+    }
     match st.repos.unlink_blob(name, &d) {
         Ok(true) => {}
         Ok(false) => return err(Code::BlobUnknown, format!("blob {d} is not in {name}")),

@@ -13,28 +13,40 @@ use strata_oci::{media_type, Descriptor, Digest, Hasher, Index, Manifest};
 use super::blobs::parse_digest;
 use super::errcode::{empty, err, err_status, internal, json_response, storage, Code};
 use super::repo::valid_tag;
+use super::served::Served;
 use super::{repo_lock, request_lease, AppState, BytesIn};
 
 /// Largest manifest accepted (the spec asks registries to take at least 4 MiB).
 const MAX_MANIFEST: usize = 4 << 20;
 
-/// Resolve a tag or digest to a linked manifest: (digest, media type).
+/// Resolve a tag or digest to a manifest served under `name` (linked in
+/// the repository, or an image of a store tag): (digest, media type).
 pub(super) fn resolve_manifest(
     st: &AppState,
     name: &str,
     reference: &str,
 ) -> std::result::Result<(Digest, String), Response> {
+    let store = st.repos.store();
+    let mut served = Served::new(&st.repos, name);
+    let unknown_name = |served: &mut Served| match served.exists() {
+        Ok(false) => Err(err(
+            Code::NameUnknown,
+            format!("repository {name} is not known"),
+        )),
+        Ok(true) => Ok(()),
+        Err(e) => Err(storage(store, e)),
+    };
     if let Ok(d) = reference.parse::<Digest>() {
-        return match st.repos.manifest_type(name, &d) {
-            Some(mt) => Ok((d, mt)),
-            None if !st.repos.exists(name) => Err(err(
-                Code::NameUnknown,
-                format!("repository {name} is not known"),
-            )),
-            None => Err(err(
-                Code::ManifestUnknown,
-                format!("manifest {d} is not in {name}"),
-            )),
+        return match served.manifest(&d) {
+            Ok(Some(mt)) => Ok((d, mt)),
+            Ok(None) => {
+                unknown_name(&mut served)?;
+                Err(err(
+                    Code::ManifestUnknown,
+                    format!("manifest {d} is not in {name}"),
+                ))
+            }
+            Err(e) => Err(storage(store, e)),
         };
     }
     if reference.contains(':') {
@@ -49,24 +61,24 @@ pub(super) fn resolve_manifest(
             format!("invalid tag {reference:?}"),
         ));
     }
-    let Some(desc) = st.repos.tag(name, reference) else {
-        if !st.repos.exists(name) {
+    let desc = match served.tag(reference) {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            unknown_name(&mut served)?;
             return Err(err(
-                Code::NameUnknown,
-                format!("repository {name} is not known"),
+                Code::ManifestUnknown,
+                format!("tag {reference} is not in {name}"),
             ));
         }
-        return Err(err(
-            Code::ManifestUnknown,
-            format!("tag {reference} is not in {name}"),
-        ));
+        Err(e) => return Err(storage(store, e)),
     };
-    match st.repos.manifest_type(name, &desc.digest) {
-        Some(mt) => Ok((desc.digest, mt)),
-        None => Err(err(
+    match served.manifest(&desc.digest) {
+        Ok(Some(mt)) => Ok((desc.digest, mt)),
+        Ok(None) => Err(err(
             Code::ManifestUnknown,
             format!("tag {reference} of {name} points at a missing manifest"),
         )),
+        Err(e) => Err(storage(store, e)),
     }
 }
 
@@ -227,6 +239,12 @@ pub(super) async fn put_manifest(
     };
     let lock = repo_lock(st, name);
     let _g = lock.lock().await;
+    let store = st.repos.store();
+    let mut served = Served::new(&st.repos, name);
+    // What the manifest references that only the store's tags provide:
+    // linked into the repository with the manifest.
+    let mut link_manifests: Vec<(Digest, String)> = Vec::new();
+    let mut link_blobs: Vec<Digest> = Vec::new();
     let subject: Option<Descriptor>;
     let mut artifact_type: Option<String> = value
         .get("artifactType")
@@ -244,11 +262,18 @@ pub(super) async fn put_manifest(
             Err(e) => return err(Code::ManifestInvalid, format!("invalid index: {e}")),
         };
         for m in &idx.manifests {
-            if st.repos.manifest_type(name, &m.digest).is_none() {
-                return err(
-                    Code::ManifestBlobUnknown,
-                    format!("index lists manifest {} which is not in {name}", m.digest),
-                );
+            if st.repos.manifest_type(name, &m.digest).is_some() {
+                continue;
+            }
+            match served.manifest(&m.digest) {
+                Ok(Some(mt)) => link_manifests.push((m.digest.clone(), mt)),
+                Ok(None) => {
+                    return err(
+                        Code::ManifestBlobUnknown,
+                        format!("index lists manifest {} which is not in {name}", m.digest),
+                    )
+                }
+                Err(e) => return storage(store, e),
             }
         }
         subject = idx.subject.clone();
@@ -268,15 +293,21 @@ pub(super) async fn put_manifest(
                 continue; // foreign layer
             }
             if !st.repos.has_blob(name, &d.digest) {
-                return err(
-                    Code::ManifestBlobUnknown,
-                    format!(
-                        "manifest references blob {} which is not in {name}",
-                        d.digest
-                    ),
-                );
+                match served.store_blob(&d.digest) {
+                    Ok(true) => link_blobs.push(d.digest.clone()),
+                    Ok(false) => {
+                        return err(
+                            Code::ManifestBlobUnknown,
+                            format!(
+                                "manifest references blob {} which is not in {name}",
+                                d.digest
+                            ),
+                        )
+                    }
+                    Err(e) => return storage(store, e),
+                }
             }
-            match st.repos.store().blob_size(&d.digest) {
+            match store.blob_size(&d.digest) {
                 Ok(s) if s == d.size => {}
                 Ok(s) => {
                     return err(
@@ -297,10 +328,19 @@ pub(super) async fn put_manifest(
     }
     // Stored under the digest it was pushed by (sha256 or sha512), so a GET
     // by that digest finds it.
-    let store = st.repos.store();
     let stored = Descriptor::new(mt.clone(), digest.clone(), raw.len() as u64);
     if let Err(e) = store.put_reader(&raw[..], Some(&stored)) {
         return storage(store, e);
+    }
+    for d in &link_blobs {
+        if let Err(e) = st.repos.link_blob(name, d) {
+            return storage(store, e);
+        }
+    }
+    for (d, mt) in &link_manifests {
+        if let Err(e) = st.repos.link_manifest(name, d, mt) {
+            return storage(store, e);
+        }
     }
     if let Err(e) = st.repos.link_manifest(name, &digest, &mt) {
         return storage(store, e);
@@ -312,11 +352,7 @@ pub(super) async fn put_manifest(
         d
     };
     if by_digest.is_none() {
-        if let Err(e) = st.repos.set_tag(
-            name,
-            reference,
-            &Descriptor::new(mt.clone(), digest.clone(), raw.len() as u64),
-        ) {
+        if let Err(e) = served.set_tag(reference, &stored) {
             return storage(store, e);
         }
     }
@@ -341,34 +377,53 @@ pub(super) async fn put_manifest(
 pub(super) async fn delete_manifest(st: &AppState, name: &str, reference: &str) -> Response {
     let lock = repo_lock(st, name);
     let _g = lock.lock().await;
+    let store = st.repos.store();
+    let mut served = Served::new(&st.repos, name);
     match reference.parse::<Digest>() {
         Ok(d) => {
-            if st.repos.manifest_type(name, &d).is_none() {
-                return err(
-                    Code::ManifestUnknown,
-                    format!("manifest {d} is not in {name}"),
-                );
-            }
-            // Drop its referrer record, if it had a subject.
-            if let Ok(raw) = st.repos.store().read_blob(&d) {
-                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&raw) {
-                    if let Some(s) = v
-                        .get("subject")
-                        .and_then(|s| serde_json::from_value::<Descriptor>(s.clone()).ok())
-                    {
-                        let _ = st.repos.remove_referrer(name, &s.digest, &d);
+            let linked = st.repos.manifest_type(name, &d).is_some();
+            if linked {
+                // Drop its referrer record, if it had a subject.
+                if let Ok(raw) = store.read_blob(&d) {
+                    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&raw) {
+                        if let Some(s) = v
+                            .get("subject")
+                            .and_then(|s| serde_json::from_value::<Descriptor>(s.clone()).ok())
+                        {
+                            let _ = st.repos.remove_referrer(name, &s.digest, &d);
+                        }
                     }
                 }
+                if let Err(e) = st.repos.unlink_manifest(name, &d) {
+                    return internal(e);
+                }
             }
-            if let Err(e) = st.repos.unlink_manifest(name, &d) {
-                return internal(e);
+            let untagged = match served.remove_store_tags_of(&d) {
+                Ok(n) => n,
+                Err(e) => return storage(store, e),
+            };
+            if !linked && untagged == 0 {
+                return match served.store_manifest(&d) {
+                    Ok(true) => err(
+                        Code::Unsupported,
+                        format!(
+                            "manifest {d} is part of an index the store tags in {name}: \
+                             delete that index or its tag"
+                        ),
+                    ),
+                    Ok(false) => err(
+                        Code::ManifestUnknown,
+                        format!("manifest {d} is not in {name}"),
+                    ),
+                    Err(e) => storage(store, e),
+                };
             }
         }
         Err(_) => {
             if !valid_tag(reference) {
                 return err(Code::ManifestInvalid, format!("invalid tag {reference:?}"));
             }
-            match st.repos.remove_tag(name, reference) {
+            match served.remove_tag(reference) {
                 Ok(true) => {}
                 Ok(false) => {
                     return err(
@@ -376,7 +431,7 @@ pub(super) async fn delete_manifest(st: &AppState, name: &str, reference: &str) 
                         format!("tag {reference} is not in {name}"),
                     )
                 }
-                Err(e) => return internal(e),
+                Err(e) => return storage(store, e),
             }
         }
     }

@@ -4,9 +4,11 @@
 //! One file per concern, as distribution's `registry/handlers/`:
 //! `routes` (paths and dispatch), `auth` (who may do what),
 //! `errcode` (the spec's error codes and reply builders), `manifests`,
-//! `blobs`, `uploads`, `tags` (catalog and tag lists) and `repo`
-//! (the on-disk namespace). This file holds the options, the server's
-//! life cycle and the request log.
+//! `blobs`, `uploads`, `tags` (catalog and tag lists), `repo`
+//! (the on-disk namespace) and `served` (what a repository name serves:
+//! its own links and the store's tags, so the server serves the store's
+//! images by name and pushes of images become store tags). This file holds
+//! the options, the server's life cycle and the request log.
 
 // Handlers' helpers fail with the HTTP response to send: one per request,
 // never on a hot path, so its size does not matter.
@@ -18,6 +20,7 @@ mod errcode;
 mod manifests;
 mod repo;
 mod routes;
+mod served;
 mod tags;
 mod uploads;
 

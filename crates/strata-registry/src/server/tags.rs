@@ -1,12 +1,13 @@
-//! Listing endpoints: the catalog and tag lists, with `n`/`last`
-//! pagination.
+//! Listing endpoints: the catalog and tag lists (the repositories' own and
+//! the store's tags), with `n`/`last` pagination.
 
 use std::collections::HashMap;
 
 use axum::response::Response;
 
-use super::errcode::{err, internal, json_response, Code};
+use super::errcode::{err, json_response, storage, Code};
 use super::routes::pct_encode;
+use super::served::{self, Served};
 use super::AppState;
 
 pub(super) fn paginate(
@@ -38,9 +39,9 @@ pub(super) fn paginate(
 }
 
 pub(super) fn catalog(st: &AppState, q: &HashMap<String, String>) -> Response {
-    let all = match st.repos.catalog() {
+    let all = match served::catalog(&st.repos) {
         Ok(a) => a,
-        Err(e) => return internal(e),
+        Err(e) => return storage(st.repos.store(), e),
     };
     let (items, link) = paginate(all, q, "/v2/_catalog");
     json_response(
@@ -51,12 +52,15 @@ pub(super) fn catalog(st: &AppState, q: &HashMap<String, String>) -> Response {
 }
 
 pub(super) fn tags_list(st: &AppState, name: &str, q: &HashMap<String, String>) -> Response {
-    if !st.repos.exists(name) {
-        return err(Code::NameUnknown, format!("repository {name} is not known"));
+    let mut served = Served::new(&st.repos, name);
+    match served.exists() {
+        Ok(true) => {}
+        Ok(false) => return err(Code::NameUnknown, format!("repository {name} is not known")),
+        Err(e) => return storage(st.repos.store(), e),
     }
-    let tags = match st.repos.tags(name) {
+    let tags = match served.tags() {
         Ok(t) => t,
-        Err(e) => return internal(e),
+        Err(e) => return storage(st.repos.store(), e),
     };
     let (items, link) = paginate(tags, q, &format!("/v2/{name}/tags/list"));
     json_response(

@@ -19,6 +19,7 @@ use strata_oci::{Digest, Store, Writer};
 use super::blobs::parse_digest;
 use super::errcode::{empty, err, err_status, internal, is_no_space, storage, Code};
 use super::repo::valid_name;
+use super::served::Served;
 use super::{repo_lock, request_lease, AppState, BytesIn};
 
 /// Upload bytes are written to disk in batches this big.
@@ -182,7 +183,9 @@ pub(super) async fn start_upload(
     if let Some(m) = q.get("mount") {
         if let Ok(d) = m.parse::<Digest>() {
             let from = q.get("from").cloned().unwrap_or_default();
-            if valid_name(&from) && st.repos.has_blob(&from, &d) {
+            // From a repository that links the blob or an image of the store
+            // served under that name; on a store error, an upload instead.
+            if valid_name(&from) && Served::new(&st.repos, &from).blob(&d).unwrap_or(false) {
                 let _lease = match request_lease(st, "mount", &[&d]) {
                     Ok(l) => l,
                     Err(r) => return r,
