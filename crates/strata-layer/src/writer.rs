@@ -394,7 +394,7 @@ impl<W: Write> Compressor<W> {
                 let level = level.unwrap_or(6).clamp(0, 9) as u32;
                 // Fixed header (no name, no mtime, OS byte 255), blocks
                 // compressed in parallel with a fixed block size.
-                Compressor::Gzip(crate::pgzip::ParGzEncoder::new(inner, level, 0))
+                Compressor::Gzip(crate::pgzip::ParGzEncoder::new(inner, level))
             }
             Compression::Zstd => Compressor::Zstd(zstd::stream::write::Encoder::new(
                 inner,
@@ -705,8 +705,7 @@ pub(crate) fn write_entry<W: Write>(out: &mut W, e: &Entry, opts: &LayerOptions)
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(p)
                     .ctx("open", p)?;
-                let mut r = f.take(*size);
-                io::copy(&mut r, out).ctx("read", p)?
+                copy_file(f.take(*size), out).ctx("read", p)?
             }
         };
         if copied != *size {
@@ -718,6 +717,31 @@ pub(crate) fn write_entry<W: Write>(out: &mut W, e: &Entry, opts: &LayerOptions)
         write(out, &vec![0u8; padding(*size)])?;
     }
     Ok(())
+}
+
+/// Copies a file's content in 128 KiB reads (`io::copy` would make 8 KiB
+/// ones): few syscalls, and whole chunks for the compressor.
+fn copy_file(mut r: impl Read, out: &mut impl Write) -> io::Result<u64> {
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        if buf.len() < CHUNK {
+            buf.resize(CHUNK, 0);
+        }
+        let mut total = 0u64;
+        loop {
+            let n = match r.read(&mut buf[..]) {
+                Ok(0) => return Ok(total),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            out.write_all(&buf[..n])?;
+            total += n as u64;
+        }
+    })
 }
 
 fn padding(n: u64) -> usize {
