@@ -107,7 +107,7 @@ fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
-fn dir_flags() -> OFlags {
+pub(crate) fn dir_flags() -> OFlags {
     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
 }
 
@@ -217,7 +217,7 @@ pub(crate) fn resolve_dir(
 /// is not one of the entry's parents by name, so a later entry could
 /// replace it.
 #[derive(Default)]
-struct DirStack {
+pub(crate) struct DirStack {
     /// (component, open directory of the path up to it, reached through a
     /// symlink).
     open: Vec<(Vec<u8>, OwnedFd, bool)>,
@@ -226,7 +226,7 @@ struct DirStack {
 impl DirStack {
     /// The directory `comps` (parents of an entry), opened from the deepest
     /// directory this stack shares with it.
-    fn open<'s>(
+    pub(crate) fn open<'s>(
         &'s mut self,
         root: &'s OwnedFd,
         comps: &[Vec<u8>],
@@ -322,17 +322,18 @@ fn ts(secs: i64) -> Timestamps {
     }
 }
 
-struct Meta {
-    mode: u32,
-    uid: u64,
-    gid: u64,
-    mtime: i64,
-    xattrs: Vec<(String, Vec<u8>)>,
+pub(crate) struct EntryMeta {
+    pub(crate) mode: u32,
+    pub(crate) uid: u64,
+    pub(crate) gid: u64,
+    pub(crate) mtime: i64,
+    pub(crate) xattrs: Vec<(String, Vec<u8>)>,
 }
 
-fn entry_meta<R: Read>(e: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
+/// An entry's mode, owner, mtime and xattrs (from its PAX records too).
+pub(crate) fn entry_meta<R: Read>(e: &mut tar::Entry<'_, R>) -> io::Result<EntryMeta> {
     let h = e.header();
-    let mut m = Meta {
+    let mut m = EntryMeta {
         mode: h.mode().unwrap_or(0o644) & 0o7777,
         uid: h.uid().unwrap_or(0),
         gid: h.gid().unwrap_or(0),
@@ -371,7 +372,7 @@ struct Applier {
     /// Paths (and their parents) this layer created, joined with `/`.
     created: HashSet<Vec<u8>>,
     /// Directories to finish (mode, mtime) once their children are in.
-    dirs: Vec<(Vec<Vec<u8>>, Meta)>,
+    dirs: Vec<(Vec<Vec<u8>>, EntryMeta)>,
     /// The open parents of the last entry.
     stack: DirStack,
     /// Copy buffer for file content.
@@ -691,7 +692,13 @@ impl Applier {
 
 /// Sets the owner of `name` in `dir` (not following a symlink) when we
 /// may.
-fn set_owners(privileged: bool, dir: &OwnedFd, name: &OsStr, m: &Meta, entry: &str) -> Result<()> {
+fn set_owners(
+    privileged: bool,
+    dir: &OwnedFd,
+    name: &OsStr,
+    m: &EntryMeta,
+    entry: &str,
+) -> Result<()> {
     if !privileged {
         return Ok(());
     }
@@ -702,7 +709,13 @@ fn set_owners(privileged: bool, dir: &OwnedFd, name: &OsStr, m: &Meta, entry: &s
 
 /// Sets the xattrs of `name` in `dir`, counting those this file system or
 /// our privileges do not allow in `skipped`.
-fn set_xattrs(dir: &OwnedFd, name: &OsStr, m: &Meta, entry: &str, skipped: &mut u64) -> Result<()> {
+fn set_xattrs(
+    dir: &OwnedFd,
+    name: &OsStr,
+    m: &EntryMeta,
+    entry: &str,
+    skipped: &mut u64,
+) -> Result<()> {
     for (k, v) in &m.xattrs {
         if k.starts_with("trusted.overlay.") {
             // Never let a layer forge overlay metadata.
@@ -731,7 +744,7 @@ fn clear_lower(created: &HashSet<Vec<u8>>, dir: &OwnedFd, comps: &[Vec<u8>]) -> 
 }
 
 /// The numeric owner of an entry.
-fn ids(m: &Meta, entry: &str) -> Result<(rustix::fs::Uid, rustix::fs::Gid)> {
+fn ids(m: &EntryMeta, entry: &str) -> Result<(rustix::fs::Uid, rustix::fs::Gid)> {
     match (u32::try_from(m.uid), u32::try_from(m.gid)) {
         (Ok(u), Ok(g)) => Ok((rustix::fs::Uid::from_raw(u), rustix::fs::Gid::from_raw(g))),
         _ => Err(Error::invalid(entry, "uid or gid out of range")),
