@@ -599,16 +599,20 @@ impl LayerIndex {
         self.root.children.is_empty()
     }
 
-    /// Writes the index to `path` (through a temporary file and a rename).
+    /// Writes the index to `path` (through a temporary file and a rename;
+    /// its last line says it is whole, so no fsync is needed).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        let tmp = path.with_extension(format!("tmp-{}", crate::snapshot::unique()));
         let res = (|| {
             let f = fs::File::create(&tmp)?;
             let mut w = io::BufWriter::new(f);
             w.write_all(b"strata-layer-index v1\n")?;
             let mut prefix = Vec::new();
             write_dir(&mut w, &mut prefix, &self.root)?;
-            w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            // No fsync: a file cut short by a crash lacks this line and is
+            // not loaded (the index is read from the blob again).
+            writeln!(w, "end {}", self.len())?;
+            w.into_inner().map_err(|e| e.into_error())?;
             fs::rename(&tmp, path)
         })();
         if res.is_err() {
@@ -626,8 +630,15 @@ impl LayerIndex {
             return None;
         }
         let mut index = LayerIndex::default();
+        let mut count = 0usize;
         for line in lines {
             let line = line.ok()?;
+            if let Some(n) = line.strip_prefix(b"end ") {
+                // The last line: the file is whole.
+                let n: usize = std::str::from_utf8(n).ok()?.parse().ok()?;
+                return (n == count).then_some(index);
+            }
+            count += 1;
             let f: Vec<&[u8]> = line.split(|b| *b == b'\t').collect();
             let [kind, mode, uid, gid, mtime, size, rdev, opaque, path, link] = f[..] else {
                 return None;
@@ -675,7 +686,7 @@ impl LayerIndex {
             }
             cur.children.insert(name.clone(), node);
         }
-        Some(index)
+        None
     }
 }
 
@@ -826,6 +837,10 @@ mod tests {
         let back = LayerIndex::load(&p).unwrap();
         assert_eq!(describe(&back), describe(&i));
         assert_eq!(back.len(), i.len());
+        // Cut short (a crash before the data reached the disk): not loaded.
+        let whole = fs::read(&p).unwrap();
+        fs::write(&p, &whole[..whole.len() - 8]).unwrap();
+        assert!(LayerIndex::load(&p).is_none());
         fs::write(&p, b"something else\n").unwrap();
         assert!(LayerIndex::load(&p).is_none());
     }
