@@ -24,9 +24,11 @@
 # $work/results.jsonl).
 #
 # --smoke: a 200-file, 2 MB context, one repetition, row 1 only: checks the
-# harness end to end (untimed; scripts/test runs it). Needs root, perf,
-# losetup, mkfs.ext4; buildah + skopeo, docker.io, docker-registry for the
-# peers (a missing peer is skipped with a note).
+# harness end to end (untimed; scripts/test runs it), with the debug build.
+# Needs root, mkfs.ext4 and loop devices (else stores go to a plain
+# directory and bytes written are not measured), perf for syscall counts
+# (Debian: linux-perf); buildah + skopeo, docker.io, docker-registry for
+# the peers (a missing peer is skipped with a note).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -47,9 +49,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ "$(id -u)" = 0 ] || { echo "bench/compare.sh needs root (loop devices, cgroups, perf)" >&2; exit 2; }
-for t in perf losetup mkfs.ext4 python3; do
+for t in mkfs.ext4 python3; do
   command -v "$t" >/dev/null || { echo "bench/compare.sh: $t is required" >&2; exit 2; }
 done
+command -v perf >/dev/null || echo "note: no perf (Debian: linux-perf): no syscall counts" >&2
 have() {
   case $1 in
     strata) return 0 ;;
@@ -66,8 +69,11 @@ if [[ " $rows " == *" 4 "* ]] && ! command -v docker-registry >/dev/null; then
   rows=${rows//4/}
 fi
 
-cargo build --release -q --locked -p strata-cli
-strata=$root/target/release/strata
+# The smoke run takes the debug build `cargo test` made; timings want release.
+profile=release
+$smoke && profile=debug
+cargo build -q --locked --profile "${profile/debug/dev}" -p strata-cli
+strata=$root/target/$profile/strata
 measure=(python3 "$root/bench/measure.py")
 
 work=${BENCH_DIR:-$(mktemp -d "${TMPDIR:-/var/tmp}/strata-bench.XXXXXX")}
@@ -101,8 +107,15 @@ fs_up() { # size in GiB
   rm -f "$img"
   truncate -s "${1}G" "$img"
   mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$img"
-  dev=$(losetup -f --show "$img")
-  mount "$dev" "$mnt"
+  if dev=$(losetup -f --show "$img" 2>/dev/null) && mount "$dev" "$mnt"; then
+    return
+  fi
+  # No loop devices here (a container): a plain directory, no byte counts.
+  [ -n "$dev" ] && losetup -d "$dev" 2>/dev/null
+  dev=
+  rm -f "$img"
+  rm -rf "$mnt"; mkdir -p "$mnt"
+  log "note: no loop device: stores in a plain directory, bytes written not measured"
 }
 fs_down() {
   if [ -n "$dev" ]; then
@@ -112,6 +125,7 @@ fs_down() {
   fi
   [ -n "$img" ] && rm -f "$img"
   img=
+  mountpoint -q "$mnt" || { rm -rf "$mnt"; mkdir -p "$mnt"; }
 }
 
 # --- base images, made once --------------------------------------------------
@@ -232,7 +246,9 @@ timed() { # row case tool rep cmd
   sync
   if [ -n "${DROP_CACHES:-}" ]; then echo 3 >/proc/sys/vm/drop_caches; fi
   local line
-  line=$("${measure[@]}" --group "$cg" "${daemons[@]}" --device "$(basename "$dev")" --mount "$mnt" \
+  local device=()
+  [ -n "$dev" ] && device=(--device "$(basename "$dev")" --mount "$mnt")
+  line=$("${measure[@]}" --group "$cg" "${daemons[@]}" "${device[@]}" \
     --log "$work/last.log" --label "$row/$case/$tool/$rep" -- sh -c "$*") || {
     log "FAILED: $row $case $tool: $*"; tail -30 "$work/last.log" >&2; exit 1; }
   printf '%s\n' "$line" >>"$out"
@@ -382,10 +398,10 @@ row3() {
 log "==> work dir $work, results $out"
 log "==> $(nproc) cores, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg), strata $(git rev-parse --short HEAD)"
 bases
-cargo build --release -q --locked -p strata-layer --example limit
+cargo build -q --locked --profile "${profile/debug/dev}" -p strata-layer --example limit
 limit() { # row context-dir
   local lim
-  lim=$(target/release/examples/limit "$2")
+  lim=$(target/$profile/examples/limit "$2")
   printf '%s\n' "{\"label\": \"$1/limit\", \"limit\": $lim}" >>"$out"
   log "  machine limit (read + sha256 + gzip -6 once, $(nproc) threads): $lim"
 }

@@ -7,24 +7,28 @@
 Prints one JSON object:
 
 - wall: seconds until COMMAND exits;
-- user, sys: CPU seconds of the cgroup NAME (v1 cpuacct, children included)
-  over that time: COMMAND is moved into it, and so is anything already
-  there (a daemon that does the work, such as dockerd, with the containers
-  it starts below it);
+- user, sys: CPU seconds of COMMAND's process tree (wait4: every process
+  reaped on the way, containers an OCI runtime started included) or of the
+  cgroup NAME (v1 cpuacct, children included), whichever is more: COMMAND
+  is moved into the cgroup, and so is anything already there (a daemon
+  that does the work, such as dockerd, with the containers it starts below
+  it);
 - peak_rss_kb: the largest resident set of one process: COMMAND's process
   tree (wait4), or a daemon's VmHWM (reset before the run) when larger;
-- syscalls: system calls made in the cgroup (v2, perf's
-  raw_syscalls:sys_enter counted for the cgroup and those below it);
+- syscalls: system calls (perf's raw_syscalls:sys_enter) of COMMAND's
+  process tree, or with --daemon of the cgroup NAME and those below it
+  (v2, counted machine-wide);
 - written_bytes: bytes written to DEVICE (the file system holding the
   tool's store), after syncing DIR so nothing is left in the page cache;
 - rc: COMMAND's exit status.
 
-Needs root, perf and cgroup v1 cpuacct + cgroup v2 mounted (the hybrid
-layout Debian boots with).
+Needs root and cgroup v1 cpuacct + cgroup v2 mounted (the hybrid layout
+Debian boots with); without perf (Debian: linux-perf) syscalls is null.
 """
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -92,12 +96,22 @@ def main():
     u0, s0 = cpu(v1)
     counts = tempfile.NamedTemporaryFile(prefix="perf-", suffix=".csv", delete=False)
     counts.close()
-    perf = subprocess.Popen(
-        ["perf", "stat", "-a", "-x,", "-e", "raw_syscalls:sys_enter",
-         "--for-each-cgroup", os.path.relpath(v2, V2), "-o", counts.name],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    time.sleep(0.5)  # perf opens its counters
+    count = ["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-o", counts.name]
+    perf = None
+    if not shutil.which("perf"):
+        cmd = list(cmd)  # no syscall counts
+    elif a.daemon:
+        # The work happens in the daemons: count the cgroup, machine-wide.
+        perf = subprocess.Popen(
+            count + ["-a", "--for-each-cgroup", os.path.relpath(v2, V2)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.5)  # perf opens its counters
+        cmd = list(cmd)
+    else:
+        # Count the command's process tree, wherever its processes go
+        # (an OCI runtime moves containers to cgroups of their own).
+        cmd = count + ["--"] + list(cmd)
 
     def enter():
         pid = str(os.getpid())
@@ -112,8 +126,9 @@ def main():
         wall = time.monotonic() - t0
     child.returncode = os.waitstatus_to_exitcode(status)
     u1, s1 = cpu(v1)
-    perf.send_signal(signal.SIGINT)
-    perf.wait()
+    if perf:
+        perf.send_signal(signal.SIGINT)
+        perf.wait()
     syscalls = None
     with open(counts.name) as fh:
         for line in fh:
@@ -121,6 +136,10 @@ def main():
             if len(f) > 3 and f[2] == "raw_syscalls:sys_enter" and f[0].isdigit():
                 syscalls = int(f[0])
     os.unlink(counts.name)
+    # CPU: the cgroup's, or the process tree's (every process reaped on
+    # the way, containers included) when that is more.
+    user = max(u1 - u0, ru.ru_utime)
+    system = max(s1 - s0, ru.ru_stime)
     written = None
     if a.device:
         if a.mount:
@@ -130,8 +149,8 @@ def main():
     print(json.dumps({
         "label": a.label,
         "wall": round(wall, 3),
-        "user": round(u1 - u0, 3),
-        "sys": round(s1 - s0, 3),
+        "user": round(user, 3),
+        "sys": round(system, 3),
         "peak_rss_kb": rss,
         "syscalls": syscalls,
         "written_bytes": written,

@@ -75,7 +75,9 @@ fn main() -> std::io::Result<()> {
     let mut acc = 0u64;
     for f in all.iter().cloned() {
         acc += f.1;
-        runs.last_mut().map(|r| r.push(f));
+        if let Some(r) = runs.last_mut() {
+            r.push(f);
+        }
         if runs.len() < threads && acc as f64 >= total as f64 * runs.len() as f64 / threads as f64 {
             runs.push(Vec::new());
         }
@@ -84,7 +86,10 @@ fn main() -> std::io::Result<()> {
     let compressed: u64 = std::thread::scope(|s| {
         let hs: Vec<_> = runs.iter().map(|r| s.spawn(|| work(r))).collect();
         hs.into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("panicked"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("panicked")))
+            })
             .sum::<std::io::Result<u64>>()
     })?;
     println!(

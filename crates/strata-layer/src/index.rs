@@ -630,15 +630,13 @@ impl LayerIndex {
             return None;
         }
         let mut index = LayerIndex::default();
-        let mut count = 0usize;
-        for line in lines {
+        for (count, line) in lines.enumerate() {
             let line = line.ok()?;
             if let Some(n) = line.strip_prefix(b"end ") {
                 // The last line: the file is whole.
                 let n: usize = std::str::from_utf8(n).ok()?.parse().ok()?;
                 return (n == count).then_some(index);
             }
-            count += 1;
             let f: Vec<&[u8]> = line.split(|b| *b == b'\t').collect();
             let [kind, mode, uid, gid, mtime, size, rdev, opaque, path, link] = f[..] else {
                 return None;
