@@ -152,8 +152,9 @@ stop_dockerd() {
     kill "$dockerd_pid" 2>/dev/null
     for _ in $(seq 100); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.1; done
     dockerd_pid=
-    grep -o " $mnt/docker[^ ]*" /proc/mounts | sort -r | xargs -r umount -l 2>/dev/null || true
   fi
+  grep -o -e " $mnt/docker[^ ]*" -e " $work/docker-exec[^ ]*" /proc/mounts | sort -r |
+    xargs -r umount -l 2>/dev/null || true
 }
 
 start_dockerd() {
