@@ -1,16 +1,20 @@
 //! `strata analyze` on images made of layers written by strata-layer, one per
-//! PRACTICES.md case, with exact byte counts, paths, layers and lines — and
-//! no waste on the fixed versions.
+//! case of docs/practices.md, with exact byte counts, paths, layers and
+//! lines — and no waste on the fixed versions; waste in the base image's
+//! layers reported apart from the Dockerfile's.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{self, Cursor, Read};
 
+use std::collections::BTreeMap;
+
 use strata_analyze::image::{
-    analyze, ci_checks, diff_images, render_html, render_text, DiffSide, LayerMeta, Options,
-    Report, Thresholds, WasteKind,
+    analyze, ci_checks, diff_images, find_base, render_html, render_summary, render_text,
+    BaseLayers, BaseSource, DiffSide, LayerMeta, Options, Report, Thresholds, WasteKind,
 };
 use strata_layer::{write_layer, Entry, EntryKind, LayerOptions, LayerSource};
 use strata_oci::Compression;
+use strata_oci::History;
 
 /// Incompressible-ish bytes (a simple LCG), different per seed.
 fn noise(n: usize, seed: u64) -> Vec<u8> {
@@ -48,7 +52,7 @@ struct Img {
     blobs: Vec<Vec<u8>>,
 }
 
-/// Layers bottom first; each with its Dockerfile line.
+/// Layers bottom first; each with its Dockerfile line (0: none).
 fn image(layers: Vec<(Vec<Entry>, &str, usize)>) -> Img {
     let opts = LayerOptions::new(Compression::Gzip);
     let mut metas = Vec::new();
@@ -60,7 +64,7 @@ fn image(layers: Vec<(Vec<Entry>, &str, usize)>) -> Img {
             diff_id: info.diff_id.to_string(),
             compressed_size: info.size,
             created_by: Some(created_by.to_owned()),
-            line: Some(line),
+            line: (line > 0).then_some(line),
         });
         blobs.push(blob);
     }
@@ -68,11 +72,22 @@ fn image(layers: Vec<(Vec<Entry>, &str, usize)>) -> Img {
 }
 
 fn run(img: &Img) -> Report {
+    run_with_base(img, None)
+}
+
+fn run_with_base(img: &Img, base: Option<BaseLayers>) -> Report {
     let blobs = img.blobs.clone();
     let mut open = move |i: usize| -> io::Result<Box<dyn Read>> {
         Ok(Box::new(Cursor::new(blobs[i].clone())))
     };
-    analyze("test", None, &img.metas, &mut open, &Options { top: 20 }).unwrap()
+    analyze(
+        "test",
+        None,
+        &img.metas,
+        &mut open,
+        &Options { top: 20, base },
+    )
+    .unwrap()
 }
 
 fn base() -> (Vec<Entry>, &'static str, usize) {
@@ -501,7 +516,7 @@ fn json_and_html_carry_the_numbers() {
     ]);
     let r = run(&img);
     let v: serde_json::Value = serde_json::to_value(&r).unwrap();
-    assert_eq!(v["schema"], 1);
+    assert_eq!(v["schema"], 2);
     assert_eq!(v["wasted_bytes"], 8_000);
     assert_eq!(v["layers"].as_array().unwrap().len(), 3);
     assert_eq!(v["wasted_paths"][0]["kind"], "removed");
@@ -561,4 +576,237 @@ fn diff_counts_what_a_push_sends() {
     assert_eq!(d.push_bytes, two.metas[2].compressed_size + 710 + 600);
     assert_eq!(d.layers[2].status, "new");
     assert_eq!(d.only_in_from, vec![one.metas[2].digest.clone()]);
+}
+
+/// A base image that wastes bytes of its own: a file duplicated in its
+/// layer, and one its second layer deletes from its first.
+fn wasteful_base() -> Vec<(Vec<Entry>, &'static str, usize)> {
+    let lib = noise(20_000, 30);
+    vec![
+        (
+            vec![
+                dir("bin"),
+                file("bin/sh", noise(30_000, 1)),
+                dir("usr"),
+                file("usr/lib-a.so", lib.clone()),
+                file("usr/lib-b.so", lib),
+                dir("tmp"),
+                file("tmp/setup.tar", noise(5_000, 31)),
+            ],
+            "ADD rootfs.tar /",
+            0,
+        ),
+        (
+            vec![dir("tmp"), whiteout("tmp/setup.tar")],
+            "RUN rm /tmp/setup.tar",
+            0,
+        ),
+    ]
+}
+
+#[test]
+fn waste_in_the_base_image_is_reported_apart_and_not_judged() {
+    let mut layers = wasteful_base();
+    layers.push((
+        vec![dir("tmp"), file("tmp/big.tar.gz", noise(80_000, 2))],
+        "RUN wget big.tar.gz",
+        2,
+    ));
+    layers.push((
+        vec![dir("tmp"), whiteout("tmp/big.tar.gz")],
+        "RUN rm big.tar.gz",
+        3,
+    ));
+    // The Dockerfile deletes a base file too: its bytes stay in the base.
+    layers.push((vec![dir("usr"), whiteout("usr/lib-b.so")], "RUN rm", 4));
+    let img = image(layers);
+    let base = Some(BaseLayers {
+        layers: 2,
+        source: BaseSource::Dockerfile,
+    });
+    let r = run_with_base(&img, base);
+    let total = 30_000 + 40_000 + 5_000 + 80_000;
+    assert_eq!(r.total_file_bytes, total);
+    // The total stays visible.
+    assert_eq!(r.wasted_bytes, 20_000 + 5_000 + 80_000);
+    // The Dockerfile's share: the archive it downloaded and deleted.
+    assert_eq!(r.added.layers, 3);
+    assert_eq!(r.added.file_bytes, 80_000);
+    assert_eq!(
+        (
+            r.added.wasted_bytes,
+            r.added.removed_bytes,
+            r.added.duplicate_bytes
+        ),
+        (80_000, 80_000, 0)
+    );
+    assert!((r.added.wasted_percent - 1.0).abs() < 1e-9);
+    // The base's: its own removal and the library the Dockerfile deleted
+    // (whose duplicate is then no longer in the final filesystem).
+    assert_eq!(r.base.layers, 2);
+    assert_eq!(r.base.file_bytes, 75_000);
+    assert_eq!(
+        (
+            r.base.wasted_bytes,
+            r.base.removed_bytes,
+            r.base.duplicate_bytes
+        ),
+        (25_000, 25_000, 0)
+    );
+    assert_eq!(r.base_source, Some(BaseSource::Dockerfile));
+    assert!((r.efficiency - (1.0 - 80_000.0 / total as f64)).abs() < 1e-9);
+    assert!((r.total_efficiency - (1.0 - 105_000.0 / total as f64)).abs() < 1e-9);
+    assert!(r.layers[..2].iter().all(|l| l.base) && !r.layers[2].base);
+    // The Dockerfile's waste comes first, the base's is marked.
+    assert_eq!(r.wasted_paths[0].path, "tmp/big.tar.gz");
+    assert_eq!(r.wasted_paths[0].base_bytes, 0);
+    let lib = r
+        .wasted_paths
+        .iter()
+        .find(|w| w.path == "usr/lib-b.so")
+        .unwrap();
+    assert_eq!(
+        (lib.bytes, lib.base_bytes, lib.by_line),
+        (20_000, 20_000, Some(4))
+    );
+    let text = render_text(&r);
+    assert!(
+        text.contains("80.0 kB wasted by the Dockerfile's layers 2-4"),
+        "{text}"
+    );
+    assert!(
+        text.contains("from the base image (layers 0-1, before the Dockerfile's first step): 25.0 kB wasted of 75.0 kB"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "/usr/lib-b.so removed in layer 4 (Dockerfile:4) but kept in layer 0 [base image]"
+        ),
+        "{text}"
+    );
+    assert!(render_summary(&r)
+        .contains("80.0 kB wasted by the Dockerfile (+ 25.0 kB in the base image)"));
+    let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+    assert_eq!(v["base"]["wasted_bytes"], 25_000);
+    assert_eq!(v["added"]["wasted_bytes"], 80_000);
+    assert_eq!(v["base_source"], "dockerfile");
+    assert_eq!(v["layers"][0]["base"], true);
+    assert!(render_html(&r).contains("From the base image (2 layers"));
+
+    // CI judges the Dockerfile's waste: 80 kB passes a 90 kB limit that
+    // the whole image's 105 kB would fail.
+    let t = Thresholds {
+        lowest_efficiency: 0.4,
+        highest_wasted_bytes: 90_000,
+        highest_wasted_percent: 1.0,
+    };
+    assert!(
+        ci_checks(&r, &t).iter().all(|c| c.pass),
+        "{:?}",
+        ci_checks(&r, &t)
+    );
+    // Without the base known, everything counts.
+    let all = run(&img);
+    assert_eq!(all.added.wasted_bytes, 105_000);
+    assert_eq!(all.base.layers, 0);
+    assert!(!ci_checks(&all, &t)[1].pass);
+    assert!(render_text(&all).contains("the base image's layers are not known"));
+}
+
+#[test]
+fn duplicates_inside_the_base_belong_to_the_base_and_copies_of_base_files_to_the_dockerfile() {
+    let lib = noise(20_000, 30);
+    let mut layers = wasteful_base();
+    // The Dockerfile copies a file the base already has.
+    layers.push((
+        vec![dir("app"), file("app/lib.so", lib)],
+        "COPY lib.so /app/",
+        2,
+    ));
+    let r = run_with_base(
+        &image(layers),
+        Some(BaseLayers {
+            layers: 2,
+            source: BaseSource::History,
+        }),
+    );
+    let in_base = r
+        .wasted_paths
+        .iter()
+        .find(|w| w.path == "usr/lib-b.so")
+        .unwrap();
+    assert_eq!(
+        (in_base.kind, in_base.base_bytes),
+        (WasteKind::Duplicate, 20_000)
+    );
+    let copied = r
+        .wasted_paths
+        .iter()
+        .find(|w| w.path == "app/lib.so")
+        .unwrap();
+    assert_eq!(
+        (copied.kind, copied.base_bytes, copied.kept.as_deref()),
+        (WasteKind::Duplicate, 0, Some("usr/lib-a.so"))
+    );
+    assert_eq!(r.base.duplicate_bytes, 20_000);
+    assert_eq!(r.added.duplicate_bytes, 20_000);
+    assert_eq!(r.wasted_paths[0].path, "app/lib.so");
+    assert!(render_text(&r).contains("up to the last CMD/ENTRYPOINT in the history"));
+}
+
+fn hist(created_by: &str, empty: bool) -> History {
+    History {
+        created_by: Some(created_by.to_owned()),
+        empty_layer: empty,
+        ..History::default()
+    }
+}
+
+#[test]
+fn the_base_ends_where_the_dockerfile_starts() {
+    let h = vec![
+        hist("/bin/sh -c #(nop) ADD file:abc in / ", false),
+        hist("/bin/sh -c #(nop)  CMD [\"bash\"]", true),
+        hist("ENV PYTHON_VERSION=3.12.3", true),
+        hist("RUN /bin/sh -c set -eux; apt-get update", false),
+        hist("CMD [\"python3\"]", true),
+        hist("WORKDIR /app", true),
+        hist("COPY requirements.txt . # buildkit", false),
+        hist("RUN /bin/sh -c pip install -r requirements.txt", false),
+        hist("CMD [\"gunicorn\", \"app:app\"]", true),
+    ];
+    // The build record: the Dockerfile's first entry is history index 5.
+    let lines: BTreeMap<usize, usize> = [(5, 2), (6, 3), (7, 4), (8, 5)].into_iter().collect();
+    assert_eq!(
+        find_base(&h, Some(&lines)),
+        Some(BaseLayers {
+            layers: 2,
+            source: BaseSource::Dockerfile
+        })
+    );
+    // A Dockerfile of a bare FROM: the image is its base.
+    assert_eq!(
+        find_base(&h, Some(&BTreeMap::new())).map(|b| b.layers),
+        Some(4)
+    );
+    // History alone: up to the last CMD that layers are added on.
+    assert_eq!(
+        find_base(&h, None),
+        Some(BaseLayers {
+            layers: 2,
+            source: BaseSource::History
+        })
+    );
+    // BuildKit spelling, ENTRYPOINT.
+    let bk = vec![
+        hist("ADD alpine-minirootfs.tar.gz / # buildkit", false),
+        hist("ENTRYPOINT [\"/bin/sh\"]", true),
+        hist("RUN apk add --no-cache curl # buildkit", false),
+    ];
+    assert_eq!(find_base(&bk, None).map(|b| b.layers), Some(1));
+    // The base image's own history finds its base in turn.
+    assert_eq!(find_base(&h[..5], None).map(|b| b.layers), Some(1));
+    // No CMD with layers after it (an imported tree, or a base alone).
+    assert_eq!(find_base(&h[..2], None), None);
+    assert_eq!(find_base(&[hist("import", false)], None), None);
 }

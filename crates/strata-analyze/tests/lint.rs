@@ -1,6 +1,8 @@
-//! The PRACTICES.md cases (`tests/lint/cases/<case>/{bad,good}`): each bad
-//! Dockerfile reports exactly the findings listed in its `expect` file
-//! (`LINE RULE` per line), each good one reports nothing. Also: JSON and
+//! The practice cases (`tests/lint/cases/<case>/{bad,good}`, see
+//! docs/practices.md): each bad Dockerfile reports exactly the findings
+//! listed in its `expect` file (`LINE RULE` per line), each good one
+//! reports nothing, and every finding links to a section of
+//! docs/practices.md. Also: JSON and
 //! SARIF structure, pragmas and config, `fix`, and every real Dockerfile of
 //! the conformance set linted, rendered and fixed without a panic.
 #![allow(clippy::unwrap_used)]
@@ -10,24 +12,35 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use strata_analyze::lint::{self, output, Config, LintOptions, Report, Severity};
 
+const PRACTICES_MD: &str = include_str!("../../../docs/practices.md");
+
 fn cases_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lint/cases")
 }
 
+/// Copies a directory tree.
+fn copy_tree(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+            copy_tree(&p, &dest);
+        } else {
+            std::fs::copy(&p, dest).unwrap();
+        }
+    }
+}
+
 /// Lints `dir/Dockerfile` with `dir` as context (copied to a temporary
 /// directory first when it lists directories to create in `mkdirs`, such
-/// as `.git`, which cannot be committed).
+/// as `.git` or `web/node_modules`, which are not committed).
 fn lint_dir(dir: &Path) -> (Report, Option<tempfile::TempDir>) {
     let mut tmp = None;
     let mut ctx = dir.to_path_buf();
     if let Ok(list) = std::fs::read_to_string(dir.join("mkdirs")) {
         let t = tempfile::tempdir().unwrap();
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_file() {
-                std::fs::copy(&p, t.path().join(p.file_name().unwrap())).unwrap();
-            }
-        }
+        copy_tree(dir, t.path());
         for d in list.lines().filter(|l| !l.trim().is_empty()) {
             std::fs::create_dir_all(t.path().join(d)).unwrap();
             std::fs::write(t.path().join(d).join("file"), "x").unwrap();
@@ -86,6 +99,13 @@ fn practice_cases() {
                 "{name}: {f:?}"
             );
             assert!(f.rule.why.contains("practice"), "{name}: {}", f.rule.id);
+            // Every finding links to a section that exists.
+            let anchor = f.rule.doc_anchor().expect("a practice section");
+            assert!(
+                PRACTICES_MD.contains(&format!("<a id=\"{anchor}\"></a>")),
+                "{name}: {} links to #{anchor}",
+                f.rule.id
+            );
         }
         let good = case.join("good");
         if good.join("Dockerfile").is_file() {
@@ -196,6 +216,34 @@ fn fix_applies_safe_fixes() {
 }
 
 #[test]
+fn add_becomes_copy_only_when_the_context_shows_no_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.py"), "print(1)\n").unwrap();
+    // A gzip stream under a name that does not say so: ADD unpacks it.
+    std::fs::write(dir.path().join("vendor.bin"), [0x1f, 0x8b, 8, 0, 0, 0]).unwrap();
+    let src = "FROM python:3.12-slim\nADD app.py /app/\nADD vendor.bin /opt/\n";
+    let with_ctx = LintOptions {
+        context: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    };
+    let fixed = lint::fix("Dockerfile", src, &with_ctx);
+    assert_eq!(
+        fixed.source,
+        "FROM python:3.12-slim\nCOPY app.py /app/\nADD vendor.bin /opt/\n"
+    );
+    // Without the context, vendor.bin may be anything: reported, as hadolint
+    // does, but never rewritten.
+    let r = lint::lint("Dockerfile", src, &LintOptions::default());
+    let adds: Vec<_> = r.findings.iter().filter(|f| f.rule.id == "SL304").collect();
+    assert_eq!(adds.len(), 2, "{}", describe(&r));
+    assert!(adds.iter().all(|f| !f.fix.safe && f.aliases == ["DL3020"]));
+    assert_eq!(
+        lint::fix("Dockerfile", src, &LintOptions::default()).source,
+        src
+    );
+}
+
+#[test]
 fn json_report_follows_the_documented_schema() {
     let src = "FROM debian\nRUN apt-get update && apt-get install -y curl\n";
     let r = lint::lint("Dockerfile", src, &LintOptions::default());
@@ -204,11 +252,16 @@ fn json_report_follows_the_documented_schema() {
     assert_eq!(v["tool"]["name"], "strata");
     let f = &v["files"][0]["findings"][0];
     for key in [
-        "rule", "name", "severity", "message", "why", "practice", "aliases", "region", "fix",
+        "rule", "name", "severity", "message", "why", "practice", "doc", "aliases", "region", "fix",
     ] {
         assert!(!f[key].is_null(), "{key} missing in {f}");
     }
     assert_eq!(f["region"]["start"]["line"], 1);
+    assert_eq!(f["rule"], "SL203");
+    assert_eq!(
+        f["doc"],
+        "https://github.com/strata-build/strata/blob/main/docs/practices.md#pin"
+    );
     assert_eq!(
         v["summary"]["warning"].as_u64().unwrap() + v["summary"]["info"].as_u64().unwrap(),
         v["files"][0]["findings"].as_array().unwrap().len() as u64
@@ -235,6 +288,16 @@ fn check_sarif(v: &Value) {
         }
         assert!(["none", "note", "warning", "error"]
             .contains(&r["defaultConfiguration"]["level"].as_str().unwrap()));
+        // Every rule's help is its section of docs/practices.md (or, for the
+        // parse error, the rule table).
+        let uri = r["helpUri"].as_str().unwrap();
+        match uri.split_once("docs/practices.md#") {
+            Some((_, anchor)) => assert!(
+                PRACTICES_MD.contains(&format!("<a id=\"{anchor}\"></a>")),
+                "{uri}"
+            ),
+            None => assert!(uri.ends_with("docs/lint.md#rule-ids"), "{uri}"),
+        }
     }
     for res in run["results"].as_array().unwrap() {
         let idx = res["ruleIndex"].as_u64().unwrap() as usize;
@@ -277,13 +340,10 @@ fn sarif_has_rule_metadata_columns_and_fixes() {
 
 #[test]
 fn every_real_dockerfile_lints_renders_and_fixes() {
-    let dir =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/real-dockerfiles");
-    let dir = if dir.is_dir() {
-        dir
-    } else {
-        PathBuf::from("/work/shared/conformance/real-dockerfiles")
+    let Some(c) = strata_testkit::conformance_dir() else {
+        return;
     };
+    let dir = c.join("real-dockerfiles");
     let mut n = 0;
     let mut reports = Vec::new();
     for e in std::fs::read_dir(&dir).unwrap() {

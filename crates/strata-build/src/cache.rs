@@ -93,6 +93,11 @@ impl Cache {
         write_atomic(&path, &serde_json::to_vec(entry).unwrap_or_default())
     }
 
+    /// The cache's directory (`<store>/build-cache`).
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The last recorded build of step `id`.
     pub fn step(&self, id: &Digest) -> Option<StepRecord> {
         let path = self.dir.join("steps").join(format!("{}.json", id.hex()));
@@ -140,9 +145,7 @@ impl Cache {
     }
 }
 
-/// Write `data` to `path` through a temp file and a rename.
+/// Write `data` to `path` through a unique temp file, fsync and a rename.
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    fs::write(&tmp, data).map_err(|e| Error::io("write", &tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))
+    Ok(strata_oci::write_atomic(path, data)?)
 }

@@ -74,7 +74,8 @@ pub struct CopyPlan {
     pub entries: Vec<Entry>,
     /// Source path -> description (type, mode, size, content digest).
     pub files: BTreeMap<String, String>,
-    /// Source files that were re-read because their timestamps changed.
+    /// Source files re-read because their timestamps changed, whose content
+    /// did not (touched, not changed).
     pub rehashed: usize,
     /// Temporary directories to delete after the layer is written.
     pub temp_dirs: Vec<PathBuf>,
@@ -367,7 +368,7 @@ fn plan_context(
         .map(|(p, _, _)| p.as_str())
         .collect();
     let index = ctx.index_paths(&file_paths)?;
-    plan.rehashed = index.stats().hashed_files;
+    plan.rehashed = index.stats().touched;
     for (path, dest, e) in chosen {
         let (uid, gid) = req.owner.map_or((0, 0), |o| (o.uid, o.gid));
         let mode = match (req.chmod, e.kind) {

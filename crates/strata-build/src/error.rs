@@ -34,6 +34,9 @@ pub enum ErrorKind {
     /// A user or group name could not be resolved.
     #[error(transparent)]
     User(#[from] strata_sandbox::UserError),
+    /// A container or RUN root filesystem or process could not be made.
+    #[error(transparent)]
+    Container(#[from] crate::container::ContainerError),
     /// A RUN command exited with a non-zero status.
     #[error("process \"{command}\" did not complete successfully: exit code {code}{}", tail_text(.output))]
     RunFailed {
@@ -65,7 +68,7 @@ pub enum ErrorKind {
     #[error("{0}")]
     Invalid(String),
     /// An I/O error, with the path it concerns.
-    #[error("{action} {}: {source}", path.display())]
+    #[error("cannot {action} {}", path.display())]
     Io {
         /// What was being done.
         action: &'static str,
@@ -85,6 +88,15 @@ pub enum ErrorKind {
     /// The build was interrupted.
     #[error("build interrupted")]
     Interrupted,
+    /// Exporting the build cache (`--cache-to`) failed.
+    #[error("cannot export the build cache to {cache}")]
+    CacheExport {
+        /// The cache, as the user named it.
+        cache: String,
+        /// Why.
+        #[source]
+        source: strata_oci::RemoteError,
+    },
 }
 
 fn tail_text(lines: &[String]) -> String {
@@ -124,13 +136,29 @@ pub struct Location {
 }
 
 /// A build error, with the instruction it happened at when there is one.
-#[derive(Debug, thiserror::Error)]
-#[error("{}{kind}", prefix(.location))]
+///
+/// Its message is the kind's, prefixed with the place; its
+/// [`source`](std::error::Error::source) is the kind's cause, so the whole
+/// chain (a registry's 401 behind "base image not found") can be walked and
+/// printed, and no cause is repeated in a message.
+#[derive(Debug)]
 pub struct Error {
     /// What went wrong.
     pub kind: ErrorKind,
     /// Where.
     pub location: Option<Box<Location>>,
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", prefix(&self.location), self.kind)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.kind)
+    }
 }
 
 fn prefix(loc: &Option<Box<Location>>) -> String {
@@ -212,7 +240,12 @@ impl Diagnostic for Error {
 
     fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
         match &self.kind {
-            ErrorKind::BaseImageNotFound { reference, .. } => Some(Box::new(format!(
+            // When a pull was tried, its cause knows the fix (log in, allow
+            // plain HTTP...): only an image never looked for gets this hint.
+            ErrorKind::BaseImageNotFound {
+                reference,
+                cause: None,
+            } => Some(Box::new(format!(
                 "pull it with `strata pull {reference}`, or make one with `strata import ROOTFS.tar {reference}`"
             ))),
             ErrorKind::SourceNotFound { excluded: true, .. } => Some(Box::new(

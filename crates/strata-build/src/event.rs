@@ -41,6 +41,19 @@ pub enum Event {
         /// How RUN steps get their root filesystem: `overlay` or `copy`.
         snapshotter: &'static str,
     },
+    /// Build cache entries were exported (`--cache-to`).
+    CacheExported {
+        /// The cache, as the user named it.
+        cache: String,
+        /// Entries written.
+        entries: usize,
+        /// Entries already there.
+        present: usize,
+        /// Layer blobs sent, and their bytes.
+        blobs_sent: usize,
+        /// Bytes of the blobs sent.
+        bytes_sent: u64,
+    },
     /// A step begins.
     StepStarted {
         /// Which step.

@@ -108,7 +108,7 @@ pub enum Explanation {
     },
     /// These inputs differ from the last build.
     Changed {
-        /// The differences (at most [`MAX_CHANGES`], the rest counted).
+        /// The differences (at most `MAX_CHANGES`, the rest counted).
         changes: Vec<Change>,
         /// How many more differences there are.
         more: usize,
@@ -117,6 +117,18 @@ pub enum Explanation {
     Evicted,
     /// Inputs equal the last build's, which did not finish this step.
     Unfinished,
+    /// Not in the store's cache, found in a remote one (`--cache-from`).
+    Remote {
+        /// The cache, as the user named it.
+        cache: String,
+    },
+    /// A miss here and in every remote cache asked.
+    NotInRemote {
+        /// Why the store's cache had no entry.
+        local: Box<Explanation>,
+        /// The remote caches that had none either (or could not answer).
+        caches: Vec<String>,
+    },
 }
 
 /// How many changes an explanation lists.
@@ -127,10 +139,12 @@ pub const MAX_CHANGES: usize = 8;
 pub fn compare(old: &Inputs, new: &Inputs) -> Option<Vec<Change>> {
     let mut changes = Vec::new();
     if old.instruction != new.instruction {
-        changes.push(Change::Instruction {
+        // Another instruction: its environment, files and fields differ as
+        // a consequence, and listing them is noise.
+        return Some(vec![Change::Instruction {
             old: old.instruction.clone(),
             new: new.instruction.clone(),
-        });
+        }]);
     }
     diff_maps(&old.args, &new.args, |name, old, new| Change::Arg {
         name,
@@ -301,6 +315,10 @@ impl fmt::Display for Explanation {
                 f,
                 "inputs unchanged; the last build stopped before finishing this step"
             ),
+            Explanation::Remote { cache } => write!(f, "found in {cache}"),
+            Explanation::NotInRemote { local, caches } => {
+                write!(f, "{local}; not in {} either", caches.join(", "))
+            }
         }
     }
 }

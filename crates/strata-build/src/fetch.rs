@@ -130,7 +130,7 @@ pub fn materialize_context(
             },
             _ => return Ok(()),
         }
-        stamp(at, mtime.unwrap_or(e.mtime.sec))
+        crate::bindtree::stamp(at, mtime.unwrap_or(e.mtime.sec))
     };
     if top.kind != EntryKind::Dir {
         let at = dest.join(top.path.rsplit('/').next().unwrap_or(&top.path));
@@ -158,7 +158,7 @@ pub fn materialize_context(
     for (at, e) in dirs {
         fs::set_permissions(&at, fs::Permissions::from_mode(e.mode))
             .map_err(|err| Error::io("chmod", &at, err))?;
-        stamp(&at, mtime.unwrap_or(e.mtime.sec))?;
+        crate::bindtree::stamp(&at, mtime.unwrap_or(e.mtime.sec))?;
     }
     Ok(dest.to_path_buf())
 }
@@ -190,25 +190,6 @@ pub fn context_bind_digest(index: &strata_context::Index, preserve: bool) -> Dig
         text.push('\n');
     }
     Digest::sha256(text.as_bytes())
-}
-
-/// Makes `path` (not following a symlink) root-owned with mtime `secs`.
-fn stamp(path: &Path, secs: i64) -> Result<()> {
-    std::os::unix::fs::lchown(path, Some(0), Some(0)).map_err(|e| Error::io("chown", path, e))?;
-    let t = rustix::fs::Timespec {
-        tv_sec: secs,
-        tv_nsec: 0,
-    };
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        path,
-        &rustix::fs::Timestamps {
-            last_access: t,
-            last_modification: t,
-        },
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .map_err(|e| Error::io("set the time of", path, e.into()))
 }
 
 /// The same for a path of a stage's merged file system.

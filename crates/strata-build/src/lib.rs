@@ -18,8 +18,11 @@
 //! missed is an [`Explanation`], sent with every step's events.
 #![deny(missing_docs)]
 
+mod bindtree;
 mod builder;
 mod cache;
+mod config_change;
+pub mod container;
 mod copy;
 mod error;
 mod event;
@@ -28,12 +31,20 @@ mod fetch;
 pub mod key;
 mod options;
 mod plan;
+mod source;
 
+pub use bindtree::prune_bind_trees;
 pub use builder::{
-    build, BaseResolver, BuildInfo, BuildOutput, StoreResolver, EMPTY_LAYER_DIFF_ID,
+    build, snapshotter_choice, BaseResolver, BuildInfo, BuildOutput, StoreResolver,
+    EMPTY_LAYER_DIFF_ID,
 };
+pub use config_change::{apply_change, ConfigChange};
+pub use container::ContainerError;
 pub use error::{Error, ErrorKind, Location, Result};
 pub use event::{Event, EventSink, StepId, Stream};
 pub use explain::{Change, Explanation};
-pub use options::{BuildOptions, NetworkMode, SecretSource, SnapshotMode, Timestamps};
+pub use options::{
+    BuildOptions, CacheExport, CacheSources, SecretSource, SnapshotMode, Timestamps,
+};
+pub use source::{resolve_context, ContextSpec, ResolvedContext};
 pub use strata_layer::MergedView;

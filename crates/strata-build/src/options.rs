@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use strata_oci::{Compression, Platform};
-use strata_sandbox::Isolation;
+use strata_sandbox::{Isolation, Seccomp};
 
 /// How file timestamps end up in layers (DESIGN.md decision 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,16 +35,6 @@ pub enum SecretSource {
     Env(String),
 }
 
-/// `--network` for RUN steps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum NetworkMode {
-    /// The host's network (package managers work).
-    #[default]
-    Host,
-    /// Loopback only.
-    None,
-}
-
 /// How RUN steps get their root filesystem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SnapshotMode {
@@ -57,6 +47,41 @@ pub enum SnapshotMode {
     Copy,
 }
 
+/// Remote build caches (`--cache-from`), tried in order after the store's
+/// own cache.
+#[derive(Clone, Default)]
+pub struct CacheSources(pub Vec<std::sync::Arc<dyn strata_oci::RemoteCache>>);
+
+impl std::fmt::Debug for CacheSources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|c| c.describe()))
+            .finish()
+    }
+}
+
+/// A remote build cache to export to (`--cache-to`).
+#[derive(Clone)]
+pub struct CacheExport {
+    /// Where.
+    pub cache: std::sync::Arc<dyn strata_oci::RemoteCache>,
+    /// `mode=max`: every step of every stage that was built; else (`min`,
+    /// the default) the steps whose layers are in the final image.
+    pub max: bool,
+    /// `ignore-error=true`: a failed export is a warning, not a failed build.
+    pub ignore_error: bool,
+}
+
+impl std::fmt::Debug for CacheExport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheExport")
+            .field("cache", &self.cache.describe())
+            .field("max", &self.max)
+            .field("ignore_error", &self.ignore_error)
+            .finish()
+    }
+}
+
 /// Everything a build needs to know.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
@@ -64,6 +89,9 @@ pub struct BuildOptions {
     pub context: PathBuf,
     /// The Dockerfile (default `<context>/Dockerfile`).
     pub dockerfile: Option<PathBuf>,
+    /// The Dockerfile's text, when it is not a file (`-f -`, `build -`):
+    /// used instead of reading [`BuildOptions::dockerfile`].
+    pub dockerfile_text: Option<String>,
     /// `--build-arg` values.
     pub build_args: BTreeMap<String, String>,
     /// Build this stage instead of the last one.
@@ -73,7 +101,7 @@ pub struct BuildOptions {
     /// Ignore the cache for these stages (names or indexes).
     pub no_cache_filter: Vec<String>,
     /// Network for RUN steps.
-    pub network: NetworkMode,
+    pub network: strata_sandbox::Network,
     /// Secrets by id.
     pub secrets: BTreeMap<String, SecretSource>,
     /// Timestamps.
@@ -82,36 +110,43 @@ pub struct BuildOptions {
     pub platform: Option<Platform>,
     /// Executor for RUN steps.
     pub isolation: Isolation,
+    /// Seccomp confinement of RUN steps (docker's default profile).
+    pub seccomp: Seccomp,
     /// How RUN steps get their root filesystem.
     pub snapshots: SnapshotMode,
     /// Layer compression.
     pub compression: Compression,
     /// Build independent stages at the same time.
     pub parallel: bool,
+    /// Remote caches to look steps up in (`--cache-from`).
+    pub cache_from: CacheSources,
+    /// Remote caches to export to (`--cache-to`).
+    pub cache_to: Vec<CacheExport>,
 }
 
 impl BuildOptions {
-    /// Defaults for a context directory.
+    /// Defaults for a context directory: epoch 0 (the caller resolves
+    /// `SOURCE_DATE_EPOCH` and sets [`BuildOptions::timestamps`]).
     pub fn new(context: impl Into<PathBuf>) -> BuildOptions {
-        let epoch = std::env::var("SOURCE_DATE_EPOCH")
-            .ok()
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .unwrap_or(0);
         BuildOptions {
             context: context.into(),
             dockerfile: None,
+            dockerfile_text: None,
             build_args: BTreeMap::new(),
             target: None,
             no_cache: false,
             no_cache_filter: Vec::new(),
-            network: NetworkMode::Host,
+            network: strata_sandbox::Network::Host,
             secrets: BTreeMap::new(),
-            timestamps: Timestamps::Epoch(epoch),
+            timestamps: Timestamps::Epoch(0),
             platform: None,
             isolation: Isolation::Auto,
+            seccomp: Seccomp::Default,
             snapshots: SnapshotMode::Auto,
             compression: Compression::Gzip,
             parallel: true,
+            cache_from: CacheSources::default(),
+            cache_to: Vec::new(),
         }
     }
 }

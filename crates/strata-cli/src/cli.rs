@@ -45,7 +45,25 @@ pub enum Command {
     /// Build an image from a Dockerfile
     Build(Box<BuildArgs>),
     /// Run a command in a new container from an image
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// List containers
+    Ps(PsArgs),
+    /// Show a container's output
+    Logs(LogsArgs),
+    /// Run a command in a running container
+    Exec(ExecArgs),
+    /// Stop running containers (SIGTERM, then SIGKILL after a grace period)
+    Stop(StopArgs),
+    /// Send a signal to running containers
+    Kill(KillArgs),
+    /// Remove containers
+    Rm(RmArgs),
+    /// Manage containers
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    /// A container's supervisor (started by `run`; not for direct use)
+    #[command(name = "container-supervisor", hide = true)]
+    Supervise(SuperviseArgs),
     /// List images in the store
     Images(ImagesArgs),
     /// Show an image's config, manifest and layers as JSON
@@ -83,6 +101,139 @@ pub enum Command {
     Analyze(AnalyzeArgs),
     /// Compare two images layer by layer
     Diff(DiffArgs),
+    /// Show strata's version
+    Version,
+    /// Show what strata uses on this host (store, snapshotter, executor) and why
+    Info(InfoArgs),
+    /// Manage images (docker's `image` verbs)
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Store-wide commands
+    #[command(subcommand)]
+    System(SystemCommand),
+    /// List and prune build caches: the store's, a registry's, an OCI layout's
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List the entries of a build cache
+    #[command(alias = "list")]
+    Ls(CacheLsArgs),
+    /// Remove the entries of a build cache written some time ago
+    Prune(CachePruneArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "CACHE is a registry cache (REGISTRY/REPO[:TAG], the tag defaulting to `cache`; or type=registry,ref=REF) or an OCI layout directory (DIR: a path that exists or starts with . or /; or type=local,src=DIR). Without it, the store's own build cache."
+)]
+pub struct CacheLsArgs {
+    /// The cache [default: the store's build cache]
+    pub cache: Option<String>,
+    /// Format: table (default), json (one object a line), or a Go template such as '{{.Key}} {{.Layer}}'
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Show whole keys and digests
+    #[arg(long)]
+    pub no_trunc: bool,
+    #[command(flatten)]
+    pub registry: RegistryOptions,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "CACHE is as for `strata cache ls`. In a registry, entries are manifests deleted by digest (the registry must allow deletes; docker-registry: REGISTRY_STORAGE_DELETE_ENABLED=true) and their layers are freed by the registry's own garbage collection. The store's build cache loses the entries whose files are that old, then unreferenced blobs are collected (never blobs an image uses)."
+)]
+pub struct CachePruneArgs {
+    /// The cache [default: the store's build cache]
+    pub cache: Option<String>,
+    /// Remove entries written this long ago or earlier: 720h, 30d, 2w, 90m, 1d12h, 0s (all)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub older_than: std::time::Duration,
+    #[command(flatten)]
+    pub registry: RegistryOptions,
+}
+
+/// `720h`, `30d`, `2w`, `90m`, `45s`, `1d12h` (units s, m, h, d, w; summed).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("invalid duration {s:?} (like 720h, 30d, 2w, 90m or 1d12h)");
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(bad());
+    }
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    for c in t.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit: u64 = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    match num.as_str() {
+        "" => {}
+        // A bare number: only 0 (as in `--older-than 0`).
+        "0" if total == 0 => {}
+        _ => return Err(bad()),
+    }
+    Ok(std::time::Duration::from_secs(total))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List images
+    #[command(alias = "list")]
+    Ls(ImagesArgs),
+    /// Remove image names (and the image when no name is left)
+    #[command(alias = "remove")]
+    Rm(RmiArgs),
+    /// Show an image's config, manifest and layers as JSON
+    Inspect(InspectArgs),
+    /// Show the history of an image
+    History(HistoryArgs),
+    /// Give an image another name
+    Tag(TagArgs),
+    /// Remove unreferenced blobs, snapshots and cache entries
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Show where the store's bytes go
+    Df(SystemDfArgs),
+    /// Show what strata uses on this host
+    Info(InfoArgs),
+    /// Remove unreferenced blobs, snapshots and cache entries
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Format: json, or a Go template (`{{.Snapshotter}}`)
+    #[arg(short = 'f', long, value_name = "FORMAT")]
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SystemDfArgs {
+    /// Format: table (default), json, or a Go template
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -131,12 +282,6 @@ pub enum Progress {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum NetworkMode {
-    Host,
-    None,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Timestamps {
     /// Every time the build produces is SOURCE_DATE_EPOCH (or 0); files a RUN unpacks keep older packaged mtimes
     Epoch,
@@ -156,12 +301,14 @@ pub enum Isolation {
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// Build context directory
-    pub context: PathBuf,
+    /// Build context: a directory, `-` (standard input: a Dockerfile, or a
+    /// context tarball), a git URL (`https://host/repo.git#ref:dir`,
+    /// `git@host:repo.git`), or an HTTP(S) URL of a tarball or Dockerfile
+    pub context: String,
     /// Name (and tag) of the image; may be repeated
     #[arg(short = 't', long = "tag", value_name = "REF")]
     pub tags: Vec<String>,
-    /// Dockerfile [default: CONTEXT/Dockerfile]
+    /// Dockerfile [default: CONTEXT/Dockerfile]; `-` reads it from standard input
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Set a build-time variable (K=V, or K to take it from the environment)
@@ -176,7 +323,9 @@ pub struct BuildArgs {
     /// Do not use the cache for these stages
     #[arg(long = "no-cache-filter", value_name = "STAGE")]
     pub no_cache_filter: Vec<String>,
-    /// Where to write the result: type=oci,dest=DIR | type=docker,dest=FILE | type=registry
+    /// Where to write the result: type=oci,dest=DIR | type=docker,dest=FILE | type=registry |
+    /// type=local,dest=DIR (the final stage's files) | type=tar,dest=FILE (them as one tar;
+    /// dest=- for standard output) | DIR (type=local) | - (type=tar to standard output)
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
     /// Push the tagged image(s) after the build
@@ -191,9 +340,9 @@ pub struct BuildArgs {
     /// Explain, for every step, why it was cached or rebuilt
     #[arg(long)]
     pub explain: bool,
-    /// Network for RUN instructions
-    #[arg(long, value_enum, default_value = "host")]
-    pub network: NetworkMode,
+    /// Network for RUN instructions: host or none
+    #[arg(long, default_value = "host", value_name = "host|none")]
+    pub network: strata_sandbox::Network,
     /// A secret for RUN --mount=type=secret (id=ID,src=FILE or id=ID,env=VAR)
     #[arg(long = "secret", value_name = "SPEC")]
     pub secrets: Vec<String>,
@@ -212,24 +361,46 @@ pub struct BuildArgs {
     /// Executor for RUN instructions
     #[arg(long, value_enum, default_value = "auto")]
     pub isolation: Isolation,
+    /// Security options for RUN instructions: seccomp=unconfined | seccomp=FILE
+    /// (a profile in docker's JSON format) [default: docker's seccomp profile]
+    #[arg(long = "security-opt", value_name = "OPT", value_parser = parse_security_opt)]
+    pub security_opt: Vec<strata_sandbox::Seccomp>,
     /// Allow plain HTTP to this registry (for --push and registry caches)
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub insecure_registries: Vec<String>,
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: the command's, or 125 when strata itself fails (no such image, bad flags), 126 when the command cannot be executed, 127 when it is not found.\n\nNetworking: the host's network by default; --network none gives the container a loopback interface only. -p HOST:CTR publishes a TCP port: the container gets a network namespace of its own and strata forwards connections from the host port to the container's 127.0.0.1:CTR (a user-space proxy, as rootless podman does). A server must listen on 127.0.0.1 or 0.0.0.0 in the container; UDP is not forwarded."
+)]
 pub struct RunArgs {
     /// Image to run
     pub image: String,
     /// Command and arguments (replace the image's CMD)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
-    /// Remove the container's writable layer when it exits
+    /// Remove the container when it exits
     #[arg(long)]
     pub rm: bool,
+    /// Run in the background and print the container ID
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Keep standard input open (attached to the container's)
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Give the container a pseudo-terminal
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Name of the container
+    #[arg(long)]
+    pub name: Option<String>,
     /// Set an environment variable (K=V, or K to take it from the environment)
     #[arg(short = 'e', long = "env", value_name = "K=V")]
     pub env: Vec<String>,
+    /// Read environment variables from a file (K=V lines)
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
     /// Override the image's ENTRYPOINT
     #[arg(long)]
     pub entrypoint: Option<String>,
@@ -239,18 +410,167 @@ pub struct RunArgs {
     /// User (name|uid[:group|gid])
     #[arg(short = 'u', long = "user")]
     pub user: Option<String>,
-    /// Bind mount a host path (HOST:CTR[:ro])
-    #[arg(short = 'v', long = "volume", value_name = "HOST:CTR")]
+    /// Bind mount a host path or a named volume (SRC:CTR[:ro]; SRC is an absolute or ./relative path, or a volume name)
+    #[arg(short = 'v', long = "volume", value_name = "SRC:CTR")]
     pub volumes: Vec<String>,
-    /// Network
-    #[arg(long, value_enum, default_value = "host")]
-    pub network: NetworkMode,
+    /// Attach a mount: type=bind|volume|tmpfs,source=SRC,target=CTR[,readonly][,tmpfs-size=N]
+    #[arg(long = "mount", value_name = "SPEC")]
+    pub mounts: Vec<String>,
+    /// Run an init (tini) as pid 1 that reaps zombies and forwards signals
+    #[arg(long)]
+    pub init: bool,
+    /// Publish a container's TCP port to the host ([IP:]HOST:CTR)
+    #[arg(short = 'p', long = "publish", value_name = "HOST:CTR")]
+    pub publish: Vec<String>,
+    /// Network: host (default) or none
+    #[arg(long, value_name = "host|none")]
+    pub network: Option<strata_sandbox::Network>,
     /// Executor
     #[arg(long, value_enum, default_value = "auto")]
     pub isolation: Isolation,
-    /// Container hostname
+    /// Container hostname [default: the container ID's first 12 characters]
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Mount the container's root filesystem read-only
+    #[arg(long)]
+    pub read_only: bool,
+    /// Security options: seccomp=unconfined | seccomp=FILE (a profile in
+    /// docker's JSON format) [default: docker's seccomp profile]
+    #[arg(long = "security-opt", value_name = "OPT", value_parser = checked_security_opt)]
+    pub security_opt: Vec<String>,
+}
+
+/// A `--security-opt` value checked as [`parse_security_opt`] does, kept as
+/// written (a container's record keeps it for its supervisor).
+fn checked_security_opt(s: &str) -> Result<String, String> {
+    parse_security_opt(s).map(|_| s.to_owned())
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show all containers (default: running ones)
+    #[arg(short, long)]
+    pub all: bool,
+    /// Show only container IDs
+    #[arg(long = "ids")]
+    pub ids_only: bool,
+    /// Do not truncate IDs and commands
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Format: table (default), json (one object a line), `table TEMPLATE`
+    /// or a Go template such as '{{.Names}} {{.Status}}'
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Container name or ID
+    pub container: String,
+    /// Follow the output until the container exits
+    #[arg(short, long)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Container name or ID
+    pub container: String,
+    /// Command and arguments
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+    /// Keep standard input open
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Give the command a pseudo-terminal
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Set an environment variable (K=V, or K to take it from the environment)
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// User (name|uid[:group|gid]) [default: the container's]
+    #[arg(short = 'u', long = "user")]
+    pub user: Option<String>,
+    /// Working directory [default: the container's]
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Containers (names or IDs)
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+    /// Seconds to wait before killing
+    #[arg(short = 't', long = "time", default_value_t = 10)]
+    pub time: u64,
+    /// Signal to stop with [default: the image's STOPSIGNAL, else SIGTERM]
+    #[arg(short = 's', long)]
+    pub signal: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Containers (names or IDs)
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+    /// Signal to send (name or number)
+    #[arg(short = 's', long, default_value = "KILL")]
+    pub signal: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Containers (names or IDs)
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+    /// Kill and remove running containers
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// Remove every stopped container
+    Prune(ContainerPruneArgs),
+    /// List containers (as `ps`)
+    #[command(alias = "list", name = "ls")]
+    Ls(PsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ContainerPruneArgs {
+    /// Do not ask (accepted for docker compatibility; strata never asks)
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SuperviseArgs {
+    /// Container ID
+    pub id: String,
+    /// Descriptor to report progress on
+    #[arg(long)]
+    pub status_fd: Option<i32>,
+    /// Standard input is the client's (attached)
+    #[arg(long)]
+    pub attach_stdin: bool,
+    /// Standard output and error are the client's (attached)
+    #[arg(long)]
+    pub attach_output: bool,
+}
+
+/// One `--security-opt` value; the last seccomp option given wins, as in docker.
+pub fn parse_security_opt(s: &str) -> Result<strata_sandbox::Seccomp, String> {
+    strata_sandbox::Seccomp::from_security_opt(s).map_err(|e| {
+        let mut msg = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            msg.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        msg
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -261,9 +581,17 @@ pub enum ListFormat {
 
 #[derive(Debug, Args)]
 pub struct ImagesArgs {
-    /// Output format
-    #[arg(long, value_enum, default_value = "table")]
-    pub format: ListFormat,
+    /// Only images of this repository (and tag): `app`, `app:1.0`
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    pub repository: Option<String>,
+    /// Show all images (accepted for docker compatibility: strata keeps no
+    /// intermediate images)
+    #[arg(short = 'a', long = "all")]
+    pub all: bool,
+    /// Format: table (default), json (one object a line), `table TEMPLATE`
+    /// or a Go template such as '{{.Repository}}:{{.Tag}}'
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
     /// Show only image IDs (the global -q/--quiet does the same, as `docker images -q`)
     #[arg(long = "ids")]
     pub ids_only: bool,
@@ -277,9 +605,10 @@ pub struct InspectArgs {
     /// Images to inspect
     #[arg(required = true)]
     pub images: Vec<String>,
-    /// Output format (json only; accepted for docker compatibility)
-    #[arg(long, value_enum, default_value = "json")]
-    pub format: ListFormat,
+    /// Format: json (default) or a Go template over the inspect object
+    /// (`{{.Id}}`, `{{json .Config.Env}}`)
+    #[arg(short = 'f', long, value_name = "FORMAT")]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -289,9 +618,10 @@ pub struct HistoryArgs {
     /// Do not truncate output
     #[arg(long)]
     pub no_trunc: bool,
-    /// Output format
-    #[arg(long, value_enum, default_value = "table")]
-    pub format: ListFormat,
+    /// Format: table (default), json (one object a line), `table TEMPLATE`
+    /// or a Go template such as '{{.CreatedBy}}'
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
     /// Print sizes in bytes
     #[arg(short = 'H', long = "human", default_value_t = true, action = clap::ArgAction::Set)]
     pub human: bool,
@@ -424,7 +754,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 #[derive(Debug, Args)]
 pub struct PullArgs {
-    /// Reference (name[:tag] or name@digest)
+    /// Reference (name, name:tag or name@digest)
     pub reference: String,
     /// Platform to choose from an index (os/arch[/variant]) [default: the host's]
     #[arg(long)]
@@ -569,7 +899,7 @@ pub struct AnalyzeArgs {
     /// --ci: most wasted bytes accepted (e.g. 20MB)
     #[arg(long, default_value = "20MB")]
     pub highest_wasted_bytes: String,
-    /// --ci: most wasted share of the image accepted (0..1)
+    /// --ci: most wasted share of the layers the Dockerfile added accepted (0..1)
     #[arg(long, default_value_t = 0.1)]
     pub highest_user_wasted_percent: f64,
     /// Dockerfile used to build the image, for attribution
@@ -606,5 +936,27 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        for (s, want) in [
+            ("720h", Some(720 * 3600)),
+            ("30d", Some(30 * 86_400)),
+            ("2w", Some(14 * 86_400)),
+            ("90m", Some(5400)),
+            ("45s", Some(45)),
+            ("1d12h", Some(36 * 3600)),
+            ("0s", Some(0)),
+            ("0", Some(0)),
+            ("30", None),
+            ("", None),
+            ("h", None),
+            ("3x", None),
+            ("1.5h", None),
+            ("99999999999999999999w", None),
+        ] {
+            assert_eq!(parse_duration(s).ok().map(|d| d.as_secs()), want, "{s:?}");
+        }
     }
 }

@@ -6,6 +6,7 @@
 
 mod cli;
 mod commands;
+mod format;
 mod progress;
 mod render;
 mod settings;

@@ -36,6 +36,8 @@ struct Step {
 pub struct BuildProgress {
     mode: Mode,
     explain: bool,
+    /// Colours in the live view (a terminal, and `NO_COLOR` unset).
+    color: bool,
     multi: Option<MultiProgress>,
     steps: Mutex<HashMap<StepId, Step>>,
 }
@@ -60,16 +62,19 @@ impl BuildProgress {
         BuildProgress {
             mode,
             explain,
+            color: mode == Mode::Tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
             multi,
             steps: Mutex::new(HashMap::new()),
         }
     }
 
+    /// A line that stays: on a terminal the live bars are taken down, the
+    /// line written (ending in a newline) and the bars drawn again below it.
     fn println(&self, line: &str) {
         match &self.multi {
-            Some(m) => {
-                let _ = m.println(line);
-            }
+            Some(m) => m.suspend(|| {
+                let _ = writeln!(std::io::stderr(), "{line}");
+            }),
             None => {
                 let _ = writeln!(std::io::stderr(), "{line}");
             }
@@ -111,11 +116,14 @@ impl BuildProgress {
                 let text = one_line(&text, 100);
                 let bar = self.multi.as_ref().map(|m| {
                     let b = m.add(ProgressBar::new_spinner());
+                    let template = if self.color {
+                        "{spinner:.cyan} {prefix:.bold} {msg} {elapsed:.dim}"
+                    } else {
+                        "{spinner} {prefix} {msg} {elapsed}"
+                    };
                     b.set_style(
-                        ProgressStyle::with_template(
-                            "{spinner:.cyan} {prefix:.bold} {msg} {elapsed:.dim}",
-                        )
-                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                        ProgressStyle::with_template(template)
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                     );
                     b.set_prefix(label.clone());
                     b.set_message(text.clone());
@@ -223,6 +231,18 @@ impl BuildProgress {
                         }
                     }
                 }
+            }
+            Event::CacheExported {
+                cache,
+                entries,
+                present,
+                blobs_sent,
+                bytes_sent,
+            } => {
+                self.println(&format!(
+                    "exported the build cache to {cache}: {entries} entries written, {present} already there, {blobs_sent} layers sent ({})",
+                    human_bytes(bytes_sent)
+                ));
             }
             Event::Warning { message, line } => {
                 let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();

@@ -22,6 +22,7 @@ fn as_diagnostic<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a dyn Diagno
         strata_dockerfile::ParseError,
         strata_dockerfile::InstructionError,
         strata_registry::Error,
+        strata_registry::CacheError,
         strata_build::Error,
     );
     None
@@ -45,6 +46,44 @@ impl Diagnostic for Hinted {
     fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
         Some(Box::new(&self.hint))
     }
+}
+
+/// A usage error found after the arguments parsed (a malformed `--output`,
+/// an invalid reference): exit code 2, as clap's own usage errors.
+#[derive(Debug)]
+pub struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl StdError for Usage {}
+
+/// An [`anyhow::Error`] that is a usage error (exit code 2).
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Usage(message.into()))
+}
+
+/// The exit code for a failed command: 2 when a usage error is anywhere in
+/// the chain, else 1.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.chain().any(|c| c.is::<Usage>()) {
+        2
+    } else {
+        1
+    }
+}
+
+/// Whether the error is a write to a closed pipe (handled once, in `main`).
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    let pipe = Some(std::io::ErrorKind::BrokenPipe);
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().map(|e| e.kind()) == pipe
+            || c.downcast_ref::<serde_json::Error>()
+                .and_then(|e| e.io_error_kind())
+                == pipe
+    })
 }
 
 /// An [`anyhow::Error`] carrying a hint.
@@ -140,25 +179,8 @@ fn snippet(src: &dyn SourceCode, label: &LabeledSpan) -> String {
     out
 }
 
-/// Bytes for people: 1.5 kB, 33.8 MB (decimal units, as docker prints them).
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit < UNITS.len() - 1 {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else if v < 10.0 {
-        format!("{v:.2} {}", UNITS[unit])
-    } else if v < 100.0 {
-        format!("{v:.1} {}", UNITS[unit])
-    } else {
-        format!("{v:.0} {}", UNITS[unit])
-    }
-}
+/// Bytes for people (one formatter for the whole tool: strata-analyze's).
+pub use strata_analyze::image::human as human_bytes;
 
 #[cfg(test)]
 mod tests {
@@ -172,14 +194,5 @@ mod tests {
             report,
             "error: cannot build\n  caused by: no Dockerfile found\nhint: pass -f FILE\n"
         );
-    }
-
-    #[test]
-    fn bytes() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(999), "999 B");
-        assert_eq!(human_bytes(1_840), "1.84 kB");
-        assert_eq!(human_bytes(176_000), "176 kB");
-        assert_eq!(human_bytes(33_800_000), "33.8 MB");
     }
 }

@@ -19,6 +19,13 @@ pub struct Settings {
     pub stderr_tty: bool,
     /// Standard output is a terminal.
     pub stdout_tty: bool,
+    /// `SOURCE_DATE_EPOCH` from the environment (0 when unset): every time a
+    /// build or an import records. `--build-arg SOURCE_DATE_EPOCH=` overrides it
+    /// for a build.
+    pub epoch: i64,
+    /// How RUN steps and `strata run` get their root filesystem
+    /// (`STRATA_SNAPSHOTTER=overlay|copy`, else chosen by what the host allows).
+    pub snapshots: strata_build::SnapshotMode,
 }
 
 impl Settings {
@@ -29,6 +36,15 @@ impl Settings {
             verbosity: global.verbose,
             stderr_tty: std::io::stderr().is_terminal(),
             stdout_tty: std::io::stdout().is_terminal(),
+            epoch: std::env::var("SOURCE_DATE_EPOCH")
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0),
+            snapshots: match std::env::var("STRATA_SNAPSHOTTER").as_deref() {
+                Ok("copy") => strata_build::SnapshotMode::Copy,
+                Ok("overlay") => strata_build::SnapshotMode::Overlay,
+                _ => strata_build::SnapshotMode::Auto,
+            },
         }
     }
 }

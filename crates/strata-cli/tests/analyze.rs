@@ -119,6 +119,20 @@ fn analyze_reports_the_practices_cases_with_bytes_layers_and_lines() {
     );
     assert_eq!(r["layers"].as_array().unwrap().len(), 7);
     assert_eq!(r["layers"][2]["files_removed"], 1);
+    // The base image's layer (found from the build record) is reported
+    // apart: the Dockerfile's layers hold exactly the waste it made.
+    assert_eq!(r["base_source"], "dockerfile");
+    assert_eq!(r["base"]["layers"], 1);
+    assert_eq!(r["layers"][0]["base"], true);
+    assert_eq!(r["layers"][1]["base"], false);
+    assert_eq!(r["base"]["wasted_bytes"].as_u64().unwrap(), base_waste);
+    assert_eq!(r["added"]["wasted_bytes"], 300_000 + 150_000 + 40_000);
+    let text = ok(&root, &["analyze", "bad:1"]);
+    assert!(
+        text.contains("wasted by the Dockerfile's layers 1-6")
+            && text.contains("from the base image (layer 0, before the Dockerfile's first step)"),
+        "{text}"
+    );
 
     // The fixed Dockerfile wastes nothing beyond the base.
     ok(
@@ -135,6 +149,60 @@ fn analyze_reports_the_practices_cases_with_bytes_layers_and_lines() {
     );
     let g = json(&root, &["analyze", "--format", "json", "good:1"]);
     assert_eq!(g["wasted_bytes"].as_u64().unwrap(), base_waste);
+
+    // An image built FROM bad:1: bad:1's waste (its duplicate included) is
+    // the base's now; the child's own copy of a base file is the child's.
+    fs::write(
+        ctx.join("Dockerfile.child"),
+        "FROM bad:1\nCOPY data.bin /opt/three.bin\n",
+    )
+    .unwrap();
+    ok(
+        &root,
+        &[
+            "build",
+            "-q",
+            "-f",
+            ctx.join("Dockerfile.child").to_str().unwrap(),
+            "-t",
+            "child:1",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    let c = json(&root, &["analyze", "--format", "json", "child:1"]);
+    let bad_waste = base_waste + 300_000 + 150_000 + 40_000;
+    assert_eq!(c["base"]["layers"], 7);
+    assert_eq!(c["base"]["wasted_bytes"].as_u64().unwrap(), bad_waste);
+    assert_eq!(c["added"]["wasted_bytes"], 40_000);
+    assert_eq!(c["added"]["duplicate_bytes"], 40_000);
+    assert_eq!(c["wasted_bytes"].as_u64().unwrap(), bad_waste + 40_000);
+    let three = wasted(&c, "opt/three.bin");
+    assert_eq!(
+        (three["kept"].as_str(), three["base_bytes"].as_u64()),
+        (Some("opt/one.bin"), Some(0))
+    );
+    assert_eq!(wasted(&c, "opt/two.bin")["base_bytes"], 40_000);
+    // --ci judges the child's 40 kB, not the 530 kB of the whole image.
+    let child_ci = run(
+        &root,
+        &[
+            "analyze",
+            "--ci",
+            "--lowest-efficiency",
+            "0.5",
+            "--highest-wasted-bytes",
+            "100kB",
+            "--highest-user-wasted-percent",
+            "1",
+            "child:1",
+        ],
+    );
+    assert_eq!(
+        child_ci.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&child_ci.stderr)
+    );
 
     // --ci gates: the defaults (efficiency 0.9, 10%) fail the bad image.
     let ci = run(&root, &["analyze", "--ci", "bad:1"]);
@@ -167,6 +235,26 @@ fn analyze_reports_the_practices_cases_with_bytes_layers_and_lines() {
     let spec = format!("docker-archive:{}", tar.display());
     let a = json(&root, &["analyze", "--format", "json", &spec]);
     assert_eq!(a["wasted_bytes"], r["wasted_bytes"]);
+    // Without the build record, -f maps the Dockerfile onto the history
+    // and finds the same base layer; without either, an imported base
+    // (no CMD in its history) is not told apart.
+    let df = ctx.join("Dockerfile");
+    let af = json(
+        &root,
+        &[
+            "analyze",
+            "--format",
+            "json",
+            "-f",
+            df.to_str().unwrap(),
+            &spec,
+        ],
+    );
+    assert_eq!(af["base_source"], "dockerfile");
+    assert_eq!(af["base"]["layers"], 1);
+    assert_eq!(af["added"]["wasted_bytes"], r["added"]["wasted_bytes"]);
+    assert_eq!(a["base_source"], Value::Null);
+    assert_eq!(a["added"]["wasted_bytes"], a["wasted_bytes"]);
     let oci = dir.path().join("bad-oci");
     ok(
         &root,

@@ -1007,3 +1007,64 @@ fn snapshots_are_made_only_when_something_needs_the_files() {
     }
     assert_eq!(run_out(&s.root, &["lazy:2", "cat", "/both"]), "x\ny\n");
 }
+
+#[test]
+fn explain_speaks_plainly() {
+    let Some(s) = setup(&[
+        ("Dockerfile", "FROM busybox\nCOPY a /a\nRUN cat /a > /b\n"),
+        ("a", "alpha\n"),
+    ]) else {
+        return;
+    };
+    let explain = |s: &Setup| -> String {
+        let out = run(
+            &s.root,
+            &[
+                "build",
+                "--progress",
+                "plain",
+                "--explain",
+                s.ctx.to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let racy = std::time::Duration::from_millis(2100);
+    explain(&s);
+    // Nothing touched: no "new timestamps" (files just written are re-read
+    // because their times are too recent to trust, which is not a touch).
+    let err = explain(&s);
+    assert!(!err.contains("new timestamps"), "{err}");
+    std::thread::sleep(racy);
+    let err = explain(&s);
+    assert!(!err.contains("new timestamps"), "{err}");
+    // The same bytes written again: touched, not changed.
+    fs::write(s.ctx.join("a"), "alpha\n").unwrap();
+    std::thread::sleep(racy);
+    let err = explain(&s);
+    assert!(err.contains("1 have new timestamps, same content"), "{err}");
+    // A step inserted: it is new, the steps after it name it, and nothing
+    // is said about their unchanged environment or about themselves.
+    fs::write(
+        s.ctx.join("Dockerfile"),
+        "FROM busybox\nRUN echo inserted > /i\nCOPY a /a\nRUN cat /a > /b\n",
+    )
+    .unwrap();
+    let err = explain(&s);
+    assert!(
+        err.contains("[3/4] rebuilding: earlier step [2/4] changed"),
+        "{err}"
+    );
+    assert!(
+        err.contains("[4/4] rebuilding: earlier step [2/4] changed"),
+        "{err}"
+    );
+    assert!(!err.contains("env PATH"), "{err}");
+    for n in 1..=4 {
+        assert!(
+            !err.contains(&format!("[{n}/4] rebuilding: earlier step [{n}/4]")),
+            "a step blames itself: {err}"
+        );
+    }
+}

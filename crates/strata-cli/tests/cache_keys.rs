@@ -432,6 +432,6 @@ fn mount_options_expand_build_args() {
     };
     let id = same_as_cold(&s, &[], None);
     assert_eq!(read_u(&id), "1234");
-    let id = same_as_cold(&s, &["--build-arg", "U=99"], Some("build arg U changed"));
+    let id = same_as_cold(&s, &["--build-arg", "U=99"], Some("uid=99"));
     assert_eq!(read_u(&id), "99");
 }

@@ -26,9 +26,9 @@ fn lines(out: &Output) -> Vec<String> {
         .collect()
 }
 
-fn data() -> Value {
-    let file = strata_testkit::conformance_dir().join("dockerignore/patternmatcher-cases.json");
-    serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap()
+fn data() -> Option<Value> {
+    let file = strata_testkit::conformance_dir()?.join("dockerignore/patternmatcher-cases.json");
+    Some(serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap())
 }
 
 /// Where a case's file goes in the context: leading and trailing slashes
@@ -45,7 +45,7 @@ fn context_path(p: &str) -> String {
 
 #[test]
 fn every_patternmatcher_case_through_the_cli() {
-    let d = data();
+    let Some(d) = data() else { return };
     let cases = d["cases"].as_array().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
@@ -112,7 +112,7 @@ fn every_patternmatcher_case_through_the_cli() {
 
 #[test]
 fn ignorefile_readall_through_the_cli() {
-    let d = data();
+    let Some(d) = data() else { return };
     let input = d["ignorefile_readall"]["input"].as_str().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");

@@ -52,9 +52,37 @@ fn import_inspect_history_images() {
         row.starts_with("busybox ") && row.contains(" latest ") && row.contains(&id[7..19]),
         "{row}"
     );
-    let js: Value = serde_json::from_str(&ok(&root, &["images", "--format", "json"])).unwrap();
-    assert_eq!(js[0]["Repository"], "busybox");
-    assert_eq!(js[0]["ID"], id.as_str());
+    // docker's --format: json is one object a line with docker's fields.
+    let jl = ok(&root, &["images", "--format", "json"]);
+    let js: Value = serde_json::from_str(jl.lines().next().unwrap()).unwrap();
+    assert_eq!(js["Repository"], "busybox");
+    assert_eq!(js["Tag"], "latest");
+    assert_eq!(js["ID"], &id[7..19]);
+    assert!(
+        js["CreatedSince"].as_str().unwrap().ends_with(" ago"),
+        "{js}"
+    );
+    let full = ok(&root, &["images", "--no-trunc", "--format", "{{.ID}}"]);
+    assert_eq!(full.trim(), id.as_str());
+    let names = ok(&root, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(names, "busybox:latest\n");
+    let t = ok(
+        &root,
+        &["images", "--format", "table {{.Repository}}\\t{{.Size}}"],
+    );
+    assert!(t.starts_with("REPOSITORY   SIZE\nbusybox      "), "{t:?}");
+    // REPOSITORY[:TAG] filters.
+    ok(&root, &["tag", "busybox", "other:2"]);
+    let only = ok(
+        &root,
+        &["images", "--format", "{{.Repository}}:{{.Tag}}", "other"],
+    );
+    assert_eq!(only, "other:2\n");
+    let only = ok(&root, &["images", "-q", "busybox:latest"]);
+    assert_eq!(only.trim(), &id[7..19]);
+    ok(&root, &["rmi", "other:2"]);
+    let bad = run(&root, &["images", "--format", "{{.ID"]);
+    assert_eq!(bad.status.code(), Some(2));
 
     let hist = ok(&root, &["history", "busybox"]);
     let rows: Vec<&str> = hist.lines().collect();
@@ -65,9 +93,13 @@ fn import_inspect_history_images() {
     );
     assert_eq!(rows.len(), 2);
     assert!(rows[1].starts_with(&id[7..19]), "{}", rows[1]);
-    let hj: Value =
-        serde_json::from_str(&ok(&root, &["history", "--format", "json", "busybox"])).unwrap();
-    assert_eq!(hj[0]["CreatedBy"], "strata import");
+    let hj = ok(&root, &["history", "--format", "json", "busybox"]);
+    let hj: Value = serde_json::from_str(hj.lines().next().unwrap()).unwrap();
+    assert_eq!(hj["CreatedBy"], "strata import");
+    assert_eq!(
+        ok(&root, &["history", "--format", "{{.CreatedBy}}", "busybox"]),
+        "strata import\n"
+    );
 
     let missing = run(&root, &["inspect", "nothere"]);
     assert_eq!(missing.status.code(), Some(1));
@@ -418,8 +450,8 @@ impl jsonschema::Retrieve for LocalSchemas {
     }
 }
 
-fn validator(name: &str) -> jsonschema::Validator {
-    let dir = strata_testkit::conformance_dir().join("oci-image-spec");
+fn validator(dir: &Path, name: &str) -> jsonschema::Validator {
+    let dir = dir.join("oci-image-spec");
     let schema: Value = serde_json::from_slice(&fs::read(dir.join(name)).unwrap()).unwrap();
     jsonschema::options()
         .with_draft(jsonschema::Draft::Draft4)
@@ -440,13 +472,14 @@ fn assert_valid(v: &jsonschema::Validator, what: &str, doc: &[u8]) {
     );
 }
 
-/// Validate index.json, oci-layout and every manifest and config of a layout dir.
-fn validate_layout(dir: &Path) {
+/// Validate index.json, oci-layout and every manifest and config of a
+/// layout dir, against the OCI schemas of the conformance corpus.
+fn validate_layout(schemas: &Path, dir: &Path) {
     let (index_v, manifest_v, config_v, layout_v) = (
-        validator("image-index-schema.json"),
-        validator("image-manifest-schema.json"),
-        validator("config-schema.json"),
-        validator("image-layout-schema.json"),
+        validator(schemas, "image-index-schema.json"),
+        validator(schemas, "image-manifest-schema.json"),
+        validator(schemas, "config-schema.json"),
+        validator(schemas, "image-layout-schema.json"),
     );
     assert_valid(
         &layout_v,
@@ -474,6 +507,9 @@ fn validate_layout(dir: &Path) {
 
 #[test]
 fn everything_strata_writes_validates_against_the_oci_schemas() {
+    let Some(schemas) = strata_testkit::conformance_dir() else {
+        return;
+    };
     let t = tempfile::tempdir().unwrap();
     let Some(root) = store_with_busybox(t.path()) else {
         return;
@@ -491,7 +527,7 @@ fn everything_strata_writes_validates_against_the_oci_schemas() {
             layout.to_str().unwrap(),
         ],
     );
-    validate_layout(&layout);
+    validate_layout(&schemas, &layout);
     // docker-archive: unpack and validate its OCI side.
     let archive = t.path().join("img.tar");
     ok(&root, &["save", "busybox", "-o", archive.to_str().unwrap()]);
@@ -499,7 +535,7 @@ fn everything_strata_writes_validates_against_the_oci_schemas() {
     tar::Archive::new(fs::File::open(&archive).unwrap())
         .unpack(&unpacked)
         .unwrap();
-    validate_layout(&unpacked);
+    validate_layout(&schemas, &unpacked);
     let manifest_json: Value =
         serde_json::from_slice(&fs::read(unpacked.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(
@@ -523,7 +559,7 @@ fn everything_strata_writes_validates_against_the_oci_schemas() {
     tar::Archive::new(fs::File::open(&oci_tar).unwrap())
         .unpack(&unpacked2)
         .unwrap();
-    validate_layout(&unpacked2);
+    validate_layout(&schemas, &unpacked2);
 }
 
 #[test]
@@ -555,4 +591,33 @@ fn run_gives_an_image_without_path_dockers_default() {
     // An image's own PATH wins.
     let out = ok(&root, &["run", "--rm", "busybox", "sh", "-c", "echo $PATH"]);
     assert_eq!(out.trim(), "/bin:/usr/bin");
+}
+
+#[test]
+fn version_info_system_df_and_image_verbs() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(root) = store_with_busybox(t.path()) else {
+        return;
+    };
+    let v = ok(&root, &["version"]);
+    assert!(v.starts_with("strata ") && v.contains("OS/Arch:"), "{v}");
+    let info: Value = serde_json::from_str(&ok(&root, &["info", "--format", "json"])).unwrap();
+    assert_eq!(info["Images"], 1);
+    assert!(["overlay", "copy"].contains(&info["Snapshotter"].as_str().unwrap()));
+    assert!(!info["SnapshotterReason"].as_str().unwrap().is_empty());
+    assert!(!info["Executor"].as_str().unwrap().is_empty());
+    assert_eq!(ok(&root, &["info", "-f", "{{.Images}}"]).trim(), "1");
+    let df = ok(&root, &["system", "df"]);
+    let header: Vec<&str> = df.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]);
+    assert!(df.lines().any(|l| l.starts_with("Images ")), "{df}");
+    // docker's image verbs.
+    assert_eq!(
+        ok(&root, &["image", "ls", "--format", "{{.Repository}}"]),
+        "busybox\n"
+    );
+    ok(&root, &["image", "tag", "busybox", "again:1"]);
+    ok(&root, &["image", "rm", "again:1"]);
+    let id = ok(&root, &["image", "inspect", "-f", "{{.Id}}", "busybox"]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
 }

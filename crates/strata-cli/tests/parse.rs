@@ -15,14 +15,15 @@ fn dump(file: &Path) -> Output {
     strata(&["parse", "--dump", "-f", &file.display().to_string()])
 }
 
-fn conformance() -> PathBuf {
+fn conformance() -> Option<PathBuf> {
     strata_testkit::conformance_dir()
 }
 
 #[test]
 fn dump_matches_buildkit_parser_cases() {
     let mut n = 0;
-    for entry in std::fs::read_dir(conformance().join("buildkit-parser")).expect("read dir") {
+    let Some(c) = conformance() else { return };
+    for entry in std::fs::read_dir(c.join("buildkit-parser")).expect("read dir") {
         let case = entry.expect("entry").path();
         let out = dump(&case.join("Dockerfile"));
         let want = std::fs::read(case.join("result")).expect("result");
@@ -45,7 +46,8 @@ fn dump_matches_buildkit_parser_cases() {
 
 #[test]
 fn dump_matches_a_sample_of_real_dockerfiles() {
-    let dir = conformance().join("real-dockerfiles");
+    let Some(c) = conformance() else { return };
+    let dir = c.join("real-dockerfiles");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("read dir")
         .map(|e| e.expect("entry").path())
@@ -64,9 +66,8 @@ fn dump_matches_a_sample_of_real_dockerfiles() {
 
 #[test]
 fn negative_cases_fail_with_file_and_line() {
-    for entry in
-        std::fs::read_dir(conformance().join("buildkit-parser-negative")).expect("read dir")
-    {
+    let Some(c) = conformance() else { return };
+    for entry in std::fs::read_dir(c.join("buildkit-parser-negative")).expect("read dir") {
         let file = entry.expect("entry").path().join("Dockerfile");
         let name = file.display().to_string();
         let out = dump(&file);

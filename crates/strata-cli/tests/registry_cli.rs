@@ -3,19 +3,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use common::{strata, Serve};
 use strata_oci::{media_type, Descriptor, Digest, ImageConfig, Manifest, Reference, Store};
 
-fn strata() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
-    c.env_remove("STRATA_REGISTRY_USER")
-        .env_remove("STRATA_REGISTRY_PASSWORD")
-        .env("DOCKER_CONFIG", "/nonexistent-strata-test");
-    c
-}
+mod common;
 
 fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -79,69 +74,6 @@ fn make_image(store: &Store, name: &str, files: &[(&str, Vec<u8>)]) -> Descripto
         .unwrap();
     store.tag(&name.parse::<Reference>().unwrap(), &m).unwrap();
     m
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `strata serve` as a child process, its stderr (request log) in a file.
-struct Serve {
-    addr: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Serve {
-    fn start(root: &Path, extra: &[&str]) -> Serve {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let log = root.with_extension("log");
-        let child = strata()
-            .args(["--root", root.to_str().unwrap(), "serve", "--addr", &addr])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        // From here the child is waited on by Drop.
-        let serve = Serve { addr, child, log };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(&serve.addr).is_ok() {
-                return serve;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        let log = serve.log.clone();
-        drop(serve);
-        panic!(
-            "strata serve did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap()
-    }
-
-    /// SIGTERM, and a graceful exit.
-    fn stop(mut self) -> String {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "strata serve exited with {status}");
-        self.log()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn ok(out: Output) -> (String, String) {

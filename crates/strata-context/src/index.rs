@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
-use strata_oci::{Digest, Hasher};
+use strata_digest::{Digest, Hasher};
 
 use crate::error::ContextError;
 use crate::walk::{open_beneath, Entry, EntryKind, Timestamp};
@@ -59,6 +59,11 @@ pub struct IndexStats {
     pub racy: usize,
     /// Files that are hard links of a file hashed in the same run.
     pub hardlink_reuses: usize,
+    /// Files re-read because their timestamps (or inode) changed since they
+    /// were last hashed, whose content turned out the same: touched, not
+    /// changed. Files never hashed before, or hashed again only because
+    /// they changed too recently to be trusted, do not count.
+    pub touched: usize,
 }
 
 /// The hashed index of (part of) a context, sorted by path.
@@ -99,7 +104,7 @@ impl Index {
     /// mode, uid, gid, size, content digest or link target). Independent
     /// of time stamps, inode numbers and the context's location.
     pub fn digest(&self) -> Digest {
-        let mut h = Hasher::new(strata_oci::Algorithm::Sha256);
+        let mut h = Hasher::new(strata_digest::Algorithm::Sha256);
         h.update(b"strata.context.v1\0");
         for e in &self.entries {
             let en = &e.entry;
@@ -261,7 +266,7 @@ fn parse_cache(data: &[u8], root: &Path) -> Option<HashMap<String, CacheRecord>>
         let ctime = parse_ts(f.next()?)?;
         let dev = f.next()?.parse().ok()?;
         let ino = f.next()?.parse().ok()?;
-        let digest = Digest::new(strata_oci::Algorithm::Sha256, f.next()?).ok()?;
+        let digest = Digest::new(strata_digest::Algorithm::Sha256, f.next()?).ok()?;
         let path = f.next()?.to_owned();
         records.insert(
             path,
@@ -366,7 +371,7 @@ fn hash_file(
         .unwrap_or(0);
     let trusted = mtime.as_nanos() < limit && ctime.as_nanos() < limit;
     let digest = Digest::new(
-        strata_oci::Algorithm::Sha256,
+        strata_digest::Algorithm::Sha256,
         &hex::encode(hasher.finalize()),
     )
     .map_err(|err| ContextError::io("hash", &abs, io::Error::other(err)))?;
@@ -398,6 +403,9 @@ pub(crate) fn build_index(
     // Files to read, one per inode (hard links share the work).
     let mut work: Vec<usize> = Vec::new();
     let mut first_of_inode: HashMap<(u64, u64), usize> = HashMap::new();
+    // Files with a cache record that no longer matches their stat: the
+    // digest it recorded.
+    let mut stale: HashMap<usize, Digest> = HashMap::new();
     let mut link_of: Vec<(usize, usize)> = Vec::new();
     for (i, e) in selected.iter().enumerate() {
         if e.kind != EntryKind::File {
@@ -411,6 +419,7 @@ pub(crate) fn build_index(
                 stats.cache_hits += 1;
                 continue;
             }
+            stale.insert(i, rec.digest.clone());
         }
         match first_of_inode.get(&(e.dev, e.ino)) {
             Some(&j) => link_of.push((i, j)),
@@ -444,6 +453,9 @@ pub(crate) fn build_index(
             );
         } else {
             racy.fetch_add(1, Ordering::Relaxed);
+        }
+        if stale.get(&i) == Some(&h.digest) {
+            stats.touched += 1;
         }
         digests[i] = Some(h.digest);
         refreshed[i] = Some(h.entry);

@@ -21,7 +21,7 @@
 //! let index = ctx.index()?;
 //! let readme = index.get("docs/README.md").unwrap();
 //! assert_eq!(readme.entry.kind, EntryKind::File);
-//! assert_eq!(readme.digest, Some(strata_oci::Digest::sha256(b"read me")));
+//! assert_eq!(readme.digest, Some(strata_digest::Digest::sha256(b"read me")));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!

@@ -9,9 +9,9 @@ use std::path::Path;
 use serde_json::Value;
 use strata_context::{read_ignore_file, Context, ContextOptions, Matcher};
 
-fn data() -> Value {
-    let file = strata_testkit::conformance_dir().join("dockerignore/patternmatcher-cases.json");
-    serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap()
+fn data() -> Option<Value> {
+    let file = strata_testkit::conformance_dir()?.join("dockerignore/patternmatcher-cases.json");
+    Some(serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap())
 }
 
 struct Case {
@@ -21,7 +21,10 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    data()["cases"]
+    let Some(d) = data() else {
+        return Vec::new();
+    };
+    d["cases"]
         .as_array()
         .unwrap()
         .iter()
@@ -122,7 +125,7 @@ fn context_walk_agrees() {
 
 #[test]
 fn ignorefile_readall() {
-    let d = data();
+    let Some(d) = data() else { return };
     let case = &d["ignorefile_readall"];
     let input = case["input"].as_str().unwrap();
     let want: Vec<&str> = case["expected"]

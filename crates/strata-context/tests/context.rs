@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use strata_context::{Context, ContextError, ContextOptions, EntryKind, RACY_WINDOW};
-use strata_oci::Digest;
+use strata_digest::Digest;
 
 fn write(root: &Path, rel: &str, data: &str) {
     let p = root.join(rel);
@@ -349,4 +349,35 @@ fn bad_patterns_name_file_and_line() {
     write(r, ".dockerignore", "x\n[z-a]\n");
     let err = Context::open(r, ContextOptions::default()).unwrap_err();
     assert!(err.to_string().contains(".dockerignore:2"), "{err}");
+}
+
+/// `touched` counts files re-read because their timestamps changed whose
+/// content did not: not new files, not changed ones, not racy re-reads.
+#[test]
+fn touched_counts_new_timestamps_with_the_same_content_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let r = dir.path();
+    let opts = ContextOptions {
+        dockerfile: None,
+        state_dir: Some(state.path().to_path_buf()),
+    };
+    let created = Instant::now();
+    for f in ["same", "changed", "kept"] {
+        write(r, f, "content");
+    }
+    wait_out_racy_window(created);
+    let first = Context::open(r, opts.clone()).unwrap().index().unwrap();
+    assert_eq!(first.stats().touched, 0, "never hashed before: not touched");
+    // Rewritten with the same bytes, rewritten with others, left alone.
+    let changed_at = Instant::now();
+    write(r, "same", "content");
+    write(r, "changed", "CONTENT");
+    write(r, "new", "new file");
+    wait_out_racy_window(changed_at);
+    let second = Context::open(r, opts.clone()).unwrap().index().unwrap();
+    assert_eq!(second.stats().hashed_files, 3);
+    assert_eq!(second.stats().touched, 1, "{:?}", second.stats());
+    let third = Context::open(r, opts).unwrap().index().unwrap();
+    assert_eq!(third.stats().touched, 0);
 }

@@ -129,7 +129,10 @@ impl Snapshotter {
     }
 
     fn write_extracting(&self, entries: &[Entry], opts: &LayerOptions) -> Result<LayerInfo> {
-        let tmp = self.dir.join(format!(".tmp-{}", crate::snapshot::unique()));
+        // Held: if this process dies, the next command removes it.
+        let Ok((tmp, _hold)) = self.store.hold_extraction() else {
+            return write_sorted_to_store(&self.store, entries, opts, None);
+        };
         if fs::create_dir(&tmp).is_err() {
             return write_sorted_to_store(&self.store, entries, opts, None);
         }
@@ -181,6 +184,8 @@ impl Snapshotter {
     ///
     /// Keep in step with the end of [`Snapshotter::ensure_layer`].
     pub(crate) fn publish(&self, tmp: &Path, target: &Path) -> Result<()> {
+        // Its files on disk before the name: a snapshot exists only whole.
+        crate::snapshot::sync_tree(tmp)?;
         match fs::rename(tmp, target) {
             Ok(()) => {}
             // Another process finished first: theirs is as good as ours.
@@ -217,7 +222,7 @@ impl Snapshotter {
         normalize_upper(upper, entries, opts)?;
         // A fresh root, as extraction has: the upper's own root is the
         // overlay's (its mode, owner and xattrs are not the layer's).
-        let tmp = self.dir.join(format!(".tmp-{}", crate::snapshot::unique()));
+        let (tmp, _hold) = self.store.hold_extraction()?;
         fs::create_dir(&tmp).ctx("create", &tmp)?;
         let moved = (|| -> Result<()> {
             let from = rustix::fs::open(upper, dir_flags(), Mode::empty()).ctx("open", upper)?;

@@ -46,6 +46,7 @@
 mod apply;
 mod diff;
 mod error;
+mod export;
 mod index;
 mod lazy;
 mod pgzip;
@@ -56,6 +57,7 @@ mod writer;
 pub use apply::{apply_layer, decompress, ApplyMode, ApplyStats};
 pub use diff::{diff_dirs, upper_to_entries, upper_to_entries_against};
 pub use error::{Error, Result};
+pub use export::{unpack_layers, write_rootfs_tar};
 pub use index::{FileKind, LayerIndex, Meta};
 pub use snapshot::{Mount, Snapshotter};
 pub use view::{clean_components, is_whiteout, Found, MergedView, ViewLayer};

@@ -64,17 +64,13 @@ impl Default for LayerOptions {
 }
 
 impl LayerOptions {
-    /// Options with `compression`, mtimes from `SOURCE_DATE_EPOCH` (or 0),
-    /// xattrs on.
+    /// Options with `compression`, every mtime 0 (set `timestamps` for
+    /// another epoch: the caller resolves `SOURCE_DATE_EPOCH`), xattrs on.
     pub fn new(compression: Compression) -> LayerOptions {
-        let epoch = std::env::var("SOURCE_DATE_EPOCH")
-            .ok()
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .unwrap_or(0);
         LayerOptions {
             compression,
             level: None,
-            timestamps: Timestamps::Epoch(epoch),
+            timestamps: Timestamps::Epoch(0),
             xattrs: true,
             foreign_times: Default::default(),
         }
@@ -871,15 +867,7 @@ pub fn import_tar_to_store(
     reader: impl Read,
     opts: &LayerOptions,
 ) -> Result<LayerInfo> {
-    let key = format!(
-        "import-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    );
-    let mut writer = store.writer(&key, None)?;
+    let mut writer = store.unique_writer()?;
     let res = import_tar(
         reader,
         opts,
@@ -898,7 +886,11 @@ pub fn import_tar_to_store(
         }
         Err(e) => {
             let _ = writer.abort();
-            Err(e)
+            Err(crate::snapshot::no_space_in_store(
+                e,
+                "write a layer into",
+                &store.root().join("ingest"),
+            ))
         }
     }
 }
@@ -926,15 +918,7 @@ pub(crate) fn write_sorted_to_store(
     opts: &LayerOptions,
     tee: Option<&mut dyn Write>,
 ) -> Result<LayerInfo> {
-    let key = format!(
-        "layer-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    );
-    let mut writer = store.writer(&key, None)?;
+    let mut writer = store.unique_writer()?;
     let res = (|| {
         let out = io::BufWriter::with_capacity(256 * 1024, &mut writer);
         let rd = |source| Error::Read {
@@ -971,7 +955,11 @@ pub(crate) fn write_sorted_to_store(
         }
         Err(e) => {
             let _ = writer.abort();
-            Err(e)
+            Err(crate::snapshot::no_space_in_store(
+                e,
+                "write a layer into",
+                &store.root().join("ingest"),
+            ))
         }
     }
 }

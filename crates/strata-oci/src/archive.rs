@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::IoContext;
 use crate::image::sniff_media_type;
+use crate::output::OutputFile;
 use crate::store::write_atomic;
 use crate::{
     media_type, Descriptor, Digest, Error, Image, Index, Manifest, Reference, Result, Store,
@@ -137,11 +138,7 @@ fn blob_name(d: &Digest) -> String {
 }
 
 fn write_blobs<W: Write>(store: &Store, items: &[SaveItem], t: &mut TarOut<W>) -> Result<()> {
-    let io_err = |e: io::Error| Error::Io {
-        op: "write archive",
-        path: PathBuf::from("-"),
-        source: e,
-    };
+    let io_err = |e: io::Error| Error::io("write archive", PathBuf::from("-"), e);
     t.dir("blobs/").map_err(io_err)?;
     let mut algs = std::collections::BTreeSet::new();
     let mut done = std::collections::HashSet::new();
@@ -165,11 +162,7 @@ fn write_blobs<W: Write>(store: &Store, items: &[SaveItem], t: &mut TarOut<W>) -
 
 /// Write a docker-archive (docker 25+ layout: also a valid OCI layout).
 pub fn save_docker_archive<W: Write>(store: &Store, items: &[SaveItem], out: W) -> Result<W> {
-    let io_err = |e: io::Error| Error::Io {
-        op: "write archive",
-        path: PathBuf::from("-"),
-        source: e,
-    };
+    let io_err = |e: io::Error| Error::io("write archive", PathBuf::from("-"), e);
     let mut t = TarOut::new(out);
     write_blobs(store, items, &mut t)?;
     let index = index_for(items).to_json();
@@ -227,20 +220,9 @@ pub fn save_docker_archive<W: Write>(store: &Store, items: &[SaveItem], out: W) 
 /// written to `dest`.
 pub fn save_oci_layout(store: &Store, items: &[SaveItem], dest: &Path, as_tar: bool) -> Result<()> {
     if as_tar {
-        let dir = dest
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let tmp = tempfile::Builder::new()
-            .prefix(".strata-save-")
-            .tempfile_in(dir)
-            .ctx("create temp file in", dir)?;
-        let io_err = |e: io::Error| Error::Io {
-            op: "write",
-            path: dest.to_owned(),
-            source: e,
-        };
-        let mut t = TarOut::new(io::BufWriter::new(tmp.as_file()));
+        let out = OutputFile::create(dest)?;
+        let io_err = |e: io::Error| Error::io("write", dest.to_owned(), e);
+        let mut t = TarOut::new(io::BufWriter::new(out.file()));
         t.file("oci-layout", OCI_LAYOUT.len() as u64, OCI_LAYOUT)
             .map_err(io_err)?;
         let index = index_for(items).to_json();
@@ -250,9 +232,7 @@ pub fn save_oci_layout(store: &Store, items: &[SaveItem], dest: &Path, as_tar: b
         let mut w = t.finish().map_err(io_err)?;
         w.flush().map_err(io_err)?;
         drop(w);
-        tmp.as_file().sync_all().map_err(io_err)?;
-        tmp.persist(dest).map_err(|e| io_err(e.error))?;
-        return Ok(());
+        return out.commit();
     }
     fs::create_dir_all(dest).ctx("create", dest)?;
     for it in items {
@@ -269,11 +249,8 @@ pub fn save_oci_layout(store: &Store, items: &[SaveItem], dest: &Path, as_tar: b
                 .ctx("create temp file in", &parent)?;
             io::copy(&mut store.open_blob(&d.digest)?, &mut tmp).ctx("write", tmp.path())?;
             tmp.as_file().sync_all().ctx("fsync", tmp.path())?;
-            tmp.persist(&target).map_err(|e| Error::Io {
-                op: "rename",
-                path: target.clone(),
-                source: e.error,
-            })?;
+            tmp.persist(&target)
+                .map_err(|e| Error::io("rename", target.clone(), e.error))?;
         }
     }
     let mut index = index_for(items);
@@ -321,11 +298,7 @@ fn copy_tree(store: &Store, src: &Source<'_>, desc: &Descriptor, depth: usize) -
                     io::ErrorKind::NotFound => Error::NotFound {
                         what: format!("blob {} in {}", desc.digest, dir.display()),
                     },
-                    _ => Error::Io {
-                        op: "open",
-                        path: p.clone(),
-                        source: e,
-                    },
+                    _ => Error::io("open", p.clone(), e),
                 })?;
                 store.put_reader(BufReader::new(f), Some(desc))?;
             }
@@ -461,11 +434,7 @@ pub fn load_archive(store: &Store, path: &Path) -> Result<Vec<LoadedImage>> {
                 "{} is a directory without index.json: not an OCI image layout",
                 path.display()
             )),
-            _ => Error::Io {
-                op: "read",
-                path: path.join("index.json"),
-                source: e,
-            },
+            _ => Error::io("read", path.join("index.json"), e),
         })?;
         return load_index(store, &Source::Dir(path), &index, &HashMap::new());
     }
@@ -485,11 +454,7 @@ pub fn load_archive(store: &Store, path: &Path) -> Result<Vec<LoadedImage>> {
     let mut docs: HashMap<String, Vec<u8>> = HashMap::new();
     let mut files: HashMap<String, (Digest, u64)> = HashMap::new();
     let mut links: HashMap<String, String> = HashMap::new();
-    let rd = |e: io::Error| Error::Io {
-        op: "read archive",
-        path: path.to_owned(),
-        source: e,
-    };
+    let rd = |e: io::Error| Error::io("read archive", path.to_owned(), e);
     for entry in ar.entries().map_err(rd)? {
         let mut entry = entry.map_err(rd)?;
         let Some(name) = clean_member(&entry.path_bytes()) else {

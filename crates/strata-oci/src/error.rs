@@ -40,6 +40,17 @@ pub enum Error {
     /// Another process holds the ingest for this ref.
     #[error("ingest {0:?} is in use by another writer")]
     Locked(String),
+    /// The file system holding `path` is full (or the user's quota is).
+    #[error("no space left to {op} {path}")]
+    NoSpace {
+        /// What was being done (`write`, `create`...).
+        op: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The OS error (ENOSPC or EDQUOT).
+        #[source]
+        source: io::Error,
+    },
     /// An I/O error at `path`.
     #[error("{op} {path}")]
     Io {
@@ -72,6 +83,22 @@ impl Error {
         matches!(self, Error::DigestMismatch { .. })
     }
 
+    /// Whether this is [`Error::NoSpace`]: the disk holding the store is full.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, Error::NoSpace { .. })
+    }
+
+    /// An I/O error at `path`, classified: [`Error::NoSpace`] when the file
+    /// system is full, else [`Error::Io`].
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        let path = path.into();
+        if is_no_space_errno(&source) {
+            Error::NoSpace { op, path, source }
+        } else {
+            Error::Io { op, path, source }
+        }
+    }
+
     /// Whether this is [`Error::InvalidArgument`].
     pub fn is_invalid_argument(&self) -> bool {
         matches!(self, Error::InvalidArgument(_))
@@ -95,20 +122,63 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for io::Result<T> {
     fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Io {
-            op,
-            path: path.into(),
-            source,
-        })
+        self.map_err(|source| Error::io(op, path, source))
     }
 }
 
 impl<T> IoContext<T> for std::result::Result<T, rustix::io::Errno> {
     fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|e| Error::Io {
-            op,
-            path: path.into(),
-            source: e.into(),
-        })
+        self.map_err(|e| Error::io(op, path, e.into()))
+    }
+}
+
+fn is_no_space_errno(e: &io::Error) -> bool {
+    let no_space = [rustix::io::Errno::NOSPC, rustix::io::Errno::DQUOT];
+    e.raw_os_error()
+        .is_some_and(|n| no_space.iter().any(|x| x.raw_os_error() == n))
+}
+
+/// Whether `err` or any error in its `source()` chain says the file system
+/// is full (an [`Error::NoSpace`], or an OS error ENOSPC or EDQUOT): lets a
+/// crate above the store tell a full disk from other failures.
+pub fn is_no_space(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(e) = e.downcast_ref::<Error>() {
+            if e.is_no_space() {
+                return true;
+            }
+        }
+        if let Some(e) = e.downcast_ref::<io::Error>() {
+            if is_no_space_errno(e) {
+                return true;
+            }
+        }
+        cur = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_told_apart_anywhere_in_a_chain() {
+        let full = io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error());
+        let e = Error::io("write", "/store/ingest/x/data", full);
+        assert!(e.is_no_space());
+        assert_eq!(e.to_string(), "no space left to write /store/ingest/x/data");
+        let other = Error::io("write", "/x", io::Error::other("boom"));
+        assert!(!other.is_no_space() && !is_no_space(&other));
+        // Wrapped by a caller that only keeps the source.
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading the layer")]
+        struct Wrapper(#[source] io::Error);
+        let wrapped = Wrapper(io::Error::from_raw_os_error(
+            rustix::io::Errno::DQUOT.raw_os_error(),
+        ));
+        assert!(is_no_space(&wrapped));
+        assert!(!is_no_space(&Wrapper(io::Error::other("x"))));
     }
 }

@@ -36,8 +36,14 @@
 //! - Leases and roots: [`Store::lease`] -> [`Lease`] (drop to release);
 //!   [`Store::set_root`]`(namespace, name, RootSet)` for persistent roots such
 //!   as the build cache ([`CACHE_NAMESPACE`]).
+//! - Sidecars: [`Store::sidecar`]`(kind)` -> [`Sidecars`] (`put`/`get`/`remove`
+//!   by image ID): per-image files other tools keep beside the store.
 //! - [`Store::verify`] -> [`VerifyReport`]; [`Store::gc`]`(GcOptions)` -> [`GcReport`].
-//! - Archives: [`save_docker_archive`], [`save_oci_layout`], [`load_archive`].
+//! - Archives: [`save_docker_archive`], [`save_oci_layout`], [`load_archive`];
+//!   [`OutputFile`] for an output that appears only complete.
+//! - Build caches outside the store: the [`RemoteCache`] seam, its format
+//!   ([`cache_entry_tag`], [`cache_entry_manifest`], [`parse_cache_entry`];
+//!   docs/cache.md) and [`LayoutCache`] (an OCI layout directory).
 //!
 //! # On-disk layout
 //!
@@ -51,8 +57,18 @@
 //!   gc.lock                 shared by writers (commit, tag, lease), exclusive for gc
 //!   leases/<id>.lock|.json  a live process's lease (the .lock is flocked by it)
 //!   roots/<ns>/<name>.json  persistent roots (the build cache is roots/cache/)
-//!   snapshots/<diffID hex>/ a layer extracted with overlay whiteouts (strata-layer)
-//!   snapshots/.tmp-<pid>-*  extractions in progress (removed when <pid> is dead)
+//!   sidecars/<kind>/<alg>-<hex>[.<key>]
+//!                           per-image files of other tools, by image ID
+//!   snapshots/<diffID hex>/ a layer extracted with overlay whiteouts (strata-layer),
+//!                           synced to disk before it is renamed into place
+//!   snapshots/.tmp-<pid>-<n>/ and .lock
+//!                           an extraction in progress, held ([`Store::hold_extraction`])
+//!   snapshots/.active/<key>/ and <key>.lock
+//!                           a RUN step's or a container's writable layer, held
+//!                           by a flock on <key>.lock ([`Store::hold_active`])
+//!   tmp/<kind>-<pid>-<n>/ and .lock
+//!                           scratch files of a live process (a build's copies of
+//!                           --secret files), held the same way ([`Store::temp_dir`])
 //! ```
 //!
 //! Crash safety: a blob appears under `blobs/` only by `rename` after its
@@ -62,30 +78,52 @@
 //! and `refs.json` is replaced atomically, so no tag ever points at missing
 //! content. Concurrent processes coordinate with `flock`: ingests by ref key,
 //! the tag database, and garbage collection against writers and leases.
+//!
+//! Temporary state is held the same way, with the lock taken before the
+//! state exists and dropped after it is gone: when a holder dies (even by
+//! `kill -9`) the kernel drops its lock, and every [`Store::open`] removes
+//! what it held, so a secret does not outlive a crash beyond the next strata
+//! command. Garbage collection with [`GcOptions::remove_released`] (what
+//! `strata prune` does) also removes the container layers `strata run`
+//! kept. Nothing is removed while a mount point lies under it. A full disk
+//! is [`Error::NoSpace`], naming the path in the store.
 #![deny(missing_docs)]
 
 mod archive;
-mod change;
+mod cache_format;
 mod descriptor;
-mod digest;
 mod error;
 mod image;
+mod layout_cache;
+mod output;
 mod reference;
+mod remote_cache;
 mod store;
 mod time;
 
 pub use archive::{load_archive, save_docker_archive, save_oci_layout, LoadedImage, SaveItem};
-pub use change::apply_change;
+pub use cache_format::{
+    cache_created_now, cache_entry_manifest, cache_entry_older_than, cache_entry_tag,
+    empty_descriptor, is_cache_entry_tag, parse_cache_entry, valid_cache_tag, CacheEntryError,
+    ANNOTATION_CACHE_DIFFID, ANNOTATION_CACHE_KEY, ANNOTATION_CREATED, ANNOTATION_REF_NAME,
+    CACHE_ARTIFACT_TYPE, CACHE_REFRESH_AGE, DEFAULT_CACHE_TAG, EMPTY_JSON,
+};
 pub use descriptor::{media_type, Compression, Descriptor, Platform, PlatformError};
-pub use digest::{Algorithm, Digest, DigestError, Hasher, HashingReader, HashingWriter};
-pub use error::{Error, Result};
+pub use error::{is_no_space, Error, Result};
 pub use image::{
     sniff_media_type, ContainerConfig, Extra, Healthcheck, History, ImageConfig, Index, Manifest,
     RootFs,
 };
+pub use layout_cache::LayoutCache;
+pub use output::OutputFile;
 pub use reference::{Reference, ReferenceError, DEFAULT_DOMAIN};
-pub use store::{
-    remove_tree, GcOptions, GcReport, Image, ImageSummary, Layer, Lease, Problem, RootSet, Store,
-    TagEntry, VerifyReport, Writer, CACHE_NAMESPACE, MAX_DOCUMENT_SIZE, SIDECAR_DIRS,
+pub use remote_cache::{
+    CacheRecord, ExportReport, PruneReport, RemoteCache, RemoteEntry, RemoteError,
 };
+pub use store::{
+    remove_tree, write_atomic, GcOptions, GcReport, Hold, Image, ImageSummary, Layer, Lease,
+    Problem, RootSet, Sidecars, Store, TagEntry, TempDir, VerifyReport, Writer, CACHE_NAMESPACE,
+    MAX_DOCUMENT_SIZE,
+};
+pub use strata_digest::{Algorithm, Digest, DigestError, Hasher, HashingReader, HashingWriter};
 pub use time::{format_rfc3339, parse_rfc3339};

@@ -8,6 +8,9 @@
 //!   `Client::push(&self, &Store, image: &str, dest: &Reference) -> Result<PushSummary>`;
 //!   `Client::pull(&self, &Store, &Reference) -> Result<PullSummary>`;
 //!   `Client::check_login(&self, registry: &str) -> Result<()>`.
+//! - `RegistryCache::new("registry/repo[:tag]", ClientOptions) -> Result<RegistryCache>`
+//!   (`.with_origins(store)`): the build cache in a registry repository, a
+//!   [`strata_oci::RemoteCache`] (docs/cache.md); errors are [`CacheError`].
 //! - `AuthConfig::from_env()`, `AuthConfig::lookup(registry)`,
 //!   `AuthConfig::store(registry, &Credential)`, `AuthConfig::remove(registry)`.
 //! - `serve(Store, ServeOptions) -> impl Future<Output = Result<()>>` (until
@@ -103,7 +106,7 @@ mod progress;
 mod server;
 
 pub use auth::{AuthConfig, Credential};
-pub use client::{Client, ClientOptions};
+pub use client::{CacheError, Client, ClientOptions, RegistryCache};
 pub use error::{Error, Result};
 pub use host::registry_host;
 pub use progress::{BlobKind, BlobOutcome, Event, NoProgress, Progress, PullSummary, PushSummary};

@@ -1,5 +1,6 @@
 //! Startup overhead of each executor for `true` on a busybox root
-//! filesystem (directory and fresh one-layer overlay), as plain numbers.
+//! filesystem (directory and fresh one-layer overlay), with docker's seccomp
+//! profile and unconfined, as plain numbers.
 //! Run as root: `cargo run --release -p strata-sandbox --example startup [N] [executor...]`
 //! (the criterion bench `benches/startup.rs` measures the same with statistics).
 #![allow(clippy::unwrap_used)]
@@ -7,7 +8,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use strata_sandbox::{BuiltinExecutor, Executor, OciExecutor, RootFs, RunSpec, Stdio};
+use strata_sandbox::{BuiltinExecutor, Executor, OciExecutor, RootFs, RunSpec, Seccomp, Stdio};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -37,18 +38,22 @@ fn main() {
     }
     executors.push(Box::new(BuiltinExecutor::new(&state)));
     println!(
-        "{:<10} {:<8} {:>9} {:>9} {:>9}",
-        "executor", "rootfs", "mean ms", "median", "min"
+        "{:<10} {:<8} {:<11} {:>9} {:>9} {:>9}",
+        "executor", "rootfs", "seccomp", "mean ms", "median", "min"
     );
     for e in executors
         .iter()
         .filter(|e| only.is_empty() || only.iter().any(|o| o == e.name()))
     {
-        for overlay in [false, true] {
+        for (overlay, seccomp) in [false, true]
+            .into_iter()
+            .flat_map(|o| [(o, Seccomp::Default), (o, Seccomp::Unconfined)])
+        {
             let mut times = Vec::new();
             for i in 0..n {
                 let mut spec = RunSpec::new(RootFs::Dir(rootfs.clone()), vec!["/bin/true".into()]);
                 spec.stdio = Stdio::Null;
+                spec.seccomp = seccomp.clone();
                 if overlay {
                     let up = dir.path().join(format!("up-{}-{i}", e.name()));
                     let work = dir.path().join(format!("work-{}-{i}", e.name()));
@@ -68,9 +73,14 @@ fn main() {
             let mean = times.iter().sum::<Duration>() / n;
             let ms = |d: Duration| d.as_secs_f64() * 1000.0;
             println!(
-                "{:<10} {:<8} {:>9.1} {:>9.1} {:>9.1}",
+                "{:<10} {:<8} {:<11} {:>9.1} {:>9.1} {:>9.1}",
                 e.name(),
                 if overlay { "overlay" } else { "dir" },
+                if seccomp == Seccomp::Default {
+                    "default"
+                } else {
+                    "unconfined"
+                },
                 ms(mean),
                 ms(times[times.len() / 2]),
                 ms(times[0])

@@ -66,14 +66,11 @@ pub const NOFILE_LIMIT: (u64, u64) = (1024, 524288);
 /// [`NOFILE_LIMIT`] capped by the caller's own hard limit (raising it needs
 /// CAP_SYS_RESOURCE, which strata may not have).
 pub(crate) fn nofile_limit() -> (u64, u64) {
-    // SAFETY: zeroed rlimit is valid output storage.
-    let mut cur: libc::rlimit = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointer.
-    let hard = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) } == 0 {
-        NOFILE_LIMIT.1.min(cur.rlim_max)
-    } else {
-        NOFILE_LIMIT.1
-    };
+    let own = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    // `None` is RLIM_INFINITY
+    let hard = own
+        .maximum
+        .map_or(NOFILE_LIMIT.1, |max| NOFILE_LIMIT.1.min(max));
     (NOFILE_LIMIT.0.min(hard), hard)
 }
 

@@ -87,6 +87,9 @@ pub enum SandboxError {
         /// What it said.
         message: String,
     },
+    /// The seccomp profile cannot be applied.
+    #[error("cannot apply the seccomp profile")]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     /// Waiting for or talking to the sandbox failed.
     #[error("{what}")]
     Io {

@@ -8,10 +8,13 @@
 //! signals reset to their defaults across exec, so the runtime and the
 //! container start with default dispositions.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+use rustix::process::{Pid, PidfdFlags, WaitOptions};
 
 const SIGNALS: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
 
@@ -96,45 +99,33 @@ impl Drop for InterruptGuard {
 /// nth)` for every termination signal that reaches us meanwhile. Returns
 /// the raw wait status. Reaps the child.
 pub(crate) fn wait_pid(
-    pid: libc::pid_t,
+    pid: Pid,
     guard: &mut InterruptGuard,
     mut on_signal: impl FnMut(libc::c_int, u32),
 ) -> std::io::Result<i32> {
-    // SAFETY: pidfd_open on our own child.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let pidfd = if fd >= 0 {
-        // SAFETY: just opened, owned.
-        Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-    } else {
-        None
+    let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty()).ok();
+    let tick = Timespec {
+        tv_sec: 0,
+        tv_nsec: 100_000_000,
     };
+    // __WALL: also a child whose exit signal is not SIGCHLD.
+    let options = WaitOptions::NOHANG | WaitOptions::from_bits_retain(libc::__WALL as u32);
     loop {
         match &pidfd {
             Some(fd) => {
-                let mut pfd = libc::pollfd {
-                    fd: fd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd.
-                unsafe { libc::poll(&mut pfd, 1, 100) };
+                // Readable when the child exits; the timeout lets us look at
+                // the signal count. EINTR is fine: we look anyway.
+                let _ = rustix::event::poll(&mut [PollFd::new(fd, PollFlags::IN)], Some(&tick));
             }
             None => std::thread::sleep(Duration::from_millis(5)),
         }
         if let Some(sig) = guard.take() {
             on_signal(sig, guard.received);
         }
-        let mut status = 0;
-        // SAFETY: waiting on our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::__WALL) };
-        if r == pid {
-            return Ok(status);
-        }
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EINTR) {
-                return Err(e);
-            }
+        match rustix::process::waitpid(Some(pid), options) {
+            Ok(Some((_, status))) => return Ok(status.as_raw()),
+            Ok(None) | Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
 }

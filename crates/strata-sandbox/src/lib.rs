@@ -10,8 +10,16 @@
 //! ipc and uts namespaces (plus network for [`Network::None`]), a minimal
 //! /dev, /proc with Docker's masked and read-only paths, read-only /sys,
 //! generated /etc/hosts, /etc/hostname and /etc/resolv.conf, Docker's
-//! default capability set and `no_new_privs`. The exit status is passed
+//! default capability set, `no_new_privs` and docker's default seccomp
+//! profile ([`Seccomp`]). The exit status is passed
 //! through (128+N when signal N killed the command).
+//!
+//! [`Executor::run`] runs a command to its end (a build's RUN step);
+//! [`Executor::start`] leaves a container running behind a [`Started`]
+//! handle, with a terminal of its own allocated in the container's devpts
+//! when asked ([`pty`]), and [`Executor::exec`] joins a running one. What
+//! a per-container supervisor needs beside (state directory, log, port
+//! forwarding) is in [`supervise`].
 //!
 //! ```
 //! use strata_sandbox::{container_args, resolve_user_with, Isolation, RootFs, RunSpec, Capture, Stdio};
@@ -49,9 +57,13 @@ mod fsutil;
 mod interrupt;
 mod oci;
 mod plan;
+pub mod pty;
 mod pump;
+mod seccomp;
 mod spec;
+mod started;
 mod stubs;
+pub mod supervise;
 mod sys;
 mod user;
 
@@ -63,10 +75,15 @@ pub use cli_rules::{merge_env, parse_volume};
 pub use defaults::{DEFAULT_CAPS, DEFAULT_CAP_MASK, MASKED_PATHS, READONLY_PATHS};
 pub use error::{SandboxError, UserError};
 pub use oci::OciExecutor;
-pub use spec::{
-    Capture, ExitStatus, Isolation, Mount, MountKind, Network, RootFs, RunSpec, Stdio, Stream,
-    User, DEFAULT_PATH_ENV,
+pub use seccomp::{
+    Action as SeccompAction, ArchMap, Arg as SeccompArg, Filter as SeccompFilter, LinuxSeccomp,
+    LinuxSyscall, Op as SeccompOp, Seccomp, SeccompError, SeccompProfile, SyscallRule,
 };
+pub use spec::{
+    Capture, ConsoleSize, ExitStatus, Isolation, Mount, MountKind, Network, RootFs, RunSpec, Stdio,
+    StdioFds, Stream, User, DEFAULT_PATH_ENV,
+};
+pub use started::{ExecSpec, ExecTarget, Started};
 pub use stubs::is_whiteout;
 pub use user::{resolve_user, resolve_user_with, ResolvedUser};
 
@@ -81,12 +98,39 @@ pub trait Executor: Send + Sync {
     /// always cleaned up before this returns.
     fn run(&self, spec: &RunSpec) -> Result<ExitStatus, SandboxError>;
 
+    /// Starts the command and returns once it executed (a command that
+    /// cannot be executed is a [`SandboxError::Exec`] here), leaving it
+    /// running: the [`Started`] handle has its pid, its terminal
+    /// ([`RunSpec::terminal`]) and waits for it. Signals are not forwarded:
+    /// the caller decides. Output goes where [`RunSpec::stdio`] says;
+    /// [`Stdio::Capture`] only with the built-in executor (give an OCI
+    /// runtime descriptors, [`Stdio::Fds`]).
+    fn start(&self, spec: &RunSpec) -> Result<Box<dyn Started>, SandboxError>;
+
+    /// Starts another process in the running container `target` (`docker
+    /// exec`), with the caller's stdin, stdout and stderr unless
+    /// `spec.terminal`, when the handle's console is the new terminal's
+    /// master side (or `None` when the runtime relays the caller's
+    /// terminal itself, as runc and crun do).
+    fn exec(&self, target: &ExecTarget, spec: &ExecSpec) -> Result<Box<dyn Started>, SandboxError>;
+
     /// `runc`, `crun` or `builtin`.
     fn name(&self) -> &str;
 }
 
 /// OCI runtimes in order of preference (crun starts faster than runc).
 pub const RUNTIMES: &[&str] = &["crun", "runc"];
+
+/// The executor that started the container `target` (for `exec`): the same
+/// runtime binary with the same state, or the built-in executor (keeping
+/// scratch files under `state_dir`).
+pub fn executor_for(target: &ExecTarget, state_dir: impl AsRef<Path>) -> Box<dyn Executor> {
+    let state_dir = target.runtime_root.as_deref().unwrap_or(state_dir.as_ref());
+    match &target.runtime {
+        Some(rt) => Box::new(OciExecutor::new(rt, state_dir)),
+        None => Box::new(BuiltinExecutor::new(state_dir)),
+    }
+}
 
 /// The executor for `isolation`: [`Isolation::Oci`] and [`Isolation::Auto`]
 /// use crun or runc when one is on PATH; `Auto` falls back to the built-in
@@ -107,6 +151,19 @@ pub fn pick(
             Some(e) => Box::new(e),
             None => Box::new(BuiltinExecutor::new(state_dir)),
         }),
+    }
+}
+
+/// Makes sure nothing of the container `target` runs any more: for an OCI
+/// runtime, `delete --force` of its container (which kills what is left, as
+/// after a supervisor that died with its container running); the built-in
+/// executor's containers die with the process that started them.
+pub fn force_remove(target: &ExecTarget) {
+    if let (Some(rt), Some(root)) = (&target.runtime, &target.runtime_root) {
+        if target.id.is_empty() {
+            return;
+        }
+        OciExecutor::new(rt, root).force_delete(&target.id);
     }
 }
 

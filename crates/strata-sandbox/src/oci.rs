@@ -16,12 +16,15 @@
 //! controllers like runc does. Nothing changes outside that namespace.
 
 use std::ffi::CString;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use rustix::process::{Pid, WaitOptions};
+use rustix::thread::UnshareFlags;
 use serde_json::{json, Value};
 
 use crate::defaults::{nofile_limit, DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS};
@@ -31,8 +34,10 @@ use crate::interrupt::{wait_pid, InterruptGuard};
 use crate::plan::{cstring, mount_root, root_mount, RootMount};
 use crate::pump::spawn_pump;
 use crate::spec::{ExitStatus, MountKind, Network, RootFs, RunSpec, Stdio, Stream};
+use crate::started::{ExecSpec, ExecTarget, Started};
 use crate::stubs::StubCleaner;
-use crate::sys::{ensure, InRoot, Leaf, Loc, Real, Syscalls};
+use crate::sys::linux::Linux;
+use crate::sys::{ensure, InRoot, Leaf, Loc, Syscalls};
 use crate::Executor;
 
 /// An OCI runtime (runc, crun, or any runtime with their command line).
@@ -84,6 +89,11 @@ impl OciExecutor {
         c
     }
 
+    /// `delete --force ID`, quietly.
+    pub(crate) fn force_delete(&self, id: &str) {
+        self.quiet(&["delete", "-f", id]);
+    }
+
     fn quiet(&self, args: &[&str]) {
         let _ = self
             .command()
@@ -112,7 +122,7 @@ pub(crate) fn config_json(
     spec: &RunSpec,
     root_path: &Path,
     etc_files: &[(&'static str, PathBuf)],
-) -> Value {
+) -> Result<Value, SandboxError> {
     let nofile = nofile_limit();
     let caps: Vec<&str> = DEFAULT_CAPS.iter().map(|(n, _)| *n).collect();
     let mut mounts = vec![
@@ -153,7 +163,23 @@ pub(crate) fn config_json(
     if spec.network == Network::None {
         namespaces.push(json!({"type": "network"}));
     }
-    json!({
+    let mut linux = json!({
+        "namespaces": namespaces,
+        "maskedPaths": MASKED_PATHS,
+        "readonlyPaths": READONLY_PATHS,
+    });
+    if let Some(seccomp) = spec.seccomp.for_run()? {
+        linux["seccomp"] = serde_json::to_value(seccomp)
+            .map_err(|e| SandboxError::io("cannot encode the seccomp profile", e.into()))?;
+    }
+    let mut process_extra = serde_json::Map::new();
+    if let (true, Some(size)) = (spec.terminal, spec.console_size) {
+        process_extra.insert(
+            "consoleSize".into(),
+            json!({"height": size.rows, "width": size.cols}),
+        );
+    }
+    let mut config = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": spec.terminal,
@@ -178,12 +204,12 @@ pub(crate) fn config_json(
         "root": {"path": root_path, "readonly": spec.readonly_rootfs},
         "hostname": spec.hostname,
         "mounts": mounts,
-        "linux": {
-            "namespaces": namespaces,
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
-        },
-    })
+        "linux": linux,
+    });
+    if let Some(p) = config["process"].as_object_mut() {
+        p.extend(process_extra);
+    }
+    Ok(config)
 }
 
 /// What the child does between fork and exec of the runtime (all prepared
@@ -197,35 +223,23 @@ struct PreExec {
 
 impl PreExec {
     fn run(&self) -> std::io::Result<()> {
-        let mut sys = Real;
-        let err = std::io::Error::from_raw_os_error;
-        sys.unshare(libc::CLONE_NEWNS).map_err(err)?;
-        sys.mount(
-            None,
-            Loc::Path(c"/"),
-            None,
-            libc::MS_REC | libc::MS_PRIVATE,
-            None,
-        )
-        .map_err(err)?;
+        let mut sys = Linux;
+        sys.unshare(UnshareFlags::NEWNS)?;
+        sys.make_rprivate(c"/")?;
         if self.hide_cgroup_controllers {
-            sys.mount(
-                Some(Loc::Path(c"/dev/null")),
+            sys.bind(
+                Loc::Path(c"/dev/null"),
                 Loc::Path(c"/sys/fs/cgroup/unified/cgroup.controllers"),
-                None,
-                libc::MS_BIND,
-                None,
-            )
-            .map_err(err)?;
+                false,
+            )?;
         }
         if let Some(rm) = &self.root_mount {
-            mount_root(&mut sys, rm).map_err(err)?;
+            mount_root(&mut sys, rm)?;
         }
         // docker creates a missing working directory
-        let root = sys.open_dir(&self.root).map_err(err)?;
-        let r = ensure(&mut sys, root, &self.cwd, Leaf::Dir);
-        sys.close(root);
-        r.map_err(err)
+        let root = sys.open_dir(&self.root)?;
+        ensure(&mut sys, &root, &self.cwd, Leaf::Dir)?;
+        Ok(())
     }
 }
 
@@ -259,12 +273,19 @@ fn exec_errno(msg: &str) -> Option<i32> {
     }
 }
 
-impl Executor for OciExecutor {
-    fn name(&self) -> &str {
-        &self.name
-    }
+/// A bundle ready for the runtime: config.json written, the root mount
+/// and the private-namespace setup prepared.
+struct Bundle {
+    dir: tempfile::TempDir,
+    id: String,
+    log: PathBuf,
+    pre: Option<PreExec>,
+    stubs: StubCleaner,
+    rootfs: RootFs,
+}
 
-    fn run(&self, spec: &RunSpec) -> Result<ExitStatus, SandboxError> {
+impl OciExecutor {
+    fn bundle(&self, spec: &RunSpec) -> Result<Bundle, SandboxError> {
         crate::validate(spec)?;
         crate::plan::overlay_before_run(&spec.rootfs)?;
         let root_dir = self.runtime_root();
@@ -296,7 +317,7 @@ impl Executor for OciExecutor {
                 (mnt, Some(rm))
             }
         };
-        let config = config_json(spec, &root_path, &etc.files);
+        let config = config_json(spec, &root_path, &etc.files)?;
         let config_path = bundle.path().join("config.json");
         std::fs::write(&config_path, config.to_string())
             .map_err(|e| SandboxError::prepare(&config_path, e))?;
@@ -307,32 +328,94 @@ impl Executor for OciExecutor {
             root: cstring(root_path.as_os_str().as_bytes(), "rootfs path")?,
             cwd: InRoot::new(&spec.cwd).map_err(SandboxError::InvalidSpec)?,
         };
-
         let log = bundle.path().join("runtime.log");
+        Ok(Bundle {
+            dir: bundle,
+            id,
+            log,
+            pre: Some(pre),
+            stubs,
+            rootfs: spec.rootfs.clone(),
+        })
+    }
+
+    /// The runtime command with logging into `log`.
+    fn logged(&self, log: &Path) -> Command {
         let mut cmd = self.command();
         if self.is_crun() {
             cmd.arg(format!("--log=file:{}", log.display()))
                 .arg("--log-format=json");
         } else {
-            cmd.arg("--log").arg(&log).arg("--log-format").arg("json");
+            cmd.arg("--log").arg(log).arg("--log-format").arg("json");
         }
-        cmd.arg("run").arg("--bundle").arg(bundle.path()).arg(&id);
-        match &spec.stdio {
-            Stdio::Inherit => {}
-            Stdio::Null => {
-                cmd.stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null());
-            }
-            Stdio::Capture(_) => {
-                cmd.stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped());
-            }
+        cmd
+    }
+
+    /// The error a failed runtime invocation logged, as a sandbox error.
+    fn failure(&self, log: &Path, program: &str) -> Option<SandboxError> {
+        let msg = runtime_error(log)?;
+        if let Some(errno) = exec_errno(&msg) {
+            return Some(SandboxError::Exec {
+                program: program.to_owned(),
+                source: std::io::Error::from_raw_os_error(errno),
+            });
         }
-        // SAFETY: PreExec::run only makes system calls on data prepared above.
-        unsafe {
-            cmd.pre_exec(move || pre.run());
+        Some(SandboxError::Runtime {
+            runtime: self.name.clone(),
+            message: msg,
+        })
+    }
+}
+
+fn set_stdio(cmd: &mut Command, stdio: &Stdio) -> Result<(), SandboxError> {
+    match stdio {
+        Stdio::Inherit => {}
+        Stdio::Null => {
+            cmd.stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+        }
+        Stdio::Capture(_) => {
+            cmd.stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+        }
+        Stdio::Fds(f) => {
+            let dup = |fd: &std::sync::Arc<std::os::fd::OwnedFd>| {
+                fd.try_clone()
+                    .map(std::process::Stdio::from)
+                    .map_err(|e| SandboxError::io("cannot duplicate a descriptor", e))
+            };
+            cmd.stdin(dup(&f.stdin)?)
+                .stdout(dup(&f.stdout)?)
+                .stderr(dup(&f.stderr)?);
+        }
+    }
+    Ok(())
+}
+
+impl Executor for OciExecutor {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run(&self, spec: &RunSpec) -> Result<ExitStatus, SandboxError> {
+        if spec.terminal {
+            return Err(SandboxError::InvalidSpec(
+                "a terminal needs a started container (Executor::start)".into(),
+            ));
+        }
+        let mut b = self.bundle(spec)?;
+        let root_dir = self.runtime_root();
+        let id = b.id.clone();
+        let mut cmd = self.logged(&b.log);
+        cmd.arg("run").arg("--bundle").arg(b.dir.path()).arg(&id);
+        set_stdio(&mut cmd, &spec.stdio)?;
+        if let Some(pre) = b.pre.take() {
+            // SAFETY: PreExec::run only makes system calls on data prepared above.
+            unsafe {
+                cmd.pre_exec(move || pre.run());
+            }
         }
         let mut guard = InterruptGuard::install();
         let mut child = cmd.spawn().map_err(|e| SandboxError::Spawn {
@@ -351,7 +434,8 @@ impl Executor for OciExecutor {
                 pumps.push(spawn_pump(err, Stream::Stderr, c.clone()));
             }
         }
-        let waited = wait_pid(child.id() as libc::pid_t, &mut guard, |sig, nth| {
+        let pid = Pid::from_child(&child);
+        let waited = wait_pid(pid, &mut guard, |sig, nth| {
             let sig = if nth > 1 { libc::SIGKILL } else { sig };
             self.quiet(&["kill", &id, &sig.to_string()]);
         });
@@ -365,23 +449,324 @@ impl Executor for OciExecutor {
         if interrupted || waited.is_err() || root_dir.join(&id).exists() {
             self.quiet(&["delete", "-f", &id]);
         }
-        stubs.after_run();
-        crate::plan::overlay_after_run(&spec.rootfs);
+        b.stubs.after_run();
+        crate::plan::overlay_after_run(&b.rootfs);
         let status = ExitStatus::from_wait_status(
             waited.map_err(|e| SandboxError::io(format!("cannot wait for {}", self.name), e))?,
         );
         if !status.success() {
-            if let Some(msg) = runtime_error(&log) {
-                if let Some(errno) = exec_errno(&msg) {
-                    return Err(SandboxError::Exec {
-                        program: spec.args.first().cloned().unwrap_or_default(),
-                        source: std::io::Error::from_raw_os_error(errno),
+            if let Some(e) = self.failure(&b.log, spec.args.first().map_or("", String::as_str)) {
+                return Err(e);
+            }
+        }
+        Ok(status)
+    }
+
+    fn start(&self, spec: &RunSpec) -> Result<Box<dyn Started>, SandboxError> {
+        let mut b = self.bundle(spec)?;
+        let id = b.id.clone();
+        let pid_file = b.dir.path().join("container.pid");
+        // `create` then `start`, as conmon drives a runtime: the container's
+        // process waits in `create` until `start`, so it only runs once
+        // `create` has exited and the process was reparented to the caller
+        // (a subreaper), which then gets its exit status; with `run
+        // --detach` a quick command could exit, and be reaped, while still
+        // the runtime's child.
+        let mut cmd = self.logged(&b.log);
+        cmd.arg("create")
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg("--bundle")
+            .arg(b.dir.path());
+        // The runtime connects to this socket and sends the terminal's
+        // master side (its `--console-socket`).
+        let listener = if spec.terminal {
+            let sock = b.dir.path().join("console.sock");
+            let l = std::os::unix::net::UnixListener::bind(&sock)
+                .map_err(|e| SandboxError::prepare(&sock, e))?;
+            cmd.arg("--console-socket").arg(&sock);
+            cmd.stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            Some(l)
+        } else {
+            if matches!(spec.stdio, Stdio::Capture(_)) {
+                return Err(SandboxError::InvalidSpec(
+                    "a started container cannot capture output; give it descriptors".into(),
+                ));
+            }
+            set_stdio(&mut cmd, &spec.stdio)?;
+            None
+        };
+        cmd.arg(&id);
+        if let Some(pre) = b.pre.take() {
+            // SAFETY: PreExec::run only makes system calls on data prepared above.
+            unsafe {
+                cmd.pre_exec(move || pre.run());
+            }
+        }
+        let cleanup = |b: &Bundle| {
+            self.quiet(&["delete", "-f", &b.id]);
+            b.stubs.after_run();
+            crate::plan::overlay_after_run(&b.rootfs);
+        };
+        let status = cmd.status().map_err(|e| SandboxError::Spawn {
+            program: format!(
+                "{} (in a private mount namespace with the root filesystem mounted)",
+                self.runtime.display()
+            ),
+            source: e,
+        });
+        let status = match status {
+            Ok(s) => s,
+            Err(e) => {
+                cleanup(&b);
+                return Err(e);
+            }
+        };
+        let program = spec.args.first().map_or("", String::as_str);
+        let status = if status.success() {
+            self.logged(&b.log)
+                .arg("start")
+                .arg(&id)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .map_err(|e| SandboxError::Spawn {
+                    program: self.runtime.display().to_string(),
+                    source: e,
+                })
+        } else {
+            Ok(status)
+        };
+        match status {
+            Ok(status) if status.success() => {}
+            Ok(status) => {
+                let e = self
+                    .failure(&b.log, program)
+                    .unwrap_or(SandboxError::Runtime {
+                        runtime: self.name.clone(),
+                        message: format!("exited with {status}"),
                     });
+                cleanup(&b);
+                return Err(e);
+            }
+            Err(e) => {
+                cleanup(&b);
+                return Err(e);
+            }
+        }
+        let pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .filter(|p| *p > 0);
+        let Some(pid) = pid else {
+            cleanup(&b);
+            return Err(SandboxError::Runtime {
+                runtime: self.name.clone(),
+                message: "wrote no pid file".into(),
+            });
+        };
+        let console = match listener {
+            Some(l) => {
+                let received =
+                    l.set_nonblocking(true)
+                        .and_then(|()| l.accept())
+                        .and_then(|(conn, _)| {
+                            conn.set_nonblocking(false)?;
+                            crate::pty::recv_fd(conn.as_fd())
+                        });
+                match received {
+                    Ok(Some(fd)) => Some(fd),
+                    Ok(None) | Err(_) => {
+                        let _ = rustix::process::kill_process(
+                            Pid::from_raw(pid).unwrap_or(Pid::INIT),
+                            rustix::process::Signal::KILL,
+                        );
+                        cleanup(&b);
+                        return Err(SandboxError::Runtime {
+                            runtime: self.name.clone(),
+                            message: "sent no terminal on the console socket".into(),
+                        });
+                    }
                 }
-                return Err(SandboxError::Runtime {
-                    runtime: self.name.clone(),
-                    message: msg,
-                });
+            }
+            None => None,
+        };
+        Ok(Box::new(OciStarted {
+            exec: self.clone(),
+            id,
+            pid,
+            console,
+            bundle: b,
+        }))
+    }
+
+    fn exec(&self, target: &ExecTarget, spec: &ExecSpec) -> Result<Box<dyn Started>, SandboxError> {
+        let log_dir = tempfile::Builder::new()
+            .prefix("exec-")
+            .tempdir_in(&self.state_dir)
+            .map_err(|e| SandboxError::prepare(&self.state_dir, e))?;
+        let log = log_dir.path().join("runtime.log");
+        let mut cmd = self.logged(&log);
+        cmd.arg("exec");
+        if spec.terminal {
+            cmd.arg("--tty");
+        }
+        cmd.arg("--cwd").arg(&spec.cwd);
+        cmd.arg("--user")
+            .arg(format!("{}:{}", spec.user.uid, spec.user.gid));
+        if !spec.user.additional_gids.is_empty() && !self.is_crun() {
+            for g in &spec.user.additional_gids {
+                cmd.arg("--additional-gids").arg(g.to_string());
+            }
+        }
+        for e in &spec.env {
+            cmd.arg("--env").arg(e);
+        }
+        cmd.arg(&target.id).args(&spec.args);
+        let child = cmd.spawn().map_err(|e| SandboxError::Spawn {
+            program: self.runtime.display().to_string(),
+            source: e,
+        })?;
+        Ok(Box::new(OciExec {
+            exec: self.clone(),
+            child,
+            log,
+            _dir: log_dir,
+            program: spec.args.first().cloned().unwrap_or_default(),
+            target: target.clone(),
+        }))
+    }
+}
+
+/// A container started detached by an OCI runtime.
+struct OciStarted {
+    exec: OciExecutor,
+    id: String,
+    pid: i32,
+    console: Option<std::os::fd::OwnedFd>,
+    bundle: Bundle,
+}
+
+impl Started for OciStarted {
+    fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    fn take_console(&mut self) -> Option<std::os::fd::OwnedFd> {
+        self.console.take()
+    }
+
+    fn signal(&self, sig: i32) -> std::io::Result<()> {
+        let pid = Pid::from_raw(self.pid)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        let sig = rustix::process::Signal::from_named_raw(sig)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        rustix::process::kill_process(pid, sig).map_err(Into::into)
+    }
+
+    fn exec_target(&self) -> ExecTarget {
+        ExecTarget {
+            executor: self.exec.name.clone(),
+            runtime: Some(self.exec.runtime.clone()),
+            runtime_root: Some(self.exec.state_dir.clone()),
+            id: self.id.clone(),
+            pid: self.pid,
+        }
+    }
+
+    fn wait(self: Box<Self>) -> Result<ExitStatus, SandboxError> {
+        let status = match Pid::from_raw(self.pid) {
+            Some(pid) => wait_any(pid),
+            None => ExitStatus(255),
+        };
+        self.exec.quiet(&["delete", "-f", &self.id]);
+        self.bundle.stubs.after_run();
+        crate::plan::overlay_after_run(&self.bundle.rootfs);
+        Ok(status)
+    }
+}
+
+/// Waits for `pid`: as its parent (a child subreaper inherits a detached
+/// container) with its status, else until it is gone (status unknown: 255).
+/// A subreaper also inherits what the runtime left behind, and reaps it
+/// here: a zombie left in the container's pid namespace would keep the
+/// namespace's pid 1 from ever finishing its exit.
+fn wait_any(pid: Pid) -> ExitStatus {
+    let all = WaitOptions::from_bits_retain(libc::__WALL as u32);
+    let subreaper = rustix::process::child_subreaper().is_ok_and(|p| p.is_some());
+    loop {
+        let r = if subreaper {
+            rustix::process::wait(all)
+        } else {
+            rustix::process::waitpid(Some(pid), all)
+        };
+        match r {
+            Ok(Some((p, status))) if p == pid => {
+                return ExitStatus::from_wait_status(status.as_raw())
+            }
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(_) => break,
+        }
+    }
+    if let Ok(fd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+        loop {
+            let mut fds = [rustix::event::PollFd::new(
+                &fd,
+                rustix::event::PollFlags::IN,
+            )];
+            match rustix::event::poll(&mut fds, None) {
+                Err(rustix::io::Errno::INTR) => {}
+                _ => break,
+            }
+        }
+    }
+    ExitStatus(255)
+}
+
+/// A process started by `runtime exec`.
+struct OciExec {
+    exec: OciExecutor,
+    child: std::process::Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+    program: String,
+    target: ExecTarget,
+}
+
+impl Started for OciExec {
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn take_console(&mut self) -> Option<std::os::fd::OwnedFd> {
+        None
+    }
+
+    fn signal(&self, sig: i32) -> std::io::Result<()> {
+        // The runtime forwards what it receives to the process.
+        let pid = Pid::from_child(&self.child);
+        let sig = rustix::process::Signal::from_named_raw(sig)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        rustix::process::kill_process(pid, sig).map_err(Into::into)
+    }
+
+    fn exec_target(&self) -> ExecTarget {
+        self.target.clone()
+    }
+
+    fn wait(mut self: Box<Self>) -> Result<ExitStatus, SandboxError> {
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| SandboxError::io(format!("cannot wait for {}", self.exec.name), e))?;
+        use std::os::unix::process::ExitStatusExt;
+        let status = ExitStatus::from_wait_status(status.into_raw());
+        if !status.success() {
+            if let Some(e) = self.exec.failure(&self.log, &self.program) {
+                return Err(e);
             }
         }
         Ok(status)
@@ -411,7 +796,8 @@ mod tests {
             &s,
             Path::new("/b/rootfs"),
             &[("/etc/hosts", "/b/hosts".into())],
-        );
+        )
+        .unwrap();
         let caps = c["process"]["capabilities"]["bounding"].as_array().unwrap();
         assert_eq!(caps.len(), 14);
         assert!(caps.contains(&json!("CAP_NET_BIND_SERVICE")));
@@ -459,7 +845,7 @@ mod tests {
             json!(["nosuid", "nodev", "size=1024"])
         );
         s.network = Network::Host;
-        let c = config_json(&s, Path::new("/b/rootfs"), &[]);
+        let c = config_json(&s, Path::new("/b/rootfs"), &[]).unwrap();
         assert_eq!(c["linux"]["namespaces"].as_array().unwrap().len(), 4);
     }
 
@@ -467,7 +853,7 @@ mod tests {
     fn config_validates_against_runtime_spec_schema_fields() {
         // Every top-level key is one the runtime spec defines.
         let s = RunSpec::new(RootFs::Dir("/r".into()), vec!["true".into()]);
-        let c = config_json(&s, Path::new("/r"), &[]);
+        let c = config_json(&s, Path::new("/r"), &[]).unwrap();
         for k in c.as_object().unwrap().keys() {
             assert!(
                 [
@@ -482,6 +868,59 @@ mod tests {
                 "{k}"
             );
         }
+    }
+
+    #[test]
+    fn config_carries_dockers_seccomp_profile_unless_unconfined() {
+        let mut s = RunSpec::new(RootFs::Dir("/r".into()), vec!["true".into()]);
+        let c = config_json(&s, Path::new("/r"), &[]).unwrap();
+        let sc = &c["linux"]["seccomp"];
+        assert_eq!(sc["defaultAction"], json!("SCMP_ACT_ERRNO"));
+        assert_eq!(sc["defaultErrnoRet"], json!(1));
+        if std::env::consts::ARCH == "x86_64" {
+            assert_eq!(
+                sc["architectures"],
+                json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"])
+            );
+        }
+        let rules = sc["syscalls"].as_array().unwrap();
+        let rule = |name: &str| {
+            rules
+                .iter()
+                .filter(|r| r["names"].as_array().unwrap().contains(&json!(name)))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        // resolved for docker's default capabilities: no CAP_SYS_ADMIN rules
+        assert!(rule("mount").is_empty() && rule("unshare").is_empty());
+        assert!(rule("keyctl").is_empty() && rule("add_key").is_empty());
+        assert_eq!(
+            rule("clone3"),
+            vec![json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38})]
+        );
+        assert_eq!(
+            rule("clone")[0]["args"],
+            json!([{"index": 0, "value": 2114060288u64, "op": "SCMP_CMP_MASKED_EQ"}])
+        );
+        assert_eq!(
+            rule("chroot").len(),
+            1,
+            "CAP_SYS_CHROOT is a default capability"
+        );
+        assert_eq!(rule("personality").len(), 5);
+        assert_eq!(rule("read")[0]["action"], json!("SCMP_ACT_ALLOW"));
+        // no docker-only keys reach the runtime
+        for r in rules {
+            for k in r.as_object().unwrap().keys() {
+                assert!(
+                    ["names", "action", "errnoRet", "args"].contains(&k.as_str()),
+                    "{k}"
+                );
+            }
+        }
+        s.seccomp = crate::Seccomp::Unconfined;
+        let c = config_json(&s, Path::new("/r"), &[]).unwrap();
+        assert!(c["linux"].get("seccomp").is_none());
     }
 
     #[test]

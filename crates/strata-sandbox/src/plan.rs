@@ -6,20 +6,15 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use rustix::mount::MountFlags;
+use rustix::process::{Gid, Resource, Rlimit, Uid};
+use rustix::thread::CapabilitySet;
+
 use crate::defaults::{nofile_limit, DEFAULT_CAP_MASK, DEVICES, MASKED_PATHS, READONLY_PATHS};
 use crate::error::SandboxError;
+use crate::seccomp::Program;
 use crate::spec::{MountKind, RootFs, RunSpec};
-use crate::sys::{ensure, Errno, Fd, InRoot, Leaf, Loc, Syscalls};
-
-const MS_RDONLY: u64 = libc::MS_RDONLY;
-const MS_NOSUID: u64 = libc::MS_NOSUID;
-const MS_NODEV: u64 = libc::MS_NODEV;
-const MS_NOEXEC: u64 = libc::MS_NOEXEC;
-const MS_BIND: u64 = libc::MS_BIND;
-const MS_REC: u64 = libc::MS_REC;
-const MS_REMOUNT: u64 = libc::MS_REMOUNT;
-const MS_PRIVATE: u64 = libc::MS_PRIVATE;
-const MS_STRICTATIME: u64 = libc::MS_STRICTATIME;
+use crate::sys::{ensure, Errno, InRoot, Leaf, Loc, Syscalls};
 
 pub(crate) fn cstring(s: impl AsRef<[u8]>, what: &str) -> Result<CString, SandboxError> {
     CString::new(s.as_ref().to_vec())
@@ -33,18 +28,26 @@ fn path_c(p: &Path, what: &str) -> Result<CString, SandboxError> {
 /// Mounting the root filesystem at `target` (a host directory).
 #[derive(Debug)]
 pub(crate) struct RootMount {
-    /// Directory to chdir into first, so the overlay options can use short
-    /// relative paths (mount data is limited to one page).
-    pub chdir: Option<CString>,
-    pub source: CString,
-    pub fstype: Option<CString>,
-    pub flags: u64,
-    pub data: Option<CString>,
+    pub kind: RootKind,
     pub target: CString,
 }
 
 /// Options of the overlay a run's root is (see [`root_mount`]).
 pub(crate) const OVERLAY_OPTIONS: &str = "redirect_dir=off,index=off,metacopy=off,volatile";
+
+/// What [`RootMount`] mounts.
+#[derive(Debug)]
+pub(crate) enum RootKind {
+    /// A directory, bound recursively.
+    Bind { source: CString },
+    /// An overlay with these options.
+    Overlay {
+        /// Directory to chdir into first, so the options can use short
+        /// relative paths (mount data is limited to one page).
+        chdir: Option<CString>,
+        data: CString,
+    },
+}
 
 fn check_overlay_path(p: &Path) -> Result<(), SandboxError> {
     let b = p.as_os_str().as_bytes();
@@ -75,11 +78,9 @@ pub(crate) fn root_mount(
     let target_c = path_c(target, "rootfs mount point")?;
     match rootfs {
         RootFs::Dir(dir) => Ok(RootMount {
-            chdir: None,
-            source: path_c(dir, "rootfs directory")?,
-            fstype: None,
-            flags: MS_BIND | MS_REC,
-            data: None,
+            kind: RootKind::Bind {
+                source: path_c(dir, "rootfs directory")?,
+            },
             target: target_c,
         }),
         RootFs::Overlay {
@@ -114,11 +115,10 @@ pub(crate) fn root_mount(
             );
             if abs.len() <= MAX_MOUNT_DATA {
                 return Ok(RootMount {
-                    chdir: None,
-                    source: c"overlay".into(),
-                    fstype: Some(c"overlay".into()),
-                    flags: 0,
-                    data: Some(cstring(abs, "overlay options")?),
+                    kind: RootKind::Overlay {
+                        chdir: None,
+                        data: cstring(abs, "overlay options")?,
+                    },
                     target: target_c,
                 });
             }
@@ -148,11 +148,10 @@ pub(crate) fn root_mount(
                 )));
             }
             Ok(RootMount {
-                chdir: Some(path_c(&common, "overlay parent directory")?),
-                source: c"overlay".into(),
-                fstype: Some(c"overlay".into()),
-                flags: 0,
-                data: Some(cstring(short, "overlay options")?),
+                kind: RootKind::Overlay {
+                    chdir: Some(path_c(&common, "overlay parent directory")?),
+                    data: cstring(short, "overlay options")?,
+                },
                 target: target_c,
             })
         }
@@ -195,21 +194,26 @@ pub(crate) fn overlay_after_run(rootfs: &RootFs) {
 }
 
 /// Mounts the root filesystem (the caller is already in a private mount namespace).
-pub(crate) fn mount_root(sys: &mut impl Syscalls, rm: &RootMount) -> Result<(), Errno> {
-    if let Some(dir) = &rm.chdir {
-        sys.chdir(dir)?;
+pub(crate) fn mount_root<S: Syscalls>(sys: &mut S, rm: &RootMount) -> Result<(), Errno> {
+    match &rm.kind {
+        RootKind::Bind { source } => sys.bind(Loc::Path(source), Loc::Path(&rm.target), true),
+        RootKind::Overlay { chdir, data } => {
+            if let Some(dir) = chdir {
+                sys.chdir(dir)?;
+            }
+            let r = sys.mount(
+                c"overlay",
+                Loc::Path(&rm.target),
+                c"overlay",
+                MountFlags::empty(),
+                Some(data),
+            );
+            if chdir.is_some() {
+                sys.chdir(c"/")?;
+            }
+            r
+        }
     }
-    let r = sys.mount(
-        Some(Loc::Path(&rm.source)),
-        Loc::Path(&rm.target),
-        rm.fstype.as_deref(),
-        rm.flags,
-        rm.data.as_deref(),
-    );
-    if rm.chdir.is_some() {
-        sys.chdir(c"/")?;
-    }
-    r
 }
 
 /// One setup step inside the new root.
@@ -218,12 +222,9 @@ pub(crate) enum Step {
     Mount {
         target: InRoot,
         leaf: Leaf,
-        source: Option<CString>,
-        fstype: Option<CString>,
-        flags: u64,
-        data: Option<CString>,
-        /// Extra flags for a `MS_BIND|MS_REMOUNT` after the mount (read-only binds).
-        remount: Option<u64>,
+        how: How,
+        /// Remount the bind read-only afterwards.
+        readonly: bool,
     },
     /// Hide: /dev/null over a file, an empty read-only tmpfs over a directory.
     Mask(InRoot),
@@ -236,26 +237,38 @@ pub(crate) enum Step {
     Mkdir(InRoot),
 }
 
+/// How a [`Step::Mount`] mounts.
+#[derive(Debug)]
+pub(crate) enum How {
+    /// A new filesystem instance.
+    Fs {
+        source: CString,
+        fstype: CString,
+        flags: MountFlags,
+        data: Option<CString>,
+    },
+    /// A bind mount of a host path.
+    Bind { source: CString, recursive: bool },
+}
+
 impl Step {
     fn describe(&self) -> String {
         match self {
-            Step::Mount {
-                target,
-                source,
-                fstype,
-                ..
-            } => format!(
-                "mount {} ({}) on {}",
-                source
-                    .as_deref()
-                    .map(|s| s.to_string_lossy())
-                    .unwrap_or_default(),
-                fstype
-                    .as_deref()
-                    .map(|s| s.to_string_lossy())
-                    .unwrap_or("bind".into()),
-                target.display
-            ),
+            Step::Mount { target, how, .. } => match how {
+                How::Fs { source, fstype, .. } => format!(
+                    "mount {} ({}) on {}",
+                    source.to_string_lossy(),
+                    fstype.to_string_lossy(),
+                    target.display
+                ),
+                How::Bind { source, .. } => {
+                    format!(
+                        "mount {} (bind) on {}",
+                        source.to_string_lossy(),
+                        target.display
+                    )
+                }
+            },
             Step::Mask(p) => format!("mask {}", p.display),
             Step::ReadOnly(p) => format!("make {} read-only", p.display),
             Step::Symlink { link, to } => {
@@ -287,6 +300,9 @@ pub(crate) mod at {
     pub const NO_NEW_PRIVS: u32 = 17;
     pub const CHDIR: u32 = 18;
     pub const EXEC: u32 = 19;
+    pub const SECCOMP: u32 = 20;
+    pub const CONSOLE: u32 = 21;
+    pub const SETNS: u32 = 22;
     pub const STEP: u32 = 100;
 }
 
@@ -311,74 +327,76 @@ impl SetupPlan {
         root: RootMount,
         etc_files: &[(&'static str, std::path::PathBuf)],
     ) -> Result<SetupPlan, SandboxError> {
+        use MountFlags as F;
         let mut steps = Vec::new();
-        let mount = |target: &str,
-                     leaf,
-                     source: Option<&str>,
-                     fstype: Option<&str>,
-                     flags,
-                     data: Option<&str>|
+        let fs = |target: &str,
+                  source: &str,
+                  fstype: &str,
+                  flags: MountFlags,
+                  data: Option<&str>|
          -> Result<Step, SandboxError> {
             Ok(Step::Mount {
                 target: in_root(target)?,
-                leaf,
-                source: source.map(|s| cstring(s, "mount source")).transpose()?,
-                fstype: fstype.map(|s| cstring(s, "fs type")).transpose()?,
-                flags,
-                data: data.map(|s| cstring(s, "mount options")).transpose()?,
-                remount: None,
+                leaf: Leaf::Dir,
+                how: How::Fs {
+                    source: cstring(source, "mount source")?,
+                    fstype: cstring(fstype, "fs type")?,
+                    flags,
+                    data: data.map(|s| cstring(s, "mount options")).transpose()?,
+                },
+                readonly: false,
             })
         };
-        steps.push(mount(
-            "/proc",
-            Leaf::Dir,
-            Some("proc"),
-            Some("proc"),
-            MS_NOSUID | MS_NODEV | MS_NOEXEC,
-            None,
-        )?);
-        steps.push(mount(
+        let bind_file = |target: &str, source: &[u8]| -> Result<Step, SandboxError> {
+            Ok(Step::Mount {
+                target: in_root(target)?,
+                leaf: Leaf::File,
+                how: How::Bind {
+                    source: cstring(source, "bind source")?,
+                    recursive: false,
+                },
+                readonly: false,
+            })
+        };
+        let nosuid_nodev_noexec = F::NOSUID | F::NODEV | F::NOEXEC;
+        steps.push(fs("/proc", "proc", "proc", nosuid_nodev_noexec, None)?);
+        steps.push(fs(
             "/sys",
-            Leaf::Dir,
-            Some("sysfs"),
-            Some("sysfs"),
-            MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
+            "sysfs",
+            "sysfs",
+            nosuid_nodev_noexec | F::RDONLY,
             None,
         )?);
-        steps.push(mount(
+        steps.push(fs(
             "/dev",
-            Leaf::Dir,
-            Some("tmpfs"),
-            Some("tmpfs"),
-            MS_NOSUID | MS_STRICTATIME,
+            "tmpfs",
+            "tmpfs",
+            F::NOSUID | F::STRICTATIME,
             Some("mode=755,size=65536k"),
         )?);
         for dev in DEVICES {
             let p = format!("/dev/{dev}");
-            steps.push(mount(&p, Leaf::File, Some(&p), None, MS_BIND, None)?);
+            steps.push(bind_file(&p, p.as_bytes())?);
         }
-        steps.push(mount(
+        steps.push(fs(
             "/dev/pts",
-            Leaf::Dir,
-            Some("devpts"),
-            Some("devpts"),
-            MS_NOSUID | MS_NOEXEC,
+            "devpts",
+            "devpts",
+            F::NOSUID | F::NOEXEC,
             Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
         )?);
-        steps.push(mount(
+        steps.push(fs(
             "/dev/shm",
-            Leaf::Dir,
-            Some("shm"),
-            Some("tmpfs"),
-            MS_NOSUID | MS_NODEV | MS_NOEXEC,
+            "shm",
+            "tmpfs",
+            nosuid_nodev_noexec,
             Some("mode=1777,size=65536k"),
         )?);
-        steps.push(mount(
+        steps.push(fs(
             "/dev/mqueue",
-            Leaf::Dir,
-            Some("mqueue"),
-            Some("mqueue"),
-            MS_NOSUID | MS_NODEV | MS_NOEXEC,
+            "mqueue",
+            "mqueue",
+            nosuid_nodev_noexec,
             None,
         )?);
         for (link, to) in [
@@ -394,8 +412,7 @@ impl SetupPlan {
             });
         }
         for (target, file) in etc_files {
-            let src = file.to_string_lossy();
-            steps.push(mount(target, Leaf::File, Some(&src), None, MS_BIND, None)?);
+            steps.push(bind_file(target, file.as_os_str().as_bytes())?);
         }
         for m in &spec.mounts {
             steps.push(match &m.kind {
@@ -405,21 +422,20 @@ impl SetupPlan {
                     Step::Mount {
                         target: in_root(&m.target)?,
                         leaf: if meta.is_dir() { Leaf::Dir } else { Leaf::File },
-                        source: Some(path_c(source, "bind source")?),
-                        fstype: None,
-                        flags: MS_BIND | MS_REC,
-                        data: None,
-                        remount: readonly.then_some(MS_RDONLY),
+                        how: How::Bind {
+                            source: path_c(source, "bind source")?,
+                            recursive: true,
+                        },
+                        readonly: *readonly,
                     }
                 }
                 MountKind::Tmpfs { size } => {
                     let data = size.map(|s| format!("size={s}"));
-                    mount(
+                    fs(
                         &m.target,
-                        Leaf::Dir,
-                        Some("tmpfs"),
-                        Some("tmpfs"),
-                        MS_NOSUID | MS_NODEV,
+                        "tmpfs",
+                        "tmpfs",
+                        F::NOSUID | F::NODEV,
                         data.as_deref(),
                     )?
                 }
@@ -445,19 +461,13 @@ impl SetupPlan {
     pub(crate) fn describe(&self, at_code: u32) -> String {
         match at_code {
             at::PRIVATE => "make the mount namespace private".into(),
-            at::ROOT_MOUNT => match &self.root.fstype {
-                Some(_) => format!(
-                    "mount the overlay ({})",
-                    self.root
-                        .data
-                        .as_deref()
-                        .map(|d| d.to_string_lossy())
-                        .unwrap_or_default()
-                ),
-                None => format!(
-                    "bind-mount the root directory {}",
-                    self.root.source.to_string_lossy()
-                ),
+            at::ROOT_MOUNT => match &self.root.kind {
+                RootKind::Overlay { data, .. } => {
+                    format!("mount the overlay ({})", data.to_string_lossy())
+                }
+                RootKind::Bind { source } => {
+                    format!("bind-mount the root directory {}", source.to_string_lossy())
+                }
             },
             at::ROOT_OPEN => "open the root mount".into(),
             at::READONLY_ROOT => "remount the root read-only".into(),
@@ -476,6 +486,9 @@ impl SetupPlan {
             at::NO_NEW_PRIVS => "set no_new_privs".into(),
             at::CHDIR => "change to the working directory".into(),
             at::EXEC => "execute the command".into(),
+            at::SECCOMP => "install the seccomp filter".into(),
+            at::CONSOLE => "open the container's terminal".into(),
+            at::SETNS => "join the container's namespaces".into(),
             n if n >= at::STEP => self
                 .steps
                 .get((n - at::STEP) as usize)
@@ -487,23 +500,18 @@ impl SetupPlan {
 
     /// Everything up to and including pivot_root. The caller is in new
     /// mount/pid/ipc/uts(/net) namespaces.
-    pub(crate) fn apply(&self, sys: &mut impl Syscalls) -> Result<(), (u32, Errno)> {
-        sys.mount(None, Loc::Path(c"/"), None, MS_REC | MS_PRIVATE, None)
-            .map_err(|e| (at::PRIVATE, e))?;
+    pub(crate) fn apply<S: Syscalls>(&self, sys: &mut S) -> Result<(), (u32, Errno)> {
+        sys.make_rprivate(c"/").map_err(|e| (at::PRIVATE, e))?;
         mount_root(sys, &self.root).map_err(|e| (at::ROOT_MOUNT, e))?;
         let root = sys
             .open_dir(&self.root.target)
             .map_err(|e| (at::ROOT_OPEN, e))?;
-        let r = self.apply_steps(sys, root);
-        sys.close(root);
-        r?;
+        self.apply_steps(sys, &root)?;
+        drop(root);
         if self.readonly_root {
-            sys.mount(
-                None,
+            sys.remount(
                 Loc::Path(&self.root.target),
-                None,
-                MS_BIND | MS_REMOUNT | MS_RDONLY,
-                None,
+                MountFlags::BIND | MountFlags::RDONLY,
             )
             .map_err(|e| (at::READONLY_ROOT, e))?;
         }
@@ -516,12 +524,12 @@ impl SetupPlan {
         // and is detached right away; no directory is needed in the rootfs.
         sys.chdir(&self.root.target).map_err(|e| (at::PIVOT, e))?;
         sys.pivot_root(c".", c".").map_err(|e| (at::PIVOT, e))?;
-        sys.umount_detach(c".").map_err(|e| (at::PIVOT, e))?;
+        sys.unmount_detach(c".").map_err(|e| (at::PIVOT, e))?;
         sys.chdir(c"/").map_err(|e| (at::PIVOT, e))?;
         Ok(())
     }
 
-    fn apply_steps(&self, sys: &mut impl Syscalls, root: Fd) -> Result<(), (u32, Errno)> {
+    fn apply_steps<S: Syscalls>(&self, sys: &mut S, root: &S::Fd) -> Result<(), (u32, Errno)> {
         for (i, step) in self.steps.iter().enumerate() {
             let code = at::STEP + i as u32;
             apply_step(sys, root, step).map_err(|e| (code, e))?;
@@ -530,98 +538,68 @@ impl SetupPlan {
     }
 }
 
-fn apply_step(sys: &mut impl Syscalls, root: Fd, step: &Step) -> Result<(), Errno> {
+fn apply_step<S: Syscalls>(sys: &mut S, root: &S::Fd, step: &Step) -> Result<(), Errno> {
+    use MountFlags as F;
     match step {
         Step::Mount {
             target,
             leaf,
-            source,
-            fstype,
-            flags,
-            data,
-            remount,
+            how,
+            readonly,
         } => {
             ensure(sys, root, target, *leaf)?;
             let fd = sys.open_in_root(root, &target.path)?;
-            let r = sys.mount(
-                source.as_deref().map(Loc::Path),
-                Loc::Fd(fd),
-                fstype.as_deref(),
-                *flags,
-                data.as_deref(),
-            );
-            sys.close(fd);
-            r?;
-            if let Some(extra) = remount {
+            match how {
+                How::Fs {
+                    source,
+                    fstype,
+                    flags,
+                    data,
+                } => sys.mount(source, Loc::Fd(&fd), fstype, *flags, data.as_deref())?,
+                How::Bind { source, recursive } => {
+                    sys.bind(Loc::Path(source), Loc::Fd(&fd), *recursive)?
+                }
+            }
+            if *readonly {
                 // reopen: the new fd refers to the new mount's root
                 let fd = sys.open_in_root(root, &target.path)?;
-                let r = sys.mount(
-                    None,
-                    Loc::Fd(fd),
-                    None,
-                    MS_BIND | MS_REMOUNT | MS_REC | extra,
-                    None,
-                );
-                sys.close(fd);
-                r?;
+                sys.remount(Loc::Fd(&fd), F::BIND | F::REC | F::RDONLY)?;
             }
             Ok(())
         }
         Step::Mask(p) => {
             let fd = match sys.open_in_root(root, &p.path) {
                 Ok(fd) => fd,
-                Err(libc::ENOENT) => return Ok(()),
+                Err(Errno::NOENT) => return Ok(()),
                 Err(e) => return Err(e),
             };
-            let r = match sys.is_dir(fd) {
-                Ok(true) => sys.mount(
-                    Some(Loc::Path(c"tmpfs")),
-                    Loc::Fd(fd),
-                    Some(c"tmpfs"),
-                    MS_RDONLY,
-                    None,
-                ),
-                Ok(false) => sys.mount(
-                    Some(Loc::Path(c"/dev/null")),
-                    Loc::Fd(fd),
-                    None,
-                    MS_BIND,
-                    None,
-                ),
-                Err(e) => Err(e),
-            };
-            sys.close(fd);
-            r
+            if sys.is_dir(&fd)? {
+                sys.mount(c"tmpfs", Loc::Fd(&fd), c"tmpfs", F::RDONLY, None)
+            } else {
+                sys.bind(Loc::Path(c"/dev/null"), Loc::Fd(&fd), false)
+            }
         }
         Step::ReadOnly(p) => {
             let fd = match sys.open_in_root(root, &p.path) {
                 Ok(fd) => fd,
-                Err(libc::ENOENT) => return Ok(()),
+                Err(Errno::NOENT) => return Ok(()),
                 Err(e) => return Err(e),
             };
-            let r = sys.mount(Some(Loc::Fd(fd)), Loc::Fd(fd), None, MS_BIND | MS_REC, None);
-            sys.close(fd);
-            r?;
+            sys.bind(Loc::Fd(&fd), Loc::Fd(&fd), true)?;
+            drop(fd);
             let fd = sys.open_in_root(root, &p.path)?;
-            let r = sys.mount(
-                None,
-                Loc::Fd(fd),
-                None,
-                MS_BIND | MS_REMOUNT | MS_REC | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                None,
-            );
-            sys.close(fd);
-            r
+            sys.remount(
+                Loc::Fd(&fd),
+                F::BIND | F::REC | F::RDONLY | F::NOSUID | F::NODEV | F::NOEXEC,
+            )
         }
         Step::Symlink { link, to } => {
             let Some((_, parent, name)) = link.steps.last() else {
-                return Err(libc::EINVAL);
+                return Err(Errno::INVAL);
             };
             let pfd = sys.open_in_root(root, parent)?;
-            let r = sys.symlink_at(to, pfd, name);
-            sys.close(pfd);
-            match r {
-                Ok(()) | Err(libc::EEXIST) => Ok(()),
+            match sys.symlink_at(to, &pfd, name) {
+                Ok(()) | Err(Errno::EXIST) => Ok(()),
                 Err(e) => Err(e),
             }
         }
@@ -632,11 +610,13 @@ fn apply_step(sys: &mut impl Syscalls, root: Fd, step: &Step) -> Result<(), Errn
 /// The process side of a built-in run: credentials, capabilities, exec.
 pub(crate) struct ProcessPlan {
     pub cwd: CString,
-    pub uid: u32,
-    pub gid: u32,
-    pub groups: Vec<libc::gid_t>,
-    pub caps: u64,
-    pub nofile: (u64, u64),
+    pub uid: Uid,
+    pub gid: Gid,
+    pub groups: Vec<Gid>,
+    pub caps: CapabilitySet,
+    pub nofile: Rlimit,
+    /// Seccomp filters, installed in order just before `execve`.
+    pub seccomp: Vec<Program>,
     pub program: String,
     /// Candidate paths for `args[0]` (PATH lookup done inside the container).
     pub candidates: Vec<CString>,
@@ -688,11 +668,23 @@ impl ProcessPlan {
         envp_ptrs.push(std::ptr::null());
         Ok(ProcessPlan {
             cwd: cstring(&spec.cwd, "working directory")?,
-            uid: spec.user.uid,
-            gid: spec.user.gid,
-            groups: spec.user.additional_gids.clone(),
-            caps: DEFAULT_CAP_MASK,
-            nofile: nofile_limit(),
+            uid: Uid::from_raw(spec.user.uid),
+            gid: Gid::from_raw(spec.user.gid),
+            groups: spec
+                .user
+                .additional_gids
+                .iter()
+                .map(|&g| Gid::from_raw(g))
+                .collect(),
+            caps: CapabilitySet::from_bits_retain(DEFAULT_CAP_MASK),
+            seccomp: spec.seccomp.programs()?,
+            nofile: {
+                let (soft, hard) = nofile_limit();
+                Rlimit {
+                    current: Some(soft),
+                    maximum: Some(hard),
+                }
+            },
             program,
             candidates,
             _argv: argv,
@@ -703,18 +695,18 @@ impl ProcessPlan {
     }
 
     /// Drops privileges and executes; returns only on failure.
-    pub(crate) fn exec(&self, sys: &mut impl Syscalls) -> (u32, Errno) {
-        if let Err(e) = sys.set_rlimit(libc::RLIMIT_NOFILE, self.nofile.0, self.nofile.1) {
+    pub(crate) fn exec<S: Syscalls>(&self, sys: &mut S) -> (u32, Errno) {
+        if let Err(e) = sys.set_rlimit(Resource::Nofile, self.nofile) {
             return (at::RLIMIT, e);
         }
         // Bounding set first, while we still hold CAP_SETPCAP.
         for cap in 0..64u32 {
-            if self.caps & (1 << cap) != 0 {
+            if self.caps.bits() & (1 << cap) != 0 {
                 continue;
             }
             match sys.drop_bounding_cap(cap) {
                 Ok(()) => {}
-                Err(libc::EINVAL) => break, // past the kernel's last capability
+                Err(Errno::INVAL) => break, // past the kernel's last capability
                 Err(e) => return (at::CAPBSET, e),
             }
         }
@@ -741,15 +733,21 @@ impl ProcessPlan {
         if let Err(e) = sys.chdir(&self.cwd) {
             return (at::CHDIR, e);
         }
+        // Last, as runc does, so the filter sees only the command's calls.
+        for program in &self.seccomp {
+            if let Err(e) = sys.set_seccomp(program) {
+                return (at::SECCOMP, e);
+            }
+        }
         let mut denied = false;
         for path in &self.candidates {
             match sys.exec(path, &self.argv_ptrs, &self.envp_ptrs) {
-                libc::ENOENT | libc::ENOTDIR => {}
-                libc::EACCES => denied = true,
+                Errno::NOENT | Errno::NOTDIR => {}
+                Errno::ACCESS => denied = true,
                 e => return (at::EXEC, e),
             }
         }
-        (at::EXEC, if denied { libc::EACCES } else { libc::ENOENT })
+        (at::EXEC, if denied { Errno::ACCESS } else { Errno::NOENT })
     }
 }
 
@@ -808,19 +806,26 @@ mod tests {
                 .position(|c| c.starts_with(needle))
                 .unwrap_or_else(|| panic!("{needle:?} not in {e:#?}"))
         };
-        assert_eq!(e[0], "mount - / - 0x44000 -", "private first");
-        assert_eq!(e[1], "mount /rootfs /state/run/rootfs - 0x5000 -");
-        assert!(pos("mount proc <proc> proc") < pos("mount /dev/null <proc/kcore>"));
+        assert_eq!(e[0], "make_rprivate /", "private first");
+        assert_eq!(e[1], "bind /rootfs /state/run/rootfs rec");
+        assert!(
+            pos("mount proc <proc> proc NODEV|NOEXEC|NOSUID -")
+                < pos("bind /dev/null <proc/kcore>")
+        );
         assert!(pos("mount tmpfs <dev> tmpfs") < pos("create dev/null"));
-        assert!(pos("create dev/null") < pos("mount /dev/null <dev/null> - 0x1000"));
-        pos("mount tmpfs <proc/acpi> tmpfs 0x1"); // masked dir: ro tmpfs
-        pos("mount tmpfs <sys/firmware> tmpfs 0x1");
-        pos("mount <proc/sys> <proc/sys> - 0x5000"); // read-only path: bind on itself...
-        pos("mount - <proc/sys> - 0x502f"); // ...then remount ro,nosuid,nodev,noexec
+        assert!(pos("create dev/null") < pos("bind /dev/null <dev/null>"));
+        assert!(
+            e.contains(&"bind /dev/null <dev/null>"),
+            "devices: not recursive"
+        );
+        pos("mount tmpfs <proc/acpi> tmpfs RDONLY -"); // masked dir: ro tmpfs
+        pos("mount tmpfs <sys/firmware> tmpfs RDONLY -");
+        pos("bind <proc/sys> <proc/sys> rec"); // read-only path: bind on itself...
+        pos("remount <proc/sys> BIND|NODEV|NOEXEC|NOSUID|RDONLY|REC"); // ...then remount ro,nosuid,nodev,noexec
         pos("create etc/hosts");
-        pos("mount /state/run/hosts <etc/hosts> - 0x1000");
+        assert!(e.contains(&"bind /state/run/hosts <etc/hosts>"));
         pos("symlink dev/ptmx -> pts/ptmx");
-        pos("mkdir work");
+        pos("mkdir work 0o755");
         // missing masked paths are skipped, not created
         assert!(!e.iter().any(|c| c.contains("timer_list")));
         let tail: Vec<&str> = e[e.len() - 5..].to_vec();
@@ -852,14 +857,18 @@ mod tests {
         p.apply(&mut r).unwrap();
         let e = r.effects();
         let tp = t.path().to_string_lossy();
-        assert!(e.contains(&format!("mount {tp} <cache> - 0x5000 -").as_str()));
-        assert!(e.contains(&format!("mount {tp} <ro> - 0x5000 -").as_str()));
-        assert!(e.contains(&"mount - <ro> - 0x5021 -"), "{e:#?}");
-        assert!(e.contains(&"mount tmpfs <scratch> tmpfs 0x6 size=1048576"));
-        assert!(e.contains(&"mkdir cache") && e.contains(&"mkdir scratch"));
+        assert!(e.contains(&format!("bind {tp} <cache> rec").as_str()));
+        assert!(e.contains(&format!("bind {tp} <ro> rec").as_str()));
+        assert!(e.contains(&"remount <ro> BIND|RDONLY|REC"), "{e:#?}");
+        assert!(
+            !e.iter().any(|c| c.starts_with("remount <cache>")),
+            "rw bind stays rw"
+        );
+        assert!(e.contains(&"mount tmpfs <scratch> tmpfs NODEV|NOSUID size=1048576"));
+        assert!(e.contains(&"mkdir cache 0o755") && e.contains(&"mkdir scratch 0o755"));
         let ro = e
             .iter()
-            .position(|c| *c == "mount - /state/run/rootfs - 0x1021 -")
+            .position(|c| *c == "remount /state/run/rootfs BIND|RDONLY")
             .unwrap();
         let last_mount = e.iter().rposition(|c| c.starts_with("mkdir work")).unwrap();
         assert!(
@@ -904,10 +913,21 @@ mod tests {
         let p = plan(&s);
         let mut r = Recorder::new();
         existing(&mut r);
-        r.fail = Some(("mount sysfs".into(), libc::EPERM));
+        r.fail = Some(("mount sysfs".into(), Errno::PERM));
         let (code, errno) = p.apply(&mut r).unwrap_err();
-        assert_eq!(errno, libc::EPERM);
+        assert_eq!(errno, Errno::PERM);
         assert_eq!(p.describe(code), "mount sysfs (sysfs) on /sys");
+    }
+
+    /// The overlay options and chdir of a root mount (panics on a bind).
+    fn overlay(rm: RootMount) -> (String, Option<String>) {
+        match rm.kind {
+            RootKind::Overlay { chdir, data } => (
+                data.to_str().unwrap().to_string(),
+                chdir.map(|c| c.to_str().unwrap().to_string()),
+            ),
+            RootKind::Bind { .. } => panic!("not an overlay"),
+        }
     }
 
     #[test]
@@ -920,11 +940,12 @@ mod tests {
             workdir: "/s/work".into(),
         };
         let rm = root_mount(&rootfs, Path::new("/m"), Path::new("/e")).unwrap();
+        let (data, chdir) = overlay(rm);
         assert_eq!(
-            rm.data.unwrap().to_str().unwrap(),
+            data,
             "lowerdir=/s/snap/0:/s/snap/1:/s/snap/2,upperdir=/s/up,workdir=/s/work,redirect_dir=off,index=off,metacopy=off,volatile"
         );
-        assert!(rm.chdir.is_none());
+        assert!(chdir.is_none());
         let long = "/var/lib/strata/snapshots/sha256";
         let lowers: Vec<std::path::PathBuf> =
             (0..60).map(|i| format!("{long}/{i:064}").into()).collect();
@@ -934,13 +955,9 @@ mod tests {
             workdir: format!("{long}/work").into(),
         };
         let rm = root_mount(&rootfs, Path::new("/m"), Path::new("/e")).unwrap();
-        assert_eq!(rm.chdir.unwrap().to_str().unwrap(), long);
-        assert!(rm
-            .data
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .starts_with("lowerdir=0000"));
+        let (data, chdir) = overlay(rm);
+        assert_eq!(chdir.as_deref(), Some(long));
+        assert!(data.starts_with("lowerdir=0000"));
         // no layers (FROM scratch): an empty lower stands in
         let rootfs = RootFs::Overlay {
             lowerdirs: vec![],
@@ -948,18 +965,35 @@ mod tests {
             workdir: "/w".into(),
         };
         let rm = root_mount(&rootfs, Path::new("/m"), Path::new("/e")).unwrap();
-        assert!(rm
-            .data
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .starts_with("lowerdir=/e,"));
+        assert!(overlay(rm).0.starts_with("lowerdir=/e,"));
         let bad = RootFs::Overlay {
             lowerdirs: vec!["/a,b".into()],
             upperdir: "/u".into(),
             workdir: "/w".into(),
         };
         assert!(root_mount(&bad, Path::new("/m"), Path::new("/e")).is_err());
+    }
+
+    #[test]
+    fn overlay_root_with_a_long_chdir_goes_back_to_slash() {
+        let long = "/var/lib/strata/snapshots/sha256";
+        let rootfs = RootFs::Overlay {
+            lowerdirs: (0..60).map(|i| format!("{long}/{i:064}").into()).collect(),
+            upperdir: format!("{long}/up").into(),
+            workdir: format!("{long}/work").into(),
+        };
+        let rm = root_mount(&rootfs, Path::new("/m"), Path::new("/e")).unwrap();
+        let mut r = Recorder::new();
+        mount_root(&mut r, &rm).unwrap();
+        assert_eq!(r.calls.len(), 3);
+        assert_eq!(r.calls[0], format!("chdir {long}"));
+        assert!(r.calls[1].starts_with("mount overlay /m overlay - lowerdir=0000"));
+        assert_eq!(r.calls[2], "chdir /");
+        // a failed mount still returns to /
+        let mut r = Recorder::new();
+        r.fail = Some(("mount overlay".into(), Errno::INVAL));
+        assert_eq!(mount_root(&mut r, &rm), Err(Errno::INVAL));
+        assert_eq!(r.calls.last().map(String::as_str), Some("chdir /"));
     }
 
     #[test]
@@ -986,9 +1020,33 @@ mod tests {
         assert!(pos("setgid") < pos("setuid 1000"));
         assert!(pos("setuid") < pos("no_new_privs"));
         assert!(pos("no_new_privs") < pos("chdir /work"));
+        // docker's profile: the base filter then the ENOSYS one, last before exec
+        let filters: Vec<usize> = (0..e.len())
+            .filter(|&i| e[i].starts_with("seccomp "))
+            .collect();
+        assert_eq!(filters.len(), 2, "{e:#?}");
+        assert!(pos("chdir /work") < filters[0] && filters[1] + 1 == pos("exec"));
         assert_eq!(&e[e.len() - 2..], &["exec /usr/bin/sh", "exec /bin/sh"]);
-        // the double's exec "succeeds" for /bin/sh by returning 0, an unknown errno
+        // the double's exec "succeeds" for /bin/sh by returning EXDEV, an errno
+        // the loop does not know, so it stops there
         assert_eq!(code, at::EXEC);
+    }
+
+    #[test]
+    fn unconfined_installs_no_filter_and_a_refused_filter_stops_the_run() {
+        let mut s = spec();
+        s.seccomp = crate::Seccomp::Unconfined;
+        let p = ProcessPlan::new(&s).unwrap();
+        let mut r = Recorder::new();
+        r.existing.insert("bin/sh".into(), false);
+        p.exec(&mut r);
+        assert!(!r.calls.iter().any(|c| c.starts_with("seccomp")));
+        let p = ProcessPlan::new(&spec()).unwrap();
+        let mut r = Recorder::new();
+        r.existing.insert("bin/sh".into(), false);
+        r.fail = Some(("seccomp".into(), Errno::INVAL));
+        assert_eq!(p.exec(&mut r), (at::SECCOMP, Errno::INVAL));
+        assert!(!r.calls.iter().any(|c| c.starts_with("exec")));
     }
 
     #[test]
@@ -997,7 +1055,7 @@ mod tests {
         s.args = vec!["nope".into()];
         let p = ProcessPlan::new(&s).unwrap();
         let mut r = Recorder::new();
-        assert_eq!(p.exec(&mut r), (at::EXEC, libc::ENOENT));
+        assert_eq!(p.exec(&mut r), (at::EXEC, Errno::NOENT));
         s.args = vec![];
         assert!(ProcessPlan::new(&s).is_err());
     }

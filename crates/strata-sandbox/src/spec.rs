@@ -2,8 +2,13 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::seccomp::Seccomp;
 
 /// Everything an executor needs to run one command. Plain data: the builder
 /// (a RUN step) and `strata run` fill it in, an [`crate::Executor`] runs it.
@@ -30,14 +35,21 @@ pub struct RunSpec {
     pub stdio: Stdio,
     /// Mount the root filesystem read-only.
     pub readonly_rootfs: bool,
-    /// Give the command a terminal (OCI backend only: the runtime allocates a
-    /// pty; the built-in backend passes the caller's terminal through).
+    /// Give the command a pseudo-terminal of its own, allocated in the
+    /// container's /dev/pts and made its controlling terminal (stdin,
+    /// stdout and stderr). Only [`crate::Executor::start`] honours it: the
+    /// master side is [`crate::Started::take_console`].
     pub terminal: bool,
+    /// The terminal's initial size, with [`RunSpec::terminal`].
+    pub console_size: Option<ConsoleSize>,
+    /// The seccomp filter: docker's default profile unless told otherwise.
+    pub seccomp: Seccomp,
 }
 
 impl RunSpec {
     /// A spec with docker's defaults: root user, `/` as working directory,
-    /// a default `PATH`, host network, hostname `strata`, output inherited.
+    /// a default `PATH`, host network, hostname `strata`, output inherited,
+    /// docker's default seccomp profile.
     pub fn new(rootfs: RootFs, args: Vec<String>) -> RunSpec {
         RunSpec {
             rootfs,
@@ -51,6 +63,8 @@ impl RunSpec {
             stdio: Stdio::Inherit,
             readonly_rootfs: false,
             terminal: false,
+            console_size: None,
+            seccomp: Seccomp::Default,
         }
     }
 
@@ -68,8 +82,17 @@ impl RunSpec {
 pub const DEFAULT_PATH_ENV: &str =
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// A terminal's size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleSize {
+    /// Lines.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
+}
+
 /// The root filesystem of a run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RootFs {
     /// A prepared directory, bind-mounted as `/` (writes go to it).
     Dir(PathBuf),
@@ -87,7 +110,7 @@ pub enum RootFs {
 }
 
 /// User and groups of the command (numeric, already resolved).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct User {
     /// User id.
     pub uid: u32,
@@ -105,7 +128,7 @@ impl User {
 }
 
 /// Network mode of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Network {
     /// Share the host's network namespace (the default, so package managers work).
     #[default]
@@ -114,8 +137,23 @@ pub enum Network {
     None,
 }
 
+impl std::str::FromStr for Network {
+    type Err = String;
+
+    /// `host` or `none`, as docker's `--network` takes them.
+    fn from_str(s: &str) -> Result<Network, String> {
+        match s {
+            "host" => Ok(Network::Host),
+            "none" => Ok(Network::None),
+            other => Err(format!(
+                "unsupported network {other:?} (strata supports host and none)"
+            )),
+        }
+    }
+}
+
 /// One extra mount.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mount {
     /// What to mount.
     pub kind: MountKind,
@@ -125,7 +163,7 @@ pub struct Mount {
 }
 
 /// The kinds of [`Mount`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MountKind {
     /// Bind a host file or directory (recursively).
     Bind {
@@ -172,6 +210,19 @@ pub enum Stdio {
     Null,
     /// stdin from /dev/null; output lines go to a [`Capture`].
     Capture(Capture),
+    /// These descriptors become the command's stdin, stdout and stderr.
+    Fds(StdioFds),
+}
+
+/// The descriptors of [`Stdio::Fds`] (shared, so the spec stays cheap to clone).
+#[derive(Debug, Clone)]
+pub struct StdioFds {
+    /// Standard input.
+    pub stdin: Arc<OwnedFd>,
+    /// Standard output.
+    pub stdout: Arc<OwnedFd>,
+    /// Standard error.
+    pub stderr: Arc<OwnedFd>,
 }
 
 /// Which output stream a line came from.

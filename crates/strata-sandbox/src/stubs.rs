@@ -9,11 +9,12 @@
 //! together with parent directories created for them and directories that
 //! overlayfs only copied up to hold the stub.
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
 
 use crate::spec::RootFs;
 
@@ -41,21 +42,15 @@ pub(crate) struct StubCleaner {
 
 /// Opens `dir` and takes a shared `flock` on it (None when it cannot).
 fn lock_shared(dir: &Path) -> Option<OwnedFd> {
-    let d = CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: NUL-terminated path.
-    let fd = unsafe {
-        libc::open(
-            d.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: just opened, owned here.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: valid fd.
-    (unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_SH) } == 0).then_some(fd)
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    rustix::fs::flock(&fd, FlockOperation::LockShared)
+        .ok()
+        .map(|()| fd)
 }
 
 fn components(path: &str) -> Vec<&str> {
@@ -73,68 +68,38 @@ enum Presence {
     Unknown,
 }
 
-fn open_beneath(dir: &Path, rel: &str, flags: i32) -> Result<OwnedFd, i32> {
-    let d = CString::new(dir.as_os_str().as_bytes()).map_err(|_| libc::EINVAL)?;
-    // SAFETY: NUL-terminated path.
-    let dfd = unsafe {
-        libc::open(
-            d.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if dfd < 0 {
-        return Err(std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO));
-    }
-    // SAFETY: just opened, owned here.
-    let dfd = unsafe { OwnedFd::from_raw_fd(dfd) };
+/// Opens `rel` below `dir` without following any symlink.
+fn open_beneath(dir: &Path, rel: &str, flags: OFlags) -> Result<OwnedFd, Errno> {
+    let dfd = rustix::fs::open(
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     if rel.is_empty() {
         return Ok(dfd);
     }
-    let r = CString::new(rel).map_err(|_| libc::EINVAL)?;
-    // SAFETY: zeroed open_how is valid.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64;
-    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: valid open_how and path.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dfd.as_raw_fd(),
-            r.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO));
-    }
-    // SAFETY: just opened, owned here.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-fn fstat(fd: &OwnedFd) -> Option<libc::stat> {
-    // SAFETY: zeroed stat is valid; fd is open.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd and buffer; AT_EMPTY_PATH stats the fd itself.
-    let r = unsafe { libc::fstatat(fd.as_raw_fd(), c"".as_ptr(), &mut st, libc::AT_EMPTY_PATH) };
-    (r == 0).then_some(st)
+    rustix::fs::openat2(
+        &dfd,
+        rel,
+        flags | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
 }
 
 fn presence_in(dir: &Path, rel: &str) -> Presence {
-    match open_beneath(dir, rel, libc::O_PATH) {
-        Ok(fd) => match fstat(&fd) {
-            Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0 => {
+    match open_beneath(dir, rel, OFlags::PATH) {
+        Ok(fd) => match rustix::fs::fstat(&fd) {
+            Ok(st)
+                if FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice
+                    && st.st_rdev == 0 =>
+            {
                 Presence::Whiteout
             }
-            Some(_) => Presence::Present,
-            None => Presence::Unknown,
+            Ok(_) => Presence::Present,
+            Err(_) => Presence::Unknown,
         },
-        Err(libc::ENOENT) => Presence::Absent,
-        Err(libc::ENOTDIR) => Presence::Absent,
+        Err(Errno::NOENT | Errno::NOTDIR) => Presence::Absent,
         Err(_) => Presence::Unknown,
     }
 }
@@ -204,8 +169,8 @@ impl StubCleaner {
     /// a stub left behind by overlapping runs is an empty file or directory.
     pub(crate) fn after_run(&self) {
         if let Some(fd) = &self.dir_lock {
-            // SAFETY: valid fd; converts our shared lock, never blocks.
-            if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            // Converts our shared lock; never blocks.
+            if rustix::fs::flock(fd, FlockOperation::NonBlockingLockExclusive).is_err() {
                 return;
             }
         }
@@ -234,15 +199,15 @@ impl StubCleaner {
     /// `rel` is a directory in the write dir whose mode and owner equal the
     /// first lower layer's copy of it.
     fn copied_up_unchanged(&self, rel: &str) -> bool {
-        let Ok(upper) = open_beneath(&self.write_dir, rel, libc::O_PATH) else {
+        let Ok(upper) = open_beneath(&self.write_dir, rel, OFlags::PATH) else {
             return false;
         };
-        let Some(ust) = fstat(&upper) else {
+        let Ok(ust) = rustix::fs::fstat(&upper) else {
             return false;
         };
         for layer in &self.lower {
-            if let Ok(fd) = open_beneath(layer, rel, libc::O_PATH) {
-                return fstat(&fd).is_some_and(|lst| {
+            if let Ok(fd) = open_beneath(layer, rel, OFlags::PATH) {
+                return rustix::fs::fstat(&fd).is_ok_and(|lst| {
                     lst.st_mode == ust.st_mode
                         && lst.st_uid == ust.st_uid
                         && lst.st_gid == ust.st_gid
@@ -254,25 +219,10 @@ impl StubCleaner {
 }
 
 fn has_overlay_opaque(path: &Path) -> bool {
-    let Ok(p) = CString::new(path.as_os_str().as_bytes()) else {
-        return true;
-    };
     let mut buf = [0u8; 4];
-    for name in [c"trusted.overlay.opaque", c"user.overlay.opaque"] {
-        // SAFETY: valid path, name and buffer.
-        let r = unsafe {
-            libc::lgetxattr(
-                p.as_ptr(),
-                name.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        if r > 0 {
-            return true;
-        }
-    }
-    false
+    [c"trusted.overlay.opaque", c"user.overlay.opaque"]
+        .into_iter()
+        .any(|name| rustix::fs::lgetxattr(path, name, &mut buf).is_ok_and(|n| n > 0))
 }
 
 /// Removes `rel` under `dir` when it is an empty regular file or an empty
@@ -282,33 +232,20 @@ fn remove_if_empty(dir: &Path, rel: &str) -> bool {
         Some((p, n)) => (p, n),
         None => ("", rel),
     };
-    let Ok(pfd) = open_beneath(dir, parent, libc::O_PATH | libc::O_DIRECTORY) else {
+    let Ok(pfd) = open_beneath(dir, parent, OFlags::PATH | OFlags::DIRECTORY) else {
         return false;
     };
-    let Ok(name_c) = CString::new(name) else {
-        return false;
+    let st = match rustix::fs::statat(&pfd, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(e) => return e == Errno::NOENT,
     };
-    // SAFETY: zeroed stat is valid.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd, name, buffer.
-    if unsafe {
-        libc::fstatat(
-            pfd.as_raw_fd(),
-            name_c.as_ptr(),
-            &mut st,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    } != 0
-    {
-        return std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT);
-    }
-    let flags = match st.st_mode & libc::S_IFMT {
-        libc::S_IFREG if st.st_size == 0 => 0,
-        libc::S_IFDIR => libc::AT_REMOVEDIR,
+    let flags = match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile if st.st_size == 0 => AtFlags::empty(),
+        FileType::Directory => AtFlags::REMOVEDIR,
         _ => return false,
     };
-    // SAFETY: valid fd and name; rmdir fails on non-empty directories.
-    unsafe { libc::unlinkat(pfd.as_raw_fd(), name_c.as_ptr(), flags) == 0 }
+    // rmdir fails on a non-empty directory
+    rustix::fs::unlinkat(&pfd, name, flags).is_ok()
 }
 
 /// Metadata helper for tests and callers: whether `path` is an overlay
@@ -402,12 +339,14 @@ mod tests {
         fs::create_dir_all(lower.join("etc")).unwrap();
         fs::write(lower.join("etc/hosts"), "x").unwrap();
         fs::create_dir_all(upper.join("etc")).unwrap();
-        let p = CString::new(upper.join("etc/hosts").as_os_str().as_bytes()).unwrap();
-        // SAFETY: valid path.
-        assert_eq!(
-            unsafe { libc::mknod(p.as_ptr(), libc::S_IFCHR | 0o600, 0) },
-            0
-        );
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            upper.join("etc/hosts"),
+            FileType::CharacterDevice,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
         let rootfs = RootFs::Overlay {
             lowerdirs: vec![lower],
             upperdir: upper,

@@ -78,6 +78,70 @@ macro_rules! executor_tests {
 
             fn libc_enoent() -> i32 { 2 }
 
+            /// The status a started container reports to this test process:
+            /// the built-in executor's is its child; an OCI runtime's detached
+            /// container reaches only a child subreaper (as strata's
+            /// supervisor is, tested end to end in strata-cli), which a test
+            /// binary running tests in parallel cannot be.
+            fn started_status(code: i32) -> ExitStatus {
+                if NAME == "builtin" { ExitStatus(code) } else { ExitStatus(255) }
+            }
+
+            #[test]
+            fn started_container_gets_a_terminal_in_its_own_devpts() {
+                let Some((f, e)) = setup() else { return };
+                let (mut spec, _) = f.spec("tty; stty size; exit 5");
+                spec.stdio = Stdio::Null;
+                spec.terminal = true;
+                spec.console_size = Some(ConsoleSize { rows: 24, cols: 81 });
+                let mut started = e.start(&spec).unwrap();
+                let master = started.take_console().expect("a console");
+                assert!(started.take_console().is_none(), "once");
+                let mut out = Vec::new();
+                pty::relay_console(std::os::fd::AsFd::as_fd(&master), None, |b| out.extend_from_slice(b)).unwrap();
+                assert_eq!(started.wait().unwrap(), started_status(5));
+                let text = String::from_utf8_lossy(&out);
+                assert!(text.contains("/dev/pts/0"), "{text}");
+                assert!(text.contains("24 81"), "{text}");
+            }
+
+            #[test]
+            fn exec_joins_a_started_container() {
+                let Some((f, e)) = setup() else { return };
+                let (mut spec, _) = f.spec("exec sleep 30");
+                spec.stdio = Stdio::Null;
+                let started = e.start(&spec).unwrap();
+                let target = started.exec_target();
+                assert_eq!(target.pid, started.pid());
+                let exec = |script: &str| {
+                    let x = ExecSpec {
+                        args: vec!["/bin/sh".into(), "-c".into(), script.into()],
+                        env: vec!["PATH=/bin".into()],
+                        cwd: "/".into(),
+                        user: User::root(),
+                        terminal: false,
+                        console_size: None,
+                        seccomp: Seccomp::Default,
+                    };
+                    executor_for(&target, f.state()).exec(&target, &x).unwrap().wait()
+                };
+                // In the container's pid namespace: a handful of processes, not the host's.
+                assert_eq!(exec("[ $(ps -o pid | wc -l) -lt 10 ] && exit 6").unwrap(), ExitStatus(6));
+                let x = ExecSpec {
+                    args: vec!["no-such-command".into()],
+                    env: vec!["PATH=/bin".into()],
+                    cwd: "/".into(),
+                    user: User::root(),
+                    terminal: false,
+                    console_size: None,
+                    seccomp: Seccomp::Default,
+                };
+                let r = executor_for(&target, f.state()).exec(&target, &x).and_then(|s| s.wait());
+                assert!(matches!(r, Err(SandboxError::Exec { .. })), "{r:?}");
+                started.signal(9).unwrap();
+                assert_eq!(started.wait().unwrap(), started_status(137));
+            }
+
             #[test]
             fn env_cwd_user_hostname_are_applied() {
                 let Some((f, e)) = setup() else { return };
@@ -365,6 +429,89 @@ macro_rules! executor_tests {
                 assert!(mounts_under(f.dir.path()).is_empty());
                 let left: Vec<String> = tree(&f.state()).into_iter().filter(|p| p.contains('/')).collect();
                 assert!(left.is_empty(), "{left:?}");
+            }
+
+            /// The probe copied into the fixture's rootfs, run by `script`
+            /// (as root, or as `uid`), and what it printed.
+            fn probe(f: &Fixture, e: &dyn Executor, seccomp: Seccomp, uid: u32) -> Option<std::collections::BTreeMap<String, String>> {
+                let probe = sysprobe()?;
+                std::fs::copy(&probe, f.rootfs().join("sysprobe")).unwrap();
+                let script = "grep '^Seccomp:' /proc/self/status; /sysprobe; \
+                              if unshare -U true 2>/dev/null; then echo busybox_unshare_user=0; else echo busybox_unshare_user=failed; fi";
+                let (mut spec, out) = f.spec(script);
+                spec.seccomp = seccomp;
+                spec.user = User { uid, gid: uid, additional_gids: vec![] };
+                let status = e.run(&spec).unwrap();
+                assert!(status.success(), "{status}: {}{}", out.stdout(), out.stderr());
+                Some(probe_results(&out.stdout()))
+            }
+
+            #[test]
+            fn seccomp_default_profile_refuses_what_docker_refuses() {
+                let Some((f, e)) = setup() else { return };
+                let Some(r) = probe(&f, e.as_ref(), Seccomp::Default, 0) else { return };
+                let get = |k: &str| r.get(k).map(String::as_str).unwrap_or_else(|| panic!("{k} missing: {r:?}"));
+                assert_eq!(get("Seccomp"), "2", "filter mode");
+                // allowed: plain calls, chroot (CAP_SYS_CHROOT), the personality query, fork
+                for k in ["getpid", "chroot", "personality_query", "clone_fork"] {
+                    assert_eq!(get(k), "0", "{k}: {r:?}");
+                }
+                // refused with EPERM: keyrings, mounts, user namespaces, other personas, vsock
+                for k in ["keyctl", "add_key", "mount", "unshare_user", "clone_newuser", "personality_addr_no_randomize", "socket_vsock"] {
+                    assert_eq!(get(k), "1", "{k}: {r:?}");
+                }
+                // clone3 -> ENOSYS, so libcs fall back to clone
+                assert_eq!(get("clone3"), "38");
+                assert_eq!(get("busybox_unshare_user"), "failed");
+                // a user other than root gets the same filter
+                let Some(r) = probe(&f, e.as_ref(), Seccomp::Default, 1000) else { return };
+                assert_eq!(r["Seccomp"], "2");
+                assert_eq!(r["keyctl"], "1");
+            }
+
+            #[test]
+            fn seccomp_unconfined_has_no_filter() {
+                let Some((f, e)) = setup() else { return };
+                let Some(r) = probe(&f, e.as_ref(), Seccomp::Unconfined, 0) else { return };
+                assert_eq!(r["Seccomp"], "0", "{r:?}");
+                // what the kernel itself says without a filter
+                assert_eq!(r["clone3"], "22", "EINVAL for NULL args: {r:?}");
+                assert_eq!(r["mount"], "2", "ENOENT before the capability check: {r:?}");
+                assert_eq!(r["add_key"], "0", "{r:?}");
+                assert_eq!(r["personality_addr_no_randomize"], "0", "{r:?}");
+                assert_ne!(r["keyctl"], "1", "{r:?}");
+                assert_ne!(r["socket_vsock"], "1", "{r:?}");
+                // user namespaces, where the host lets a process without
+                // CAP_SYS_ADMIN make them
+                let sysctl = |p: &str| std::fs::read_to_string(p).ok().map(|v| v.trim().to_string());
+                if sysctl("/proc/sys/user/max_user_namespaces").is_some_and(|v| v != "0")
+                    && sysctl("/proc/sys/kernel/unprivileged_userns_clone").is_none_or(|v| v != "0")
+                {
+                    for k in ["clone_newuser", "unshare_user", "busybox_unshare_user"] {
+                        assert_eq!(r[k], "0", "{k}: {r:?}");
+                    }
+                }
+            }
+
+            #[test]
+            fn seccomp_profile_from_a_file() {
+                let Some((f, e)) = setup() else { return };
+                let profile = f.path("profile.json");
+                std::fs::write(
+                    &profile,
+                    r#"{"defaultAction": "SCMP_ACT_ALLOW",
+                        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}"#,
+                )
+                .unwrap();
+                let seccomp = Seccomp::from_security_opt(&format!("seccomp={}", profile.display())).unwrap();
+                let (mut spec, out) = f.spec("grep '^Seccomp:' /proc/self/status; mkdir /made 2>&1; echo mkdir=$?; cat /proc/self/status >/dev/null && echo read=ok");
+                spec.seccomp = seccomp;
+                assert!(e.run(&spec).unwrap().success());
+                let text = out.stdout();
+                assert!(text.contains("Seccomp:\t2"), "{text}");
+                assert!(text.contains("Permission denied") && text.contains("mkdir=1"), "{text}");
+                assert!(text.contains("read=ok"), "{text}");
+                assert!(!f.rootfs().join("made").exists());
             }
         }
     )*};

@@ -19,8 +19,34 @@ fn unavailable(what: &str) -> bool {
     if strict() {
         panic!("test requirement missing: {what} (STRATA_TEST_STRICT is set, so this fails)");
     }
-    eprintln!("NOT RUN: {what} is missing; set STRATA_TEST_STRICT=1 to make this a failure");
+    not_run(&format!(
+        "{what} is missing (set STRATA_TEST_STRICT=1 to make this a failure)"
+    ));
     false
+}
+
+/// Says that the current test did not run what it is for, and why: on
+/// standard error written directly (so `cargo test` shows it even for a
+/// test that then passes, whose printed output it would hide), and in the
+/// file `STRATA_NOT_RUN_LOG` names, from which `scripts/test` prints its
+/// NOT RUN summary.
+pub fn not_run(why: &str) {
+    use std::io::Write as _;
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("(unnamed test)")
+        .to_owned();
+    let line = format!("NOT RUN: {test}: {why}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    if let Some(log) = std::env::var_os("STRATA_NOT_RUN_LOG") {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
 }
 
 /// Whether `name` is on PATH; `false` (after a loud message) when it is not,
@@ -85,15 +111,24 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `../shared/conformance` relative to the workspace root.
-pub fn conformance_dir() -> PathBuf {
-    let dir = workspace_root().join("../shared/conformance");
-    assert!(
-        dir.is_dir(),
-        "conformance data not found at {} (the project expects ../shared beside it)",
-        dir.display()
-    );
-    dir
+/// The external test corpus (`../shared/conformance` beside the
+/// repository, or `STRATA_CONFORMANCE_DIR`), when it is there. A fresh clone
+/// has none: then the test is reported NOT RUN (see [`not_run`]) and gets
+/// `None`, in strict mode too — the corpus is data the project does not
+/// ship, not a tool CI installs.
+pub fn conformance_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("STRATA_CONFORMANCE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared/conformance"));
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        not_run(&format!(
+            "the external conformance corpus is not at {} (it is ../shared/conformance beside the repository; CI has it)",
+            dir.display()
+        ));
+        None
+    }
 }
 
 /// Run a command, panic with its output when it fails; returns stdout.

@@ -26,12 +26,19 @@ pub struct Finding {
     pub lines: Vec<usize>,
     /// What to do about it.
     pub fix: String,
+    /// The section of `docs/practices.md` that explains it.
+    pub doc: String,
+    /// Of `bytes`, those in the base image's layers (the Dockerfile did
+    /// not add them; only another base removes them).
+    pub base_bytes: u64,
 }
 
 struct Rule {
     id: &'static str,
     title: &'static str,
     fix: &'static str,
+    /// Its section of `docs/practices.md`.
+    anchor: &'static str,
     /// The directory a path is reported under, if it belongs to this rule.
     matcher: fn(&str, &FileInfo) -> Option<String>,
 }
@@ -69,8 +76,9 @@ fn rules() -> Vec<Rule> {
     vec![
         Rule {
             id: "apt-lists",
+            anchor: "package-managers",
             title: "apt package lists",
-            fix: "end the RUN that runs apt-get update with `&& rm -rf /var/lib/apt/lists/*` (PRACTICES 7)",
+            fix: "end the RUN that runs apt-get update with `&& rm -rf /var/lib/apt/lists/*`",
             matcher: |p, _| {
                 (under(p, "var/lib/apt/lists") && !p.ends_with("/lock"))
                     .then(|| "var/lib/apt/lists".to_owned())
@@ -78,8 +86,9 @@ fn rules() -> Vec<Rule> {
         },
         Rule {
             id: "package-cache",
+            anchor: "package-managers",
             title: "package manager caches",
-            fix: "clean the cache in the RUN that fills it: `apt-get clean`, `apk add --no-cache`, `dnf clean all`, `yum clean all` (PRACTICES 7)",
+            fix: "clean the cache in the RUN that fills it: `apt-get clean`, `apk add --no-cache`, `dnf clean all`, `yum clean all`",
             matcher: |p, _| {
                 first_under(
                     p,
@@ -97,8 +106,9 @@ fn rules() -> Vec<Rule> {
         },
         Rule {
             id: "toolchain",
+            anchor: "multi-stage",
             title: "C/C++ build toolchain",
-            fix: "compile in a builder stage and COPY --from=builder only the results into a runtime stage (PRACTICES 5)",
+            fix: "compile in a builder stage and COPY --from=builder only the results into a runtime stage",
             matcher: |p, _| {
                 if let Some(d) = first_under(p, &["usr/lib/gcc", "usr/libexec/gcc", "usr/lib/gcc-cross"]) {
                     return Some(d);
@@ -121,8 +131,9 @@ fn rules() -> Vec<Rule> {
         },
         Rule {
             id: "jdk",
+            anchor: "multi-stage",
             title: "Java development kit (javac, jmods) in a runtime image",
-            fix: "build with the JDK in a builder stage and run on a JRE (or jlink'ed) base (PRACTICES 5)",
+            fix: "build with the JDK in a builder stage and run on a JRE (or jlink'ed) base",
             matcher: |p, _| {
                 // usr/lib/jvm/<jdk>/..., opt/java/<jdk>/... : report the JDK dir when it has javac or jmods.
                 for base in ["usr/lib/jvm", "opt/java", "usr/local/openjdk", "opt/jdk"] {
@@ -139,8 +150,9 @@ fn rules() -> Vec<Rule> {
         },
         Rule {
             id: "headers",
+            anchor: "multi-stage",
             title: "C headers and static libraries",
-            fix: "install -dev packages only in a builder stage (PRACTICES 5)",
+            fix: "install -dev packages only in a builder stage",
             matcher: |p, _| {
                 if under(p, "usr/include") || under(p, "usr/local/include") {
                     return Some(if p.starts_with("usr/local") { "usr/local/include" } else { "usr/include" }.to_owned());
@@ -151,6 +163,7 @@ fn rules() -> Vec<Rule> {
         },
         Rule {
             id: "user-cache",
+            anchor: "package-managers",
             title: "tool caches (pip, npm, cargo, maven, gradle, ~/.cache)",
             fix: "use `pip install --no-cache-dir`, `npm ci && npm cache clean --force`, or a `RUN --mount=type=cache,target=...` so caches never reach a layer",
             matcher: |p, _| {
@@ -164,20 +177,23 @@ fn rules() -> Vec<Rule> {
         },
         Rule {
             id: "docs",
+            anchor: "package-managers",
             title: "documentation and man pages",
             fix: "exclude docs at install time (dpkg path-exclude for /usr/share/doc, man, info) or delete them in the same RUN",
             matcher: |p, _| first_under(p, &["usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/gtk-doc", "usr/local/share/man", "usr/local/share/doc"]),
         },
         Rule {
             id: "fat-jar",
+            anchor: "split-layers",
             title: "fat jar copied as one file",
-            fix: "unpack the jar (`java -Djarmode=layertools -jar app.jar extract` or `jar xf`) and COPY BOOT-INF/lib, META-INF, org and BOOT-INF/classes as separate layers, so a code change pushes only the classes (PRACTICES 1)",
+            fix: "unpack the jar (`java -Djarmode=layertools -jar app.jar extract` or `jar xf`) and COPY BOOT-INF/lib, META-INF, org and BOOT-INF/classes as separate layers, so a code change pushes only the classes",
             matcher: |p, f| (f.nested_jars > 0 || f.boot_classes).then(|| p.to_owned()),
         },
         Rule {
             id: "vcs-dir",
+            anchor: "build-context",
             title: "version control metadata",
-            fix: "add `.git` (and .svn, .hg) to .dockerignore (PRACTICES 9)",
+            fix: "add `.git` (and .svn, .hg) to .dockerignore",
             matcher: |p, _| {
                 let parts: Vec<&str> = p.split('/').collect();
                 parts[..parts.len().saturating_sub(1)]
@@ -192,8 +208,13 @@ fn rules() -> Vec<Rule> {
 /// Per rule: bytes, files, bytes per reported path, bytes per layer.
 type Acc = (u64, u64, BTreeMap<String, u64>, BTreeMap<usize, u64>);
 
-/// Run every detector over the final filesystem.
-pub(super) fn detect(tree: &Tree, line_of: &dyn Fn(usize) -> Option<usize>) -> Vec<Finding> {
+/// Run every detector over the final filesystem; the bottom `base_layers`
+/// layers are the base image's.
+pub(super) fn detect(
+    tree: &Tree,
+    line_of: &dyn Fn(usize) -> Option<usize>,
+    base_layers: usize,
+) -> Vec<Finding> {
     let rules = rules();
     let mut acc: Vec<Acc> = vec![Acc::default(); rules.len()];
     for (path, f) in tree.files() {
@@ -219,6 +240,11 @@ pub(super) fn detect(tree: &Tree, line_of: &dyn Fn(usize) -> Option<usize>) -> V
         let mut paths: Vec<(String, u64)> = groups.into_iter().collect();
         paths.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         paths.truncate(8);
+        let base_bytes = layers
+            .iter()
+            .filter(|(l, _)| **l < base_layers)
+            .map(|(_, b)| *b)
+            .sum();
         let layers: Vec<usize> = layers.into_keys().collect();
         let mut title = r.title.to_owned();
         if r.id == "fat-jar" {
@@ -240,6 +266,8 @@ pub(super) fn detect(tree: &Tree, line_of: &dyn Fn(usize) -> Option<usize>) -> V
             lines: layers.iter().filter_map(|&l| line_of(l)).collect(),
             layers,
             fix: r.fix.to_owned(),
+            doc: crate::practices::url(r.anchor),
+            base_bytes,
         });
     }
     out.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.id.cmp(&b.id)));

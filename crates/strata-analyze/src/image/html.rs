@@ -209,13 +209,30 @@ td.n{{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}}
 code{{background:#f4f4f4;padding:0 3px}}
 </style></head><body>
 <h1>strata analyze: <code>{img}</code></h1>
-<p id="summary"><span class="score">{eff:.1}%</span> efficiency &mdash; {wasted} wasted of {total};
+<p id="summary"><span class="score">{eff:.1}%</span> efficiency &mdash; {wasted} wasted by the Dockerfile's layers, of {total};
 {n} layers, {size} uncompressed, {comp} compressed; final filesystem {fin} in {files} files.</p>
+<p id="base">{base}</p>
 "#,
         img = esc(&r.image),
         eff = r.efficiency * 100.0,
-        wasted = human(r.wasted_bytes),
+        wasted = human(r.added.wasted_bytes),
         total = human(r.total_file_bytes),
+        base = match r.base_source {
+            Some(_) => format!(
+                "From the base image ({} layer{}, marked <em>base</em> below): {} wasted of {}, not counted in the efficiency. With it: {} wasted, {:.1}% efficiency. <a href=\"{}\">Why</a>.",
+                r.base.layers,
+                if r.base.layers == 1 { "" } else { "s" },
+                human(r.base.wasted_bytes),
+                human(r.base.file_bytes),
+                human(r.wasted_bytes),
+                r.total_efficiency * 100.0,
+                esc(&crate::practices::url("base-image"))
+            ),
+            None => format!(
+                "The base image's layers are not known: every layer counts as added. <a href=\"{}\">Why</a>.",
+                esc(&crate::practices::url("base-image"))
+            ),
+        },
         n = r.layers.len(),
         size = human(r.size),
         comp = human(r.compressed_size),
@@ -241,6 +258,7 @@ code{{background:#f4f4f4;padding:0 3px}}
             human(l.wasted_bytes),
             esc(l.created_by.as_deref().unwrap_or("-")),
             l.line.map(|n| format!(" (line {n})")).unwrap_or_default()
+                + if l.base { " <em>base</em>" } else { "" }
         );
     }
     o.push_str("</table>\n<h2>Largest paths</h2>\n");
@@ -264,7 +282,13 @@ code{{background:#f4f4f4;padding:0 3px}}
                 human(w.bytes),
                 esc(&w.path),
                 if w.files > 1 { format!(" ({} files)", w.files) } else { String::new() },
-                why,
+                why + &if w.base_bytes == 0 {
+                    String::new()
+                } else if w.base_bytes == w.bytes {
+                    " <em>base</em>".to_owned()
+                } else {
+                    format!(" ({} in the base image)", human(w.base_bytes))
+                },
                 w.layers
                     .iter()
                     .zip(w.lines.iter().map(Some).chain(std::iter::repeat(None)))
@@ -292,7 +316,7 @@ code{{background:#f4f4f4;padding:0 3px}}
         for f in &r.findings {
             let _ = writeln!(
                 o,
-                "<tr class=\"finding\"><td class=\"n\">{}</td><td>{} <code>{}</code> ({} files)</td><td>{}</td><td>{}</td></tr>",
+                "<tr class=\"finding\"><td class=\"n\">{}</td><td>{} <code>{}</code> ({} files)</td><td>{}</td><td>{} <a href=\"{}\">Why</a></td></tr>",
                 human(f.bytes),
                 esc(&f.title),
                 esc(&f.id),
@@ -302,7 +326,8 @@ code{{background:#f4f4f4;padding:0 3px}}
                     .map(|(p, b)| format!("<code>/{}</code> {}", esc(p), human(*b)))
                     .collect::<Vec<_>>()
                     .join("<br>"),
-                esc(&f.fix)
+                esc(&f.fix),
+                esc(&f.doc)
             );
         }
         o.push_str("</table>\n");

@@ -13,9 +13,13 @@
 //!   (same sha256, all copies but one; empty files and hard links ignored);
 //! - known waste left in the final filesystem ([`detect`]).
 //!
-//! Efficiency is `1 - wasted / total`, where `total` is the sum of the sizes
-//! of every regular file in every layer, and `wasted` the bytes above. An
-//! image with no waste scores 1.0.
+//! Waste is split by where its bytes lie: in the base image's layers (the
+//! Dockerfile did not add them; only another base reclaims them) or in the
+//! layers the Dockerfile added. [`find_base`] says which layers are the
+//! base's. Efficiency is `1 - added wasted / total`, where `total` is the
+//! sum of the sizes of every regular file in every layer, so it (and the
+//! `--ci` thresholds) judge what the Dockerfile added; the whole image's
+//! figure stays in the report. An image with no waste scores 1.0.
 //!
 //! The JSON form of [`Report`] is documented in `docs/analyze.md`.
 
@@ -35,6 +39,11 @@ pub use diff::{diff_images, file_changes, DiffLayer, DiffReport, DiffSide, FileC
 pub use html::render_html;
 pub use report::{ci_checks, render_summary, render_text, CiCheck, Thresholds};
 pub use walk::{FileInfo, Tree};
+
+/// Version of the JSON form of [`Report`] (`docs/analyze.md`). 2: waste
+/// split between the base image and the Dockerfile, `efficiency` counts
+/// only the Dockerfile's.
+pub const SCHEMA: u32 = 2;
 
 /// What [`analyze`] needs to know of one layer besides its bytes.
 #[derive(Debug, Clone)]
@@ -56,12 +65,85 @@ pub struct LayerMeta {
 pub struct Options {
     /// How many wasted paths to keep in the report.
     pub top: usize,
+    /// Which bottom layers are the base image's ([`find_base`]); `None`
+    /// counts every layer as added by the Dockerfile.
+    pub base: Option<BaseLayers>,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { top: 10 }
+        Options {
+            top: 10,
+            base: None,
+        }
     }
+}
+
+/// How the base image's layers were told apart from the Dockerfile's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BaseSource {
+    /// From the Dockerfile's history entries: everything below the first
+    /// entry attributed to a Dockerfile line (the build record of an image
+    /// strata built, or `-f Dockerfile`).
+    Dockerfile,
+    /// From the history alone: everything up to the last `CMD` or
+    /// `ENTRYPOINT` entry that later entries add layers on (where a base
+    /// image ends and the next Dockerfile begins).
+    History,
+}
+
+/// The bottom layers that come from the base image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BaseLayers {
+    /// How many layers, from the bottom.
+    pub layers: usize,
+    /// How that was found.
+    pub source: BaseSource,
+}
+
+/// Whether a history entry is a `CMD` or `ENTRYPOINT` (as docker, BuildKit,
+/// buildah and strata record them).
+fn sets_command(h: &strata_oci::History) -> bool {
+    let by = h.created_by.as_deref().unwrap_or("");
+    let by = by
+        .trim_start()
+        .strip_prefix("/bin/sh -c #(nop)")
+        .unwrap_or(by)
+        .trim_start();
+    let word = by.split_whitespace().next().unwrap_or("");
+    word.eq_ignore_ascii_case("CMD") || word.eq_ignore_ascii_case("ENTRYPOINT")
+}
+
+/// Which bottom layers of an image are its base image's.
+///
+/// `lines` maps history indexes to Dockerfile lines (the build record, or
+/// `-f Dockerfile` mapped onto the last history entries): the base is every
+/// layer made before the first mapped entry, i.e. before the first step of
+/// the Dockerfile (an empty map: the image is its base). Without it, the
+/// history is read: a base image ends with its `CMD` or `ENTRYPOINT`, so the
+/// base is every layer up to the last such entry that later entries add
+/// layers on. `None` when neither tells.
+pub fn find_base(
+    history: &[strata_oci::History],
+    lines: Option<&BTreeMap<usize, usize>>,
+) -> Option<BaseLayers> {
+    let layers_before = |end: usize| history.iter().take(end).filter(|h| !h.empty_layer).count();
+    if let Some(lines) = lines {
+        let first = lines.keys().next().copied().unwrap_or(history.len());
+        return Some(BaseLayers {
+            layers: layers_before(first),
+            source: BaseSource::Dockerfile,
+        });
+    }
+    let end = history.iter().enumerate().rev().find_map(|(i, h)| {
+        let later_layer = history[i + 1..].iter().any(|x| !x.empty_layer);
+        (h.empty_layer && sets_command(h) && later_layer).then_some(i + 1)
+    })?;
+    Some(BaseLayers {
+        layers: layers_before(end),
+        source: BaseSource::History,
+    })
 }
 
 /// Why bytes are counted as waste.
@@ -100,6 +182,9 @@ pub struct WastedPath {
     /// For duplicates: the path kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kept: Option<String>,
+    /// Of `bytes`, those in the base image's layers (all of them: waste
+    /// the base image brought, not the Dockerfile).
+    pub base_bytes: u64,
 }
 
 /// One layer of the report.
@@ -130,6 +215,39 @@ pub struct LayerReport {
     pub file_bytes: u64,
     /// Bytes of this layer that are waste by the end of the image.
     pub wasted_bytes: u64,
+    /// Whether it is one of the base image's layers.
+    pub base: bool,
+}
+
+/// The layers of one origin (the base image, or what the Dockerfile added)
+/// and their waste.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Share {
+    /// How many layers.
+    pub layers: usize,
+    /// Bytes of regular files in them.
+    pub file_bytes: u64,
+    /// Bytes in them that are waste by the end of the image.
+    pub wasted_bytes: u64,
+    /// Of which: overwritten copies.
+    pub overwritten_bytes: u64,
+    /// Of which: removed by a later layer.
+    pub removed_bytes: u64,
+    /// Of which: duplicate content.
+    pub duplicate_bytes: u64,
+    /// `wasted_bytes / file_bytes` (0 when there are no files).
+    pub wasted_percent: f64,
+}
+
+impl Share {
+    fn add(&mut self, kind: WasteKind, bytes: u64) {
+        self.wasted_bytes += bytes;
+        match kind {
+            WasteKind::Overwritten => self.overwritten_bytes += bytes,
+            WasteKind::Removed => self.removed_bytes += bytes,
+            WasteKind::Duplicate => self.duplicate_bytes += bytes,
+        }
+    }
 }
 
 /// The whole analysis.
@@ -163,8 +281,18 @@ pub struct Report {
     pub duplicate_bytes: u64,
     /// `wasted_bytes / total_file_bytes`.
     pub wasted_percent: f64,
-    /// `1 - wasted_percent`.
+    /// `1 - added.wasted_bytes / total_file_bytes`: the waste the
+    /// Dockerfile added (what `--ci` judges).
     pub efficiency: f64,
+    /// `1 - wasted_percent`: base image included.
+    pub total_efficiency: f64,
+    /// How the base image's layers were found (`None`: they were not, and
+    /// every layer counts as added).
+    pub base_source: Option<BaseSource>,
+    /// The base image's layers and the waste in them.
+    pub base: Share,
+    /// The layers the Dockerfile added and the waste in them.
+    pub added: Share,
     /// The largest wasted paths, largest first (at most `top`).
     pub wasted_paths: Vec<WastedPath>,
     /// Known waste in the final filesystem, largest first.
@@ -201,6 +329,7 @@ pub fn analyze(
     let mut tree = Tree::default();
     let mut layer_reports = Vec::with_capacity(layers.len());
     let mut waste: Vec<walk::WasteEvent> = Vec::new();
+    let base_n = opts.base.map(|b| b.layers.min(layers.len())).unwrap_or(0);
     for (i, meta) in layers.iter().enumerate() {
         let err = |source: io::Error| Error::Layer {
             index: i,
@@ -222,21 +351,25 @@ pub fn analyze(
             files_removed: stats.removed,
             file_bytes: stats.file_bytes,
             wasted_bytes: 0,
+            base: i < base_n,
         });
     }
     let line_of = |l: usize| layers.get(l).and_then(|m| m.line);
 
     // Waste events -> wasted paths (removals grouped by the removed path).
     let mut wasted: Vec<WastedPath> = Vec::new();
-    let mut overwritten_bytes = 0;
-    let mut removed_bytes = 0;
+    let mut base = Share::default();
+    let mut added = Share::default();
     for ev in &waste {
+        let mut base_bytes = 0;
         for (&l, &b) in &ev.per_layer {
             layer_reports[l].wasted_bytes += b;
-        }
-        match ev.kind {
-            WasteKind::Overwritten => overwritten_bytes += ev.bytes,
-            _ => removed_bytes += ev.bytes,
+            if l < base_n {
+                base.add(ev.kind, b);
+                base_bytes += b;
+            } else {
+                added.add(ev.kind, b);
+            }
         }
         let ls: Vec<usize> = ev.per_layer.keys().copied().collect();
         wasted.push(WastedPath {
@@ -249,6 +382,7 @@ pub fn analyze(
             by_layer: Some(ev.by_layer),
             by_line: line_of(ev.by_layer),
             kept: None,
+            base_bytes,
         });
     }
 
@@ -263,7 +397,6 @@ pub fn analyze(
                 .push((path, f));
         }
     }
-    let mut duplicate_bytes = 0;
     for ((_, size), mut group) in by_hash {
         if group.len() < 2 {
             continue;
@@ -272,8 +405,13 @@ pub fn analyze(
         group.sort_by(|a, b| (a.1.layer, a.0).cmp(&(b.1.layer, b.0)));
         let (kept_path, kept) = group[0];
         for (path, f) in &group[1..] {
-            duplicate_bytes += size;
             layer_reports[f.layer].wasted_bytes += size;
+            let in_base = f.layer < base_n;
+            if in_base {
+                base.add(WasteKind::Duplicate, size);
+            } else {
+                added.add(WasteKind::Duplicate, size);
+            }
             wasted.push(WastedPath {
                 path: (*path).clone(),
                 kind: WasteKind::Duplicate,
@@ -284,26 +422,46 @@ pub fn analyze(
                 by_layer: Some(kept.layer),
                 by_line: line_of(kept.layer),
                 kept: Some(kept_path.clone()),
+                base_bytes: if in_base { size } else { 0 },
             });
         }
     }
-    wasted.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.path.cmp(&b.path)));
+    // What the Dockerfile added first (the base's waste is not the
+    // reader's to fix), then largest first.
+    wasted.sort_by(|a, b| {
+        (a.base_bytes == a.bytes)
+            .cmp(&(b.base_bytes == b.bytes))
+            .then(b.bytes.cmp(&a.bytes))
+            .then_with(|| a.path.cmp(&b.path))
+    });
     wasted.truncate(opts.top);
 
-    let total_file_bytes: u64 = layer_reports.iter().map(|l| l.file_bytes).sum();
-    let wasted_bytes = overwritten_bytes + removed_bytes + duplicate_bytes;
-    let wasted_percent = if total_file_bytes == 0 {
-        0.0
-    } else {
-        wasted_bytes as f64 / total_file_bytes as f64
+    let ratio = |part: u64, whole: u64| {
+        if whole == 0 {
+            0.0
+        } else {
+            part as f64 / whole as f64
+        }
     };
-    let findings = detect::detect(&tree, &|l| line_of(l));
+    let total_file_bytes: u64 = layer_reports.iter().map(|l| l.file_bytes).sum();
+    base.layers = base_n;
+    base.file_bytes = layer_reports[..base_n].iter().map(|l| l.file_bytes).sum();
+    base.wasted_percent = ratio(base.wasted_bytes, base.file_bytes);
+    added.layers = layers.len() - base_n;
+    added.file_bytes = total_file_bytes - base.file_bytes;
+    added.wasted_percent = ratio(added.wasted_bytes, added.file_bytes);
+    let overwritten_bytes = base.overwritten_bytes + added.overwritten_bytes;
+    let removed_bytes = base.removed_bytes + added.removed_bytes;
+    let duplicate_bytes = base.duplicate_bytes + added.duplicate_bytes;
+    let wasted_bytes = base.wasted_bytes + added.wasted_bytes;
+    let wasted_percent = ratio(wasted_bytes, total_file_bytes);
+    let findings = detect::detect(&tree, &|l| line_of(l), base_n);
     let (final_files, final_file_bytes) = tree
         .files()
         .filter(|(_, f)| !f.hardlink)
         .fold((0, 0), |(n, b), (_, f)| (n + 1, b + f.size));
     Ok(Report {
-        schema: 1,
+        schema: SCHEMA,
         image: image.to_owned(),
         id,
         size: layer_reports.iter().map(|l| l.size).sum(),
@@ -317,7 +475,11 @@ pub fn analyze(
         removed_bytes,
         duplicate_bytes,
         wasted_percent,
-        efficiency: 1.0 - wasted_percent,
+        efficiency: 1.0 - ratio(added.wasted_bytes, total_file_bytes),
+        total_efficiency: 1.0 - wasted_percent,
+        base_source: opts.base.map(|b| b.source),
+        base,
+        added,
         wasted_paths: wasted,
         findings,
         largest_dirs: tree.largest_dirs(2, 40),
@@ -343,22 +505,47 @@ pub fn final_tree(
     Ok(tree)
 }
 
-/// Bytes for people: `1.5 MB` (decimal units, as docker prints sizes).
-pub fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+/// `n` in decimal units (as docker counts): the value and its unit.
+fn scaled(n: u64) -> (f64, &'static str) {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
     let mut v = n as f64;
     let mut u = 0;
     while v >= 1000.0 && u + 1 < UNITS.len() {
         v /= 1000.0;
         u += 1;
     }
-    if u == 0 {
-        format!("{n} B")
-    } else if v >= 100.0 {
-        format!("{v:.0} {}", UNITS[u])
-    } else {
-        format!("{v:.1} {}", UNITS[u])
+    (v, UNITS[u])
+}
+
+/// Bytes for people, in reports and messages: `1.5 MB`, `80.0 kB`,
+/// `512 B` (decimal units, as docker prints sizes).
+pub fn human(n: u64) -> String {
+    match scaled(n) {
+        (_, "B") => format!("{n} B"),
+        (v, unit) if v >= 100.0 => format!("{v:.0} {unit}"),
+        (v, unit) => format!("{v:.1} {unit}"),
     }
+}
+
+/// Bytes as docker's tables print them: three significant digits, no
+/// space, no trailing zeros (`4.26MB`, `123MB`, `10kB`, `0B`).
+pub fn docker_size(n: u64) -> String {
+    let (v, unit) = scaled(n);
+    let s = if unit == "B" {
+        n.to_string()
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    };
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
+    };
+    format!("{s}{unit}")
 }
 
 /// Parse `20MB`, `1.5GiB`, `300kB`, `1000` into bytes.
@@ -395,5 +582,23 @@ mod tests {
         assert_eq!(parse_bytes("3 parsecs"), None);
         assert_eq!(human(999), "999 B");
         assert_eq!(human(83_886_080), "83.9 MB");
+    }
+
+    #[test]
+    fn byte_formats() {
+        for (n, prose, table) in [
+            (0, "0 B", "0B"),
+            (999, "999 B", "999B"),
+            (1_240, "1.2 kB", "1.24kB"),
+            (10_000, "10.0 kB", "10kB"),
+            (80_000, "80.0 kB", "80kB"),
+            (176_000, "176 kB", "176kB"),
+            (4_260_000, "4.3 MB", "4.26MB"),
+            (33_800_000, "33.8 MB", "33.8MB"),
+            (123_456_789, "123 MB", "123MB"),
+        ] {
+            assert_eq!(human(n), prose, "{n}");
+            assert_eq!(docker_size(n), table, "{n}");
+        }
     }
 }

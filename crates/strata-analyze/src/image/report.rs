@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{human, Report, WasteKind, WastedPath};
+use super::{human, BaseSource, Report, Share, WasteKind, WastedPath};
+use crate::practices;
 
 /// `--ci` limits (like dive's `.dive-ci`).
 #[derive(Debug, Clone)]
@@ -30,7 +31,8 @@ pub struct CiCheck {
     pub pass: bool,
 }
 
-/// Evaluate the thresholds.
+/// Evaluate the thresholds. They judge the waste the Dockerfile added
+/// (`r.added`), not the base image's.
 pub fn ci_checks(r: &Report, t: &Thresholds) -> Vec<CiCheck> {
     vec![
         CiCheck {
@@ -42,14 +44,14 @@ pub fn ci_checks(r: &Report, t: &Thresholds) -> Vec<CiCheck> {
         CiCheck {
             name: "highest-wasted-bytes".into(),
             limit: human(t.highest_wasted_bytes),
-            value: human(r.wasted_bytes),
-            pass: r.wasted_bytes <= t.highest_wasted_bytes,
+            value: human(r.added.wasted_bytes),
+            pass: r.added.wasted_bytes <= t.highest_wasted_bytes,
         },
         CiCheck {
             name: "highest-user-wasted-percent".into(),
             limit: format!("{:.4}", t.highest_wasted_percent),
-            value: format!("{:.4}", r.wasted_percent),
-            pass: r.wasted_percent <= t.highest_wasted_percent,
+            value: format!("{:.4}", r.added.wasted_percent),
+            pass: r.added.wasted_percent <= t.highest_wasted_percent,
         },
     ]
 }
@@ -99,7 +101,14 @@ fn describe(w: &WastedPath) -> String {
     } else {
         String::new()
     };
-    match w.kind {
+    let base = if w.base_bytes == 0 {
+        String::new()
+    } else if w.base_bytes == w.bytes {
+        " [base image]".to_owned()
+    } else {
+        format!(" [{} of it in the base image]", human(w.base_bytes))
+    };
+    let text = match w.kind {
         WasteKind::Removed => format!(
             "/{} removed in layer {by}{} but kept in layer {layers}{lines}{files}",
             w.path,
@@ -115,7 +124,72 @@ fn describe(w: &WastedPath) -> String {
             w.path,
             w.kept.as_deref().unwrap_or("?")
         ),
+    };
+    text + &base
+}
+
+/// `layer 0`, `layers 0-3`, `layers 4-6` (for `n` layers from `first`).
+fn layer_range(first: usize, n: usize) -> String {
+    match n {
+        0 => "no layers".to_owned(),
+        1 => format!("layer {first}"),
+        _ => format!("layers {first}-{}", first + n - 1),
     }
+}
+
+fn kinds(s: &Share) -> String {
+    format!(
+        "{} overwritten, {} removed later, {} duplicated",
+        human(s.overwritten_bytes),
+        human(s.removed_bytes),
+        human(s.duplicate_bytes)
+    )
+}
+
+/// The efficiency lines: the Dockerfile's waste, the base image's, both.
+fn efficiency(o: &mut String, r: &Report) {
+    let Some(source) = r.base_source else {
+        let _ = writeln!(
+            o,
+            "Efficiency {:.1}%: {} wasted of {} ({})",
+            r.efficiency * 100.0,
+            human(r.wasted_bytes),
+            human(r.total_file_bytes),
+            kinds(&r.added)
+        );
+        let _ = writeln!(
+            o,
+            "  the base image's layers are not known (no build record, no CMD in the history): every layer counts as added"
+        );
+        let _ = writeln!(o, "  see: {}", practices::url("base-image"));
+        return;
+    };
+    let _ = writeln!(
+        o,
+        "Efficiency {:.1}%: {} wasted by the Dockerfile's {} ({}), of {} in all layers",
+        r.efficiency * 100.0,
+        human(r.added.wasted_bytes),
+        layer_range(r.base.layers, r.added.layers),
+        kinds(&r.added),
+        human(r.total_file_bytes)
+    );
+    let how = match source {
+        BaseSource::Dockerfile => "before the Dockerfile's first step",
+        BaseSource::History => "up to the last CMD/ENTRYPOINT in the history",
+    };
+    let _ = writeln!(
+        o,
+        "  from the base image ({}, {how}): {} wasted of {}, not counted in the efficiency",
+        layer_range(0, r.base.layers),
+        human(r.base.wasted_bytes),
+        human(r.base.file_bytes)
+    );
+    let _ = writeln!(
+        o,
+        "  with the base image: {} wasted, efficiency {:.1}%",
+        human(r.wasted_bytes),
+        r.total_efficiency * 100.0
+    );
 }
 
 /// The full text report.
@@ -162,25 +236,18 @@ pub fn render_text(r: &Report) -> String {
             human(l.wasted_bytes),
             by,
             l.line.map(|n| format!("  [line {n}]")).unwrap_or_default()
+                + if l.base { "  [base image]" } else { "" }
         );
     }
     let _ = writeln!(o);
-    let _ = writeln!(
-        o,
-        "Efficiency {:.1}%: {} wasted of {} ({} overwritten, {} removed later, {} duplicated)",
-        r.efficiency * 100.0,
-        human(r.wasted_bytes),
-        human(r.total_file_bytes),
-        human(r.overwritten_bytes),
-        human(r.removed_bytes),
-        human(r.duplicate_bytes)
-    );
+    efficiency(&mut o, r);
     if !r.wasted_paths.is_empty() {
         let _ = writeln!(o);
         let _ = writeln!(o, "Largest wasted paths:");
         for w in &r.wasted_paths {
             let _ = writeln!(o, "  {:>9}  {}", human(w.bytes), describe(w));
         }
+        let _ = writeln!(o, "  see: {}", practices::url("same-layer"));
     }
     if !r.findings.is_empty() {
         let _ = writeln!(o);
@@ -198,9 +265,16 @@ pub fn render_text(r: &Report) -> String {
                         .join(",")
                 )
             };
+            let base = if f.base_bytes == 0 {
+                String::new()
+            } else if f.base_bytes == f.bytes {
+                " (in the base image)".to_owned()
+            } else {
+                format!(" ({} of it in the base image)", human(f.base_bytes))
+            };
             let _ = writeln!(
                 o,
-                "  {:>9}  {} [{}]: {} files in {}{}",
+                "  {:>9}  {} [{}]: {} files in {}{}{base}",
                 human(f.bytes),
                 f.title,
                 f.id,
@@ -218,6 +292,7 @@ pub fn render_text(r: &Report) -> String {
                 lines
             );
             let _ = writeln!(o, "             fix: {}", f.fix);
+            let _ = writeln!(o, "             see: {}", f.doc);
         }
     }
     o
@@ -226,16 +301,30 @@ pub fn render_text(r: &Report) -> String {
 /// The few lines printed after `strata build`.
 pub fn render_summary(r: &Report) -> String {
     let mut o = String::new();
+    let base = if r.base_source.is_some() {
+        format!(
+            " by the Dockerfile (+ {} in the base image)",
+            human(r.base.wasted_bytes)
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         o,
-        "analysis: {} in {} layers ({} compressed), efficiency {:.1}%, {} wasted",
+        "analysis: {} in {} layers ({} compressed), efficiency {:.1}%, {} wasted{base}",
         human(r.size),
         r.layers.len(),
         human(r.compressed_size),
         r.efficiency * 100.0,
-        human(r.wasted_bytes)
+        human(r.added.wasted_bytes)
     );
-    for w in r.wasted_paths.iter().take(3) {
+    // What the Dockerfile wasted: the base's waste is in the full report.
+    for w in r
+        .wasted_paths
+        .iter()
+        .filter(|w| w.base_bytes < w.bytes)
+        .take(3)
+    {
         let _ = writeln!(o, "  {:>9}  {}", human(w.bytes), describe(w));
     }
     for f in r.findings.iter().take(3) {

@@ -1,7 +1,8 @@
 //! Static checks on a Dockerfile and its build context (`strata lint`).
 //!
-//! Every rule checks one practice of PRACTICES.md (see [`RULES`] for the
-//! table and `docs/lint.md` for the JSON schema). Rules run per stage, on
+//! Every rule checks one practice of `docs/practices.md`, whose section each
+//! finding links to (see [`RULES`] for the table and `docs/lint.md` for the
+//! JSON schema). Rules run per stage, on
 //! the commands of each RUN split as a shell would split them, with the
 //! stage's ARG and ENV values expanded; rules about image size only look at
 //! the stages that end up in the image (the target and the stages it is

@@ -12,6 +12,9 @@ use serde::Serialize;
 
 use super::findings::Severity;
 
+/// Where `docs/lint.md` (the rule table) is published.
+pub const LINT_DOC_URL: &str = "https://github.com/strata-build/strata/blob/main/docs/lint.md";
+
 /// A lint rule's metadata.
 #[derive(Debug, Serialize)]
 pub struct Rule {
@@ -21,7 +24,8 @@ pub struct Rule {
     pub name: &'static str,
     /// Default severity.
     pub severity: Severity,
-    /// The PRACTICES.md practice number it checks.
+    /// The number of the practice it checks (`docs/practices.md`; 0 for
+    /// none).
     pub practice: u8,
     /// One line: what it detects.
     pub short: &'static str,
@@ -83,6 +87,10 @@ rules! {
         "an archive is downloaded to a file and then extracted",
         "practice 4: streaming (`curl -fsSL URL | tar -xz`) never writes the archive at all",
         "pipe the download into tar: `curl -fsSL URL | tar -xzf -` or `wget -O - URL | tar -xzf -`";
+    PIPE_WITHOUT_PIPEFAIL = "SL008" "pipe-without-pipefail" Warning 4 ["DL4006"]
+        "a pipe in RUN without `set -o pipefail`",
+        "practice 4: a pipe's status is its last command's, so `curl URL | tar -x` succeeds with a failed download and the layer is cached broken",
+        "set a shell with pipefail before the RUN: `SHELL [\"/bin/bash\", \"-o\", \"pipefail\", \"-c\"]` (alpine: `[\"/bin/ash\", \"-o\", \"pipefail\", \"-c\"]`), or start the RUN with `set -o pipefail &&`";
     APT_NO_RECOMMENDS = "SL101" "apt-no-install-recommends" Warning 7 ["DL3015"]
         "apt-get install without --no-install-recommends",
         "practice 7: recommended packages are rarely needed in an image and can double its size",
@@ -111,10 +119,10 @@ rules! {
         "pip install without --no-cache-dir",
         "practice 7: pip's download cache stays in the layer",
         "add `--no-cache-dir` (or `ENV PIP_NO_CACHE_DIR=1`)";
-    UNPINNED = "SL108" "unpinned-package" Info 13 ["DL3008", "DL3018", "DL3013", "DL3016", "DL3028"]
+    UNPINNED = "SL108" "unpinned-package" Info 13 ["DL3008", "DL3018", "DL3013", "DL3016", "DL3028", "DL3033", "DL3041", "DL3037"]
         "a package installed without a version",
         "practice 13: unpinned packages change under the same Dockerfile; pin what is deployed",
-        "pin the version (`pkg=1.2.3`, `pkg==1.2.3`) or install from a lock file";
+        "pin the version (`pkg=1.2.3`, `pkg==1.2.3`, `pkg-1.2.3`) or install from a lock file";
     BUILD_TOOLS_FINAL = "SL201" "build-tools-in-final-stage" Warning 5 []
         "build tools installed in the stage that becomes the image",
         "practice 5: compilers, SDKs and dev dependencies ship in the image unless the build runs in a separate stage",
@@ -136,13 +144,17 @@ rules! {
         "practice 9: every file of the context is uploaded and any change busts the cache",
         "add a .dockerignore (or copy named files)";
     IGNORE_INCOMPLETE = "SL302" "dockerignore-incomplete" Warning 9 []
-        "the .dockerignore misses a directory that should not be in the image",
+        "a copied directory holds VCS data, dependencies or build output that no .dockerignore pattern excludes",
         "practice 9: VCS data, dependencies and build outputs in the context bust the cache and bloat the upload",
         "add the directory to the .dockerignore";
     FAT_JAR = "SL303" "fat-jar-single-layer" Warning 1 []
         "a fat jar copied as one file",
         "practice 1: the whole jar is one layer, re-pushed on every code change",
         "extract the jar (`java -Djarmode=tools -jar app.jar extract --layers`, or unzip) and copy BOOT-INF/lib, META-INF, org and BOOT-INF/classes in that order";
+    ADD_LOCAL = "SL304" "add-local-file" Warning 8 ["DL3020"]
+        "ADD for a local file or directory that COPY would copy the same",
+        "practice 8: ADD also downloads URLs and unpacks archives; COPY says that the files are only copied",
+        "use COPY (keep ADD for URLs, git repositories and local archives it should unpack)";
     SHELL_FORM = "SL401" "shell-form-command" Warning 12 ["DL3025", "JSONArgsRecommended"]
         "CMD/ENTRYPOINT in shell form",
         "practice 12: shell form runs `/bin/sh -c`, so the program is not PID 1 and does not receive signals",
@@ -159,10 +171,34 @@ rules! {
         "a secret passed in ARG or ENV",
         "practice 13/14: ARG and ENV values are stored in the image config and history for anyone who pulls it",
         "use a secret mount: `RUN --mount=type=secret,id=NAME ...`";
+    MAINTAINER = "SL405" "maintainer-deprecated" Warning 8 ["DL4000"]
+        "MAINTAINER is deprecated",
+        "practice 8: MAINTAINER only sets a deprecated config field; metadata belongs in labels, which tools read",
+        "use `LABEL org.opencontainers.image.authors=\"name <email>\"`";
     PARSE_ERROR = "SL900" "parse-error" Error 0 []
         "the Dockerfile does not parse",
         "the builder would refuse it too",
         "fix the syntax error";
+}
+
+impl Rule {
+    /// The anchor of its section in `docs/practices.md` (None for rules
+    /// about the linter itself).
+    pub fn doc_anchor(&self) -> Option<&'static str> {
+        if self.id == PIPE_WITHOUT_PIPEFAIL.id {
+            return Some("pipefail");
+        }
+        crate::practices::by_number(self.practice).map(|p| p.anchor)
+    }
+
+    /// Where its explanation is: its section of `docs/practices.md`, or the
+    /// rule table of `docs/lint.md` for the linter's own rules.
+    pub fn doc_url(&self) -> String {
+        match self.doc_anchor() {
+            Some(a) => crate::practices::url(a),
+            None => format!("{LINT_DOC_URL}#rule-ids"),
+        }
+    }
 }
 
 /// Finds a rule by id or name (case-insensitive).

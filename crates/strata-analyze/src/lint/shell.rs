@@ -307,6 +307,12 @@ pub(crate) fn parse_script(lg: &Logical, lexer: &Lexer, env: &[(String, String)]
                 }
             }
             out.push(c);
+        } else if sep != Sep::Semi {
+            // The end of a group (`{ a; b; } | c`): what follows it
+            // follows the group's last command.
+            if let Some(last) = out.last_mut() {
+                last.sep = sep;
+            }
         }
     }
     // Nested `sh -c "script"`.
@@ -684,6 +690,10 @@ mod tests {
                 "if true; then cd /x; fi",
                 &[&["true"], &["cd", "/x"], &["fi"]],
             ),
+            (
+                "{ echo a; echo b; } | tee f",
+                &[&["echo", "a"], &["echo", "b"], &["tee", "f"]],
+            ),
         ];
         for (src, want) in cases {
             let got = cmds(src);
@@ -693,6 +703,17 @@ mod tests {
                 .collect();
             assert_eq!(got, want, "{src}");
         }
+    }
+
+    #[test]
+    fn a_group_passes_its_pipe_on() {
+        let src = "{ echo a; echo b; } | tee f && true";
+        let lg = logical(src, 0, src.len(), '\\', true);
+        let seps: Vec<Sep> = parse_script(&lg, &Lexer::new('\\'), &[])
+            .iter()
+            .map(|c| c.sep)
+            .collect();
+        assert_eq!(seps, [Sep::Semi, Sep::Pipe, Sep::And, Sep::Semi]);
     }
 
     #[test]

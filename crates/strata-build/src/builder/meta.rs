@@ -2,6 +2,7 @@
 //! the step dispatcher, and their helpers.
 
 use super::*;
+use crate::config_change::{expand_ports, healthcheck, ConfigChange};
 
 impl Shared<'_> {
     pub(super) fn expand(&self, st: &StageState, word: &str) -> Result<String> {
@@ -21,6 +22,9 @@ impl Shared<'_> {
     ) -> Result<()> {
         let t = Instant::now();
         let label = st.step_label(n);
+        let nth = st.seen.entry(ins.original.clone()).or_insert(0);
+        *nth += 1;
+        st.current = Some((ins.original.clone(), *nth));
         (self.sink)(Event::StepStarted {
             id,
             label: label.clone(),
@@ -44,7 +48,8 @@ impl Shared<'_> {
                 let mut text = String::from("ENV");
                 for kv in pairs {
                     let (k, v) = self.expand_kv(st, kv)?;
-                    st.set_env(&k, &v);
+                    ConfigChange::Env(k.clone(), v.clone())
+                        .apply(&mut st.config, &mut st.cmd_set)?;
                     text.push_str(&format!(" {k}={v}"));
                 }
                 meta(self, st, text.clone(), Some(text))
@@ -53,17 +58,15 @@ impl Shared<'_> {
                 let mut text = String::from("LABEL");
                 for kv in pairs {
                     let (k, v) = self.expand_kv(st, kv)?;
-                    st.cfg()
-                        .labels
-                        .get_or_insert_with(BTreeMap::new)
-                        .insert(k.clone(), v.clone());
+                    ConfigChange::Label(k.clone(), v.clone())
+                        .apply(&mut st.config, &mut st.cmd_set)?;
                     text.push_str(&format!(" {k}={v}"));
                 }
                 meta(self, st, text.clone(), Some(text))
             }
             InstructionKind::Maintainer(m) => {
                 let v = self.expand(st, &m.value)?;
-                st.config.author = Some(v.clone());
+                ConfigChange::Maintainer(v.clone()).apply(&mut st.config, &mut st.cmd_set)?;
                 meta(
                     self,
                     st,
@@ -75,13 +78,9 @@ impl Shared<'_> {
                 let mut list = Vec::new();
                 for p in ports {
                     let v = self.expand(st, &p.value)?;
-                    for port in expand_ports(&v)? {
-                        st.cfg()
-                            .exposed_ports
-                            .get_or_insert_with(BTreeMap::new)
-                            .insert(port.clone(), serde_json::json!({}));
-                        list.push(port);
-                    }
+                    let ports = expand_ports(&v)?;
+                    ConfigChange::Expose(ports.clone()).apply(&mut st.config, &mut st.cmd_set)?;
+                    list.extend(ports);
                 }
                 let text = format!("EXPOSE {}", list.join(" "));
                 meta(
@@ -101,15 +100,7 @@ impl Shared<'_> {
                 let mut list = Vec::new();
                 for v in vols {
                     let v = self.expand(st, &v.value)?;
-                    if v.is_empty() {
-                        return Err(Error::invalid(
-                            "VOLUME specified can not be an empty string",
-                        ));
-                    }
-                    st.cfg()
-                        .volumes
-                        .get_or_insert_with(BTreeMap::new)
-                        .insert(v.clone(), serde_json::json!({}));
+                    ConfigChange::Volume(v.clone()).apply(&mut st.config, &mut st.cmd_set)?;
                     list.push(v);
                 }
                 let text = format!("VOLUME [{}]", list.join(" "));
@@ -117,36 +108,29 @@ impl Shared<'_> {
             }
             InstructionKind::User(u) => {
                 let v = self.expand(st, &u.value)?;
-                st.cfg().user = Some(v.clone());
+                ConfigChange::User(v.clone()).apply(&mut st.config, &mut st.cmd_set)?;
                 meta(self, st, format!("USER {v}"), Some(format!("USER {v}")))
             }
             InstructionKind::Cmd(c) => {
                 let args = self.command_args(st, c);
-                st.cfg().cmd = Some(args.clone());
-                st.cfg().args_escaped = Some(true);
-                st.cmd_set = true;
+                ConfigChange::Cmd(args.clone()).apply(&mut st.config, &mut st.cmd_set)?;
                 let text = format!("CMD {}", go_list(&args));
                 meta(self, st, text.clone(), Some(text))
             }
             InstructionKind::Entrypoint(c) => {
                 let args = self.command_args(st, c);
-                st.cfg().entrypoint = Some(args.clone());
-                if !st.cmd_set {
-                    // A new ENTRYPOINT resets the CMD inherited from the base.
-                    st.cfg().cmd = None;
-                }
+                ConfigChange::Entrypoint(args.clone()).apply(&mut st.config, &mut st.cmd_set)?;
                 let text = format!("ENTRYPOINT {}", go_list(&args));
                 meta(self, st, text.clone(), Some(text))
             }
             InstructionKind::Shell(sh) => {
-                st.cfg().shell = Some(sh.clone());
+                ConfigChange::Shell(sh.clone()).apply(&mut st.config, &mut st.cmd_set)?;
                 let text = format!("SHELL [{}]", sh.join(" "));
                 meta(self, st, text.clone(), Some(text))
             }
             InstructionKind::StopSignal(s) => {
                 let v = self.expand(st, &s.value)?;
-                check_signal(&v)?;
-                st.cfg().stop_signal = Some(v.clone());
+                ConfigChange::StopSignal(v.clone()).apply(&mut st.config, &mut st.cmd_set)?;
                 meta(
                     self,
                     st,
@@ -155,51 +139,17 @@ impl Shared<'_> {
                 )
             }
             InstructionKind::Healthcheck(h) => {
-                let hc = match h {
-                    Healthcheck::None => strata_oci::Healthcheck {
-                        test: Some(vec!["NONE".to_owned()]),
-                        ..Default::default()
-                    },
-                    Healthcheck::Cmd {
-                        test,
-                        interval,
-                        timeout,
-                        start_period,
-                        start_interval,
-                        retries,
-                    } => {
-                        let test = match test {
-                            ShellOrExec::Exec(v) => {
-                                let mut t = vec!["CMD".to_owned()];
-                                t.extend(v.iter().cloned());
-                                t
-                            }
-                            ShellOrExec::Shell(s) => vec!["CMD-SHELL".to_owned(), s.clone()],
-                        };
-                        let ns = |d: &Option<Duration>| d.map(|d| d.as_nanos() as i64);
-                        strata_oci::Healthcheck {
-                            test: Some(test),
-                            interval: ns(interval),
-                            timeout: ns(timeout),
-                            start_period: ns(start_period),
-                            start_interval: ns(start_interval),
-                            retries: retries.map(i64::from),
-                            ..Default::default()
-                        }
-                    }
-                };
+                let hc = healthcheck(h);
                 let text = format!(
                     "HEALTHCHECK {}",
                     go_list(hc.test.as_deref().unwrap_or_default())
                 );
-                st.cfg().healthcheck = Some(hc);
+                ConfigChange::Healthcheck(hc).apply(&mut st.config, &mut st.cmd_set)?;
                 meta(self, st, text.clone(), Some(text))
             }
             InstructionKind::Onbuild(o) => {
-                st.cfg()
-                    .on_build
-                    .get_or_insert_with(Vec::new)
-                    .push(o.expression.clone());
+                ConfigChange::Onbuild(o.expression.clone())
+                    .apply(&mut st.config, &mut st.cmd_set)?;
                 meta(self, st, format!("ONBUILD {}", o.expression), None)
             }
             InstructionKind::Arg(defs) => {
@@ -281,7 +231,7 @@ impl Shared<'_> {
         t: Instant,
     ) -> Result<()> {
         self.track_change(st, id, label, &inputs);
-        self.record(id, &inputs);
+        self.record(st, id, &inputs);
         st.key = inputs.key();
         (self.sink)(Event::StepDone {
             id,
@@ -323,79 +273,10 @@ pub(super) fn go_list(v: &[String]) -> String {
     format!("[{}]", items.join(" "))
 }
 
-/// `EXPOSE` values: `80`, `80/udp`, `8000-8002/tcp` -> `80/tcp`...
-pub(super) fn expand_ports(v: &str) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for word in v.split_whitespace() {
-        let (ports, proto) = match word.split_once('/') {
-            Some((p, proto)) => (p, proto.to_ascii_lowercase()),
-            None => (word, "tcp".to_owned()),
-        };
-        if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-            return Err(Error::invalid(format!("invalid proto: {proto}")));
-        }
-        let bad = || Error::invalid(format!("invalid containerPort: {ports}"));
-        let (lo, hi) = match ports.split_once('-') {
-            Some((a, b)) => (
-                a.parse::<u16>().map_err(|_| bad())?,
-                b.parse::<u16>().map_err(|_| bad())?,
-            ),
-            None => {
-                let p = ports.parse::<u16>().map_err(|_| bad())?;
-                (p, p)
-            }
-        };
-        if hi < lo {
-            return Err(bad());
-        }
-        for p in lo..=hi {
-            out.push(format!("{p}/{proto}"));
-        }
-    }
-    Ok(out)
-}
-
-/// A signal name or number STOPSIGNAL accepts.
-pub(super) fn check_signal(s: &str) -> Result<()> {
-    const NAMES: &[&str] = &[
-        "ABRT", "ALRM", "BUS", "CHLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL",
-        "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP",
-        "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
-    ];
-    if let Ok(n) = s.parse::<u32>() {
-        if (1..=64).contains(&n) {
-            return Ok(());
-        }
-    }
-    let upper = s.to_ascii_uppercase();
-    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-    if NAMES.contains(&name) || name.starts_with("RTMIN") || name.starts_with("RTMAX") {
-        return Ok(());
-    }
-    Err(Error::invalid(format!("invalid signal: {s}")))
-}
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn ports() {
-        assert_eq!(expand_ports("80").unwrap(), ["80/tcp"]);
-        assert_eq!(
-            expand_ports("53/UDP 8000-8001").unwrap(),
-            ["53/udp", "8000/tcp", "8001/tcp"]
-        );
-        assert!(expand_ports("http").is_err());
-        assert!(expand_ports("80/xyz").is_err());
-    }
-    #[test]
-    fn signals() {
-        assert!(check_signal("SIGTERM").is_ok());
-        assert!(check_signal("kill").is_ok());
-        assert!(check_signal("9").is_ok());
-        assert!(check_signal("SIGNOPE").is_err());
-        assert!(check_signal("0").is_err());
-    }
     #[test]
     fn go_lists() {
         assert_eq!(

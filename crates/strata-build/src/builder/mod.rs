@@ -12,15 +12,15 @@ use miette::NamedSource;
 use strata_context::{Context, ContextOptions};
 use strata_dockerfile::shell::Lexer;
 use strata_dockerfile::{
-    parse_named, BuildStages, CopyAdd, Healthcheck, Instruction, InstructionKind, KeyValue,
-    MountSpec, MountType, Run, ShellOrExec,
+    parse_named, BuildStages, CopyAdd, Instruction, InstructionKind, KeyValue, MountSpec,
+    MountType, Run, ShellOrExec,
 };
 use strata_layer::{LayerOptions, Snapshotter, ViewLayer};
 use strata_oci::{
     format_rfc3339, media_type, ContainerConfig, Descriptor, Digest, History, Image, ImageConfig,
     Layer, Manifest, Platform, Store,
 };
-use strata_sandbox::{Capture, Executor, Network, RootFs, RunSpec, Stdio};
+use strata_sandbox::{Capture, Executor, Network, RunSpec, Stdio};
 
 use crate::cache::{Cache, CacheEntry, LayerRecord, StepRecord};
 use crate::copy::{self, CopyRequest, Owner, Source};
@@ -28,7 +28,7 @@ use crate::error::{Error, ErrorKind, Location, Result};
 use crate::event::{Event, EventSink, StepId, Stream};
 use crate::explain::{changed, compare, Explanation};
 use crate::key::{tag, Inputs};
-use crate::options::{BuildOptions, NetworkMode, SecretSource, SnapshotMode, Timestamps};
+use crate::options::{BuildOptions, SecretSource, Timestamps};
 use crate::plan::{Base, FromRef, Plan, PROXY_ARGS};
 use strata_layer::MergedView;
 
@@ -91,11 +91,14 @@ pub struct BuildOutput {
     /// The Dockerfile's history lines of the final image, for attribution:
     /// history index -> Dockerfile line.
     pub history_lines: BTreeMap<usize, usize>,
+    /// A `--cache-to` export that failed (without `ignore-error=true`): the
+    /// image is built and stored, the caller tags it and then reports this.
+    pub cache_export_error: Option<std::sync::Arc<Error>>,
 }
 
 /// Where an image built here came from: for each history entry made from
 /// this Dockerfile, the Dockerfile line (for `strata analyze` attribution).
-/// Kept beside the store (`<root>/build-info/<image id hex>.json`), not in
+/// Kept beside the store (its `build-info` sidecar, by image ID), not in
 /// the image, so it never changes a digest.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BuildInfo {
@@ -108,24 +111,18 @@ pub struct BuildInfo {
 }
 
 impl BuildInfo {
-    fn path(store: &Store, id: &Digest) -> PathBuf {
-        store
-            .root()
-            .join("build-info")
-            .join(format!("{}.json", id.hex()))
-    }
+    /// The store's sidecar kind these records are kept under.
+    pub const SIDECAR: &'static str = "build-info";
 
     /// The record for image `id`, if strata built it here.
     pub fn load(store: &Store, id: &Digest) -> Option<BuildInfo> {
-        serde_json::from_slice(&fs::read(Self::path(store, id)).ok()?).ok()
+        let bytes = store.sidecar(Self::SIDECAR).ok()?.get(id, None).ok()??;
+        serde_json::from_slice(&bytes).ok()
     }
 
     fn save(&self, store: &Store, id: &Digest) -> Result<()> {
-        let p = Self::path(store, id);
-        if let Some(d) = p.parent() {
-            fs::create_dir_all(d).map_err(|e| Error::io("create", d, e))?;
-        }
-        crate::cache::write_atomic(&p, &serde_json::to_vec_pretty(self).unwrap_or_default())
+        let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+        Ok(store.sidecar(Self::SIDECAR)?.put(id, None, &bytes)?)
     }
 }
 
@@ -169,6 +166,21 @@ struct Shared<'a> {
     images: Mutex<HashMap<String, Arc<StageOut>>>,
     warnings: Mutex<Vec<String>>,
     layer_opts: LayerOptions,
+    /// Remote caches (`--cache-from`) found unusable: warned once, then
+    /// skipped.
+    remote_down: Mutex<Vec<bool>>,
+    /// Every layer step's result, for `--cache-to`.
+    exports: Mutex<Vec<ExportItem>>,
+}
+
+/// A layer step's result, as `--cache-to` exports it.
+#[derive(Debug, Clone)]
+struct ExportItem {
+    stage: usize,
+    key: Digest,
+    layer: Option<LayerRecord>,
+    /// The `--cache-from` cache (index) it came from.
+    from: Option<usize>,
 }
 
 /// Builds the Dockerfile in `opts`, sending progress to `sink`.
@@ -185,13 +197,19 @@ pub fn build(
         Some(p) => p.clone(),
         None => context_dir.join("Dockerfile"),
     };
-    let text = fs::read_to_string(&dockerfile)
-        .map_err(|e| Error::io("read the Dockerfile", &dockerfile, e))?;
-    let shown = dockerfile
-        .strip_prefix(&context_dir)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|_| dockerfile.clone());
-    let shown = shown.display().to_string();
+    // A Dockerfile given as text (`-f -`) is named as docker names it.
+    let (text, shown) = match &opts.dockerfile_text {
+        Some(t) => (t.clone(), "Dockerfile".to_owned()),
+        None => {
+            let text = fs::read_to_string(&dockerfile)
+                .map_err(|e| Error::io("read the Dockerfile", &dockerfile, e))?;
+            let shown = dockerfile
+                .strip_prefix(&context_dir)
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|_| dockerfile.clone());
+            (text, shown.display().to_string())
+        }
+    };
     let df = parse_named(&shown, &text)?;
     let parsed = df.stages()?;
     let escape = df.escape;
@@ -207,27 +225,21 @@ pub fn build(
     let ctx = Context::open(
         &context_dir,
         ContextOptions {
-            dockerfile: Some(dockerfile.clone()),
+            // Only a Dockerfile with a name has a NAME.dockerignore.
+            dockerfile: opts.dockerfile_text.is_none().then(|| dockerfile.clone()),
             state_dir: Some(store.root().join("context-cache")),
         },
     )?;
     let cache = Cache::open(store)?;
     let snap = Snapshotter::new(store)?;
-    let tmp = store.root().join("tmp").join(format!(
-        "build-{}-{}",
-        std::process::id(),
-        started.elapsed().as_nanos()
-    ));
-    fs::create_dir_all(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-    let _tmp_guard = RemoveOnDrop(tmp.clone());
+    // Held (and removed by the next strata command if this one is killed):
+    // it holds the copies of --secret files.
+    let tmp_dir = store.temp_dir("build")?;
+    let tmp = tmp_dir.path().to_owned();
     let executor = strata_sandbox::pick(opts.isolation, store.root().join("run"))?;
-    let (overlay, fallback) = match opts.snapshots {
-        SnapshotMode::Overlay => (true, None),
-        SnapshotMode::Copy => (false, None),
-        SnapshotMode::Auto => match overlay_unusable() {
-            None => (true, None),
-            Some(why) => (false, Some(why)),
-        },
+    let (overlay, fallback) = match opts.snapshots.resolve() {
+        Ok(overlay) => (overlay, None),
+        Err(why) => (false, Some(why)),
     };
     let dockerfile_abs = fs::canonicalize(&dockerfile).unwrap_or(dockerfile);
     let identity = format!("{}\0{}", context_dir.display(), dockerfile_abs.display());
@@ -263,6 +275,8 @@ pub fn build(
         images: Mutex::new(HashMap::new()),
         warnings: Mutex::new(Vec::new()),
         layer_opts,
+        remote_down: Mutex::new(vec![false; opts.cache_from.0.len()]),
+        exports: Mutex::new(Vec::new()),
     };
     shared.warn_unused_args();
     if let Some(why) = fallback {
@@ -292,16 +306,17 @@ pub fn build(
     Ok(output)
 }
 
-/// Why overlayfs cannot be mounted here, or `None` when it can (root, and
-/// the kernel has it).
-fn overlay_unusable() -> Option<&'static str> {
-    if !rustix::process::geteuid().is_root() {
-        return Some("not running as root");
+/// How RUN steps will get their root filesystem under `mode`: overlay or
+/// not, and why (for `strata info` and the build's warning).
+pub fn snapshotter_choice(mode: crate::SnapshotMode) -> (bool, &'static str) {
+    match mode {
+        crate::SnapshotMode::Overlay => (true, "asked for with STRATA_SNAPSHOTTER"),
+        crate::SnapshotMode::Copy => (false, "asked for with STRATA_SNAPSHOTTER"),
+        crate::SnapshotMode::Auto => match mode.resolve() {
+            Ok(_) => (true, "the kernel's overlayfs"),
+            Err(why) => (false, why),
+        },
     }
-    let has = fs::read_to_string("/proc/filesystems")
-        .map(|s| s.lines().any(|l| l.trim_end().ends_with("overlay")))
-        .unwrap_or(false);
-    (!has).then_some("the kernel has no overlayfs (modprobe overlay)")
 }
 
 struct RemoveOnDrop(PathBuf);
@@ -448,6 +463,21 @@ impl Shared<'_> {
         Digest::sha256(format!("{}\0{}\0{}", self.identity, id.stage, id.step).as_bytes())
     }
 
+    /// The same step found by what it says rather than where it is (its
+    /// stage's name or index, its text, which occurrence of that text): a
+    /// step inserted above does not make every later step compare itself
+    /// with its predecessor's record.
+    fn text_record_id(&self, st: &StageState) -> Option<Digest> {
+        let (text, n) = st.current.as_ref()?;
+        let stage = self.plan.stages[st.index]
+            .name
+            .clone()
+            .unwrap_or_else(|| st.index.to_string());
+        Some(Digest::sha256(
+            format!("{}\0{stage}\0{text}\0{n}", self.identity).as_bytes(),
+        ))
+    }
+
     fn epoch(&self) -> i64 {
         self.opts.timestamps.epoch()
     }
@@ -530,6 +560,9 @@ impl Shared<'_> {
             args: Vec::new(),
             cmd_set: false,
             first_change: None,
+            has_records: false,
+            current: None,
+            seen: HashMap::new(),
             no_cache,
             lines: BTreeMap::new(),
         };
@@ -539,10 +572,22 @@ impl Shared<'_> {
             step: 0,
         };
         let t = Instant::now();
+        // The FROM line as resolved (`FROM ${BASE}` shows the image).
+        let from_text = {
+            let what = match &planned.base {
+                Base::Scratch => "scratch".to_owned(),
+                Base::Stage(i) => self.plan.stages[*i].label.clone(),
+                Base::Image(r) => r.clone(),
+            };
+            match &planned.name {
+                Some(n) => format!("FROM {what} AS {n}"),
+                None => format!("FROM {what}"),
+            }
+        };
         (self.sink)(Event::StepStarted {
             id,
             label: st.step_label(1),
-            text: stage.original.clone(),
+            text: from_text,
             line: stage.span.line,
         });
         let (base, base_text) = match &planned.base {
@@ -660,32 +705,39 @@ impl Shared<'_> {
         label: &str,
         inputs: &Inputs,
     ) -> Option<StepRecord> {
-        let record_id = self.step_record_id(id);
-        let prev = self.cache.step(&record_id);
-        if let Some(p) = &prev {
-            if st.first_change.is_none() {
-                let mut a = p.inputs.clone();
-                let mut b = inputs.clone();
-                a.parent.clear();
-                b.parent.clear();
-                if let Some(changes) = compare(&a, &b) {
-                    st.first_change = Some((label.to_owned(), changed(changes).to_string()));
+        let prev = self
+            .text_record_id(st)
+            .and_then(|t| self.cache.step(&t))
+            .or_else(|| self.cache.step(&self.step_record_id(id)));
+        if st.first_change.is_none() {
+            match &prev {
+                Some(p) => {
+                    if let Some(changes) = own_changes(&p.inputs, inputs) {
+                        st.first_change = Some((label.to_owned(), changed(changes).to_string()));
+                    }
                 }
+                // A step with no record among steps that have one: new.
+                None if st.has_records => {
+                    st.first_change = Some((label.to_owned(), "a new step".to_owned()));
+                }
+                None => {}
             }
         }
+        st.has_records |= prev.is_some();
         prev
     }
 
     /// Records the inputs of a step that completed, for the next build's
     /// explanations.
-    fn record(&self, id: StepId, inputs: &Inputs) {
-        let _ = self.cache.put_step(
-            &self.step_record_id(id),
-            &StepRecord {
-                key: inputs.key().hex().to_owned(),
-                inputs: inputs.clone(),
-            },
-        );
+    fn record(&self, st: &StageState, id: StepId, inputs: &Inputs) {
+        let record = StepRecord {
+            key: inputs.key().hex().to_owned(),
+            inputs: inputs.clone(),
+        };
+        let _ = self.cache.put_step(&self.step_record_id(id), &record);
+        if let Some(t) = self.text_record_id(st) {
+            let _ = self.cache.put_step(&t, &record);
+        }
     }
 
     /// A step that may make a layer: looked up by key, else `make` runs.
@@ -710,15 +762,21 @@ impl Shared<'_> {
         } else {
             self.cache.get(&key)
         };
-        let (layer, cached) = match lookup {
-            Some(Ok(entry)) => {
-                (self.sink)(Event::StepCached {
-                    id,
-                    explanation: hit,
-                });
-                (entry.layer, true)
+        // The store's cache, then the remote ones (`--cache-from`) in order.
+        let mut remote_misses = Vec::new();
+        let found = match &lookup {
+            Some(Ok(entry)) => Some((entry.layer.clone(), hit, None)),
+            _ if st.no_cache => None,
+            _ => self.remote_hit(&key, &mut remote_misses)?,
+        };
+        let mut from = None;
+        let (layer, cached) = match (found, lookup) {
+            (Some((layer, explanation, remote)), _) => {
+                from = remote;
+                (self.sink)(Event::StepCached { id, explanation });
+                (layer, true)
             }
-            other => {
+            (None, other) => {
                 let explanation = if st.no_cache {
                     Explanation::NoCache {
                         flag: if self.opts.no_cache {
@@ -732,21 +790,34 @@ impl Shared<'_> {
                 } else if prev.as_ref().is_some_and(|p| p.inputs == inputs) {
                     Explanation::Unfinished
                 } else {
+                    // What changed in this step itself comes first; an
+                    // earlier step is named only when this one is the same.
                     match &prev {
                         None => Explanation::FirstBuild,
-                        Some(p) if p.inputs.parent != inputs.parent => match &st.first_change {
-                            Some((step, summary)) => Explanation::EarlierStep {
-                                step: step.clone(),
-                                summary: summary.clone(),
+                        Some(p) => match own_changes(&p.inputs, &inputs) {
+                            Some(c) => changed(c),
+                            None if p.inputs.parent != inputs.parent => match &st.first_change {
+                                Some((step, summary)) if step != label => {
+                                    Explanation::EarlierStep {
+                                        step: step.clone(),
+                                        summary: summary.clone(),
+                                    }
+                                }
+                                _ => Explanation::EarlierStep {
+                                    step: "an earlier stage".into(),
+                                    summary: "its result changed".into(),
+                                },
                             },
-                            None => Explanation::EarlierStep {
-                                step: "an earlier stage".into(),
-                                summary: "its result changed".into(),
-                            },
+                            None => Explanation::Evicted,
                         },
-                        Some(p) => compare(&p.inputs, &inputs)
-                            .map(changed)
-                            .unwrap_or(Explanation::Evicted),
+                    }
+                };
+                let explanation = if remote_misses.is_empty() {
+                    explanation
+                } else {
+                    Explanation::NotInRemote {
+                        local: Box::new(explanation),
+                        caches: remote_misses,
                     }
                 };
                 (self.sink)(Event::StepMiss { id, explanation });
@@ -760,7 +831,15 @@ impl Shared<'_> {
                 (layer, false)
             }
         };
-        self.record(id, &inputs);
+        self.record(st, id, &inputs);
+        if !self.opts.cache_to.is_empty() {
+            lock(&self.exports).push(ExportItem {
+                stage: id.stage,
+                key: key.clone(),
+                layer: layer.clone(),
+                from,
+            });
+        }
         if cached {
             self.cached.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -795,6 +874,139 @@ impl Shared<'_> {
             duration: t.elapsed(),
             layer: done_layer,
         });
+        Ok(())
+    }
+
+    /// Looks `key` up in the remote caches (`--cache-from`), in order. A hit
+    /// is recorded in the store's cache, its layer fetched (verified) into
+    /// the store. A cache that cannot answer is warned about once and
+    /// skipped from then on: a cache is an accelerator, never a reason for
+    /// a build to fail. `misses` receives the caches asked without a hit.
+    #[allow(clippy::type_complexity)]
+    fn remote_hit(
+        &self,
+        key: &Digest,
+        misses: &mut Vec<String>,
+    ) -> Result<Option<(Option<LayerRecord>, Explanation, Option<usize>)>> {
+        for (i, cache) in self.opts.cache_from.0.iter().enumerate() {
+            let name = cache.describe();
+            if lock(&self.remote_down)[i] {
+                continue;
+            }
+            let entry = match cache.lookup(key) {
+                Ok(Some(e)) => e,
+                Ok(None) => {
+                    misses.push(name);
+                    continue;
+                }
+                Err(e) => {
+                    lock(&self.remote_down)[i] = true;
+                    self.warn(
+                        format!(
+                            "cache {name} cannot be used, building without it: {}",
+                            chain_text(&*e)
+                        ),
+                        None,
+                    );
+                    continue;
+                }
+            };
+            let layer = match entry.record.layer {
+                Some((descriptor, diff_id)) => {
+                    lock(&self.lease).add_digest(&descriptor.digest)?;
+                    if !self.store.has(&descriptor.digest) {
+                        if let Err(e) = cache.fetch_blob(self.store, &descriptor) {
+                            self.warn(
+                                format!(
+                                    "cache {name}: cannot fetch layer {}, building the step: {}",
+                                    descriptor.digest,
+                                    chain_text(&*e)
+                                ),
+                                None,
+                            );
+                            misses.push(name);
+                            continue;
+                        }
+                    }
+                    Some(LayerRecord {
+                        descriptor,
+                        diff_id,
+                    })
+                }
+                None => None,
+            };
+            self.cache.put(
+                key,
+                &CacheEntry {
+                    layer: layer.clone(),
+                },
+            )?;
+            return Ok(Some((layer, Explanation::Remote { cache: name }, Some(i))));
+        }
+        Ok(None)
+    }
+
+    /// Exports the build's steps to every `--cache-to` cache: all of them
+    /// (`mode=max`) or those whose layers are in the final image (`min`).
+    fn export_caches(&self) -> Result<()> {
+        if self.opts.cache_to.is_empty() {
+            return Ok(());
+        }
+        // The final image's stages: the target and the stages it is FROM.
+        let mut chain = vec![self.plan.target];
+        while let Some(Base::Stage(i)) = chain.last().map(|&s| &self.plan.stages[s].base) {
+            chain.push(*i);
+        }
+        let items = lock(&self.exports).clone();
+        for exp in &self.opts.cache_to {
+            let name = exp.cache.describe();
+            let mut seen = std::collections::HashSet::new();
+            let records: Vec<strata_oci::CacheRecord> = items
+                .iter()
+                .filter(|it| exp.max || chain.contains(&it.stage))
+                .filter(|it| seen.insert(it.key.clone()))
+                .map(|it| strata_oci::CacheRecord {
+                    key: it.key.clone(),
+                    layer: it
+                        .layer
+                        .as_ref()
+                        .map(|l| (l.descriptor.clone(), l.diff_id.clone())),
+                })
+                .collect();
+            // Hits from this same cache may have their age renewed.
+            let refresh: Vec<Digest> = items
+                .iter()
+                .filter(|it| {
+                    it.from
+                        .and_then(|i| self.opts.cache_from.0.get(i))
+                        .is_some_and(|c| c.describe() == name)
+                })
+                .map(|it| it.key.clone())
+                .collect();
+            match exp.cache.export(self.store, &records, &refresh) {
+                Ok(r) => (self.sink)(Event::CacheExported {
+                    cache: name,
+                    entries: r.entries,
+                    present: r.present,
+                    blobs_sent: r.blobs_sent,
+                    bytes_sent: r.bytes_sent,
+                }),
+                Err(e) if exp.ignore_error => self.warn(
+                    format!(
+                        "cannot export the build cache to {name}: {}",
+                        chain_text(&*e)
+                    ),
+                    None,
+                ),
+                Err(source) => {
+                    return Err(ErrorKind::CacheExport {
+                        cache: name,
+                        source,
+                    }
+                    .into())
+                }
+            }
+        }
         Ok(())
     }
 
@@ -862,6 +1074,9 @@ impl Shared<'_> {
             lines: target.lines.clone(),
         };
         info.save(self.store, image.id())?;
+        // The image is stored; then the cache goes out (a failed export
+        // fails the build unless `ignore-error=true`, as BuildKit does).
+        let cache_export_error = self.export_caches().err().map(std::sync::Arc::new);
         let ran = self.ran.load(Ordering::Relaxed);
         let cached = self.cached.load(Ordering::Relaxed);
         (self.sink)(Event::Done {
@@ -877,6 +1092,7 @@ impl Shared<'_> {
             cached,
             warnings: lock(&self.warnings).clone(),
             history_lines: target.lines.clone(),
+            cache_export_error,
         })
     }
 }
@@ -889,4 +1105,27 @@ pub(super) fn layer_record(info: strata_layer::LayerInfo) -> Option<LayerRecord>
         descriptor: info.descriptor(),
         diff_id: info.diff_id,
     })
+}
+
+/// What differs between two builds of a step, leaving out its parent (an
+/// earlier step's change, explained there). When the instruction itself
+/// changed, that alone is said: the rest follows from it.
+fn own_changes(old: &Inputs, new: &Inputs) -> Option<Vec<crate::explain::Change>> {
+    let mut a = old.clone();
+    let mut b = new.clone();
+    a.parent.clear();
+    b.parent.clear();
+    compare(&a, &b)
+}
+
+/// An error and its causes on one line (`a: b: c`), for a warning.
+fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

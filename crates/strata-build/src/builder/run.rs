@@ -83,10 +83,7 @@ impl Shared<'_> {
         let network = match r.network {
             strata_dockerfile::NetworkMode::None => Network::None,
             strata_dockerfile::NetworkMode::Host => Network::Host,
-            strata_dockerfile::NetworkMode::Default => match self.opts.network {
-                NetworkMode::Host => Network::Host,
-                NetworkMode::None => Network::None,
-            },
+            strata_dockerfile::NetworkMode::Default => self.opts.network,
         };
         let mut inputs = Inputs::new(
             tag::RUN,
@@ -115,6 +112,17 @@ impl Shared<'_> {
             inputs.fields.insert(format!("script:{name}"), data.clone());
         }
         self.key_timestamps(&mut inputs);
+        // The seccomp profile decides which calls the step may make, so what
+        // it can produce: keyed (a step cached unconfined is not reused by a
+        // confined build).
+        let seccomp = match &self.opts.seccomp {
+            strata_sandbox::Seccomp::Default => "default".to_owned(),
+            strata_sandbox::Seccomp::Unconfined => "unconfined".to_owned(),
+            strata_sandbox::Seccomp::Profile(p) => {
+                format!("profile {}", Digest::sha256(format!("{p:?}").as_bytes()))
+            }
+        };
+        inputs.fields.insert("seccomp".into(), seccomp);
         // Mounts: keyed now, made only if the step runs.
         let mut mounts = RunMounts::default();
         for m in &r.mounts {
@@ -400,9 +408,19 @@ impl Shared<'_> {
                     target,
                     readonly,
                 } => {
-                    let dir = self.tmp.join(format!("bind-{}-{}-{n}", id.stage, id.step));
-                    made.temp.push(dir.clone());
-                    let bind = crate::fetch::materialize_context(&self.ctx, &entry, &dir, time)?;
+                    // Read-only: the store's synced copy (only what changed
+                    // since the last use is copied); writable: a copy of its own.
+                    let bind = if readonly {
+                        let tree =
+                            crate::bindtree::bind_tree(self.cache.dir(), &self.ctx, &entry, time)?;
+                        let path = tree.path.clone();
+                        made.binds.push(tree);
+                        path
+                    } else {
+                        let dir = self.tmp.join(format!("bind-{}-{}-{n}", id.stage, id.step));
+                        made.temp.push(dir.clone());
+                        crate::fetch::materialize_context(&self.ctx, &entry, &dir, time)?
+                    };
                     made.mounts
                         .push(strata_sandbox::Mount::bind(bind, target, readonly));
                 }
@@ -481,13 +499,7 @@ impl Shared<'_> {
         command_text: String,
         started: std::time::SystemTime,
     ) -> Result<Option<LayerRecord>> {
-        let resolved_user = if user.is_empty() {
-            strata_sandbox::User::root()
-        } else {
-            let passwd = view.read_small("/etc/passwd");
-            let group = view.read_small("/etc/group");
-            strata_sandbox::resolve_user_with(user, passwd.as_deref(), group.as_deref())?.user
-        };
+        let resolved_user = crate::container::resolve_user(view, user)?.user;
         let mut made = self.make_mounts(id, planned)?;
         let mut env = env;
         env.extend(made.env.iter().cloned());
@@ -513,17 +525,14 @@ impl Shared<'_> {
             id.step,
             started.as_nanos()
         );
-        let snap_mounts = if self.overlay {
-            self.snap.prepare(&active, &st.layers)?
-        } else {
-            self.snap.prepare_copy(&active, &st.layers)?
-        };
+        let _hold = self.store.hold_active(&active)?;
+        let rootfs =
+            crate::container::prepare_rootfs(&self.snap, &active, &st.layers, self.overlay)?;
         let guard = ActiveSnapshot {
             snap: &self.snap,
             key: active.clone(),
             armed: true,
         };
-        let rootfs = rootfs_from(&snap_mounts)?;
         // Times the files in cache mounts carry, before and after the run:
         // a copy out of a cache that keeps them must not bring this
         // machine's history into the layer.
@@ -546,6 +555,7 @@ impl Shared<'_> {
         spec.mounts = mounts;
         spec.stdio = Stdio::Capture(capture.clone());
         spec.hostname = "buildkitsandbox".to_owned();
+        spec.seccomp = self.opts.seccomp.clone();
         let finished = AtomicBool::new(false);
         let status = std::thread::scope(|scope| {
             let sink = self.sink;
@@ -613,38 +623,6 @@ impl Drop for ActiveSnapshot<'_> {
         if self.armed {
             let _ = self.snap.remove(&self.key);
         }
-    }
-}
-
-/// The sandbox's root filesystem from the snapshotter's mounts.
-pub(super) fn rootfs_from(mounts: &[strata_layer::Mount]) -> Result<RootFs> {
-    let m = mounts
-        .first()
-        .ok_or_else(|| Error::invalid("the snapshotter returned no mount"))?;
-    if m.kind == "bind" {
-        return Ok(RootFs::Dir(m.source.clone()));
-    }
-    let mut lower = Vec::new();
-    let mut upper = None;
-    let mut work = None;
-    for o in &m.options {
-        if let Some(v) = o.strip_prefix("lowerdir=") {
-            lower = v.split(':').map(PathBuf::from).collect();
-        } else if let Some(v) = o.strip_prefix("upperdir=") {
-            upper = Some(PathBuf::from(v));
-        } else if let Some(v) = o.strip_prefix("workdir=") {
-            work = Some(PathBuf::from(v));
-        }
-    }
-    match (upper, work) {
-        (Some(upperdir), Some(workdir)) => Ok(RootFs::Overlay {
-            lowerdirs: lower,
-            upperdir,
-            workdir,
-        }),
-        _ => Err(Error::invalid(
-            "the snapshotter returned an overlay without upperdir",
-        )),
     }
 }
 
@@ -783,6 +761,8 @@ struct MadeMounts {
     cache_dirs: Vec<PathBuf>,
     /// Copies made for the run (binds, secrets), removed after it.
     temp: Vec<PathBuf>,
+    /// Synced copies of the context in use (read-only binds).
+    binds: Vec<crate::bindtree::BindTree>,
 }
 
 impl Drop for MadeMounts {

@@ -15,6 +15,13 @@ pub(super) struct StageState {
     pub(super) args: Vec<(String, Option<String>)>,
     pub(super) cmd_set: bool,
     pub(super) first_change: Option<(String, String)>,
+    /// Whether an earlier step of the stage had a record of its last build.
+    pub(super) has_records: bool,
+    /// The step being built: its Dockerfile text and which occurrence of
+    /// that text in the stage it is (for records that survive insertions).
+    pub(super) current: Option<(String, usize)>,
+    /// How many times each text occurred so far in the stage.
+    pub(super) seen: HashMap<String, usize>,
     pub(super) no_cache: bool,
     pub(super) lines: BTreeMap<usize, usize>,
 }

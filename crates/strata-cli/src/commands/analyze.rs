@@ -72,7 +72,7 @@ fn resolve(spec: &str, s: &Settings, insecure: &[String]) -> anyhow::Result<Reso
             let resolver = super::registry::PullResolver::new(s, insecure);
             resolver
                 .resolve(&store, spec, &Platform::host())
-                .map_err(|e| anyhow::anyhow!("{e}"))
+                .map_err(anyhow::Error::from_boxed)
                 .with_context(|| format!("image {spec} is not in the store and cannot be pulled"))?
         }
     };
@@ -134,49 +134,50 @@ pub(crate) fn analyze_image(
 ) -> anyhow::Result<Report> {
     let info;
     let lines = match lines {
-        Some(l) => l,
+        Some(l) => Some(l),
         None => {
-            info = strata_build::BuildInfo::load(store, image.id())
-                .map(|b| b.lines)
-                .unwrap_or_default();
-            &info
+            info = strata_build::BuildInfo::load(store, image.id()).map(|b| b.lines);
+            info.as_ref()
         }
     };
-    let metas = layer_metas(image, lines);
+    let metas = layer_metas(image, lines.unwrap_or(&BTreeMap::new()));
+    let base = an::find_base(&image.config.history, lines);
     let mut open = opener(store, image);
     Ok(an::analyze(
         name,
         Some(image.id().to_string()),
         &metas,
         &mut open,
-        &an::Options { top },
+        &an::Options { top, base },
     )?)
 }
 
 /// The summary printed after `strata build`. An image's analysis depends
-/// only on its layers and the line map, so it is kept beside the store
-/// (`<root>/analysis/<id>-<lines>.txt`) and a fully cached rebuild does not
-/// read the layers again.
+/// only on its layers and the line map, so it is kept beside the store (its
+/// `analysis` sidecar, keyed by name and lines) and a fully cached rebuild
+/// does not read the layers again.
 pub(crate) fn build_summary(
     store: &Store,
     image: &Image,
     name: &str,
     lines: &BTreeMap<usize, usize>,
 ) -> anyhow::Result<String> {
-    let key = strata_oci::Digest::sha256(format!("{name}\0{lines:?}").as_bytes());
-    let dir = store.root().join("analysis");
-    let path = dir.join(format!("{}-{}.txt", image.id().hex(), &key.hex()[..16]));
-    if let Ok(cached) = std::fs::read_to_string(&path) {
+    let key =
+        strata_oci::Digest::sha256(format!("schema {}\0{name}\0{lines:?}", an::SCHEMA).as_bytes());
+    let key = &key.hex()[..16];
+    let cache = store.sidecar("analysis")?;
+    if let Some(cached) = cache
+        .get(image.id(), Some(key))
+        .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok())
+    {
         return Ok(cached);
     }
     let report = analyze_image(store, image, name, Some(lines), 3)?;
     let summary = an::render_summary(&report);
     // Best effort: a cache that cannot be written only costs time.
-    let _ = std::fs::create_dir_all(&dir).and_then(|_| {
-        let tmp = tempfile::NamedTempFile::new_in(&dir)?;
-        std::fs::write(tmp.path(), &summary)?;
-        tmp.persist(&path).map(|_| ()).map_err(|e| e.error)
-    });
+    let _ = cache.put(image.id(), Some(key), summary.as_bytes());
     Ok(summary)
 }
 
@@ -189,8 +190,8 @@ pub fn analyze(args: AnalyzeArgs, s: &Settings) -> CmdResult {
     };
     let report = analyze_image(&r.store, &r.image, &r.name, lines.as_ref(), args.top)?;
     match args.format {
-        AnalyzeFormat::Text => print!("{}", an::render_text(&report)),
-        AnalyzeFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        AnalyzeFormat::Text => out!("{}", an::render_text(&report)),
+        AnalyzeFormat::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
         AnalyzeFormat::Html => {
             let path = args.output.clone().unwrap_or_else(|| {
                 let safe: String = args
@@ -262,8 +263,7 @@ pub fn analyze(args: AnalyzeArgs, s: &Settings) -> CmdResult {
 fn lines_from_dockerfile(path: &Path, image: &Image) -> anyhow::Result<BTreeMap<usize, usize>> {
     let src =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let df = strata_dockerfile::parse_named(&path.display().to_string(), &src)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let df = strata_dockerfile::parse_named(&path.display().to_string(), &src)?;
     let mut stage: Vec<usize> = Vec::new();
     for node in &df.nodes {
         if node.keyword.eq_ignore_ascii_case("from") {
@@ -327,16 +327,19 @@ pub fn diff(args: DiffArgs, s: &Settings) -> CmdResult {
         trees.as_ref().map(|(x, y)| (x, y)),
     );
     match args.format {
-        ListFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        ListFormat::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
         ListFormat::Table => {
-            println!("{} -> {}", report.from, report.to);
-            println!(
+            outln!("{} -> {}", report.from, report.to);
+            outln!(
                 "  {:>3}  {:<14} {:>9}  {:<12}  CREATED BY",
-                "#", "DIGEST", "SIZE", "STATUS"
+                "#",
+                "DIGEST",
+                "SIZE",
+                "STATUS"
             );
             for l in &report.layers {
                 let d = l.digest.strip_prefix("sha256:").unwrap_or(&l.digest);
-                println!(
+                outln!(
                     "  {:>3}  {:<14} {:>9}  {:<12}  {}",
                     l.index,
                     &d[..d.len().min(12)],
@@ -350,7 +353,7 @@ pub fn diff(args: DiffArgs, s: &Settings) -> CmdResult {
                         .collect::<String>()
                 );
             }
-            println!(
+            outln!(
                 "shared: {} layers ({}); new: {} layers ({}); config {}",
                 report.shared_layers,
                 an::human(report.shared_bytes),
@@ -363,13 +366,13 @@ pub fn diff(args: DiffArgs, s: &Settings) -> CmdResult {
                 }
             );
             if !report.only_in_from.is_empty() {
-                println!(
+                outln!(
                     "layers only in {}: {}",
                     report.from,
                     report.only_in_from.len()
                 );
             }
-            println!(
+            outln!(
                 "a push of {} to a registry holding {} sends {} ({} bytes: new layers, config, manifest)",
                 report.to,
                 report.from,
@@ -377,14 +380,14 @@ pub fn diff(args: DiffArgs, s: &Settings) -> CmdResult {
                 report.push_bytes
             );
             if let Some(files) = &report.files {
-                println!();
+                outln!();
                 for f in files {
                     let sign = match f.change.as_str() {
                         "added" => "+",
                         "removed" => "-",
                         _ => "~",
                     };
-                    println!(
+                    outln!(
                         "{sign} /{}  {}",
                         f.path,
                         match (f.from_size, f.to_size) {

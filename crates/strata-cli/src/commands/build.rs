@@ -6,14 +6,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
-use strata_build::{BuildOptions, SecretSource, SnapshotMode};
+use strata_build::{BuildOptions, ContextSpec, SecretSource};
 use strata_oci::SaveItem;
 
-use crate::cli::{ArchiveFormat, BuildArgs, Isolation, NetworkMode, Progress, Timestamps};
+use crate::cli::{ArchiveFormat, BuildArgs, Isolation, Progress, Timestamps};
 use crate::progress::{BuildProgress, Mode};
+use crate::render::human_bytes;
 use crate::settings::Settings;
 
 use super::{open_store, parse_ref, CmdResult};
+use crate::render::usage;
 
 /// Where `--output` sends the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +23,10 @@ enum Output {
     Oci(PathBuf),
     Docker(PathBuf),
     Registry,
+    /// The final stage's file system, unpacked into a directory.
+    Local(PathBuf),
+    /// The same as one tar (`-`: standard output).
+    Tar(PathBuf),
 }
 
 fn parse_kv_list(spec: &str) -> BTreeMap<String, String> {
@@ -34,19 +40,28 @@ fn parse_kv_list(spec: &str) -> BTreeMap<String, String> {
 }
 
 fn parse_output(spec: &str) -> anyhow::Result<Output> {
+    // docker's shorthands: `-o DIR` and `-o -`.
+    if spec == "-" {
+        return Ok(Output::Tar(PathBuf::from("-")));
+    }
+    if !spec.contains('=') {
+        return Ok(Output::Local(PathBuf::from(spec)));
+    }
     let kv = parse_kv_list(spec);
     let dest = || -> anyhow::Result<PathBuf> {
         kv.get("dest")
             .filter(|d| !d.is_empty())
             .map(PathBuf::from)
-            .ok_or_else(|| anyhow::anyhow!("--output {spec}: dest= is missing"))
+            .ok_or_else(|| usage(format!("--output {spec}: dest= is missing")))
     };
     match kv.get("type").map(String::as_str) {
         Some("oci") => Ok(Output::Oci(dest()?)),
         Some("docker") => Ok(Output::Docker(dest()?)),
+        Some("local") => Ok(Output::Local(dest()?)),
+        Some("tar") => Ok(Output::Tar(dest()?)),
         Some("registry") | Some("image") if kv.get("push").is_none_or(|p| p != "false") => Ok(Output::Registry),
-        Some(t) => bail!("--output {spec}: unknown type {t:?} (oci, docker or registry)"),
-        None => bail!("--output {spec}: type= is missing (type=oci,dest=DIR | type=docker,dest=FILE | type=registry)"),
+        Some(t) => Err(usage(format!("--output {spec}: unknown type {t:?} (oci, docker, registry, local or tar)"))),
+        None => Err(usage(format!("--output {spec}: type= is missing (type=oci,dest=DIR | type=docker,dest=FILE | type=registry)"))),
     }
 }
 
@@ -56,13 +71,13 @@ fn parse_secret(spec: &str) -> anyhow::Result<(String, SecretSource)> {
         .get("id")
         .filter(|v| !v.is_empty())
         .cloned()
-        .ok_or_else(|| anyhow::anyhow!("--secret {spec}: id= is missing"))?;
+        .ok_or_else(|| usage(format!("--secret {spec}: id= is missing")))?;
     let src = kv.get("src").or_else(|| kv.get("source"));
     let source = match (src, kv.get("env")) {
         (Some(f), _) => SecretSource::File(PathBuf::from(f)),
         (None, Some(var)) => SecretSource::Env(var.clone()),
         (None, None) if std::env::var_os(&id).is_some() => SecretSource::Env(id.clone()),
-        (None, None) => bail!("--secret {spec}: give src=FILE or env=VAR"),
+        (None, None) => return Err(usage(format!("--secret {spec}: give src=FILE or env=VAR"))),
     };
     if let SecretSource::File(p) = &source {
         if !p.is_file() {
@@ -90,12 +105,18 @@ fn parse_build_args(args: &[String]) -> BTreeMap<String, String> {
     out
 }
 
+/// Below this much free space on the store's disk, a failed build says so.
+const LOW_SPACE: u64 = 64 << 20;
+
 pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
     let store = open_store(s)?;
+    // Keeps what the build writes (manifest, config) from a concurrent
+    // prune until it is tagged, after the builder's own lease is gone.
+    let _lease = store.lease("build")?;
     let tags = args
         .tags
         .iter()
-        .map(|t| parse_ref(t).with_context(|| format!("invalid tag {t:?}")))
+        .map(|t| parse_ref(t).map_err(|e| usage(format!("invalid tag {t:?}: {e}"))))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let outputs = args
         .outputs
@@ -104,18 +125,48 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let push = args.push || outputs.contains(&Output::Registry);
     if push && tags.is_empty() {
-        bail!("--push needs a name: add -t REGISTRY/NAME:TAG");
+        return Err(usage("--push needs a name: add -t REGISTRY/NAME:TAG"));
     }
-    let mut opts = BuildOptions::new(&args.context);
-    opts.dockerfile = args.file.clone();
+    // The context: a directory, or fetched / read / unpacked into the
+    // store's scratch space (removed when the build ends).
+    let spec = ContextSpec::parse(&args.context);
+    let dockerfile_stdin = args.file.as_deref() == Some(std::path::Path::new("-"));
+    if dockerfile_stdin && spec == ContextSpec::Stdin {
+        return Err(usage(
+            "the Dockerfile and the context cannot both come from standard input",
+        ));
+    }
+    let scratch = store.root().join("tmp").join(format!(
+        "context-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    let context = strata_build::resolve_context(&spec, &scratch, &mut std::io::stdin().lock())
+        .with_context(|| format!("cannot get the build context {}", args.context))?;
+    let mut opts = BuildOptions::new(&context.dir);
+    opts.dockerfile_text = context.dockerfile_text.clone();
+    if dockerfile_stdin {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text)
+            .context("cannot read the Dockerfile from standard input")?;
+        opts.dockerfile_text = Some(text);
+    } else if let Some(f) = &args.file {
+        // A relative -f is relative to the context for a fetched context
+        // (`strata build -f web/Dockerfile https://...git`), as docker does.
+        opts.dockerfile = Some(if spec.is_remote() && f.is_relative() {
+            context.dir.join(f)
+        } else {
+            f.clone()
+        });
+    }
     opts.build_args = parse_build_args(&args.build_args);
     opts.target = args.target.clone();
     opts.no_cache = args.no_cache;
     opts.no_cache_filter = args.no_cache_filter.clone();
-    opts.network = match args.network {
-        NetworkMode::Host => strata_build::NetworkMode::Host,
-        NetworkMode::None => strata_build::NetworkMode::None,
-    };
+    opts.network = args.network;
     for spec in &args.secrets {
         let (id, src) = parse_secret(spec)?;
         opts.secrets.insert(id, src);
@@ -124,7 +175,7 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
         .build_args
         .get("SOURCE_DATE_EPOCH")
         .and_then(|v| v.parse::<i64>().ok())
-        .unwrap_or(opts.timestamps.epoch());
+        .unwrap_or(s.epoch);
     opts.timestamps = match args.timestamps {
         Timestamps::Epoch => strata_build::Timestamps::Epoch(epoch),
         Timestamps::Preserve => strata_build::Timestamps::Preserve(epoch),
@@ -132,23 +183,54 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
     opts.platform = args
         .platform
         .as_deref()
-        .map(|p| p.parse())
-        .transpose()
-        .context("invalid --platform")?;
+        .map(|p| {
+            p.parse()
+                .map_err(|e| usage(format!("invalid --platform {p:?}: {e}")))
+        })
+        .transpose()?;
     opts.isolation = match args.isolation {
         Isolation::Auto => strata_sandbox::Isolation::Auto,
         Isolation::Oci => strata_sandbox::Isolation::Oci,
         Isolation::Builtin => strata_sandbox::Isolation::Builtin,
     };
-    opts.snapshots = match std::env::var("STRATA_SNAPSHOTTER").as_deref() {
-        Ok("copy") => SnapshotMode::Copy,
-        Ok("overlay") => SnapshotMode::Overlay,
-        _ => SnapshotMode::Auto,
-    };
-    if !args.cache_from.is_empty() || !args.cache_to.is_empty() {
-        tracing::warn!(
-            "--cache-from/--cache-to are accepted but not used yet: the local cache is used"
-        );
+    if let Some(seccomp) = args.security_opt.last() {
+        opts.seccomp = seccomp.clone();
+    }
+    opts.snapshots = s.snapshots;
+    // Remote build caches: looked up after the store's own, exported after
+    // the build (docs/cache.md).
+    for spec in &args.cache_from {
+        let (cache, attrs) =
+            super::cache::open_build_cache(spec, &args.insecure_registries, &store, true)?;
+        if let Some((k, _)) = attrs.first() {
+            return Err(usage(format!(
+                "--cache-from {spec}: unknown attribute {k:?}"
+            )));
+        }
+        opts.cache_from.0.push(cache);
+    }
+    for spec in &args.cache_to {
+        let (cache, attrs) =
+            super::cache::open_build_cache(spec, &args.insecure_registries, &store, false)?;
+        let mut export = strata_build::CacheExport {
+            cache,
+            max: false,
+            ignore_error: false,
+        };
+        for (k, v) in attrs {
+            match (k.as_str(), v.as_str()) {
+                ("mode", "max") => export.max = true,
+                ("mode", "min") => export.max = false,
+                ("ignore-error", "true") => export.ignore_error = true,
+                ("ignore-error", "false") => export.ignore_error = false,
+                _ => {
+                    return Err(usage(format!(
+                        "--cache-to {spec}: {k}={v} is not one of mode=min|max, ignore-error=true|false"
+                    )))
+                }
+            }
+        }
+        opts.cache_to.push(export);
     }
     let mode = if s.quiet {
         Mode::Quiet
@@ -168,7 +250,20 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
         Ok(o) => o,
         Err(e) => {
             progress.clear();
-            return Err(anyhow::Error::new(e).context("build failed"));
+            // A step's own program reports a full disk in its own words
+            // ("I/O error"): say where the space ran out.
+            let low = store.available_space().is_ok_and(|n| n < LOW_SPACE);
+            let context = if low {
+                format!(
+                    "build failed, and there is no space left on the disk of the store at {} \
+                     ({} free)",
+                    store.root().display(),
+                    human_bytes(store.available_space().unwrap_or(0))
+                )
+            } else {
+                "build failed".to_owned()
+            };
+            return Err(anyhow::Error::new(e).context(context));
         }
     };
     let image = out.image;
@@ -195,6 +290,38 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
                 super::image::export(&store, &items, dest, ArchiveFormat::Docker)?
             }
             Output::Registry => {}
+            Output::Local(dir) => strata_layer::unpack_layers(&store, &image.layers, dir)
+                .with_context(|| format!("cannot write the build's files to {}", dir.display()))?,
+            Output::Tar(dest) => {
+                let scratch = scratch.with_extension("rootfs");
+                let what = || {
+                    format!(
+                        "cannot write the build's files as a tar to {}",
+                        dest.display()
+                    )
+                };
+                if dest.as_os_str() == "-" {
+                    let out = std::io::BufWriter::new(std::io::stdout().lock());
+                    let mut out =
+                        strata_layer::write_rootfs_tar(&store, &image.layers, &scratch, out)
+                            .with_context(what)?;
+                    std::io::Write::flush(&mut out).with_context(what)?;
+                } else {
+                    // Written beside the destination and renamed: a killed
+                    // build never leaves half a tar under the name.
+                    let tmp = dest.with_extension(format!("tmp-{}", std::process::id()));
+                    let f = std::fs::File::create(&tmp).with_context(what)?;
+                    let written =
+                        strata_layer::write_rootfs_tar(&store, &image.layers, &scratch, f)
+                            .map_err(anyhow::Error::from)
+                            .and_then(|f| Ok(f.sync_all()?))
+                            .and_then(|()| Ok(std::fs::rename(&tmp, dest)?));
+                    if written.is_err() {
+                        let _ = std::fs::remove_file(&tmp);
+                    }
+                    written.with_context(what)?;
+                }
+            }
         }
     }
     if push {
@@ -213,8 +340,17 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
             Err(e) => tracing::warn!("post-build analysis skipped: {e:#}"),
         }
     }
-    if mode == Mode::Quiet {
-        println!("{}", image.id());
+    // With the files going to standard output, the ID must not follow them.
+    let stdout_taken = outputs
+        .iter()
+        .any(|o| matches!(o, Output::Tar(d) if d.as_os_str() == "-"));
+    if mode == Mode::Quiet && !stdout_taken {
+        outln!("{}", image.id());
+    }
+    // The image is built and tagged; a failed cache export still fails the
+    // command (the export was asked for), as BuildKit's does.
+    if let Some(e) = out.cache_export_error {
+        return Err(anyhow::Error::new(e));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -234,6 +370,16 @@ mod tests {
             Output::Docker("a.tar".into())
         );
         assert_eq!(parse_output("type=registry").unwrap(), Output::Registry);
+        assert_eq!(parse_output("out").unwrap(), Output::Local("out".into()));
+        assert_eq!(
+            parse_output("type=local,dest=d").unwrap(),
+            Output::Local("d".into())
+        );
+        assert_eq!(parse_output("-").unwrap(), Output::Tar("-".into()));
+        assert_eq!(
+            parse_output("type=tar,dest=f.tar").unwrap(),
+            Output::Tar("f.tar".into())
+        );
         assert!(parse_output("type=oci").is_err());
         assert!(parse_output("dest=x").is_err());
         assert!(parse_output("type=tarball,dest=x").is_err());

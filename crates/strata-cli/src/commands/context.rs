@@ -78,10 +78,6 @@ pub fn ls(args: ContextLsArgs, s: &Settings) -> CmdResult {
             out.flush()
         })()
     };
-    match written {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        // `strata context ls | head` is not an error.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-        Err(e) => Err(e).context("cannot write to standard output"),
-    }
+    written.context("cannot write to standard output")?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -6,12 +6,13 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use strata_layer::LayerOptions;
 use strata_oci::{
-    apply_change, format_rfc3339, media_type, parse_rfc3339, Compression, ContainerConfig,
-    GcOptions, History, Image, ImageConfig, Manifest, Platform, Reference, SaveItem, Store,
+    format_rfc3339, media_type, parse_rfc3339, Compression, GcOptions, History, Image, ImageConfig,
+    Manifest, Platform, Reference, SaveItem, Store,
 };
 
 use crate::cli::*;
-use crate::render::human_bytes;
+use crate::format::{object, print_items, Format};
+use crate::render::{human_bytes, usage};
 use crate::settings::Settings;
 
 use super::{open_store, parse_ref, CmdResult};
@@ -29,15 +30,8 @@ fn find(store: &Store, name: &str) -> anyhow::Result<Image> {
     })
 }
 
-fn epoch() -> i64 {
-    std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// "3 days ago", as docker prints ages (go-units HumanDuration).
-fn ago(created: Option<&str>) -> String {
+pub(super) fn ago(created: Option<&str>) -> String {
     let Some(t) = created.and_then(parse_rfc3339) else {
         return "N/A".into();
     };
@@ -66,50 +60,7 @@ fn human_duration(secs: i64) -> String {
 }
 
 /// docker's HumanSizeWithPrecision(n, 3): `0B`, `1.24kB`, `4.26MB`.
-fn docker_size(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    let s = if v >= 100.0 {
-        format!("{v:.0}")
-    } else if v >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    };
-    let s = if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_owned()
-    } else {
-        s
-    };
-    format!("{s}{}", UNITS[u])
-}
-
-fn print_table(rows: &[Vec<String>]) {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let mut widths = vec![0; cols];
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
-    let mut out = std::io::stdout().lock();
-    for r in rows {
-        let mut line = String::new();
-        for (i, c) in r.iter().enumerate() {
-            if i + 1 == r.len() {
-                line.push_str(c);
-            } else {
-                line.push_str(&format!("{c:<w$}   ", w = widths[i]));
-            }
-        }
-        let _ = writeln!(out, "{}", line.trim_end());
-    }
-}
+pub(super) use strata_analyze::image::docker_size;
 
 fn print_json(v: &Value) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
@@ -118,9 +69,28 @@ fn print_json(v: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `repo` or `repo:tag` as `images REPOSITORY[:TAG]` filters (docker's
+/// reference matching: the familiar name, and the tag when one is given).
+fn matches_repository(filter: &str, r: &Option<Reference>) -> bool {
+    let Some(r) = r else { return false };
+    let (name, tag) = match filter.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n, Some(t)),
+        _ => (filter, None),
+    };
+    let name_ok = r.familiar_name() == name
+        || name
+            .parse::<Reference>()
+            .is_ok_and(|f| f.familiar_name() == r.familiar_name());
+    name_ok && tag.is_none_or(|t| r.tag() == Some(t))
+}
+
 pub fn images(args: ImagesArgs, s: &Settings) -> CmdResult {
+    let format = Format::parse(args.format.as_deref()).map_err(usage)?;
     let store = open_store(s)?;
-    let list = store.images().context("cannot list images")?;
+    let mut list = store.images().context("cannot list images")?;
+    if let Some(f) = &args.repository {
+        list.retain(|e| matches_repository(f, &e.entry.reference));
+    }
     let id = |img: &Image| {
         if args.no_trunc {
             img.id().to_string()
@@ -132,52 +102,65 @@ pub fn images(args: ImagesArgs, s: &Settings) -> CmdResult {
         let mut seen = std::collections::BTreeSet::new();
         for e in &list {
             if seen.insert(e.image.id().clone()) {
-                println!("{}", id(&e.image));
+                outln!("{}", id(&e.image));
             }
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let split = |r: &Option<Reference>| match r {
-        Some(r) => (r.familiar_name(), r.tag().unwrap_or("<none>").to_owned()),
-        None => ("<none>".to_owned(), "<none>".to_owned()),
-    };
-    if args.format == ListFormat::Json {
-        let v: Vec<Value> = list
-            .iter()
-            .map(|e| {
-                let (repo, tag) = split(&e.entry.reference);
-                json!({
-                    "Repository": repo,
-                    "Tag": tag,
-                    "ID": e.image.id().to_string(),
-                    "Digest": e.entry.descriptor.digest.to_string(),
-                    "Created": e.image.config.created,
-                    "Size": e.image.size(),
-                })
-            })
-            .collect();
-        print_json(&Value::Array(v))?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut rows = vec![vec![
-        "REPOSITORY".into(),
-        "TAG".into(),
-        "IMAGE ID".into(),
-        "CREATED".into(),
-        "SIZE".into(),
-    ]];
-    for e in &list {
-        let (repo, tag) = split(&e.entry.reference);
-        rows.push(vec![
-            repo,
-            tag,
-            id(&e.image),
-            ago(e.image.config.created.as_deref()),
-            human_bytes(e.image.size()),
-        ]);
-    }
-    print_table(&rows);
+    let items: Vec<Value> = list
+        .iter()
+        .map(|e| {
+            let (repo, tag) = match &e.entry.reference {
+                Some(r) => (r.familiar_name(), r.tag().unwrap_or("<none>").to_owned()),
+                None => ("<none>".to_owned(), "<none>".to_owned()),
+            };
+            let digest = match &e.entry.reference {
+                Some(r) if r.digest().is_some() => e.entry.descriptor.digest.to_string(),
+                _ => "<none>".to_owned(),
+            };
+            let size = docker_size(e.image.size());
+            object(vec![
+                ("Containers", json!("N/A")),
+                (
+                    "CreatedAt",
+                    json!(created_at(e.image.config.created.as_deref())),
+                ),
+                (
+                    "CreatedSince",
+                    json!(ago(e.image.config.created.as_deref())),
+                ),
+                ("Digest", json!(digest)),
+                ("ID", json!(id(&e.image))),
+                ("Repository", json!(repo)),
+                ("SharedSize", json!("N/A")),
+                ("Size", json!(size)),
+                ("Tag", json!(tag)),
+                ("UniqueSize", json!("N/A")),
+                ("VirtualSize", json!(size)),
+            ])
+        })
+        .collect();
+    let default = [
+        ("REPOSITORY", "Repository"),
+        ("TAG", "Tag"),
+        ("IMAGE ID", "ID"),
+        ("CREATED", "CreatedSince"),
+        ("SIZE", "Size"),
+    ];
+    print_items(&mut std::io::stdout().lock(), &format, &default, &items)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// docker's `CreatedAt` (Go's time format `2006-01-02 15:04:05 -0700 MST`).
+fn created_at(created: Option<&str>) -> String {
+    match created.and_then(parse_rfc3339) {
+        Some(t) => {
+            let iso = format_rfc3339(t);
+            // 1970-01-01T00:00:00Z -> 1970-01-01 00:00:00 +0000 UTC
+            format!("{} {} +0000 UTC", &iso[..10], &iso[11..19])
+        }
+        None => "N/A".to_owned(),
+    }
 }
 
 fn inspect_json(store: &Store, img: &Image) -> anyhow::Result<Value> {
@@ -218,13 +201,27 @@ fn inspect_json(store: &Store, img: &Image) -> anyhow::Result<Value> {
 }
 
 pub fn inspect(args: InspectArgs, s: &Settings) -> CmdResult {
+    let template = match args.format.as_deref().map(str::trim) {
+        None | Some("") | Some("json") => None,
+        Some(t) => Some(
+            crate::format::Template::parse(&t.replace("\\t", "\t").replace("\\n", "\n"))
+                .map_err(usage)?,
+        ),
+    };
     let store = open_store(s)?;
     let mut out = Vec::new();
     for name in &args.images {
         let img = find(&store, name)?;
         out.push(inspect_json(&store, &img)?);
     }
-    print_json(&Value::Array(out))?;
+    match template {
+        None => print_json(&Value::Array(out))?,
+        Some(t) => {
+            for item in &out {
+                outln!("{}", crate::format::render(&t, item));
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -277,63 +274,69 @@ fn history_rows(img: &Image) -> Vec<HistoryRow> {
 }
 
 pub fn history(args: HistoryArgs, s: &Settings) -> CmdResult {
+    let format = Format::parse(args.format.as_deref()).map_err(usage)?;
     let store = open_store(s)?;
     let img = find(&store, &args.image)?;
     let rows = history_rows(&img);
-    if args.format == ListFormat::Json {
-        let v: Vec<Value> = rows
-            .iter()
-            .map(|r| {
-                json!({
-                    "ID": r.id.clone().unwrap_or_else(|| "<missing>".into()),
-                    "CreatedAt": r.created,
-                    "CreatedBy": r.created_by,
-                    "Size": r.size,
-                    "Comment": r.comment,
-                    "EmptyLayer": r.empty,
-                })
-            })
-            .collect();
-        print_json(&Value::Array(v))?;
+    if s.quiet {
+        for r in &rows {
+            match (&r.id, args.no_trunc) {
+                (Some(id), true) => outln!("{id}"),
+                (Some(_), false) => outln!("{}", img.id().short()),
+                (None, _) => outln!("<missing>"),
+            }
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    let mut table = vec![vec![
-        "IMAGE".into(),
-        "CREATED".into(),
-        "CREATED BY".into(),
-        "SIZE".into(),
-        "COMMENT".into(),
-    ]];
-    for r in rows {
-        let id = match (&r.id, args.no_trunc) {
-            (Some(id), true) => id.clone(),
-            (Some(_), false) => img.id().short().to_owned(),
-            (None, _) => "<missing>".into(),
-        };
-        let by = r.created_by.replace(['\n', '\t'], " ");
-        let by = if args.no_trunc || by.chars().count() <= 45 {
-            by
-        } else {
-            format!("{}…", by.chars().take(44).collect::<String>())
-        };
-        let size = if args.human {
-            docker_size(r.size)
-        } else {
-            r.size.to_string()
-        };
-        table.push(vec![id, ago(r.created.as_deref()), by, size, r.comment]);
-    }
-    print_table(&table);
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let id = match (&r.id, args.no_trunc) {
+                (Some(id), true) => id.clone(),
+                (Some(_), false) => img.id().short().to_owned(),
+                (None, _) => "<missing>".into(),
+            };
+            let by = r.created_by.replace(['\n', '\t'], " ");
+            let by = if args.no_trunc || by.chars().count() <= 45 {
+                by
+            } else {
+                format!("{}…", by.chars().take(44).collect::<String>())
+            };
+            let size = if args.human {
+                docker_size(r.size)
+            } else {
+                r.size.to_string()
+            };
+            object(vec![
+                ("Comment", json!(r.comment)),
+                ("CreatedAt", json!(created_at(r.created.as_deref()))),
+                ("CreatedBy", json!(by)),
+                ("CreatedSince", json!(ago(r.created.as_deref()))),
+                ("ID", json!(id)),
+                ("Size", json!(size)),
+            ])
+        })
+        .collect();
+    let default = [
+        ("IMAGE", "ID"),
+        ("CREATED", "CreatedSince"),
+        ("CREATED BY", "CreatedBy"),
+        ("SIZE", "Size"),
+        ("COMMENT", "Comment"),
+    ];
+    print_items(&mut std::io::stdout().lock(), &format, &default, &items)?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn import(args: ImportArgs, s: &Settings) -> CmdResult {
     let store = open_store(s)?;
     let reference = parse_ref(&args.reference)?;
-    let mut cc = ContainerConfig::default();
+    // The changes are Dockerfile instructions, applied as the builder does.
+    let mut changed = ImageConfig::default();
     for ch in &args.changes {
-        apply_change(&mut cc, ch)?;
+        strata_build::apply_change(&mut changed, ch)?;
     }
+    let cc = changed.config.unwrap_or_default();
     let platform: Platform = match &args.platform {
         Some(p) => p.parse()?,
         None => Platform::host(),
@@ -347,10 +350,11 @@ pub fn import(args: ImportArgs, s: &Settings) -> CmdResult {
                 .with_context(|| format!("cannot open {}", args.tarball.display()))?,
         )
     };
-    let opts = LayerOptions::new(Compression::Gzip);
+    let mut opts = LayerOptions::new(Compression::Gzip);
+    opts.timestamps = strata_layer::Timestamps::Epoch(s.epoch);
     let layer = strata_layer::import_tar_to_store(&store, reader, &opts)
         .with_context(|| format!("cannot import {}", args.tarball.display()))?;
-    let created = format_rfc3339(epoch());
+    let created = format_rfc3339(s.epoch);
     let mut config = ImageConfig {
         created: Some(created.clone()),
         architecture: platform.architecture.clone(),
@@ -374,7 +378,7 @@ pub fn import(args: ImportArgs, s: &Settings) -> CmdResult {
     let manifest = Manifest::oci(config_desc.clone(), vec![layer.descriptor()]);
     let desc = store.put_json(media_type::OCI_MANIFEST, &manifest.to_json())?;
     store.tag(&reference, &desc)?;
-    println!("{}", config_desc.digest);
+    outln!("{}", config_desc.digest);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -412,19 +416,15 @@ pub(crate) fn export(
 ) -> anyhow::Result<()> {
     match format {
         ArchiveFormat::Docker => {
-            let dir = out
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let tmp = tempfile::Builder::new()
-                .prefix(".strata-save-")
-                .tempfile_in(dir)
-                .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-            let w = std::io::BufWriter::new(tmp.as_file());
-            strata_oci::save_docker_archive(store, items, w)
+            let file = strata_oci::OutputFile::create(out)
                 .with_context(|| format!("cannot write {}", out.display()))?;
-            tmp.as_file().sync_all()?;
-            tmp.persist(out)
+            let w = std::io::BufWriter::new(file.file());
+            let w = strata_oci::save_docker_archive(store, items, w)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            w.into_inner()
+                .map_err(|e| e.into_error())
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            file.commit()
                 .with_context(|| format!("cannot write {}", out.display()))?;
         }
         ArchiveFormat::Oci => {
@@ -447,12 +447,12 @@ pub fn load(args: LoadArgs, s: &Settings) -> CmdResult {
                 .map(|i| i.id().to_string())
                 .unwrap_or_else(|_| l.descriptor.digest.to_string());
             match l.ref_name {
-                Some(r) => println!("Loaded image ID: {id} (ref name {r:?})"),
-                None => println!("Loaded image ID: {id}"),
+                Some(r) => outln!("Loaded image ID: {id} (ref name {r:?})"),
+                None => outln!("Loaded image ID: {id}"),
             }
         }
         for n in l.names {
-            println!("Loaded image: {}", n.familiar());
+            outln!("Loaded image: {}", n.familiar());
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -479,7 +479,7 @@ pub fn rmi(args: RmiArgs, s: &Settings) -> CmdResult {
         if let Ok(r) = name.parse::<Reference>() {
             if r.digest().is_none() && store.resolve(&r).is_ok() {
                 store.untag(&r)?;
-                println!("Untagged: {}", r.familiar());
+                outln!("Untagged: {}", r.familiar());
                 continue;
             }
         }
@@ -501,7 +501,7 @@ pub fn rmi(args: RmiArgs, s: &Settings) -> CmdResult {
         }
         for t in tags {
             store.untag(&t)?;
-            println!("Untagged: {}", t.familiar());
+            outln!("Untagged: {}", t.familiar());
         }
         for e in store.list_tags()? {
             if e.reference.is_none()
@@ -512,7 +512,7 @@ pub fn rmi(args: RmiArgs, s: &Settings) -> CmdResult {
                 store.remove_untagged(&e.descriptor.digest)?;
             }
         }
-        println!("Deleted: {}", img.id());
+        outln!("Deleted: {}", img.id());
     }
     store
         .gc(GcOptions::default())
@@ -527,9 +527,17 @@ pub fn prune(args: PruneArgs, s: &Settings) -> CmdResult {
             remove_cache: args.all,
             remove_untagged: args.all,
             remove_ingests: args.all,
+            remove_released: true,
             dry_run: args.dry_run,
         })
         .context("prune failed")?;
+    // The build's synced copies of contexts for read-only binds: made again
+    // when a build needs them.
+    let bind_bytes = if args.dry_run {
+        0
+    } else {
+        strata_build::prune_bind_trees(&store)
+    };
     let verb = if args.dry_run {
         "Would remove"
     } else {
@@ -537,27 +545,27 @@ pub fn prune(args: PruneArgs, s: &Settings) -> CmdResult {
     };
     if s.verbosity > 0 || args.dry_run {
         for (d, n) in &rep.blobs {
-            println!("{verb} blob {d} ({})", human_bytes(*n));
+            outln!("{verb} blob {d} ({})", human_bytes(*n));
         }
         for sn in &rep.snapshots {
-            println!("{verb} snapshot {sn}");
+            outln!("{verb} snapshot {sn}");
         }
         for r in &rep.roots {
-            println!("{verb} cache root {r}");
+            outln!("{verb} cache root {r}");
         }
         for u in &rep.untagged {
-            println!("{verb} untagged image {u}");
+            outln!("{verb} untagged image {u}");
         }
     }
     if !s.quiet {
-        println!(
+        outln!(
             "{verb} {} blobs, {} snapshots, {} cache roots, {} untagged images, {} sidecar files; {} reclaimed",
             rep.blobs.len(),
             rep.snapshots.len(),
             rep.roots.len(),
             rep.untagged.len(),
             rep.sidecars,
-            human_bytes(rep.bytes)
+            human_bytes(rep.reclaimed() + bind_bytes)
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -570,7 +578,7 @@ pub fn verify(args: StoreVerifyArgs, s: &Settings) -> CmdResult {
         print_json(&serde_json::to_value(&rep)?)?;
     } else {
         for p in &rep.problems {
-            println!("{p}");
+            outln!("{p}");
         }
         if !s.quiet {
             eprintln!(
@@ -591,18 +599,4 @@ pub fn verify(args: StoreVerifyArgs, s: &Settings) -> CmdResult {
     } else {
         ExitCode::from(1)
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn docker_sizes() {
-        assert_eq!(docker_size(0), "0B");
-        assert_eq!(docker_size(1240), "1.24kB");
-        assert_eq!(docker_size(4_260_000), "4.26MB");
-        assert_eq!(docker_size(123_456_789), "123MB");
-        assert_eq!(docker_size(10_000), "10kB");
-    }
 }

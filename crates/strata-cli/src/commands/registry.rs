@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rustix::termios::{LocalModes, OptionalActions};
 use strata_oci::{Digest, Platform, Reference, Store};
 use strata_registry::{
     registry_host, AuthConfig, BlobOutcome, Client, ClientOptions, Credential, Event, Progress,
@@ -196,7 +197,7 @@ pub fn push(args: PushArgs, s: &Settings) -> CmdResult {
         .unwrap_or_else(|| args.image.clone());
     let dest: Reference = dest_s
         .parse()
-        .with_context(|| format!("invalid destination {dest_s:?}"))?;
+        .map_err(|e| crate::render::usage(format!("invalid destination {dest_s:?}: {e}")))?;
     if args.destination.is_none() && !args.image.contains('/') && dest.domain() == "docker.io" {
         // `strata push app` would go to Docker Hub; that is rarely meant.
         tracing::info!("pushing to docker.io");
@@ -218,9 +219,9 @@ pub fn push(args: PushArgs, s: &Settings) -> CmdResult {
     let _ = render.multi.clear();
     let tag = dest.tag().unwrap_or("latest");
     if !s.quiet {
-        println!("{tag}: digest: {} size: {}", summary.digest, summary.size);
+        outln!("{tag}: digest: {} size: {}", summary.digest, summary.size);
     }
-    println!(
+    outln!(
         "pushed {}: {} uploaded, {} skipped (already exist), {} mounted, {} sent in {:.1}s",
         dest.familiar(),
         summary.uploaded,
@@ -310,10 +311,9 @@ impl strata_build::BaseResolver for PullResolver {
 
 pub fn pull(args: PullArgs, s: &Settings) -> CmdResult {
     let store = open_store(s)?;
-    let reference: Reference = args
-        .reference
-        .parse()
-        .with_context(|| format!("invalid reference {:?}", args.reference))?;
+    let reference: Reference = args.reference.parse().map_err(|e| {
+        crate::render::usage(format!("invalid reference {:?}: {e}", args.reference))
+    })?;
     let platform = match &args.platform {
         Some(p) => Some(p.parse::<Platform>()?),
         None => None,
@@ -333,9 +333,9 @@ pub fn pull(args: PullArgs, s: &Settings) -> CmdResult {
         .with_context(|| format!("cannot pull {}", reference.familiar()))?;
     let _ = render.multi.clear();
     if !s.quiet {
-        println!("Digest: {}", summary.digest);
+        outln!("Digest: {}", summary.digest);
     }
-    println!(
+    outln!(
         "pulled {}: {} downloaded, {} already present, {} received in {:.1}s",
         reference.familiar(),
         summary.downloaded,
@@ -358,22 +358,18 @@ fn read_password(stdin_flag: bool) -> anyhow::Result<String> {
     }
     eprint!("Password: ");
     let _ = std::io::stderr().flush();
-    let fd = libc::STDIN_FILENO;
-    // SAFETY: termios is plain data; tcgetattr fills it for a terminal fd.
-    let mut term: libc::termios = unsafe { std::mem::zeroed() };
-    // SAFETY: fd is standard input, term is a valid termios.
-    let have = unsafe { libc::tcgetattr(fd, &mut term) } == 0;
-    if have {
-        let mut silent = term;
-        silent.c_lflag &= !libc::ECHO;
-        // SAFETY: as above; restoring below.
-        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &silent) };
+    // Echo off while the password is typed, restored afterwards (also
+    // when reading fails).
+    let saved = rustix::termios::tcgetattr(&stdin).ok();
+    if let Some(term) = &saved {
+        let mut silent = term.clone();
+        silent.local_modes.remove(LocalModes::ECHO);
+        let _ = rustix::termios::tcsetattr(&stdin, OptionalActions::Now, &silent);
     }
     let mut line = String::new();
     let res = stdin.lock().read_line(&mut line);
-    if have {
-        // SAFETY: restores the settings read above.
-        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &term) };
+    if let Some(term) = &saved {
+        let _ = rustix::termios::tcsetattr(&stdin, OptionalActions::Now, term);
     }
     eprintln!();
     res.context("cannot read the password")?;
@@ -426,7 +422,7 @@ pub fn login(args: LoginArgs, s: &Settings) -> CmdResult {
     if !s.quiet {
         eprintln!("credentials saved in {}", path.display());
     }
-    println!("Login Succeeded");
+    outln!("Login Succeeded");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -434,9 +430,9 @@ pub fn logout(args: LogoutArgs, _s: &Settings) -> CmdResult {
     let registry = registry_host(&args.registry);
     let auth = AuthConfig::from_env();
     if auth.remove(&registry)? {
-        println!("Removing login credentials for {registry}");
+        outln!("Removing login credentials for {registry}");
     } else {
-        println!("Not logged in to {registry}");
+        outln!("Not logged in to {registry}");
     }
     Ok(ExitCode::SUCCESS)
 }

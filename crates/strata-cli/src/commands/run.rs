@@ -1,20 +1,185 @@
-//! `strata run`: docker run semantics over the store. The image's layers are
-//! the overlay's read-only lower directories (their snapshots); a fresh
-//! upper directory is the container's writable layer, removed with `--rm`.
+//! `strata run`: docker run semantics over the store. The container's
+//! spec comes from the image's config and the flags (the library's
+//! `strata_build::container`), its root filesystem from the snapshotter (an
+//! overlay of the image's layers with a writable layer of its own, or a
+//! copy where overlayfs cannot be used). The container then runs under a
+//! supervisor process of its own (`commands/supervise.rs`), so it survives
+//! this client: `run` attaches to it (the supervisor writes the
+//! container's output to the client's stdout/stderr and to the log, and
+//! reads its stdin), forwards signals to it, and exits with its status;
+//! `run -d` prints its ID and returns.
+//!
+//! Exit codes as docker's: the command's own, 125 when strata fails, 126
+//! when the command cannot be executed, 127 when it is not found.
 
+use std::io::BufRead as _;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt as _;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use anyhow::{bail, Context as _};
+use strata_build::container::{
+    find_init, parse_env_file, parse_mount, parse_volume, prepare_rootfs, process_spec, with_init,
+    Overrides,
+};
 use strata_build::MergedView;
 use strata_layer::Snapshotter;
-use strata_sandbox::{container_args, merge_env, parse_volume, Network, RootFs, RunSpec, Stdio};
+use strata_sandbox::supervise::{ContainerDir, PortMap};
+use strata_sandbox::{Network, RootFs, SandboxError};
 
-use crate::cli::{Isolation, NetworkMode, RunArgs};
+use crate::cli::{Isolation, RunArgs};
 use crate::settings::Settings;
 
+use super::container::{containers_dir, Record, RECORD, ROOT_NAMESPACE};
 use super::{open_store, CmdResult};
 
 pub fn run(args: RunArgs, s: &Settings) -> CmdResult {
+    match run_inner(args, s) {
+        Ok(code) => Ok(code),
+        Err(e) => fail_with_docker_code(e),
+    }
+}
+
+/// Prints `err` and returns docker's exit code for it: 127 for a command
+/// that is not found, 126 for one that cannot be executed, 125 for
+/// everything else that went wrong before the command ran.
+pub(crate) fn fail_with_docker_code(err: anyhow::Error) -> CmdResult {
+    if crate::render::is_broken_pipe(&err) {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprint!("{}", crate::render::error_report(&err));
+    Ok(ExitCode::from(docker_code(&err)))
+}
+
+fn docker_code(err: &anyhow::Error) -> u8 {
+    for c in err.chain() {
+        if let Some(SandboxError::Exec { source, .. }) = c.downcast_ref::<SandboxError>() {
+            return exec_code(source);
+        }
+        if let Some(code) = c.downcast_ref::<ContainerFailed>() {
+            return code.code;
+        }
+    }
+    125
+}
+
+fn exec_code(source: &std::io::Error) -> u8 {
+    if source.kind() == std::io::ErrorKind::NotFound || source.raw_os_error() == Some(libc::ENOTDIR)
+    {
+        127
+    } else {
+        126
+    }
+}
+
+/// The supervisor's report of a container that could not start.
+#[derive(Debug)]
+struct ContainerFailed {
+    code: u8,
+    report: String,
+}
+
+impl std::fmt::Display for ContainerFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.report)
+    }
+}
+impl std::error::Error for ContainerFailed {}
+
+/// A fresh container ID (64 hex digits).
+fn new_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut seed = [0u8; 16];
+    let _ = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed));
+    let mut input = format!("{}-{nanos}-", std::process::id()).into_bytes();
+    input.extend_from_slice(&seed);
+    strata_oci::Digest::sha256(&input).hex().to_owned()
+}
+
+/// A docker-like generated name: `adjective_noun`.
+fn new_name(id: &str) -> String {
+    const ADJ: &[&str] = &[
+        "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
+        "nifty", "proud", "quiet", "rapid", "sharp", "tidy", "vivid", "witty", "young", "zen",
+    ];
+    const NOUN: &[&str] = &[
+        "ada", "babbage", "curie", "darwin", "euler", "fermi", "gauss", "hopper", "turing",
+        "knuth", "lovelace", "meitner", "noether", "pascal", "ritchie", "shannon", "thompson",
+        "volta", "wozniak", "yalow",
+    ];
+    let n = u64::from_str_radix(&id[..id.len().min(12)], 16).unwrap_or(0);
+    format!(
+        "{}_{}",
+        ADJ[(n % ADJ.len() as u64) as usize],
+        NOUN[((n / 97) % NOUN.len() as u64) as usize]
+    )
+}
+
+fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+fn run_inner(args: RunArgs, s: &Settings) -> CmdResult {
+    let cwd = std::env::current_dir().context("cannot read the working directory")?;
+    let volumes_dir = s.root.join("volumes");
+    let mut env = Vec::new();
+    for f in &args.env_files {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the env file {}", f.display()))?;
+        env.extend(parse_env_file(&text, f)?);
+    }
+    env.extend(args.env.iter().cloned());
+    let mut mounts = Vec::new();
+    for v in &args.volumes {
+        mounts.push(parse_volume(v, &cwd, &volumes_dir)?);
+    }
+    for m in &args.mounts {
+        mounts.push(parse_mount(m, &cwd, &volumes_dir)?);
+    }
+    let mut ports = Vec::new();
+    for p in &args.publish {
+        ports.push(PortMap::parse(p).map_err(anyhow::Error::msg)?);
+    }
+    for o in &args.security_opt {
+        crate::cli::parse_security_opt(o).map_err(anyhow::Error::msg)?;
+    }
+    let network = match (args.network, ports.is_empty()) {
+        (Some(Network::Host), false) => {
+            if !s.quiet {
+                eprintln!("warning: published ports are discarded when using host network mode");
+            }
+            ports.clear();
+            Network::Host
+        }
+        (Some(Network::None), false) => {
+            bail!("-p needs a network: with --network none the container has no reachable ports")
+        }
+        (Some(Network::Host) | None, true) => Network::Host,
+        (Some(Network::None), true) => Network::None,
+        // Published ports: a network namespace of the container's own,
+        // reached through the supervisor's port forwarders.
+        (None, false) => Network::None,
+    };
+    let init = if args.init {
+        Some(find_init().ok_or_else(|| {
+            crate::render::hinted(
+                "--init needs a statically linked init on the host (tini-static, catatonit or docker-init)",
+                "apt-get install tini (it ships /usr/bin/tini-static)",
+            )
+        })?)
+    } else {
+        None
+    };
+
     let store = open_store(s)?;
     let image = store.find_image(&args.image).map_err(|e| {
         if e.is_not_found() {
@@ -26,106 +191,358 @@ pub fn run(args: RunArgs, s: &Settings) -> CmdResult {
             anyhow::Error::new(e).context(format!("cannot read image {}", args.image))
         }
     })?;
+    let id = new_id();
+    let taken: std::collections::BTreeMap<String, String> = super::container::list(&s.root)?
+        .into_iter()
+        .map(|f| (f.record.name, f.record.id))
+        .collect();
+    let name = match &args.name {
+        Some(n) => {
+            if !valid_name(n) {
+                return Err(crate::render::usage(format!(
+                    "invalid container name {n:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+                )));
+            }
+            if let Some(other) = taken.get(n) {
+                return Err(crate::render::hinted(
+                    format!(
+                        "the container name {n:?} is already in use by container {}",
+                        &other[..12]
+                    ),
+                    "remove that container (`strata rm`) or choose another --name",
+                ));
+            }
+            n.clone()
+        }
+        None => (0..8)
+            .map(|i| new_name(&id[i * 8..]))
+            .find(|n| !taken.contains_key(n))
+            .unwrap_or_else(|| format!("strata_{}", &id[..12])),
+    };
+
     let snap = Snapshotter::new(&store)?;
     let mut lease = store.lease("run")?;
+    let mut roots = strata_oci::RootSet::default();
+    roots.digests.insert(image.descriptor.digest.clone());
+    roots.digests.insert(image.id().clone());
     for l in &image.layers {
         lease.add_digest(&l.descriptor.digest)?;
         lease.add_snapshot(l.diff_id.hex())?;
+        roots.digests.insert(l.descriptor.digest.clone());
+        roots.snapshots.insert(l.diff_id.hex().to_owned());
     }
-    let lowerdirs = snap
-        .lowerdirs(&image)
-        .context("cannot extract the image's layers")?;
+    let view = MergedView::new(
+        snap.lowerdirs(&image)
+            .context("cannot extract the image's layers")?,
+    );
     let config = image.config.config.clone().unwrap_or_default();
-
-    // Command: docker's ENTRYPOINT / CMD / arguments rules.
-    let argv = container_args(
-        config.entrypoint.as_deref().unwrap_or_default(),
-        config.cmd.as_deref().unwrap_or_default(),
-        &args.args,
-        args.entrypoint.as_deref(),
-    );
-    if argv.is_empty() {
-        bail!("no command: the image has no ENTRYPOINT or CMD and none was given");
-    }
-    let view = MergedView::new(lowerdirs.clone());
-    let user_spec = args
-        .user
-        .clone()
-        .or_else(|| config.user.clone())
-        .unwrap_or_default();
-    let (user, home) = if user_spec.is_empty() {
-        (strata_sandbox::User::root(), "/root".to_owned())
-    } else {
-        let passwd = view.read_small("/etc/passwd");
-        let group = view.read_small("/etc/group");
-        let r = strata_sandbox::resolve_user_with(&user_spec, passwd.as_deref(), group.as_deref())
-            .with_context(|| format!("cannot run as user {user_spec:?}"))?;
-        (r.user, r.home)
+    let overrides = Overrides {
+        args: args.args.clone(),
+        entrypoint: args.entrypoint.clone(),
+        env,
+        user: args.user.clone(),
+        workdir: args.workdir.clone(),
     };
-    let env = merge_env(
-        config.env.as_deref().unwrap_or_default(),
-        &args.env,
-        |k| std::env::var(k).ok(),
-        &home,
-    );
-    let mut mounts = Vec::new();
-    for v in &args.volumes {
-        mounts.push(parse_volume(v).map_err(|e| anyhow::anyhow!("-v {v}: {e}"))?);
-    }
-
-    let key = format!(
-        "ctr-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    );
-    let snap_mounts = snap.prepare(&key, &image.layers)?;
-    let upper = snap.writable_dir(&key);
-    let work = upper.with_file_name("work");
-    let _ = snap_mounts;
-    let rootfs = RootFs::Overlay {
-        lowerdirs,
-        upperdir: upper.clone(),
-        workdir: work,
-    };
-    let mut spec = RunSpec::new(rootfs, argv);
-    spec.env = env;
-    spec.cwd = args
-        .workdir
-        .clone()
-        .or(config.working_dir.clone())
-        .filter(|w| !w.is_empty())
-        .unwrap_or_else(|| "/".to_owned());
-    spec.user = user;
+    let placeholder = RootFs::Dir(std::path::PathBuf::new());
+    let mut spec = process_spec(&config, &view, placeholder, &overrides, |k| {
+        std::env::var(k).ok()
+    })?;
     spec.mounts = mounts;
-    spec.network = match args.network {
-        NetworkMode::Host => Network::Host,
-        NetworkMode::None => Network::None,
+    if let Some(init) = &init {
+        with_init(&mut spec, init);
+    }
+    let overlay = match s.snapshots.resolve() {
+        Ok(o) => o,
+        Err(why) => {
+            if !s.quiet {
+                eprintln!("warning: {why}: the container gets a copy of the image (slower)");
+            }
+            false
+        }
     };
-    if let Some(h) = &args.hostname {
-        spec.hostname = h.clone();
+    let key = format!("ctr-{}", &id[..12]);
+    // The container's layer outlives this command: kept until `strata rm`.
+    store.keep_active(&key)?;
+    let rootfs = prepare_rootfs(&snap, &key, &image.layers, overlay)?;
+    let cleanup_snapshot = |e: anyhow::Error| {
+        let _ = snap.remove(&key);
+        let _ = store.release_active(&key);
+        e
+    };
+    let console_size = if args.tty {
+        strata_sandbox::pty::console_size(rustix::stdio::stdout())
+            .or_else(|_| strata_sandbox::pty::console_size(rustix::stdio::stdin()))
+            .ok()
     } else {
-        spec.hostname = image.id().short().to_owned();
-    }
-    spec.stdio = Stdio::Inherit;
-    let isolation = match args.isolation {
-        Isolation::Auto => strata_sandbox::Isolation::Auto,
-        Isolation::Oci => strata_sandbox::Isolation::Oci,
-        Isolation::Builtin => strata_sandbox::Isolation::Builtin,
+        None
     };
-    let executor = strata_sandbox::pick(isolation, store.root().join("run"))?;
-    let status = executor.run(&spec);
-    if args.rm {
-        snap.remove(&key)
-            .with_context(|| format!("cannot remove the container layer {key}"))?;
-    } else if !s.quiet {
-        eprintln!(
-            "container layer kept in {} (`strata prune` removes it)",
-            upper.display()
-        );
+    let record = Record {
+        id: id.clone(),
+        name,
+        image: args.image.clone(),
+        image_id: image.id().to_string(),
+        created: strata_sandbox::supervise::now(),
+        args: spec.args.clone(),
+        env: spec.env.clone(),
+        cwd: spec.cwd.clone(),
+        user: spec.user.clone(),
+        hostname: args.hostname.clone().unwrap_or_else(|| id[..12].to_owned()),
+        mounts: spec.mounts.clone(),
+        network,
+        ports,
+        rootfs,
+        snapshot: key.clone(),
+        read_only: args.read_only,
+        tty: args.tty,
+        interactive: args.interactive,
+        console_size,
+        auto_remove: args.rm,
+        security_opt: args.security_opt.clone(),
+        isolation: match args.isolation {
+            Isolation::Auto => "auto",
+            Isolation::Oci => "oci",
+            Isolation::Builtin => "builtin",
+        }
+        .to_owned(),
+        stop_signal: config.stop_signal.clone(),
+    };
+    store
+        .set_root(ROOT_NAMESPACE, &id, &roots)
+        .map_err(|e| cleanup_snapshot(e.into()))?;
+    let dir = containers_dir(&s.root).join(&id);
+    let made = ContainerDir::create(&dir)
+        .and_then(|d| d.write_json(RECORD, &record).map(|()| d))
+        .with_context(|| format!("cannot create {}", dir.display()));
+    let dir = match made {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = store.remove_root(ROOT_NAMESPACE, &id);
+            let _ = ContainerDir::new(&dir).remove();
+            return Err(cleanup_snapshot(e));
+        }
+    };
+    drop(lease);
+    attach(&record, &dir, &args, s)
+}
+
+/// Starts the container's supervisor and, unless detached, follows it to
+/// the end.
+fn attach(record: &Record, dir: &ContainerDir, args: &RunArgs, s: &Settings) -> CmdResult {
+    let (status_r, status_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .context("cannot create a pipe")?;
+    let exe = std::env::current_exe().context("cannot find the strata executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--root")
+        .arg(&s.root)
+        .arg("container-supervisor")
+        .arg(&record.id)
+        .arg("--status-fd")
+        .arg("3");
+    let attached = !args.detach;
+    if attached {
+        cmd.arg("--attach-output");
+        if args.interactive {
+            cmd.arg("--attach-stdin");
+        } else {
+            cmd.stdin(std::process::Stdio::null());
+        }
+    } else {
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
     }
-    let status = status.context("cannot run the container")?;
-    Ok(ExitCode::from(status.code().clamp(0, 255) as u8))
+    if s.quiet {
+        cmd.arg("--quiet");
+    }
+    let raw_fd = status_w.as_raw_fd();
+    // SAFETY: dup2 is async-signal-safe; it only moves the pipe's write end
+    // to descriptor 3 (clearing close-on-exec there) for the supervisor.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(raw_fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let raw = if args.tty
+        && args.interactive
+        && attached
+        && rustix::termios::isatty(rustix::stdio::stdin())
+    {
+        Some(strata_sandbox::pty::RawMode::enable(rustix::stdio::stdin())?)
+    } else {
+        None
+    };
+    let mut child = cmd
+        .spawn()
+        .context("cannot start the container's supervisor")?;
+    drop(status_w);
+    // The first process forks the supervisor and exits at once.
+    let _ = child.wait();
+    let reader = std::io::BufReader::new(std::fs::File::from(status_r));
+    let mut started = false;
+    let mut exit = None;
+    for line in reader.lines() {
+        let Ok(line) = line else { break };
+        let (word, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+        match word {
+            "pid" => {
+                if let Ok(pid) = rest.trim().parse::<i32>() {
+                    forward_signals_to(pid);
+                }
+            }
+            "started" => {
+                started = true;
+                if args.detach {
+                    break;
+                }
+            }
+            "error" => {
+                let v: serde_json::Value = serde_json::from_str(rest).unwrap_or_default();
+                let code = v["code"].as_u64().unwrap_or(125).clamp(1, 255) as u8;
+                let report = v["report"]
+                    .as_str()
+                    .unwrap_or("the container could not start");
+                drop(raw);
+                eprint!("{report}");
+                return Ok(ExitCode::from(code));
+            }
+            "exit" => {
+                exit = rest.trim().parse::<i32>().ok();
+                break;
+            }
+            _ => {}
+        }
+    }
+    forward_signals_to(0);
+    drop(raw);
+    if args.detach {
+        if !started {
+            bail!("the container's supervisor exited before the container started");
+        }
+        outln!("{}", record.id);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match exit {
+        Some(code) => Ok(ExitCode::from(code.clamp(0, 255) as u8)),
+        None => {
+            let state = dir.state().ok();
+            match state.and_then(|s| s.exit_code) {
+                Some(code) => Ok(ExitCode::from(code.clamp(0, 255) as u8)),
+                None => Err(crate::render::hinted(
+                    "the container's supervisor went away; the container's exit status is unknown",
+                    format!(
+                        "`strata ps -a` and `strata logs {}` show what is known",
+                        &record.id[..12]
+                    ),
+                )),
+            }
+        }
+    }
+}
+
+static FORWARD_PID: AtomicI32 = AtomicI32::new(0);
+static WINCH_MASTER: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_forward(sig: libc::c_int) {
+    if sig == libc::SIGWINCH {
+        let master = WINCH_MASTER.load(Ordering::SeqCst);
+        if master >= 0 {
+            // SAFETY: ioctl on descriptors owned elsewhere for the program's
+            // life; winsize is stack storage. Async-signal-safe.
+            unsafe {
+                let mut ws: libc::winsize = std::mem::zeroed();
+                if libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) == 0
+                    || libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0
+                {
+                    libc::ioctl(master, libc::TIOCSWINSZ, &ws);
+                }
+            }
+            return;
+        }
+    }
+    let pid = FORWARD_PID.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// From now on, termination signals and SIGWINCH that reach this process
+/// go to `pid` (0: nowhere; they are then ignored while the handler is in
+/// place).
+pub(crate) fn forward_signals_to(pid: i32) {
+    FORWARD_PID.store(pid, Ordering::SeqCst);
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        for sig in [
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGQUIT,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+            libc::SIGWINCH,
+        ] {
+            // SAFETY: installs a handler that only makes async-signal-safe calls.
+            unsafe {
+                let mut act: libc::sigaction = std::mem::zeroed();
+                act.sa_sigaction = on_forward as *const () as usize;
+                act.sa_flags = libc::SA_RESTART;
+                libc::sigemptyset(&mut act.sa_mask);
+                libc::sigaction(sig, &act, std::ptr::null_mut());
+            }
+        }
+    });
+}
+
+/// SIGWINCH resizes `master` (a console this process relays) to this
+/// process's terminal size, which it also gets now.
+pub(crate) fn set_winch_console(master: &OwnedFd) {
+    if let Ok(size) = strata_sandbox::pty::console_size(rustix::stdio::stdout())
+        .or_else(|_| strata_sandbox::pty::console_size(rustix::stdio::stdin()))
+    {
+        let _ = strata_sandbox::pty::set_console_size(master.as_fd(), size);
+    }
+    WINCH_MASTER.store(master.as_raw_fd(), Ordering::SeqCst);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_names() {
+        let a = new_id();
+        let b = new_id();
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+        let n = new_name(&a);
+        assert!(valid_name(&n) && n.contains('_'), "{n}");
+        for bad in ["", "-x", "a b", "a/b", "_x"] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+        assert!(valid_name("web.1_a-b"));
+    }
+
+    #[test]
+    fn docker_exit_codes() {
+        let exec = |kind: std::io::Error| {
+            anyhow::Error::new(SandboxError::Exec {
+                program: "x".into(),
+                source: kind,
+            })
+            .context("cannot run the container")
+        };
+        assert_eq!(
+            docker_code(&exec(std::io::Error::from_raw_os_error(libc::ENOENT))),
+            127
+        );
+        assert_eq!(
+            docker_code(&exec(std::io::Error::from_raw_os_error(libc::EACCES))),
+            126
+        );
+        assert_eq!(docker_code(&anyhow::anyhow!("no such image")), 125);
+    }
 }

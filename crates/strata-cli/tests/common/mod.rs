@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -209,4 +210,77 @@ pub fn entry_path<R: Read>(e: &tar::Entry<R>) -> String {
         .to_string_lossy()
         .trim_end_matches('/')
         .to_owned()
+}
+
+/// `strata` with no registry credentials from the environment or a docker
+/// config (tests of the registry commands).
+pub fn strata() -> Command {
+    let mut c = Command::new(strata_bin());
+    c.env_remove("STRATA_REGISTRY_USER")
+        .env_remove("STRATA_REGISTRY_PASSWORD")
+        .env("DOCKER_CONFIG", "/nonexistent-strata-test");
+    c
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `strata serve` as a child process, its stderr (request log) in a file.
+pub struct Serve {
+    pub addr: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Serve {
+    pub fn start(root: &Path, extra: &[&str]) -> Serve {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = root.with_extension("log");
+        let child = strata()
+            .args(["--root", root.to_str().unwrap(), "serve", "--addr", &addr])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        // From here the child is waited on by Drop.
+        let serve = Serve { addr, child, log };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(&serve.addr).is_ok() {
+                return serve;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let log = serve.log.clone();
+        drop(serve);
+        panic!(
+            "strata serve did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+
+    /// SIGTERM, and a graceful exit.
+    pub fn stop(mut self) -> String {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "strata serve exited with {status}");
+        self.log()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -2,6 +2,7 @@
 //! allowed), authentication (anonymous, Basic, Bearer tokens cached per
 //! scope), retries with backoff, and the push and pull flows.
 
+mod cache;
 mod pull;
 mod push;
 
@@ -16,6 +17,8 @@ use strata_oci::Platform;
 use crate::auth::{parse_challenges, AuthConfig, Credential};
 use crate::error::{Error, Result};
 use crate::progress::{Event, NoProgress, Progress};
+
+pub use cache::{CacheError, RegistryCache};
 
 /// Settings of a [`Client`].
 #[derive(Clone)]
@@ -45,6 +48,8 @@ pub struct ClientOptions {
     /// A registry silent this long on a read (a stalled answer or body)
     /// counts as a dropped connection: retried, downloads resumed.
     pub read_timeout: Duration,
+    /// Longest wait for a connection to the registry.
+    pub connect_timeout: Duration,
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -56,6 +61,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("chunk_size", &self.chunk_size)
             .field("retries", &self.retries)
             .field("read_timeout", &self.read_timeout)
+            .field("connect_timeout", &self.connect_timeout)
             .field("platform", &self.platform)
             .finish_non_exhaustive()
     }
@@ -75,6 +81,7 @@ impl Default for ClientOptions {
             progress: Arc::new(NoProgress),
             ca_cert: None,
             read_timeout: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -171,7 +178,7 @@ impl Client {
         let build = |insecure: bool| -> Result<reqwest::Client> {
             let mut b = reqwest::Client::builder()
                 .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
-                .connect_timeout(Duration::from_secs(30))
+                .connect_timeout(options.connect_timeout)
                 .read_timeout(options.read_timeout)
                 .pool_max_idle_per_host(options.jobs.max(1) * 2)
                 .danger_accept_invalid_certs(insecure);

@@ -21,14 +21,14 @@ use crate::error::{Error, Result};
 use crate::origins;
 use crate::progress::{BlobKind, BlobOutcome, Event, PullSummary};
 
-const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+pub(super) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
 /// Write batches this big to the store in one blocking call.
 const BATCH: usize = 1 << 20;
 
-struct Fetched {
-    desc: Descriptor,
-    raw: Vec<u8>,
+pub(super) struct Fetched {
+    pub(super) desc: Descriptor,
+    pub(super) raw: Vec<u8>,
 }
 
 impl Client {
@@ -176,7 +176,7 @@ impl Client {
     /// GET a manifest or index, check it is JSON, its digest (against the
     /// reference's digest, the descriptor, and `Docker-Content-Digest`) and
     /// its size.
-    async fn fetch_manifest(
+    pub(super) async fn fetch_manifest(
         &self,
         target: &Target,
         reference: &str,
@@ -308,7 +308,7 @@ impl Client {
         })
     }
 
-    async fn pull_blob(
+    pub(super) async fn pull_blob(
         &self,
         store: &Store,
         target: &Target,

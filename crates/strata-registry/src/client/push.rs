@@ -19,9 +19,9 @@ use crate::origins;
 use crate::progress::{BlobKind, BlobOutcome, Event, PushSummary};
 
 /// A manifest or index to put, with its raw bytes.
-struct Doc {
-    desc: Descriptor,
-    raw: Vec<u8>,
+pub(super) struct Doc {
+    pub(super) desc: Descriptor,
+    pub(super) raw: Vec<u8>,
 }
 
 impl Client {
@@ -148,7 +148,12 @@ impl Client {
         Ok(summary)
     }
 
-    async fn put_manifest(&self, target: &Target, doc: &Doc, reference: &str) -> Result<()> {
+    pub(super) async fn put_manifest(
+        &self,
+        target: &Target,
+        doc: &Doc,
+        reference: &str,
+    ) -> Result<()> {
         let mt = if doc.desc.media_type.is_empty() {
             strata_oci::sniff_media_type(&doc.raw)
                 .unwrap_or_else(|| media_type::OCI_MANIFEST.into())
@@ -188,7 +193,7 @@ impl Client {
         Ok(())
     }
 
-    async fn push_blob(
+    pub(super) async fn push_blob(
         &self,
         store: &Store,
         target: &Target,
@@ -220,16 +225,22 @@ impl Client {
             }
         }
         let path = store.blob_path(digest);
-        let size = store.blob_size(digest)?;
-        if size != desc.size {
-            return Err(Error::SizeMismatch {
-                registry: "local store".into(),
-                repository: String::new(),
-                what: format!("blob {digest}"),
-                expected: desc.size,
-                actual: size,
-            });
-        }
+        // A blob the store lacks (a layer a build took from a registry
+        // cache without downloading it) can still be mounted.
+        let local = match store.blob_size(digest) {
+            Ok(size) if size != desc.size => {
+                return Err(Error::SizeMismatch {
+                    registry: "local store".into(),
+                    repository: String::new(),
+                    what: format!("blob {digest}"),
+                    expected: desc.size,
+                    actual: size,
+                })
+            }
+            Ok(size) => Some(size),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e.into()),
+        };
         // 2. Mount from a repository of the same registry that has it.
         let mut location: Option<String> = None;
         for (reg, from) in origins::lookup(store, digest) {
@@ -268,6 +279,14 @@ impl Client {
                 }
             }
         }
+        let Some(size) = local else {
+            return Err(Error::Store(strata_oci::Error::NotFound {
+                what: format!(
+                    "blob {digest} (not in the store, and in no other repository of {} known to strata)",
+                    target.registry
+                ),
+            }));
+        };
         // 3. Resume an upload an earlier run left, or start one.
         let record = resume_record(store, &target.registry, &target.repository, digest);
         let mut offset = 0u64;

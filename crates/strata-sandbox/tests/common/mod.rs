@@ -1,8 +1,10 @@
 //! Shared fixtures for the executor tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::new_without_default)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use strata_sandbox::{BuiltinExecutor, Capture, Executor, OciExecutor, RootFs, RunSpec, Stdio};
 
@@ -149,4 +151,38 @@ pub fn pids_with(marker: &str) -> Vec<i32> {
         }
     }
     v
+}
+
+/// The static `sysprobe` helper (tests/fixtures/sysprobe.c: makes system
+/// calls docker's seccomp profile refuses, prints `name=errno`), built once
+/// per test binary with `gcc -static`; None (NOT RUN) without gcc.
+pub fn sysprobe() -> Option<PathBuf> {
+    static PROBE: OnceLock<Option<PathBuf>> = OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            if !strata_testkit::require_tool("gcc") {
+                return None;
+            }
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sysprobe.c");
+            let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+            let tmp = dir.join(format!("sysprobe.{}", std::process::id()));
+            strata_testkit::run_ok(
+                Command::new("gcc")
+                    .args(["-static", "-O1", "-o"])
+                    .arg(&tmp)
+                    .arg(&src),
+            );
+            let out = dir.join("sysprobe");
+            std::fs::rename(&tmp, &out).unwrap();
+            Some(out)
+        })
+        .clone()
+}
+
+/// `key=value` and `key:\tvalue` lines of a probe's output.
+pub fn probe_results(out: &str) -> BTreeMap<String, String> {
+    out.lines()
+        .filter_map(|l| l.split_once('=').or_else(|| l.split_once(':')))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
 }

@@ -6,20 +6,24 @@ use super::findings::Finding;
 use super::shell::{Command, Word};
 use super::{Inst, Model};
 
+mod add;
 mod context;
 mod deps;
 mod layers;
 mod packages;
+mod pipefail;
 mod runtime;
 mod stages;
 
 /// Runs every check.
 pub(crate) fn run(m: &Model, out: &mut Vec<Finding>) {
     layers::check(m, out);
+    pipefail::check(m, out);
     deps::check(m, out);
     packages::check(m, out);
     stages::check(m, out);
     context::check(m, out);
+    add::check(m, out);
     runtime::check(m, out);
 }
 
@@ -228,6 +232,56 @@ mod tests {
         ("FROM a:1\nRUN [\"apt-get\", \"install\", \"-y\", \"x=1\"]\n", &["SL101"]),
         ("FROM a:1\nRUN sudo APT install --yes x=1\n", &["SL101"]),
         ("FROM a:1\nENV PATH\n", &["SL900"]),
+        // SL008 (DL4006): pipes need pipefail where the shell has it.
+        ("FROM a:1\nRUN curl -fsSL https://x/a.tgz | tar -xz\n", &["SL008"]),
+        ("FROM a:1\nRUN cat a | grep b > c && echo d\n", &["SL008"]),
+        ("FROM a:1\nRUN a || b && c\n", &[]),
+        ("FROM a:1\nSHELL [\"/bin/bash\", \"-o\", \"pipefail\", \"-c\"]\nRUN a | b\n", &[]),
+        ("FROM a:1\nSHELL [\"/bin/ash\", \"-eo\", \"pipefail\", \"-c\"]\nRUN a | b\n", &[]),
+        ("FROM a:1\nSHELL [\"/bin/bash\", \"-c\"]\nRUN a | b\n", &["SL008"]),
+        ("FROM a:1\nSHELL [\"pwsh\", \"-Command\"]\nRUN a | b\n", &[]),
+        ("FROM a:1\nSHELL [\"cmd\", \"/S\", \"/C\"]\nRUN a | b\n", &[]),
+        ("FROM a:1\nRUN set -eux -o pipefail; a | b\n", &[]),
+        ("FROM a:1\nRUN set -euo pipefail && a | b\n", &[]),
+        ("FROM a:1\nRUN bash -o pipefail -c 'a | b'\n", &[]),
+        ("FROM a:1\nRUN awk 1 f | bash -euo pipefail\n", &["SL008"]),
+        ("FROM a:1\nRUN a | b; set -o pipefail; c | d\n", &["SL008"]),
+        ("FROM a:1\nRUN { echo a; echo b; } | tee f\n", &["SL008"]),
+        ("FROM a:1\nRUN [\"sh\", \"-c\", \"a | b\"]\n", &[]),
+        ("FROM a:1\nRUN echo 'a | b' && echo \"c|d\"\n", &[]),
+        ("FROM a:1\nRUN <<EOF\na | b\nEOF\n", &["SL008"]),
+        ("FROM a:1\nRUN arch=\"$(dpkg --print-architecture | cut -d- -f1)\"; echo $arch\n", &["SL008"]),
+        ("FROM a:1\nRUN echo $((6 | 3)) $(uname -m)\n", &[]),
+        ("FROM a:1 AS p\nSHELL [\"/bin/bash\", \"-o\", \"pipefail\", \"-c\"]\nFROM p\nRUN a | b\n", &[]),
+        ("FROM a:1\nSHELL [\"/bin/bash\", \"-o\", \"pipefail\", \"-c\"]\nFROM a:1\nRUN a | b\n", &["SL008"]),
+        // SL304 (DL3020): ADD where COPY does the same.
+        ("FROM a:1\nADD app.py /app/\n", &["SL304"]),
+        ("FROM a:1\nADD . /app\n", &["SL304"]),
+        ("FROM a:1\nadd --chown=1:1 conf/ /etc/x/\n", &["SL304"]),
+        ("FROM a:1\nADD rootfs.tar.xz /\n", &[]),
+        ("FROM a:1\nADD https://example.com/x.tar.gz /tmp/\n", &[]),
+        ("FROM a:1\nADD --checksum=sha256:0 https://example.com/x /x\n", &[]),
+        ("FROM a:1\nADD git@github.com:o/r.git /src\n", &[]),
+        ("FROM a:1\nADD --unpack=false rootfs.tar.gz /\n", &["SL304"]),
+        ("FROM a:1\nARG T=site.tgz\nADD $T /srv/\n", &[]),
+        ("FROM a:1\nARG F\nADD $F /srv/\n", &[]),
+        ("FROM a:1\nADD https://example.com/a.sh notes.txt /x/\n", &["SL304"]),
+        ("FROM a:1\nCOPY app.py /app/\n", &[]),
+        // SL405 (DL4000): MAINTAINER.
+        ("FROM a:1\nMAINTAINER Jane <jane@example.com>\n", &["SL405"]),
+        ("FROM a:1\nLABEL org.opencontainers.image.authors=\"Jane\"\n", &[]),
+        // SL108 on yum (DL3033), dnf/microdnf (DL3041), zypper (DL3037).
+        ("FROM a:1\nRUN yum install -y httpd && yum clean all\n", &["SL108"]),
+        ("FROM a:1\nRUN yum install -y httpd-2.4.6 && yum clean all\n", &[]),
+        ("FROM a:1\nRUN yum install -y yum-utils && yum clean all\n", &["SL108"]),
+        ("FROM a:1\nRUN yum install -y /tmp/x.rpm https://x/y.rpm && yum clean all\n", &[]),
+        ("FROM a:1\nRUN yum module install -y nodejs && yum clean all\n", &["SL108"]),
+        ("FROM a:1\nRUN dnf module install -y nodejs:18 && dnf clean all\n", &[]),
+        ("FROM a:1\nRUN dnf install -y python3-pip && dnf clean all\n", &["SL108"]),
+        ("FROM a:1\nRUN dnf install -y python3-pip-20.2.4 'nginx >= 1.20' @development && dnf clean all\n", &[]),
+        ("FROM a:1\nRUN microdnf install -y --setopt install_weak_deps=0 tar-1.34 && microdnf clean all\n", &[]),
+        ("FROM a:1\nRUN zypper install -y curl\n", &["SL108"]),
+        ("FROM a:1\nRUN zypper -n in curl=8.0.1 'git>=2.40' ./local.rpm\n", &[]),
     ];
 
     #[test]

@@ -1,4 +1,5 @@
-//! SL101–SL108: package managers (practice 7, and 13 for pins).
+//! SL101–SL108: package managers (practice 7, and 13 for pins: apt, apk,
+//! pip, npm -g, gem, yum, dnf/microdnf, zypper).
 
 use super::super::rules::*;
 use super::super::shell::Command;
@@ -55,6 +56,61 @@ const PIP_VALUE_OPTS: &[&str] = &[
     "--config-settings",
     "-C",
 ];
+
+/// yum/dnf options that take a value as the next word.
+const RPM_VALUE_OPTS: &[&str] = &[
+    "--setopt",
+    "-c",
+    "--config",
+    "--installroot",
+    "--releasever",
+    "--enablerepo",
+    "--disablerepo",
+    "--repo",
+    "--repoid",
+    "-x",
+    "--exclude",
+    "-d",
+    "--debuglevel",
+    "-e",
+    "--errorlevel",
+    "--downloaddir",
+    "--destdir",
+];
+
+/// zypper options that take a value as the next word.
+const ZYPPER_VALUE_OPTS: &[&str] = &["-r", "--repo", "--from", "-t", "--type"];
+
+/// Whether an rpm package argument names a version: a `.rpm` file, a
+/// comparison (`pkg >= 1.2`), or `name-version[-release]` where what
+/// follows the name is version-like (as hadolint's DL3041 reads it:
+/// `python3-pip` is a name, `python3-pip-20.2` a pinned one).
+pub(crate) fn rpm_pinned(p: &str) -> bool {
+    if p.ends_with(".rpm") || p.contains(['<', '>', '=']) {
+        return true;
+    }
+    let rest: Vec<&str> = p.split('-').skip(1).collect();
+    !rest.is_empty()
+        && rest.iter().all(|x| {
+            x.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".~^_:+*".contains(c))
+        })
+        && rest
+            .iter()
+            .any(|x| x.starts_with(|c: char| c.is_ascii_digit()))
+}
+
+/// hadolint's code and an example pin for a yum/dnf install.
+fn rpm_alias(c: &Command, mgr: &str, module: bool) -> (&'static str, &'static str) {
+    let prog = c.program();
+    match (mgr, module) {
+        ("yum", false) => ("DL3033", "yum install -y pkg-1.2.3"),
+        ("yum", true) => ("DL3033", "yum module install -y name:stream"),
+        (_, true) => ("DL3041", "dnf module install -y name:stream"),
+        _ if prog == "microdnf" => ("DL3041", "microdnf install -y pkg-1.2.3"),
+        _ => ("DL3041", "dnf install -y pkg-1.2.3"),
+    }
+}
 
 pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
     for st in &m.stages {
@@ -200,7 +256,58 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                             "apk add pkg=1.2.3-r0",
                         );
                     }
+                    ("yum" | "dnf", "module") => {
+                        // `dnf module install name:stream`
+                        let ops = operands_after(c, si, RPM_VALUE_OPTS);
+                        if ops.first().is_some_and(|w| w.lower() == "install") {
+                            let mods: Vec<String> = ops[1..]
+                                .iter()
+                                .filter(|w| !w.text.contains([':', '$']))
+                                .map(|w| w.text.clone())
+                                .collect();
+                            let (alias, example) = rpm_alias(c, mgr, true);
+                            unpinned(m, out, c, st.in_image, node, &mods, alias, example);
+                        }
+                    }
+                    ("zypper", "install" | "in") => {
+                        let pkgs: Vec<String> = operands_after(c, si, ZYPPER_VALUE_OPTS)
+                            .into_iter()
+                            .filter(|w| {
+                                let t = &w.text;
+                                !(t.contains(['=', '<', '>', '$'])
+                                    || t.ends_with(".rpm")
+                                    || t.starts_with(['.', '/'])
+                                    || t.contains("://"))
+                            })
+                            .map(|w| w.text.clone())
+                            .collect();
+                        unpinned(
+                            m,
+                            out,
+                            c,
+                            st.in_image,
+                            node,
+                            &pkgs,
+                            "DL3037",
+                            "zypper install -y pkg=1.2.3",
+                        );
+                    }
                     ("yum" | "dnf", "install" | "groupinstall" | "localinstall" | "reinstall") => {
+                        if sub == "install" {
+                            let pkgs: Vec<String> = operands_after(c, si, RPM_VALUE_OPTS)
+                                .into_iter()
+                                .filter(|w| {
+                                    let t = &w.text;
+                                    !(rpm_pinned(t)
+                                        || t.contains('$')
+                                        || t.starts_with(['.', '/', '@'])
+                                        || t.contains("://"))
+                                })
+                                .map(|w| w.text.clone())
+                                .collect();
+                            let (alias, example) = rpm_alias(c, mgr, false);
+                            unpinned(m, out, c, st.in_image, node, &pkgs, alias, example);
+                        }
                         let cleaned = ins.cmds.iter().any(|o| {
                             pm(o).is_some_and(|(mg, _, s)| {
                                 (mg == "yum" || mg == "dnf") && s == "clean"

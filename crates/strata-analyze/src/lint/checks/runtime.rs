@@ -1,6 +1,6 @@
 //! SL401 shell-form CMD/ENTRYPOINT, SL402 several main processes, SL403
-//! data directories without a VOLUME, SL404 secrets in ARG/ENV
-//! (practices 11, 12, 13).
+//! data directories without a VOLUME, SL404 secrets in ARG/ENV, SL405
+//! MAINTAINER (practices 8, 11, 12, 13).
 
 use strata_dockerfile::{InstructionKind, ShellOrExec};
 
@@ -77,6 +77,7 @@ pub(super) fn check(m: &Model, out: &mut Vec<Finding>) {
                         secret(m, out, &kv.key.value, kv.key.span, node, "ENV");
                     }
                 }
+                InstructionKind::Maintainer(who) => maintainer(m, out, ins, &who.value),
                 _ => {}
             }
         }
@@ -375,6 +376,26 @@ fn exec_form(text: &str) -> Option<String> {
         .map(|w| format!("\"{w}\""))
         .collect();
     Some(format!("[{}]", words.join(", ")))
+}
+
+/// SL405: `MAINTAINER x` is `LABEL org.opencontainers.image.authors="x"`.
+fn maintainer(m: &Model, out: &mut Vec<Finding>, ins: &super::super::Inst, who: &str) {
+    let start = ins.inst.span.offset;
+    let end = start + m.text(start, ins.inst.span.end()).trim_end().len();
+    let quoted = who.trim().replace('\\', "\\\\").replace('"', "\\\"");
+    let label = format!("LABEL org.opencontainers.image.authors=\"{quoted}\"");
+    let mut f = m.finding(
+        &MAINTAINER,
+        start,
+        end,
+        Some(ins.node()),
+        format!("MAINTAINER is deprecated: write `{label}`"),
+    );
+    f.fix.description = format!("replace the instruction with `{label}`");
+    // Not applied by --fix: the image's config changes (a label instead of
+    // the author field).
+    f.fix.edits.push(m.edit(start, end, label));
+    out.push(f);
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ fn finding(f: &Finding) -> Value {
         "message": f.message,
         "why": f.rule.why,
         "practice": f.rule.practice,
+        "doc": f.rule.doc_url(),
         "aliases": f.aliases,
         "region": region(&f.region),
         "instruction_line": f.instruction_line,

@@ -35,7 +35,7 @@ fn result(r: &Report, f: &Finding) -> Value {
                 "region": region(&f.region),
             }
         }],
-        "properties": {"aliases": f.aliases, "practice": f.rule.practice, "name": f.rule.name},
+        "properties": {"aliases": f.aliases, "practice": f.rule.practice, "name": f.rule.name, "doc": f.rule.doc_url()},
     });
     if !f.fix.edits.is_empty() {
         v["fixes"] = json!([{
@@ -63,7 +63,7 @@ pub fn sarif(reports: &[Report]) -> Value {
                 "shortDescription": {"text": r.short},
                 "fullDescription": {"text": r.why},
                 "help": {"text": r.help, "markdown": r.help},
-                "helpUri": format!("https://github.com/strata-build/strata/blob/main/docs/lint.md#{}", r.id.to_ascii_lowercase()),
+                "helpUri": r.doc_url(),
                 "defaultConfiguration": {"level": r.severity.sarif_level()},
                 "properties": {"aliases": r.aliases, "practice": r.practice, "tags": ["dockerfile", "maintainability"]},
             })

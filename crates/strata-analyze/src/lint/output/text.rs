@@ -1,5 +1,5 @@
 //! rustc-style text: header, location, the source lines with carets under
-//! the span, then why and how to fix.
+//! the span, then why, how to fix, and the link to the practice explained.
 
 use std::fmt::Write as _;
 
@@ -121,6 +121,12 @@ fn render(out: &mut String, r: &Report, f: &Finding, color: bool) {
         "{pad} {} fix: {}{safe}",
         paint("=", "1;34", color),
         f.fix.description
+    );
+    let _ = writeln!(
+        out,
+        "{pad} {} see: {}",
+        paint("=", "1;34", color),
+        f.rule.doc_url()
     );
     out.push('\n');
 }

@@ -1,4 +1,31 @@
-//! Content digests (`sha256:<64 hex>`, `sha512:<128 hex>`) and streaming hashing.
+//! Content digests (`sha256:<64 hex>`, `sha512:<128 hex>`) and streaming
+//! hashing: the one type every strata crate uses to name content, in a leaf
+//! crate of its own (as containerd and distribution share go-digest), so a
+//! crate that only hashes files does not depend on the image store.
+//!
+//! - [`Digest`]: a validated `algorithm:hex` string ([`Digest::sha256`],
+//!   `"sha256:...".parse()`, [`Digest::new`]), serialised as that string.
+//! - [`Hasher`]: incremental sha256/sha512; [`HashingReader`] and
+//!   [`HashingWriter`] hash and count what streams through them.
+//!
+//! ```
+//! use std::io::Write;
+//! use strata_digest::{Algorithm, Digest, HashingWriter};
+//!
+//! let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+//!     .parse()
+//!     .unwrap();
+//! assert_eq!(d, Digest::sha256(b""));
+//! assert_eq!((d.algorithm(), d.short()), (Algorithm::Sha256, "e3b0c44298fc"));
+//! assert!("sha256:../../etc/passwd".parse::<Digest>().is_err());
+//!
+//! let mut w = HashingWriter::new(Vec::new());
+//! w.write_all(b"hello").unwrap();
+//! let (bytes, digest, n) = w.finish();
+//! assert_eq!((bytes.as_slice(), n), (&b"hello"[..], 5));
+//! assert_eq!(digest, Digest::sha256(b"hello"));
+//! ```
+#![deny(missing_docs)]
 
 use std::fmt;
 use std::io::{self, Read, Write};
