@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -23,7 +22,7 @@ use strata_oci::{Digest, HashingReader};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::file_desc;
-use strata_layer::{clean_components, is_whiteout, MergedView};
+use strata_layer::{clean_components, MergedView, Meta};
 
 /// Where COPY reads from.
 pub enum Source<'a> {
@@ -123,10 +122,10 @@ pub fn plan(
     let empty = MergedView::default();
     let view = target.unwrap_or(&empty);
     let dest_exists_dir = view
-        .lookup(&dest_abs)
+        .stat(&dest_abs)
         .ok()
         .flatten()
-        .is_some_and(|(_, f)| f.meta.is_dir());
+        .is_some_and(|(_, m)| m.is_dir());
     if many && !dest_slash && !dest_exists_dir {
         return Err(Error::invalid(
             "when using COPY with more than one source file, the destination must be a directory and end with a /",
@@ -206,13 +205,16 @@ pub fn plan(
             if dirs.contains_key(&comps) {
                 continue;
             }
-            let entry = match view.lookup_exact(&comps) {
-                Some(f) if f.meta.is_dir() => {
+            let found = view
+                .stat_exact(&comps)
+                .map_err(|e| Error::invalid(format!("cannot look up /{}: {e}", comps.join("/"))))?;
+            let entry = match found {
+                Some(m) if m.is_dir() => {
                     let mut e = Entry::new(comps.join("/"), EntryKind::Dir);
-                    e.mode = f.meta.mode() & 0o7777;
-                    e.uid = f.meta.uid();
-                    e.gid = f.meta.gid();
-                    e.mtime = f.meta.mtime();
+                    e.mode = m.mode();
+                    e.uid = m.uid();
+                    e.gid = m.gid();
+                    e.mtime = m.mtime();
                     e
                 }
                 _ => {
@@ -247,6 +249,19 @@ pub fn plan(
     }
     plan.entries = by_path.into_values().collect();
     Ok(plan)
+}
+
+/// Whether `comps` exists in `view` (metadata only: nothing is extracted).
+fn exists(view: &MergedView, comps: &[String]) -> Result<bool> {
+    view.stat_exact(comps)
+        .map(|m| m.is_some())
+        .map_err(|e| Error::invalid(format!("cannot look up /{}: {e}", comps.join("/"))))
+}
+
+/// The names in directory `comps` of `view`.
+fn list(view: &MergedView, comps: &[String]) -> Result<Vec<String>> {
+    view.read_dir(comps)
+        .map_err(|e| Error::invalid(format!("cannot list /{}: {e}", comps.join("/"))))
 }
 
 fn resolve_in(view: &MergedView, path: &str, follow_last: bool) -> Result<Vec<String>> {
@@ -435,13 +450,17 @@ fn plan_view(
     items: &mut Vec<Item>,
 ) -> Result<()> {
     // (source comps, dest comps, real path, metadata)
-    let mut chosen: Vec<(Vec<String>, Vec<String>, PathBuf, fs::Metadata)> = Vec::new();
+    let mut chosen: Vec<(Vec<String>, Vec<String>, PathBuf, Meta)> = Vec::new();
+    let look = |comps: &[String]| {
+        view.lookup_exact(comps)
+            .map_err(|e| Error::invalid(format!("cannot read /{}: {e}", comps.join("/"))))
+    };
     for source in &req.sources {
         let matches: Vec<Vec<String>> = if strata_context::has_wildcards(source) {
             glob_view(view, source)?
         } else {
             let comps = resolve_in(view, source, true)?;
-            if view.lookup_exact(&comps).is_some() {
+            if exists(view, &comps)? {
                 vec![comps]
             } else {
                 Vec::new()
@@ -455,7 +474,7 @@ fn plan_view(
             .into());
         }
         for comps in matches {
-            let Some(found) = view.lookup_exact(&comps) else {
+            let Some(found) = look(&comps)? else {
                 continue;
             };
             let rel_full = comps.join("/");
@@ -477,7 +496,7 @@ fn plan_view(
                 while let Some(rel) = stack.pop() {
                     let mut here = comps.clone();
                     here.extend(rel.iter().cloned());
-                    for name in view.read_dir(&here) {
+                    for name in list(view, &here)? {
                         let mut child_rel = rel.clone();
                         child_rel.push(name.clone());
                         let mut child = here.clone();
@@ -486,7 +505,7 @@ fn plan_view(
                         if excluded(exclude, &[&rel_s, &child.join("/")]) {
                             continue;
                         }
-                        let Some(f) = view.lookup_exact(&child) else {
+                        let Some(f) = look(&child)? else {
                             continue;
                         };
                         let mut d = base.clone();
@@ -565,7 +584,10 @@ fn plan_view(
             );
             EntryKind::Dir
         } else if ft.is_symlink() {
-            let target = fs::read_link(&real).map_err(|e| Error::io("read link", &real, e))?;
+            let target = match meta.link_target() {
+                Some(t) => t.to_path_buf(),
+                None => fs::read_link(&real).map_err(|e| Error::io("read link", &real, e))?,
+            };
             plan.files.insert(
                 path,
                 file_desc(
@@ -582,7 +604,7 @@ fn plan_view(
             plan.files
                 .insert(path, file_desc('p', perm, meta.uid(), meta.gid(), 0, "-"));
             EntryKind::Fifo
-        } else if is_whiteout(&meta) {
+        } else if meta.is_whiteout() {
             continue;
         } else if ft.is_char_device() || ft.is_block_device() {
             let rdev = meta.rdev();
@@ -635,12 +657,12 @@ fn glob_view(view: &MergedView, source: &str) -> Result<Vec<Vec<String>>> {
                 } else {
                     c
                 };
-                if view.lookup_exact(&c).is_some() {
+                if exists(view, &c)? {
                     next.push(c);
                 }
                 continue;
             }
-            for name in view.read_dir(base) {
+            for name in list(view, base)? {
                 match strata_context::glob_match(pat, &name) {
                     Some(true) => {
                         let mut c = base.clone();

@@ -202,7 +202,11 @@ pub fn materialize_view(
     let comps = view
         .resolve(source, true)
         .map_err(|e| Error::invalid(format!("cannot resolve {source}: {e}")))?;
-    let Some(found) = view.lookup_exact(&comps) else {
+    let look = |comps: &[String]| {
+        view.lookup_exact(comps)
+            .map_err(|e| Error::invalid(format!("cannot read /{}: {e}", comps.join("/"))))
+    };
+    let Some(found) = look(&comps)? else {
         return Err(ErrorKind::SourceNotFound {
             source_path: source.to_owned(),
             excluded: false,
@@ -218,13 +222,19 @@ pub fn materialize_view(
     let mut stack = vec![(comps, dest.to_path_buf())];
     while let Some((dir, at)) = stack.pop() {
         fs::create_dir_all(&at).map_err(|e| Error::io("create", &at, e))?;
-        if let Some(f) = view.lookup_exact(&dir) {
-            let _ = fs::set_permissions(&at, fs::Permissions::from_mode(f.meta.mode() & 0o7777));
+        if let Some(m) = view
+            .stat_exact(&dir)
+            .map_err(|e| Error::invalid(format!("cannot look up /{}: {e}", dir.join("/"))))?
+        {
+            let _ = fs::set_permissions(&at, fs::Permissions::from_mode(m.mode()));
         }
-        for name in view.read_dir(&dir) {
+        let names = view
+            .read_dir(&dir)
+            .map_err(|e| Error::invalid(format!("cannot list /{}: {e}", dir.join("/"))))?;
+        for name in names {
             let mut child = dir.clone();
             child.push(name.clone());
-            let Some(f) = view.lookup_exact(&child) else {
+            let Some(f) = look(&child)? else {
                 continue;
             };
             let target = at.join(&name);
@@ -238,7 +248,7 @@ pub fn materialize_view(
     Ok(dest.to_path_buf())
 }
 
-fn copy_node(src: &Path, meta: &fs::Metadata, at: &Path, readonly: bool) -> Result<()> {
+fn copy_node(src: &Path, meta: &strata_layer::Meta, at: &Path, readonly: bool) -> Result<()> {
     let ft = meta.file_type();
     if ft.is_symlink() {
         let t = fs::read_link(src).map_err(|e| Error::io("read link", src, e))?;

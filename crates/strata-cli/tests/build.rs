@@ -936,6 +936,78 @@ fn parse_errors_point_at_the_line() {
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
 }
 
+/// A layer's snapshot directory is made only when a later step needs its
+/// files (a RUN, `strata run`), and then without reading its blob back:
+/// COPY layers followed by a RUN are extracted while they are written, a
+/// RUN's upper directory becomes its snapshot. Lookups into a layer that
+/// was never extracted (the second COPY's destination) use its index.
+#[test]
+fn snapshots_are_made_only_when_something_needs_the_files() {
+    let Some(s) = setup(&[
+        (
+            "Dockerfile",
+            "FROM busybox\nCOPY a/ /app/\nCOPY b.txt /app/sub/b.txt\n",
+        ),
+        ("a/x", "x\n"),
+        ("a/sub/y", "y\n"),
+        ("b.txt", "b\n"),
+        (
+            "Dockerfile.run",
+            "FROM busybox\nCOPY a/ /srv/\nRUN cat /srv/x /srv/sub/y > /both\n",
+        ),
+    ]) else {
+        return;
+    };
+    let snapshot = |diff_id: &str| {
+        s.root
+            .join("snapshots")
+            .join(diff_id.trim_start_matches("sha256:"))
+    };
+    let index = |diff_id: &str| {
+        s.root
+            .join("snapshots/.index")
+            .join(diff_id.trim_start_matches("sha256:"))
+    };
+    ok(
+        &s.root,
+        &["build", "-q", "-t", "lazy:1", s.ctx.to_str().unwrap()],
+    );
+    let (_, _, diff_ids) = identity(&s.root, "lazy:1");
+    let copies = &diff_ids[diff_ids.len() - 2..];
+    for d in copies {
+        assert!(!snapshot(d).exists(), "{d} was extracted");
+        assert!(index(d).is_file(), "{d} has no index");
+    }
+    // The second COPY merged into /app, which only the index knew.
+    assert_eq!(
+        run_out(&s.root, &["lazy:1", "cat", "/app/sub/b.txt", "/app/x"]),
+        "b\nx\n"
+    );
+    for d in copies {
+        assert!(snapshot(d).is_dir(), "`strata run` did not extract {d}");
+    }
+
+    let df = s.ctx.join("Dockerfile.run");
+    ok(
+        &s.root,
+        &[
+            "build",
+            "-q",
+            "--no-cache",
+            "-f",
+            df.to_str().unwrap(),
+            "-t",
+            "lazy:2",
+            s.ctx.to_str().unwrap(),
+        ],
+    );
+    let (_, _, diff_ids) = identity(&s.root, "lazy:2");
+    for d in &diff_ids[diff_ids.len() - 2..] {
+        assert!(snapshot(d).is_dir(), "{d} was not made during the build");
+    }
+    assert_eq!(run_out(&s.root, &["lazy:2", "cat", "/both"]), "x\ny\n");
+}
+
 #[test]
 fn explain_speaks_plainly() {
     let Some(s) = setup(&[

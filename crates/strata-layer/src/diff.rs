@@ -101,12 +101,16 @@ pub fn upper_to_entries_against(
             // Whiteouts for what the lower layers have here and the upper
             // directory does not: what the opaque directory hides.
             let comps = comps_of(&path);
-            if lowers.lookup_exact(&comps).is_some_and(|f| f.meta.is_dir()) {
+            let lower_dir = lowers
+                .stat_exact(&comps)
+                .ctx("look up", &path)?
+                .is_some_and(|m| m.is_dir());
+            if lower_dir {
                 let here: BTreeSet<Vec<u8>> = sorted_names(&upper.join(&path))?
                     .into_iter()
                     .map(|n| n.as_bytes().to_vec())
                     .collect();
-                for name in lowers.read_dir(&comps) {
+                for name in lowers.read_dir(&comps).ctx("list", &path)? {
                     if !here.contains(name.as_bytes()) {
                         entries.push(whiteout(&path, &OsString::from(name)));
                     }
@@ -122,7 +126,10 @@ pub fn upper_to_entries_against(
         {
             continue;
         }
-        if let Some(found) = lowers.lookup_exact(&comps_of(&e.path)) {
+        if let Some(found) = lowers
+            .lookup_exact(&comps_of(&e.path))
+            .ctx("look up", &e.path)?
+        {
             keep[i] = !same_as_lower(e, &found.real, &found.meta, upper, xattrs)?;
         }
     }
@@ -158,11 +165,11 @@ pub fn upper_to_entries_against(
 fn same_as_lower(
     e: &Entry,
     lp: &Path,
-    l: &fs::Metadata,
+    l: &crate::Meta,
     upper: &Path,
     xattrs: bool,
 ) -> Result<bool> {
-    if e.mode != l.mode() & 0o7777
+    if e.mode != l.mode()
         || e.uid != l.uid()
         || e.gid != l.gid()
         || (e.mtime != l.mtime() && e.kind != EntryKind::Dir)
@@ -179,7 +186,13 @@ fn same_as_lower(
             let single = fs::symlink_metadata(&up).ctx("stat", &up)?.nlink() == 1;
             single && lt.is_file() && l.len() == *size && same_content(lp, &up)?
         }
-        EntryKind::Symlink(t) => lt.is_symlink() && &fs::read_link(lp).ctx("read link", lp)? == t,
+        EntryKind::Symlink(t) => {
+            lt.is_symlink()
+                && match l.link_target() {
+                    Some(lt) => lt == t,
+                    None => &fs::read_link(lp).ctx("read link", lp)? == t,
+                }
+        }
         EntryKind::Char { major, minor } => {
             lt.is_char_device()
                 && (rustix::fs::major(l.rdev()), rustix::fs::minor(l.rdev())) == (*major, *minor)

@@ -47,6 +47,8 @@ mod apply;
 mod diff;
 mod error;
 mod export;
+mod index;
+mod lazy;
 mod pgzip;
 mod snapshot;
 mod view;
@@ -56,8 +58,9 @@ pub use apply::{apply_layer, decompress, ApplyMode, ApplyStats};
 pub use diff::{diff_dirs, upper_to_entries, upper_to_entries_against};
 pub use error::{Error, Result};
 pub use export::{unpack_layers, write_rootfs_tar};
+pub use index::{FileKind, LayerIndex, Meta};
 pub use snapshot::{Mount, Snapshotter};
-pub use view::{clean_components, is_whiteout, Found, MergedView};
+pub use view::{clean_components, is_whiteout, Found, MergedView, ViewLayer};
 pub use writer::{
     get_xattr, import_tar, import_tar_to_store, scan_dir, write_layer, write_layer_to_store, Entry,
     EntryKind, FileSource, LayerInfo, LayerOptions, LayerSource, Timestamps,

@@ -1,19 +1,23 @@
 //! Deterministic parallel gzip, the way pigz does it.
 //!
 //! The input is cut into fixed blocks of [`BLOCK`] bytes. Each block is
-//! raw-deflated on its own thread with the previous block's last 32 KiB as
-//! its dictionary and ends with a sync flush (byte-aligned, as if one
-//! stream had been flushed there); the last block finishes the stream. The
-//! pieces concatenate into one standard gzip member, so every reader takes
-//! it. The output depends only on the bytes, the level and [`BLOCK`],
-//! never on the number of threads or how the caller split its writes:
-//! the same tree still gives the same digest.
+//! raw-deflated on its own with the previous block's last 32 KiB as its
+//! dictionary and ends with a sync flush (byte-aligned, as if one stream
+//! had been flushed there); the last block finishes the stream. The pieces
+//! concatenate into one standard gzip member, so every reader takes it.
+//! The output depends only on the bytes, the level and [`BLOCK`], never on
+//! the number of threads or how the caller split its writes: the same tree
+//! still gives the same digest.
 //!
-//! Memory stays bounded: at most `2 * threads` blocks are in flight.
+//! Blocks are compressed (and their CRC computed) on rayon's global pool,
+//! the one pool every layer of every stage shares with context hashing:
+//! however many layers are written at once, no more threads compress than
+//! there are cores. Memory stays bounded: each encoder has at most
+//! `2 * threads` blocks in flight.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::thread::JoinHandle;
+use std::sync::mpsc::{sync_channel, Receiver};
 
 use flate2::{Compress, Crc, FlushCompress, Status};
 
@@ -22,37 +26,50 @@ pub(crate) const BLOCK: usize = 512 * 1024;
 /// Deflate's window: the dictionary carried from block to block.
 const WINDOW: usize = 32 * 1024;
 
+/// A compressed block and the CRC of its input.
+type Done = io::Result<(Vec<u8>, Crc)>;
+
 /// A gzip encoder that compresses blocks in parallel.
 pub(crate) struct ParGzEncoder<W: Write> {
     inner: W,
     level: u32,
-    threads: usize,
+    /// Blocks in flight at most.
+    window: usize,
     buf: Vec<u8>,
     /// The tail of the previous block (the next block's dictionary).
     dict: Vec<u8>,
     crc: Crc,
-    pending: VecDeque<JoinHandle<io::Result<Vec<u8>>>>,
+    pending: VecDeque<Receiver<Done>>,
     header_written: bool,
+    /// Another pool than the global one (tests).
+    #[cfg(test)]
+    pool: Option<std::sync::Arc<rayon::ThreadPool>>,
 }
 
 impl<W: Write> ParGzEncoder<W> {
-    /// `level` 0-9; `threads` 0 means the machine's parallelism.
-    pub(crate) fn new(inner: W, level: u32, threads: usize) -> ParGzEncoder<W> {
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
-        } else {
-            threads
-        };
+    /// `level` 0-9.
+    pub(crate) fn new(inner: W, level: u32) -> ParGzEncoder<W> {
         ParGzEncoder {
             inner,
             level: level.min(9),
-            threads,
+            window: 2 * rayon::current_num_threads().max(1),
             buf: Vec::with_capacity(BLOCK),
             dict: Vec::new(),
             crc: Crc::new(),
             pending: VecDeque::new(),
             header_written: false,
+            #[cfg(test)]
+            pool: None,
         }
+    }
+
+    /// The same, compressing on `pool`.
+    #[cfg(test)]
+    fn new_in(inner: W, level: u32, pool: std::sync::Arc<rayon::ThreadPool>) -> ParGzEncoder<W> {
+        let mut e = ParGzEncoder::new(inner, level);
+        e.window = 2 * pool.current_num_threads();
+        e.pool = Some(pool);
+        e
     }
 
     fn header(&mut self) -> io::Result<()> {
@@ -70,30 +87,50 @@ impl<W: Write> ParGzEncoder<W> {
         Ok(())
     }
 
-    /// Hand the buffered block to a worker (`last`: it ends the stream).
+    /// Hand the buffered block to the pool (`last`: it ends the stream).
     fn dispatch(&mut self, last: bool) -> io::Result<()> {
         self.header()?;
         let data = std::mem::replace(&mut self.buf, Vec::with_capacity(BLOCK));
-        self.crc.update(&data);
         let dict = std::mem::take(&mut self.dict);
         if !last {
             self.dict = data[data.len().saturating_sub(WINDOW)..].to_vec();
         }
         let level = self.level;
-        while self.pending.len() >= 2 * self.threads {
+        while self.pending.len() >= self.window {
             self.write_oldest()?;
         }
-        self.pending.push_back(std::thread::spawn(move || {
-            deflate_block(&data, &dict, level, last)
-        }));
+        let job = move || {
+            let mut crc = Crc::new();
+            crc.update(&data);
+            deflate_block(&data, &dict, level, last).map(|out| (out, crc))
+        };
+        let (tx, rx) = sync_channel(1);
+        let work = move || {
+            let _ = tx.send(job());
+        };
+        #[cfg(test)]
+        if let Some(pool) = &self.pool {
+            pool.spawn(work);
+            self.pending.push_back(rx);
+            return Ok(());
+        }
+        if rayon::current_thread_index().is_some() {
+            // On a pool thread already: waiting for the pool here could
+            // leave no thread to do the work.
+            work();
+        } else {
+            rayon::spawn(work);
+        }
+        self.pending.push_back(rx);
         Ok(())
     }
 
     fn write_oldest(&mut self) -> io::Result<()> {
-        if let Some(h) = self.pending.pop_front() {
-            let out = h
-                .join()
-                .map_err(|_| io::Error::other("a gzip worker thread panicked"))??;
+        if let Some(rx) = self.pending.pop_front() {
+            let (out, crc) = rx
+                .recv()
+                .map_err(|_| io::Error::other("a gzip worker stopped"))??;
+            self.crc.combine(&crc);
             self.inner.write_all(&out)?;
         }
         Ok(())
@@ -190,8 +227,17 @@ mod tests {
             .collect()
     }
 
+    /// Encodes on a pool of `threads` threads (the global one when 0).
     fn encode(data: &[u8], level: u32, threads: usize, write: usize) -> Vec<u8> {
-        let mut e = ParGzEncoder::new(Vec::new(), level, threads);
+        let mut e = if threads == 0 {
+            ParGzEncoder::new(Vec::new(), level)
+        } else {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            ParGzEncoder::new_in(Vec::new(), level, std::sync::Arc::new(pool))
+        };
         for piece in data.chunks(write.max(1)) {
             e.write_all(piece).unwrap();
         }
@@ -235,6 +281,54 @@ mod tests {
             one.len(),
             single.len()
         );
+    }
+
+    /// The bytes of this encoder never change (layer digests depend on
+    /// them): digests of its output from before it used a shared pool.
+    #[test]
+    fn output_is_what_it_always_was() {
+        use sha2::Digest as _;
+        for (n, level, want) in [
+            (
+                0,
+                6,
+                "ac73670af3abed54ac6fb4695131f4099be9fbe39d6076c5d0264a6bbdae9d83",
+            ),
+            (
+                1,
+                6,
+                "48177b2c400b02e5a4ebd09573609544e775a9554f1637ecc5a4b39164f0c3ec",
+            ),
+            (
+                BLOCK,
+                6,
+                "412f91497f3e30cc749969857798dc2ad4259ca17b0176c30ce2ebf95b2aa4a7",
+            ),
+            (
+                5 * BLOCK + 777,
+                6,
+                "e182efdfd8e7eeaf4670e2502b80c5167573d75fa8e43908d04040404f1b6d64",
+            ),
+            (
+                3 * BLOCK + 5,
+                1,
+                "4a0b3ea69b5aefe8d12f6ed0ffc33f2db296e8b90df2babf7f3f3d1747e98872",
+            ),
+            (
+                2 * BLOCK + 9,
+                9,
+                "98b0b7067d4cffb4199165470929909b2cd18d4dda1fd7d2e20f66705589d446",
+            ),
+        ] {
+            for threads in [0, 1, 3] {
+                let gz = encode(&sample(n), level, threads, 70_000);
+                assert_eq!(
+                    hex::encode(sha2::Sha256::digest(&gz)),
+                    want,
+                    "n={n} level={level} threads={threads}"
+                );
+            }
+        }
     }
 
     #[test]

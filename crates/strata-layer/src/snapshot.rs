@@ -5,16 +5,19 @@
 //! The snapshotter returns mounts as plain data and never mounts anything
 //! itself (the sandbox does the syscalls).
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use strata_oci::{Digest, Image, Layer, Store};
 
 use crate::diff::upper_to_entries_against;
 use crate::error::IoContext;
+use crate::writer::{prepare_entries, write_sorted_to_store};
 use crate::{
-    apply_layer, diff_dirs, write_layer_to_store, ApplyMode, Error, LayerInfo, LayerOptions,
-    LayerSource, MergedView, Result,
+    apply_layer, diff_dirs, ApplyMode, Error, LayerIndex, LayerInfo, LayerOptions, MergedView,
+    Result,
 };
 
 /// A mount, as data: what `mount -t KIND SOURCE TARGET -o OPTIONS` would do.
@@ -38,7 +41,7 @@ impl Mount {
 /// Make everything written under `dir` durable before it is renamed into
 /// place: one `syncfs` of its file system (as containerd's applier does)
 /// rather than an fsync per file, which costs a journal commit each.
-fn sync_tree(dir: &Path) -> Result<()> {
+pub(crate) fn sync_tree(dir: &Path) -> Result<()> {
     let d = fs::File::open(dir).ctx("open", dir)?;
     rustix::fs::syncfs(&d).ctx("sync the file system of", dir)
 }
@@ -61,8 +64,21 @@ pub(crate) fn no_space_in_store(e: Error, op: &'static str, dir: &Path) -> Error
 /// Manages snapshot directories in a store.
 #[derive(Debug, Clone)]
 pub struct Snapshotter {
-    store: Store,
-    dir: PathBuf,
+    pub(crate) store: Store,
+    pub(crate) dir: PathBuf,
+    /// Indexes of layers written or read by this process (see [`LayerIndex`]).
+    pub(crate) indexes: Arc<Mutex<HashMap<Digest, Arc<LayerIndex>>>>,
+}
+
+pub(crate) fn unique() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
 }
 
 fn valid_key(key: &str) -> Result<()> {
@@ -86,9 +102,11 @@ impl Snapshotter {
         let dir = store.snapshots_dir();
         fs::create_dir_all(dir.join(".active")).ctx("create", &dir)?;
         fs::create_dir_all(dir.join(".empty")).ctx("create", &dir)?;
+        fs::create_dir_all(dir.join(".index")).ctx("create", &dir)?;
         Ok(Snapshotter {
             store: store.clone(),
             dir,
+            indexes: Default::default(),
         })
     }
 
@@ -256,8 +274,9 @@ impl Snapshotter {
         }
     }
 
-    /// Turn a prepared snapshot's changes into a layer in the store, extract
-    /// it as a committed snapshot, and drop the active one.
+    /// Turn a prepared snapshot's changes into a layer in the store, make
+    /// the overlay upper directory the layer's snapshot (see
+    /// [`Snapshotter::adopt_upper`]), and drop the active snapshot.
     pub fn commit(&self, key: &str, opts: &LayerOptions) -> Result<LayerInfo> {
         valid_key(key)?;
         let a = self.active(key);
@@ -279,8 +298,17 @@ impl Snapshotter {
                 what: format!("snapshot {key}"),
             }));
         };
-        let info = write_layer_to_store(&self.store, LayerSource::Entries(entries), opts)?;
-        if !copy {
+        let entries = prepare_entries(entries)?;
+        let index = LayerIndex::from_entries(&entries, opts).ok();
+        let info = write_sorted_to_store(&self.store, &entries, opts, None)?;
+        if let Some(index) = index {
+            self.keep_index(&info.diff_id, index);
+        }
+        if !copy
+            && self
+                .adopt_upper(&a.join("upper"), &entries, opts, &info.diff_id)
+                .is_err()
+        {
             let layer = Layer {
                 descriptor: info.descriptor(),
                 diff_id: info.diff_id.clone(),

@@ -390,7 +390,7 @@ impl<W: Write> Compressor<W> {
                 let level = level.unwrap_or(6).clamp(0, 9) as u32;
                 // Fixed header (no name, no mtime, OS byte 255), blocks
                 // compressed in parallel with a fixed block size.
-                Compressor::Gzip(crate::pgzip::ParGzEncoder::new(inner, level, 0))
+                Compressor::Gzip(crate::pgzip::ParGzEncoder::new(inner, level))
             }
             Compression::Zstd => Compressor::Zstd(zstd::stream::write::Encoder::new(
                 inner,
@@ -575,6 +575,21 @@ fn header_block(
     h
 }
 
+/// The mtime the tar records for `e` with `opts`.
+pub(crate) fn tar_mtime(e: &Entry, opts: &LayerOptions) -> i64 {
+    match opts.timestamps {
+        Timestamps::Epoch(t) => t,
+        Timestamps::Preserve => e.mtime,
+        Timestamps::Clamp { since, to } => {
+            if e.mtime >= since || opts.foreign_times.contains(&e.mtime) {
+                to
+            } else {
+                e.mtime
+            }
+        }
+    }
+}
+
 /// Write one entry's header(s) and content.
 pub(crate) fn write_entry<W: Write>(out: &mut W, e: &Entry, opts: &LayerOptions) -> Result<()> {
     let ename = || e.path.display().to_string();
@@ -604,17 +619,7 @@ pub(crate) fn write_entry<W: Write>(out: &mut W, e: &Entry, opts: &LayerOptions)
         EntryKind::Char { major, minor } | EntryKind::Block { major, minor } => (major, minor),
         _ => (0, 0),
     };
-    let mtime = match opts.timestamps {
-        Timestamps::Epoch(t) => t,
-        Timestamps::Preserve => e.mtime,
-        Timestamps::Clamp { since, to } => {
-            if e.mtime >= since || opts.foreign_times.contains(&e.mtime) {
-                to
-            } else {
-                e.mtime
-            }
-        }
-    };
+    let mtime = tar_mtime(e, opts);
     let mut pax = Vec::new();
     if name.len() > 100 {
         pax.extend(pax_record("path", &name));
@@ -701,8 +706,7 @@ pub(crate) fn write_entry<W: Write>(out: &mut W, e: &Entry, opts: &LayerOptions)
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(p)
                     .ctx("open", p)?;
-                let mut r = f.take(*size);
-                io::copy(&mut r, out).ctx("read", p)?
+                copy_file(f.take(*size), out).ctx("read", p)?
             }
         };
         if copied != *size {
@@ -714,6 +718,31 @@ pub(crate) fn write_entry<W: Write>(out: &mut W, e: &Entry, opts: &LayerOptions)
         write(out, &vec![0u8; padding(*size)])?;
     }
     Ok(())
+}
+
+/// Copies a file's content in 128 KiB reads (`io::copy` would make 8 KiB
+/// ones): few syscalls, and whole chunks for the compressor.
+fn copy_file(mut r: impl Read, out: &mut impl Write) -> io::Result<u64> {
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        if buf.len() < CHUNK {
+            buf.resize(CHUNK, 0);
+        }
+        let mut total = 0u64;
+        loop {
+            let n = match r.read(&mut buf[..]) {
+                Ok(0) => return Ok(total),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            out.write_all(&buf[..n])?;
+            total += n as u64;
+        }
+    })
 }
 
 fn padding(n: u64) -> usize {
@@ -873,18 +902,52 @@ pub fn write_layer_to_store(
     source: LayerSource<'_>,
     opts: &LayerOptions,
 ) -> Result<LayerInfo> {
+    let entries = match source {
+        LayerSource::Dir(dir) => scan_dir(dir, opts.xattrs)?,
+        LayerSource::Entries(e) => e,
+    };
+    let entries = prepare_entries(entries)?;
+    write_sorted_to_store(store, &entries, opts, None)
+}
+
+/// Writes entries (already sorted and checked by [`prepare_entries`]) into
+/// the content store; the uncompressed tar stream also goes to `tee`.
+pub(crate) fn write_sorted_to_store(
+    store: &Store,
+    entries: &[Entry],
+    opts: &LayerOptions,
+    tee: Option<&mut dyn Write>,
+) -> Result<LayerInfo> {
     let mut writer = store.unique_writer()?;
-    let res = write_layer(
-        source,
-        opts,
-        io::BufWriter::with_capacity(256 * 1024, &mut writer),
-    )
-    .and_then(|(info, buf)| {
-        buf.into_inner().map(|_| info).map_err(|e| Error::Read {
+    let res = (|| {
+        let out = io::BufWriter::with_capacity(256 * 1024, &mut writer);
+        let rd = |source| Error::Read {
             entry: None,
-            source: e.into_error(),
-        })
-    });
+            source,
+        };
+        let mut sink = TarSink::new(out, opts.compression, opts.level).map_err(rd)?;
+        match tee {
+            None => {
+                for e in entries {
+                    write_entry(&mut sink, e, opts)?;
+                }
+            }
+            Some(tee) => {
+                let mut both = Tee {
+                    sink: &mut sink,
+                    tee,
+                };
+                for e in entries {
+                    write_entry(&mut both, e, opts)?;
+                }
+                // End of archive, for the tee (the sink adds its own).
+                both.tee.write_all(&[0u8; 1024]).map_err(rd)?;
+            }
+        }
+        let (info, buf) = sink.finish().map_err(rd)?;
+        buf.into_inner().map_err(|e| rd(e.into_error()))?;
+        Ok(info)
+    })();
     match res {
         Ok(info) => {
             writer.commit(Some(info.size), Some(&info.digest))?;
@@ -898,6 +961,24 @@ pub fn write_layer_to_store(
                 &store.root().join("ingest"),
             ))
         }
+    }
+}
+
+/// Writes to the layer and to a tee (which should not fail: its error
+/// fails the layer).
+struct Tee<'a, W: Write> {
+    sink: &'a mut W,
+    tee: &'a mut dyn Write,
+}
+
+impl<W: Write> Write for Tee<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.sink.write(buf)?;
+        self.tee.write_all(&buf[..n])?;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.sink.flush()
     }
 }
 

@@ -308,3 +308,41 @@ fn nothing_outside_when_target_itself_is_reached_through_symlink() {
     assert_refused(res, "../outside/victim");
     a.assert_outside_untouched();
 }
+
+// The applier keeps the open parents of one entry for the next: an entry
+// that replaces one of those parents must never let a later entry write
+// through what the parent was, nor through what it now is.
+
+#[test]
+fn directory_replaced_by_a_symlink_mid_layer_is_refused() {
+    let a = Arena::new();
+    let res = a.apply(
+        RawTar::new()
+            .dir("d/")
+            .file("d/a", b"fine")
+            .symlink("d", &outside_rel(&a))
+            .file("d/victim", b"pwned")
+            .finish(),
+    );
+    assert_refused(res, "d/victim");
+    a.assert_outside_untouched();
+}
+
+#[test]
+fn parent_reached_through_a_symlink_is_resolved_again() {
+    // `l` leads to `t`; then an entry reached through `l/up` (up -> ..)
+    // replaces `t` itself by a link out. `l/victim` must follow `l` anew.
+    let a = Arena::new();
+    let res = a.apply(
+        RawTar::new()
+            .dir("t/")
+            .symlink("t/up", "..")
+            .symlink("l", "t")
+            .file("l/a", b"inside")
+            .symlink("l/up/t", &outside_rel(&a))
+            .file("l/victim", b"pwned")
+            .finish(),
+    );
+    assert_refused(res, "l/victim");
+    a.assert_outside_untouched();
+}

@@ -319,3 +319,262 @@ fn snapshotter_extracts_once_and_commits_changes() {
     );
     assert!(!store.snapshots_dir().join(".active/run-1").exists());
 }
+
+/// Everything extraction decides about a tree: type, mode, owner, times
+/// (seconds and nanoseconds), content or target, device numbers, xattrs,
+/// links. Whiteouts are described without their times (extraction makes
+/// them at the clock's time).
+fn describe_full(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = Vec::new();
+    fn xattrs(p: &Path) -> String {
+        let mut names = vec![0u8; 4096];
+        let n = rustix::fs::llistxattr(p, &mut names[..]).unwrap_or(0);
+        let mut list: Vec<String> = names[..n]
+            .split(|b| *b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|k| {
+                let k = String::from_utf8_lossy(k).into_owned();
+                let mut v = vec![0u8; 4096];
+                let len = rustix::fs::lgetxattr(p, k.as_str(), &mut v[..]).unwrap();
+                format!("{k}={:?}", String::from_utf8_lossy(&v[..len]))
+            })
+            .collect();
+        list.sort();
+        list.join(",")
+    }
+    /// The content (its length and a checksum when long), read without
+    /// touching the access time this describes.
+    fn content(p: &Path) -> String {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut data = Vec::new();
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOATIME)
+            .open(p)
+            .unwrap()
+            .read_to_end(&mut data)
+            .unwrap();
+        if data.len() <= 64 {
+            return format!("{:?}", String::from_utf8_lossy(&data));
+        }
+        let sum = data
+            .iter()
+            .fold(0u64, |h, b| h.wrapping_mul(1_000_003) ^ u64::from(*b));
+        format!("{} bytes #{sum:x}", data.len())
+    }
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        for n in names {
+            let p = dir.join(&n);
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let ft = m.file_type();
+            let whiteout = ft.is_char_device() && m.rdev() == 0;
+            let what = if ft.is_symlink() {
+                format!("-> {}", fs::read_link(&p).unwrap().display())
+            } else if m.is_dir() {
+                "dir".to_owned()
+            } else if m.is_file() {
+                format!("file {} links={}", content(&p), m.nlink())
+            } else {
+                format!("special {:o} rdev={}", m.mode() & 0o170000, m.rdev())
+            };
+            let times = if whiteout {
+                String::new()
+            } else {
+                format!(
+                    "m={}.{} a={}.{}",
+                    m.mtime(),
+                    m.mtime_nsec(),
+                    m.atime(),
+                    m.atime_nsec()
+                )
+            };
+            out.push(format!(
+                "{rel} {what} mode={:o} {}:{} {times} [{}]",
+                m.mode() & 0o7777,
+                m.uid(),
+                m.gid(),
+                xattrs(&p)
+            ));
+            if m.is_dir() {
+                walk(root, &p, out);
+            }
+        }
+    }
+    walk(root, root, &mut out);
+    out
+}
+
+fn extract_blob(store: &Store, info: &strata_layer::LayerInfo, at: &Path) {
+    fs::create_dir_all(at).unwrap();
+    let blob = store.open_blob(&info.digest).unwrap();
+    let stats = apply_layer(std::io::BufReader::new(blob), at, ApplyMode::Overlay).unwrap();
+    assert_eq!(stats.diff_id, info.diff_id);
+}
+
+fn set_time(p: &Path, secs: u64) {
+    let f = fs::File::options().write(true).open(p).unwrap();
+    f.set_modified(UNIX_EPOCH + Duration::from_secs(secs))
+        .unwrap();
+}
+
+#[test]
+fn an_adopted_upper_is_what_extracting_its_layer_makes() {
+    if !overlay_usable() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let store = Store::open(t.path().join("store")).unwrap();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    base_tree(&src);
+    fs::create_dir_all(src.join("attrs")).unwrap();
+    fs::write(src.join("attrs/f"), b"a").unwrap();
+    rustix::fs::lsetxattr(
+        src.join("attrs/f"),
+        "user.kept",
+        b"1",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    let info = write_layer_to_store(&store, LayerSource::Dir(&src), &opts()).unwrap();
+    let base = Layer {
+        descriptor: info.descriptor(),
+        diff_id: info.diff_id.clone(),
+    };
+    let snap = Snapshotter::new(&store).unwrap();
+    let started = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mounts = snap.prepare("run-a", std::slice::from_ref(&base)).unwrap();
+    let merged = t.path().join("merged");
+    fs::create_dir(&merged).unwrap();
+    strata_testkit::run_ok(
+        Command::new("mount")
+            .args([
+                "-t",
+                "overlay",
+                "overlay",
+                "-o",
+                &mounts[0].options_string(),
+            ])
+            .arg(&merged),
+    );
+    change(&merged);
+    // More of what RUN steps do: packaged (old) times kept, xattrs set and
+    // removed, hard links, a fifo, a copy-up of a file with an xattr.
+    fs::create_dir_all(merged.join("usr/lib/pkg")).unwrap();
+    fs::write(merged.join("usr/lib/pkg/old.py"), b"old").unwrap();
+    set_time(&merged.join("usr/lib/pkg/old.py"), 1_500_000_000);
+    fs::write(merged.join("usr/lib/pkg/new"), b"new").unwrap();
+    fs::hard_link(
+        merged.join("usr/lib/pkg/new"),
+        merged.join("usr/lib/pkg/new-link"),
+    )
+    .unwrap();
+    rustix::fs::lsetxattr(
+        merged.join("usr/lib/pkg/new"),
+        "user.tag",
+        b"v",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    strata_testkit::run_ok(Command::new("mkfifo").arg(merged.join("usr/lib/pkg/fifo")));
+    std::os::unix::fs::symlink("pkg/new", merged.join("usr/lib/link")).unwrap();
+    fs::set_permissions(merged.join("attrs/f"), fs::Permissions::from_mode(0o4711)).unwrap();
+    std::os::unix::fs::chown(merged.join("srv/new/deeper/file"), Some(1000), Some(2000)).unwrap();
+    strata_testkit::run_ok(Command::new("umount").arg(&merged));
+    let mut clamp = opts();
+    clamp.timestamps = Timestamps::Clamp {
+        since: started - 1,
+        to: 7,
+    };
+    use std::os::unix::fs::MetadataExt;
+    let upper = snap.writable_dir("run-a");
+    let ino = fs::metadata(upper.join("usr/lib/pkg/old.py"))
+        .unwrap()
+        .ino();
+    let layer = snap.commit("run-a", &clamp).unwrap();
+    let adopted = snap.path(&layer.diff_id);
+    assert_eq!(
+        fs::metadata(adopted.join("usr/lib/pkg/old.py"))
+            .unwrap()
+            .ino(),
+        ino,
+        "the upper became the snapshot (not an extraction)"
+    );
+    let extracted = t.path().join("extracted");
+    extract_blob(&store, &layer, &extracted);
+    let (a, b) = (describe_full(&adopted), describe_full(&extracted));
+    if a != b {
+        let only_a: Vec<_> = a.iter().filter(|l| !b.contains(l)).collect();
+        let only_b: Vec<_> = b.iter().filter(|l| !a.contains(l)).collect();
+        panic!("adopted only: {only_a:#?}\nextracted only: {only_b:#?}");
+    }
+    // What the check covers.
+    for want in [
+        "replaced/old special 20000 rdev=0",
+        "usr/lib/pkg/old.py file \"old\" links=1 mode=644 0:0 m=1500000000.0",
+        "usr/lib/pkg/new file \"new\" links=2",
+        "attrs/f file \"a\" links=1 mode=4711 0:0 m=0.0 a=0.0 [user.kept=\"1\"]",
+    ] {
+        assert!(a.iter().any(|l| l.starts_with(want)), "{want}: {a:#?}");
+    }
+    assert!(!a.iter().any(|l| l.starts_with("etc/chown-same")), "{a:#?}");
+    assert!(!a.iter().any(|l| l.contains("overlay")), "{a:#?}");
+}
+
+#[test]
+fn a_layer_extracted_while_written_is_what_extracting_its_blob_makes() {
+    if !strata_testkit::require_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let store = Store::open(t.path().join("store")).unwrap();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    base_tree(&src);
+    fs::hard_link(src.join("etc/hostname"), src.join("etc/hostname2")).unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    fs::write(src.join("srv/big"), &big).unwrap();
+    let snap = Snapshotter::new(&store).unwrap();
+    let mut entries = strata_layer::scan_dir(&src, true).unwrap();
+    for e in &mut entries {
+        e.uid = 1000;
+        e.mode |= 0o040;
+    }
+    let info = snap
+        .write_layer(LayerSource::Entries(entries.clone()), &opts(), true)
+        .unwrap();
+    let written = write_layer_to_store(&store, LayerSource::Entries(entries), &opts()).unwrap();
+    assert_eq!(info, written, "extracting changes nothing in the layer");
+    assert!(snap.exists(&info.diff_id));
+    let extracted = t.path().join("extracted");
+    extract_blob(&store, &info, &extracted);
+    assert_eq!(
+        describe_full(&snap.path(&info.diff_id)),
+        describe_full(&extracted)
+    );
+    // Without extracting, only the index.
+    let other = snap
+        .write_layer(
+            LayerSource::Entries(vec![strata_layer::Entry::file("x", "y")]),
+            &opts(),
+            false,
+        )
+        .unwrap();
+    assert!(!snap.exists(&other.diff_id));
+    let layer = Layer {
+        descriptor: other.descriptor(),
+        diff_id: other.diff_id.clone(),
+    };
+    assert_eq!(snap.index(&layer).unwrap().unwrap().len(), 1);
+}

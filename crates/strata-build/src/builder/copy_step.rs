@@ -26,7 +26,10 @@ impl Shared<'_> {
         let resolved = view
             .resolve(&wd, true)
             .map_err(|e| Error::invalid(format!("cannot resolve WORKDIR {wd}: {e}")))?;
-        let exists = view.lookup_exact(&resolved).is_some();
+        let exists = view
+            .stat_exact(&resolved)
+            .map_err(|e| Error::invalid(format!("cannot look up WORKDIR {wd}: {e}")))?
+            .is_some();
         let history = format!("WORKDIR {wd}");
         if wd == "/" || exists {
             return self.meta_step(st, id, label, history.clone(), t).map(|()| {
@@ -49,13 +52,15 @@ impl Shared<'_> {
         for n in 1..=resolved.len() {
             let c = &resolved[..n];
             let mut e = strata_layer::Entry::new(c.join("/"), strata_layer::EntryKind::Dir);
-            match view.lookup_exact(c) {
-                Some(f) => {
-                    use std::os::unix::fs::MetadataExt;
-                    e.mode = f.meta.mode() & 0o7777;
-                    e.uid = f.meta.uid();
-                    e.gid = f.meta.gid();
-                    e.mtime = f.meta.mtime();
+            let found = view
+                .stat_exact(c)
+                .map_err(|e| Error::invalid(format!("cannot look up WORKDIR {wd}: {e}")))?;
+            match found {
+                Some(m) => {
+                    e.mode = m.mode();
+                    e.uid = m.uid();
+                    e.gid = m.gid();
+                    e.mtime = m.mtime();
                 }
                 None => {
                     e.mode = 0o755;
@@ -79,7 +84,7 @@ impl Shared<'_> {
             t,
             history,
             line,
-            move |s, _| s.write_entries(entries),
+            move |s, _| s.write_entries(id, entries),
         )
     }
 
@@ -218,12 +223,12 @@ impl Shared<'_> {
             Some(f) => match self.plan.resolve_from(st.index, &f.value) {
                 FromRef::Stage(i) => {
                     let r = self.stage_result(i)?;
-                    (Some(MergedView::new(r.view.clone())), Some(r.key.clone()))
+                    (Some(MergedView::of(r.view.clone())), Some(r.key.clone()))
                 }
                 FromRef::Image(r) => {
                     let img = self.image(&r)?;
                     (
-                        Some(MergedView::new(img.view.clone())),
+                        Some(MergedView::of(img.view.clone())),
                         Some(img.key.clone()),
                     )
                 }
@@ -332,7 +337,7 @@ impl Shared<'_> {
             t,
             history,
             line,
-            move |s, _| s.write_entries(entries),
+            move |s, _| s.write_entries(id, entries),
         );
         for d in plan.temp_dirs {
             let _ = strata_oci::remove_tree(&d);

@@ -15,7 +15,7 @@ use strata_dockerfile::{
     parse_named, BuildStages, CopyAdd, Instruction, InstructionKind, KeyValue, MountSpec,
     MountType, Run, ShellOrExec,
 };
-use strata_layer::{LayerOptions, Snapshotter};
+use strata_layer::{LayerOptions, Snapshotter, ViewLayer};
 use strata_oci::{
     format_rfc3339, media_type, ContainerConfig, Descriptor, Digest, History, Image, ImageConfig,
     Layer, Manifest, Platform, Store,
@@ -131,8 +131,8 @@ impl BuildInfo {
 struct StageOut {
     config: ImageConfig,
     layers: Vec<Layer>,
-    /// Snapshot directories, top first.
-    view: Vec<PathBuf>,
+    /// The layers as a merged view sees them, top first.
+    view: Vec<ViewLayer>,
     key: Digest,
     /// history index -> Dockerfile line (this Dockerfile's steps only).
     lines: BTreeMap<usize, usize>,
@@ -504,7 +504,6 @@ impl Shared<'_> {
                 reference: reference.to_owned(),
                 cause: Some(cause),
             })?;
-        let mut view = Vec::new();
         {
             let mut lease = lock(&self.lease);
             lease.add_digest(&image.descriptor.digest)?;
@@ -513,10 +512,13 @@ impl Shared<'_> {
                 lease.add_snapshot(l.diff_id.hex())?;
             }
         }
-        for l in &image.layers {
-            view.push(self.snap.ensure_layer(l)?);
-        }
-        view.reverse();
+        // Extracted when a step needs their files, not before.
+        let view = image
+            .layers
+            .iter()
+            .rev()
+            .map(|l| ViewLayer::layer(&self.snap, l))
+            .collect();
         let mut config = image.config.clone();
         config.created = None;
         let key = Inputs::new(tag::FROM, &Digest::sha256(b""), format!("FROM {reference}"));
@@ -855,8 +857,9 @@ impl Shared<'_> {
                     lease.add_digest(&layer.descriptor.digest)?;
                     lease.add_snapshot(layer.diff_id.hex())?;
                 }
-                let dir = self.snap.ensure_layer(&layer)?;
-                st.view.insert(0, dir);
+                // Extracted (or made) by now only if a later step needs its
+                // files; lookups use its index meanwhile.
+                st.view.insert(0, ViewLayer::layer(&self.snap, &layer));
                 done_layer = Some((layer.descriptor.digest.clone(), layer.descriptor.size));
                 st.config.rootfs.diff_ids.push(layer.diff_id.clone());
                 st.layers.push(layer);
@@ -1007,17 +1010,45 @@ impl Shared<'_> {
         Ok(())
     }
 
-    /// Writes `entries` as a layer (None when there is nothing to write).
-    fn write_entries(&self, entries: Vec<strata_layer::Entry>) -> Result<Option<LayerRecord>> {
+    /// Writes `entries` as the layer of step `id` (None when there is
+    /// nothing to write), extracting it on the way when a later step will
+    /// need its files.
+    fn write_entries(
+        &self,
+        id: StepId,
+        entries: Vec<strata_layer::Entry>,
+    ) -> Result<Option<LayerRecord>> {
         if entries.is_empty() {
             return Ok(None);
         }
-        let info = strata_layer::write_layer_to_store(
-            self.store,
+        let info = self.snap.write_layer(
             strata_layer::LayerSource::Entries(entries),
             &self.layer_opts,
+            self.files_needed_after(id),
         )?;
         Ok(layer_record(info))
+    }
+
+    /// Whether something after step `id` will need the files of the
+    /// layers made so far (not just their metadata): a RUN later in the
+    /// stage, or another stage built on this one, copying from it or
+    /// mounting it. Such a layer is extracted while it is written; any
+    /// other is extracted from its blob on first need, if ever.
+    fn files_needed_after(&self, id: StepId) -> bool {
+        let instructions = &self.parsed.stages[id.stage].instructions;
+        // Steps 1.. are the instructions; ONBUILD triggers (1000..) run
+        // before all of them.
+        let from = if id.step >= 1000 { 0 } else { id.step };
+        let run_later = instructions
+            .iter()
+            .skip(from)
+            .any(|ins| matches!(ins.kind, InstructionKind::Run(_)));
+        run_later
+            || self
+                .plan
+                .needed
+                .iter()
+                .any(|&j| j != id.stage && self.plan.stages[j].deps.contains(&id.stage))
     }
 
     fn finish(&self, target: &StageOut, started: Instant) -> Result<BuildOutput> {

@@ -348,7 +348,7 @@ impl Shared<'_> {
                             }
                         };
                         let desc = format!("bind from:{} source={source}", key.hex());
-                        let view = MergedView::new(layers);
+                        let view = MergedView::of(layers);
                         (
                             Pending::View {
                                 view,

@@ -9,7 +9,7 @@ pub(super) struct StageState {
     pub(super) total: usize,
     pub(super) config: ImageConfig,
     pub(super) layers: Vec<Layer>,
-    pub(super) view: Vec<PathBuf>,
+    pub(super) view: Vec<ViewLayer>,
     pub(super) key: Digest,
     /// ARGs declared in this stage, in order, with their values.
     pub(super) args: Vec<(String, Option<String>)>,
@@ -100,7 +100,7 @@ impl StageState {
     }
 
     pub(super) fn merged(&self) -> MergedView {
-        MergedView::new(self.view.clone())
+        MergedView::of(self.view.clone())
     }
 
     pub(super) fn push_history(
