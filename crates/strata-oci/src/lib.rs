@@ -103,6 +103,7 @@ mod image;
 mod layout_cache;
 mod output;
 mod reference;
+pub mod signature;
 mod remote_cache;
 mod store;
 mod time;
