@@ -292,8 +292,15 @@ fn parse_all(files: &BTreeMap<String, Vec<u8>>) -> Vec<Package> {
                 let installed = para
                     .get("Status")
                     .is_none_or(|s| s.split_whitespace().last() == Some("installed"));
-                if let (Some(n), Some(v), true) = (para.get("Package"), para.get("Version"), installed) {
-                    out.push(mk(Ecosystem::Deb, n, v, para.get("Architecture").map(String::as_str)));
+                if let (Some(n), Some(v), true) =
+                    (para.get("Package"), para.get("Version"), installed)
+                {
+                    out.push(mk(
+                        Ecosystem::Deb,
+                        n,
+                        v,
+                        para.get("Architecture").map(String::as_str),
+                    ));
                 }
             }
         } else if path == "lib/apk/db/installed" {
@@ -587,15 +594,17 @@ mod tests {
             h.set_size(c.len() as u64);
             h.set_mode(0o644);
             h.set_cksum();
-            b.append_data(&mut h, p, *c).unwrap_or_else(|e| panic!("{e}"));
+            b.append_data(&mut h, p, *c)
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         b.into_inner().unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn scan(layers: Vec<Vec<u8>>) -> Vec<Package> {
         let n = layers.len();
-        let mut open =
-            |i: usize| -> io::Result<Box<dyn Read>> { Ok(Box::new(io::Cursor::new(layers[i].clone()))) };
+        let mut open = |i: usize| -> io::Result<Box<dyn Read>> {
+            Ok(Box::new(io::Cursor::new(layers[i].clone())))
+        };
         scan_packages(n, &mut open).unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -627,9 +636,21 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                ("pkg:deb/debian/base-files@12.4?arch=amd64".into(), "var/lib/dpkg/status".into(), 0),
-                ("pkg:deb/debian/curl@7.88.1-10%2Bdeb12u5?arch=amd64".into(), "var/lib/dpkg/status".into(), 1),
-                ("pkg:pypi/flask@3.0.0".into(), "app/venv/lib/python3.11/site-packages/Flask-3.0.0.dist-info/METADATA".into(), 1),
+                (
+                    "pkg:deb/debian/base-files@12.4?arch=amd64".into(),
+                    "var/lib/dpkg/status".into(),
+                    0
+                ),
+                (
+                    "pkg:deb/debian/curl@7.88.1-10%2Bdeb12u5?arch=amd64".into(),
+                    "var/lib/dpkg/status".into(),
+                    1
+                ),
+                (
+                    "pkg:pypi/flask@3.0.0".into(),
+                    "app/venv/lib/python3.11/site-packages/Flask-3.0.0.dist-info/METADATA".into(),
+                    1
+                ),
                 ("pkg:cargo/serde@1.0.0".into(), "src/Cargo.lock".into(), 2),
             ]
         );
@@ -647,7 +668,9 @@ mod tests {
         ]);
         let names: Vec<&str> = pkgs.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, vec!["busybox", "musl"]);
-        assert!(pkgs[0].purl().starts_with("pkg:apk/alpine/busybox@1.36.1-r5"));
+        assert!(pkgs[0]
+            .purl()
+            .starts_with("pkg:apk/alpine/busybox@1.36.1-r5"));
     }
 
     #[test]
@@ -686,10 +709,16 @@ mod tests {
         let spdx = String::from_utf8(render_spdx(&s, &pkgs, &layers)).unwrap_or_default();
         assert!(spdx.contains("pkg:npm/%40types/node@20.1.0"), "{spdx}");
         assert!(spdx.contains("Dockerfile line 4: RUN npm ci"), "{spdx}");
-        assert!(spdx.contains("\"created\": \"1970-01-02T00:00:00Z\""), "{spdx}");
+        assert!(
+            spdx.contains("\"created\": \"1970-01-02T00:00:00Z\""),
+            "{spdx}"
+        );
         let cdx = String::from_utf8(render_cyclonedx(&s, &pkgs, &layers)).unwrap_or_default();
         assert!(cdx.contains("\"strata:dockerfile.line\""), "{cdx}");
-        assert!(cdx.contains("urn:uuid:abababab-abab-abab-abab-abababababab"), "{cdx}");
+        assert!(
+            cdx.contains("urn:uuid:abababab-abab-abab-abab-abababababab"),
+            "{cdx}"
+        );
         assert_eq!(render_cyclonedx(&s, &pkgs, &layers), cdx.into_bytes());
     }
 }

@@ -63,7 +63,9 @@ impl Recorder {
                 s.instruction = text.clone();
                 s.line = *line;
             }
-            Event::StepKey { id, key: k } => steps.entry(key(id)).or_default().key = Some(k.clone()),
+            Event::StepKey { id, key: k } => {
+                steps.entry(key(id)).or_default().key = Some(k.clone())
+            }
             Event::StepDone { id, cached, .. } => steps.entry(key(id)).or_default().ran = !cached,
             _ => {}
         }

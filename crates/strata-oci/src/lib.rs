@@ -103,8 +103,8 @@ mod image;
 mod layout_cache;
 mod output;
 mod reference;
-pub mod signature;
 mod remote_cache;
+pub mod signature;
 mod store;
 mod time;
 

@@ -62,7 +62,10 @@ async fn push_and_pull(addr: &str, expect_api: bool) {
     let got = fresh.referrers(&m.digest, None).unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].digest, sbom.digest);
-    assert_eq!(got[0].artifact_type.as_deref(), Some("application/spdx+json"));
+    assert_eq!(
+        got[0].artifact_type.as_deref(),
+        Some("application/spdx+json")
+    );
     let sigs = fresh.referrers(&sbom.digest, None).unwrap();
     assert_eq!(sigs.len(), 1);
     assert_eq!(sigs[0].digest, sig.digest);
@@ -110,9 +113,15 @@ async fn referrers_of_store_images_are_served_by_name() {
     let pulled = client.pull(&fresh, &r).await.unwrap();
     assert_eq!(pulled.digest, m.digest);
     assert_eq!(pulled.referrers, 2);
-    assert_eq!(fresh.referrers(&m.digest, None).unwrap()[0].digest, sbom.digest);
+    assert_eq!(
+        fresh.referrers(&m.digest, None).unwrap()[0].digest,
+        sbom.digest
+    );
     // Filtered by artifact type.
-    let url = format!("http://{addr}/v2/app/referrers/{}?artifactType=none/such", m.digest);
+    let url = format!(
+        "http://{addr}/v2/app/referrers/{}?artifactType=none/such",
+        m.digest
+    );
     let body: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
     assert_eq!(body["manifests"].as_array().map(Vec::len), Some(0));
     let url = format!("http://{addr}/v2/app/referrers/{}", m.digest);

@@ -186,7 +186,8 @@ mod tests {
 
     /// A tagged image with no layers; returns its manifest descriptor.
     fn image(store: &Store, tag: &str) -> Descriptor {
-        let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
         let c = ok(store.put_json(media_type::OCI_CONFIG, config));
         let m = Manifest::oci(c, vec![]).to_json();
         let m = ok(store.put_json(media_type::OCI_MANIFEST, &m));
@@ -257,6 +258,10 @@ mod tests {
         assert!(!store.has(&r.digest) && !store.has(&sig.digest));
         assert!(report.referrers >= 2, "{report:?}");
         assert!(ok(store.referrers(&subject.digest, None)).is_empty());
-        assert!(!store.root().join(REFERRERS_DIR).join(digest_name(&subject.digest)).exists());
+        assert!(!store
+            .root()
+            .join(REFERRERS_DIR)
+            .join(digest_name(&subject.digest))
+            .exists());
     }
 }

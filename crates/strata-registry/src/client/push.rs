@@ -300,14 +300,14 @@ impl Client {
     ) -> Result<u64> {
         let tag = referrers_tag(subject);
         let mut index = match self.fetch_manifest(target, &tag, None, None).await {
-            Ok(f) => serde_json::from_slice::<Index>(&f.raw).map_err(|e| {
-                Error::InvalidManifest {
+            Ok(f) => {
+                serde_json::from_slice::<Index>(&f.raw).map_err(|e| Error::InvalidManifest {
                     registry: target.registry.clone(),
                     repository: target.repository.clone(),
                     what: format!("referrers fallback index {tag}"),
                     reason: e.to_string(),
-                }
-            })?,
+                })?
+            }
             Err(e) if e.is_not_found() => Index::oci(Vec::new()),
             Err(e) => return Err(e),
         };
@@ -316,7 +316,11 @@ impl Client {
         }
         index.manifests.push(referrer.clone());
         let raw = index.to_json();
-        let desc = Descriptor::new(media_type::OCI_INDEX, Digest::sha256(&raw), raw.len() as u64);
+        let desc = Descriptor::new(
+            media_type::OCI_INDEX,
+            Digest::sha256(&raw),
+            raw.len() as u64,
+        );
         let n = raw.len() as u64;
         self.put_manifest(target, &Doc { desc, raw }, &tag).await?;
         Ok(n)
