@@ -12,3 +12,4 @@
 pub mod image;
 pub mod lint;
 pub mod practices;
+pub mod sbom;

@@ -99,6 +99,14 @@ pub enum Event {
         /// Total, when known.
         total: Option<u64>,
     },
+    /// A step's cache key is known (just before its `StepDone`): what
+    /// `--provenance=max` records.
+    StepKey {
+        /// Which step.
+        id: StepId,
+        /// The step's cache key (for FROM, the base image's).
+        key: Digest,
+    },
     /// A step is done.
     StepDone {
         /// Which step.

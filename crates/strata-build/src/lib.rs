@@ -31,6 +31,7 @@ mod fetch;
 pub mod key;
 mod options;
 mod plan;
+pub mod provenance;
 mod source;
 
 pub use bindtree::prune_bind_trees;

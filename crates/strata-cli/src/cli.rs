@@ -70,6 +70,12 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Show the history of an image, one row per instruction
     History(HistoryArgs),
+    /// Write a software bill of materials from the image's package databases
+    Sbom(SbomArgs),
+    /// Sign an image (ECDSA P-256, cosign's payload), stored as a referrer
+    Sign(SignArgs),
+    /// Verify an image's signature with a public key
+    Verify(VerifyArgs),
     /// Create a one-layer image from a root filesystem tarball
     Import(ImportArgs),
     /// Save images to a docker-archive or OCI layout
@@ -337,6 +343,12 @@ pub struct BuildArgs {
     /// Write the image ID (config digest) to this file
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
+    /// Store an SBOM of the image as a referrer
+    #[arg(long, value_enum, value_name = "spdx|cyclonedx")]
+    pub sbom: Option<SbomFormat>,
+    /// Store build provenance (in-toto, SLSA v1) as a referrer
+    #[arg(long, value_enum, value_name = "min|max")]
+    pub provenance: Option<ProvenanceMode>,
     /// Explain, for every step, why it was cached or rebuilt
     #[arg(long)]
     pub explain: bool,
@@ -609,6 +621,60 @@ pub struct InspectArgs {
     /// (`{{.Id}}`, `{{json .Config.Env}}`)
     #[arg(short = 'f', long, value_name = "FORMAT")]
     pub format: Option<String>,
+    /// List the image's referrers (SBOMs, provenance, signatures) instead
+    #[arg(long)]
+    pub referrers: bool,
+}
+
+/// SBOM document formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SbomFormat {
+    /// SPDX 2.3 JSON
+    Spdx,
+    /// CycloneDX 1.5 JSON
+    Cyclonedx,
+}
+
+/// How much `--provenance` records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProvenanceMode {
+    /// Inputs and result
+    Min,
+    /// Also each step's cache key and whether it ran
+    Max,
+}
+
+#[derive(Debug, Args)]
+pub struct SbomArgs {
+    /// Image
+    pub image: String,
+    /// Document format
+    #[arg(long, value_enum, default_value = "spdx")]
+    pub format: SbomFormat,
+    /// Also store it as a referrer of the image
+    #[arg(long)]
+    pub attach: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// Private key (PKCS#8 PEM, ECDSA P-256)
+    #[arg(long, value_name = "KEY")]
+    pub key: PathBuf,
+    /// Create KEY and KEY.pub first (refuses to overwrite)
+    #[arg(long)]
+    pub generate_key: bool,
+    /// Image to sign (optional with --generate-key)
+    pub image: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Public key (PEM)
+    #[arg(long, value_name = "PUB")]
+    pub key: PathBuf,
+    /// Image
+    pub image: String,
 }
 
 #[derive(Debug, Args)]

@@ -261,6 +261,7 @@ impl BuildProgress {
                     duration.as_secs_f64()
                 ));
             }
+            Event::StepKey { .. } => {}
         }
     }
 

@@ -38,6 +38,10 @@
 //!   as the build cache ([`CACHE_NAMESPACE`]).
 //! - Sidecars: [`Store::sidecar`]`(kind)` -> [`Sidecars`] (`put`/`get`/`remove`
 //!   by image ID): per-image files other tools keep beside the store.
+//! - Referrers (OCI 1.1): [`Manifest::artifact`] builds an artifact
+//!   manifest, [`Store::put_referrer`] stores it beside its subject,
+//!   [`Store::referrers`]`(subject, artifact_type)` lists them; they live as
+//!   long as their subject and never change its digest.
 //! - [`Store::verify`] -> [`VerifyReport`]; [`Store::gc`]`(GcOptions)` -> [`GcReport`].
 //! - Archives: [`save_docker_archive`], [`save_oci_layout`], [`load_archive`];
 //!   [`OutputFile`] for an output that appears only complete.
@@ -59,6 +63,8 @@
 //!   roots/<ns>/<name>.json  persistent roots (the build cache is roots/cache/)
 //!   sidecars/<kind>/<alg>-<hex>[.<key>]
 //!                           per-image files of other tools, by image ID
+//!   referrers/<alg>-<subject hex>/<alg>-<hex>
+//!                           a referrer's descriptor, by subject manifest
 //!   snapshots/<diffID hex>/ a layer extracted with overlay whiteouts (strata-layer),
 //!                           synced to disk before it is renamed into place
 //!   snapshots/.tmp-<pid>-<n>/ and .lock
@@ -98,6 +104,7 @@ mod layout_cache;
 mod output;
 mod reference;
 mod remote_cache;
+pub mod signature;
 mod store;
 mod time;
 

@@ -113,6 +113,8 @@ pub struct PushSummary {
     pub mounted: usize,
     /// Manifests (and indexes) put.
     pub manifests: usize,
+    /// Referrers put (SBOMs, provenance, signatures), counted in `manifests` too.
+    pub referrers: usize,
     /// Bytes sent: blob bytes uploaded plus the manifests' (without HTTP
     /// overhead); what `strata diff` predicts for a registry holding the
     /// previous image.
@@ -136,6 +138,8 @@ pub struct PullSummary {
     pub downloaded: usize,
     /// Blobs that were already in the store.
     pub present: usize,
+    /// Referrers stored with the image (SBOMs, provenance, signatures).
+    pub referrers: usize,
     /// Blob bytes received.
     pub bytes_received: u64,
 }

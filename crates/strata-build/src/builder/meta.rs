@@ -233,6 +233,10 @@ impl Shared<'_> {
         self.track_change(st, id, label, &inputs);
         self.record(st, id, &inputs);
         st.key = inputs.key();
+        (self.sink)(Event::StepKey {
+            id,
+            key: st.key.clone(),
+        });
         (self.sink)(Event::StepDone {
             id,
             cached: true,

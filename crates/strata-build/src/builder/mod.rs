@@ -662,6 +662,10 @@ impl Shared<'_> {
             st.config.architecture = self.plan.platform.architecture.clone();
             st.config.variant = self.plan.platform.variant.clone();
         }
+        (self.sink)(Event::StepKey {
+            id,
+            key: st.key.clone(),
+        });
         (self.sink)(Event::StepDone {
             id,
             cached: true,
@@ -868,6 +872,10 @@ impl Shared<'_> {
             None => st.push_history(history, true, self.epoch(), line),
         }
         st.key = chain_key.unwrap_or(key);
+        (self.sink)(Event::StepKey {
+            id,
+            key: st.key.clone(),
+        });
         (self.sink)(Event::StepDone {
             id,
             cached,

@@ -111,7 +111,7 @@ pub(crate) fn layer_metas(image: &Image, lines: &BTreeMap<usize, usize>) -> Vec<
     metas
 }
 
-fn opener<'a>(
+pub(crate) fn opener<'a>(
     store: &'a Store,
     image: &'a Image,
 ) -> impl FnMut(usize) -> io::Result<Box<dyn Read>> + 'a {

@@ -244,8 +244,19 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
         }
     };
     let progress = BuildProgress::new(mode, args.explain);
-    let resolver = super::registry::PullResolver::new(s, &args.insecure_registries);
-    let result = strata_build::build(&store, &opts, &resolver, &|e| progress.event(e));
+    let pull = super::registry::PullResolver::new(s, &args.insecure_registries);
+    let resolver = super::supply::RecordingResolver {
+        inner: &pull,
+        seen: std::sync::Mutex::new(Vec::new()),
+    };
+    let recorder = strata_build::provenance::Recorder::default();
+    let want_provenance = args.provenance.is_some();
+    let result = strata_build::build(&store, &opts, &resolver, &|e| {
+        if want_provenance {
+            recorder.record(&e);
+        }
+        progress.event(e)
+    });
     let out = match result {
         Ok(o) => o,
         Err(e) => {
@@ -267,6 +278,23 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
         }
     };
     let image = out.image;
+    if args.sbom.is_some() || args.provenance.is_some() {
+        let facts = super::supply::BuildFacts {
+            name: tags
+                .first()
+                .map(|t| t.familiar())
+                .unwrap_or_else(|| image.id().to_string()),
+            opts: &opts,
+            epoch,
+            recorder: &recorder,
+            bases: resolver
+                .seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        };
+        super::supply::after_build(&store, &image, args.sbom, args.provenance, &facts)?;
+    }
     for t in &tags {
         store
             .tag(t, &image.descriptor)

@@ -17,7 +17,7 @@ use crate::settings::Settings;
 
 use super::{open_store, parse_ref, CmdResult};
 
-fn find(store: &Store, name: &str) -> anyhow::Result<Image> {
+pub(crate) fn find(store: &Store, name: &str) -> anyhow::Result<Image> {
     store.find_image(name).map_err(|e| {
         if e.is_not_found() {
             crate::render::hinted(

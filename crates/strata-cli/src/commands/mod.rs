@@ -42,6 +42,7 @@ mod parse;
 mod registry;
 mod run;
 mod supervise;
+mod supply;
 mod system;
 
 /// What a command returns: its exit code (0 unless it has its own, like
@@ -189,7 +190,11 @@ fn dispatch(command: Command, s: &Settings) -> CmdResult {
         Command::Container(ContainerCommand::Ls(a)) => container::ps(a, s),
         Command::Supervise(a) => supervise::supervise(a, s),
         Command::Images(a) => image::images(a, s),
+        Command::Inspect(a) if a.referrers => supply::referrers(a, s),
         Command::Inspect(a) => image::inspect(a, s),
+        Command::Sbom(a) => supply::sbom(a, s),
+        Command::Sign(a) => supply::sign(a, s),
+        Command::Verify(a) => supply::verify(a, s),
         Command::History(a) => image::history(a, s),
         Command::Import(a) => image::import(a, s),
         Command::Save(a) => image::save(a, s),
@@ -212,6 +217,7 @@ fn dispatch(command: Command, s: &Settings) -> CmdResult {
         Command::System(SystemCommand::Prune(a)) => image::prune(a, s),
         Command::Image(ImageCommand::Ls(a)) => image::images(a, s),
         Command::Image(ImageCommand::Rm(a)) => image::rmi(a, s),
+        Command::Image(ImageCommand::Inspect(a)) if a.referrers => supply::referrers(a, s),
         Command::Image(ImageCommand::Inspect(a)) => image::inspect(a, s),
         Command::Image(ImageCommand::History(a)) => image::history(a, s),
         Command::Image(ImageCommand::Tag(a)) => image::tag(a, s),

@@ -9,6 +9,7 @@ use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
 
 use super::leases::LeaseData;
+use super::referrers::REFERRERS_DIR;
 use super::sidecars::{image_of, SIDECARS_DIR};
 use super::temp::EXTRACT_PREFIX;
 use super::{
@@ -59,6 +60,8 @@ pub struct GcReport {
     pub temp_bytes: u64,
     /// Sidecar files ([`Store::sidecar`]) of images no longer stored.
     pub sidecars: usize,
+    /// Referrer records ([`Store::referrers`]) of subjects no longer stored.
+    pub referrers: usize,
 }
 
 impl GcReport {
@@ -118,6 +121,12 @@ impl Store {
             self.mark(&c.digest, Some(&c.media_type), blobs, snaps);
         }
         let _ = p.subject;
+        // Referrers (SBOMs, signatures...) live as long as their subject.
+        if let Ok(referrers) = self.referrers(d, None) {
+            for r in referrers {
+                self.mark(&r.digest, Some(&r.media_type), blobs, snaps);
+            }
+        }
         if let Some(rootfs) = p.rootfs {
             for id in rootfs.diff_ids {
                 snaps.insert(id.hex().to_owned());
@@ -341,6 +350,18 @@ impl Store {
         if !opts.dry_run {
             for p in stale {
                 fs::remove_file(&p).ctx("remove", &p)?;
+            }
+        }
+        // 8. referrer records of subjects that are gone (or go now).
+        let rdir = self.root.join(REFERRERS_DIR);
+        for (name, subject) in self.referrer_subjects()? {
+            if self.has(&subject) && !removed.contains(&subject) {
+                continue;
+            }
+            let p = rdir.join(&name);
+            report.referrers += read_dir_sorted(&p)?.len();
+            if !opts.dry_run {
+                remove_tree(&p)?;
             }
         }
         Ok(report)

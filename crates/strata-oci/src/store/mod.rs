@@ -7,6 +7,7 @@
 //! - `leases`: [`Lease`]s held by live processes and persistent roots;
 //! - `verify`: re-hashing blobs and checking references;
 //! - `sidecars`: per-image files other tools keep beside the store;
+//! - `referrers`: OCI 1.1 artifact manifests listed by their subject;
 //! - `gc`: mark and sweep.
 //!
 //! This module holds the [`Store`] handle and the file-system helpers they
@@ -28,6 +29,7 @@ mod content;
 mod gc;
 mod images;
 mod leases;
+mod referrers;
 mod refs;
 mod sidecars;
 mod temp;

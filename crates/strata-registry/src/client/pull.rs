@@ -153,6 +153,18 @@ impl Client {
         for (d, _) in &blobs {
             origins::record(store, &d.digest, &registry, &repository);
         }
+        // Referrers (SBOMs, provenance, signatures) of the manifest and the
+        // index come with the image.
+        let mut referrers = 0;
+        let mut subjects = vec![mdesc.digest.clone()];
+        if index.is_some() {
+            subjects.push(top_desc.digest.clone());
+        }
+        for s in &subjects {
+            referrers += self
+                .pull_referrers(store, &target, s, 0, &mut lease, &received)
+                .await?;
+        }
         let mut summary = PullSummary {
             reference: reference.clone(),
             digest: top_desc.digest.clone(),
@@ -160,6 +172,7 @@ impl Client {
             image_id: manifest.config.digest.clone(),
             downloaded: 0,
             present: 0,
+            referrers,
             bytes_received: received.load(Ordering::Relaxed),
         };
         for o in outcomes {
@@ -171,6 +184,103 @@ impl Client {
         }
         drop(lease);
         Ok(summary)
+    }
+
+    /// The referrers of `subject` in the repository: the referrers API,
+    /// else the tag-schema fallback (`<alg>-<hex>`), else none. A registry
+    /// that cannot answer either is not a reason to fail a pull.
+    async fn list_referrers(&self, target: &Target, subject: &Digest) -> Vec<Descriptor> {
+        let repo = target.repository.clone();
+        let what = format!("GET referrers of {subject}");
+        let resp = self
+            .send(target, &what, |c, base| {
+                c.get(format!("{base}/v2/{repo}/referrers/{subject}"))
+                    .header(ACCEPT, media_type::OCI_INDEX)
+            })
+            .await;
+        match resp {
+            Ok(r) if r.status().is_success() => {
+                let is_index = r
+                    .headers()
+                    .get(CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| media_type::is_index(v.split(';').next().unwrap_or("")));
+                if is_index {
+                    if let Ok(body) = r.bytes().await {
+                        if let Ok(idx) = serde_json::from_slice::<Index>(&body) {
+                            return idx.manifests;
+                        }
+                    }
+                }
+            }
+            Ok(r) => {
+                tracing::debug!(status = %r.status(), %subject, "no referrers API; trying the fallback tag");
+            }
+            Err(e) => {
+                tracing::debug!(%subject, "referrers API: {e}; trying the fallback tag");
+            }
+        }
+        let tag = super::push::referrers_tag(subject);
+        match self.fetch_manifest(target, &tag, None, None).await {
+            Ok(f) => serde_json::from_slice::<Index>(&f.raw)
+                .map(|i| i.manifests)
+                .unwrap_or_default(),
+            Err(e) => {
+                if !e.is_not_found() {
+                    tracing::warn!(%subject, "referrers of the image not pulled: {e}");
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// Pull the referrers of `subject` (and theirs) into the store;
+    /// returns how many were stored.
+    fn pull_referrers<'a>(
+        &'a self,
+        store: &'a Store,
+        target: &'a Target,
+        subject: &'a Digest,
+        depth: usize,
+        lease: &'a mut strata_oci::Lease,
+        received: &'a Arc<AtomicU64>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<usize>> + Send + 'a>> {
+        Box::pin(async move {
+            if depth >= 3 {
+                return Ok(0);
+            }
+            let mut n = 0;
+            for r in self.list_referrers(target, subject).await {
+                if !media_type::is_manifest(&r.media_type) {
+                    continue;
+                }
+                let doc = self
+                    .fetch_manifest(target, &r.digest.to_string(), Some(&r.digest), Some(&r))
+                    .await?;
+                let m: Manifest =
+                    serde_json::from_slice(&doc.raw).map_err(|e| Error::InvalidManifest {
+                        registry: target.registry.clone(),
+                        repository: target.repository.clone(),
+                        what: format!("referrer {}", r.digest),
+                        reason: e.to_string(),
+                    })?;
+                if m.subject.as_ref().map(|s| &s.digest) != Some(subject) {
+                    continue;
+                }
+                for b in std::iter::once(&m.config).chain(&m.layers) {
+                    self.pull_blob(store, target, b, BlobKind::Config, received.clone())
+                        .await?;
+                    lease.add_digest(&b.digest)?;
+                }
+                let desc = store.put_referrer(&doc.raw)?;
+                lease.add_digest(&desc.digest)?;
+                n += 1;
+                n += self
+                    .pull_referrers(store, target, &desc.digest, depth + 1, lease, received)
+                    .await?;
+            }
+            Ok(n)
+        })
     }
 
     /// GET a manifest or index, check it is JSON, its digest (against the

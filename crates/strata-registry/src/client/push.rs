@@ -35,7 +35,47 @@ pub(super) struct Doc {
 pub struct PushContent {
     manifests: Vec<(Doc, Manifest)>,
     index: Option<Doc>,
+    /// Referrers (SBOMs, provenance, signatures) of the manifests and the
+    /// index, and their own referrers: put after the image, by digest.
+    referrers: Vec<(Doc, Digest)>,
     blobs: Vec<(Descriptor, BlobKind)>,
+}
+
+/// How deep referrers of referrers are followed (a signature of an SBOM).
+const REFERRER_DEPTH: usize = 3;
+
+/// The referrers of `subject` in the store, and theirs, depth first;
+/// `(document, subject digest)`.
+fn store_referrers(
+    store: &Store,
+    subject: &Digest,
+    depth: usize,
+    out: &mut Vec<(Doc, Manifest, Digest)>,
+) -> Result<()> {
+    if depth >= REFERRER_DEPTH {
+        return Ok(());
+    }
+    for r in store.referrers(subject, None)? {
+        if out.iter().any(|(d, _, _)| d.desc.digest == r.digest) {
+            continue;
+        }
+        let raw = store.read_blob(&r.digest)?;
+        let Ok(m) = serde_json::from_slice::<Manifest>(&raw) else {
+            continue;
+        };
+        if !m
+            .layers
+            .iter()
+            .chain(std::iter::once(&m.config))
+            .all(|d| store.has(&d.digest))
+        {
+            continue;
+        }
+        let digest = r.digest.clone();
+        out.push((Doc { desc: r, raw }, m, subject.clone()));
+        store_referrers(store, &digest, depth + 1, out)?;
+    }
+    Ok(())
 }
 
 impl PushContent {
@@ -90,9 +130,21 @@ impl PushContent {
                 image.manifest.clone(),
             ));
         }
+        let mut found = Vec::new();
+        for d in manifests
+            .iter()
+            .map(|(d, _)| &d.desc.digest)
+            .chain(index.iter().map(|d| &d.desc.digest))
+        {
+            store_referrers(store, d, 0, &mut found)?;
+        }
         // Every blob once, config first (docker's order).
         let mut blobs: Vec<(Descriptor, BlobKind)> = Vec::new();
-        for (_, m) in &manifests {
+        for m in manifests
+            .iter()
+            .map(|(_, m)| m)
+            .chain(found.iter().map(|(_, m, _)| m))
+        {
             let items = std::iter::once((&m.config, BlobKind::Config))
                 .chain(m.layers.iter().map(|l| (l, BlobKind::Layer)));
             for (d, kind) in items {
@@ -104,6 +156,7 @@ impl PushContent {
         Ok(PushContent {
             manifests,
             index,
+            referrers: found.into_iter().map(|(d, _, s)| (d, s)).collect(),
             blobs,
         })
     }
@@ -114,22 +167,31 @@ impl PushContent {
         self.blobs.iter().map(|(d, _)| d)
     }
 
-    /// The manifests, then the index (when the whole index goes), in the
-    /// order they are put.
+    /// The manifests, then the index (when the whole index goes), then
+    /// the referrers, in the order they are put.
     pub fn documents(&self) -> impl Iterator<Item = &Descriptor> {
         self.manifests
             .iter()
             .map(|(d, _)| &d.desc)
             .chain(self.index.iter().map(|d| &d.desc))
+            .chain(self.referrers.iter().map(|(d, _)| &d.desc))
     }
 
-    /// Bytes of the manifests and the index: what a push sends besides
-    /// blobs.
+    /// The referrers that go with the image (SBOMs, provenance,
+    /// signatures), in the order they are put.
+    pub fn referrers(&self) -> impl Iterator<Item = &Descriptor> {
+        self.referrers.iter().map(|(d, _)| &d.desc)
+    }
+
+    /// Bytes of the manifests, the index and the referrers: what a push
+    /// sends besides blobs (to a registry without the referrers API, the
+    /// fallback tag's index goes too).
     pub fn manifest_bytes(&self) -> u64 {
         self.manifests
             .iter()
             .map(|(d, _)| &d.raw)
             .chain(self.index.iter().map(|d| &d.raw))
+            .chain(self.referrers.iter().map(|(d, _)| &d.raw))
             .map(|r| r.len() as u64)
             .sum()
     }
@@ -147,6 +209,7 @@ impl Client {
         let PushContent {
             manifests,
             index: top,
+            referrers,
             blobs,
         } = PushContent::of(store, &img)?;
         let registry = dest.domain().to_owned();
@@ -167,6 +230,7 @@ impl Client {
             skipped: 0,
             mounted: 0,
             manifests: 0,
+            referrers: 0,
             bytes_sent: sent.load(Ordering::Relaxed),
             manifest_bytes: 0,
         };
@@ -202,6 +266,21 @@ impl Client {
             summary.digest = doc.desc.digest.clone();
             summary.size = doc.desc.size;
         }
+        // Referrers after their subjects, by digest; a registry that does
+        // not answer `OCI-Subject` gets the tag-schema fallback index.
+        for (doc, subject) in &referrers {
+            let acknowledged = self
+                .put_manifest(&target, doc, &doc.desc.digest.to_string())
+                .await?;
+            summary.manifests += 1;
+            summary.referrers += 1;
+            summary.manifest_bytes += doc.raw.len() as u64;
+            if acknowledged.as_ref() != Some(subject) {
+                summary.manifest_bytes += self
+                    .add_to_fallback_index(&target, subject, &doc.desc)
+                    .await?;
+            }
+        }
         summary.bytes_sent += summary.manifest_bytes;
         for (d, _) in &blobs {
             origins::record(store, &d.digest, &registry, &repository);
@@ -209,12 +288,52 @@ impl Client {
         Ok(summary)
     }
 
+    /// Add `referrer` to the referrers tag-schema fallback of `subject`
+    /// (the index tagged `<alg>-<hex>`), for a registry without the
+    /// referrers API. Returns the bytes of the index put (0 when it
+    /// already listed the referrer).
+    async fn add_to_fallback_index(
+        &self,
+        target: &Target,
+        subject: &Digest,
+        referrer: &Descriptor,
+    ) -> Result<u64> {
+        let tag = referrers_tag(subject);
+        let mut index = match self.fetch_manifest(target, &tag, None, None).await {
+            Ok(f) => {
+                serde_json::from_slice::<Index>(&f.raw).map_err(|e| Error::InvalidManifest {
+                    registry: target.registry.clone(),
+                    repository: target.repository.clone(),
+                    what: format!("referrers fallback index {tag}"),
+                    reason: e.to_string(),
+                })?
+            }
+            Err(e) if e.is_not_found() => Index::oci(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        if index.manifests.iter().any(|m| m.digest == referrer.digest) {
+            return Ok(0);
+        }
+        index.manifests.push(referrer.clone());
+        let raw = index.to_json();
+        let desc = Descriptor::new(
+            media_type::OCI_INDEX,
+            Digest::sha256(&raw),
+            raw.len() as u64,
+        );
+        let n = raw.len() as u64;
+        self.put_manifest(target, &Doc { desc, raw }, &tag).await?;
+        Ok(n)
+    }
+
+    /// Put a manifest or index under `reference`; returns the subject the
+    /// registry acknowledged (`OCI-Subject`), if any.
     pub(super) async fn put_manifest(
         &self,
         target: &Target,
         doc: &Doc,
         reference: &str,
-    ) -> Result<()> {
+    ) -> Result<Option<Digest>> {
         let mt = if doc.desc.media_type.is_empty() {
             strata_oci::sniff_media_type(&doc.raw)
                 .unwrap_or_else(|| media_type::OCI_MANIFEST.into())
@@ -251,7 +370,11 @@ impl Client {
                 });
             }
         }
-        Ok(())
+        Ok(resp
+            .headers()
+            .get("oci-subject")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<Digest>().ok()))
     }
 
     pub(super) async fn push_blob(
@@ -580,6 +703,11 @@ impl Client {
             })),
         }
     }
+}
+
+/// The referrers tag-schema fallback tag of `subject`: `<alg>-<hex>`.
+pub(super) fn referrers_tag(subject: &Digest) -> String {
+    format!("{}-{}", subject.algorithm().as_str(), subject.hex())
 }
 
 fn resume_record(store: &Store, registry: &str, repo: &str, d: &Digest) -> PathBuf {

@@ -360,6 +360,11 @@ pub(super) async fn put_manifest(
         if let Err(e) = st.repos.add_referrer(name, &s.digest, &desc) {
             return storage(store, e);
         }
+        // The store lists it too (`strata inspect --referrers` on the
+        // server's store), and keeps it while the subject lives.
+        if let Err(e) = store.add_referrer(&s.digest, &desc) {
+            return storage(store, e);
+        }
     }
     if let Err(e) = st.repos.sync_root(name) {
         return storage(store, e);
@@ -455,6 +460,23 @@ pub(super) fn referrers(
         Ok(l) => l,
         Err(e) => return internal(e),
     };
+    // The store's referrers of a manifest served through a store tag (an
+    // image built with an SBOM, served without a push).
+    let mut served = Served::new(&st.repos, name);
+    match served.store_manifest(&d) {
+        Ok(true) => match st.repos.store().referrers(&d, None) {
+            Ok(more) => {
+                for r in more {
+                    if !list.iter().any(|x| x.digest == r.digest) {
+                        list.push(r);
+                    }
+                }
+            }
+            Err(e) => return storage(st.repos.store(), e),
+        },
+        Ok(false) => {}
+        Err(e) => return storage(st.repos.store(), e),
+    }
     let filter = q.get("artifactType").filter(|a| !a.is_empty());
     if let Some(a) = filter {
         list.retain(|r| r.artifact_type.as_deref() == Some(a.as_str()));

@@ -17,7 +17,8 @@
 //! repository's own tags; a manifest or blob is served when the repository
 //! links it or when it belongs to an image a store tag serves under the
 //! name (the tagged manifest or index, the platform manifests of an index
-//! that the store holds, their configs and layers).
+//! that the store holds, their configs and layers, and the store's
+//! referrers of those manifests, which the referrers API lists).
 //!
 //! **Writes.** A tag lives in one place. A manifest put by tag that is an
 //! image (`strata images` can list it) tags the store with the reference a
@@ -159,7 +160,7 @@ impl<'a> Served<'a> {
         depth: usize,
     ) -> strata_oci::Result<()> {
         let store = self.repos.store();
-        if depth > 2 || c.manifests.contains_key(&desc.digest) || !store.has(&desc.digest) {
+        if depth > 5 || c.manifests.contains_key(&desc.digest) || !store.has(&desc.digest) {
             return Ok(());
         }
         let raw = match store.read_blob(&desc.digest) {
@@ -185,6 +186,10 @@ impl<'a> Served<'a> {
                     c.blobs.insert(b.digest.clone());
                 }
             }
+        }
+        // Its referrers (SBOMs, provenance, signatures) are served with it.
+        for r in store.referrers(&desc.digest, None)? {
+            self.add_document(c, &r, depth + 1)?;
         }
         Ok(())
     }
