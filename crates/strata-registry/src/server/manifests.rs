@@ -396,6 +396,8 @@ pub(super) async fn delete_manifest(st: &AppState, name: &str, reference: &str) 
                             .and_then(|s| serde_json::from_value::<Descriptor>(s.clone()).ok())
                         {
                             let _ = st.repos.remove_referrer(name, &s.digest, &d);
+                            // And the store's record put_manifest made.
+                            let _ = store.remove_referrer(&s.digest, &d);
                         }
                     }
                 }
