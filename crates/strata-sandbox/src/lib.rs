@@ -59,6 +59,7 @@ mod oci;
 mod plan;
 pub mod pty;
 mod pump;
+pub mod rootless;
 mod seccomp;
 mod spec;
 mod started;
@@ -147,6 +148,11 @@ pub fn pick(
         Isolation::Oci => OciExecutor::find(RUNTIMES, state_dir)
             .map(|e| Box::new(e) as Box<dyn Executor>)
             .ok_or(SandboxError::NoRuntime),
+        // Rootless, the runtimes would need a config of their own (no
+        // device nodes, no sysfs, no cgroups): the built-in sandbox serves.
+        Isolation::Auto if rootless::current().is_some() => {
+            Ok(Box::new(BuiltinExecutor::new(state_dir)))
+        }
         Isolation::Auto => Ok(match OciExecutor::find(RUNTIMES, state_dir) {
             Some(e) => Box::new(e),
             None => Box::new(BuiltinExecutor::new(state_dir)),

@@ -75,6 +75,23 @@ pub(crate) fn root_mount(
     target: &Path,
     empty_lower: &Path,
 ) -> Result<RootMount, SandboxError> {
+    root_mount_in(
+        rootfs,
+        target,
+        empty_lower,
+        crate::rootless::in_user_namespace(),
+    )
+}
+
+/// [`root_mount`], for a process in a user namespace (`userns`) or not:
+/// overlay there only reads and writes `user.overlay.*` xattrs (`userxattr`,
+/// Linux >= 5.11), as the snapshots extracted in it were written.
+pub(crate) fn root_mount_in(
+    rootfs: &RootFs,
+    target: &Path,
+    empty_lower: &Path,
+    userns: bool,
+) -> Result<RootMount, SandboxError> {
     let target_c = path_c(target, "rootfs mount point")?;
     match rootfs {
         RootFs::Dir(dir) => Ok(RootMount {
@@ -103,8 +120,9 @@ pub(crate) fn root_mount(
                 // copy-ups (their content would live in the lower layers), no
                 // index.
                 format!(
-                    "lowerdir={},upperdir={u},workdir={w},{OVERLAY_OPTIONS}",
-                    l.join(":")
+                    "lowerdir={},upperdir={u},workdir={w},{OVERLAY_OPTIONS}{}",
+                    l.join(":"),
+                    if userns { ",userxattr" } else { "" }
                 )
             };
             let s = |p: &Path| p.to_string_lossy().into_owned();
@@ -327,6 +345,19 @@ impl SetupPlan {
         root: RootMount,
         etc_files: &[(&'static str, std::path::PathBuf)],
     ) -> Result<SetupPlan, SandboxError> {
+        Self::new_in(spec, root, etc_files, crate::rootless::in_user_namespace())
+    }
+
+    /// [`SetupPlan::new`] for a process in a user namespace (`userns`) or
+    /// not: there sysfs can only be mounted in a network namespace of the
+    /// same user namespace, so with the host's network the host's /sys is
+    /// bound read-only instead (as rootless podman does).
+    pub(crate) fn new_in(
+        spec: &RunSpec,
+        root: RootMount,
+        etc_files: &[(&'static str, std::path::PathBuf)],
+        userns: bool,
+    ) -> Result<SetupPlan, SandboxError> {
         use MountFlags as F;
         let mut steps = Vec::new();
         let fs = |target: &str,
@@ -360,13 +391,26 @@ impl SetupPlan {
         };
         let nosuid_nodev_noexec = F::NOSUID | F::NODEV | F::NOEXEC;
         steps.push(fs("/proc", "proc", "proc", nosuid_nodev_noexec, None)?);
-        steps.push(fs(
-            "/sys",
-            "sysfs",
-            "sysfs",
-            nosuid_nodev_noexec | F::RDONLY,
-            None,
-        )?);
+        if userns && spec.network != crate::spec::Network::None {
+            steps.push(Step::Mount {
+                target: in_root("/sys")?,
+                leaf: Leaf::Dir,
+                how: How::Bind {
+                    source: cstring("/sys", "bind source")?,
+                    recursive: true,
+                },
+                readonly: false,
+            });
+            steps.push(Step::ReadOnly(in_root("/sys")?));
+        } else {
+            steps.push(fs(
+                "/sys",
+                "sysfs",
+                "sysfs",
+                nosuid_nodev_noexec | F::RDONLY,
+                None,
+            )?);
+        }
         steps.push(fs(
             "/dev",
             "tmpfs",
@@ -613,6 +657,9 @@ pub(crate) struct ProcessPlan {
     pub uid: Uid,
     pub gid: Gid,
     pub groups: Vec<Gid>,
+    /// `setgroups` is denied (a single-id user namespace) and there are
+    /// no groups to set: skip the call.
+    pub skip_groups: bool,
     pub caps: CapabilitySet,
     pub nofile: Rlimit,
     /// Seccomp filters, installed in order just before `execve`.
@@ -667,6 +714,8 @@ impl ProcessPlan {
         let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
         envp_ptrs.push(std::ptr::null());
         Ok(ProcessPlan {
+            skip_groups: spec.user.additional_gids.is_empty()
+                && crate::rootless::setgroups_denied(),
             cwd: cstring(&spec.cwd, "working directory")?,
             uid: Uid::from_raw(spec.user.uid),
             gid: Gid::from_raw(spec.user.gid),
@@ -716,8 +765,10 @@ impl ProcessPlan {
         if let Err(e) = sys.clear_ambient_caps() {
             return (at::AMBIENT, e);
         }
-        if let Err(e) = sys.set_groups(&self.groups) {
-            return (at::GROUPS, e);
+        if !self.skip_groups {
+            if let Err(e) = sys.set_groups(&self.groups) {
+                return (at::GROUPS, e);
+            }
         }
         if let Err(e) = sys.set_gid(self.gid) {
             return (at::GID, e);
@@ -891,6 +942,45 @@ mod tests {
         assert!(e.contains("interrupted run"), "{e}");
         overlay_after_run(&rootfs);
         overlay_before_run(&rootfs).unwrap();
+    }
+
+    #[test]
+    fn in_a_user_namespace_sys_is_bound_and_overlay_uses_user_xattrs() {
+        let mut s = spec();
+        let setup = |s: &RunSpec| {
+            let rm = root_mount_in(&s.rootfs, Path::new("/m"), Path::new("/e"), true).unwrap();
+            let p = SetupPlan::new_in(s, rm, &[], true).unwrap();
+            let mut r = Recorder::new();
+            existing(&mut r);
+            p.apply(&mut r).unwrap();
+            r.effects()
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+        };
+        let e = setup(&s);
+        assert!(!e.iter().any(|c| c.contains("sysfs")), "{e:#?}");
+        let bind = e.iter().position(|c| c == "bind /sys <sys> rec");
+        let ro = e
+            .iter()
+            .position(|c| c == "remount <sys> BIND|NODEV|NOEXEC|NOSUID|RDONLY|REC");
+        assert!(matches!((bind, ro), (Some(b), Some(r)) if b < r), "{e:#?}");
+        // with a network namespace of its own, sysfs can be mounted
+        s.network = crate::spec::Network::None;
+        assert!(setup(&s)
+            .iter()
+            .any(|c| c.starts_with("mount sysfs <sys> sysfs")));
+        let rootfs = RootFs::Overlay {
+            lowerdirs: vec!["/l".into()],
+            upperdir: "/u".into(),
+            workdir: "/w".into(),
+        };
+        let (data, _) =
+            overlay(root_mount_in(&rootfs, Path::new("/m"), Path::new("/e"), true).unwrap());
+        assert!(data.ends_with(",volatile,userxattr"), "{data}");
+        let (data, _) =
+            overlay(root_mount_in(&rootfs, Path::new("/m"), Path::new("/e"), false).unwrap());
+        assert!(!data.contains("userxattr"), "{data}");
     }
 
     #[test]
