@@ -35,6 +35,12 @@ pub(crate) struct RootMount {
 /// Options of the overlay a run's root is (see [`root_mount`]).
 pub(crate) const OVERLAY_OPTIONS: &str = "redirect_dir=off,index=off,metacopy=off,volatile";
 
+/// [`OVERLAY_OPTIONS`] in a user namespace: `user.overlay.*` xattrs, and
+/// redirects neither made nor followed (`redirect_dir=off` means "follow"
+/// there, which the kernel refuses with `userxattr`).
+pub(crate) const OVERLAY_OPTIONS_USERNS: &str =
+    "redirect_dir=nofollow,index=off,metacopy=off,volatile,userxattr";
+
 /// What [`RootMount`] mounts.
 #[derive(Debug)]
 pub(crate) enum RootKind {
@@ -120,9 +126,13 @@ pub(crate) fn root_mount_in(
                 // copy-ups (their content would live in the lower layers), no
                 // index.
                 format!(
-                    "lowerdir={},upperdir={u},workdir={w},{OVERLAY_OPTIONS}{}",
+                    "lowerdir={},upperdir={u},workdir={w},{}",
                     l.join(":"),
-                    if userns { ",userxattr" } else { "" }
+                    if userns {
+                        OVERLAY_OPTIONS_USERNS
+                    } else {
+                        OVERLAY_OPTIONS
+                    }
                 )
             };
             let s = |p: &Path| p.to_string_lossy().into_owned();
@@ -345,18 +355,27 @@ impl SetupPlan {
         root: RootMount,
         etc_files: &[(&'static str, std::path::PathBuf)],
     ) -> Result<SetupPlan, SandboxError> {
-        Self::new_in(spec, root, etc_files, crate::rootless::in_user_namespace())
+        let userns = crate::rootless::in_user_namespace();
+        Self::new_in(
+            spec,
+            root,
+            etc_files,
+            userns,
+            !userns || crate::rootless::gid_mapped(5),
+        )
     }
 
     /// [`SetupPlan::new`] for a process in a user namespace (`userns`) or
     /// not: there sysfs can only be mounted in a network namespace of the
     /// same user namespace, so with the host's network the host's /sys is
-    /// bound read-only instead (as rootless podman does).
+    /// bound read-only instead (as rootless podman does). Terminals belong
+    /// to group 5 (tty) when `tty_gid` (the group is mapped).
     pub(crate) fn new_in(
         spec: &RunSpec,
         root: RootMount,
         etc_files: &[(&'static str, std::path::PathBuf)],
         userns: bool,
+        tty_gid: bool,
     ) -> Result<SetupPlan, SandboxError> {
         use MountFlags as F;
         let mut steps = Vec::new();
@@ -427,7 +446,11 @@ impl SetupPlan {
             "devpts",
             "devpts",
             F::NOSUID | F::NOEXEC,
-            Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+            Some(if tty_gid {
+                "newinstance,ptmxmode=0666,mode=0620,gid=5"
+            } else {
+                "newinstance,ptmxmode=0666,mode=0620"
+            }),
         )?);
         steps.push(fs(
             "/dev/shm",
@@ -949,7 +972,7 @@ mod tests {
         let mut s = spec();
         let setup = |s: &RunSpec| {
             let rm = root_mount_in(&s.rootfs, Path::new("/m"), Path::new("/e"), true).unwrap();
-            let p = SetupPlan::new_in(s, rm, &[], true).unwrap();
+            let p = SetupPlan::new_in(s, rm, &[], true, true).unwrap();
             let mut r = Recorder::new();
             existing(&mut r);
             p.apply(&mut r).unwrap();
@@ -977,7 +1000,10 @@ mod tests {
         };
         let (data, _) =
             overlay(root_mount_in(&rootfs, Path::new("/m"), Path::new("/e"), true).unwrap());
-        assert!(data.ends_with(",volatile,userxattr"), "{data}");
+        assert!(
+            data.ends_with(",redirect_dir=nofollow,index=off,metacopy=off,volatile,userxattr"),
+            "{data}"
+        );
         let (data, _) =
             overlay(root_mount_in(&rootfs, Path::new("/m"), Path::new("/e"), false).unwrap());
         assert!(!data.contains("userxattr"), "{data}");

@@ -144,6 +144,21 @@ fn is_initial_map(map: &str) -> bool {
     f == ["0", "0", "4294967295"]
 }
 
+/// Whether group `gid` is mapped in this process's user namespace.
+pub(crate) fn gid_mapped(gid: u32) -> bool {
+    std::fs::read_to_string("/proc/self/gid_map").is_ok_and(|m| id_in_map(&m, gid))
+}
+
+fn id_in_map(map: &str, id: u32) -> bool {
+    map.lines().any(|l| {
+        let f: Vec<u64> = l
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        matches!(f[..], [inside, _, count] if (inside..inside + count).contains(&u64::from(id)))
+    })
+}
+
 /// Whether `setgroups` is denied in this user namespace (single-id
 /// mapping written by the process itself).
 pub(crate) fn setgroups_denied() -> bool {
@@ -520,6 +535,8 @@ mod tests {
         assert_eq!(parse_env("1000:x:single:a"), None);
         assert_eq!(parse_env("1:1:other:a"), None);
         assert!(is_initial_map("         0          0 4294967295\n"));
+        assert!(id_in_map("0 1000 1\n1 100000 65536\n", 5));
+        assert!(!id_in_map("0 1000 1\n", 5));
         assert!(!is_initial_map("         0       1000          1\n"));
         let hint = subid_hint("alice");
         assert!(hint.contains("/etc/subuid"), "{hint}");
