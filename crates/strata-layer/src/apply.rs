@@ -38,7 +38,9 @@ pub enum ApplyMode {
     Plain,
     /// Whiteouts are kept as overlay whiteouts: 0/0 character devices, and
     /// `trusted.overlay.opaque=y` on opaque directories (a snapshot used as
-    /// an overlay lowerdir). Needs root.
+    /// an overlay lowerdir). Needs root, or root in a user namespace (Linux
+    /// >= 5.8 lets it make whiteouts), where opaque directories get
+    /// `user.overlay.opaque=y` ([`overlay_opaque_xattr`]).
     Overlay,
 }
 
@@ -105,6 +107,33 @@ fn join(comps: &[Vec<u8>]) -> PathBuf {
 
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
+}
+
+/// Whether this process runs in a user namespace other than the initial
+/// one (rootless strata, or root in a container): `trusted.*` xattrs and
+/// device nodes are then out of reach, and overlay is mounted `userxattr`.
+pub fn in_user_namespace() -> bool {
+    static IN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *IN.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/uid_map")
+            .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
+    })
+}
+
+/// The xattr marking an opaque directory in snapshots this process
+/// extracts: `trusted.overlay.opaque`, or in a user namespace (where the
+/// overlays are mounted `userxattr`) `user.overlay.opaque`.
+pub fn overlay_opaque_xattr() -> &'static str {
+    if in_user_namespace() {
+        "user.overlay.opaque"
+    } else {
+        "trusted.overlay.opaque"
+    }
+}
+
+/// Overlay's own xattrs, which no layer may set.
+fn is_overlay_xattr(name: &str) -> bool {
+    name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.")
 }
 
 pub(crate) fn dir_flags() -> OFlags {
@@ -435,10 +464,10 @@ impl Applier {
             match self.mode {
                 ApplyMode::Overlay => {
                     let dir = self.stack.open(&self.root, parent, true, &entry)?;
-                    rustix::fs::fsetxattr(dir, "trusted.overlay.opaque", b"y", XattrFlags::empty())
+                    rustix::fs::fsetxattr(dir, overlay_opaque_xattr(), b"y", XattrFlags::empty())
                         .map_err(|e| {
-                            Error::invalid(&entry, format!("cannot mark the directory opaque: {e}"))
-                        })?;
+                        Error::invalid(&entry, format!("cannot mark the directory opaque: {e}"))
+                    })?;
                 }
                 ApplyMode::Plain => {
                     let dir = self.stack.open(&self.root, parent, true, &entry)?;
@@ -563,7 +592,7 @@ impl Applier {
                 rustix::fs::fchmod(&f, Mode::from_raw_mode(meta.mode))
                     .ctx("chmod", path_for_err())?;
                 for (k, v) in &meta.xattrs {
-                    if k.starts_with("trusted.overlay.") {
+                    if is_overlay_xattr(k) {
                         continue;
                     }
                     match rustix::fs::fsetxattr(&f, k.as_str(), v, XattrFlags::empty()) {
@@ -645,9 +674,18 @@ impl Applier {
                 match made {
                     Ok(()) => {}
                     Err(Error::Io { source, .. })
-                        if !privileged
-                            && source.raw_os_error() == Some(Errno::PERM.raw_os_error()) =>
+                        if source.raw_os_error() == Some(Errno::PERM.raw_os_error())
+                            && (!privileged || kind != tar::EntryType::Fifo) =>
                     {
+                        // Root in a user namespace (rootless) may not make
+                        // device nodes either: the layer still counts by
+                        // its digest, the node is just absent here.
+                        if privileged {
+                            tracing::warn!(
+                                "{}: device node skipped (the kernel does not allow creating it here: rootless)",
+                                path_for_err().display()
+                            );
+                        }
                         *skipped += 1;
                         return Ok(());
                     }
@@ -717,7 +755,7 @@ fn set_xattrs(
     skipped: &mut u64,
 ) -> Result<()> {
     for (k, v) in &m.xattrs {
-        if k.starts_with("trusted.overlay.") {
+        if is_overlay_xattr(k) {
             // Never let a layer forge overlay metadata.
             continue;
         }

@@ -400,7 +400,7 @@ pub(crate) fn normalize_upper(upper: &Path, entries: &[Entry], opts: &LayerOptio
         };
         let joined = p.to_vec();
         if e.kind == EntryKind::Dir && opaque.contains(&joined) {
-            want.push(("trusted.overlay.opaque", b"y"));
+            want.push((crate::apply::overlay_opaque_xattr(), b"y"));
         }
         fix_xattrs(dir, OsStr::from_bytes(&name), &want, &shown())?;
     }

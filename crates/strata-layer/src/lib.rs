@@ -54,7 +54,9 @@ mod snapshot;
 mod view;
 mod writer;
 
-pub use apply::{apply_layer, decompress, ApplyMode, ApplyStats};
+pub use apply::{
+    apply_layer, decompress, in_user_namespace, overlay_opaque_xattr, ApplyMode, ApplyStats,
+};
 pub use diff::{diff_dirs, upper_to_entries, upper_to_entries_against};
 pub use error::{Error, Result};
 pub use export::{unpack_layers, write_rootfs_tar};
