@@ -180,16 +180,34 @@ impl SnapshotMode {
     }
 }
 
-/// Why overlayfs cannot be mounted here, or `None` when it can (root, and
-/// the kernel has it).
+/// Why overlayfs cannot be mounted here, or `None` when it can (root, or
+/// root in a user namespace on Linux >= 5.11, which mounts it `userxattr`;
+/// and the kernel has it).
 pub(crate) fn overlay_unusable() -> Option<&'static str> {
     if !rustix::process::geteuid().is_root() {
-        return Some("not running as root");
+        return Some("not running as root (nor in a user namespace)");
+    }
+    if strata_layer::in_user_namespace() && !kernel_at_least(&kernel_release(), 5, 11) {
+        return Some("overlayfs in a user namespace needs Linux >= 5.11 (userxattr)");
     }
     let has = std::fs::read_to_string("/proc/filesystems")
         .map(|s| s.lines().any(|l| l.trim_end().ends_with("overlay")))
         .unwrap_or(false);
     (!has).then_some("the kernel has no overlayfs (modprobe overlay)")
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default()
+}
+
+/// Whether a kernel release (`6.1.0-13-amd64`) is at least `major.minor`.
+fn kernel_at_least(release: &str, major: u32, minor: u32) -> bool {
+    let mut it = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let (a, b) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    (a, b) >= (major, minor)
 }
 
 /// Prepares snapshot `key` on top of `layers` (bottom first): overlay mounts
@@ -618,6 +636,19 @@ mod tests {
         assert_eq!(spec.user, User::root());
         assert_eq!(spec.cwd, "/");
         assert!(spec.env.contains(&"HOME=/root".to_owned()));
+    }
+
+    #[test]
+    fn kernel_versions_for_overlay_in_a_user_namespace() {
+        for (r, ok) in [
+            ("5.11.0", true),
+            ("6.18.44-fc-v1300", true),
+            ("5.10.0-28-amd64", false),
+            ("4.19.0", false),
+            ("", false),
+        ] {
+            assert_eq!(kernel_at_least(r, 5, 11), ok, "{r}");
+        }
     }
 
     #[test]

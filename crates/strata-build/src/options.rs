@@ -110,6 +110,9 @@ pub struct BuildOptions {
     pub platform: Option<Platform>,
     /// Executor for RUN steps.
     pub isolation: Isolation,
+    /// Where the executor keeps its per-run scratch files (`<store>/run`
+    /// when `None`; a rootless CLI passes `$XDG_RUNTIME_DIR/strata`).
+    pub state_dir: Option<std::path::PathBuf>,
     /// Seccomp confinement of RUN steps (docker's default profile).
     pub seccomp: Seccomp,
     /// How RUN steps get their root filesystem.
@@ -141,6 +144,7 @@ impl BuildOptions {
             timestamps: Timestamps::Epoch(0),
             platform: None,
             isolation: Isolation::Auto,
+            state_dir: None,
             seccomp: Seccomp::Default,
             snapshots: SnapshotMode::Auto,
             compression: Compression::Gzip,

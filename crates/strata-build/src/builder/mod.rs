@@ -236,7 +236,11 @@ pub fn build(
     // it holds the copies of --secret files.
     let tmp_dir = store.temp_dir("build")?;
     let tmp = tmp_dir.path().to_owned();
-    let executor = strata_sandbox::pick(opts.isolation, store.root().join("run"))?;
+    let state_dir = opts
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| store.root().join("run"));
+    let executor = strata_sandbox::pick(opts.isolation, state_dir)?;
     let (overlay, fallback) = match opts.snapshots.resolve() {
         Ok(overlay) => (overlay, None),
         Err(why) => (false, Some(why)),
@@ -313,6 +317,10 @@ pub fn snapshotter_choice(mode: crate::SnapshotMode) -> (bool, &'static str) {
         crate::SnapshotMode::Overlay => (true, "asked for with STRATA_SNAPSHOTTER"),
         crate::SnapshotMode::Copy => (false, "asked for with STRATA_SNAPSHOTTER"),
         crate::SnapshotMode::Auto => match mode.resolve() {
+            Ok(_) if strata_layer::in_user_namespace() => (
+                true,
+                "the kernel's overlayfs, in the user namespace (userxattr)",
+            ),
             Ok(_) => (true, "the kernel's overlayfs"),
             Err(why) => (false, why),
         },
