@@ -26,12 +26,18 @@ pub struct Settings {
     /// How RUN steps and `strata run` get their root filesystem
     /// (`STRATA_SNAPSHOTTER=overlay|copy`, else chosen by what the host allows).
     pub snapshots: strata_build::SnapshotMode,
+    /// Runtime state (the sandbox's per-run scratch directories):
+    /// `<store>/run`, or rootless `$XDG_RUNTIME_DIR/strata` when set.
+    pub run_dir: PathBuf,
 }
 
 impl Settings {
     pub fn resolve(global: &GlobalArgs) -> Settings {
+        let root = absolute(global.root.clone().unwrap_or_else(default_root));
         Settings {
-            root: absolute(global.root.clone().unwrap_or_else(default_root)),
+            run_dir: runtime_dir(rootless(), std::env::var_os("XDG_RUNTIME_DIR"))
+                .unwrap_or_else(|| root.join("run")),
+            root,
             quiet: global.quiet,
             verbosity: global.verbose,
             stderr_tty: std::io::stderr().is_terminal(),
@@ -59,11 +65,26 @@ fn absolute(path: PathBuf) -> PathBuf {
     std::path::absolute(&path).unwrap_or(path)
 }
 
-/// `/var/lib/strata` as root, else `$XDG_DATA_HOME/strata`
-/// (`~/.local/share/strata` when XDG_DATA_HOME is unset).
-pub fn default_root() -> PathBuf {
+/// Whether this strata runs rootless: not root, or root in the user
+/// namespace it entered as an ordinary user.
+fn rootless() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
+    let euid = unsafe { libc::geteuid() };
+    euid != 0 || strata_sandbox::rootless::current().is_some()
+}
+
+/// Rootless runtime state under `$XDG_RUNTIME_DIR/strata` (a tmpfs of the
+/// user's, gone at logout), when that is set; else under the store.
+fn runtime_dir(rootless: bool, xdg: Option<std::ffi::OsString>) -> Option<PathBuf> {
+    let xdg = PathBuf::from(xdg.filter(|v| !v.is_empty())?);
+    (rootless && xdg.is_absolute()).then(|| xdg.join("strata"))
+}
+
+/// `/var/lib/strata` as root, else (an ordinary user, also once in its
+/// user namespace) `$XDG_DATA_HOME/strata` (`~/.local/share/strata` when
+/// XDG_DATA_HOME is unset).
+pub fn default_root() -> PathBuf {
+    if !rootless() {
         return PathBuf::from("/var/lib/strata");
     }
     if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
@@ -72,5 +93,22 @@ pub fn default_root() -> PathBuf {
     match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
         Some(home) => PathBuf::from(home).join(".local/share/strata"),
         None => PathBuf::from(".strata"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_state_of_a_rootless_user() {
+        let xdg = Some(std::ffi::OsString::from("/run/user/1000"));
+        assert_eq!(
+            runtime_dir(true, xdg.clone()),
+            Some(PathBuf::from("/run/user/1000/strata"))
+        );
+        assert_eq!(runtime_dir(false, xdg), None);
+        assert_eq!(runtime_dir(true, None), None);
+        assert_eq!(runtime_dir(true, Some("rel".into())), None);
     }
 }

@@ -197,6 +197,7 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
         opts.seccomp = seccomp.clone();
     }
     opts.snapshots = s.snapshots;
+    opts.state_dir = Some(s.run_dir.clone());
     // Remote build caches: looked up after the store's own, exported after
     // the build (docs/cache.md).
     for spec in &args.cache_from {

@@ -537,7 +537,7 @@ fn exec_inner(args: ExecArgs, s: &Settings) -> CmdResult {
             .flatten(),
         seccomp,
     };
-    let executor = strata_sandbox::executor_for(&target, s.root.join("run"));
+    let executor = strata_sandbox::executor_for(&target, &s.run_dir);
     let raw = if args.tty && args.interactive && stdin_tty {
         Some(strata_sandbox::pty::RawMode::enable(rustix::stdio::stdin())?)
     } else {

@@ -61,6 +61,20 @@ pub fn main() -> ExitCode {
         }
         Err(e) => e.exit(),
     };
+    // Rootless: everything that touches the store or runs containers does
+    // it in a user namespace of its own (still one thread here, as
+    // `rootless::enter` needs).
+    if strata_sandbox::rootless::needed() && needs_user_namespace(&cli.command) {
+        match strata_sandbox::rootless::enter() {
+            Ok(Some(code)) => return ExitCode::from(code),
+            Ok(None) => {}
+            Err(e) => {
+                let err = anyhow::Error::new(e).context("cannot run rootless");
+                eprint!("{}", render::error_report(&err));
+                return ExitCode::from(1);
+            }
+        }
+    }
     let settings = Settings::resolve(&cli.global);
     init_logging(&settings);
     match dispatch(cli.command, &settings) {
@@ -69,9 +83,28 @@ pub fn main() -> ExitCode {
         Err(err) if render::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprint!("{}", render::error_report(&err));
+            // With only the user's own id mapped, a chown (a RUN step's,
+            // or a base layer's owners) fails: say how to get more ids.
+            if let Some(hint) = strata_sandbox::rootless::current().and_then(|r| r.hint()) {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::from(render::exit_code(&err))
         }
     }
+}
+
+/// Commands that neither read the store nor run anything stay outside the
+/// user namespace (they work without subordinate ids or `newuidmap`).
+fn needs_user_namespace(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Parse(_)
+            | Command::Context(_)
+            | Command::Lint(_)
+            | Command::Version
+            | Command::Login(_)
+            | Command::Logout(_)
+    )
 }
 
 /// Verbs never suggested for a typo: running them by accident loses data or

@@ -318,7 +318,7 @@ fn supervise_container(
         "builtin" => strata_sandbox::Isolation::Builtin,
         _ => strata_sandbox::Isolation::Auto,
     };
-    let executor = match strata_sandbox::pick(isolation, s.root.join("run")) {
+    let executor = match strata_sandbox::pick(isolation, &s.run_dir) {
         Ok(e) => e,
         Err(e) => return fail(report, 125, e.into()),
     };

@@ -45,8 +45,29 @@ pub fn info(args: InfoArgs, s: &Settings) -> CmdResult {
     let images = store.images()?;
     let ids: BTreeSet<_> = images.iter().map(|e| e.image.id().clone()).collect();
     let uid = rustix::process::geteuid().as_raw();
+    let (user, rootless) = match strata_sandbox::rootless::current() {
+        Some(r) => (
+            format!("{} (uid {}), rootless", r.user, r.host_uid),
+            match r.mapping {
+                strata_sandbox::rootless::Mapping::SubIds => {
+                    "user namespace, ids mapped from /etc/subuid and /etc/subgid (newuidmap)"
+                        .to_owned()
+                }
+                strata_sandbox::rootless::Mapping::Single => format!(
+                    "user namespace, only uid {} mapped: {}",
+                    r.host_uid,
+                    strata_sandbox::rootless::subid_hint(&r.user)
+                ),
+            },
+        ),
+        None if uid == 0 => ("root".to_owned(), "no".to_owned()),
+        None => (
+            format!("uid {uid} (rootless)"),
+            "not in a user namespace".to_owned(),
+        ),
+    };
     let (overlay, why) = strata_build::snapshotter_choice(s.snapshots);
-    let executor = strata_sandbox::pick(strata_sandbox::Isolation::Auto, store.root().join("run"))
+    let executor = strata_sandbox::pick(strata_sandbox::Isolation::Auto, &s.run_dir)
         .map(|e| e.name().to_owned())
         .unwrap_or_else(|e| format!("none ({e})"));
     let cgroup = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
@@ -59,7 +80,8 @@ pub fn info(args: InfoArgs, s: &Settings) -> CmdResult {
         "StoreRoot": store.root().display().to_string(),
         "Images": ids.len(),
         "Tags": images.iter().filter(|e| e.entry.reference.is_some()).count(),
-        "User": if uid == 0 { "root".to_owned() } else { format!("uid {uid} (rootless)") },
+        "User": user,
+        "Rootless": rootless,
         "Snapshotter": if overlay { "overlay" } else { "copy" },
         "SnapshotterReason": why,
         "Executor": executor,
@@ -81,6 +103,9 @@ pub fn info(args: InfoArgs, s: &Settings) -> CmdResult {
             outln!(" Store:        {}", store.root().display());
             outln!(" Images:       {} ({} tags)", info["Images"], info["Tags"]);
             outln!(" User:         {}", info["User"].as_str().unwrap_or(""));
+            if uid != 0 || info["Rootless"] != "no" {
+                outln!(" Rootless:     {}", info["Rootless"].as_str().unwrap_or(""));
+            }
             outln!(
                 " Snapshotter:  {} ({why})",
                 info["Snapshotter"].as_str().unwrap_or("")

@@ -1,0 +1,396 @@
+//! Rootless strata as users run it: run as root (CI), these tests create
+//! unprivileged users (one with subordinate ids, one without; idempotent)
+//! and run a copy of the `strata` binary as them through `setpriv`. A build
+//! that adds a user with uid 1000, chowns a file to 65534, sets a setuid
+//! bit, deletes a file of a lower layer and replaces a directory must give
+//! the root build's image digest, with each snapshotter; the base carries a
+//! `/dev/null` device node, which a rootless extraction skips with a
+//! warning; `strata run` works rootless; a user without subordinate ids is
+//! told how to get them.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{cmd, identity, ok};
+
+/// The user with subordinate ids.
+const USER: &str = "strata-rl";
+/// The user without.
+const NOSUB: &str = "strata-rl-nosub";
+
+const DOCKERFILE: &str = r#"FROM busybox
+COPY gone /gone
+COPY d /d
+RUN echo 'dev:x:1000:1000::/home/dev:/bin/sh' >> /etc/passwd && echo 'dev:x:1000:' >> /etc/group && mkdir -p /home/dev && echo mine > /home/dev/f && chown -R dev:dev /home/dev
+RUN echo x > /owned && chown 65534:65534 /owned
+RUN cp /bin/busybox /usr/bin/suidbox && chmod 4755 /usr/bin/suidbox
+RUN rm /gone
+RUN rm -rf /d && mkdir /d && echo new > /d/new
+"#;
+
+fn require() -> bool {
+    strata_testkit::require_root()
+        && strata_testkit::require_tool("setpriv")
+        && strata_testkit::require_tool("useradd")
+        && strata_testkit::require_tool("usermod")
+        && strata_testkit::require_tool("newuidmap")
+        && strata_testkit::require_tool("newgidmap")
+}
+
+fn sh(c: &mut Command) -> Output {
+    c.output().unwrap()
+}
+
+fn has_subids(user: &str) -> bool {
+    fs::read_to_string("/etc/subuid")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with(&format!("{user}:")))
+}
+
+/// Creates `user` unless it exists, with subordinate ids or without.
+fn ensure_user(user: &str, subids: bool) -> (u32, u32) {
+    if !sh(Command::new("id").arg(user)).status.success() {
+        let out = sh(Command::new("useradd").args(["-m", "-s", "/bin/sh", user]));
+        assert!(out.status.success(), "useradd {user}: {out:?}");
+    }
+    if subids && !has_subids(user) {
+        let out = sh(Command::new("usermod").args([
+            "--add-subuids",
+            "200000-265535",
+            "--add-subgids",
+            "200000-265535",
+            user,
+        ]));
+        assert!(out.status.success(), "usermod {user}: {out:?}");
+    }
+    if !subids {
+        // useradd may have given it ranges (SUB_UID_COUNT in login.defs).
+        for (file, flag) in [
+            ("/etc/subuid", "--del-subuids"),
+            ("/etc/subgid", "--del-subgids"),
+        ] {
+            for l in fs::read_to_string(file).unwrap_or_default().lines() {
+                let f: Vec<&str> = l.split(':').collect();
+                if let [name, start, count] = f[..] {
+                    if name == user {
+                        let (s, c): (u64, u64) = (start.parse().unwrap(), count.parse().unwrap());
+                        let range = format!("{s}-{}", s + c - 1);
+                        let out = sh(Command::new("usermod").args([flag, &range, user]));
+                        assert!(out.status.success(), "usermod {flag}: {out:?}");
+                    }
+                }
+            }
+        }
+        assert!(
+            !has_subids(user),
+            "{user} must have no /etc/subuid range for this test"
+        );
+    }
+    let id = |flag: &str| -> u32 {
+        let out = sh(Command::new("id").args([flag, user]));
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (id("-u"), id("-g"))
+}
+
+/// A directory the users can reach: the binary (the target dir may be
+/// closed to them) and, per user, a home for its store and context.
+struct Place {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+fn place() -> Place {
+    let tmp = tempfile::Builder::new()
+        .prefix("strata-rootless-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let dir = tmp.path().to_path_buf();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("strata");
+    fs::copy(common::strata_bin(), &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    Place {
+        _tmp: tmp,
+        dir,
+        bin,
+    }
+}
+
+/// The busybox base (without the `app` user, so the build adds uid 1000)
+/// plus a `/dev/null` character device.
+fn base_tar(dest: &Path) -> bool {
+    let plain = dest.with_extension("plain.tar");
+    if !strata_testkit::busybox_rootfs_tar_with(
+        &plain,
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+        "root:x:0:\nnogroup:x:65534:\n",
+    ) {
+        return false;
+    }
+    let mut out = tar::Builder::new(fs::File::create(dest).unwrap());
+    let mut input = tar::Archive::new(fs::File::open(&plain).unwrap());
+    for e in input.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut h = e.header().clone();
+        let path = e.path().unwrap().into_owned();
+        if h.entry_type() == tar::EntryType::Symlink {
+            let target = e.link_name().unwrap().unwrap().into_owned();
+            out.append_link(&mut h, &path, &target).unwrap();
+        } else {
+            out.append_data(&mut h, &path, &mut e).unwrap();
+        }
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Char);
+    h.set_mode(0o666);
+    h.set_size(0);
+    h.set_mtime(0);
+    h.set_device_major(1).unwrap();
+    h.set_device_minor(3).unwrap();
+    out.append_data(&mut h, "dev/null", std::io::empty())
+        .unwrap();
+    out.finish().unwrap();
+    fs::set_permissions(dest, fs::Permissions::from_mode(0o644)).unwrap();
+    true
+}
+
+fn write_context(dir: &Path, owner: Option<(u32, u32)>) -> PathBuf {
+    let ctx = dir.join("ctx");
+    fs::create_dir_all(ctx.join("d")).unwrap();
+    fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
+    fs::write(ctx.join("gone"), "to be deleted\n").unwrap();
+    fs::write(ctx.join("d/old"), "old\n").unwrap();
+    if let Some((uid, gid)) = owner {
+        chown_tree(dir, uid, gid);
+    }
+    ctx
+}
+
+fn chown_tree(dir: &Path, uid: u32, gid: u32) {
+    let out = sh(Command::new("chown")
+        .args(["-R", &format!("{uid}:{gid}")])
+        .arg(dir));
+    assert!(out.status.success(), "chown: {out:?}");
+}
+
+/// `strata ARGS` as `user`, with store `root`.
+fn as_user(p: &Place, user: &str, root: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid", user, "--regid", user, "--init-groups", "--"])
+        .arg(&p.bin)
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+        .env("HOME", format!("/home/{user}"))
+        .env("STRATA_ROOT", root)
+        .current_dir(&p.dir);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn ok_as(p: &Place, user: &str, root: &Path, env: &[(&str, &str)], args: &[&str]) -> String {
+    let out = as_user(p, user, root, env, args);
+    assert!(
+        out.status.success(),
+        "{user}: strata {args:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap() + &String::from_utf8_lossy(&out.stderr)
+}
+
+fn image_args<'a>(tar: &'a str) -> [&'a str; 6] {
+    ["import", tar, "busybox", "-c", r#"CMD ["sh"]"#, "-c"]
+}
+
+fn import_as(p: &Place, user: Option<&str>, root: &Path, tar: &Path) -> String {
+    let tar = tar.to_str().unwrap();
+    let mut args = image_args(tar).to_vec();
+    args.push("ENV PATH=/bin:/usr/bin");
+    match user {
+        Some(u) => ok_as(p, u, root, &[], &args),
+        None => ok(root, &args),
+    }
+}
+
+#[test]
+fn rootless_build_gives_roots_digest_with_each_snapshotter_and_runs() {
+    if !require() {
+        return;
+    }
+    let (uid, gid) = ensure_user(USER, true);
+    let p = place();
+    let tar = p.dir.join("base.tar");
+    if !base_tar(&tar) {
+        return;
+    }
+
+    // As root.
+    let root_dir = p.dir.join("asroot");
+    fs::create_dir_all(&root_dir).unwrap();
+    let ctx = write_context(&root_dir, None);
+    let store = root_dir.join("store");
+    import_as(&p, None, &store, &tar);
+    let out = cmd(&store)
+        .args(["build", "-q", "-t", "img", ctx.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "root build: {out:?}");
+    let want = identity(&store, "img");
+
+    let mut snapshotters = vec!["copy"];
+    if strata_testkit::require_overlay() {
+        snapshotters.push("overlay");
+    }
+    for snap in snapshotters {
+        let home = p.dir.join(format!("user-{snap}"));
+        fs::create_dir_all(&home).unwrap();
+        let ctx = write_context(&home, Some((uid, gid)));
+        let store = home.join("store");
+        fs::create_dir_all(&store).unwrap();
+        chown_tree(&home, uid, gid);
+        let env = [("STRATA_SNAPSHOTTER", snap)];
+        let info = ok_as(&p, USER, &store, &env, &["info"]);
+        assert!(info.contains("rootless"), "{info}");
+        assert!(info.contains("/etc/subuid"), "mapping named: {info}");
+        assert!(
+            info.contains(&format!("Snapshotter:  {snap}")),
+            "{snap}: {info}"
+        );
+        import_as(&p, Some(USER), &store, &tar);
+        let out = ok_as(
+            &p,
+            USER,
+            &store,
+            &env,
+            &[
+                "build",
+                "-t",
+                "img",
+                "--progress",
+                "plain",
+                ctx.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            out.contains("dev/null") && out.contains("device node skipped"),
+            "{snap}: the base's device node is skipped with a warning:\n{out}"
+        );
+        // Digests as root's: the tar headers carry the in-container ids.
+        let inspect = ok_as(&p, USER, &store, &[], &["inspect", "img"]);
+        let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+        let got_id = v[0]["Id"].as_str().unwrap().to_owned();
+        let got_layers: Vec<String> = v[0]["Layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["Digest"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(got_layers, want.1, "{snap}: layer digests");
+        assert_eq!(got_id, want.0, "{snap}: image ID");
+
+        // The store's files belong to the user (or its subordinate ids).
+        let meta = fs::metadata(store.join("blobs")).unwrap();
+        assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), uid);
+
+        // strata run, rootless: ids, modes and contents as built.
+        let out = ok_as(
+            &p,
+            USER,
+            &store,
+            &env,
+            &[
+                "run",
+                "--rm",
+                "img",
+                "sh",
+                "-c",
+                "stat -c '%n %u:%g %a' /owned /home/dev/f /usr/bin/suidbox; ls /d; test ! -e /gone && echo gone; id -u",
+            ],
+        );
+        for want in [
+            "/owned 65534:65534 644",
+            "/home/dev/f 1000:1000 644",
+            "/usr/bin/suidbox 0:0 4755",
+            "new",
+            "gone",
+        ] {
+            assert!(out.contains(want), "{snap}: {want:?} in\n{out}");
+        }
+        assert!(!out.contains("old"), "{snap}: /d was replaced:\n{out}");
+        // A user in the image runs as that user.
+        let out = ok_as(
+            &p,
+            USER,
+            &store,
+            &env,
+            &["run", "--rm", "--user", "1000", "img", "id", "-u"],
+        );
+        assert_eq!(out.lines().next(), Some("1000"), "{snap}: {out}");
+        // Clean up as the user (files of subordinate ids included).
+        ok_as(&p, USER, &store, &[], &["rmi", "img"]);
+        ok_as(&p, USER, &store, &[], &["prune", "--all"]);
+    }
+}
+
+#[test]
+fn a_user_without_subordinate_ids_is_told_how_to_get_them() {
+    if !require() {
+        return;
+    }
+    let (uid, gid) = ensure_user(NOSUB, false);
+    let p = place();
+    let tar = p.dir.join("base.tar");
+    if !base_tar(&tar) {
+        return;
+    }
+    let home = p.dir.join("nosub");
+    fs::create_dir_all(&home).unwrap();
+    let ctx = home.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN echo x > /f && chown 65534:65534 /f\n",
+    )
+    .unwrap();
+    let store = home.join("store");
+    fs::create_dir_all(&store).unwrap();
+    chown_tree(&home, uid, gid);
+    import_as(&p, Some(NOSUB), &store, &tar);
+    // What does not need other ids works.
+    let out = ok_as(
+        &p,
+        NOSUB,
+        &store,
+        &[],
+        &["run", "--rm", "busybox", "echo", "hi"],
+    );
+    assert!(out.contains("hi"), "{out}");
+    let info = ok_as(&p, NOSUB, &store, &[], &["info"]);
+    assert!(info.contains("only uid"), "{info}");
+    let out = as_user(&p, NOSUB, &store, &[], &["build", ctx.to_str().unwrap()]);
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/etc/subuid"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {NOSUB}"
+        )),
+        "{err}"
+    );
+}
