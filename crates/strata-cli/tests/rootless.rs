@@ -214,7 +214,7 @@ fn ok_as(p: &Place, user: &str, root: &Path, env: &[(&str, &str)], args: &[&str]
     String::from_utf8(out.stdout).unwrap() + &String::from_utf8_lossy(&out.stderr)
 }
 
-fn image_args<'a>(tar: &'a str) -> [&'a str; 6] {
+fn image_args(tar: &str) -> [&str; 6] {
     ["import", tar, "busybox", "-c", r#"CMD ["sh"]"#, "-c"]
 }
 

@@ -39,7 +39,7 @@ pub enum ApplyMode {
     /// Whiteouts are kept as overlay whiteouts: 0/0 character devices, and
     /// `trusted.overlay.opaque=y` on opaque directories (a snapshot used as
     /// an overlay lowerdir). Needs root, or root in a user namespace (Linux
-    /// >= 5.8 lets it make whiteouts), where opaque directories get
+    /// 5.8 and later let it make whiteouts), where opaque directories get
     /// `user.overlay.opaque=y` ([`overlay_opaque_xattr`]).
     Overlay,
 }
