@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
-use strata_layer::LayerOptions;
+use strata_layer::{LayerOptions, Snapshotter};
 use strata_oci::{
     format_rfc3339, media_type, parse_rfc3339, Compression, GcOptions, History, Image, ImageConfig,
     Manifest, Platform, Reference, SaveItem, Store,
@@ -84,10 +84,24 @@ fn matches_repository(filter: &str, r: &Option<Reference>) -> bool {
     name_ok && tag.is_none_or(|t| r.tag() == Some(t))
 }
 
+/// docker's SIZE of a layer: the bytes of the files it adds, uncompressed
+/// (the same however the layer is compressed or arrived); the blob's size
+/// when the layer cannot be read.
+fn layer_size(snap: Option<&Snapshotter>, l: &strata_oci::Layer) -> u64 {
+    snap.and_then(|s| s.content_size(l).ok())
+        .unwrap_or(l.descriptor.size)
+}
+
+/// docker's SIZE of an image: its layers' [`layer_size`]s.
+fn image_size(snap: Option<&Snapshotter>, img: &Image) -> u64 {
+    img.layers.iter().map(|l| layer_size(snap, l)).sum()
+}
+
 pub fn images(args: ImagesArgs, s: &Settings) -> CmdResult {
     let format = Format::parse(args.format.as_deref()).map_err(usage)?;
     let store = open_store(s)?;
     let mut list = store.images().context("cannot list images")?;
+    let snap = Snapshotter::new(&store).ok();
     if let Some(f) = &args.repository {
         list.retain(|e| matches_repository(f, &e.entry.reference));
     }
@@ -118,7 +132,7 @@ pub fn images(args: ImagesArgs, s: &Settings) -> CmdResult {
                 Some(r) if r.digest().is_some() => e.entry.descriptor.digest.to_string(),
                 _ => "<none>".to_owned(),
             };
-            let size = docker_size(e.image.size());
+            let size = docker_size(image_size(snap.as_ref(), &e.image));
             object(vec![
                 ("Containers", json!("N/A")),
                 (
@@ -191,7 +205,7 @@ fn inspect_json(store: &Store, img: &Image) -> anyhow::Result<Value> {
         "Created": img.config.created,
         "Architecture": img.config.architecture,
         "Os": img.config.os,
-        "Size": img.size(),
+        "Size": image_size(Snapshotter::new(store).ok().as_ref(), img),
         "Config": config.get("config").cloned().unwrap_or(Value::Null),
         "RootFS": config.get("rootfs").cloned().unwrap_or(Value::Null),
         "Layers": layers,
@@ -236,7 +250,7 @@ struct HistoryRow {
     empty: bool,
 }
 
-fn history_rows(img: &Image) -> Vec<HistoryRow> {
+fn history_rows(snap: Option<&Snapshotter>, img: &Image) -> Vec<HistoryRow> {
     let mut rows = Vec::new();
     let mut layers = img.layers.iter().rev();
     if img.config.history.is_empty() {
@@ -245,7 +259,7 @@ fn history_rows(img: &Image) -> Vec<HistoryRow> {
                 id: None,
                 created: None,
                 created_by: String::new(),
-                size: l.descriptor.size,
+                size: layer_size(snap, l),
                 comment: String::new(),
                 empty: false,
             });
@@ -255,7 +269,7 @@ fn history_rows(img: &Image) -> Vec<HistoryRow> {
             let size = if h.empty_layer {
                 0
             } else {
-                layers.next().map_or(0, |l| l.descriptor.size)
+                layers.next().map_or(0, |l| layer_size(snap, l))
             };
             rows.push(HistoryRow {
                 id: None,
@@ -277,7 +291,7 @@ pub fn history(args: HistoryArgs, s: &Settings) -> CmdResult {
     let format = Format::parse(args.format.as_deref()).map_err(usage)?;
     let store = open_store(s)?;
     let img = find(&store, &args.image)?;
-    let rows = history_rows(&img);
+    let rows = history_rows(Snapshotter::new(&store).ok().as_ref(), &img);
     if s.quiet {
         for r in &rows {
             match (&r.id, args.no_trunc) {
