@@ -180,14 +180,14 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
         Timestamps::Epoch => strata_build::Timestamps::Epoch(epoch),
         Timestamps::Preserve => strata_build::Timestamps::Preserve(epoch),
     };
-    opts.platform = args
-        .platform
-        .as_deref()
-        .map(|p| {
-            p.parse()
-                .map_err(|e| usage(format!("invalid --platform {p:?}: {e}")))
-        })
-        .transpose()?;
+    let platforms = match args.platform.as_deref() {
+        Some(p) => super::parse_platforms("--platform", p)?,
+        None => Vec::new(),
+    };
+    if platforms.len() > 1 {
+        return Err(usage("--platform: one platform at a time for now"));
+    }
+    opts.platform = platforms.first().cloned();
     opts.isolation = match args.isolation {
         Isolation::Auto => strata_sandbox::Isolation::Auto,
         Isolation::Oci => strata_sandbox::Isolation::Oci,

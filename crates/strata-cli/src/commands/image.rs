@@ -183,7 +183,7 @@ fn inspect_json(store: &Store, img: &Image) -> anyhow::Result<Value> {
             })
         })
         .collect();
-    Ok(json!({
+    let mut v = json!({
         "Id": img.id().to_string(),
         "RepoTags": tags,
         "Digest": img.top_descriptor().digest.to_string(),
@@ -197,7 +197,12 @@ fn inspect_json(store: &Store, img: &Image) -> anyhow::Result<Value> {
         "Layers": layers,
         "Manifest": manifest,
         "ImageConfig": config,
-    }))
+    });
+    // docker shows the variant only when there is one.
+    if let Some(variant) = &img.config.variant {
+        v["Variant"] = json!(variant);
+    }
+    Ok(v)
 }
 
 pub fn inspect(args: InspectArgs, s: &Settings) -> CmdResult {
@@ -338,7 +343,7 @@ pub fn import(args: ImportArgs, s: &Settings) -> CmdResult {
     }
     let cc = changed.config.unwrap_or_default();
     let platform: Platform = match &args.platform {
-        Some(p) => p.parse()?,
+        Some(p) => super::parse_platform("--platform", p)?,
         None => Platform::host(),
     };
     let _lease = store.lease("import")?;

@@ -234,6 +234,19 @@ pub(crate) fn parse_ref(s: &str) -> anyhow::Result<strata_oci::Reference> {
         .map_err(anyhow::Error::new)
 }
 
+/// One platform from the command line (`--platform`), normalised; a bad
+/// one is a usage error naming the part at fault.
+pub(crate) fn parse_platform(flag: &str, s: &str) -> anyhow::Result<strata_oci::Platform> {
+    s.parse::<strata_oci::Platform>()
+        .map_err(|e| crate::render::usage(format!("{flag}: {e}")))
+}
+
+/// Several platforms (`linux/amd64,linux/arm64`), normalised, duplicates
+/// dropped; a bad entry is a usage error naming it.
+pub(crate) fn parse_platforms(flag: &str, s: &str) -> anyhow::Result<Vec<strata_oci::Platform>> {
+    strata_oci::Platform::parse_list(s).map_err(|e| crate::render::usage(format!("{flag}: {e}")))
+}
+
 /// Placeholder while a command is being written on its own branch; every
 /// call site is replaced by the issue that owns the command.
 pub(crate) fn unbuilt(name: &str) -> CmdResult {

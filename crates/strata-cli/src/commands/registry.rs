@@ -317,7 +317,7 @@ pub fn pull(args: PullArgs, s: &Settings) -> CmdResult {
         crate::render::usage(format!("invalid reference {:?}: {e}", args.reference))
     })?;
     let platform = match &args.platform {
-        Some(p) => Some(p.parse::<Platform>()?),
+        Some(p) => Some(super::parse_platform("--platform", p)?),
         None => None,
     };
     let render = Arc::new(Render::new(s, true));
