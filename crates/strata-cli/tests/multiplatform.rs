@@ -80,3 +80,52 @@ fn platform_aliases_are_normalised_as_containerd_does() {
         assert_eq!(v["Variant"].as_str(), variant, "{given}");
     }
 }
+
+/// This machine's GOARCH name.
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+fn cat(root: &std::path::Path, image: &str, file: &str) -> String {
+    ok(root, &["run", "--rm", image, "cat", file])
+}
+
+#[test]
+fn platform_args_follow_buildkit_scoping() {
+    let Some(s) = setup(&[(
+        "Dockerfile",
+        "ARG IMG=busybox\n\
+         FROM --platform=$BUILDPLATFORM $IMG AS tools\n\
+         RUN echo \"[$TARGETARCH] [$BUILDARCH]\" > /unscoped\n\
+         ARG TARGETARCH TARGETPLATFORM TARGETOS TARGETVARIANT BUILDPLATFORM BUILDOS BUILDARCH\n\
+         RUN echo \"$TARGETOS $TARGETARCH $TARGETPLATFORM [$TARGETVARIANT] $BUILDOS $BUILDARCH $BUILDPLATFORM\" > /scoped\n\
+         FROM ${IMG}\n\
+         COPY --from=tools /unscoped /scoped /\n",
+    )]) else {
+        return;
+    };
+    let host = host_arch();
+    let platform = format!("linux/{host}");
+    ok(
+        &s.root,
+        &[
+            "build",
+            "-q",
+            "--platform",
+            &platform,
+            "-t",
+            "args",
+            s.ctx.to_str().unwrap(),
+        ],
+    );
+    // Automatic args exist in a stage only once it declares them.
+    assert_eq!(cat(&s.root, "args", "/unscoped"), "[] []\n");
+    assert_eq!(
+        cat(&s.root, "args", "/scoped"),
+        format!("linux {host} linux/{host} [] linux {host} linux/{host}\n")
+    );
+}

@@ -287,17 +287,38 @@ impl strata_build::BaseResolver for PullResolver {
         reference: &str,
         platform: &Platform,
     ) -> Result<strata_oci::Image, Box<dyn std::error::Error + Send + Sync>> {
-        match store.find_image(reference) {
-            Ok(img) => return Ok(img),
+        // The store's image when it is for `platform` (an index's entry,
+        // or a single image whose config says so); else a pull.
+        let local = match store.find_image_for(reference, Some(platform)) {
+            Ok(img) => {
+                let has = img.config.platform();
+                if img.config.architecture.is_empty() || platform.matches(&has) {
+                    return Ok(img);
+                }
+                Some(has)
+            }
             Err(e) if !e.is_not_found() => return Err(Box::new(e)),
-            Err(_) => {}
-        }
+            Err(_) => None,
+        };
         let r: Reference = reference.parse()?;
         let render = Arc::new(Render::new(&self.settings, true));
         let mut opts = client_options(&self.insecure, 4, render.clone());
         opts.platform = Some(platform.clone());
         let client = Client::new(opts)?;
-        let summary = runtime()?.block_on(client.pull(store, &r))?;
+        let summary = match runtime()?.block_on(client.pull(store, &r)) {
+            Ok(summary) => summary,
+            Err(e) => match local {
+                Some(has) => {
+                    return Err(format!(
+                        "{reference} in the store is for {has}, not {platform}, and pulling \
+                         {platform} failed ({e}); import one with `strata import --platform \
+                         {platform}` or pull it"
+                    )
+                    .into())
+                }
+                None => return Err(Box::new(e)),
+            },
+        };
         let _ = render.multi.clear();
         if !self.settings.quiet {
             eprintln!(
@@ -307,7 +328,7 @@ impl strata_build::BaseResolver for PullResolver {
                 summary.present
             );
         }
-        Ok(store.find_image(reference)?)
+        Ok(store.find_image_for(reference, Some(platform))?)
     }
 }
 
