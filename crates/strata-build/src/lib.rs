@@ -29,6 +29,7 @@ mod event;
 mod explain;
 mod fetch;
 pub mod key;
+mod multi;
 mod options;
 mod plan;
 mod source;
@@ -43,6 +44,7 @@ pub use container::ContainerError;
 pub use error::{Error, ErrorKind, Location, Result};
 pub use event::{Event, EventSink, StepId, Stream};
 pub use explain::{Change, Explanation};
+pub use multi::{build_platforms, MultiOutput};
 pub use options::{
     BuildOptions, CacheExport, CacheSources, SecretSource, SnapshotMode, Timestamps,
 };

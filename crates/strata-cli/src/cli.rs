@@ -609,6 +609,9 @@ pub struct InspectArgs {
     /// (`{{.Id}}`, `{{json .Config.Env}}`)
     #[arg(short = 'f', long, value_name = "FORMAT")]
     pub format: Option<String>,
+    /// Platform to show from a multi-platform image (os/arch[/variant]) [default: the host's]
+    #[arg(long)]
+    pub platform: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -663,6 +666,10 @@ pub struct SaveArgs {
     /// Archive format
     #[arg(long, value_enum, default_value = "docker")]
     pub format: ArchiveFormat,
+    /// Platform a docker-archive holds of a multi-platform image (os/arch[/variant])
+    /// [default: the host's; an OCI layout holds them all]
+    #[arg(long)]
+    pub platform: Option<String>,
 }
 
 #[derive(Debug, Args)]

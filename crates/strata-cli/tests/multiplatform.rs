@@ -129,3 +129,180 @@ fn platform_args_follow_buildkit_scoping() {
         format!("linux {host} linux/{host} [] linux {host} linux/{host}\n")
     );
 }
+
+/// The index a tag points at, read from an OCI layout `save` writes.
+fn saved_index(root: &std::path::Path, image: &str, dir: &std::path::Path) -> serde_json::Value {
+    ok(
+        root,
+        &[
+            "save",
+            "--format",
+            "oci",
+            "-o",
+            dir.to_str().unwrap(),
+            image,
+        ],
+    );
+    let top: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let d = &top["manifests"][0];
+    assert_eq!(
+        d["mediaType"], "application/vnd.oci.image.index.v1+json",
+        "{top}"
+    );
+    let hex = d["digest"].as_str().unwrap().trim_start_matches("sha256:");
+    serde_json::from_slice(&std::fs::read(dir.join("blobs/sha256").join(hex)).unwrap()).unwrap()
+}
+
+#[test]
+fn a_copy_only_build_for_two_platforms_is_a_reproducible_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = context(
+        dir.path(),
+        &[
+            (
+                "Dockerfile",
+                "FROM scratch\nARG TARGETARCH\nCOPY a /a-${TARGETARCH}\n",
+            ),
+            ("a", "same bytes\n"),
+        ],
+    );
+    let ctx = ctx.to_str().unwrap();
+    let build = |name: &str| {
+        let root = dir.path().join(name);
+        let digest = ok(
+            &root,
+            &[
+                "build",
+                "-q",
+                "--platform",
+                "linux/amd64,linux/arm64",
+                "-t",
+                "app:1",
+                ctx,
+            ],
+        );
+        (root, digest.trim().to_owned())
+    };
+    let (root, digest) = build("one");
+    let (_, again) = build("two");
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    assert_eq!(digest, again, "two fresh stores, two index digests");
+
+    let index = saved_index(&root, "app:1", &dir.path().join("layout"));
+    let platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let p = &m["platform"];
+            format!(
+                "{}/{}",
+                p["os"].as_str().unwrap(),
+                p["architecture"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+    // Each manifest is its platform's image; one tag, one row.
+    let arm = inspect_platform(&root, "app:1", "linux/arm64");
+    assert_eq!(arm["Architecture"], "arm64");
+    assert_eq!(arm["Index"]["Digest"], digest.as_str());
+    assert_eq!(arm["Index"]["Manifests"].as_array().unwrap().len(), 2);
+    let amd = inspect_platform(&root, "app:1", "linux/amd64");
+    assert_eq!(amd["Architecture"], "amd64");
+    assert_ne!(amd["Id"], arm["Id"]);
+    assert_eq!(ok(&root, &["images", "-q"]).lines().count(), 1);
+    verify_clean(&root);
+
+    // OCI layout: the whole index back in a fresh store.
+    let loaded = dir.path().join("loaded");
+    ok(
+        &loaded,
+        &["load", "-i", dir.path().join("layout").to_str().unwrap()],
+    );
+    let v = inspect_platform(&loaded, "app:1", "linux/arm64");
+    assert_eq!(v["Index"]["Digest"], digest.as_str());
+    assert_eq!(v["Architecture"], "arm64");
+    // docker-archive: one platform, the one asked for.
+    let tar = dir.path().join("arm.tar");
+    ok(
+        &root,
+        &[
+            "save",
+            "--platform",
+            "linux/arm64",
+            "-o",
+            tar.to_str().unwrap(),
+            "app:1",
+        ],
+    );
+    let single = dir.path().join("single");
+    ok(&single, &["load", "-i", tar.to_str().unwrap()]);
+    let v = inspect(&single, "app:1");
+    assert_eq!(v["Architecture"], "arm64");
+    assert!(v.get("Index").is_none(), "{v}");
+}
+
+fn inspect_platform(root: &std::path::Path, image: &str, platform: &str) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(root, &["inspect", "--platform", platform, image])).unwrap();
+    v[0].clone()
+}
+
+#[test]
+fn a_buildplatform_stage_is_built_once_and_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let ctx = context(
+        dir.path(),
+        &[
+            (
+                "Dockerfile",
+                "FROM --platform=$BUILDPLATFORM scratch AS tools\nCOPY a /tool\n\
+                 FROM scratch\nARG TARGETARCH\nCOPY --from=tools /tool /tool-${TARGETARCH}\n",
+            ),
+            ("a", "built once\n"),
+        ],
+    );
+    let out = ok(
+        &root,
+        &[
+            "build",
+            "--progress",
+            "json",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Per platform graph: the `tools` stage's COPY (stage 0, step 1).
+    let mut graphs: Vec<Vec<&serde_json::Value>> = Vec::new();
+    for e in &events {
+        if e["event"] == "platform" {
+            graphs.push(Vec::new());
+        } else if let Some(g) = graphs.last_mut() {
+            g.push(e);
+        }
+    }
+    assert_eq!(graphs.len(), 2, "{out}");
+    let tool_step = |g: &[&serde_json::Value]| {
+        g.iter()
+            .find(|e| e["event"] == "step_done" && e["id"]["stage"] == 0 && e["id"]["step"] == 1)
+            .map(|e| e["cached"].as_bool().unwrap())
+            .unwrap()
+    };
+    assert!(!tool_step(&graphs[0]), "built for the first platform");
+    assert!(tool_step(&graphs[1]), "shared with the second: same key");
+    // The target stage depends on TARGETARCH: built for each.
+    let last = |g: &[&serde_json::Value]| {
+        g.iter()
+            .filter(|e| e["event"] == "step_done" && e["id"]["stage"] == 1)
+            .all(|e| e["cached"] == false || e["layer"].is_null())
+    };
+    assert!(last(&graphs[1]), "{out}");
+}

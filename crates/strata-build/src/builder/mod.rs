@@ -242,7 +242,12 @@ pub fn build(
         Err(why) => (false, Some(why)),
     };
     let dockerfile_abs = fs::canonicalize(&dockerfile).unwrap_or(dockerfile);
-    let identity = format!("{}\0{}", context_dir.display(), dockerfile_abs.display());
+    let mut identity = format!("{}\0{}", context_dir.display(), dockerfile_abs.display());
+    // Each target platform's graph explains itself against its own last
+    // build (a multi-platform build does not compare arm64 with amd64).
+    if plan.platform != Platform::host() {
+        identity.push_str(&format!("\0{}", plan.platform));
+    }
     let dockerfile = dockerfile_abs;
     let mut layer_opts = LayerOptions::new(opts.compression);
     layer_opts.timestamps = match opts.timestamps {

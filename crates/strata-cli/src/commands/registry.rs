@@ -245,8 +245,13 @@ pub(crate) fn push_image(
     let render = Arc::new(Render::new(s, false));
     let client = Client::new(client_options(insecure, 4, render.clone()))?;
     let start = Instant::now();
+    // An image reached through an index is pushed as that index, whole.
+    let source = match &image.index {
+        Some(index) => index.digest.to_string(),
+        None => image.id().to_string(),
+    };
     let summary = runtime()?
-        .block_on(client.push(store, &image.id().to_string(), dest))
+        .block_on(client.push(store, &source, dest))
         .with_context(|| format!("cannot push to {}", dest.familiar()))?;
     let _ = render.multi.clear();
     if !s.quiet {
