@@ -24,6 +24,7 @@ mod cache;
 mod config_change;
 pub mod container;
 mod copy;
+mod emulation;
 mod error;
 mod event;
 mod explain;
@@ -41,6 +42,7 @@ pub use builder::{
 };
 pub use config_change::{apply_change, ConfigChange};
 pub use container::ContainerError;
+pub use emulation::{check as check_emulation, EmulationError, BINFMT_DIR};
 pub use error::{Error, ErrorKind, Location, Result};
 pub use event::{Event, EventSink, StepId, Stream};
 pub use explain::{Change, Explanation};

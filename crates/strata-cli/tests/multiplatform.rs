@@ -306,3 +306,64 @@ fn a_buildplatform_stage_is_built_once_and_shared() {
     };
     assert!(last(&graphs[1]), "{out}");
 }
+
+/// A platform this machine does not run natively.
+fn foreign() -> &'static str {
+    if host_arch() == "arm64" {
+        "linux/amd64"
+    } else {
+        "linux/arm64"
+    }
+}
+
+#[test]
+fn an_emulated_run_without_binfmt_fails_fast_with_the_fix() {
+    let Some(s) = setup(&[("Dockerfile", "FROM busybox\nCOPY . /ctx\nRUN echo never\n")]) else {
+        return;
+    };
+    // busybox, declared as the foreign platform's (its bytes do not matter:
+    // the check comes before anything runs).
+    let tar = busybox_tar(s._dir.path()).unwrap();
+    ok(
+        &s.root,
+        &[
+            "import",
+            "--platform",
+            foreign(),
+            tar.to_str().unwrap(),
+            "busybox",
+        ],
+    );
+    // No qemu registered: an empty binfmt_misc (status only).
+    let binfmt = s._dir.path().join("binfmt");
+    std::fs::create_dir_all(&binfmt).unwrap();
+    std::fs::write(binfmt.join("status"), "enabled\n").unwrap();
+    let out = cmd(&s.root)
+        .env("STRATA_BINFMT_DIR", &binfmt)
+        .args([
+            "build",
+            "--progress",
+            "plain",
+            "--platform",
+            foreign(),
+            s.ctx.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let qemu = if foreign() == "linux/arm64" {
+        "qemu-aarch64"
+    } else {
+        "qemu-x86_64"
+    };
+    assert!(err.contains(&format!("{qemu} is registered")), "{err}");
+    assert!(
+        err.contains("apt-get install qemu-user-static binfmt-support"),
+        "{err}"
+    );
+    assert!(err.contains("qemu-user-binfmt"), "{err}");
+    assert!(!err.contains("exec format error"), "{err}");
+    // The step before it ran; the RUN never started a process.
+    assert!(err.contains("COPY . /ctx"), "{err}");
+}

@@ -34,6 +34,7 @@ use strata_layer::MergedView;
 
 mod copy_step;
 mod meta;
+mod platform;
 mod run;
 mod stage;
 

@@ -204,6 +204,7 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
         opts.seccomp = seccomp.clone();
     }
     opts.snapshots = s.snapshots;
+    opts.binfmt_dir = s.binfmt_dir.clone();
     // Remote build caches: looked up after the store's own, exported after
     // the build (docs/cache.md).
     for spec in &args.cache_from {
