@@ -367,3 +367,118 @@ fn an_emulated_run_without_binfmt_fails_fast_with_the_fix() {
     // The step before it ran; the RUN never started a process.
     assert!(err.contains("COPY . /ctx"), "{err}");
 }
+
+/// An arm64 busybox-static binary (`STRATA_TEST_BUSYBOX_ARM64`, which
+/// scripts/test fetches with `apt-get download busybox-static:arm64`) and
+/// qemu-aarch64 registered in binfmt_misc with the F flag; None (a failure
+/// under STRATA_TEST_STRICT) when either is missing.
+fn arm64_emulation() -> Option<std::path::PathBuf> {
+    let missing = |what: &str| {
+        if strata_testkit::strict() {
+            panic!("test requirement missing: {what} (STRATA_TEST_STRICT is set)");
+        }
+        strata_testkit::not_run(&format!("{what} is missing"));
+        None
+    };
+    if host_arch() != "amd64" {
+        strata_testkit::not_run("emulation is tested on x86-64 hosts (arm64 foreign)");
+        return None;
+    }
+    let arm: strata_oci::Platform = "linux/arm64".parse().unwrap();
+    if let Err(e) =
+        strata_build::check_emulation(&arm, std::path::Path::new(strata_build::BINFMT_DIR))
+    {
+        return missing(&format!("qemu-aarch64 in binfmt_misc ({e}; {})", e.hint()));
+    }
+    match std::env::var_os("STRATA_TEST_BUSYBOX_ARM64").map(std::path::PathBuf::from) {
+        Some(p) if p.is_file() => Some(p),
+        _ => missing("STRATA_TEST_BUSYBOX_ARM64 (an arm64 busybox-static binary)"),
+    }
+}
+
+/// A root file system tar of `busybox` with a few applets.
+fn busybox_tar_of(busybox: &std::path::Path, dest: &std::path::Path) {
+    let mut b = tar::Builder::new(std::fs::File::create(dest).unwrap());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    b.append_data(&mut h.clone(), "bin/", std::io::empty())
+        .unwrap();
+    b.append_data(&mut h, "tmp/", std::io::empty()).unwrap();
+    let bytes = std::fs::read(busybox).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o755);
+    h.set_size(bytes.len() as u64);
+    b.append_data(&mut h, "bin/busybox", &bytes[..]).unwrap();
+    for applet in ["sh", "echo", "uname", "cat"] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        b.append_link(&mut h, format!("bin/{applet}"), "busybox")
+            .unwrap();
+    }
+    b.finish().unwrap();
+}
+
+#[test]
+fn run_steps_run_natively_and_under_qemu_in_one_build() {
+    if !strata_testkit::require_root() {
+        return;
+    }
+    let Some(arm_busybox) = arm64_emulation() else {
+        return;
+    };
+    let Some(s) = setup(&[(
+        "Dockerfile",
+        "FROM bb:${TARGETARCH}\nARG TARGETARCH\nRUN echo \"$(uname -m) $TARGETARCH\" > /arch\n",
+    )]) else {
+        return;
+    };
+    let host = busybox_tar(s._dir.path()).unwrap();
+    let arm = s._dir.path().join("arm.tar");
+    busybox_tar_of(&arm_busybox, &arm);
+    ok(
+        &s.root,
+        &[
+            "import",
+            host.to_str().unwrap(),
+            "bb:amd64",
+            "-c",
+            "ENV PATH=/bin",
+        ],
+    );
+    ok(
+        &s.root,
+        &[
+            "import",
+            "--platform",
+            "linux/arm64",
+            arm.to_str().unwrap(),
+            "bb:arm64",
+            "-c",
+            "ENV PATH=/bin",
+        ],
+    );
+    let out = s._dir.path().join("out");
+    ok(
+        &s.root,
+        &[
+            "build",
+            "-q",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            "uname",
+            "-o",
+            &format!("type=local,dest={}", out.display()),
+            s.ctx.to_str().unwrap(),
+        ],
+    );
+    let arch = |p: &str| std::fs::read_to_string(out.join(p).join("arch")).unwrap();
+    assert_eq!(arch("linux_amd64"), "x86_64 amd64\n");
+    assert_eq!(arch("linux_arm64"), "aarch64 arm64\n");
+    // The image for this machine runs; the arm64 one through qemu too.
+    assert_eq!(cat(&s.root, "uname", "/arch"), "x86_64 amd64\n");
+}
