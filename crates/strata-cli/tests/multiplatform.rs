@@ -482,3 +482,61 @@ fn run_steps_run_natively_and_under_qemu_in_one_build() {
     // The image for this machine runs; the arm64 one through qemu too.
     assert_eq!(cat(&s.root, "uname", "/arch"), "x86_64 amd64\n");
 }
+
+#[test]
+fn an_index_is_pushed_whole_and_pulled_per_platform() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let ctx = context(
+        dir.path(),
+        &[
+            (
+                "Dockerfile",
+                "FROM scratch\nARG TARGETARCH\nCOPY a /a-${TARGETARCH}\n",
+            ),
+            ("a", "a\n"),
+        ],
+    );
+    let index = ok(
+        &root,
+        &[
+            "build",
+            "-q",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            "app:1",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    let index = index.trim();
+    let srv_root = dir.path().join("srv");
+    let srv = Serve::start(&srv_root, &[]);
+    let dest = format!("{}/team/app:1", srv.addr);
+    ok(&root, &["push", "app:1", &dest]);
+    // Pulled for one platform: that platform's manifest, reached through
+    // the same index digest.
+    for (platform, arch) in [("linux/arm64", "arm64"), ("linux/amd64", "amd64")] {
+        let fresh = dir.path().join(format!("pull-{arch}"));
+        ok(&fresh, &["pull", "--platform", platform, &dest]);
+        let v = inspect(&fresh, &dest);
+        assert_eq!(v["Architecture"], arch);
+        assert_eq!(v["Digest"], index, "{v}");
+    }
+    // `strata serve` over the build store serves the index by its tag.
+    let built = Serve::start(&root, &[]);
+    let fresh = dir.path().join("pull-served");
+    let name = format!("{}/app:1", built.addr);
+    ok(&fresh, &["pull", "--platform", "linux/arm64", &name]);
+    assert_eq!(inspect(&fresh, &name)["Architecture"], "arm64");
+    drop(built);
+    // The registry holds the whole index (both manifests).
+    let log = srv.stop();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("PUT") && l.contains("/manifests/"))
+            .count(),
+        3,
+        "{log}"
+    );
+}
