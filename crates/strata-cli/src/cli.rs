@@ -114,6 +114,34 @@ pub enum Command {
     /// List and prune build caches: the store's, a registry's, an OCI layout's
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Assemble, inspect and push multi-platform indexes (docker manifest)
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ManifestCommand {
+    /// Make an index (a manifest list) of images in the store, and tag it
+    Create(ManifestCreateArgs),
+    /// Show an index (or a manifest) as stored
+    Inspect(ManifestInspectArgs),
+    /// Push an index, with every platform's image
+    Push(PushArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ManifestCreateArgs {
+    /// Name to tag the index with
+    pub list: String,
+    /// Images in the store (an index brings all its platforms); one per platform
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ManifestInspectArgs {
+    /// Index or image in the store
+    pub list: String,
 }
 
 #[derive(Debug, Subcommand)]

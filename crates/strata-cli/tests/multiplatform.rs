@@ -540,3 +540,81 @@ fn an_index_is_pushed_whole_and_pulled_per_platform() {
         "{log}"
     );
 }
+
+#[test]
+fn manifest_create_assembles_an_index_from_single_platform_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let ctx = context(
+        dir.path(),
+        &[
+            (
+                "Dockerfile",
+                "FROM scratch\nARG TARGETARCH\nCOPY a /a-${TARGETARCH}\n",
+            ),
+            ("a", "a\n"),
+        ],
+    );
+    let ctx = ctx.to_str().unwrap();
+    for arch in ["amd64", "arm64"] {
+        let p = format!("linux/{arch}");
+        ok(
+            &root,
+            &[
+                "build",
+                "-q",
+                "--platform",
+                &p,
+                "-t",
+                &format!("app:{arch}"),
+                ctx,
+            ],
+        );
+    }
+    let digest = ok(
+        &root,
+        &["manifest", "create", "app:multi", "app:amd64", "app:arm64"],
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&root, &["manifest", "inspect", "app:multi"])).unwrap();
+    let platforms: Vec<&str> = v["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(platforms, ["amd64", "arm64"], "{v}");
+    // The same index a two-platform build makes.
+    let built = ok(
+        &dir.path().join("other"),
+        &["build", "-q", "--platform", "linux/amd64,linux/arm64", ctx],
+    );
+    assert_eq!(digest.trim(), built.trim());
+    // Two images for one platform are refused.
+    std::fs::write(dir.path().join("ctx/a"), "other\n").unwrap();
+    ok(
+        &root,
+        &[
+            "build",
+            "-q",
+            "--platform",
+            "linux/amd64",
+            "-t",
+            "other",
+            ctx,
+        ],
+    );
+    let out = run(&root, &["manifest", "create", "bad", "other", "app:multi"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("two images for linux/amd64"),
+        "{}",
+        stderr(&out)
+    );
+    let srv = Serve::start(&dir.path().join("srv"), &[]);
+    let dest = format!("{}/app:multi", srv.addr);
+    ok(&root, &["manifest", "push", "app:multi", &dest]);
+    let fresh = dir.path().join("fresh");
+    ok(&fresh, &["pull", "--platform", "linux/arm64", &dest]);
+    assert_eq!(inspect(&fresh, &dest)["Architecture"], "arm64");
+}

@@ -7,8 +7,8 @@ use clap::error::{ContextKind, ContextValue};
 use clap::Parser;
 
 use crate::cli::{
-    CacheCommand, Cli, Command, ContainerCommand, ContextCommand, ImageCommand, StoreCommand,
-    SystemCommand,
+    CacheCommand, Cli, Command, ContainerCommand, ContextCommand, ImageCommand, ManifestCommand,
+    StoreCommand, SystemCommand,
 };
 use crate::render;
 use crate::settings::Settings;
@@ -38,6 +38,7 @@ mod container;
 mod context;
 mod image;
 mod lint;
+mod manifest;
 mod parse;
 mod registry;
 mod run;
@@ -218,6 +219,9 @@ fn dispatch(command: Command, s: &Settings) -> CmdResult {
         Command::Image(ImageCommand::Prune(a)) => image::prune(a, s),
         Command::Cache(CacheCommand::Ls(a)) => cache::ls(a, s),
         Command::Cache(CacheCommand::Prune(a)) => cache::prune(a, s),
+        Command::Manifest(ManifestCommand::Create(a)) => manifest::create(a, s),
+        Command::Manifest(ManifestCommand::Inspect(a)) => manifest::inspect(a, s),
+        Command::Manifest(ManifestCommand::Push(a)) => registry::push(a, s),
     }
 }
 
