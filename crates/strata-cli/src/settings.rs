@@ -26,6 +26,9 @@ pub struct Settings {
     /// How RUN steps and `strata run` get their root filesystem
     /// (`STRATA_SNAPSHOTTER=overlay|copy`, else chosen by what the host allows).
     pub snapshots: strata_build::SnapshotMode,
+    /// Where the kernel's binfmt_misc registrations are read
+    /// (`STRATA_BINFMT_DIR`, default `/proc/sys/fs/binfmt_misc`).
+    pub binfmt_dir: PathBuf,
 }
 
 impl Settings {
@@ -45,6 +48,9 @@ impl Settings {
                 Ok("overlay") => strata_build::SnapshotMode::Overlay,
                 _ => strata_build::SnapshotMode::Auto,
             },
+            binfmt_dir: std::env::var_os("STRATA_BINFMT_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(strata_build::BINFMT_DIR)),
         }
     }
 }

@@ -18,7 +18,12 @@ use crate::settings::Settings;
 use super::{open_store, parse_ref, CmdResult};
 
 pub(crate) fn find(store: &Store, name: &str) -> anyhow::Result<Image> {
-    store.find_image(name).map_err(|e| {
+    find_for(store, name, None)
+}
+
+/// [`find`], choosing `platform` from a multi-platform image.
+fn find_for(store: &Store, name: &str, platform: Option<&Platform>) -> anyhow::Result<Image> {
+    store.find_image_for(name, platform).map_err(|e| {
         if e.is_not_found() {
             crate::render::hinted(
                 format!("no such image: {name}"),
@@ -197,7 +202,7 @@ fn inspect_json(store: &Store, img: &Image) -> anyhow::Result<Value> {
             })
         })
         .collect();
-    Ok(json!({
+    let mut v = json!({
         "Id": img.id().to_string(),
         "RepoTags": tags,
         "Digest": img.top_descriptor().digest.to_string(),
@@ -211,7 +216,36 @@ fn inspect_json(store: &Store, img: &Image) -> anyhow::Result<Value> {
         "Layers": layers,
         "Manifest": manifest,
         "ImageConfig": config,
-    }))
+    });
+    // docker shows the variant only when there is one.
+    if let Some(variant) = &img.config.variant {
+        v["Variant"] = json!(variant);
+    }
+    // A multi-platform image: the platforms its index lists (this object
+    // describes one of them; `--platform` chooses which).
+    if let Some(index) = &img.index {
+        if let Ok(raw) = store.read_blob(&index.digest) {
+            if let Ok(idx) = serde_json::from_slice::<strata_oci::Index>(&raw) {
+                let manifests: Vec<Value> = idx
+                    .manifests
+                    .iter()
+                    .map(|m| {
+                        json!({
+                            "Digest": m.digest.to_string(),
+                            "Platform": m.platform.as_ref().map(|p| p.to_string()),
+                            "Present": store.has(&m.digest),
+                        })
+                    })
+                    .collect();
+                v["Index"] = json!({
+                    "Digest": index.digest.to_string(),
+                    "MediaType": index.media_type,
+                    "Manifests": manifests,
+                });
+            }
+        }
+    }
+    Ok(v)
 }
 
 pub fn inspect(args: InspectArgs, s: &Settings) -> CmdResult {
@@ -223,9 +257,13 @@ pub fn inspect(args: InspectArgs, s: &Settings) -> CmdResult {
         ),
     };
     let store = open_store(s)?;
+    let platform = match &args.platform {
+        Some(p) => Some(super::parse_platform("--platform", p)?),
+        None => None,
+    };
     let mut out = Vec::new();
     for name in &args.images {
-        let img = find(&store, name)?;
+        let img = find_for(&store, name, platform.as_ref())?;
         out.push(inspect_json(&store, &img)?);
     }
     match template {
@@ -352,7 +390,7 @@ pub fn import(args: ImportArgs, s: &Settings) -> CmdResult {
     }
     let cc = changed.config.unwrap_or_default();
     let platform: Platform = match &args.platform {
-        Some(p) => p.parse()?,
+        Some(p) => super::parse_platform("--platform", p)?,
         None => Platform::host(),
     };
     let _lease = store.lease("import")?;
@@ -396,10 +434,14 @@ pub fn import(args: ImportArgs, s: &Settings) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-fn save_items(store: &Store, names: &[String]) -> anyhow::Result<Vec<SaveItem>> {
+fn save_items(
+    store: &Store,
+    names: &[String],
+    platform: Option<&Platform>,
+) -> anyhow::Result<Vec<SaveItem>> {
     let mut items = Vec::new();
     for n in names {
-        let image = find(store, n)?;
+        let image = find_for(store, n, platform)?;
         let mut names = Vec::new();
         if let Ok(r) = n.parse::<Reference>() {
             if r.digest().is_none() && store.resolve(&r).is_ok() {
@@ -413,7 +455,11 @@ fn save_items(store: &Store, names: &[String]) -> anyhow::Result<Vec<SaveItem>> 
 
 pub fn save(args: SaveArgs, s: &Settings) -> CmdResult {
     let store = open_store(s)?;
-    let items = save_items(&store, &args.images)?;
+    let platform = match &args.platform {
+        Some(p) => Some(super::parse_platform("--platform", p)?),
+        None => None,
+    };
+    let items = save_items(&store, &args.images, platform.as_ref())?;
     export(&store, &items, &args.output, args.format)?;
     Ok(ExitCode::SUCCESS)
 }
