@@ -37,6 +37,9 @@ pub enum ErrorKind {
     /// A container or RUN root filesystem or process could not be made.
     #[error(transparent)]
     Container(#[from] crate::container::ContainerError),
+    /// A RUN for a foreign architecture cannot be emulated here.
+    #[error(transparent)]
+    Emulation(#[from] crate::emulation::EmulationError),
     /// A RUN command exited with a non-zero status.
     #[error("process \"{command}\" did not complete successfully: exit code {code}{}", tail_text(.output))]
     RunFailed {
@@ -253,6 +256,7 @@ impl Diagnostic for Error {
             )),
             ErrorKind::Parse(e) => e.help(),
             ErrorKind::Instruction(e) => e.help(),
+            ErrorKind::Emulation(e) => Some(Box::new(e.hint())),
             _ => None,
         }
     }

@@ -32,6 +32,16 @@ pub enum Stream {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
+    /// A multi-platform build starts the graph of one platform (the
+    /// events up to the next `Platform` or the end are that graph's).
+    Platform {
+        /// The platform (`linux/arm64`).
+        platform: String,
+        /// Which one, from 1.
+        n: usize,
+        /// How many.
+        of: usize,
+    },
     /// The plan is known.
     Plan {
         /// Stages that will be built, in Dockerfile order (`name` or `stage-N`).

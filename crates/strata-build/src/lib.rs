@@ -24,11 +24,13 @@ mod cache;
 mod config_change;
 pub mod container;
 mod copy;
+mod emulation;
 mod error;
 mod event;
 mod explain;
 mod fetch;
 pub mod key;
+mod multi;
 mod options;
 mod plan;
 pub mod provenance;
@@ -41,9 +43,11 @@ pub use builder::{
 };
 pub use config_change::{apply_change, ConfigChange};
 pub use container::ContainerError;
+pub use emulation::{check as check_emulation, EmulationError, BINFMT_DIR};
 pub use error::{Error, ErrorKind, Location, Result};
 pub use event::{Event, EventSink, StepId, Stream};
 pub use explain::{Change, Explanation};
+pub use multi::{build_platforms, MultiOutput};
 pub use options::{
     BuildOptions, CacheExport, CacheSources, SecretSource, SnapshotMode, Timestamps,
 };

@@ -106,8 +106,12 @@ pub struct BuildOptions {
     pub secrets: BTreeMap<String, SecretSource>,
     /// Timestamps.
     pub timestamps: Timestamps,
-    /// Target platform (recorded; strata does not emulate other CPUs).
+    /// Target platform (default the host's). RUN for another architecture
+    /// runs under qemu registered in binfmt_misc.
     pub platform: Option<Platform>,
+    /// Where binfmt_misc registrations are read (checked before a RUN for a
+    /// foreign architecture).
+    pub binfmt_dir: PathBuf,
     /// Executor for RUN steps.
     pub isolation: Isolation,
     /// Where the executor keeps its per-run scratch files (`<store>/run`
@@ -143,6 +147,7 @@ impl BuildOptions {
             secrets: BTreeMap::new(),
             timestamps: Timestamps::Epoch(0),
             platform: None,
+            binfmt_dir: PathBuf::from(crate::emulation::BINFMT_DIR),
             isolation: Isolation::Auto,
             state_dir: None,
             seccomp: Seccomp::Default,

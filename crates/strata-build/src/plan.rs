@@ -43,6 +43,11 @@ pub struct PlannedStage {
     pub base: Base,
     /// Stages it needs before it can start.
     pub deps: BTreeSet<usize>,
+    /// The platform it runs and resolves its base for: `FROM --platform`
+    /// expanded (e.g. `$BUILDPLATFORM`), else the target platform.
+    pub platform: Platform,
+    /// Whether the stage said `FROM --platform`.
+    pub platform_flag: bool,
 }
 
 /// The plan.
@@ -166,6 +171,16 @@ impl Plan {
             } else {
                 Base::Image(base_name)
             };
+            let (stage_platform, platform_flag) = match &st.platform {
+                Some(flag) => {
+                    let text = lexer.process_word(&flag.value, &global)?.value;
+                    let p = text.parse::<Platform>().map_err(|e| {
+                        Error::invalid(format!("FROM --platform={}: {e}", flag.value))
+                    })?;
+                    (p, true)
+                }
+                None => (platform.clone(), false),
+            };
             let mut deps = BTreeSet::new();
             if let Base::Stage(i) = base {
                 deps.insert(i);
@@ -181,6 +196,8 @@ impl Plan {
                 name,
                 base,
                 deps,
+                platform: stage_platform,
+                platform_flag,
             });
         }
         let target_index = match target {
@@ -301,8 +318,34 @@ mod tests {
         assert_eq!(p.stages[0].base, Base::Image("busybox:2.0".into()));
         let p = plan("FROM --platform=$BUILDPLATFORM scratch\n", None, &[]).unwrap();
         assert_eq!(p.stages[0].base, Base::Scratch);
+        assert_eq!(p.stages[0].platform, Platform::host());
+        assert!(p.stages[0].platform_flag);
         assert!(p.global_args.contains_key("TARGETARCH"));
         assert!(plan("ARG X\nFROM $X\n", None, &[]).is_err());
+    }
+
+    #[test]
+    fn stage_platforms_follow_from_platform() {
+        let df = strata_dockerfile::parse(
+            "ARG P=linux/arm/v6\nFROM --platform=$BUILDPLATFORM scratch AS b\n\
+             FROM --platform=$P scratch AS c\nFROM scratch\n",
+        )
+        .unwrap();
+        let stages = df.stages().unwrap();
+        let target: Platform = "linux/s390x".parse().unwrap();
+        let p = Plan::new(&stages, '\\', &BTreeMap::new(), None, target.clone()).unwrap();
+        assert_eq!(p.stages[0].platform, Platform::host());
+        assert_eq!(p.stages[1].platform.to_string(), "linux/arm/v6");
+        assert_eq!(
+            (&p.stages[2].platform, p.stages[2].platform_flag),
+            (&target, false)
+        );
+        assert_eq!(p.global_args["TARGETARCH"], "s390x");
+        assert_eq!(p.global_args["BUILDPLATFORM"], Platform::host().to_string());
+        let bad = strata_dockerfile::parse("FROM --platform=linux/nope scratch\n").unwrap();
+        let e =
+            Plan::new(&bad.stages().unwrap(), '\\', &BTreeMap::new(), None, target).unwrap_err();
+        assert!(e.to_string().contains("\"nope\""), "{e}");
     }
 
     #[test]

@@ -120,6 +120,34 @@ pub enum Command {
     /// List and prune build caches: the store's, a registry's, an OCI layout's
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Assemble, inspect and push multi-platform indexes (docker manifest)
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ManifestCommand {
+    /// Make an index (a manifest list) of images in the store, and tag it
+    Create(ManifestCreateArgs),
+    /// Show an index (or a manifest) as stored
+    Inspect(ManifestInspectArgs),
+    /// Push an index, with every platform's image
+    Push(PushArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ManifestCreateArgs {
+    /// Name to tag the index with
+    pub list: String,
+    /// Images in the store (an index brings all its platforms); one per platform
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ManifestInspectArgs {
+    /// Index or image in the store
+    pub list: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -621,6 +649,9 @@ pub struct InspectArgs {
     /// (`{{.Id}}`, `{{json .Config.Env}}`)
     #[arg(short = 'f', long, value_name = "FORMAT")]
     pub format: Option<String>,
+    /// Platform to show from a multi-platform image (os/arch[/variant]) [default: the host's]
+    #[arg(long)]
+    pub platform: Option<String>,
     /// List the image's referrers (SBOMs, provenance, signatures) instead
     #[arg(long)]
     pub referrers: bool,
@@ -729,6 +760,10 @@ pub struct SaveArgs {
     /// Archive format
     #[arg(long, value_enum, default_value = "docker")]
     pub format: ArchiveFormat,
+    /// Platform a docker-archive holds of a multi-platform image (os/arch[/variant])
+    /// [default: the host's; an OCI layout holds them all]
+    #[arg(long)]
+    pub platform: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -99,6 +99,9 @@ impl BuildProgress {
     fn human(&self, event: Event) {
         let mut steps = self.steps.lock().unwrap_or_else(|p| p.into_inner());
         match event {
+            Event::Platform { platform, n, of } => {
+                self.println(&format!("building for {platform} ({n} of {of})"));
+            }
             Event::Plan {
                 stages, steps: n, ..
             } => {

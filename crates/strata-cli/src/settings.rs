@@ -29,6 +29,9 @@ pub struct Settings {
     /// Runtime state (the sandbox's per-run scratch directories):
     /// `<store>/run`, or rootless `$XDG_RUNTIME_DIR/strata` when set.
     pub run_dir: PathBuf,
+    /// Where the kernel's binfmt_misc registrations are read
+    /// (`STRATA_BINFMT_DIR`, default `/proc/sys/fs/binfmt_misc`).
+    pub binfmt_dir: PathBuf,
 }
 
 impl Settings {
@@ -51,6 +54,9 @@ impl Settings {
                 Ok("overlay") => strata_build::SnapshotMode::Overlay,
                 _ => strata_build::SnapshotMode::Auto,
             },
+            binfmt_dir: std::env::var_os("STRATA_BINFMT_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(strata_build::BINFMT_DIR)),
         }
     }
 }

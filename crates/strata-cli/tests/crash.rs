@@ -1,6 +1,7 @@
 //! Crash at any point (issue 24, item 1): `import`, `build` (COPY and a RUN
-//! with a `--secret`), `save` and `load` are killed with SIGKILL at a random
-//! moment of a run, and then:
+//! with a `--secret`), `save`, `load`, `pull` and `push` are killed with
+//! SIGKILL at a random moment of a run (and `strata serve` during an
+//! upload), and then:
 //!
 //! - no process of the killed command and no mount of its store remain;
 //! - the next run of the same command succeeds;
@@ -545,4 +546,135 @@ fn kill_9_during_build_with_the_oci_runtime() {
         return;
     }
     build_crash("build (OCI runtime)", "oci");
+}
+
+#[test]
+fn kill_9_during_pull() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    let tar = big_tar(t.path());
+    ok(&src, &["import", tar.to_str().unwrap(), "big"]);
+    // The source store served as it is (its tags by name).
+    let srv = Serve::start(&src, &[]);
+    let Some(root) = store_with_busybox(t.path()) else {
+        return;
+    };
+    let name = format!("{}/big:latest", srv.addr);
+    Crash {
+        name: "pull",
+        root: &root,
+        args: &|_| strs(&["pull", &name]),
+        // Each trial pulls into a store without the image.
+        before: &|_| {
+            let _ = run(&root, &["rmi", &name]);
+            ok(&root, &["prune"]);
+        },
+        after_kill: &|_| {
+            // Either the image is complete or absent.
+            let out = run(&root, &["inspect", &name]);
+            assert!(matches!(out.status.code(), Some(0) | Some(1)));
+        },
+        after_rerun: &|_| {
+            assert_eq!(identity(&root, &name), identity(&src, "big"));
+        },
+        secret: None,
+        marker: None,
+        keep: "busybox",
+    }
+    .run();
+    drop(srv);
+}
+
+#[test]
+fn kill_9_during_push() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let tar = big_tar(t.path());
+    ok(&root, &["import", tar.to_str().unwrap(), "big"]);
+    let srv_root = t.path().join("srv");
+    let srv = Serve::start(&srv_root, &[]);
+    // Each trial pushes to a repository of its own, so the layers go again.
+    let dest = |i: usize| format!("{}/r{i}/big:1", srv.addr);
+    let fresh = t.path().join("fresh");
+    Crash {
+        name: "push",
+        root: &root,
+        args: &|i| strs(&["push", "big", &dest(i)]),
+        before: &|_| {},
+        after_kill: &|_| {},
+        after_rerun: &|i| {
+            // What the registry holds is whole: a fresh store pulls it.
+            ok(&fresh, &["pull", &dest(i)]);
+            assert_eq!(identity(&fresh, &dest(i)), identity(&root, "big"));
+            fs::remove_dir_all(&fresh).unwrap();
+        },
+        secret: None,
+        marker: None,
+        keep: "big",
+    }
+    .run();
+    srv.stop();
+    verify_clean(&srv_root);
+}
+
+/// `strata serve` killed while a client uploads: the next server on the
+/// store sweeps the upload, the push then succeeds, and the server's store
+/// verifies clean.
+#[test]
+fn kill_9_of_serve_during_an_upload() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let tar = big_tar(t.path());
+    ok(&root, &["import", tar.to_str().unwrap(), "big"]);
+    let srv_root = t.path().join("srv");
+    let fresh = t.path().join("fresh");
+    let mut moments = Moments::new("serve upload");
+    // A push to the end tells how long one takes.
+    let srv = Serve::start(&srv_root, &[]);
+    let started = Instant::now();
+    let push = |addr: &str, i: usize| {
+        strata()
+            .args(["--root", root.to_str().unwrap(), "push", "big"])
+            .arg(format!("{addr}/u{i}/big:1"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let out = push(&srv.addr, 0).wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let span = started.elapsed().mul_f64(1.2);
+    srv.stop();
+    let n = trials();
+    let mut survived = 0;
+    for i in 1..=n {
+        let mut srv = Serve::start(&srv_root, &[]);
+        let client = push(&srv.addr, i);
+        std::thread::sleep(moments.within(span));
+        let _ = srv.child.kill(); // SIGKILL
+        let _ = srv.child.wait();
+        let out = client.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        // The client either finished first or says what happened.
+        assert!(out.status.success() || !err.trim().is_empty());
+        drop(srv);
+        let procs = leftover_processes(&srv_root, None);
+        assert!(procs.is_empty(), "processes left: {procs:?}");
+        // The next server sweeps; the push then completes.
+        let srv = Serve::start(&srv_root, &[]);
+        let out = push(&srv.addr, i).wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let dest = format!("{}/u{i}/big:1", srv.addr);
+        ok(&fresh, &["pull", &dest]);
+        assert_eq!(identity(&fresh, &dest), identity(&root, "big"));
+        fs::remove_dir_all(&fresh).unwrap();
+        srv.stop();
+        let held = held_state(&srv_root);
+        assert!(held.is_empty(), "stale state after a restart: {held:?}");
+        verify_clean(&srv_root);
+        survived += 1;
+    }
+    ok(&srv_root, &["prune"]);
+    verify_clean(&srv_root);
+    println!("crash serve upload: {n} trials, {survived} survived, 0 data lost, 0 secrets left");
 }

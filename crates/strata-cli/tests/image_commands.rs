@@ -183,6 +183,48 @@ fn history_shows_missing_and_empty_rows() {
     assert!(full.contains(&long_cmd) && full.contains(&cd));
 }
 
+/// docker's SIZE: the bytes of the files, uncompressed, the same for one
+/// image ID however it arrived (imported here, loaded from an archive with
+/// uncompressed layers there).
+#[test]
+fn sizes_are_dockers_whatever_the_image_arrived_as() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(tar) = busybox_tar(t.path()) else {
+        return;
+    };
+    let mut files = 0u64;
+    let mut ar = tar::Archive::new(fs::File::open(&tar).unwrap());
+    for e in ar.entries().unwrap() {
+        let e = e.unwrap();
+        if e.header().entry_type().is_file() {
+            files += e.header().size().unwrap();
+        }
+    }
+    let root = t.path().join("root");
+    ok(&root, &["import", tar.to_str().unwrap(), "bb:1"]);
+    let archive = t.path().join("bb.tar");
+    ok(&root, &["save", "bb:1", "-o", archive.to_str().unwrap()]);
+    let root2 = t.path().join("root2");
+    ok(&root2, &["load", "-i", archive.to_str().unwrap()]);
+    for r in [&root, &root2] {
+        let v = inspect(r, "bb:1");
+        assert_eq!(v["Size"].as_u64().unwrap(), files, "{v}");
+        let hist = ok(
+            r,
+            &["history", "--human=false", "--format", "{{.Size}}", "bb:1"],
+        );
+        assert_eq!(hist.trim(), files.to_string(), "{hist}");
+    }
+    let a = ok(&root, &["images", "--format", "{{.ID}} {{.Size}}"]);
+    let b = ok(&root2, &["images", "--format", "{{.ID}} {{.Size}}"]);
+    assert_eq!(a, b);
+    // The compressed blob is smaller than its files: SIZE is not the blob.
+    let blob = inspect(&root, "bb:1")["Layers"][0]["Size"]
+        .as_u64()
+        .unwrap();
+    assert!(blob < files, "{blob} {files}");
+}
+
 #[test]
 fn same_input_gives_same_digest_whatever_its_compression() {
     let t = tempfile::tempdir().unwrap();

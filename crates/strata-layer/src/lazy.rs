@@ -64,6 +64,46 @@ impl Snapshotter {
         self.remember(diff_id, index);
     }
 
+    /// The bytes of regular files `layer` adds, what docker calls a layer's
+    /// size (`images`, `history`): the same whatever the layer's compression
+    /// or how it arrived. Read from its blob once, then kept beside its
+    /// index (`snapshots/.index/<diff id>.size`).
+    pub fn content_size(&self, layer: &Layer) -> Result<u64> {
+        let path = self
+            .dir
+            .join(".index")
+            .join(format!("{}.size", layer.diff_id.hex()));
+        if let Some(n) = fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+        {
+            return Ok(n);
+        }
+        let rd = |source| Error::Read {
+            entry: None,
+            source,
+        };
+        let blob = self.store.open_blob(&layer.descriptor.digest)?;
+        let (_, plain) = crate::decompress(io::BufReader::new(blob)).map_err(rd)?;
+        let mut ar = tar::Archive::new(plain);
+        let mut total = 0u64;
+        for e in ar.entries().map_err(rd)? {
+            let e = e.map_err(rd)?;
+            let t = e.header().entry_type();
+            if t.is_file() || t == tar::EntryType::Continuous {
+                total += e.header().size().map_err(rd)?;
+            }
+        }
+        if let Some(dir) = path.parent() {
+            let _ = fs::create_dir_all(dir);
+            let tmp = path.with_extension(format!("tmp-{}", crate::snapshot::unique()));
+            if fs::write(&tmp, total.to_string()).is_ok() && fs::rename(&tmp, &path).is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+        }
+        Ok(total)
+    }
+
     /// The index of `layer`: recorded when it was written here, else read
     /// from its blob once (and kept). `None` when the layer cannot be
     /// indexed (a path through a symlink of its own, say): extract it.

@@ -70,14 +70,53 @@ fn image_blobs(img: &Image) -> Vec<Descriptor> {
     v
 }
 
-fn index_for(items: &[SaveItem]) -> Index {
+/// The document an archive names for an item, and the blobs it needs: with
+/// `whole`, the image's index when it came through one and every manifest
+/// it lists is stored (all platforms: an OCI layout); else the image's own
+/// manifest (one platform: a docker-archive).
+fn item_docs(store: &Store, it: &SaveItem, whole: bool) -> (Descriptor, Vec<Descriptor>) {
+    let single = || (it.image.descriptor.clone(), image_blobs(&it.image));
+    let Some(idx) = it.image.index.as_ref().filter(|_| whole) else {
+        return single();
+    };
+    let Ok(index) = store
+        .read_blob(&idx.digest)
+        .map_err(|_| ())
+        .and_then(|raw| serde_json::from_slice::<Index>(&raw).map_err(|_| ()))
+    else {
+        return single();
+    };
+    let mut blobs = vec![idx.clone()];
+    for m in &index.manifests {
+        let manifest = store
+            .read_blob(&m.digest)
+            .ok()
+            .and_then(|raw| serde_json::from_slice::<Manifest>(&raw).ok());
+        let Some(manifest) = manifest.filter(|_| media_type::is_manifest(&m.media_type)) else {
+            return single();
+        };
+        let all = std::iter::once(m.clone())
+            .chain(std::iter::once(manifest.config.clone()))
+            .chain(manifest.layers.iter().cloned());
+        for d in all {
+            if !store.has(&d.digest) {
+                return single();
+            }
+            blobs.push(d);
+        }
+    }
+    let mut top = idx.clone();
+    if top.media_type.is_empty() {
+        top.media_type = media_type::OCI_INDEX.to_owned();
+    }
+    (top, blobs)
+}
+
+fn index_for(store: &Store, items: &[SaveItem], whole: bool) -> Index {
     let mut manifests = Vec::new();
     for it in items {
-        let base = Descriptor::new(
-            it.image.descriptor.media_type.clone(),
-            it.image.descriptor.digest.clone(),
-            it.image.descriptor.size,
-        );
+        let (top, _) = item_docs(store, it, whole);
+        let base = Descriptor::new(top.media_type.clone(), top.digest.clone(), top.size);
         if it.names.is_empty() {
             manifests.push(base.clone());
         }
@@ -137,13 +176,18 @@ fn blob_name(d: &Digest) -> String {
     format!("blobs/{}/{}", d.algorithm().as_str(), d.hex())
 }
 
-fn write_blobs<W: Write>(store: &Store, items: &[SaveItem], t: &mut TarOut<W>) -> Result<()> {
+fn write_blobs<W: Write>(
+    store: &Store,
+    items: &[SaveItem],
+    whole: bool,
+    t: &mut TarOut<W>,
+) -> Result<()> {
     let io_err = |e: io::Error| Error::io("write archive", PathBuf::from("-"), e);
     t.dir("blobs/").map_err(io_err)?;
     let mut algs = std::collections::BTreeSet::new();
     let mut done = std::collections::HashSet::new();
     for it in items {
-        for d in image_blobs(&it.image) {
+        for d in item_docs(store, it, whole).1 {
             let alg = d.digest.algorithm().as_str();
             if algs.insert(alg) {
                 t.dir(&format!("blobs/{alg}/")).map_err(io_err)?;
@@ -164,8 +208,8 @@ fn write_blobs<W: Write>(store: &Store, items: &[SaveItem], t: &mut TarOut<W>) -
 pub fn save_docker_archive<W: Write>(store: &Store, items: &[SaveItem], out: W) -> Result<W> {
     let io_err = |e: io::Error| Error::io("write archive", PathBuf::from("-"), e);
     let mut t = TarOut::new(out);
-    write_blobs(store, items, &mut t)?;
-    let index = index_for(items).to_json();
+    write_blobs(store, items, false, &mut t)?;
+    let index = index_for(store, items, false).to_json();
     t.file("index.json", index.len() as u64, &index[..])
         .map_err(io_err)?;
     let mut manifest = Vec::new();
@@ -225,10 +269,10 @@ pub fn save_oci_layout(store: &Store, items: &[SaveItem], dest: &Path, as_tar: b
         let mut t = TarOut::new(io::BufWriter::new(out.file()));
         t.file("oci-layout", OCI_LAYOUT.len() as u64, OCI_LAYOUT)
             .map_err(io_err)?;
-        let index = index_for(items).to_json();
+        let index = index_for(store, items, true).to_json();
         t.file("index.json", index.len() as u64, &index[..])
             .map_err(io_err)?;
-        write_blobs(store, items, &mut t)?;
+        write_blobs(store, items, true, &mut t)?;
         let mut w = t.finish().map_err(io_err)?;
         w.flush().map_err(io_err)?;
         drop(w);
@@ -236,7 +280,7 @@ pub fn save_oci_layout(store: &Store, items: &[SaveItem], dest: &Path, as_tar: b
     }
     fs::create_dir_all(dest).ctx("create", dest)?;
     for it in items {
-        for d in image_blobs(&it.image) {
+        for d in item_docs(store, it, true).1 {
             let target = dest.join(blob_name(&d.digest));
             if target.is_file() {
                 continue;
@@ -253,7 +297,7 @@ pub fn save_oci_layout(store: &Store, items: &[SaveItem], dest: &Path, as_tar: b
                 .map_err(|e| Error::io("rename", target.clone(), e.error))?;
         }
     }
-    let mut index = index_for(items);
+    let mut index = index_for(store, items, true);
     let index_path = dest.join("index.json");
     if let Ok(old) = fs::read(&index_path) {
         let old: Index = serde_json::from_slice(&old)

@@ -1,12 +1,9 @@
 //! Content descriptors, platforms and the media types strata reads and writes.
 
-use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
-use crate::Digest;
+use crate::{Digest, Platform};
 
 /// Media types (OCI image-spec and Docker distribution v2 schema 2).
 pub mod media_type {
@@ -133,124 +130,9 @@ impl Descriptor {
     }
 }
 
-/// A platform: operating system and CPU architecture.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Platform {
-    /// CPU architecture (GOARCH names: amd64, arm64, arm, 386, ppc64le, s390x, riscv64).
-    pub architecture: String,
-    /// Operating system (GOOS names: linux, windows).
-    pub os: String,
-    /// Operating system version.
-    #[serde(
-        rename = "os.version",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub os_version: Option<String>,
-    /// Required OS features.
-    #[serde(rename = "os.features", default, skip_serializing_if = "Vec::is_empty")]
-    pub os_features: Vec<String>,
-    /// CPU variant (v7, v8...).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// The platform strata runs on (linux and the GOARCH name of this CPU).
-    pub fn host() -> Platform {
-        let (architecture, variant) = match std::env::consts::ARCH {
-            "x86_64" => ("amd64", None),
-            "aarch64" => ("arm64", Some("v8")),
-            "arm" => ("arm", Some("v7")),
-            "x86" => ("386", None),
-            "powerpc64" => ("ppc64le", None),
-            "s390x" => ("s390x", None),
-            "riscv64" => ("riscv64", None),
-            other => (other, None),
-        };
-        Platform {
-            architecture: architecture.to_owned(),
-            os: "linux".to_owned(),
-            os_version: None,
-            os_features: Vec::new(),
-            variant: variant.map(str::to_owned),
-        }
-    }
-
-    /// Whether an index entry for `other` can serve a request for `self`
-    /// (os and architecture equal; variant equal when both name one, with
-    /// arm64's implied v8).
-    pub fn matches(&self, other: &Platform) -> bool {
-        if self.os != other.os || self.architecture != other.architecture {
-            return false;
-        }
-        let norm = |p: &Platform| -> Option<String> {
-            match (p.architecture.as_str(), p.variant.as_deref()) {
-                ("arm64", None) => Some("v8".into()),
-                (_, v) => v.map(str::to_owned),
-            }
-        };
-        match (norm(self), norm(other)) {
-            (Some(a), Some(b)) => a == b,
-            _ => true,
-        }
-    }
-}
-
-/// Why a string is not a platform.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid platform {0:?}: expected os/arch[/variant], like linux/amd64 or linux/arm/v7")]
-pub struct PlatformError(String);
-
-impl FromStr for Platform {
-    type Err = PlatformError;
-
-    fn from_str(s: &str) -> Result<Platform, PlatformError> {
-        let parts: Vec<&str> = s.split('/').collect();
-        if parts.len() < 2 || parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
-            return Err(PlatformError(s.to_owned()));
-        }
-        let architecture = match parts[1] {
-            "x86_64" | "x86-64" => "amd64",
-            "aarch64" => "arm64",
-            a => a,
-        };
-        Ok(Platform {
-            architecture: architecture.to_owned(),
-            os: parts[0].to_owned(),
-            os_version: None,
-            os_features: Vec::new(),
-            variant: parts.get(2).map(|v| (*v).to_owned()),
-        })
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn platform_parse_and_match() {
-        let p: Platform = "linux/arm64".parse().unwrap();
-        let v8: Platform = "linux/arm64/v8".parse().unwrap();
-        assert!(p.matches(&v8) && v8.matches(&p));
-        assert!(!p.matches(&"linux/amd64".parse().unwrap()));
-        let v6: Platform = "linux/arm/v6".parse().unwrap();
-        assert!(!v6.matches(&"linux/arm/v7".parse().unwrap()));
-        assert_eq!(v6.to_string(), "linux/arm/v6");
-        assert!("linux".parse::<Platform>().is_err());
-        assert!("linux//".parse::<Platform>().is_err());
-    }
 
     #[test]
     fn descriptor_json_shape() {

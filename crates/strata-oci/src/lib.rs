@@ -102,6 +102,7 @@ mod error;
 mod image;
 mod layout_cache;
 mod output;
+mod platform;
 mod reference;
 mod remote_cache;
 pub mod signature;
@@ -115,7 +116,7 @@ pub use cache_format::{
     ANNOTATION_CACHE_DIFFID, ANNOTATION_CACHE_KEY, ANNOTATION_CREATED, ANNOTATION_REF_NAME,
     CACHE_ARTIFACT_TYPE, CACHE_REFRESH_AGE, DEFAULT_CACHE_TAG, EMPTY_JSON,
 };
-pub use descriptor::{media_type, Compression, Descriptor, Platform, PlatformError};
+pub use descriptor::{media_type, Compression, Descriptor};
 pub use error::{is_no_space, Error, Result};
 pub use image::{
     sniff_media_type, ContainerConfig, Extra, Healthcheck, History, ImageConfig, Index, Manifest,
@@ -123,6 +124,7 @@ pub use image::{
 };
 pub use layout_cache::LayoutCache;
 pub use output::OutputFile;
+pub use platform::{Platform, PlatformError};
 pub use reference::{Reference, ReferenceError, DEFAULT_DOMAIN};
 pub use remote_cache::{
     CacheRecord, ExportReport, PruneReport, RemoteCache, RemoteEntry, RemoteError,

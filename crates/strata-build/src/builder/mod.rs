@@ -34,6 +34,7 @@ use strata_layer::MergedView;
 
 mod copy_step;
 mod meta;
+mod platform;
 mod run;
 mod stage;
 
@@ -246,7 +247,12 @@ pub fn build(
         Err(why) => (false, Some(why)),
     };
     let dockerfile_abs = fs::canonicalize(&dockerfile).unwrap_or(dockerfile);
-    let identity = format!("{}\0{}", context_dir.display(), dockerfile_abs.display());
+    let mut identity = format!("{}\0{}", context_dir.display(), dockerfile_abs.display());
+    // Each target platform's graph explains itself against its own last
+    // build (a multi-platform build does not compare arm64 with amd64).
+    if plan.platform != Platform::host() {
+        identity.push_str(&format!("\0{}", plan.platform));
+    }
     let dockerfile = dockerfile_abs;
     let mut layer_opts = LayerOptions::new(opts.compression);
     layer_opts.timestamps = match opts.timestamps {
@@ -500,14 +506,21 @@ impl Shared<'_> {
         inputs.fields.insert("timestamps".into(), v);
     }
 
-    /// An image, resolved once per build, with its layers extracted.
+    /// An image for the target platform (`--from`), resolved once per
+    /// build, with its layers extracted.
     fn image(&self, reference: &str) -> Result<Arc<StageOut>> {
-        if let Some(img) = lock(&self.images).get(reference) {
+        self.image_for(reference, &self.plan.platform)
+    }
+
+    /// An image for `platform`, resolved once per build.
+    fn image_for(&self, reference: &str, platform: &Platform) -> Result<Arc<StageOut>> {
+        let cache_name = format!("{reference}\0{platform}");
+        if let Some(img) = lock(&self.images).get(&cache_name) {
             return Ok(img.clone());
         }
         let image = self
             .resolver
-            .resolve(self.store, reference, &self.plan.platform)
+            .resolve(self.store, reference, platform)
             .map_err(|cause| ErrorKind::BaseImageNotFound {
                 reference: reference.to_owned(),
                 cause: Some(cause),
@@ -539,7 +552,7 @@ impl Shared<'_> {
             key: key.key(),
             lines: BTreeMap::new(),
         });
-        lock(&self.images).insert(reference.to_owned(), out.clone());
+        lock(&self.images).insert(cache_name, out.clone());
         Ok(out)
     }
 
@@ -606,7 +619,7 @@ impl Shared<'_> {
             ),
             Base::Image(r) => {
                 let img = self
-                    .image(r)
+                    .image_for(r, &planned.platform)
                     .map_err(|e| e.at(|| self.location(&st, 1, stage.span)))?;
                 (Some(img), r.clone())
             }
@@ -625,7 +638,7 @@ impl Shared<'_> {
         }
         inputs
             .fields
-            .insert("platform".into(), self.plan.platform.to_string());
+            .insert("platform".into(), planned.platform.to_string());
         let record_id = self.step_record_id(id);
         if let Some(prev) = self.cache.step(&record_id) {
             if prev.inputs != inputs {
@@ -665,10 +678,10 @@ impl Shared<'_> {
         if !st.env_list().iter().any(|e| e.starts_with("PATH=")) {
             st.set_env("PATH", DEFAULT_PATH);
         }
-        if st.config.os.is_empty() || self.opts.platform.is_some() {
-            st.config.os = self.plan.platform.os.clone();
-            st.config.architecture = self.plan.platform.architecture.clone();
-            st.config.variant = self.plan.platform.variant.clone();
+        if st.config.os.is_empty() || self.opts.platform.is_some() || planned.platform_flag {
+            st.config.os = planned.platform.os.clone();
+            st.config.architecture = planned.platform.architecture.clone();
+            st.config.variant = planned.platform.variant.clone();
         }
         (self.sink)(Event::StepKey {
             id,

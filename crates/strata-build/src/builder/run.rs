@@ -170,6 +170,7 @@ impl Shared<'_> {
             history,
             line,
             move |s, st| {
+                s.check_emulation(st)?;
                 s.execute_run(
                     st,
                     id,

@@ -180,14 +180,21 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
         Timestamps::Epoch => strata_build::Timestamps::Epoch(epoch),
         Timestamps::Preserve => strata_build::Timestamps::Preserve(epoch),
     };
-    opts.platform = args
-        .platform
-        .as_deref()
-        .map(|p| {
-            p.parse()
-                .map_err(|e| usage(format!("invalid --platform {p:?}: {e}")))
-        })
-        .transpose()?;
+    let platforms = match args.platform.as_deref() {
+        Some(p) => super::parse_platforms("--platform", p)?,
+        None => Vec::new(),
+    };
+    if platforms.len() > 1 {
+        for o in &outputs {
+            if let Output::Docker(_) | Output::Tar(_) = o {
+                return Err(usage(
+                    "a docker-archive or a tar output holds one platform: build with one \
+                     --platform, or use --output type=oci,dest=DIR for all of them",
+                ));
+            }
+        }
+    }
+    opts.platform = platforms.first().cloned();
     opts.isolation = match args.isolation {
         Isolation::Auto => strata_sandbox::Isolation::Auto,
         Isolation::Oci => strata_sandbox::Isolation::Oci,
@@ -198,6 +205,7 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
     }
     opts.snapshots = s.snapshots;
     opts.state_dir = Some(s.run_dir.clone());
+    opts.binfmt_dir = s.binfmt_dir.clone();
     // Remote build caches: looked up after the store's own, exported after
     // the build (docs/cache.md).
     for spec in &args.cache_from {
@@ -246,6 +254,24 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
     };
     let progress = BuildProgress::new(mode, args.explain);
     let pull = super::registry::PullResolver::new(s, &args.insecure_registries);
+    if platforms.len() > 1 {
+        if args.provenance.is_some() || args.sbom.is_some() {
+            return Err(usage(
+                "--sbom and --provenance describe one image: build each platform with its own \
+                 --platform, or attach them afterwards with `strata sbom --attach`",
+            ));
+        }
+        let multi = Multi {
+            store: &store,
+            opts: &opts,
+            platforms: &platforms,
+            tags: &tags,
+            outputs: &outputs,
+            push,
+            mode,
+        };
+        return multi.run(&args, s, &progress, &pull);
+    }
     let resolver = super::supply::RecordingResolver {
         inner: &pull,
         seen: std::sync::Mutex::new(Vec::new()),
@@ -382,6 +408,100 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
         return Err(anyhow::Error::new(e));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A build for several platforms: one index, tagged, exported, pushed.
+struct Multi<'a> {
+    store: &'a strata_oci::Store,
+    opts: &'a BuildOptions,
+    platforms: &'a [strata_oci::Platform],
+    tags: &'a [strata_oci::Reference],
+    outputs: &'a [Output],
+    push: bool,
+    mode: Mode,
+}
+
+impl Multi<'_> {
+    fn run(
+        &self,
+        args: &BuildArgs,
+        s: &Settings,
+        progress: &BuildProgress,
+        resolver: &super::registry::PullResolver,
+    ) -> CmdResult {
+        let store = self.store;
+        let human = self.mode == Mode::Plain || self.mode == Mode::Tty;
+        let out = strata_build::build_platforms(store, self.opts, self.platforms, resolver, &|e| {
+            progress.event(e)
+        })
+        .map_err(|e| {
+            progress.clear();
+            anyhow::Error::new(e).context("build failed")
+        })?;
+        let index = &out.index;
+        for t in self.tags {
+            store
+                .tag(t, index)
+                .with_context(|| format!("cannot tag {t}"))?;
+            if human {
+                eprintln!(
+                    "tagged {} (index of {} platforms)",
+                    t.familiar(),
+                    out.builds.len()
+                );
+            }
+        }
+        if let Some(path) = &args.iidfile {
+            std::fs::write(path, index.digest.to_string())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        // The image the index offers this machine (or its first).
+        let image = store.image(index, None)?;
+        for o in self.outputs {
+            let items = [SaveItem {
+                image: image.clone(),
+                names: self.tags.to_vec(),
+            }];
+            match o {
+                Output::Oci(dest) => super::image::export(store, &items, dest, ArchiveFormat::Oci)?,
+                // One directory per platform, named as buildx names them.
+                Output::Local(dir) => {
+                    for (p, b) in &out.builds {
+                        let mut name = format!("{}_{}", p.os, p.architecture);
+                        if let Some(v) = &p.variant {
+                            name.push_str(&format!("_{v}"));
+                        }
+                        let sub = dir.join(name);
+                        strata_layer::unpack_layers(store, &b.image.layers, &sub).with_context(
+                            || format!("cannot write the build's files to {}", sub.display()),
+                        )?;
+                    }
+                }
+                Output::Registry => {}
+                // Refused before the build.
+                Output::Docker(_) | Output::Tar(_) => {}
+            }
+        }
+        if self.push {
+            for t in self.tags {
+                super::registry::push_image(s, store, &image, t, &args.insecure_registries)?;
+            }
+        }
+        if self.mode == Mode::Quiet {
+            outln!("{}", index.digest);
+        } else if human {
+            for (p, b) in &out.builds {
+                eprintln!("  {p}: {} ({})", b.image.descriptor.digest, b.image.id());
+            }
+            eprintln!("index {}", index.digest);
+        }
+        for (_, b) in &out.builds {
+            if let Some(e) = &b.cache_export_error {
+                return Err(anyhow::anyhow!("{e}"));
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
-use strata_layer::LayerOptions;
+use strata_layer::{LayerOptions, Snapshotter};
 use strata_oci::{
     format_rfc3339, media_type, parse_rfc3339, Compression, GcOptions, History, Image, ImageConfig,
     Manifest, Platform, Reference, SaveItem, Store,
@@ -18,7 +18,12 @@ use crate::settings::Settings;
 use super::{open_store, parse_ref, CmdResult};
 
 pub(crate) fn find(store: &Store, name: &str) -> anyhow::Result<Image> {
-    store.find_image(name).map_err(|e| {
+    find_for(store, name, None)
+}
+
+/// [`find`], choosing `platform` from a multi-platform image.
+fn find_for(store: &Store, name: &str, platform: Option<&Platform>) -> anyhow::Result<Image> {
+    store.find_image_for(name, platform).map_err(|e| {
         if e.is_not_found() {
             crate::render::hinted(
                 format!("no such image: {name}"),
@@ -84,10 +89,24 @@ fn matches_repository(filter: &str, r: &Option<Reference>) -> bool {
     name_ok && tag.is_none_or(|t| r.tag() == Some(t))
 }
 
+/// docker's SIZE of a layer: the bytes of the files it adds, uncompressed
+/// (the same however the layer is compressed or arrived); the blob's size
+/// when the layer cannot be read.
+fn layer_size(snap: Option<&Snapshotter>, l: &strata_oci::Layer) -> u64 {
+    snap.and_then(|s| s.content_size(l).ok())
+        .unwrap_or(l.descriptor.size)
+}
+
+/// docker's SIZE of an image: its layers' [`layer_size`]s.
+fn image_size(snap: Option<&Snapshotter>, img: &Image) -> u64 {
+    img.layers.iter().map(|l| layer_size(snap, l)).sum()
+}
+
 pub fn images(args: ImagesArgs, s: &Settings) -> CmdResult {
     let format = Format::parse(args.format.as_deref()).map_err(usage)?;
     let store = open_store(s)?;
     let mut list = store.images().context("cannot list images")?;
+    let snap = Snapshotter::new(&store).ok();
     if let Some(f) = &args.repository {
         list.retain(|e| matches_repository(f, &e.entry.reference));
     }
@@ -118,7 +137,7 @@ pub fn images(args: ImagesArgs, s: &Settings) -> CmdResult {
                 Some(r) if r.digest().is_some() => e.entry.descriptor.digest.to_string(),
                 _ => "<none>".to_owned(),
             };
-            let size = docker_size(e.image.size());
+            let size = docker_size(image_size(snap.as_ref(), &e.image));
             object(vec![
                 ("Containers", json!("N/A")),
                 (
@@ -183,7 +202,7 @@ fn inspect_json(store: &Store, img: &Image) -> anyhow::Result<Value> {
             })
         })
         .collect();
-    Ok(json!({
+    let mut v = json!({
         "Id": img.id().to_string(),
         "RepoTags": tags,
         "Digest": img.top_descriptor().digest.to_string(),
@@ -191,13 +210,42 @@ fn inspect_json(store: &Store, img: &Image) -> anyhow::Result<Value> {
         "Created": img.config.created,
         "Architecture": img.config.architecture,
         "Os": img.config.os,
-        "Size": img.size(),
+        "Size": image_size(Snapshotter::new(store).ok().as_ref(), img),
         "Config": config.get("config").cloned().unwrap_or(Value::Null),
         "RootFS": config.get("rootfs").cloned().unwrap_or(Value::Null),
         "Layers": layers,
         "Manifest": manifest,
         "ImageConfig": config,
-    }))
+    });
+    // docker shows the variant only when there is one.
+    if let Some(variant) = &img.config.variant {
+        v["Variant"] = json!(variant);
+    }
+    // A multi-platform image: the platforms its index lists (this object
+    // describes one of them; `--platform` chooses which).
+    if let Some(index) = &img.index {
+        if let Ok(raw) = store.read_blob(&index.digest) {
+            if let Ok(idx) = serde_json::from_slice::<strata_oci::Index>(&raw) {
+                let manifests: Vec<Value> = idx
+                    .manifests
+                    .iter()
+                    .map(|m| {
+                        json!({
+                            "Digest": m.digest.to_string(),
+                            "Platform": m.platform.as_ref().map(|p| p.to_string()),
+                            "Present": store.has(&m.digest),
+                        })
+                    })
+                    .collect();
+                v["Index"] = json!({
+                    "Digest": index.digest.to_string(),
+                    "MediaType": index.media_type,
+                    "Manifests": manifests,
+                });
+            }
+        }
+    }
+    Ok(v)
 }
 
 pub fn inspect(args: InspectArgs, s: &Settings) -> CmdResult {
@@ -209,9 +257,13 @@ pub fn inspect(args: InspectArgs, s: &Settings) -> CmdResult {
         ),
     };
     let store = open_store(s)?;
+    let platform = match &args.platform {
+        Some(p) => Some(super::parse_platform("--platform", p)?),
+        None => None,
+    };
     let mut out = Vec::new();
     for name in &args.images {
-        let img = find(&store, name)?;
+        let img = find_for(&store, name, platform.as_ref())?;
         out.push(inspect_json(&store, &img)?);
     }
     match template {
@@ -236,7 +288,7 @@ struct HistoryRow {
     empty: bool,
 }
 
-fn history_rows(img: &Image) -> Vec<HistoryRow> {
+fn history_rows(snap: Option<&Snapshotter>, img: &Image) -> Vec<HistoryRow> {
     let mut rows = Vec::new();
     let mut layers = img.layers.iter().rev();
     if img.config.history.is_empty() {
@@ -245,7 +297,7 @@ fn history_rows(img: &Image) -> Vec<HistoryRow> {
                 id: None,
                 created: None,
                 created_by: String::new(),
-                size: l.descriptor.size,
+                size: layer_size(snap, l),
                 comment: String::new(),
                 empty: false,
             });
@@ -255,7 +307,7 @@ fn history_rows(img: &Image) -> Vec<HistoryRow> {
             let size = if h.empty_layer {
                 0
             } else {
-                layers.next().map_or(0, |l| l.descriptor.size)
+                layers.next().map_or(0, |l| layer_size(snap, l))
             };
             rows.push(HistoryRow {
                 id: None,
@@ -277,7 +329,7 @@ pub fn history(args: HistoryArgs, s: &Settings) -> CmdResult {
     let format = Format::parse(args.format.as_deref()).map_err(usage)?;
     let store = open_store(s)?;
     let img = find(&store, &args.image)?;
-    let rows = history_rows(&img);
+    let rows = history_rows(Snapshotter::new(&store).ok().as_ref(), &img);
     if s.quiet {
         for r in &rows {
             match (&r.id, args.no_trunc) {
@@ -338,7 +390,7 @@ pub fn import(args: ImportArgs, s: &Settings) -> CmdResult {
     }
     let cc = changed.config.unwrap_or_default();
     let platform: Platform = match &args.platform {
-        Some(p) => p.parse()?,
+        Some(p) => super::parse_platform("--platform", p)?,
         None => Platform::host(),
     };
     let _lease = store.lease("import")?;
@@ -382,10 +434,14 @@ pub fn import(args: ImportArgs, s: &Settings) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-fn save_items(store: &Store, names: &[String]) -> anyhow::Result<Vec<SaveItem>> {
+fn save_items(
+    store: &Store,
+    names: &[String],
+    platform: Option<&Platform>,
+) -> anyhow::Result<Vec<SaveItem>> {
     let mut items = Vec::new();
     for n in names {
-        let image = find(store, n)?;
+        let image = find_for(store, n, platform)?;
         let mut names = Vec::new();
         if let Ok(r) = n.parse::<Reference>() {
             if r.digest().is_none() && store.resolve(&r).is_ok() {
@@ -399,7 +455,11 @@ fn save_items(store: &Store, names: &[String]) -> anyhow::Result<Vec<SaveItem>> 
 
 pub fn save(args: SaveArgs, s: &Settings) -> CmdResult {
     let store = open_store(s)?;
-    let items = save_items(&store, &args.images)?;
+    let platform = match &args.platform {
+        Some(p) => Some(super::parse_platform("--platform", p)?),
+        None => None,
+    };
+    let items = save_items(&store, &args.images, platform.as_ref())?;
     export(&store, &items, &args.output, args.format)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -7,8 +7,8 @@ use clap::error::{ContextKind, ContextValue};
 use clap::Parser;
 
 use crate::cli::{
-    CacheCommand, Cli, Command, ContainerCommand, ContextCommand, ImageCommand, StoreCommand,
-    SystemCommand,
+    CacheCommand, Cli, Command, ContainerCommand, ContextCommand, ImageCommand, ManifestCommand,
+    StoreCommand, SystemCommand,
 };
 use crate::render;
 use crate::settings::Settings;
@@ -38,6 +38,7 @@ mod container;
 mod context;
 mod image;
 mod lint;
+mod manifest;
 mod parse;
 mod registry;
 mod run;
@@ -257,6 +258,9 @@ fn dispatch(command: Command, s: &Settings) -> CmdResult {
         Command::Image(ImageCommand::Prune(a)) => image::prune(a, s),
         Command::Cache(CacheCommand::Ls(a)) => cache::ls(a, s),
         Command::Cache(CacheCommand::Prune(a)) => cache::prune(a, s),
+        Command::Manifest(ManifestCommand::Create(a)) => manifest::create(a, s),
+        Command::Manifest(ManifestCommand::Inspect(a)) => manifest::inspect(a, s),
+        Command::Manifest(ManifestCommand::Push(a)) => registry::push(a, s),
     }
 }
 
@@ -271,6 +275,19 @@ pub(crate) fn open_store(s: &Settings) -> anyhow::Result<strata_oci::Store> {
 pub(crate) fn parse_ref(s: &str) -> anyhow::Result<strata_oci::Reference> {
     s.parse::<strata_oci::Reference>()
         .map_err(anyhow::Error::new)
+}
+
+/// One platform from the command line (`--platform`), normalised; a bad
+/// one is a usage error naming the part at fault.
+pub(crate) fn parse_platform(flag: &str, s: &str) -> anyhow::Result<strata_oci::Platform> {
+    s.parse::<strata_oci::Platform>()
+        .map_err(|e| crate::render::usage(format!("{flag}: {e}")))
+}
+
+/// Several platforms (`linux/amd64,linux/arm64`), normalised, duplicates
+/// dropped; a bad entry is a usage error naming it.
+pub(crate) fn parse_platforms(flag: &str, s: &str) -> anyhow::Result<Vec<strata_oci::Platform>> {
+    strata_oci::Platform::parse_list(s).map_err(|e| crate::render::usage(format!("{flag}: {e}")))
 }
 
 /// Placeholder while a command is being written on its own branch; every

@@ -245,8 +245,13 @@ pub(crate) fn push_image(
     let render = Arc::new(Render::new(s, false));
     let client = Client::new(client_options(insecure, 4, render.clone()))?;
     let start = Instant::now();
+    // An image reached through an index is pushed as that index, whole.
+    let source = match &image.index {
+        Some(index) => index.digest.to_string(),
+        None => image.id().to_string(),
+    };
     let summary = runtime()?
-        .block_on(client.push(store, &image.id().to_string(), dest))
+        .block_on(client.push(store, &source, dest))
         .with_context(|| format!("cannot push to {}", dest.familiar()))?;
     let _ = render.multi.clear();
     if !s.quiet {
@@ -287,17 +292,38 @@ impl strata_build::BaseResolver for PullResolver {
         reference: &str,
         platform: &Platform,
     ) -> Result<strata_oci::Image, Box<dyn std::error::Error + Send + Sync>> {
-        match store.find_image(reference) {
-            Ok(img) => return Ok(img),
+        // The store's image when it is for `platform` (an index's entry,
+        // or a single image whose config says so); else a pull.
+        let local = match store.find_image_for(reference, Some(platform)) {
+            Ok(img) => {
+                let has = img.config.platform();
+                if img.config.architecture.is_empty() || platform.matches(&has) {
+                    return Ok(img);
+                }
+                Some(has)
+            }
             Err(e) if !e.is_not_found() => return Err(Box::new(e)),
-            Err(_) => {}
-        }
+            Err(_) => None,
+        };
         let r: Reference = reference.parse()?;
         let render = Arc::new(Render::new(&self.settings, true));
         let mut opts = client_options(&self.insecure, 4, render.clone());
         opts.platform = Some(platform.clone());
         let client = Client::new(opts)?;
-        let summary = runtime()?.block_on(client.pull(store, &r))?;
+        let summary = match runtime()?.block_on(client.pull(store, &r)) {
+            Ok(summary) => summary,
+            Err(e) => match local {
+                Some(has) => {
+                    return Err(format!(
+                        "{reference} in the store is for {has}, not {platform}, and pulling \
+                         {platform} failed ({e}); import one with `strata import --platform \
+                         {platform}` or pull it"
+                    )
+                    .into())
+                }
+                None => return Err(Box::new(e)),
+            },
+        };
         let _ = render.multi.clear();
         if !self.settings.quiet {
             eprintln!(
@@ -307,7 +333,7 @@ impl strata_build::BaseResolver for PullResolver {
                 summary.present
             );
         }
-        Ok(store.find_image(reference)?)
+        Ok(store.find_image_for(reference, Some(platform))?)
     }
 }
 
@@ -317,7 +343,7 @@ pub fn pull(args: PullArgs, s: &Settings) -> CmdResult {
         crate::render::usage(format!("invalid reference {:?}: {e}", args.reference))
     })?;
     let platform = match &args.platform {
-        Some(p) => Some(p.parse::<Platform>()?),
+        Some(p) => Some(super::parse_platform("--platform", p)?),
         None => None,
     };
     let render = Arc::new(Render::new(s, true));

@@ -148,6 +148,12 @@ impl Store {
     /// (`busybox`, `name@sha256:...`), by image ID (`sha256:<config>`), or
     /// by a unique prefix of the ID.
     pub fn find_image(&self, s: &str) -> Result<Image> {
+        self.find_image_for(s, None)
+    }
+
+    /// [`Store::find_image`], choosing `platform`'s entry when the name is
+    /// an index (NotFound when the index has none for it).
+    pub fn find_image_for(&self, s: &str, platform: Option<&Platform>) -> Result<Image> {
         let not_found = || Error::NotFound {
             what: format!("image {s}"),
         };
@@ -163,7 +169,7 @@ impl Store {
         }
         if let Ok(r) = s.parse::<Reference>() {
             match self.resolve(&r) {
-                Ok(desc) => return self.image(&desc, None),
+                Ok(desc) => return self.image(&desc, platform),
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),
             }
