@@ -32,7 +32,9 @@
 //! - Images: [`Store::image`]`(descriptor, platform)` and
 //!   [`Store::find_image`]`("busybox" | "sha256:..." | id prefix)` -> [`Image`]
 //!   (manifest, config, layers with diffIDs, and the raw bytes of both
-//!   documents), [`Store::images`].
+//!   documents), [`Store::images`]; [`Image::history_layers`] pairs history
+//!   entries with the layers they made, [`Image::history_rows`] gives
+//!   `strata history`'s rows.
 //! - Leases and roots: [`Store::lease`] -> [`Lease`] (drop to release);
 //!   [`Store::set_root`]`(namespace, name, RootSet)` for persistent roots such
 //!   as the build cache ([`CACHE_NAMESPACE`]).
@@ -99,6 +101,7 @@ mod archive;
 mod cache_format;
 mod descriptor;
 mod error;
+mod history;
 mod image;
 mod layout_cache;
 mod output;
@@ -118,6 +121,7 @@ pub use cache_format::{
 };
 pub use descriptor::{media_type, Compression, Descriptor};
 pub use error::{is_no_space, Error, Result};
+pub use history::HistoryRow;
 pub use image::{
     sniff_media_type, ContainerConfig, Extra, Healthcheck, History, ImageConfig, Index, Manifest,
     RootFs,

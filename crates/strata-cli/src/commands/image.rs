@@ -277,59 +277,12 @@ pub fn inspect(args: InspectArgs, s: &Settings) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One history row per config history entry (newest first), each non-empty
-/// entry matched with its layer.
-struct HistoryRow {
-    id: Option<String>,
-    created: Option<String>,
-    created_by: String,
-    size: u64,
-    comment: String,
-    empty: bool,
-}
-
-fn history_rows(snap: Option<&Snapshotter>, img: &Image) -> Vec<HistoryRow> {
-    let mut rows = Vec::new();
-    let mut layers = img.layers.iter().rev();
-    if img.config.history.is_empty() {
-        for l in layers {
-            rows.push(HistoryRow {
-                id: None,
-                created: None,
-                created_by: String::new(),
-                size: layer_size(snap, l),
-                comment: String::new(),
-                empty: false,
-            });
-        }
-    } else {
-        for h in img.config.history.iter().rev() {
-            let size = if h.empty_layer {
-                0
-            } else {
-                layers.next().map_or(0, |l| layer_size(snap, l))
-            };
-            rows.push(HistoryRow {
-                id: None,
-                created: h.created.clone(),
-                created_by: h.created_by.clone().unwrap_or_default(),
-                size,
-                comment: h.comment.clone().unwrap_or_default(),
-                empty: h.empty_layer,
-            });
-        }
-    }
-    if let Some(first) = rows.first_mut() {
-        first.id = Some(img.id().to_string());
-    }
-    rows
-}
-
 pub fn history(args: HistoryArgs, s: &Settings) -> CmdResult {
     let format = Format::parse(args.format.as_deref()).map_err(usage)?;
     let store = open_store(s)?;
     let img = find(&store, &args.image)?;
-    let rows = history_rows(Snapshotter::new(&store).ok().as_ref(), &img);
+    let snap = Snapshotter::new(&store).ok();
+    let rows = img.history_rows(|l| layer_size(snap.as_ref(), l));
     if s.quiet {
         for r in &rows {
             match (&r.id, args.no_trunc) {
@@ -344,7 +297,7 @@ pub fn history(args: HistoryArgs, s: &Settings) -> CmdResult {
         .iter()
         .map(|r| {
             let id = match (&r.id, args.no_trunc) {
-                (Some(id), true) => id.clone(),
+                (Some(id), true) => id.to_string(),
                 (Some(_), false) => img.id().short().to_owned(),
                 (None, _) => "<missing>".into(),
             };
