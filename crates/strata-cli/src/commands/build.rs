@@ -389,9 +389,9 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
             .first()
             .map(|t| t.familiar())
             .unwrap_or_else(|| image.id().to_string());
-        match super::analyze::build_summary(&store, &image, &name, &out.history_lines) {
+        match strata_analyze::image::build_summary(&store, &image, &name, &out.history_lines) {
             Ok(summary) => eprint!("{summary}"),
-            Err(e) => tracing::warn!("post-build analysis skipped: {e:#}"),
+            Err(e) => tracing::warn!("post-build analysis skipped: {:#}", anyhow::Error::new(e)),
         }
     }
     // With the files going to standard output, the ID must not follow them.
