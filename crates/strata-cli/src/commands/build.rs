@@ -176,10 +176,8 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
         .get("SOURCE_DATE_EPOCH")
         .and_then(|v| v.parse::<i64>().ok())
         .unwrap_or(s.epoch);
-    opts.timestamps = match args.timestamps {
-        Timestamps::Epoch => strata_build::Timestamps::Epoch(epoch),
-        Timestamps::Preserve => strata_build::Timestamps::Preserve(epoch),
-    };
+    opts.epoch = epoch;
+    opts.preserve_timestamps = args.timestamps == Timestamps::Preserve;
     let platforms = match args.platform.as_deref() {
         Some(p) => super::parse_platforms("--platform", p)?,
         None => Vec::new(),
