@@ -11,7 +11,8 @@
 //!   file or a whole directory, an opaque directory, a directory replaced by
 //!   a file), and duplicate content across paths of the final filesystem
 //!   (same sha256, all copies but one; empty files and hard links ignored);
-//! - known waste left in the final filesystem ([`detect`]).
+//! - known waste left in the final filesystem (the `detect` module's
+//!   [`Finding`]s).
 //!
 //! Waste is split by where its bytes lie: in the base image's layers (the
 //! Dockerfile did not add them; only another base reclaims them) or in the
