@@ -2,6 +2,7 @@
 //! same way): a store in a temporary directory, a context, `build`. Only
 //! steps that need no root (FROM scratch, COPY, metadata) are used, so
 //! these run everywhere; the CLI's end-to-end tests cover RUN.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -161,9 +162,9 @@ fn a_missing_base_image_fails_with_the_reference() {
     let store_dir = tempfile::tempdir().unwrap();
     let store = Store::open(store_dir.path()).unwrap();
     let ctx = context("FROM example.com/nope:1\nCOPY a /a\n", &[("a", b"a")]);
-    let err = build(&store, &options(ctx.path()), &StoreResolver, &|_| {})
-        .err()
-        .expect("a base image that is nowhere cannot be built on");
+    let Err(err) = build(&store, &options(ctx.path()), &StoreResolver, &|_| {}) else {
+        panic!("a base image that is nowhere cannot be built on");
+    };
     let mut chain = err.to_string();
     let mut source = std::error::Error::source(&err);
     while let Some(s) = source {

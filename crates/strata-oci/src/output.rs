@@ -165,7 +165,7 @@ mod tests {
     fn exports_load_back_with_the_same_image() {
         use crate::{media_type, Descriptor, ImageConfig, Manifest, Reference};
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store = Store::open(&dir.path().join("store")).unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path().join("store")).unwrap_or_else(|e| panic!("{e}"));
         let layer = b"layer bytes";
         let ld = store.put_blob(layer).unwrap_or_else(|e| panic!("{e}"));
         let mut cfg = ImageConfig::default();
@@ -201,7 +201,7 @@ mod tests {
             let out = dir.path().join(file);
             export_archive(&store, &items, &out, format).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(out.is_dir(), is_dir, "{file}");
-            let other = Store::open(&dir.path().join(format!("load-{file}")))
+            let other = Store::open(dir.path().join(format!("load-{file}")))
                 .unwrap_or_else(|e| panic!("{e}"));
             let loaded = crate::load_archive(&other, &out).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(loaded.len(), 1, "{file}");
