@@ -73,7 +73,7 @@ mod tests {
         let layer = Descriptor::new(media_type::OCI_LAYER_TAR, d.clone(), blob.len() as u64);
         let r: Reference = "example.com/rootfs:1".parse().unwrap();
         let opts = ImportOptions {
-            platform: "linux/arm64/v8".parse().unwrap(),
+            platform: "linux/arm/v7".parse().unwrap(),
             config: ContainerConfig {
                 cmd: Some(vec!["/bin/sh".into()]),
                 ..Default::default()
@@ -90,8 +90,8 @@ mod tests {
         assert_eq!(img.layers[0].descriptor, layer);
         assert_eq!(img.layers[0].diff_id, d);
         let c = &img.config;
-        assert_eq!((c.os.as_str(), c.architecture.as_str()), ("linux", "arm64"));
-        assert_eq!(c.variant.as_deref(), Some("v8"));
+        assert_eq!((c.os.as_str(), c.architecture.as_str()), ("linux", "arm"));
+        assert_eq!(c.variant.as_deref(), Some("v7"));
         assert_eq!(c.created.as_deref(), Some("1970-01-02T00:00:00Z"));
         assert_eq!(
             c.config.as_ref().and_then(|c| c.cmd.clone()),
