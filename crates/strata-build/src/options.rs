@@ -6,26 +6,6 @@ use std::path::PathBuf;
 use strata_oci::{Compression, Platform};
 use strata_sandbox::{Isolation, Seccomp};
 
-/// How file timestamps end up in layers (DESIGN.md decision 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Timestamps {
-    /// Every mtime, and the image's creation times, are this many seconds
-    /// after the epoch (`SOURCE_DATE_EPOCH`, default 0).
-    Epoch(i64),
-    /// Files keep their modification times from the context; the image's
-    /// creation times are still the epoch value, so only file times vary.
-    Preserve(i64),
-}
-
-impl Timestamps {
-    /// The epoch used for the image config's `created` and history times.
-    pub fn epoch(self) -> i64 {
-        match self {
-            Timestamps::Epoch(e) | Timestamps::Preserve(e) => e,
-        }
-    }
-}
-
 /// Where a secret for `RUN --mount=type=secret` comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretSource {
@@ -104,8 +84,15 @@ pub struct BuildOptions {
     pub network: strata_sandbox::Network,
     /// Secrets by id.
     pub secrets: BTreeMap<String, SecretSource>,
-    /// Timestamps.
-    pub timestamps: Timestamps,
+    /// The build's time, Unix seconds (`SOURCE_DATE_EPOCH`, default 0):
+    /// the image's creation and history times, and every file time in the
+    /// layers unless [`BuildOptions::preserve_timestamps`] (DESIGN.md
+    /// decision 2).
+    pub epoch: i64,
+    /// Files keep their modification times from the context
+    /// (`--timestamps preserve`); the image's times are still
+    /// [`BuildOptions::epoch`], so only file times vary.
+    pub preserve_timestamps: bool,
     /// Target platform (default the host's). RUN for another architecture
     /// runs under qemu registered in binfmt_misc.
     pub platform: Option<Platform>,
@@ -133,7 +120,7 @@ pub struct BuildOptions {
 
 impl BuildOptions {
     /// Defaults for a context directory: epoch 0 (the caller resolves
-    /// `SOURCE_DATE_EPOCH` and sets [`BuildOptions::timestamps`]).
+    /// `SOURCE_DATE_EPOCH` and sets [`BuildOptions::epoch`]).
     pub fn new(context: impl Into<PathBuf>) -> BuildOptions {
         BuildOptions {
             context: context.into(),
@@ -145,7 +132,8 @@ impl BuildOptions {
             no_cache_filter: Vec::new(),
             network: strata_sandbox::Network::Host,
             secrets: BTreeMap::new(),
-            timestamps: Timestamps::Epoch(0),
+            epoch: 0,
+            preserve_timestamps: false,
             platform: None,
             binfmt_dir: PathBuf::from(crate::emulation::BINFMT_DIR),
             isolation: Isolation::Auto,

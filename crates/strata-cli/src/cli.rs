@@ -450,15 +450,19 @@ pub struct RunArgs {
     /// User (name|uid[:group|gid])
     #[arg(short = 'u', long = "user")]
     pub user: Option<String>,
+    // The help texts below hold `[...]` for optional parts, not links.
+    #[allow(rustdoc::broken_intra_doc_links)]
     /// Bind mount a host path or a named volume (SRC:CTR[:ro]; SRC is an absolute or ./relative path, or a volume name)
     #[arg(short = 'v', long = "volume", value_name = "SRC:CTR")]
     pub volumes: Vec<String>,
+    #[allow(rustdoc::broken_intra_doc_links)]
     /// Attach a mount: type=bind|volume|tmpfs,source=SRC,target=CTR[,readonly][,tmpfs-size=N]
     #[arg(long = "mount", value_name = "SPEC")]
     pub mounts: Vec<String>,
     /// Run an init (tini) as pid 1 that reaps zombies and forwards signals
     #[arg(long)]
     pub init: bool,
+    #[allow(rustdoc::broken_intra_doc_links)]
     /// Publish a container's TCP port to the host ([IP:]HOST:CTR)
     #[arg(short = 'p', long = "publish", value_name = "HOST:CTR")]
     pub publish: Vec<String>,

@@ -37,6 +37,15 @@ pub enum Error {
     /// Bad input: a malformed document, an unsupported media type.
     #[error("{0}")]
     InvalidArgument(String),
+    /// An image to remove has several names and removal was not forced
+    /// (containerd's FailedPrecondition).
+    #[error("image {image} is referenced by {} names ({})", names.len(), names.join(", "))]
+    Referenced {
+        /// The image ID (short).
+        image: String,
+        /// Its names, familiar form.
+        names: Vec<String>,
+    },
     /// Another process holds the ingest for this ref.
     #[error("ingest {0:?} is in use by another writer")]
     Locked(String),

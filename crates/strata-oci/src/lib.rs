@@ -28,11 +28,15 @@
 //!   [`Store::open_blob`] (a `File`: `Read + Seek`, `FileExt::read_at` for
 //!   ranges), [`Store::read_blob`], [`Store::has`], [`Store::blob_size`].
 //! - Tags: [`Store::tag`], [`Store::untag`], [`Store::resolve`],
-//!   [`Store::list_tags`], [`Store::keep_untagged`].
+//!   [`Store::list_tags`], [`Store::keep_untagged`]; [`Store::remove_image`]
+//!   (what `rmi` removes) and [`Store::import_image`] (an image of one
+//!   imported layer).
 //! - Images: [`Store::image`]`(descriptor, platform)` and
 //!   [`Store::find_image`]`("busybox" | "sha256:..." | id prefix)` -> [`Image`]
 //!   (manifest, config, layers with diffIDs, and the raw bytes of both
-//!   documents), [`Store::images`].
+//!   documents), [`Store::images`]; [`Image::history_layers`] pairs history
+//!   entries with the layers they made, [`Image::history_rows`] gives
+//!   `strata history`'s rows.
 //! - Leases and roots: [`Store::lease`] -> [`Lease`] (drop to release);
 //!   [`Store::set_root`]`(namespace, name, RootSet)` for persistent roots such
 //!   as the build cache ([`CACHE_NAMESPACE`]).
@@ -44,7 +48,8 @@
 //!   long as their subject and never change its digest.
 //! - [`Store::verify`] -> [`VerifyReport`]; [`Store::gc`]`(GcOptions)` -> [`GcReport`].
 //! - Archives: [`save_docker_archive`], [`save_oci_layout`], [`load_archive`];
-//!   [`OutputFile`] for an output that appears only complete.
+//!   [`export_archive`] writes either to a path, through [`OutputFile`] (an
+//!   output that appears only complete).
 //! - Build caches outside the store: the [`RemoteCache`] seam, its format
 //!   ([`cache_entry_tag`], [`cache_entry_manifest`], [`parse_cache_entry`];
 //!   docs/cache.md) and [`LayoutCache`] (an OCI layout directory).
@@ -99,6 +104,7 @@ mod archive;
 mod cache_format;
 mod descriptor;
 mod error;
+mod history;
 mod image;
 mod layout_cache;
 mod output;
@@ -118,21 +124,22 @@ pub use cache_format::{
 };
 pub use descriptor::{media_type, Compression, Descriptor};
 pub use error::{is_no_space, Error, Result};
+pub use history::HistoryRow;
 pub use image::{
     sniff_media_type, ContainerConfig, Extra, Healthcheck, History, ImageConfig, Index, Manifest,
     RootFs,
 };
 pub use layout_cache::LayoutCache;
-pub use output::OutputFile;
+pub use output::{export_archive, ArchiveFormat, OutputFile};
 pub use platform::{Platform, PlatformError};
 pub use reference::{Reference, ReferenceError, DEFAULT_DOMAIN};
 pub use remote_cache::{
     CacheRecord, ExportReport, PruneReport, RemoteCache, RemoteEntry, RemoteError,
 };
 pub use store::{
-    remove_tree, write_atomic, GcOptions, GcReport, Hold, Image, ImageSummary, Layer, Lease,
-    Problem, RootSet, Sidecars, Store, TagEntry, TempDir, VerifyReport, Writer, CACHE_NAMESPACE,
-    MAX_DOCUMENT_SIZE,
+    remove_tree, write_atomic, GcOptions, GcReport, Hold, Image, ImageSummary, ImportOptions,
+    Layer, Lease, Problem, Removed, RootSet, Sidecars, Store, TagEntry, TempDir, VerifyReport,
+    Writer, CACHE_NAMESPACE, MAX_DOCUMENT_SIZE,
 };
 pub use strata_digest::{Algorithm, Digest, DigestError, Hasher, HashingReader, HashingWriter};
 pub use time::{format_rfc3339, parse_rfc3339};

@@ -1,5 +1,6 @@
 //! Output files (`strata save -o`) written atomically beside their
-//! destination, and the temp files of killed writers swept.
+//! destination, and the temp files of killed writers swept; exporting
+//! images to one ([`export_archive`]).
 //!
 //! The temp file `.strata-save-*` is `flock`ed while it is written, so the
 //! next writer into the same directory can tell one whose process died
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::FlockOperation;
 
 use crate::error::IoContext;
-use crate::{Error, Result};
+use crate::{save_docker_archive, save_oci_layout, Error, Result, SaveItem, Store};
 
 const PREFIX: &str = ".strata-save-";
 
@@ -73,6 +74,42 @@ impl OutputFile {
     }
 }
 
+/// The archive formats [`export_archive`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveFormat {
+    /// A docker-archive (`docker save`), always a tar.
+    Docker,
+    /// An OCI image layout: a tar when the destination ends in `.tar`,
+    /// else a directory.
+    Oci,
+}
+
+/// Write `items` to `out` in `format` (`strata save`, `build --output`).
+/// A tar goes to a temp file beside the destination ([`OutputFile`]),
+/// renamed when complete: a killed export never leaves a truncated archive
+/// under the final name.
+pub fn export_archive(
+    store: &Store,
+    items: &[SaveItem],
+    out: &Path,
+    format: ArchiveFormat,
+) -> Result<()> {
+    match format {
+        ArchiveFormat::Docker => {
+            let file = OutputFile::create(out)?;
+            let w = io::BufWriter::new(file.file());
+            let w = save_docker_archive(store, items, w)?;
+            w.into_inner()
+                .map_err(|e| Error::io("write", out.to_owned(), e.into_error()))?;
+            file.commit()
+        }
+        ArchiveFormat::Oci => {
+            let as_tar = out.extension().is_some_and(|e| e == "tar");
+            save_oci_layout(store, items, out, as_tar)
+        }
+    }
+}
+
 /// Remove `.strata-save-*` files in `dir` nobody is writing.
 fn sweep(dir: &Path) {
     let Ok(rd) = fs::read_dir(dir) else { return };
@@ -122,5 +159,56 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(names, ["out.tar"]);
+    }
+
+    #[test]
+    fn exports_load_back_with_the_same_image() {
+        use crate::{media_type, Descriptor, ImageConfig, Manifest, Reference};
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path().join("store")).unwrap_or_else(|e| panic!("{e}"));
+        let layer = b"layer bytes";
+        let ld = store.put_blob(layer).unwrap_or_else(|e| panic!("{e}"));
+        let mut cfg = ImageConfig::default();
+        cfg.rootfs.diff_ids.push(ld.clone());
+        let cd = store
+            .put_json(media_type::OCI_CONFIG, &cfg.to_json())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let m = Manifest::oci(
+            cd,
+            vec![Descriptor::new(
+                media_type::OCI_LAYER_TAR,
+                ld,
+                layer.len() as u64,
+            )],
+        );
+        let md = store
+            .put_json(media_type::OCI_MANIFEST, &m.to_json())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let name: Reference = "example.com/app:1"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        store.tag(&name, &md).unwrap_or_else(|e| panic!("{e}"));
+        let image = store.image(&md, None).unwrap_or_else(|e| panic!("{e}"));
+        let items = [SaveItem {
+            image: image.clone(),
+            names: vec![name],
+        }];
+        for (file, format, is_dir) in [
+            ("docker.tar", ArchiveFormat::Docker, false),
+            ("oci.tar", ArchiveFormat::Oci, false),
+            ("oci-dir", ArchiveFormat::Oci, true),
+        ] {
+            let out = dir.path().join(file);
+            export_archive(&store, &items, &out, format).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(out.is_dir(), is_dir, "{file}");
+            let other = Store::open(dir.path().join(format!("load-{file}")))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let loaded = crate::load_archive(&other, &out).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(loaded.len(), 1, "{file}");
+            let back = other
+                .image(&loaded[0].descriptor, None)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(back.id(), image.id(), "{file}");
+        }
     }
 }

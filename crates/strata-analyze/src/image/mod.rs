@@ -11,7 +11,8 @@
 //!   file or a whole directory, an opaque directory, a directory replaced by
 //!   a file), and duplicate content across paths of the final filesystem
 //!   (same sha256, all copies but one; empty files and hard links ignored);
-//! - known waste left in the final filesystem ([`detect`]).
+//! - known waste left in the final filesystem (the `detect` module's
+//!   [`Finding`]s).
 //!
 //! Waste is split by where its bytes lie: in the base image's layers (the
 //! Dockerfile did not add them; only another base reclaims them) or in the
@@ -27,10 +28,12 @@ mod detect;
 mod diff;
 mod html;
 mod report;
+mod source;
 mod walk;
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
@@ -38,6 +41,10 @@ pub use detect::Finding;
 pub use diff::{diff_images, file_changes, DiffLayer, DiffReport, DiffSide, FileChange};
 pub use html::render_html;
 pub use report::{ci_checks, render_summary, render_text, CiCheck, Thresholds};
+pub use source::{
+    analyze_image, archive_path, build_summary, dockerfile_lines, layer_metas, layer_opener,
+    open_archive, Archived, TempStore, ARCHIVE_PREFIXES, SUMMARY_SIDECAR,
+};
 pub use walk::{FileInfo, Tree};
 
 /// Version of the JSON form of [`Report`] (`docs/analyze.md`). 2: waste
@@ -302,7 +309,7 @@ pub struct Report {
     pub largest_dirs: Vec<(String, u64)>,
 }
 
-/// An error while reading a layer.
+/// An error while reading an image or one of its layers.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A layer could not be read or is not a valid tar.
@@ -315,6 +322,43 @@ pub enum Error {
         /// What went wrong.
         source: io::Error,
     },
+    /// An archive named to [`open_archive`] does not exist.
+    #[error("{}: no such file or directory", path.display())]
+    NoSuchFile {
+        /// The path named.
+        path: PathBuf,
+    },
+    /// The temporary directory for an archive's store could not be made.
+    #[error("cannot create a temporary store")]
+    TempStoreDir(#[source] io::Error),
+    /// The temporary store for an archive could not be opened.
+    #[error("cannot open a temporary store")]
+    TempStore(#[source] strata_oci::Error),
+    /// An archive could not be loaded.
+    #[error("cannot read {}", path.display())]
+    Archive {
+        /// The archive.
+        path: PathBuf,
+        /// Why.
+        source: strata_oci::Error,
+    },
+    /// An archive holds no image.
+    #[error("{} holds no image", path.display())]
+    NoImage {
+        /// The archive.
+        path: PathBuf,
+    },
+    /// The image in an archive could not be resolved.
+    #[error("cannot read the image in {}", path.display())]
+    ArchiveImage {
+        /// The archive.
+        path: PathBuf,
+        /// Why.
+        source: strata_oci::Error,
+    },
+    /// The store failed (the summary cache).
+    #[error(transparent)]
+    Store(#[from] strata_oci::Error),
 }
 
 /// Analyse an image given its layers' metadata and a function that opens

@@ -235,7 +235,7 @@ impl Shared<'_> {
             },
             None => (None, None),
         };
-        let preserve = matches!(self.opts.timestamps, Timestamps::Preserve(_));
+        let preserve = self.opts.preserve_timestamps;
         let target = if c.link { None } else { Some(&view) };
         let workdir = st.workdir();
         let mut req = CopyRequest {

@@ -28,7 +28,7 @@ use crate::error::{Error, ErrorKind, Location, Result};
 use crate::event::{Event, EventSink, StepId, Stream};
 use crate::explain::{changed, compare, Explanation};
 use crate::key::{tag, Inputs};
-use crate::options::{BuildOptions, SecretSource, Timestamps};
+use crate::options::{BuildOptions, SecretSource};
 use crate::plan::{Base, FromRef, Plan, PROXY_ARGS};
 use strata_layer::MergedView;
 
@@ -255,9 +255,10 @@ pub fn build(
     }
     let dockerfile = dockerfile_abs;
     let mut layer_opts = LayerOptions::new(opts.compression);
-    layer_opts.timestamps = match opts.timestamps {
-        Timestamps::Epoch(e) => strata_layer::Timestamps::Epoch(e),
-        Timestamps::Preserve(_) => strata_layer::Timestamps::Preserve,
+    layer_opts.timestamps = if opts.preserve_timestamps {
+        strata_layer::Timestamps::Preserve
+    } else {
+        strata_layer::Timestamps::Epoch(opts.epoch)
     };
     let shared = Shared {
         store,
@@ -493,15 +494,17 @@ impl Shared<'_> {
     }
 
     fn epoch(&self) -> i64 {
-        self.opts.timestamps.epoch()
+        self.opts.epoch
     }
 
     /// Every layer-making step's key holds the timestamp mode and epoch:
     /// they decide the mtimes its layer records.
     fn key_timestamps(&self, inputs: &mut Inputs) {
-        let v = match self.opts.timestamps {
-            Timestamps::Epoch(e) => format!("epoch {e}"),
-            Timestamps::Preserve(e) => format!("preserve, epoch {e}"),
+        let e = self.opts.epoch;
+        let v = if self.opts.preserve_timestamps {
+            format!("preserve, epoch {e}")
+        } else {
+            format!("epoch {e}")
         };
         inputs.fields.insert("timestamps".into(), v);
     }

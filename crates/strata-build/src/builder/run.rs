@@ -323,7 +323,7 @@ impl Shared<'_> {
                         let rel = if rel.is_empty() { ".".to_owned() } else { rel };
                         let entry = self.ctx.resolve(&rel)?.clone();
                         let index = self.ctx.index_paths(&[entry.path.as_str()])?;
-                        let preserve = matches!(self.opts.timestamps, Timestamps::Preserve(_));
+                        let preserve = self.opts.preserve_timestamps;
                         let digest = crate::fetch::context_bind_digest(&index, preserve);
                         let desc = format!("bind context:{rel} mode={:o} {digest}", entry.mode);
                         let time = (!preserve).then(|| self.epoch());

@@ -1,12 +1,11 @@
 //! `strata analyze` and `strata diff`.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use strata_analyze::image::{self as an, LayerMeta, Report};
+use strata_analyze::image as an;
 use strata_build::BaseResolver as _;
 use strata_oci::{Image, Platform, Store};
 
@@ -21,48 +20,29 @@ struct Resolved {
     name: String,
     store: Store,
     image: Image,
-    _tmp: Option<tempfile::TempDir>,
-}
-
-fn load_into_temp(path: &Path, name: &str) -> anyhow::Result<Resolved> {
-    if !path.exists() {
-        bail!("{}: no such file or directory", path.display());
-    }
-    let tmp = tempfile::Builder::new()
-        .prefix("strata-analyze-")
-        .tempdir()
-        .context("cannot create a temporary store")?;
-    let store = Store::open(tmp.path()).context("cannot open a temporary store")?;
-    let loaded = strata_oci::load_archive(&store, path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let Some(first) = loaded.first() else {
-        bail!("{} holds no image", path.display());
-    };
-    if loaded.len() > 1 {
-        tracing::warn!(
-            "{} holds {} images; analysing the first",
-            path.display(),
-            loaded.len()
-        );
-    }
-    let image = store
-        .image(&first.descriptor, Some(&Platform::host()))
-        .or_else(|_| store.image(&first.descriptor, None))
-        .with_context(|| format!("cannot read the image in {}", path.display()))?;
-    Ok(Resolved {
-        name: name.to_owned(),
-        store,
-        image,
-        _tmp: Some(tmp),
-    })
+    _tmp: Option<an::TempStore>,
 }
 
 fn resolve(spec: &str, s: &Settings, insecure: &[String]) -> anyhow::Result<Resolved> {
-    for prefix in ["oci:", "oci-archive:", "docker-archive:"] {
-        if let Some(rest) = spec.strip_prefix(prefix) {
-            // skopeo-style `oci:DIR:TAG` is not needed here: take the path.
-            return load_into_temp(&PathBuf::from(rest), spec);
+    if let Some(path) = an::archive_path(spec) {
+        let an::Archived {
+            store,
+            image,
+            images,
+            dir,
+        } = an::open_archive(path)?;
+        if images > 1 {
+            tracing::warn!(
+                "{} holds {images} images; analysing the first",
+                path.display()
+            );
         }
+        return Ok(Resolved {
+            name: spec.to_owned(),
+            store,
+            image,
+            _tmp: Some(dir),
+        });
     }
     let store = open_store(s)?;
     let image = match store.find_image(spec) {
@@ -84,111 +64,20 @@ fn resolve(spec: &str, s: &Settings, insecure: &[String]) -> anyhow::Result<Reso
     })
 }
 
-/// Layer metadata, with each layer's history entry and Dockerfile line.
-pub(crate) fn layer_metas(image: &Image, lines: &BTreeMap<usize, usize>) -> Vec<LayerMeta> {
-    let mut metas: Vec<LayerMeta> = image
-        .layers
-        .iter()
-        .map(|l| LayerMeta {
-            digest: l.descriptor.digest.to_string(),
-            diff_id: l.diff_id.to_string(),
-            compressed_size: l.descriptor.size,
-            created_by: None,
-            line: None,
-        })
-        .collect();
-    let mut next = 0;
-    for (hi, h) in image.config.history.iter().enumerate() {
-        if h.empty_layer {
-            continue;
-        }
-        if let Some(m) = metas.get_mut(next) {
-            m.created_by = h.created_by.clone();
-            m.line = lines.get(&hi).copied();
-        }
-        next += 1;
-    }
-    metas
-}
-
-pub(crate) fn opener<'a>(
-    store: &'a Store,
-    image: &'a Image,
-) -> impl FnMut(usize) -> io::Result<Box<dyn Read>> + 'a {
-    move |i| {
-        let d = &image.layers[i].descriptor.digest;
-        let f = store
-            .open_blob(d)
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        Ok(Box::new(io::BufReader::with_capacity(256 * 1024, f)) as Box<dyn Read>)
-    }
-}
-
-/// Analyse an image in `store`; lines from its BuildInfo when strata built it.
-pub(crate) fn analyze_image(
-    store: &Store,
-    image: &Image,
-    name: &str,
-    lines: Option<&BTreeMap<usize, usize>>,
-    top: usize,
-) -> anyhow::Result<Report> {
-    let info;
-    let lines = match lines {
-        Some(l) => Some(l),
-        None => {
-            info = strata_build::BuildInfo::load(store, image.id()).map(|b| b.lines);
-            info.as_ref()
-        }
-    };
-    let metas = layer_metas(image, lines.unwrap_or(&BTreeMap::new()));
-    let base = an::find_base(&image.config.history, lines);
-    let mut open = opener(store, image);
-    Ok(an::analyze(
-        name,
-        Some(image.id().to_string()),
-        &metas,
-        &mut open,
-        &an::Options { top, base },
-    )?)
-}
-
-/// The summary printed after `strata build`. An image's analysis depends
-/// only on its layers and the line map, so it is kept beside the store (its
-/// `analysis` sidecar, keyed by name and lines) and a fully cached rebuild
-/// does not read the layers again.
-pub(crate) fn build_summary(
-    store: &Store,
-    image: &Image,
-    name: &str,
-    lines: &BTreeMap<usize, usize>,
-) -> anyhow::Result<String> {
-    let key =
-        strata_oci::Digest::sha256(format!("schema {}\0{name}\0{lines:?}", an::SCHEMA).as_bytes());
-    let key = &key.hex()[..16];
-    let cache = store.sidecar("analysis")?;
-    if let Some(cached) = cache
-        .get(image.id(), Some(key))
-        .ok()
-        .flatten()
-        .and_then(|b| String::from_utf8(b).ok())
-    {
-        return Ok(cached);
-    }
-    let report = analyze_image(store, image, name, Some(lines), 3)?;
-    let summary = an::render_summary(&report);
-    // Best effort: a cache that cannot be written only costs time.
-    let _ = cache.put(image.id(), Some(key), summary.as_bytes());
-    Ok(summary)
-}
-
 pub fn analyze(args: AnalyzeArgs, s: &Settings) -> CmdResult {
     let r = resolve(&args.image, s, &args.registry.insecure_registries)?;
     let lines = if let Some(df) = &args.dockerfile {
-        Some(lines_from_dockerfile(df, &r.image)?)
+        let src =
+            std::fs::read_to_string(df).with_context(|| format!("cannot read {}", df.display()))?;
+        let parsed = strata_dockerfile::parse_named(&df.display().to_string(), &src)?;
+        Some(an::dockerfile_lines(&parsed, r.image.config.history.len()))
     } else {
         None
     };
-    let report = analyze_image(&r.store, &r.image, &r.name, lines.as_ref(), args.top)?;
+    // Lines from the build record when strata built the image.
+    let lines =
+        lines.or_else(|| strata_build::BuildInfo::load(&r.store, r.image.id()).map(|b| b.lines));
+    let report = an::analyze_image(&r.store, &r.image, &r.name, lines.as_ref(), args.top)?;
     match args.format {
         AnalyzeFormat::Text => out!("{}", an::render_text(&report)),
         AnalyzeFormat::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
@@ -257,40 +146,14 @@ pub fn analyze(args: AnalyzeArgs, s: &Settings) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-/// For images strata did not build: map the final stage's instructions onto
-/// the last history entries (one entry per instruction, as docker and
-/// BuildKit record them).
-fn lines_from_dockerfile(path: &Path, image: &Image) -> anyhow::Result<BTreeMap<usize, usize>> {
-    let src =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let df = strata_dockerfile::parse_named(&path.display().to_string(), &src)?;
-    let mut stage: Vec<usize> = Vec::new();
-    for node in &df.nodes {
-        if node.keyword.eq_ignore_ascii_case("from") {
-            stage.clear();
-        } else {
-            stage.push(node.start_line);
-        }
-    }
-    let hist = image.config.history.len();
-    let mut out = BTreeMap::new();
-    for (k, line) in stage.iter().rev().enumerate() {
-        if k >= hist {
-            break;
-        }
-        out.insert(hist - 1 - k, *line);
-    }
-    Ok(out)
-}
-
 pub fn diff(args: DiffArgs, s: &Settings) -> CmdResult {
     let a = resolve(&args.from, s, &[])?;
     let b = resolve(&args.to, s, &[])?;
-    let la = layer_metas(&a.image, &BTreeMap::new());
-    let lb = layer_metas(&b.image, &BTreeMap::new());
+    let la = an::layer_metas(&a.image, &BTreeMap::new());
+    let lb = an::layer_metas(&b.image, &BTreeMap::new());
     let trees = if args.files {
-        let ta = an::final_tree(&la, &mut opener(&a.store, &a.image))?;
-        let tb = an::final_tree(&lb, &mut opener(&b.store, &b.image))?;
+        let ta = an::final_tree(&la, &mut an::layer_opener(&a.store, &a.image))?;
+        let tb = an::final_tree(&lb, &mut an::layer_opener(&b.store, &b.image))?;
         Some((ta, tb))
     } else {
         None

@@ -176,10 +176,8 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
         .get("SOURCE_DATE_EPOCH")
         .and_then(|v| v.parse::<i64>().ok())
         .unwrap_or(s.epoch);
-    opts.timestamps = match args.timestamps {
-        Timestamps::Epoch => strata_build::Timestamps::Epoch(epoch),
-        Timestamps::Preserve => strata_build::Timestamps::Preserve(epoch),
-    };
+    opts.epoch = epoch;
+    opts.preserve_timestamps = args.timestamps == Timestamps::Preserve;
     let platforms = match args.platform.as_deref() {
         Some(p) => super::parse_platforms("--platform", p)?,
         None => Vec::new(),
@@ -390,9 +388,9 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
             .first()
             .map(|t| t.familiar())
             .unwrap_or_else(|| image.id().to_string());
-        match super::analyze::build_summary(&store, &image, &name, &out.history_lines) {
+        match strata_analyze::image::build_summary(&store, &image, &name, &out.history_lines) {
             Ok(summary) => eprint!("{summary}"),
-            Err(e) => tracing::warn!("post-build analysis skipped: {e:#}"),
+            Err(e) => tracing::warn!("post-build analysis skipped: {:#}", anyhow::Error::new(e)),
         }
     }
     // With the files going to standard output, the ID must not follow them.

@@ -6,8 +6,8 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use strata_layer::{LayerOptions, Snapshotter};
 use strata_oci::{
-    format_rfc3339, media_type, parse_rfc3339, Compression, GcOptions, History, Image, ImageConfig,
-    Manifest, Platform, Reference, SaveItem, Store,
+    format_rfc3339, parse_rfc3339, Compression, GcOptions, Image, ImageConfig, ImportOptions,
+    Platform, Reference, Removed, SaveItem, Store,
 };
 
 use crate::cli::*;
@@ -277,59 +277,12 @@ pub fn inspect(args: InspectArgs, s: &Settings) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One history row per config history entry (newest first), each non-empty
-/// entry matched with its layer.
-struct HistoryRow {
-    id: Option<String>,
-    created: Option<String>,
-    created_by: String,
-    size: u64,
-    comment: String,
-    empty: bool,
-}
-
-fn history_rows(snap: Option<&Snapshotter>, img: &Image) -> Vec<HistoryRow> {
-    let mut rows = Vec::new();
-    let mut layers = img.layers.iter().rev();
-    if img.config.history.is_empty() {
-        for l in layers {
-            rows.push(HistoryRow {
-                id: None,
-                created: None,
-                created_by: String::new(),
-                size: layer_size(snap, l),
-                comment: String::new(),
-                empty: false,
-            });
-        }
-    } else {
-        for h in img.config.history.iter().rev() {
-            let size = if h.empty_layer {
-                0
-            } else {
-                layers.next().map_or(0, |l| layer_size(snap, l))
-            };
-            rows.push(HistoryRow {
-                id: None,
-                created: h.created.clone(),
-                created_by: h.created_by.clone().unwrap_or_default(),
-                size,
-                comment: h.comment.clone().unwrap_or_default(),
-                empty: h.empty_layer,
-            });
-        }
-    }
-    if let Some(first) = rows.first_mut() {
-        first.id = Some(img.id().to_string());
-    }
-    rows
-}
-
 pub fn history(args: HistoryArgs, s: &Settings) -> CmdResult {
     let format = Format::parse(args.format.as_deref()).map_err(usage)?;
     let store = open_store(s)?;
     let img = find(&store, &args.image)?;
-    let rows = history_rows(Snapshotter::new(&store).ok().as_ref(), &img);
+    let snap = Snapshotter::new(&store).ok();
+    let rows = img.history_rows(|l| layer_size(snap.as_ref(), l));
     if s.quiet {
         for r in &rows {
             match (&r.id, args.no_trunc) {
@@ -344,7 +297,7 @@ pub fn history(args: HistoryArgs, s: &Settings) -> CmdResult {
         .iter()
         .map(|r| {
             let id = match (&r.id, args.no_trunc) {
-                (Some(id), true) => id.clone(),
+                (Some(id), true) => id.to_string(),
                 (Some(_), false) => img.id().short().to_owned(),
                 (None, _) => "<missing>".into(),
             };
@@ -406,30 +359,17 @@ pub fn import(args: ImportArgs, s: &Settings) -> CmdResult {
     opts.timestamps = strata_layer::Timestamps::Epoch(s.epoch);
     let layer = strata_layer::import_tar_to_store(&store, reader, &opts)
         .with_context(|| format!("cannot import {}", args.tarball.display()))?;
-    let created = format_rfc3339(s.epoch);
-    let mut config = ImageConfig {
-        created: Some(created.clone()),
-        architecture: platform.architecture.clone(),
-        os: platform.os.clone(),
-        variant: platform.variant.clone(),
-        config: Some(cc),
-        ..Default::default()
-    };
-    config.rootfs.diff_ids.push(layer.diff_id.clone());
-    config.history.push(History {
-        created: Some(created),
-        created_by: Some("strata import".into()),
-        comment: Some(
-            args.message
-                .clone()
-                .unwrap_or_else(|| "Imported from a root filesystem tarball".into()),
-        ),
-        ..Default::default()
-    });
-    let config_desc = store.put_json(media_type::OCI_CONFIG, &config.to_json())?;
-    let manifest = Manifest::oci(config_desc.clone(), vec![layer.descriptor()]);
-    let desc = store.put_json(media_type::OCI_MANIFEST, &manifest.to_json())?;
-    store.tag(&reference, &desc)?;
+    let config_desc = store.import_image(
+        layer.descriptor(),
+        layer.diff_id.clone(),
+        &reference,
+        ImportOptions {
+            platform,
+            config: cc,
+            epoch: s.epoch,
+            comment: args.message.clone(),
+        },
+    )?;
     outln!("{}", config_desc.digest);
     Ok(ExitCode::SUCCESS)
 }
@@ -464,36 +404,20 @@ pub fn save(args: SaveArgs, s: &Settings) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes `items` to `out` as a docker-archive or an OCI layout (a tar when
-/// `out` ends in `.tar`, else a directory). A docker-archive goes to a temp
-/// file beside the destination, renamed when complete: a killed save never
-/// leaves a truncated archive under the final name.
+/// Writes `items` to `out` as a docker-archive or an OCI layout
+/// ([`strata_oci::export_archive`]).
 pub(crate) fn export(
     store: &Store,
     items: &[SaveItem],
     out: &Path,
     format: ArchiveFormat,
 ) -> anyhow::Result<()> {
-    match format {
-        ArchiveFormat::Docker => {
-            let file = strata_oci::OutputFile::create(out)
-                .with_context(|| format!("cannot write {}", out.display()))?;
-            let w = std::io::BufWriter::new(file.file());
-            let w = strata_oci::save_docker_archive(store, items, w)
-                .with_context(|| format!("cannot write {}", out.display()))?;
-            w.into_inner()
-                .map_err(|e| e.into_error())
-                .with_context(|| format!("cannot write {}", out.display()))?;
-            file.commit()
-                .with_context(|| format!("cannot write {}", out.display()))?;
-        }
-        ArchiveFormat::Oci => {
-            let as_tar = out.extension().is_some_and(|e| e == "tar");
-            strata_oci::save_oci_layout(store, items, out, as_tar)
-                .with_context(|| format!("cannot write {}", out.display()))?;
-        }
-    }
-    Ok(())
+    let format = match format {
+        ArchiveFormat::Docker => strata_oci::ArchiveFormat::Docker,
+        ArchiveFormat::Oci => strata_oci::ArchiveFormat::Oci,
+    };
+    strata_oci::export_archive(store, items, out, format)
+        .with_context(|| format!("cannot write {}", out.display()))
 }
 
 pub fn load(args: LoadArgs, s: &Settings) -> CmdResult {
@@ -535,44 +459,22 @@ pub fn tag(args: TagArgs, s: &Settings) -> CmdResult {
 pub fn rmi(args: RmiArgs, s: &Settings) -> CmdResult {
     let store = open_store(s)?;
     for name in &args.images {
-        // A name: remove that tag only.
-        if let Ok(r) = name.parse::<Reference>() {
-            if r.digest().is_none() && store.resolve(&r).is_ok() {
-                store.untag(&r)?;
-                outln!("Untagged: {}", r.familiar());
-                continue;
+        let removed = store.remove_image(name, args.force).map_err(|e| match e {
+            e if e.is_not_found() => crate::render::hinted(
+                format!("no such image: {name}"),
+                "`strata images` lists the images in the store; `strata import` or `strata load` adds some",
+            ),
+            e @ strata_oci::Error::Referenced { .. } => {
+                crate::render::hinted(e.to_string(), "remove the names one by one, or pass -f")
+            }
+            e => anyhow::Error::new(e).context(format!("cannot remove image {name}")),
+        })?;
+        for r in removed {
+            match r {
+                Removed::Untagged(t) => outln!("Untagged: {}", t.familiar()),
+                Removed::Deleted(id) => outln!("Deleted: {id}"),
             }
         }
-        let img = find(&store, name)?;
-        let tags = store.tags_of(img.id())?;
-        if tags.len() > 1 && !args.force {
-            return Err(crate::render::hinted(
-                format!(
-                    "image {} is referenced by {} names ({})",
-                    img.id().short(),
-                    tags.len(),
-                    tags.iter()
-                        .map(Reference::familiar)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                "remove the names one by one, or pass -f",
-            ));
-        }
-        for t in tags {
-            store.untag(&t)?;
-            outln!("Untagged: {}", t.familiar());
-        }
-        for e in store.list_tags()? {
-            if e.reference.is_none()
-                && store
-                    .image(&e.descriptor, None)
-                    .is_ok_and(|i| i.id() == img.id())
-            {
-                store.remove_untagged(&e.descriptor.digest)?;
-            }
-        }
-        outln!("Deleted: {}", img.id());
     }
     store
         .gc(GcOptions::default())

@@ -198,7 +198,10 @@ pub fn push(args: PushArgs, s: &Settings) -> CmdResult {
     let dest: Reference = dest_s
         .parse()
         .map_err(|e| crate::render::usage(format!("invalid destination {dest_s:?}: {e}")))?;
-    if args.destination.is_none() && !args.image.contains('/') && dest.domain() == "docker.io" {
+    if args.destination.is_none()
+        && !args.image.contains('/')
+        && dest.domain() == strata_oci::DEFAULT_DOMAIN
+    {
         // `strata push app` would go to Docker Hub; that is rarely meant.
         tracing::info!("pushing to docker.io");
     }

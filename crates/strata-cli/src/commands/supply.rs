@@ -56,8 +56,8 @@ fn make_sbom(
     let lines = BuildInfo::load(store, image.id())
         .map(|b| b.lines)
         .unwrap_or_default();
-    let metas = super::analyze::layer_metas(image, &lines);
-    let mut open = super::analyze::opener(store, image);
+    let metas = strata_analyze::image::layer_metas(image, &lines);
+    let mut open = strata_analyze::image::layer_opener(store, image);
     let pkgs = sbom::scan_packages(metas.len(), &mut open)?;
     let subject = sbom::Subject {
         name: name.to_owned(),

@@ -1,4 +1,4 @@
-//! Report formats: [`text`] (rustc-style snippets with carets), [`json`]
+//! Report formats: [`text`] (rustc-style snippets with carets), [`json`](fn@json)
 //! (the stable schema documented in `docs/lint.md`) and [`sarif`] (SARIF
 //! 2.1.0 with rule metadata and fixes, for GitHub code scanning).
 
