@@ -536,11 +536,10 @@ fn kill_9_during_build_with_the_builtin_sandbox() {
     build_crash("build (builtin sandbox)", "builtin");
 }
 
-/// runc and crun, and the step's processes under them, outlive a strata
-/// killed with SIGKILL (they are not in its process group and nothing kills
-/// them when it dies): the sandbox's part of issue 24.
+/// runc and crun, and the step's processes under them, are not in strata's
+/// process group: a watchdog on a pipe deletes the container when a build
+/// is killed with SIGKILL.
 #[test]
-#[ignore = "the OCI runtime and the RUN step's processes outlive a SIGKILLed build (strata-sandbox, issue 24)"]
 fn kill_9_during_build_with_the_oci_runtime() {
     if !strata_testkit::require_tool("runc") && !strata_testkit::require_tool("crun") {
         return;
@@ -642,7 +641,11 @@ fn kill_9_of_serve_during_an_upload() {
             .unwrap()
     };
     let out = push(&srv.addr, 0).wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let span = started.elapsed().mul_f64(1.2);
     srv.stop();
     let n = trials();
@@ -663,7 +666,11 @@ fn kill_9_of_serve_during_an_upload() {
         // The next server sweeps; the push then completes.
         let srv = Serve::start(&srv_root, &[]);
         let out = push(&srv.addr, i).wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let dest = format!("{}/u{i}/big:1", srv.addr);
         ok(&fresh, &["pull", &dest]);
         assert_eq!(identity(&fresh, &dest), identity(&root, "big"));

@@ -105,6 +105,54 @@ impl OciExecutor {
     }
 }
 
+/// A watchdog for one container: a shell that waits on a pipe this process
+/// holds. The pipe closes when this process ends, however it ends; unless
+/// told `done` first (the container is gone), the watchdog deletes the
+/// container with `--force` (a kill), again while the runtime lives, in
+/// case it was still creating it. So a strata killed with SIGKILL never leaves the
+/// runtime's container and the step's processes running (issue 24).
+struct Watchdog(Option<std::process::Child>);
+
+impl Watchdog {
+    fn new(exec: &OciExecutor, id: &str, runtime_pid: u32) -> Watchdog {
+        // $3 is the runtime's pid: while it lives it may still be creating
+        // the container, so the delete is repeated until it is gone.
+        const SCRIPT: &str = r#"read x
+[ "$x" = done ] && exit 0
+while kill -0 "$3" 2>/dev/null; do
+  "$0" --root "$1" delete -f "$2" >/dev/null 2>&1
+  sleep 0.1
+done
+"$0" --root "$1" delete -f "$2" >/dev/null 2>&1"#;
+        let child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(SCRIPT)
+            .arg(&exec.runtime)
+            .arg(exec.runtime_root())
+            .arg(id)
+            .arg(runtime_pid.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            // Out of the terminal's process group: a Ctrl-C is this
+            // process's to handle, and the watchdog must outlive it.
+            .process_group(0)
+            .spawn()
+            .ok();
+        Watchdog(child)
+    }
+
+    /// The container is gone: the watchdog exits without acting.
+    fn done(mut self) {
+        if let Some(mut c) = self.0.take() {
+            if let Some(mut w) = c.stdin.take() {
+                let _ = std::io::Write::write_all(&mut w, b"done\n");
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
 pub(crate) fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -425,6 +473,7 @@ impl Executor for OciExecutor {
             ),
             source: e,
         })?;
+        let watchdog = Watchdog::new(self, &id, child.id());
         let mut pumps = Vec::new();
         if let Stdio::Capture(c) = &spec.stdio {
             if let Some(out) = child.stdout.take() {
@@ -449,6 +498,7 @@ impl Executor for OciExecutor {
         if interrupted || waited.is_err() || root_dir.join(&id).exists() {
             self.quiet(&["delete", "-f", &id]);
         }
+        watchdog.done();
         b.stubs.after_run();
         crate::plan::overlay_after_run(&b.rootfs);
         let status = ExitStatus::from_wait_status(
