@@ -483,6 +483,168 @@ fn run_steps_run_natively_and_under_qemu_in_one_build() {
     assert_eq!(cat(&s.root, "uname", "/arch"), "x86_64 amd64\n");
 }
 
+/// Imports a host busybox as `bb:amd64` and the arm64 one as `bb:arm64`
+/// (PATH set), and assembles them into the index `bb:multi`.
+fn busybox_pair(root: &std::path::Path, dir: &std::path::Path, arm_busybox: &std::path::Path) {
+    let host = busybox_tar(dir).unwrap();
+    let arm = dir.join("arm.tar");
+    busybox_tar_of(arm_busybox, &arm);
+    for (tar, platform, name) in [
+        (&host, "linux/amd64", "bb:amd64"),
+        (&arm, "linux/arm64", "bb:arm64"),
+    ] {
+        ok(
+            root,
+            &[
+                "import",
+                "--platform",
+                platform,
+                tar.to_str().unwrap(),
+                name,
+                "-c",
+                "ENV PATH=/bin",
+            ],
+        );
+    }
+    ok(
+        root,
+        &["manifest", "create", "bb:multi", "bb:amd64", "bb:arm64"],
+    );
+}
+
+#[test]
+fn run_platform_picks_from_an_index_and_emulates_another_cpu() {
+    if !strata_testkit::require_root() {
+        return;
+    }
+    let Some(arm_busybox) = arm64_emulation() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    busybox_pair(&root, dir.path(), &arm_busybox);
+    let uname = |args: &[&str]| {
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["uname", "-m"]);
+        ok(&root, &all)
+    };
+    // From the index: the host's by default, the one asked for otherwise.
+    assert_eq!(uname(&["bb:multi"]), "x86_64\n");
+    assert_eq!(
+        uname(&["--platform", "linux/arm64", "bb:multi"]),
+        "aarch64\n"
+    );
+    assert_eq!(
+        uname(&["--platform", "linux/amd64", "bb:multi"]),
+        "x86_64\n"
+    );
+    // A single-platform image of another CPU, with or without --platform
+    // (without it, docker's warning).
+    assert_eq!(uname(&["--platform", "arm64", "bb:arm64"]), "aarch64\n");
+    let out = run(&root, &["run", "--rm", "bb:arm64", "uname", "-m"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "aarch64\n");
+    assert!(
+        stderr(&out).contains("does not match this machine's"),
+        "{}",
+        stderr(&out)
+    );
+    // A platform the image is not for is refused, as docker does.
+    let out = run(
+        &root,
+        &[
+            "run",
+            "--rm",
+            "--platform",
+            "linux/amd64",
+            "bb:arm64",
+            "true",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is for linux/arm64, not the requested linux/amd64"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(
+        &root,
+        &[
+            "run",
+            "--rm",
+            "--platform",
+            "linux/s390x",
+            "bb:multi",
+            "true",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no image for linux/s390x in bb:multi"),
+        "{}",
+        stderr(&out)
+    );
+    // A bad platform is a usage error.
+    let out = run(&root, &["run", "--platform", "linux/pentium", "bb:multi"]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("\"pentium\" is not a known architecture"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn run_of_another_cpu_without_binfmt_fails_fast_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let Some(tar) = busybox_tar(dir.path()) else {
+        return;
+    };
+    // busybox declared as the foreign platform's: the check comes before
+    // any container exists, so its bytes do not matter.
+    ok(
+        &root,
+        &[
+            "import",
+            "--platform",
+            foreign(),
+            tar.to_str().unwrap(),
+            "bb",
+        ],
+    );
+    let binfmt = dir.path().join("binfmt");
+    std::fs::create_dir_all(&binfmt).unwrap();
+    std::fs::write(binfmt.join("status"), "enabled\n").unwrap();
+    let out = cmd(&root)
+        .env("STRATA_BINFMT_DIR", &binfmt)
+        .args([
+            "run",
+            "--rm",
+            "--platform",
+            foreign(),
+            "bb",
+            "/bin/busybox",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains(&format!("cannot run bb ({})", foreign())),
+        "{err}"
+    );
+    assert!(err.contains("is registered in binfmt_misc"), "{err}");
+    assert!(
+        err.contains("hint: install qemu and its binfmt_misc registrations: `apt-get install qemu-user-static binfmt-support`"),
+        "{err}"
+    );
+    assert!(!err.contains("exec format error"), "{err}");
+    // No container was left behind.
+    assert_eq!(ok(&root, &["ps", "-a", "--ids"]), "");
+}
+
 #[test]
 fn an_index_is_pushed_whole_and_pulled_per_platform() {
     let dir = tempfile::tempdir().unwrap();
