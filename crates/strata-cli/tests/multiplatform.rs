@@ -368,28 +368,35 @@ fn an_emulated_run_without_binfmt_fails_fast_with_the_fix() {
     assert!(err.contains("COPY . /ctx"), "{err}");
 }
 
-/// An arm64 busybox-static binary (`STRATA_TEST_BUSYBOX_ARM64`, which
-/// scripts/test fetches with `apt-get download busybox-static:arm64`) and
-/// qemu-aarch64 registered in binfmt_misc with the F flag; None (a failure
-/// under STRATA_TEST_STRICT) when either is missing.
-fn arm64_emulation() -> Option<std::path::PathBuf> {
-    let missing = |what: &str| {
-        if strata_testkit::strict() {
-            panic!("test requirement missing: {what} (STRATA_TEST_STRICT is set)");
-        }
-        strata_testkit::not_run(&format!("{what} is missing"));
-        None
-    };
+/// Fails the test under STRATA_TEST_STRICT, else reports it NOT RUN.
+fn missing<T>(what: &str) -> Option<T> {
+    if strata_testkit::strict() {
+        panic!("test requirement missing: {what} (STRATA_TEST_STRICT is set)");
+    }
+    strata_testkit::not_run(&format!("{what} is missing"));
+    None
+}
+
+/// qemu-aarch64 registered in binfmt_misc with the F flag, on an x86-64
+/// host; None (a failure under STRATA_TEST_STRICT) when it is missing.
+fn arm64_qemu() -> Option<()> {
     if host_arch() != "amd64" {
         strata_testkit::not_run("emulation is tested on x86-64 hosts (arm64 foreign)");
         return None;
     }
     let arm: strata_oci::Platform = "linux/arm64".parse().unwrap();
-    if let Err(e) =
-        strata_build::check_emulation(&arm, std::path::Path::new(strata_build::BINFMT_DIR))
-    {
-        return missing(&format!("qemu-aarch64 in binfmt_misc ({e}; {})", e.hint()));
+    match strata_build::check_emulation(&arm, std::path::Path::new(strata_build::BINFMT_DIR)) {
+        Ok(()) => Some(()),
+        Err(e) => missing(&format!("qemu-aarch64 in binfmt_misc ({e}; {})", e.hint())),
     }
+}
+
+/// An arm64 busybox-static binary (`STRATA_TEST_BUSYBOX_ARM64`, which
+/// scripts/test fetches with `apt-get download busybox-static:arm64`) and
+/// [`arm64_qemu`]; None (a failure under STRATA_TEST_STRICT) when either is
+/// missing.
+fn arm64_emulation() -> Option<std::path::PathBuf> {
+    arm64_qemu()?;
     match std::env::var_os("STRATA_TEST_BUSYBOX_ARM64").map(std::path::PathBuf::from) {
         Some(p) if p.is_file() => Some(p),
         _ => missing("STRATA_TEST_BUSYBOX_ARM64 (an arm64 busybox-static binary)"),
@@ -779,4 +786,81 @@ fn manifest_create_assembles_an_index_from_single_platform_images() {
     let fresh = dir.path().join("fresh");
     ok(&fresh, &["pull", "--platform", "linux/arm64", &dest]);
     assert_eq!(inspect(&fresh, &dest)["Architecture"], "arm64");
+}
+
+/// A store with Debian minbase for amd64 and arm64 (`debian:bookworm-minbase`
+/// an index of both), from `scripts/base-images --arch amd64,arm64 debian`
+/// (debootstrap; the arm64 second stage under qemu). The rootfs tarballs are
+/// cached under target/base-images, as the examples' tests do.
+fn debian_pair(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    if !strata_testkit::require_root() || !strata_testkit::require_tool("debootstrap") {
+        return None;
+    }
+    arm64_qemu()?;
+    let ws = strata_testkit::workspace_root();
+    let root = dir.join("root");
+    let out = std::process::Command::new(ws.join("scripts/base-images"))
+        .args(["--arch", "amd64,arm64", "debian"])
+        .env("STRATA", strata_bin())
+        .env("STRATA_ROOT", &root)
+        .env("BASE_CACHE", ws.join("target/base-images"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "scripts/base-images --arch amd64,arm64 debian failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    Some(root)
+}
+
+#[test]
+fn two_imported_debian_bases_build_one_index_natively_and_under_qemu() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(root) = debian_pair(dir.path()) else {
+        return;
+    };
+    for (tag, arch) in [("amd64", "amd64"), ("arm64", "arm64")] {
+        let v = inspect(&root, &format!("debian:bookworm-minbase-{tag}"));
+        assert_eq!(v["Architecture"], arch);
+    }
+    let ctx = context(
+        dir.path(),
+        &[(
+            "Dockerfile",
+            "FROM debian:bookworm-minbase\nARG TARGETARCH\n\
+             RUN echo \"$(uname -m) $TARGETARCH $(dpkg --print-architecture)\" > /arch\n",
+        )],
+    );
+    ok(
+        &root,
+        &[
+            "build",
+            "-q",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            "arch",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    for (platform, want) in [
+        ("linux/amd64", "x86_64 amd64 amd64\n"),
+        ("linux/arm64", "aarch64 arm64 arm64\n"),
+    ] {
+        let got = ok(
+            &root,
+            &[
+                "run",
+                "--rm",
+                "--platform",
+                platform,
+                "arch",
+                "cat",
+                "/arch",
+            ],
+        );
+        assert_eq!(got, want, "{platform}");
+    }
 }
