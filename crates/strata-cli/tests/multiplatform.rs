@@ -788,30 +788,35 @@ fn manifest_create_assembles_an_index_from_single_platform_images() {
     assert_eq!(inspect(&fresh, &dest)["Architecture"], "arm64");
 }
 
-/// A store with Debian minbase for amd64 and arm64 (`debian:bookworm-minbase`
-/// an index of both), from `scripts/base-images --arch amd64,arm64 debian`
-/// (debootstrap; the arm64 second stage under qemu). The rootfs tarballs are
-/// cached under target/base-images, as the examples' tests do.
-fn debian_pair(dir: &std::path::Path) -> Option<std::path::PathBuf> {
-    if !strata_testkit::require_root() || !strata_testkit::require_tool("debootstrap") {
-        return None;
-    }
-    arm64_qemu()?;
+/// Runs `scripts/base-images ARGS` into the store `root` (rootfs tarballs
+/// cached under target/base-images, as the examples' tests do).
+fn base_images(root: &std::path::Path, args: &[&str]) {
     let ws = strata_testkit::workspace_root();
-    let root = dir.join("root");
     let out = std::process::Command::new(ws.join("scripts/base-images"))
-        .args(["--arch", "amd64,arm64", "debian"])
+        .args(args)
         .env("STRATA", strata_bin())
-        .env("STRATA_ROOT", &root)
+        .env("STRATA_ROOT", root)
         .env("BASE_CACHE", ws.join("target/base-images"))
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "scripts/base-images --arch amd64,arm64 debian failed:\n{}{}",
+        "scripts/base-images {args:?} failed:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         stderr(&out)
     );
+}
+
+/// A store with Debian minbase for amd64 and arm64 (`debian:bookworm-minbase`
+/// an index of both), from `scripts/base-images --arch amd64,arm64 debian`
+/// (debootstrap; the arm64 second stage under qemu).
+fn debian_pair(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    if !strata_testkit::require_root() || !strata_testkit::require_tool("debootstrap") {
+        return None;
+    }
+    arm64_qemu()?;
+    let root = dir.join("root");
+    base_images(&root, &["--arch", "amd64,arm64", "debian"]);
     Some(root)
 }
 
@@ -862,5 +867,80 @@ fn two_imported_debian_bases_build_one_index_natively_and_under_qemu() {
             ],
         );
         assert_eq!(got, want, "{platform}");
+    }
+}
+
+#[test]
+fn the_cross_compile_pattern_builds_for_arm64_without_emulation() {
+    if !strata_testkit::require_root() || !strata_testkit::require_tool("debootstrap") {
+        return;
+    }
+    if host_arch() != "amd64" {
+        strata_testkit::not_run("cross-compiling is tested on x86-64 hosts (to arm64)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    base_images(&root, &["debian"]);
+    let ctx = context(
+        dir.path(),
+        &[
+            (
+                "Dockerfile",
+                "FROM --platform=$BUILDPLATFORM debian:bookworm-minbase AS build\n\
+                 RUN apt-get update && apt-get install -y --no-install-recommends \
+                     gcc-aarch64-linux-gnu libc6-dev-arm64-cross\n\
+                 COPY hello.c .\n\
+                 ARG TARGETARCH\n\
+                 RUN test \"$TARGETARCH\" = arm64 && aarch64-linux-gnu-gcc -O2 -static -o /hello hello.c\n\
+                 FROM scratch\n\
+                 COPY --from=build /hello /hello\n",
+            ),
+            (
+                "hello.c",
+                "#include <stdio.h>\nint main(void) { puts(\"hello\"); return 0; }\n",
+            ),
+        ],
+    );
+    // No qemu at all: nothing of the target's runs in this build.
+    let binfmt = dir.path().join("binfmt");
+    std::fs::create_dir_all(&binfmt).unwrap();
+    std::fs::write(binfmt.join("status"), "enabled\n").unwrap();
+    let out = dir.path().join("out");
+    let built = cmd(&root)
+        .env("STRATA_BINFMT_DIR", &binfmt)
+        .args(["build", "-q", "--platform", "linux/arm64", "-t", "hello"])
+        .arg("-o")
+        .arg(format!("type=local,dest={}", out.display()))
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", stderr(&built));
+    // An aarch64 ELF (e_machine 183), statically linked (no PT_INTERP).
+    let elf = std::fs::read(out.join("hello")).unwrap();
+    assert_eq!(&elf[..4], b"\x7fELF");
+    assert_eq!(u16::from_le_bytes([elf[18], elf[19]]), 183);
+    assert!(!elf.windows(14).any(|w| w == b"/lib/ld-linux-"));
+    // The image is one COPY layer over scratch, for arm64.
+    let v = inspect_platform(&root, "hello", "linux/arm64");
+    assert_eq!(v["Architecture"], "arm64", "{v}");
+    assert_eq!(v["RootFS"]["diff_ids"].as_array().unwrap().len(), 1, "{v}");
+    // Where qemu is there, it runs.
+    let arm: strata_oci::Platform = "linux/arm64".parse().unwrap();
+    if strata_build::check_emulation(&arm, std::path::Path::new(strata_build::BINFMT_DIR)).is_ok() {
+        assert_eq!(
+            ok(
+                &root,
+                &[
+                    "run",
+                    "--rm",
+                    "--platform",
+                    "linux/arm64",
+                    "hello",
+                    "/hello"
+                ]
+            ),
+            "hello\n"
+        );
     }
 }
