@@ -1,7 +1,8 @@
-//! Foreign-architecture RUN: the kernel runs another CPU's binaries through
-//! qemu user-mode emulation registered in binfmt_misc
-//! (`/proc/sys/fs/binfmt_misc/qemu-<arch>`). strata checks the registration
-//! before the first RUN for such a platform, so a missing qemu is one clear
+//! Foreign-architecture RUN (and `strata run` of another CPU's image): the
+//! kernel runs another CPU's binaries through qemu user-mode emulation
+//! registered in binfmt_misc (`/proc/sys/fs/binfmt_misc/qemu-<arch>`).
+//! strata checks the registration before the first RUN for such a platform
+//! (and before a container of it starts), so a missing qemu is one clear
 //! error naming the fix rather than "exec format error" deep in a step.
 //!
 //! The registration must carry the `F` (fix-binary) flag: the kernel then
@@ -18,14 +19,14 @@ use strata_oci::Platform;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EmulationError {
     /// No qemu is known for the architecture.
-    #[error("RUN for {platform}: strata knows no qemu emulator for this architecture")]
+    #[error("strata knows no qemu emulator for {platform}")]
     Unsupported {
         /// The platform.
         platform: String,
     },
     /// binfmt_misc is not mounted (or not readable).
     #[error(
-        "RUN for {platform} needs qemu user-mode emulation, and binfmt_misc is not available \
+        "{platform} binaries need qemu user-mode emulation, and binfmt_misc is not available \
          ({dir} is not mounted)"
     )]
     NoBinfmt {
@@ -36,7 +37,7 @@ pub enum EmulationError {
     },
     /// No (enabled) entry for the architecture.
     #[error(
-        "RUN for {platform} needs qemu user-mode emulation, and no {entry} is {state} in \
+        "{platform} binaries need qemu user-mode emulation, and no {entry} is {state} in \
          binfmt_misc"
     )]
     NotRegistered {
@@ -50,8 +51,8 @@ pub enum EmulationError {
     /// Registered without the F flag: the interpreter would be looked up
     /// inside the RUN's root file system.
     #[error(
-        "RUN for {platform}: {entry} is registered without the F (fix-binary) flag, so the \
-         kernel would look for {interpreter} inside the image"
+        "{platform} binaries need qemu user-mode emulation, and {entry} is registered without \
+         the F (fix-binary) flag, so the kernel would look for {interpreter} inside the image"
     )]
     NotFixBinary {
         /// The platform.
@@ -72,8 +73,8 @@ impl EmulationError {
                        them with `docker run --privileged --rm tonistiigi/binfmt --install all`";
         match self {
             EmulationError::Unsupported { .. } => {
-                "build this stage with FROM --platform=$BUILDPLATFORM and cross-compile, \
-                 or drop the platform"
+                "run it on such a machine; in a build, build this stage with FROM \
+                 --platform=$BUILDPLATFORM and cross-compile, or drop the platform"
                     .to_owned()
             }
             EmulationError::NoBinfmt { dir, .. } => {
@@ -89,6 +90,12 @@ impl EmulationError {
                  stage"
             ),
         }
+    }
+}
+
+impl miette::Diagnostic for EmulationError {
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        Some(Box::new(self.hint()))
     }
 }
 

@@ -478,6 +478,11 @@ pub struct RunArgs {
     /// Mount the container's root filesystem read-only
     #[arg(long)]
     pub read_only: bool,
+    /// Platform to run (os/arch[/variant]): chosen from a multi-platform
+    /// image, checked against a single-platform one; another CPU's runs
+    /// under qemu [default: the host's]
+    #[arg(long)]
+    pub platform: Option<String>,
     /// Security options: seccomp=unconfined | seccomp=FILE (a profile in
     /// docker's JSON format) [default: docker's seccomp profile]
     #[arg(long = "security-opt", value_name = "OPT", value_parser = checked_security_opt)]

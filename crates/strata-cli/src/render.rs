@@ -24,6 +24,7 @@ fn as_diagnostic<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a dyn Diagno
         strata_registry::Error,
         strata_registry::CacheError,
         strata_build::Error,
+        strata_build::EmulationError,
     );
     None
 }

@@ -368,28 +368,35 @@ fn an_emulated_run_without_binfmt_fails_fast_with_the_fix() {
     assert!(err.contains("COPY . /ctx"), "{err}");
 }
 
-/// An arm64 busybox-static binary (`STRATA_TEST_BUSYBOX_ARM64`, which
-/// scripts/test fetches with `apt-get download busybox-static:arm64`) and
-/// qemu-aarch64 registered in binfmt_misc with the F flag; None (a failure
-/// under STRATA_TEST_STRICT) when either is missing.
-fn arm64_emulation() -> Option<std::path::PathBuf> {
-    let missing = |what: &str| {
-        if strata_testkit::strict() {
-            panic!("test requirement missing: {what} (STRATA_TEST_STRICT is set)");
-        }
-        strata_testkit::not_run(&format!("{what} is missing"));
-        None
-    };
+/// Fails the test under STRATA_TEST_STRICT, else reports it NOT RUN.
+fn missing<T>(what: &str) -> Option<T> {
+    if strata_testkit::strict() {
+        panic!("test requirement missing: {what} (STRATA_TEST_STRICT is set)");
+    }
+    strata_testkit::not_run(&format!("{what} is missing"));
+    None
+}
+
+/// qemu-aarch64 registered in binfmt_misc with the F flag, on an x86-64
+/// host; None (a failure under STRATA_TEST_STRICT) when it is missing.
+fn arm64_qemu() -> Option<()> {
     if host_arch() != "amd64" {
         strata_testkit::not_run("emulation is tested on x86-64 hosts (arm64 foreign)");
         return None;
     }
     let arm: strata_oci::Platform = "linux/arm64".parse().unwrap();
-    if let Err(e) =
-        strata_build::check_emulation(&arm, std::path::Path::new(strata_build::BINFMT_DIR))
-    {
-        return missing(&format!("qemu-aarch64 in binfmt_misc ({e}; {})", e.hint()));
+    match strata_build::check_emulation(&arm, std::path::Path::new(strata_build::BINFMT_DIR)) {
+        Ok(()) => Some(()),
+        Err(e) => missing(&format!("qemu-aarch64 in binfmt_misc ({e}; {})", e.hint())),
     }
+}
+
+/// An arm64 busybox-static binary (`STRATA_TEST_BUSYBOX_ARM64`, which
+/// scripts/test fetches with `apt-get download busybox-static:arm64`) and
+/// [`arm64_qemu`]; None (a failure under STRATA_TEST_STRICT) when either is
+/// missing.
+fn arm64_emulation() -> Option<std::path::PathBuf> {
+    arm64_qemu()?;
     match std::env::var_os("STRATA_TEST_BUSYBOX_ARM64").map(std::path::PathBuf::from) {
         Some(p) if p.is_file() => Some(p),
         _ => missing("STRATA_TEST_BUSYBOX_ARM64 (an arm64 busybox-static binary)"),
@@ -481,6 +488,168 @@ fn run_steps_run_natively_and_under_qemu_in_one_build() {
     assert_eq!(arch("linux_arm64"), "aarch64 arm64\n");
     // The image for this machine runs; the arm64 one through qemu too.
     assert_eq!(cat(&s.root, "uname", "/arch"), "x86_64 amd64\n");
+}
+
+/// Imports a host busybox as `bb:amd64` and the arm64 one as `bb:arm64`
+/// (PATH set), and assembles them into the index `bb:multi`.
+fn busybox_pair(root: &std::path::Path, dir: &std::path::Path, arm_busybox: &std::path::Path) {
+    let host = busybox_tar(dir).unwrap();
+    let arm = dir.join("arm.tar");
+    busybox_tar_of(arm_busybox, &arm);
+    for (tar, platform, name) in [
+        (&host, "linux/amd64", "bb:amd64"),
+        (&arm, "linux/arm64", "bb:arm64"),
+    ] {
+        ok(
+            root,
+            &[
+                "import",
+                "--platform",
+                platform,
+                tar.to_str().unwrap(),
+                name,
+                "-c",
+                "ENV PATH=/bin",
+            ],
+        );
+    }
+    ok(
+        root,
+        &["manifest", "create", "bb:multi", "bb:amd64", "bb:arm64"],
+    );
+}
+
+#[test]
+fn run_platform_picks_from_an_index_and_emulates_another_cpu() {
+    if !strata_testkit::require_root() {
+        return;
+    }
+    let Some(arm_busybox) = arm64_emulation() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    busybox_pair(&root, dir.path(), &arm_busybox);
+    let uname = |args: &[&str]| {
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["uname", "-m"]);
+        ok(&root, &all)
+    };
+    // From the index: the host's by default, the one asked for otherwise.
+    assert_eq!(uname(&["bb:multi"]), "x86_64\n");
+    assert_eq!(
+        uname(&["--platform", "linux/arm64", "bb:multi"]),
+        "aarch64\n"
+    );
+    assert_eq!(
+        uname(&["--platform", "linux/amd64", "bb:multi"]),
+        "x86_64\n"
+    );
+    // A single-platform image of another CPU, with or without --platform
+    // (without it, docker's warning).
+    assert_eq!(uname(&["--platform", "arm64", "bb:arm64"]), "aarch64\n");
+    let out = run(&root, &["run", "--rm", "bb:arm64", "uname", "-m"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "aarch64\n");
+    assert!(
+        stderr(&out).contains("does not match this machine's"),
+        "{}",
+        stderr(&out)
+    );
+    // A platform the image is not for is refused, as docker does.
+    let out = run(
+        &root,
+        &[
+            "run",
+            "--rm",
+            "--platform",
+            "linux/amd64",
+            "bb:arm64",
+            "true",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is for linux/arm64, not the requested linux/amd64"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(
+        &root,
+        &[
+            "run",
+            "--rm",
+            "--platform",
+            "linux/s390x",
+            "bb:multi",
+            "true",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no image for linux/s390x in bb:multi"),
+        "{}",
+        stderr(&out)
+    );
+    // A bad platform is a usage error.
+    let out = run(&root, &["run", "--platform", "linux/pentium", "bb:multi"]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("\"pentium\" is not a known architecture"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn run_of_another_cpu_without_binfmt_fails_fast_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let Some(tar) = busybox_tar(dir.path()) else {
+        return;
+    };
+    // busybox declared as the foreign platform's: the check comes before
+    // any container exists, so its bytes do not matter.
+    ok(
+        &root,
+        &[
+            "import",
+            "--platform",
+            foreign(),
+            tar.to_str().unwrap(),
+            "bb",
+        ],
+    );
+    let binfmt = dir.path().join("binfmt");
+    std::fs::create_dir_all(&binfmt).unwrap();
+    std::fs::write(binfmt.join("status"), "enabled\n").unwrap();
+    let out = cmd(&root)
+        .env("STRATA_BINFMT_DIR", &binfmt)
+        .args([
+            "run",
+            "--rm",
+            "--platform",
+            foreign(),
+            "bb",
+            "/bin/busybox",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains(&format!("cannot run bb ({})", foreign())),
+        "{err}"
+    );
+    assert!(err.contains("is registered in binfmt_misc"), "{err}");
+    assert!(
+        err.contains("hint: install qemu and its binfmt_misc registrations: `apt-get install qemu-user-static binfmt-support`"),
+        "{err}"
+    );
+    assert!(!err.contains("exec format error"), "{err}");
+    // No container was left behind.
+    assert_eq!(ok(&root, &["ps", "-a", "--ids"]), "");
 }
 
 #[test]
@@ -617,4 +786,161 @@ fn manifest_create_assembles_an_index_from_single_platform_images() {
     let fresh = dir.path().join("fresh");
     ok(&fresh, &["pull", "--platform", "linux/arm64", &dest]);
     assert_eq!(inspect(&fresh, &dest)["Architecture"], "arm64");
+}
+
+/// Runs `scripts/base-images ARGS` into the store `root` (rootfs tarballs
+/// cached under target/base-images, as the examples' tests do).
+fn base_images(root: &std::path::Path, args: &[&str]) {
+    let ws = strata_testkit::workspace_root();
+    let out = std::process::Command::new(ws.join("scripts/base-images"))
+        .args(args)
+        .env("STRATA", strata_bin())
+        .env("STRATA_ROOT", root)
+        .env("BASE_CACHE", ws.join("target/base-images"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "scripts/base-images {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+}
+
+/// A store with Debian minbase for amd64 and arm64 (`debian:bookworm-minbase`
+/// an index of both), from `scripts/base-images --arch amd64,arm64 debian`
+/// (debootstrap; the arm64 second stage under qemu).
+fn debian_pair(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    if !strata_testkit::require_root() || !strata_testkit::require_tool("debootstrap") {
+        return None;
+    }
+    arm64_qemu()?;
+    let root = dir.join("root");
+    base_images(&root, &["--arch", "amd64,arm64", "debian"]);
+    Some(root)
+}
+
+#[test]
+fn two_imported_debian_bases_build_one_index_natively_and_under_qemu() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(root) = debian_pair(dir.path()) else {
+        return;
+    };
+    for (tag, arch) in [("amd64", "amd64"), ("arm64", "arm64")] {
+        let v = inspect(&root, &format!("debian:bookworm-minbase-{tag}"));
+        assert_eq!(v["Architecture"], arch);
+    }
+    let ctx = context(
+        dir.path(),
+        &[(
+            "Dockerfile",
+            "FROM debian:bookworm-minbase\nARG TARGETARCH\n\
+             RUN echo \"$(uname -m) $TARGETARCH $(dpkg --print-architecture)\" > /arch\n",
+        )],
+    );
+    ok(
+        &root,
+        &[
+            "build",
+            "-q",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            "arch",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    for (platform, want) in [
+        ("linux/amd64", "x86_64 amd64 amd64\n"),
+        ("linux/arm64", "aarch64 arm64 arm64\n"),
+    ] {
+        let got = ok(
+            &root,
+            &[
+                "run",
+                "--rm",
+                "--platform",
+                platform,
+                "arch",
+                "cat",
+                "/arch",
+            ],
+        );
+        assert_eq!(got, want, "{platform}");
+    }
+}
+
+#[test]
+fn the_cross_compile_pattern_builds_for_arm64_without_emulation() {
+    if !strata_testkit::require_root() || !strata_testkit::require_tool("debootstrap") {
+        return;
+    }
+    if host_arch() != "amd64" {
+        strata_testkit::not_run("cross-compiling is tested on x86-64 hosts (to arm64)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    base_images(&root, &["debian"]);
+    let ctx = context(
+        dir.path(),
+        &[
+            (
+                "Dockerfile",
+                "FROM --platform=$BUILDPLATFORM debian:bookworm-minbase AS build\n\
+                 RUN apt-get update && apt-get install -y --no-install-recommends \
+                     gcc-aarch64-linux-gnu libc6-dev-arm64-cross\n\
+                 COPY hello.c .\n\
+                 ARG TARGETARCH\n\
+                 RUN test \"$TARGETARCH\" = arm64 && aarch64-linux-gnu-gcc -O2 -static -o /hello hello.c\n\
+                 FROM scratch\n\
+                 COPY --from=build /hello /hello\n",
+            ),
+            (
+                "hello.c",
+                "#include <stdio.h>\nint main(void) { puts(\"hello\"); return 0; }\n",
+            ),
+        ],
+    );
+    // No qemu at all: nothing of the target's runs in this build.
+    let binfmt = dir.path().join("binfmt");
+    std::fs::create_dir_all(&binfmt).unwrap();
+    std::fs::write(binfmt.join("status"), "enabled\n").unwrap();
+    let out = dir.path().join("out");
+    let built = cmd(&root)
+        .env("STRATA_BINFMT_DIR", &binfmt)
+        .args(["build", "-q", "--platform", "linux/arm64", "-t", "hello"])
+        .arg("-o")
+        .arg(format!("type=local,dest={}", out.display()))
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", stderr(&built));
+    // An aarch64 ELF (e_machine 183), statically linked (no PT_INTERP).
+    let elf = std::fs::read(out.join("hello")).unwrap();
+    assert_eq!(&elf[..4], b"\x7fELF");
+    assert_eq!(u16::from_le_bytes([elf[18], elf[19]]), 183);
+    assert!(!elf.windows(14).any(|w| w == b"/lib/ld-linux-"));
+    // The image is one COPY layer over scratch, for arm64.
+    let v = inspect_platform(&root, "hello", "linux/arm64");
+    assert_eq!(v["Architecture"], "arm64", "{v}");
+    assert_eq!(v["RootFS"]["diff_ids"].as_array().unwrap().len(), 1, "{v}");
+    // Where qemu is there, it runs.
+    let arm: strata_oci::Platform = "linux/arm64".parse().unwrap();
+    if strata_build::check_emulation(&arm, std::path::Path::new(strata_build::BINFMT_DIR)).is_ok() {
+        assert_eq!(
+            ok(
+                &root,
+                &[
+                    "run",
+                    "--rm",
+                    "--platform",
+                    "linux/arm64",
+                    "hello",
+                    "/hello"
+                ]
+            ),
+            "hello\n"
+        );
+    }
 }

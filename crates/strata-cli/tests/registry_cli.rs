@@ -817,3 +817,164 @@ fn diff_predicts_the_bytes_push_sends() {
     eprintln!("diff predicted {predicted} bytes; the server received {received}");
     assert_eq!(received, predicted, "{}", &log[before..]);
 }
+
+/// A two-platform index built with strata (`app:1`, a file per arch) in a
+/// store under `dir`; returns the store's path.
+fn built_index(dir: &Path) -> std::path::PathBuf {
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nARG TARGETARCH\nCOPY a /a-${TARGETARCH}\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.join("a"), noise(4, 10_000)).unwrap();
+    let root = dir.join("store");
+    ok(strata()
+        .args(["--root", root.to_str().unwrap(), "build", "-q"])
+        .args(["--platform", "linux/amd64,linux/arm64", "-t", "app:1"])
+        .arg(&ctx)
+        .output()
+        .unwrap());
+    root
+}
+
+/// The manifest digest and image ID of `platform`'s entry of `app:1`.
+fn platform_image(store: &Store, platform: &str) -> (Digest, Digest) {
+    let img = store
+        .find_image_for("app:1", Some(&platform.parse().unwrap()))
+        .unwrap();
+    assert_eq!(
+        img.config.architecture,
+        platform.rsplit('/').next().unwrap()
+    );
+    (img.descriptor.digest.clone(), img.id().clone())
+}
+
+#[test]
+fn skopeo_reads_a_pushed_index_and_picks_a_platform() {
+    if !strata_testkit::require_tool("skopeo") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = built_index(dir.path());
+    let store = Store::open(&root).unwrap();
+    let index = store.resolve(&"app:1".parse().unwrap()).unwrap();
+    assert!(media_type::is_index(&index.media_type), "{index:?}");
+    let srv = Serve::start(&dir.path().join("srv"), &[]);
+    let dest = format!("{}/multi/app:1", srv.addr);
+    ok(strata()
+        .args(["--root", root.to_str().unwrap(), "push", "app:1", &dest])
+        .output()
+        .unwrap());
+    // The registry holds the index itself, byte for byte.
+    let raw = strata_testkit::run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{dest}"),
+    ]));
+    assert_eq!(Digest::sha256(raw.as_bytes()), index.digest, "{raw}");
+    let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(v["mediaType"], media_type::OCI_INDEX, "{raw}");
+    let platforms: Vec<(String, String)> = v["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["platform"]["architecture"].as_str().unwrap().to_owned(),
+                m["digest"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let (amd64, _) = platform_image(&store, "linux/amd64");
+    let (arm64, _) = platform_image(&store, "linux/arm64");
+    assert_eq!(
+        platforms,
+        [
+            ("amd64".to_owned(), amd64.to_string()),
+            ("arm64".to_owned(), arm64.to_string())
+        ],
+        "{raw}"
+    );
+    // --override-arch arm64 copies the arm64 manifest, unchanged.
+    let out = dir.path().join("arm64");
+    strata_testkit::run_ok(Command::new("skopeo").args([
+        "copy",
+        "--override-arch",
+        "arm64",
+        "--src-tls-verify=false",
+        &format!("docker://{dest}"),
+        &format!("dir:{}", out.display()),
+    ]));
+    let manifest = std::fs::read(out.join("manifest.json")).unwrap();
+    assert_eq!(Digest::sha256(&manifest), arm64);
+    let m: Manifest = serde_json::from_slice(&manifest).unwrap();
+    let config: ImageConfig =
+        serde_json::from_slice(&std::fs::read(out.join(m.config.digest.hex())).unwrap()).unwrap();
+    assert_eq!(config.architecture, "arm64");
+}
+
+#[test]
+fn docker_pulls_an_index_from_strata_serve_per_platform() {
+    if !strata_testkit::require_tool("dockerd")
+        || !strata_testkit::require_tool("docker")
+        || !strata_testkit::require_root()
+    {
+        return;
+    }
+    let dockerd = match Dockerd::get() {
+        Ok(d) => d,
+        Err(e) => panic!("dockerd cannot run here: {e}"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = built_index(dir.path());
+    let store = Store::open(&root).unwrap();
+    let index = store.resolve(&"app:1".parse().unwrap()).unwrap();
+    // `strata serve` over the build store: no push.
+    let srv = Serve::start(&root, &[]);
+    let name = format!("{}/app:1", srv.addr);
+    let docker = |args: &[&str]| {
+        strata_testkit::run_ok(
+            Command::new("docker")
+                .args(["-H", &dockerd.host])
+                .args(args),
+        )
+    };
+    let host = strata_oci::Platform::host();
+    for platform in [format!("{host}"), "linux/arm64".to_owned()] {
+        let mut pull = vec!["pull"];
+        if platform != host.to_string() {
+            pull.extend(["--platform", &platform]);
+        }
+        pull.push(&name);
+        let said = docker(&pull);
+        eprintln!("docker {pull:?} said:\n{said}");
+        let (_, id) = platform_image(&store, &platform);
+        let got = docker(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{.Id}} {{.Architecture}} {{index .RepoDigests 0}}",
+            &name,
+        ]);
+        let arch = platform.rsplit('/').next().unwrap();
+        assert_eq!(
+            got.trim(),
+            format!("{id} {arch} {}/app@{}", srv.addr, index.digest),
+            "{platform}"
+        );
+        let _ = docker(&["rmi", &name]);
+    }
+    // docker resolved the tag to the index, then fetched each platform's
+    // manifest by its digest.
+    let log = srv.stop();
+    for platform in ["linux/amd64", "linux/arm64"] {
+        let (manifest, _) = platform_image(&store, platform);
+        assert!(
+            log.contains(&format!("GET /v2/app/manifests/{manifest} 200")),
+            "{platform}: {log}"
+        );
+    }
+}

@@ -180,17 +180,29 @@ fn run_inner(args: RunArgs, s: &Settings) -> CmdResult {
         None
     };
 
+    let platform = match &args.platform {
+        Some(p) => Some(super::parse_platform("--platform", p)?),
+        None => None,
+    };
     let store = open_store(s)?;
-    let image = store.find_image(&args.image).map_err(|e| {
-        if e.is_not_found() {
-            crate::render::hinted(
-                format!("no such image: {}", args.image),
-                "`strata images` lists the images in the store; build, pull, import or load one first",
-            )
-        } else {
-            anyhow::Error::new(e).context(format!("cannot read image {}", args.image))
-        }
-    })?;
+    let image = store
+        .find_image_for(&args.image, platform.as_ref())
+        .map_err(|e| {
+            if e.is_not_found() {
+                let what = match &platform {
+                    Some(p) => format!("no image for {p} in {}", args.image),
+                    None => format!("no such image: {}", args.image),
+                };
+                crate::render::hinted(
+                    what,
+                    "`strata images` lists the images in the store (one line per platform); \
+                     build, pull, import or load one first",
+                )
+            } else {
+                anyhow::Error::new(e).context(format!("cannot read image {}", args.image))
+            }
+        })?;
+    check_platform(&args.image, &image, platform.as_ref(), s)?;
     let id = new_id();
     let taken: std::collections::BTreeMap<String, String> = super::container::list(&s.root)?
         .into_iter()
@@ -323,6 +335,38 @@ fn run_inner(args: RunArgs, s: &Settings) -> CmdResult {
     };
     drop(lease);
     attach(&record, &dir, &args, s)
+}
+
+/// The image's platform against the one asked for (docker refuses a
+/// single-platform image of another), and, for another CPU's, qemu's
+/// registration (checked as a build checks it before an emulated RUN).
+fn check_platform(
+    name: &str,
+    image: &strata_oci::Image,
+    wanted: Option<&strata_oci::Platform>,
+    s: &Settings,
+) -> anyhow::Result<()> {
+    let actual = image.config.platform();
+    if actual.architecture.is_empty() {
+        // A config that names no architecture (hand-made): nothing to check.
+        return Ok(());
+    }
+    match wanted {
+        Some(w) if !w.matches(&actual) => {
+            return Err(crate::render::hinted(
+                format!("image {name} is for {actual}, not the requested {w}"),
+                "build, pull or import the image for that platform, or drop --platform",
+            ))
+        }
+        None if !actual.runs_natively() && !s.quiet => eprintln!(
+            "warning: the image's platform ({actual}) does not match this machine's ({}) and \
+             no platform was requested",
+            strata_oci::Platform::host()
+        ),
+        _ => {}
+    }
+    strata_build::check_emulation(&actual, &s.binfmt_dir)
+        .with_context(|| format!("cannot run {name} ({actual}) on this machine"))
 }
 
 /// Starts the container's supervisor and, unless detached, follows it to
