@@ -339,6 +339,22 @@ fn referrers_travel_through_serve_and_signatures_verify() {
     let dest = format!("{}/team/app:1", serve.addr);
     ok(root, &["tag", "app:1", &dest]);
     ok(root, &["push", "-q", &dest]);
+    // skopeo copies the image with --all, keeping or ignoring its referrers
+    // without an error, and the copy is the same image.
+    if strata_testkit::require_tool("skopeo") {
+        let copy = format!("{}/copied/app:1", serve.addr);
+        strata_testkit::run_ok(std::process::Command::new("skopeo").args([
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            &format!("docker://{dest}"),
+            &format!("docker://{copy}"),
+        ]));
+        let other = root.with_extension("copied");
+        ok(&other, &["pull", "-q", &copy]);
+        assert_eq!(manifest_digest(&other, &copy), digest);
+    }
     let fresh = root.with_extension("fresh");
     ok(&fresh, &["pull", "-q", &dest]);
     assert_eq!(manifest_digest(&fresh, &dest), digest);
