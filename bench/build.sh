@@ -8,6 +8,11 @@
 #   bench/build.sh [EXAMPLE...]      (default: all; needs root, runc, network
 #                                     for apt-get; buildah optional)
 #
+#   STRATA_BUILD_FLAGS="--sbom=spdx --provenance=max"  extra flags for strata's
+#                                     builds (what a feature costs: run with and
+#                                     without, compare the strata rows)
+#   BENCH_TOOLS=strata                leave buildah out
+#
 # Prints one row per example and tool, and strata/buildah ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -101,13 +106,15 @@ rows=()
 printf '%-28s %-8s %9s %9s %9s\n' example tool cold no-change one-file
 for c in "${cases[@]}"; do
   read -r ex df f <<<"$c"
+  if [ $# -gt 0 ] && ! printf '%s\n' "$@" | grep -qx "$ex"; then continue; fi
   tools=(strata)
-  $have_buildah && tools+=(buildah)
+  $have_buildah && [ "${BENCH_TOOLS:-strata buildah}" != strata ] && tools+=(buildah)
   for tool in "${tools[@]}"; do
     dir=$(prepare "$ex")
     tag=bench-$ex-${df,,}:1
     case $tool in
-      strata) b=("$strata" build -q -f "$dir/$df" -t "$tag" "$dir") ;;
+      # shellcheck disable=SC2086 # the extra flags are words
+      strata) b=("$strata" build -q ${STRATA_BUILD_FLAGS:-} -f "$dir/$df" -t "$tag" "$dir") ;;
       buildah) b=(buildah bud -q --layers --pull=never --isolation "$buildah_isolation" -f "$dir/$df" -t "$tag" "$dir") ;;
     esac
     t_cold=$(timed "${b[@]}")
