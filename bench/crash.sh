@@ -1,28 +1,25 @@
 #!/usr/bin/env bash
 # Crash at any point (issue 24, item 1), the long run: `import`, `build`
-# (COPY and a RUN with a --secret, built-in sandbox), `save` and `load`
-# killed with SIGKILL at random moments, TRIALS times each, with every check
+# (COPY and a RUN with a --secret, built-in sandbox and OCI runtime), `save`,
+# `load`, `pull` and `push` killed with SIGKILL at random moments, and
+# `strata serve` during an upload, TRIALS times each, with every check
 # of crates/strata-cli/tests/crash.rs after each kill (no process or mount
 # left, next run succeeds and sweeps, store verify clean, nothing lost, no
 # secret bytes under the store or /tmp).
 #
 #   bench/crash.sh [TRIALS]        (default 50; needs root and busybox-static)
-#   OCI=1 bench/crash.sh           also the build under runc/crun (fails
-#                                  today: the runtime outlives a killed build)
 #   STRATA_CRASH_SEED=N            replay the kill moments of a failed run
 #
 # Prints the fault table: one line per command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 trials=${1:-50}
-extra=()
-if [ "${OCI:-0}" = 1 ]; then extra=(--include-ignored); fi
 log=$(mktemp /tmp/strata-bench-crash.XXXXXX)
 trap 'rm -f "$log"' EXIT
 set +e
 STRATA_CRASH_TRIALS=$trials STRATA_TEST_STRICT=1 \
   cargo test --locked -p strata-cli --test crash -- \
-  --test-threads=1 --nocapture "${extra[@]}" >"$log" 2>&1
+  --test-threads=1 --nocapture >"$log" 2>&1
 status=$?
 set -e
 echo "command | trials | survived | data lost | secrets left"
