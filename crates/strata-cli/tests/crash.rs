@@ -140,12 +140,19 @@ fn leftover_processes(root: &Path, marker: Option<&str>) -> Vec<(u32, String)> {
         }
         found
     };
-    // Long enough for a sandbox's init to follow its killed parent, short
-    // enough that a step left running (it sleeps longer) is caught.
-    let deadline = Instant::now() + Duration::from_secs(2);
+    // A step's processes (the marked ones): long enough for a sandbox's init
+    // to follow its killed parent, short enough that a step left running (it
+    // sleeps longer) is caught. Processes that only name the store (an OCI
+    // runtime's `delete`, the watchdog running it) may take longer on a
+    // loaded machine, but must end too.
+    let started = Instant::now();
     loop {
         let found = scan();
-        if found.is_empty() || Instant::now() > deadline {
+        let step_left = marker.is_some() && found.iter().any(|(_, t)| !t.contains(&root));
+        if found.is_empty()
+            || (step_left && started.elapsed() > Duration::from_secs(2))
+            || started.elapsed() > Duration::from_secs(20)
+        {
             return found;
         }
         std::thread::sleep(Duration::from_millis(100));

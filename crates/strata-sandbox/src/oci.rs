@@ -115,13 +115,16 @@ struct Watchdog(Option<std::process::Child>);
 
 impl Watchdog {
     fn new(exec: &OciExecutor, id: &str, runtime_pid: u32) -> Watchdog {
-        // $3 is the runtime's pid: while it lives it may still be creating
-        // the container, so the delete is repeated until it is gone.
+        // $3 is the runtime's pid: while it lives (and is not a zombie) it
+        // may still be creating the container, so the delete is repeated
+        // until it is gone (a minute at most).
         const SCRIPT: &str = r#"read x
 [ "$x" = done ] && exit 0
-while kill -0 "$3" 2>/dev/null; do
+i=0
+while [ $i -lt 600 ] && [ -r "/proc/$3/status" ] && ! grep -q '^State:.Z' "/proc/$3/status"; do
   "$0" --root "$1" delete -f "$2" >/dev/null 2>&1
   sleep 0.1
+  i=$((i+1))
 done
 "$0" --root "$1" delete -f "$2" >/dev/null 2>&1"#;
         let child = Command::new("/bin/sh")
