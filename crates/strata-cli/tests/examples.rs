@@ -285,6 +285,76 @@ fn apt_cleanup_delete_in_the_same_run() {
         image_size(&root, "apt:one-run"),
     );
     assert!(a > b + deb_size * 9 / 10, "compressed: {a} vs {b}");
+
+    // The SBOM of a real Debian image lists exactly what dpkg says is
+    // installed in its file system.
+    if strata_testkit::require_tool("dpkg-query") {
+        let rootfs = dir.path().join("rootfs");
+        let df = ctx.join("Dockerfile.one-run");
+        ok(
+            &root,
+            &[
+                "build",
+                "-q",
+                "-f",
+                df.to_str().unwrap(),
+                "-o",
+                &format!("type=local,dest={}", rootfs.display()),
+                ctx.to_str().unwrap(),
+            ],
+        );
+        let out = Command::new("dpkg-query")
+            .arg(format!(
+                "--admindir={}",
+                rootfs.join("var/lib/dpkg").display()
+            ))
+            .args(["-W", "-f", "${db:Status-Abbrev}\t${Package}\t${Version}\n"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let want: std::collections::BTreeSet<(String, String)> =
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.starts_with("ii"))
+                .filter_map(|l| {
+                    let mut f = l.split('\t').skip(1);
+                    Some((f.next()?.to_owned(), f.next()?.to_owned()))
+                })
+                .collect();
+        let spdx: Value =
+            serde_json::from_str(&ok(&root, &["sbom", "apt:one-run", "--format", "spdx"])).unwrap();
+        let got: std::collections::BTreeSet<(String, String)> = spdx["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["SPDXID"] != "SPDXRef-Image")
+            .filter(|p| {
+                p["externalRefs"].as_array().is_some_and(|r| {
+                    r.iter().any(|x| {
+                        x["referenceLocator"]
+                            .as_str()
+                            .is_some_and(|l| l.starts_with("pkg:deb/"))
+                    })
+                })
+            })
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_owned(),
+                    p["versionInfo"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert!(want.len() > 80, "{} packages", want.len());
+        assert_eq!(got, want);
+        eprintln!(
+            "apt-cleanup: the SBOM lists the {} packages dpkg-query does",
+            want.len()
+        );
+    }
 }
 
 #[test]
