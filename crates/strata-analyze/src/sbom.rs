@@ -6,7 +6,9 @@
 //! package managers keep: dpkg (`var/lib/dpkg/status`, and the
 //! `var/lib/dpkg/status.d/*` files distroless images carry), apk
 //! (`lib/apk/db/installed`), Python (`*.dist-info/METADATA`), npm
-//! (`package-lock.json` outside `node_modules`) and Cargo (`Cargo.lock`).
+//! (`package-lock.json` outside `node_modules`), Cargo (`Cargo.lock`) and
+//! Maven (`META-INF/maven/**/pom.properties`, as files or inside jar, war
+//! and ear archives and the jars those hold).
 //! Whiteouts remove what lower layers had. A package belongs to the layer
 //! where its name and version first appear and stay until the top.
 //!
@@ -44,6 +46,8 @@ use serde_json::{json, Value};
 
 use crate::image::LayerMeta;
 
+mod jar;
+
 /// Largest package database file read (a dpkg status of a big image is a
 /// few MB).
 const MAX_DB_FILE: u64 = 64 << 20;
@@ -62,6 +66,9 @@ pub enum Ecosystem {
     Npm,
     /// Cargo (`Cargo.lock`).
     Cargo,
+    /// Maven (`META-INF/maven/**/pom.properties`, in the file system or in
+    /// a jar, war or ear, and in the jars such an archive holds).
+    Maven,
 }
 
 impl Ecosystem {
@@ -73,6 +80,7 @@ impl Ecosystem {
             Ecosystem::Pypi => "pypi",
             Ecosystem::Npm => "npm",
             Ecosystem::Cargo => "cargo",
+            Ecosystem::Maven => "maven",
         }
     }
 }
@@ -106,6 +114,11 @@ impl Package {
                 None => pct(&self.name),
             },
             Ecosystem::Pypi => pct(&self.name.to_lowercase().replace('_', "-")),
+            // groupId:artifactId: the group is the namespace.
+            Ecosystem::Maven => match self.name.split_once(':') {
+                Some((g, a)) => format!("{}/{}", pct(g), pct(a)),
+                None => pct(&self.name),
+            },
             _ => pct(&self.name),
         };
         let ns = match (self.ecosystem, &self.distro) {
@@ -165,6 +178,12 @@ fn interesting(path: &str) -> bool {
             && !path.contains("node_modules/"))
         || path == "Cargo.lock"
         || path.ends_with("/Cargo.lock")
+        || (path.contains("META-INF/maven/") && path.ends_with("/pom.properties"))
+        || is_java_archive(path)
+}
+
+fn is_java_archive(path: &str) -> bool {
+    [".jar", ".war", ".ear"].iter().any(|x| path.ends_with(x))
 }
 
 fn normalize(raw: &str) -> String {
@@ -227,6 +246,14 @@ pub fn scan_packages(
             if kind.is_file() && interesting(&path) && entry.size() <= MAX_DB_FILE {
                 let mut buf = Vec::with_capacity(entry.size() as usize);
                 entry.read_to_end(&mut buf).map_err(err)?;
+                if is_java_archive(&path) {
+                    // Only what the archive says about its Maven artifacts.
+                    let poms = jar::pom_properties(&buf, 1);
+                    if poms.is_empty() {
+                        continue;
+                    }
+                    buf = poms.join("\n\u{0}\n").into_bytes();
+                }
                 files.insert(path, buf);
                 changed = true;
             }
@@ -324,9 +351,40 @@ fn parse_all(files: &BTreeMap<String, Vec<u8>>) -> Vec<Package> {
             for (n, v) in cargo_lock(&text) {
                 out.push(mk(Ecosystem::Cargo, &n, &v, None));
             }
+        } else if path.ends_with("/pom.properties") || is_java_archive(path) {
+            for props in text.split("\n\u{0}\n") {
+                if let Some((n, v)) = maven_properties(props) {
+                    out.push(mk(Ecosystem::Maven, &n, &v, None));
+                }
+            }
         }
     }
     out
+}
+
+/// (`groupId:artifactId`, version) of a `pom.properties`.
+fn maven_properties(text: &str) -> Option<(String, String)> {
+    let mut g = None;
+    let mut a = None;
+    let mut v = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let Some((k, val)) = line.split_once(['=', ':']) else {
+            continue;
+        };
+        let val = val.trim().to_owned();
+        match k.trim() {
+            "groupId" => g = Some(val),
+            "artifactId" => a = Some(val),
+            "version" => v = Some(val),
+            _ => {}
+        }
+    }
+    let (g, a, v) = (g?, a?, v?);
+    (!g.is_empty() && !a.is_empty() && !v.is_empty()).then(|| (format!("{g}:{a}"), v))
 }
 
 fn os_release_id(text: &str) -> Option<String> {
@@ -610,6 +668,43 @@ mod tests {
 
     const STATUS1: &[u8] = b"Package: base-files\nStatus: install ok installed\nVersion: 12.4\nArchitecture: amd64\nDescription: x\n more\n\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 1\n";
     const STATUS2: &[u8] = b"Package: base-files\nStatus: install ok installed\nVersion: 12.4\nArchitecture: amd64\n\nPackage: curl\nStatus: install ok installed\nVersion: 7.88.1-10+deb12u5\nArchitecture: amd64\n";
+
+    #[test]
+    fn maven_artifacts_from_pom_properties_and_jars() {
+        let jar = jar::tests::zip(&[(
+            "META-INF/maven/org.slf4j/slf4j-api/pom.properties",
+            b"groupId=org.slf4j\nartifactId=slf4j-api\nversion=2.0.9\n",
+            true,
+        )]);
+        let pkgs = scan(vec![
+            tar_of(&[
+                (
+                    "app/classes/META-INF/maven/com.example/app/pom.properties",
+                    b"#Generated by Maven\ngroupId=com.example\nartifactId=app\nversion=1.2\n",
+                ),
+                ("app/lib/slf4j-api-2.0.9.jar", &jar),
+                ("app/lib/plain.jar", &jar::tests::zip(&[("x", b"y", false)])),
+            ]),
+            tar_of(&[("app/lib/.wh.slf4j-api-2.0.9.jar", b"")]),
+        ]);
+        let got: Vec<(String, String, usize)> = pkgs
+            .iter()
+            .map(|p| (p.purl(), p.source.clone(), p.layer))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(
+                "pkg:maven/com.example/app@1.2".into(),
+                "app/classes/META-INF/maven/com.example/app/pom.properties".into(),
+                0
+            )]
+        );
+        // Before the whiteout, the jar's artifact was there too.
+        let pkgs = scan(vec![tar_of(&[("app/lib/slf4j-api-2.0.9.jar", &jar)])]);
+        assert_eq!(pkgs.len(), 1);
+        assert_eq!(pkgs[0].purl(), "pkg:maven/org.slf4j/slf4j-api@2.0.9");
+        assert_eq!(pkgs[0].name, "org.slf4j:slf4j-api");
+    }
 
     #[test]
     fn packages_belong_to_the_layer_that_installed_them() {
