@@ -1,5 +1,6 @@
 //! A full disk (issue 24, item 3): the store on a size-limited tmpfs that
-//! fills during a build and during a load. The command fails with a "no
+//! fills during a build, a load and a pull (a `strata serve` upload onto a
+//! full disk is in strata-registry's serve_stress tests). The command fails with a "no
 //! space" error naming the store, leaves nothing partial (no ingest, no
 //! scratch or half-extracted directory, `store verify` clean, what was
 //! stored before intact), and succeeds once space is freed.
@@ -248,4 +249,49 @@ fn a_load_on_a_full_disk_fails_cleanly_and_succeeds_once_space_is_freed() {
         ok(&root, &["rmi", "big"]);
         ok(&root, &["prune", "--all"]);
     }
+}
+
+#[test]
+fn a_pull_on_a_full_disk_fails_cleanly_and_succeeds_once_space_is_freed() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(small) = SmallFs::new(&t.path().join("small"), 40) else {
+        return;
+    };
+    // An image with a 12 MB layer in a store outside the small fs, served.
+    let src = t.path().join("src");
+    let rootfs = t.path().join("rootfs.tar");
+    {
+        let mut b = tar::Builder::new(fs::File::create(&rootfs).unwrap());
+        let data = noise(12 << 20, 5);
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "data/big", &data[..]).unwrap();
+        b.finish().unwrap();
+    }
+    ok(&src, &["import", rootfs.to_str().unwrap(), "big"]);
+    let srv = Serve::start(&src, &[]);
+    let name = format!("{}/big:latest", srv.addr);
+
+    let root = small.0.join("root");
+    let Some(tar) = busybox_tar(t.path()) else {
+        return;
+    };
+    ok(&root, &["import", tar.to_str().unwrap(), "busybox"]);
+    let before = identity(&root, "busybox");
+    for leave_mb in [1u64, 6, 11] {
+        small.fill(leave_mb << 20);
+        let out = run(&root, &["pull", &name]);
+        says_no_space(&out, &root);
+        nothing_partial(&root);
+        assert!(run(&root, &["inspect", &name]).status.code() == Some(1));
+        assert_eq!(identity(&root, "busybox"), before);
+        small.free();
+        ok(&root, &["pull", &name]);
+        nothing_partial(&root);
+        assert_eq!(identity(&root, &name), identity(&src, "big"));
+        ok(&root, &["rmi", &name]);
+        ok(&root, &["prune", "--all"]);
+    }
+    drop(srv);
 }

@@ -4,7 +4,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::FlockOperation;
@@ -56,6 +56,11 @@ impl std::fmt::Debug for Writer {
 }
 
 impl Writer {
+    /// The ingest's data file (for errors that name where).
+    pub fn path(&self) -> &Path {
+        &self.data_path
+    }
+
     /// Bytes in the ingest so far (where a resumed download continues).
     pub fn offset(&self) -> u64 {
         self.offset

@@ -123,11 +123,27 @@ impl Client {
         }
         let received = Arc::new(AtomicU64::new(0));
         let jobs = self.opts.jobs.max(1);
-        let outcomes: Vec<BlobOutcome> = futures_util::stream::iter(blobs.iter())
+        let outcomes: Vec<BlobOutcome> = match futures_util::stream::iter(blobs.iter())
             .map(|(d, kind)| self.pull_blob(store, &target, d, *kind, received.clone()))
             .buffer_unordered(jobs)
             .try_collect()
-            .await?;
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                // On a full disk, the partial downloads of this pull (the
+                // failed one and those cut short with it) go: resuming
+                // needs space there is not, and they only hold space.
+                if strata_oci::is_no_space(&e) {
+                    for (d, _) in &blobs {
+                        if let Ok(w) = store.writer(&format!("pull-{}", d.digest), Some(d)) {
+                            let _ = w.abort();
+                        }
+                    }
+                }
+                return Err(e);
+            }
+        };
         for (d, _) in &blobs {
             lease.add_digest(&d.digest)?;
         }
@@ -614,14 +630,15 @@ where
     E: Into<StoreOrIo> + Send + 'static,
     F: FnOnce(Writer) -> std::result::Result<T, E> + Send + 'static,
 {
-    let root = std::path::PathBuf::from("ingest");
+    let path = w.path().to_owned();
     match tokio::task::spawn_blocking(move || f(w).map_err(Into::into)).await {
         Ok(Ok(t)) => Ok(t),
         Ok(Err(StoreOrIo::Store(e))) => Err(e.into()),
-        Ok(Err(StoreOrIo::Io(e))) => Err(Error::io("write to the store", root, e)),
+        // A full disk is the store's NoSpace, which names where.
+        Ok(Err(StoreOrIo::Io(e))) => Err(strata_oci::Error::io("write", path, e).into()),
         Err(e) => Err(Error::io(
             "write to the store",
-            root,
+            path,
             std::io::Error::other(e),
         )),
     }
