@@ -125,7 +125,7 @@ for c in "${cases[@]}"; do
   done
 done
 
-if $have_buildah; then
+if $have_buildah && [ "${BENCH_TOOLS:-strata buildah}" != strata ]; then
   echo
   echo "strata/buildah time ratios (lower is better for strata):"
   printf '%s\n' "${rows[@]}" | python3 -c '
