@@ -100,6 +100,22 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// A store `dir/src` holding `big`, an image with one 12 MB layer of
+/// incompressible bytes (`seed`).
+fn big_image(dir: &Path, seed: u64) -> PathBuf {
+    let src = dir.join("src");
+    let rootfs = dir.join("rootfs.tar");
+    let mut b = tar::Builder::new(fs::File::create(&rootfs).unwrap());
+    let data = noise(12 << 20, seed);
+    let mut h = tar::Header::new_ustar();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "data/big", &data[..]).unwrap();
+    b.finish().unwrap();
+    ok(&src, &["import", rootfs.to_str().unwrap(), "big"]);
+    src
+}
+
 /// Nothing half-done under the store.
 fn nothing_partial(root: &Path) {
     let mut left = Vec::new();
@@ -214,18 +230,7 @@ fn a_load_on_a_full_disk_fails_cleanly_and_succeeds_once_space_is_freed() {
         return;
     };
     // An archive of an image with a 12 MB layer, made outside the small fs.
-    let src = t.path().join("src");
-    let rootfs = t.path().join("rootfs.tar");
-    {
-        let mut b = tar::Builder::new(fs::File::create(&rootfs).unwrap());
-        let data = noise(12 << 20, 3);
-        let mut h = tar::Header::new_ustar();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        b.append_data(&mut h, "data/big", &data[..]).unwrap();
-        b.finish().unwrap();
-    }
-    ok(&src, &["import", rootfs.to_str().unwrap(), "big"]);
+    let src = big_image(t.path(), 3);
     let archive = t.path().join("big.tar");
     ok(&src, &["save", "big", "-o", archive.to_str().unwrap()]);
 
@@ -258,18 +263,7 @@ fn a_pull_on_a_full_disk_fails_cleanly_and_succeeds_once_space_is_freed() {
         return;
     };
     // An image with a 12 MB layer in a store outside the small fs, served.
-    let src = t.path().join("src");
-    let rootfs = t.path().join("rootfs.tar");
-    {
-        let mut b = tar::Builder::new(fs::File::create(&rootfs).unwrap());
-        let data = noise(12 << 20, 5);
-        let mut h = tar::Header::new_ustar();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        b.append_data(&mut h, "data/big", &data[..]).unwrap();
-        b.finish().unwrap();
-    }
-    ok(&src, &["import", rootfs.to_str().unwrap(), "big"]);
+    let src = big_image(t.path(), 5);
     let srv = Serve::start(&src, &[]);
     let name = format!("{}/big:latest", srv.addr);
 
