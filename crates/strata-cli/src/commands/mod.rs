@@ -42,6 +42,7 @@ mod manifest;
 mod parse;
 mod registry;
 mod run;
+mod signals;
 mod supervise;
 mod supply;
 mod system;

@@ -490,27 +490,7 @@ static FORWARD_PID: AtomicI32 = AtomicI32::new(0);
 static WINCH_MASTER: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn on_forward(sig: libc::c_int) {
-    if sig == libc::SIGWINCH {
-        let master = WINCH_MASTER.load(Ordering::SeqCst);
-        if master >= 0 {
-            // SAFETY: ioctl on descriptors owned elsewhere for the program's
-            // life; winsize is stack storage. Async-signal-safe.
-            unsafe {
-                let mut ws: libc::winsize = std::mem::zeroed();
-                if libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) == 0
-                    || libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0
-                {
-                    libc::ioctl(master, libc::TIOCSWINSZ, &ws);
-                }
-            }
-            return;
-        }
-    }
-    let pid = FORWARD_PID.load(Ordering::SeqCst);
-    if pid > 0 {
-        // SAFETY: kill(2) is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
-    }
+    super::signals::forward_or_resize(sig, &FORWARD_PID, &WINCH_MASTER, true);
 }
 
 /// From now on, termination signals and SIGWINCH that reach this process

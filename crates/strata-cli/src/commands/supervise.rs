@@ -151,27 +151,7 @@ static CONTAINER_PID: AtomicI32 = AtomicI32::new(0);
 static CONSOLE: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn on_signal(sig: libc::c_int) {
-    if sig == libc::SIGWINCH {
-        let master = CONSOLE.load(Ordering::SeqCst);
-        if master >= 0 {
-            // SAFETY: ioctls on descriptors kept open for the supervisor's
-            // life; stack storage. Async-signal-safe.
-            unsafe {
-                let mut ws: libc::winsize = std::mem::zeroed();
-                if libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) == 0
-                    || libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0
-                {
-                    libc::ioctl(master, libc::TIOCSWINSZ, &ws);
-                }
-            }
-        }
-        return;
-    }
-    let pid = CONTAINER_PID.load(Ordering::SeqCst);
-    if pid > 0 {
-        // SAFETY: kill(2) is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
-    }
+    super::signals::forward_or_resize(sig, &CONTAINER_PID, &CONSOLE, false);
 }
 
 fn install_forwarding() {
