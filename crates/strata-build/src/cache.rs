@@ -34,6 +34,10 @@ pub struct LayerRecord {
 pub struct CacheEntry {
     /// The layer, or `None` when the step changed no file.
     pub layer: Option<LayerRecord>,
+    /// The key the chain continues with, when it is not the entry's own
+    /// (a `COPY --from` found by the layers it copies from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<Digest>,
 }
 
 /// The last build of a step.
@@ -73,7 +77,9 @@ impl Cache {
         let data = fs::read(path).ok()?;
         let entry: CacheEntry = serde_json::from_slice(&data).ok()?;
         if let Some(layer) = &entry.layer {
-            if !self.store.has(&layer.descriptor.digest) {
+            // A layer left in a registry (downloaded when read) is there.
+            let d = &layer.descriptor.digest;
+            if !self.store.has(d) && self.store.remote_blob(d).is_none() {
                 return Some(Err(()));
             }
         }

@@ -42,6 +42,7 @@ pub struct Owner {
 }
 
 /// What the COPY/ADD asks for, expanded.
+#[derive(Clone)]
 pub struct CopyRequest<'a> {
     /// Source paths, expanded (URLs for ADD are handled by the caller).
     pub sources: Vec<String>,
@@ -248,6 +249,39 @@ pub fn plan(
         by_path.insert(item.dest, e);
     }
     plan.entries = by_path.into_values().collect();
+    Ok(plan)
+}
+
+/// What a COPY from the context keys on ([`CopyPlan::files`] and
+/// [`CopyPlan::rehashed`]), without looking at the destination: the same
+/// as [`plan`] gives for any destination. For a COPY whose destination's
+/// layers are not at hand (left in a registry), so a cache hit never
+/// fetches them. Not for ADD (archives are unpacked) or heredocs.
+pub fn source_files(req: &CopyRequest<'_>, ctx: &Context) -> Result<CopyPlan> {
+    let exclude = if req.exclude.is_empty() {
+        None
+    } else {
+        Some(
+            Matcher::new(req.exclude.iter().map(String::as_str))
+                .map_err(|e| Error::invalid(format!("invalid --exclude pattern: {e}")))?,
+        )
+    };
+    let mut plan = CopyPlan::default();
+    let mut items = Vec::new();
+    let key_only = CopyRequest {
+        unpack: false,
+        heredocs: Vec::new(),
+        ..req.clone()
+    };
+    plan_context(
+        &key_only,
+        ctx,
+        exclude.as_ref(),
+        &[],
+        true,
+        &mut plan,
+        &mut items,
+    )?;
     Ok(plan)
 }
 
@@ -813,6 +847,50 @@ pub fn parse_chmod(s: &str) -> Result<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The key a COPY gets without looking at its destination is the one
+    /// it gets with any destination (else a key-first lookup would miss).
+    #[test]
+    fn source_files_are_what_any_destination_keys_on() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("src/sub")).unwrap();
+        std::fs::write(root.join("src/a.txt"), "a").unwrap();
+        std::fs::write(root.join("src/sub/b.txt"), "bb").unwrap();
+        std::fs::write(root.join("top"), "t").unwrap();
+        std::os::unix::fs::symlink("top", root.join("link")).unwrap();
+        let ctx = Context::open(root, strata_context::ContextOptions::default()).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let cases: Vec<(Vec<&str>, &str, bool, Vec<&str>)> = vec![
+            (vec!["src"], "/app/", false, vec![]),
+            (vec!["src/a.txt"], "/app/x", false, vec![]),
+            (vec!["src", "top", "link"], "/dest/", false, vec![]),
+            (vec!["src/*.txt", "top"], "d/", false, vec!["*.txt"]),
+            (vec!["./src/./sub"], "/p/", true, vec![]),
+            (vec!["."], ".", false, vec!["top"]),
+        ];
+        for (sources, dest, parents, exclude) in cases {
+            for chmod in [None, Some(0o700)] {
+                let req = CopyRequest {
+                    sources: sources.iter().map(|s| s.to_string()).collect(),
+                    heredocs: Vec::new(),
+                    dest: dest.to_owned(),
+                    workdir: "/w".to_owned(),
+                    owner: Some(Owner { uid: 7, gid: 8 }),
+                    chmod,
+                    parents,
+                    exclude: exclude.iter().map(|s| s.to_string()).collect(),
+                    unpack: false,
+                    preserve_times: chmod.is_some(),
+                    tmp: tmp.path(),
+                };
+                let full = plan(&req, Source::Context(&ctx), None).unwrap();
+                let key = source_files(&req, &ctx).unwrap();
+                assert_eq!(key.files, full.files, "{sources:?} -> {dest}");
+                assert!(!key.files.is_empty());
+            }
+        }
+    }
 
     #[test]
     fn chmod() {

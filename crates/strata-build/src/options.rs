@@ -116,6 +116,11 @@ pub struct BuildOptions {
     pub cache_from: CacheSources,
     /// Remote caches to export to (`--cache-to`).
     pub cache_to: Vec<CacheExport>,
+    /// Leave every layer a registry cache gives in that registry, those of
+    /// the final image too (downloaded when something reads them): for a
+    /// build that is pushed to the registry holding the cache, which
+    /// mounts them there. Else the final image's layers are downloaded.
+    pub lazy_final: bool,
 }
 
 impl BuildOptions {
@@ -144,6 +149,7 @@ impl BuildOptions {
             parallel: true,
             cache_from: CacheSources::default(),
             cache_to: Vec::new(),
+            lazy_final: false,
         }
     }
 }

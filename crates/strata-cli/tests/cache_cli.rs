@@ -23,6 +23,7 @@ fn records(store: &Store, seed: u8, n: u8) -> Vec<CacheRecord> {
             let data = vec![seed ^ i; 1000 + usize::from(i)];
             let d = store.put_blob(&data).unwrap();
             CacheRecord {
+                chain: None,
                 key: Digest::sha256(&[seed, i]),
                 layer: Some((
                     Descriptor::new(media_type::OCI_LAYER_GZIP, d, data.len() as u64),
@@ -32,6 +33,7 @@ fn records(store: &Store, seed: u8, n: u8) -> Vec<CacheRecord> {
         })
         .collect();
     out.push(CacheRecord {
+        chain: None,
         key: Digest::sha256(&[seed, 0xee]),
         layer: None,
     });

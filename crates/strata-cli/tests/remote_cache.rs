@@ -370,3 +370,138 @@ fn parallel_exports_to_one_ref_keep_both_projects() {
         assert!(ev.iter().all(|e| e["event"] != "step_miss"));
     }
 }
+
+const THREE_STAGES: &str = "FROM busybox AS one\n\
+    RUN date +%s%N > /one && head -c 300000 /dev/urandom > /noise\n\
+    FROM busybox AS two\n\
+    RUN date +%s%N > /two && head -c 300000 /dev/urandom > /noise\n\
+    FROM busybox\n\
+    COPY --from=one /one /one\n\
+    COPY --from=two /two /two\n\
+    COPY final.txt /final.txt\n\
+    CMD [\"cat\", \"/one\", \"/two\", \"/final.txt\"]\n";
+
+/// Bytes of the blobs in a store.
+fn blob_bytes(root: &Path) -> u64 {
+    fs::read_dir(root.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+/// Blob bytes a `strata serve` log shows moving (uploads and downloads),
+/// from its line `from` on.
+fn blob_bytes_moved(log: &str, from: usize) -> u64 {
+    log.lines()
+        .skip(from)
+        .filter(|l| {
+            (l.starts_with("GET ") || l.starts_with("PUT ") || l.starts_with("PATCH "))
+                && l.contains("/blobs/")
+        })
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f[f.len() - 2].parse::<u64>().unwrap()
+        })
+        .sum()
+}
+
+/// Steps run (misses) in a build's events.
+fn ran(events: &[Value]) -> Vec<(u64, u64)> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "step_miss")
+        .map(|e| {
+            (
+                e["id"]["stage"].as_u64().unwrap(),
+                e["id"]["step"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A 3-stage build whose RUN steps write the time (never twice the same)
+/// and 300 kB of noise each: an empty machine with `--cache-from` gets the
+/// same image with 0 steps run and downloads no layer of the intermediate
+/// stages; pushing it to the registry that holds the cache moves no layer
+/// byte at all (the layers are mounted, never downloaded), and the image
+/// still runs there (its layers are downloaded when read). Editing a file
+/// only the final stage uses runs only that step.
+#[test]
+fn an_empty_machine_rebuilds_and_pushes_without_moving_a_layer() {
+    if !strata_testkit::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Serve::start(&dir.path().join("srv"), &[]);
+    let cache = format!("type=registry,ref={}/cache/app:ci", srv.addr);
+    let ctx = context(
+        dir.path(),
+        &[("Dockerfile", THREE_STAGES), ("final.txt", "final\n")],
+    );
+    let a = machine(dir.path(), "a");
+    let tag_a = format!("{}/app:a", srv.addr);
+    let (id_a, _) = build_json(
+        &a,
+        &ctx,
+        &[
+            "--cache-to",
+            &format!("{cache},mode=max"),
+            "-t",
+            &tag_a,
+            "--push",
+        ],
+    );
+    let want = ok(&a, &["run", "--rm", &id_a]);
+
+    // B: empty, the context elsewhere with other mtimes, pushed.
+    let b = machine(dir.path(), "b");
+    let ctx_b = dir.path().join("ctx-b");
+    copy_with_new_times(&ctx, &ctx_b);
+    let before = blob_bytes(&b);
+    let lines = srv.log().lines().count();
+    let tag_b = format!("{}/app:b", srv.addr);
+    let (id_b, ev) = build_json(
+        &b,
+        &ctx_b,
+        &["--cache-from", &cache, "-t", &tag_b, "--push"],
+    );
+    assert_eq!(id_a, id_b, "machine B built another image");
+    assert_eq!(ran(&ev), [], "{:?}", reasons(&ev));
+    assert_eq!(reasons(&ev).len(), 5, "{:?}", reasons(&ev));
+    let log = srv.log();
+    assert_eq!(
+        blob_bytes_moved(&log, lines),
+        0,
+        "{}",
+        log.lines().skip(lines).collect::<Vec<_>>().join("\n")
+    );
+    let grown = blob_bytes(&b) - before;
+    assert!(grown < 100_000, "B's store grew by {grown} bytes");
+    verify_clean(&b);
+    // The pushed image is A's, and runs on B: its layers come when read.
+    let pushed = ok(&b, &["inspect", "--format", "{{.Id}}", &tag_b]);
+    assert_eq!(pushed.trim(), id_a);
+    assert_eq!(ok(&b, &["run", "--rm", &id_b]), want);
+    verify_clean(&b);
+
+    // C: empty, one file of the final stage changed, not pushed: only that
+    // COPY runs, only the final image's layers are downloaded, and a cold
+    // build of the same context agrees.
+    let c = machine(dir.path(), "c");
+    fs::write(ctx_b.join("final.txt"), "final, changed\n").unwrap();
+    let before = blob_bytes(&c);
+    let (id_c, ev) = build_json(&c, &ctx_b, &["--cache-from", &cache]);
+    assert_eq!(ran(&ev), [(2, 3)], "{:?}", reasons(&ev));
+    let grown = blob_bytes(&c) - before;
+    assert!(
+        grown < 250_000,
+        "C downloaded an intermediate layer: {grown} bytes"
+    );
+    verify_clean(&c);
+    let out = ok(&c, &["run", "--rm", &id_c]);
+    assert!(out.ends_with("final, changed\n"), "{out}");
+    assert_eq!(
+        out.lines().take(2).collect::<Vec<_>>(),
+        want.lines().take(2).collect::<Vec<_>>()
+    );
+}

@@ -33,6 +33,9 @@ pub const DEFAULT_CACHE_TAG: &str = "cache";
 pub const ANNOTATION_CACHE_KEY: &str = "dev.strata.cache.key";
 /// Annotation: the diffID (uncompressed digest) of the step's layer.
 pub const ANNOTATION_CACHE_DIFFID: &str = "dev.strata.cache.diffid";
+/// Annotation: the key the chain of keys continues with, when it is not
+/// the entry's own.
+pub const ANNOTATION_CACHE_CHAIN: &str = "dev.strata.cache.chain";
 /// Annotation: when the entry was written (RFC 3339, UTC).
 pub const ANNOTATION_CREATED: &str = "org.opencontainers.image.created";
 /// Annotation of an OCI layout's index entries: the entry's tag.
@@ -120,6 +123,9 @@ pub fn cache_entry_manifest(record: &CacheRecord, created: &str) -> Vec<u8> {
     let mut annotations = BTreeMap::new();
     annotations.insert(ANNOTATION_CACHE_KEY.to_owned(), record.key.to_string());
     annotations.insert(ANNOTATION_CREATED.to_owned(), created.to_owned());
+    if let Some(chain) = &record.chain {
+        annotations.insert(ANNOTATION_CACHE_CHAIN.to_owned(), chain.to_string());
+    }
     let layers = match &record.layer {
         Some((desc, diff_id)) => {
             annotations.insert(ANNOTATION_CACHE_DIFFID.to_owned(), diff_id.to_string());
@@ -155,6 +161,13 @@ pub fn parse_cache_entry(raw: &[u8]) -> Result<RemoteEntry, CacheEntryError> {
         .ok_or_else(|| invalid(format!("no {ANNOTATION_CACHE_KEY} annotation")))?
         .parse()
         .map_err(|e| invalid(format!("{ANNOTATION_CACHE_KEY}: {e}")))?;
+    let chain: Option<Digest> = match annotation(ANNOTATION_CACHE_CHAIN) {
+        Some(c) => Some(
+            c.parse()
+                .map_err(|e| invalid(format!("{ANNOTATION_CACHE_CHAIN}: {e}")))?,
+        ),
+        None => None,
+    };
     let real: Vec<&Descriptor> = m
         .layers
         .iter()
@@ -172,7 +185,7 @@ pub fn parse_cache_entry(raw: &[u8]) -> Result<RemoteEntry, CacheEntryError> {
         more => return Err(invalid(format!("{} layers (one at most)", more.len()))),
     };
     Ok(RemoteEntry {
-        record: CacheRecord { key, layer },
+        record: CacheRecord { key, layer, chain },
         created: annotation(ANNOTATION_CREATED).cloned(),
     })
 }
@@ -213,6 +226,7 @@ mod tests {
 
     fn layer_record() -> CacheRecord {
         CacheRecord {
+            chain: None,
             key: key(1),
             layer: Some((
                 Descriptor::new(media_type::OCI_LAYER_GZIP, Digest::sha256(b"blob"), 4),
@@ -287,6 +301,7 @@ mod tests {
     #[test]
     fn no_layer_is_the_empty_descriptor() {
         let r = CacheRecord {
+            chain: None,
             key: key(2),
             layer: None,
         };

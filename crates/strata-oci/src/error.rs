@@ -60,6 +60,16 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A remote blob ([`Store::note_remote`](crate::Store::note_remote))
+    /// could not be downloaded.
+    #[error("cannot download {what}")]
+    Fetch {
+        /// What (`layer sha256:...`).
+        what: String,
+        /// Why: the fetcher's error, with its causes.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// An I/O error at `path`.
     #[error("{op} {path}")]
     Io {

@@ -54,7 +54,7 @@ const GC_LOCK: &str = ".strata-cache-gc.lock";
 /// let cache = LayoutCache::new(dir.path().join("ci-cache"));
 /// let key = Digest::sha256(b"a step");
 /// let report = cache
-///     .export(&store, &[CacheRecord { key: key.clone(), layer: None }], &[])
+///     .export(&store, &[CacheRecord { key: key.clone(), layer: None, chain: None }], &[])
 ///     .unwrap();
 /// assert_eq!(report.entries, 1);
 /// assert_eq!(cache.lookup(&key).unwrap().unwrap().record.layer, None);
@@ -641,6 +641,7 @@ mod tests {
         let data: Vec<u8> = (0..size).map(|i| (i as u8) ^ n).collect();
         let d = store.put_blob(&data).unwrap();
         CacheRecord {
+            chain: None,
             key: Digest::sha256(&[n, 0xca]),
             layer: Some((
                 Descriptor::new(media_type::OCI_LAYER_GZIP, d, size as u64),
@@ -680,6 +681,7 @@ mod tests {
             record(&a, 1, 1000),
             record(&a, 2, 3000),
             CacheRecord {
+                chain: None,
                 key: Digest::sha256(b"env step"),
                 layer: None,
             },
@@ -760,6 +762,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = Store::open(dir.path().join("a")).unwrap();
         let rec = CacheRecord {
+            chain: None,
             key: Digest::sha256(b"k"),
             layer: Some((
                 Descriptor::new(media_type::OCI_LAYER_GZIP, Digest::sha256(b"gone"), 4),

@@ -119,8 +119,8 @@ pub use archive::{load_archive, save_docker_archive, save_oci_layout, LoadedImag
 pub use cache_format::{
     cache_created_now, cache_entry_manifest, cache_entry_older_than, cache_entry_tag,
     empty_descriptor, is_cache_entry_tag, parse_cache_entry, valid_cache_tag, CacheEntryError,
-    ANNOTATION_CACHE_DIFFID, ANNOTATION_CACHE_KEY, ANNOTATION_CREATED, ANNOTATION_REF_NAME,
-    CACHE_ARTIFACT_TYPE, CACHE_REFRESH_AGE, DEFAULT_CACHE_TAG, EMPTY_JSON,
+    ANNOTATION_CACHE_CHAIN, ANNOTATION_CACHE_DIFFID, ANNOTATION_CACHE_KEY, ANNOTATION_CREATED,
+    ANNOTATION_REF_NAME, CACHE_ARTIFACT_TYPE, CACHE_REFRESH_AGE, DEFAULT_CACHE_TAG, EMPTY_JSON,
 };
 pub use descriptor::{media_type, Compression, Descriptor};
 pub use error::{is_no_space, Error, Result};
@@ -137,9 +137,9 @@ pub use remote_cache::{
     CacheRecord, ExportReport, PruneReport, RemoteCache, RemoteEntry, RemoteError,
 };
 pub use store::{
-    remove_tree, write_atomic, GcOptions, GcReport, Hold, Image, ImageSummary, ImportOptions,
-    Layer, Lease, Problem, Removed, RootSet, Sidecars, Store, TagEntry, TempDir, VerifyReport,
-    Writer, CACHE_NAMESPACE, MAX_DOCUMENT_SIZE,
+    remove_tree, write_atomic, BlobFetcher, GcOptions, GcReport, Hold, Image, ImageSummary,
+    ImportOptions, Layer, Lease, Problem, Removed, RootSet, Sidecars, Store, TagEntry, TempDir,
+    VerifyReport, Writer, CACHE_NAMESPACE, MAX_DOCUMENT_SIZE,
 };
 pub use strata_digest::{Algorithm, Digest, DigestError, Hasher, HashingReader, HashingWriter};
 pub use time::{format_rfc3339, parse_rfc3339};

@@ -21,6 +21,10 @@ pub struct CacheRecord {
     /// Its layer: the blob and its uncompressed digest; `None` when the step
     /// made no layer.
     pub layer: Option<(Descriptor, Digest)>,
+    /// The key the build's chain of keys continues with after this step,
+    /// when it is not `key`: a `COPY --from` entry found by the layers it
+    /// copies from names the key of the files it copied.
+    pub chain: Option<Digest>,
 }
 
 /// An entry found in a remote cache.

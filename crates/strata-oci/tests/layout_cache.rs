@@ -19,6 +19,7 @@ fn records(store: &Store, seed: u32, count: u32) -> Vec<CacheRecord> {
             let data = format!("layer {seed} {i} ").repeat(40);
             let d = store.put_blob(data.as_bytes()).unwrap();
             CacheRecord {
+                chain: None,
                 key: Digest::sha256(format!("key {seed} {i}").as_bytes()),
                 layer: Some((
                     Descriptor::new(media_type::OCI_LAYER_GZIP, d, data.len() as u64),

@@ -106,7 +106,7 @@ mod progress;
 mod server;
 
 pub use auth::{AuthConfig, Credential};
-pub use client::{CacheError, Client, ClientOptions, PushContent, RegistryCache};
+pub use client::{CacheError, Client, ClientOptions, OriginFetcher, PushContent, RegistryCache};
 pub use error::{Error, Result};
 pub use host::registry_host;
 pub use progress::{BlobKind, BlobOutcome, Event, NoProgress, Progress, PullSummary, PushSummary};

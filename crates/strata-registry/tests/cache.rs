@@ -106,6 +106,7 @@ fn records(store: &Store, seed: u64, n: usize, size: usize) -> Vec<CacheRecord> 
             let (blob, diff_id) = layer(&format!("f{i}"), &noise(seed * 1000 + i as u64, size));
             let d = store.put_blob(&blob).unwrap();
             CacheRecord {
+                chain: None,
                 key: Digest::sha256(format!("key {seed} {i}").as_bytes()),
                 layer: Some((
                     Descriptor::new(media_type::OCI_LAYER_GZIP, d, blob.len() as u64),
@@ -115,6 +116,7 @@ fn records(store: &Store, seed: u64, n: usize, size: usize) -> Vec<CacheRecord> 
         })
         .collect();
     out.push(CacheRecord {
+        chain: None,
         key: Digest::sha256(format!("key {seed} env").as_bytes()),
         layer: None,
     });

@@ -76,7 +76,7 @@ impl Shared<'_> {
             id,
             label,
             inputs,
-            None,
+            StepKind::default(),
             Explanation::Hit {
                 files: 0,
                 touched: 0,
@@ -86,6 +86,7 @@ impl Shared<'_> {
             line,
             move |s, _| s.write_entries(id, entries),
         )
+        .map(drop)
     }
 
     /// `user[:group]` to ids through the stage's /etc/passwd and /etc/group.
@@ -195,9 +196,178 @@ impl Shared<'_> {
         canonical.push_str(&dest);
         let history = format!("{canonical} # buildkit");
 
+        // COPY --from is looked up first by the layers it copies from, so a
+        // hit (from a remote cache, say) never reads them: they may be in
+        // a registry still. The entry names the key of the files copied,
+        // which the chain continues with, as if it had been looked up so.
+        let source = match &c.from {
+            Some(f) => Some(match self.plan.resolve_from(st.index, &f.value) {
+                FromRef::Stage(i) => self.stage_result(i)?,
+                FromRef::Image(r) => self.image(&r)?,
+            }),
+            None => None,
+        };
+        let by_layers = match &source {
+            Some(src) if urls.is_empty() && !st.no_cache => {
+                let mut k = Inputs::new(tag::COPY, &st.key, canonical.clone());
+                let ids: Vec<String> = src.layers.iter().map(|l| l.diff_id.to_string()).collect();
+                k.fields.insert("lookup".into(), "by source layers".into());
+                k.fields.insert("source-layers".into(), ids.join(","));
+                k.fields.insert("workdir".into(), st.workdir());
+                for (name, content) in &heredocs {
+                    k.fields
+                        .insert(format!("<<{name}"), Digest::sha256(content).to_string());
+                }
+                self.key_timestamps(&mut k);
+                if let Some(o) = owner {
+                    k.fields
+                        .insert("owner".into(), format!("{}:{}", o.uid, o.gid));
+                }
+                if is_add {
+                    k.fields.insert(
+                        "unpack".into(),
+                        format!("local={}", c.unpack.unwrap_or(true)),
+                    );
+                }
+                if c.link {
+                    k.parent.clear();
+                }
+                Some(k)
+            }
+            _ => None,
+        };
+        if let Some(k) = &by_layers {
+            let mut misses = Vec::new();
+            let hit = Explanation::Hit {
+                files: 0,
+                touched: 0,
+            };
+            let (_, found) = self.lookup(id.stage, &k.key(), hit.clone(), &mut misses)?;
+            if let Some(found) = found.filter(|f| f.chain.is_some()) {
+                let step = StepKind {
+                    link: c.link,
+                    found: Some(found),
+                    missed: None,
+                };
+                return self
+                    .layer_step(
+                        st,
+                        id,
+                        label,
+                        k.clone(),
+                        step,
+                        hit,
+                        t,
+                        history,
+                        line,
+                        |_, _| Err(Error::invalid("a cached COPY has nothing to make")),
+                    )
+                    .map(drop);
+            }
+        }
+
         let scratch = self.tmp.join(format!("copy-{}-{}", id.stage, id.step));
         let _scratch_guard = RemoveOnDrop(scratch.clone());
         fs::create_dir_all(&scratch).map_err(|e| Error::io("create", &scratch, e))?;
+
+        // What the key hashes besides the sources.
+        let parent = st.key.clone();
+        let stage_workdir = st.workdir();
+        let make_inputs = |files: BTreeMap<String, String>| {
+            let mut inputs = Inputs::new(tag::COPY, &parent, canonical.clone());
+            inputs.files = files;
+            inputs
+                .fields
+                .insert("workdir".into(), stage_workdir.clone());
+            self.key_timestamps(&mut inputs);
+            // The ids --chown resolved to, not the names: a base image that
+            // gives `app` another uid makes another layer (with --link too).
+            if let Some(o) = owner {
+                inputs
+                    .fields
+                    .insert("owner".into(), format!("{}:{}", o.uid, o.gid));
+            }
+            if is_add {
+                // Whether archives are unpacked, as the flag and the source
+                // kind decide it (a local archive by default, a URL never).
+                inputs.fields.insert(
+                    "unpack".into(),
+                    format!(
+                        "local={} url={}",
+                        c.unpack.unwrap_or(true),
+                        c.unpack.unwrap_or(false)
+                    ),
+                );
+            }
+            // --link: the layer does not depend on what is below it, so it
+            // is looked up without the parent key (a new base reuses it);
+            // the chain key still includes the parent.
+            if c.link {
+                inputs.parent.clear();
+            }
+            inputs
+        };
+
+        // Below a layer left in a registry, the key comes first: a hit
+        // never needs the destination's files (nor fetches them).
+        let mut missed = None;
+        let key_first = c.from.is_none()
+            && !is_add
+            && urls.is_empty()
+            && heredocs.is_empty()
+            && !local.is_empty()
+            && !st.no_cache
+            && st
+                .layers
+                .iter()
+                .any(|l| self.store.remote_blob(&l.descriptor.digest).is_some());
+        if key_first {
+            let req = CopyRequest {
+                sources: local.clone(),
+                heredocs: Vec::new(),
+                dest: dest.clone(),
+                workdir: st.workdir(),
+                owner,
+                chmod,
+                parents: c.parents,
+                exclude: exclude.clone(),
+                unpack: false,
+                preserve_times: self.opts.preserve_timestamps,
+                tmp: &scratch,
+            };
+            let p = copy::source_files(&req, &self.ctx)?;
+            let hit = Explanation::Hit {
+                files: p.files.len(),
+                touched: p.rehashed,
+            };
+            let inputs = make_inputs(p.files);
+            let mut misses = Vec::new();
+            let (_, found) = self.lookup(id.stage, &inputs.key(), hit.clone(), &mut misses)?;
+            match found {
+                Some(found) => {
+                    let step = StepKind {
+                        link: c.link,
+                        found: Some(found),
+                        missed: None,
+                    };
+                    return self
+                        .layer_step(
+                            st,
+                            id,
+                            label,
+                            inputs,
+                            step,
+                            hit,
+                            t,
+                            history,
+                            line,
+                            |_, _| Err(Error::invalid("a cached COPY has nothing to make")),
+                        )
+                        .map(drop);
+                }
+                None => missed = Some(misses),
+            }
+        }
         let mut downloaded = Vec::new();
         for (i, url) in urls.iter().enumerate() {
             let checksum = match &c.checksum {
@@ -219,22 +389,7 @@ impl Shared<'_> {
             })?;
             downloaded.push(file);
         }
-        let (from_view, from_key) = match &c.from {
-            Some(f) => match self.plan.resolve_from(st.index, &f.value) {
-                FromRef::Stage(i) => {
-                    let r = self.stage_result(i)?;
-                    (Some(MergedView::of(r.view.clone())), Some(r.key.clone()))
-                }
-                FromRef::Image(r) => {
-                    let img = self.image(&r)?;
-                    (
-                        Some(MergedView::of(img.view.clone())),
-                        Some(img.key.clone()),
-                    )
-                }
-            },
-            None => (None, None),
-        };
+        let from_view = source.as_ref().map(|r| MergedView::of(r.view.clone()));
         let preserve = self.opts.preserve_timestamps;
         let target = if c.link { None } else { Some(&view) };
         let workdir = st.workdir();
@@ -286,41 +441,10 @@ impl Shared<'_> {
         }
         let file_count = plan.files.len();
         let touched = plan.rehashed;
-        let mut inputs = Inputs::new(tag::COPY, &st.key, canonical);
-        inputs.files = std::mem::take(&mut plan.files);
-        inputs.fields.insert("workdir".into(), st.workdir());
         // With --from, the copied files' content is hashed: a source stage
         // that rebuilt to the same files keeps this step cached.
-        let _ = from_key;
-        self.key_timestamps(&mut inputs);
-        // The ids --chown resolved to, not the names: a base image that
-        // gives `app` another uid makes another layer (with --link too).
-        if let Some(o) = owner {
-            inputs
-                .fields
-                .insert("owner".into(), format!("{}:{}", o.uid, o.gid));
-        }
-        if is_add {
-            // Whether archives are unpacked, as the flag and the source
-            // kind decide it (a local archive by default, a URL never).
-            inputs.fields.insert(
-                "unpack".into(),
-                format!(
-                    "local={} url={}",
-                    c.unpack.unwrap_or(true),
-                    c.unpack.unwrap_or(false)
-                ),
-            );
-        }
-        // --link: the layer does not depend on what is below it, so it is
-        // looked up without the parent key (a new base reuses it); the chain
-        // key still includes the parent.
-        let chain_key = if c.link {
-            inputs.parent.clear();
-            Some(Inputs::new(tag::COPY, &st.key, inputs.key().to_string()).key())
-        } else {
-            None
-        };
+        let inputs = make_inputs(std::mem::take(&mut plan.files));
+        let content_key = inputs.key();
         let entries = std::mem::take(&mut plan.entries);
         let hit = Explanation::Hit {
             files: file_count,
@@ -332,7 +456,11 @@ impl Shared<'_> {
             id,
             label,
             inputs,
-            chain_key,
+            StepKind {
+                link: c.link,
+                found: None,
+                missed,
+            },
             hit,
             t,
             history,
@@ -342,6 +470,25 @@ impl Shared<'_> {
         for d in plan.temp_dirs {
             let _ = strata_oci::remove_tree(&d);
         }
-        result
+        let layer = result?;
+        // Found by its source's layers next time.
+        if let Some(k) = by_layers {
+            let key = k.key();
+            let entry = CacheEntry {
+                layer: layer.clone(),
+                chain: Some(content_key.clone()),
+            };
+            self.cache.put(&key, &entry)?;
+            if !self.opts.cache_to.is_empty() {
+                lock(&self.exports).push(ExportItem {
+                    stage: id.stage,
+                    key,
+                    layer,
+                    from: None,
+                    chain: Some(content_key),
+                });
+            }
+        }
+        Ok(())
     }
 }

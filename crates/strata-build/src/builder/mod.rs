@@ -172,6 +172,33 @@ struct Shared<'a> {
     remote_down: Mutex<Vec<bool>>,
     /// Every layer step's result, for `--cache-to`.
     exports: Mutex<Vec<ExportItem>>,
+    /// The final image's stages: the target and the stages it is FROM.
+    final_stages: Vec<usize>,
+}
+
+/// The final image's stages: the target and the stages it is FROM.
+fn final_stages(plan: &Plan) -> Vec<usize> {
+    let mut chain = vec![plan.target];
+    while let Some(Base::Stage(i)) = chain.last().map(|&s| &plan.stages[s].base) {
+        chain.push(*i);
+    }
+    chain
+}
+
+/// The store's cache's answer for a key: an entry, `Err` for one whose
+/// layer is gone, `None` for none.
+type LocalLookup = Option<std::result::Result<CacheEntry, ()>>;
+
+/// How a layer step is looked up and chained.
+#[derive(Debug, Default)]
+pub(super) struct StepKind {
+    /// A `COPY --link`: looked up without its parent, chained with it.
+    pub(super) link: bool,
+    /// Already found (by another key): not looked up again.
+    pub(super) found: Option<Found>,
+    /// Already looked up by this key and missed, in the store and in these
+    /// remote caches: not asked again.
+    pub(super) missed: Option<Vec<String>>,
 }
 
 /// A layer step's result, as `--cache-to` exports it.
@@ -182,6 +209,19 @@ struct ExportItem {
     layer: Option<LayerRecord>,
     /// The `--cache-from` cache (index) it came from.
     from: Option<usize>,
+    /// The key the chain continues with, when not `key`.
+    chain: Option<Digest>,
+}
+
+/// A step found in a cache: the store's, or a `--cache-from` one.
+#[derive(Debug, Clone)]
+pub(super) struct Found {
+    layer: Option<LayerRecord>,
+    explanation: Explanation,
+    /// The `--cache-from` cache (index) it came from.
+    from: Option<usize>,
+    /// The key the chain continues with, when not the key looked up.
+    chain: Option<Digest>,
 }
 
 /// Builds the Dockerfile in `opts`, sending progress to `sink`.
@@ -223,6 +263,7 @@ pub fn build(
         opts.target.as_deref(),
         platform,
     )?;
+    let final_stages = final_stages(&plan);
     let ctx = Context::open(
         &context_dir,
         ContextOptions {
@@ -288,6 +329,7 @@ pub fn build(
         layer_opts,
         remote_down: Mutex::new(vec![false; opts.cache_from.0.len()]),
         exports: Mutex::new(Vec::new()),
+        final_stages,
     };
     shared.warn_unused_args();
     if let Some(why) = fallback {
@@ -776,33 +818,36 @@ impl Shared<'_> {
         id: StepId,
         label: &str,
         inputs: Inputs,
-        chain_key: Option<Digest>,
+        step: StepKind,
         hit: Explanation,
         t: Instant,
         history: String,
         line: usize,
         make: impl FnOnce(&Self, &StageState) -> Result<Option<LayerRecord>>,
-    ) -> Result<()> {
+    ) -> Result<Option<LayerRecord>> {
         let key = inputs.key();
         let prev = self.track_change(st, id, label, &inputs);
-        let lookup = if st.no_cache {
-            None
-        } else {
-            self.cache.get(&key)
-        };
-        // The store's cache, then the remote ones (`--cache-from`) in order.
         let mut remote_misses = Vec::new();
-        let found = match &lookup {
-            Some(Ok(entry)) => Some((entry.layer.clone(), hit, None)),
-            _ if st.no_cache => None,
-            _ => self.remote_hit(&key, &mut remote_misses)?,
+        let (lookup, found) = match (step.found, step.missed) {
+            (Some(f), _) => (None, Some(f)),
+            (None, _) if st.no_cache => (None, None),
+            (None, Some(missed)) => {
+                remote_misses = missed;
+                (self.cache.get(&key), None)
+            }
+            (None, None) => self.lookup(id.stage, &key, hit, &mut remote_misses)?,
         };
         let mut from = None;
+        let mut chain = None;
         let (layer, cached) = match (found, lookup) {
-            (Some((layer, explanation, remote)), _) => {
-                from = remote;
-                (self.sink)(Event::StepCached { id, explanation });
-                (layer, true)
+            (Some(found), _) => {
+                from = found.from;
+                chain = found.chain;
+                (self.sink)(Event::StepCached {
+                    id,
+                    explanation: found.explanation,
+                });
+                (found.layer, true)
             }
             (None, other) => {
                 let explanation = if st.no_cache {
@@ -854,6 +899,7 @@ impl Shared<'_> {
                     &key,
                     &CacheEntry {
                         layer: layer.clone(),
+                        chain: None,
                     },
                 )?;
                 (layer, false)
@@ -866,6 +912,7 @@ impl Shared<'_> {
                 key: key.clone(),
                 layer: layer.clone(),
                 from,
+                chain: chain.clone(),
             });
         }
         if cached {
@@ -874,6 +921,7 @@ impl Shared<'_> {
             self.ran.fetch_add(1, Ordering::Relaxed);
         }
         let mut done_layer = None;
+        let result = layer.clone();
         match layer {
             Some(l) => {
                 let layer = Layer {
@@ -895,7 +943,14 @@ impl Shared<'_> {
             }
             None => st.push_history(history, true, self.epoch(), line),
         }
-        st.key = chain_key.unwrap_or(key);
+        // The chain continues with the key of what the step made; a --link
+        // COPY's layer was looked up without its parent, the chain keeps it.
+        let base = chain.unwrap_or(key);
+        st.key = if step.link {
+            Inputs::new(tag::COPY, &st.key, base.to_string()).key()
+        } else {
+            base
+        };
         (self.sink)(Event::StepKey {
             id,
             key: st.key.clone(),
@@ -906,7 +961,32 @@ impl Shared<'_> {
             duration: t.elapsed(),
             layer: done_layer,
         });
-        Ok(())
+        Ok(result)
+    }
+
+    /// Looks `key` up in the store's cache, then in the remote caches
+    /// (`--cache-from`) in order. Returns the store's own answer (an entry,
+    /// or `Err` for one whose layer is gone) and what was found; `misses`
+    /// receives the remote caches asked without a hit.
+    fn lookup(
+        &self,
+        stage: usize,
+        key: &Digest,
+        hit: Explanation,
+        misses: &mut Vec<String>,
+    ) -> Result<(LocalLookup, Option<Found>)> {
+        let local = self.cache.get(key);
+        if let Some(Ok(entry)) = &local {
+            let found = Found {
+                layer: entry.layer.clone(),
+                explanation: hit,
+                from: None,
+                chain: entry.chain.clone(),
+            };
+            return Ok((local, Some(found)));
+        }
+        let remote = self.remote_hit(stage, key, misses)?;
+        Ok((local, remote))
     }
 
     /// Looks `key` up in the remote caches (`--cache-from`), in order. A hit
@@ -917,9 +997,10 @@ impl Shared<'_> {
     #[allow(clippy::type_complexity)]
     fn remote_hit(
         &self,
+        stage: usize,
         key: &Digest,
         misses: &mut Vec<String>,
-    ) -> Result<Option<(Option<LayerRecord>, Explanation, Option<usize>)>> {
+    ) -> Result<Option<Found>> {
         for (i, cache) in self.opts.cache_from.0.iter().enumerate() {
             let name = cache.describe();
             if lock(&self.remote_down)[i] {
@@ -946,7 +1027,14 @@ impl Shared<'_> {
             let layer = match entry.record.layer {
                 Some((descriptor, diff_id)) => {
                     lock(&self.lease).add_digest(&descriptor.digest)?;
-                    if !self.store.has(&descriptor.digest) {
+                    // Lazy: a layer from a registry stays there until
+                    // something reads it, unless the image will have it.
+                    // A push to that registry mounts it.
+                    let lazy = cache.mount_source().is_some()
+                        && (self.opts.lazy_final || !self.final_stages.contains(&stage));
+                    if lazy && !self.store.has(&descriptor.digest) {
+                        self.store.note_remote(&descriptor)?;
+                    } else if !self.store.has(&descriptor.digest) {
                         if let Err(e) = cache.fetch_blob(self.store, &descriptor) {
                             self.warn(
                                 format!(
@@ -971,9 +1059,15 @@ impl Shared<'_> {
                 key,
                 &CacheEntry {
                     layer: layer.clone(),
+                    chain: entry.record.chain.clone(),
                 },
             )?;
-            return Ok(Some((layer, Explanation::Remote { cache: name }, Some(i))));
+            return Ok(Some(Found {
+                layer,
+                explanation: Explanation::Remote { cache: name },
+                from: Some(i),
+                chain: entry.record.chain,
+            }));
         }
         Ok(None)
     }
@@ -984,11 +1078,7 @@ impl Shared<'_> {
         if self.opts.cache_to.is_empty() {
             return Ok(());
         }
-        // The final image's stages: the target and the stages it is FROM.
-        let mut chain = vec![self.plan.target];
-        while let Some(Base::Stage(i)) = chain.last().map(|&s| &self.plan.stages[s].base) {
-            chain.push(*i);
-        }
+        let chain = &self.final_stages;
         let items = lock(&self.exports).clone();
         for exp in &self.opts.cache_to {
             let name = exp.cache.describe();
@@ -1003,6 +1093,7 @@ impl Shared<'_> {
                         .layer
                         .as_ref()
                         .map(|l| (l.descriptor.clone(), l.diff_id.clone())),
+                    chain: it.chain.clone(),
                 })
                 .collect();
             // Hits from this same cache may have their age renewed.

@@ -164,7 +164,7 @@ impl Shared<'_> {
             id,
             label,
             inputs,
-            None,
+            StepKind::default(),
             hit,
             t,
             history,
@@ -187,6 +187,7 @@ impl Shared<'_> {
                 )
             },
         )
+        .map(drop)
     }
 
     /// Adds what mount `m` is to the step's key, and what to make for it

@@ -14,7 +14,7 @@ use crate::progress::{BuildProgress, Mode};
 use crate::render::human_bytes;
 use crate::settings::Settings;
 
-use super::{open_store, parse_ref, CmdResult};
+use super::{parse_ref, CmdResult};
 use crate::render::usage;
 
 /// Where `--output` sends the image.
@@ -109,7 +109,7 @@ fn parse_build_args(args: &[String]) -> BTreeMap<String, String> {
 const LOW_SPACE: u64 = 64 << 20;
 
 pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
-    let store = open_store(s)?;
+    let store = super::open_store_reaching(s, &args.insecure_registries)?;
     // Keeps what the build writes (manifest, config) from a concurrent
     // prune until it is tagged, after the builder's own lease is gone.
     let _lease = store.lease("build")?;
@@ -239,6 +239,9 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
         }
         opts.cache_to.push(export);
     }
+    // Pushed and nothing else read: the layers a registry cache gives stay
+    // there (the push mounts them), the final image's too.
+    opts.lazy_final = push && args.sbom.is_none() && outputs.iter().all(|o| *o == Output::Registry);
     let mode = if s.quiet {
         Mode::Quiet
     } else {
@@ -382,7 +385,13 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
             super::registry::push_image(s, &store, &image, t, &args.insecure_registries)?;
         }
     }
-    if mode == Mode::Plain || mode == Mode::Tty {
+    // Layers left in the registry they were pushed to are not downloaded
+    // to be summed up.
+    let all_local = image
+        .layers
+        .iter()
+        .all(|l| store.remote_blob(&l.descriptor.digest).is_none());
+    if (mode == Mode::Plain || mode == Mode::Tty) && all_local {
         // One screen of what analyze finds; a failure here never fails the build.
         let name = tags
             .first()

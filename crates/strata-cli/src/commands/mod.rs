@@ -265,11 +265,27 @@ fn dispatch(command: Command, s: &Settings) -> CmdResult {
     }
 }
 
-/// The store named by `--root` / `STRATA_ROOT`.
+/// The store named by `--root` / `STRATA_ROOT`. Layers a build left in a
+/// registry are downloaded when something reads them.
 pub(crate) fn open_store(s: &Settings) -> anyhow::Result<strata_oci::Store> {
+    open_store_reaching(s, &[])
+}
+
+/// [`open_store`], reaching `insecure` registries over plain HTTP too when
+/// it downloads a layer left in a registry.
+pub(crate) fn open_store_reaching(
+    s: &Settings,
+    insecure: &[String],
+) -> anyhow::Result<strata_oci::Store> {
     use anyhow::Context as _;
-    strata_oci::Store::open(&s.root)
-        .with_context(|| format!("cannot open the store at {}", s.root.display()))
+    let store = strata_oci::Store::open(&s.root)
+        .with_context(|| format!("cannot open the store at {}", s.root.display()))?;
+    let fetcher = strata_registry::OriginFetcher::new(strata_registry::ClientOptions {
+        insecure_registries: insecure.to_vec(),
+        auth: strata_registry::AuthConfig::from_env(),
+        ..strata_registry::ClientOptions::default()
+    });
+    Ok(store.with_fetcher(std::sync::Arc::new(fetcher)))
 }
 
 /// An image reference from the command line.

@@ -39,6 +39,9 @@ struct Render {
     bars: Mutex<HashMap<Digest, ProgressBar>>,
     multi: MultiProgress,
     pull: bool,
+    /// Lines go to standard error (a build's standard output is its own:
+    /// the image ID, or JSON events).
+    stderr: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -67,12 +70,14 @@ impl Render {
             bars: Mutex::new(HashMap::new()),
             multi,
             pull,
+            stderr: false,
         }
     }
 
     fn line(&self, text: String) {
         match self.mode {
             Mode::Quiet => {}
+            Mode::Plain if self.stderr => eprintln!("{text}"),
             Mode::Plain => {
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{text}");
@@ -245,7 +250,9 @@ pub(crate) fn push_image(
     dest: &Reference,
     insecure: &[String],
 ) -> anyhow::Result<()> {
-    let render = Arc::new(Render::new(s, false));
+    let mut render = Render::new(s, false);
+    render.stderr = true;
+    let render = Arc::new(render);
     let client = Client::new(client_options(insecure, 4, render.clone()))?;
     let start = Instant::now();
     // An image reached through an index is pushed as that index, whole.

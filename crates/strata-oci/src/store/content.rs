@@ -197,7 +197,10 @@ impl Store {
         let p = self.blob_path(d);
         match File::open(&p) {
             Ok(f) => Ok(f),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::blob_not_found(d)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match self.open_or_fetch(d)? {
+                Some(f) => Ok(f),
+                None => Err(Error::blob_not_found(d)),
+            },
             Err(e) => Err(e).ctx("open", p),
         }
     }

@@ -242,6 +242,12 @@ impl Store {
                 }
             }
         }
+        // Records of remote blobs: kept while referenced and not here.
+        for d in self.remote_records()? {
+            if (!blobs.contains(&d) || self.has(&d)) && !opts.dry_run {
+                self.forget_remote(&d)?;
+            }
+        }
         // 5. sweep snapshots.
         let sdir = self.snapshots_dir();
         let names = read_dir_sorted(&sdir)?;

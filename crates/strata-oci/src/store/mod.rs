@@ -34,6 +34,7 @@ mod import;
 mod leases;
 mod referrers;
 mod refs;
+mod remote;
 mod remove;
 mod sidecars;
 mod temp;
@@ -45,6 +46,7 @@ pub use images::{Image, ImageSummary, Layer};
 pub use import::ImportOptions;
 pub use leases::{Lease, RootSet};
 pub use refs::TagEntry;
+pub use remote::BlobFetcher;
 pub use remove::Removed;
 pub use sidecars::Sidecars;
 pub use temp::{Hold, TempDir};
@@ -60,6 +62,8 @@ pub const MAX_DOCUMENT_SIZE: u64 = 32 << 20;
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// Downloads remote blobs on first read ([`Store::with_fetcher`]).
+    fetcher: Option<std::sync::Arc<dyn BlobFetcher>>,
 }
 
 /// An exclusive or shared `flock` held for as long as the value lives.
@@ -154,7 +158,10 @@ impl Store {
             let p = root.join(d);
             fs::create_dir_all(&p).ctx("create", &p)?;
         }
-        let store = Store { root };
+        let store = Store {
+            root,
+            fetcher: None,
+        };
         // Temporary state of processes that died (scratch files that can
         // hold secrets, RUN layers): cheap when there is none; a failure
         // here only leaves it for the next command or `prune`.

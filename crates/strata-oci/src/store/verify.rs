@@ -224,7 +224,8 @@ impl Store {
             Err(e) => return bad(e.to_string(), problems),
         };
         for l in m.layers.iter().chain(std::iter::once(&m.config)) {
-            if !self.has(&l.digest) {
+            // A layer left in a registry (downloaded on first read) is whole.
+            if !self.has(&l.digest) && self.remote_blob(&l.digest).is_none() {
                 problems.push(Problem::Missing {
                     referenced_by: me.clone(),
                     digest: l.digest.to_string(),

@@ -667,7 +667,7 @@ impl Inner {
 }
 
 /// An error and its causes, `: `-separated.
-fn chain_text(e: &dyn std::error::Error) -> String {
+pub(super) fn chain_text(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {
@@ -852,6 +852,7 @@ mod tests {
         let mut want = Vec::new();
         for i in 0..5u8 {
             let record = CacheRecord {
+                chain: None,
                 key: Digest::sha256(&[i]),
                 layer: None,
             };

@@ -3,6 +3,7 @@
 //! scope), retries with backoff, and the push and pull flows.
 
 mod cache;
+mod fetcher;
 mod pull;
 mod push;
 
@@ -21,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::progress::{Event, NoProgress, Progress};
 
 pub use cache::{CacheError, RegistryCache};
+pub use fetcher::OriginFetcher;
 
 /// Settings of a [`Client`].
 #[derive(Clone)]

@@ -463,6 +463,28 @@ impl Client {
                 }
             }
         }
+        // A remote blob no mount could give: downloaded from where it lives,
+        // then uploaded.
+        let local = match local {
+            None if store.remote_blob(digest).is_some() => {
+                let mut got = None;
+                for (reg, from) in origins::lookup(store, digest) {
+                    let source = Target::new(&reg, &from, false);
+                    let received = Arc::new(AtomicU64::new(0));
+                    match self.pull_blob(store, &source, desc, kind, received).await {
+                        Ok(_) => {
+                            got = Some(desc.size);
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::debug!(%digest, %reg, %from, error = %e, "cannot download a remote blob to push it")
+                        }
+                    }
+                }
+                got
+            }
+            other => other,
+        };
         let Some(size) = local else {
             return Err(Error::Store(strata_oci::Error::NotFound {
                 what: format!(
