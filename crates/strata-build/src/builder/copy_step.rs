@@ -22,6 +22,50 @@ impl Shared<'_> {
         let comps = strata_layer::clean_components(&joined);
         let wd = format!("/{}", comps.join("/"));
         st.cfg().working_dir = Some(wd.clone());
+        let history = format!("WORKDIR {wd}");
+        // Below a layer left in a registry, a WORKDIR made before (owned by
+        // root) is looked up before the view is read, so a hit never
+        // fetches the layers below.
+        if wd != "/"
+            && st.user().is_empty()
+            && !st.no_cache
+            && st
+                .layers
+                .iter()
+                .any(|l| self.store.remote_blob(&l.descriptor.digest).is_some())
+        {
+            let mut inputs = Inputs::new(tag::WORKDIR, &st.key, history.clone());
+            inputs.fields.insert("owner".into(), "0:0".into());
+            self.key_timestamps(&mut inputs);
+            let hit = Explanation::Hit {
+                files: 0,
+                touched: 0,
+            };
+            let mut misses = Vec::new();
+            if let (_, Some(found)) =
+                self.lookup(id.stage, &inputs.key(), hit.clone(), &mut misses)?
+            {
+                let step = StepKind {
+                    link: false,
+                    found: Some(found),
+                    missed: None,
+                };
+                return self
+                    .layer_step(
+                        st,
+                        id,
+                        label,
+                        inputs,
+                        step,
+                        hit,
+                        t,
+                        history,
+                        line,
+                        |_, _| Err(Error::invalid("a cached WORKDIR has nothing to make")),
+                    )
+                    .map(drop);
+            }
+        }
         let view = st.merged();
         let resolved = view
             .resolve(&wd, true)
@@ -30,7 +74,6 @@ impl Shared<'_> {
             .stat_exact(&resolved)
             .map_err(|e| Error::invalid(format!("cannot look up WORKDIR {wd}: {e}")))?
             .is_some();
-        let history = format!("WORKDIR {wd}");
         if wd == "/" || exists {
             return self.meta_step(st, id, label, history.clone(), t).map(|()| {
                 st.push_history(history, true, self.epoch(), line);
