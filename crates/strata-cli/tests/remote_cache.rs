@@ -479,6 +479,10 @@ fn an_empty_machine_rebuilds_and_pushes_without_moving_a_layer() {
     let grown = blob_bytes(&b) - before;
     assert!(grown < 100_000, "B's store grew by {grown} bytes");
     verify_clean(&b);
+    // Listing and inspecting read no layer.
+    ok(&b, &["images"]);
+    ok(&b, &["history", &tag_b]);
+    assert_eq!(blob_bytes(&b) - before, grown, "images/history downloaded");
     // The pushed image is A's, and runs on B: its layers come when read.
     let pushed = ok(&b, &["inspect", "--format", "{{.Id}}", &tag_b]);
     assert_eq!(pushed.trim(), id_a);

@@ -67,7 +67,8 @@ impl Snapshotter {
     /// The bytes of regular files `layer` adds, what docker calls a layer's
     /// size (`images`, `history`): the same whatever the layer's compression
     /// or how it arrived. Read from its blob once, then kept beside its
-    /// index (`snapshots/.index/<diff id>.size`).
+    /// index (`snapshots/.index/<diff id>.size`). An error for a layer left
+    /// in a registry (callers show the blob's size).
     pub fn content_size(&self, layer: &Layer) -> Result<u64> {
         let path = self
             .dir
@@ -83,6 +84,12 @@ impl Snapshotter {
             entry: None,
             source,
         };
+        // A layer left in a registry is not downloaded to be measured.
+        if self.store.remote_blob(&layer.descriptor.digest).is_some() {
+            return Err(Error::Store(strata_oci::Error::NotFound {
+                what: format!("blob {} (left in a registry)", layer.descriptor.digest),
+            }));
+        }
         let blob = self.store.open_blob(&layer.descriptor.digest)?;
         let (_, plain) = crate::decompress(io::BufReader::new(blob)).map_err(rd)?;
         let mut ar = tar::Archive::new(plain);
