@@ -116,11 +116,27 @@ impl Cache {
         write_atomic(&path, &serde_json::to_vec(record).unwrap_or_default())
     }
 
+    /// The key a cache mount's contents have in a remote cache
+    /// (`mounts=true`): its id and initial owner and mode, as
+    /// [`Cache::mount_dir_with`] names its directory.
+    pub fn mount_key(id: &str, uid: u32, gid: u32, mode: u32) -> Digest {
+        Digest::sha256(format!("strata cache mount v1\0{id}\0{uid}:{gid}:{mode:o}").as_bytes())
+    }
+
     /// The persistent directory of a cache mount: one per id and initial
     /// owner and mode, created with them (as BuildKit keys a cache mount by
     /// the directory it starts from, changing `uid=` gives a new cache, not
     /// the old one with another owner).
-    pub fn mount_dir(&self, id: &str, uid: u32, gid: u32, mode: u32) -> Result<PathBuf> {
+    /// `fill` is called on a directory it creates, before anyone else can
+    /// see it (to seed it from a remote cache).
+    pub fn mount_dir_with(
+        &self,
+        id: &str,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+        fill: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<PathBuf> {
         let name = format!("{id}\0{uid}:{gid}:{mode:o}");
         let d = self
             .dir
@@ -141,8 +157,12 @@ impl Cache {
             .map_err(|e| Error::io("chmod", &tmp, e))?;
         std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))
             .map_err(|e| Error::io("chown", &tmp, e))?;
+        if let Err(e) = fill(&tmp) {
+            let _ = strata_oci::remove_tree(&tmp);
+            return Err(e);
+        }
         if let Err(e) = fs::rename(&tmp, &d) {
-            let _ = fs::remove_dir(&tmp);
+            let _ = strata_oci::remove_tree(&tmp);
             if !d.is_dir() {
                 return Err(Error::io("rename", &d, e));
             }

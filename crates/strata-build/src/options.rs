@@ -50,6 +50,9 @@ pub struct CacheExport {
     pub max: bool,
     /// `ignore-error=true`: a failed export is a warning, not a failed build.
     pub ignore_error: bool,
+    /// `mounts=true`: also the contents of the `RUN --mount=type=cache`
+    /// directories the build used (docs/cache.md).
+    pub mounts: bool,
 }
 
 impl std::fmt::Debug for CacheExport {
@@ -58,6 +61,7 @@ impl std::fmt::Debug for CacheExport {
             .field("cache", &self.cache.describe())
             .field("max", &self.max)
             .field("ignore_error", &self.ignore_error)
+            .field("mounts", &self.mounts)
             .finish()
     }
 }
@@ -121,6 +125,10 @@ pub struct BuildOptions {
     /// build that is pushed to the registry holding the cache, which
     /// mounts them there. Else the final image's layers are downloaded.
     pub lazy_final: bool,
+    /// The `--cache-from` caches (indexes into `cache_from`) asked for the
+    /// contents of a `RUN --mount=type=cache` directory this store does
+    /// not have yet (`mounts=true`).
+    pub mounts_from: Vec<usize>,
 }
 
 impl BuildOptions {
@@ -150,6 +158,7 @@ impl BuildOptions {
             cache_from: CacheSources::default(),
             cache_to: Vec::new(),
             lazy_final: false,
+            mounts_from: Vec::new(),
         }
     }
 }

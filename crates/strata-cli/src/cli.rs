@@ -386,10 +386,10 @@ pub struct BuildArgs {
     /// A secret for RUN --mount=type=secret (id=ID,src=FILE or id=ID,env=VAR)
     #[arg(long = "secret", value_name = "SPEC")]
     pub secrets: Vec<String>,
-    /// Import build cache (type=registry,ref=REF | type=local,src=DIR)
+    /// Import build cache (type=registry,ref=REF | type=local,src=DIR), [,mounts=true]: also seed RUN cache mounts
     #[arg(long = "cache-from", value_name = "SPEC")]
     pub cache_from: Vec<String>,
-    /// Export build cache (type=registry,ref=REF | type=local,dest=DIR)
+    /// Export build cache (type=registry,ref=REF | type=local,dest=DIR)[,mode=min|max][,ignore-error=true][,mounts=true]
     #[arg(long = "cache-to", value_name = "SPEC")]
     pub cache_to: Vec<String>,
     /// File timestamps in layers

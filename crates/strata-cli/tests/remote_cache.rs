@@ -510,3 +510,67 @@ fn an_empty_machine_rebuilds_and_pushes_without_moving_a_layer() {
         want.lines().take(2).collect::<Vec<_>>()
     );
 }
+
+/// `mounts=true`: the contents of a `RUN --mount=type=cache` directory go
+/// with the cache, so a step that runs on an empty machine starts with what
+/// the last export held (a pip or npm cache survives across CI runners),
+/// and a later export replaces them.
+fn cache_mounts_travel(cache: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let dockerfile = "FROM busybox\n\
+        ARG V=1\n\
+        RUN --mount=type=cache,target=/c,id=log sh -c 'echo $V >> /c/log; cp /c/log /seen'\n";
+    let ctx = context(dir.path(), &[("Dockerfile", dockerfile)]);
+    let to = format!("{cache},mounts=true");
+    let from = format!("{},mounts=true", cache.replace("dest=", "src="));
+    let mut seen = Vec::new();
+    for (n, v) in ["1", "2", "3"].iter().enumerate() {
+        let m = machine(dir.path(), &format!("m{n}"));
+        let arg = format!("V={v}");
+        let (id, ev) = build_json(
+            &m,
+            &ctx,
+            &[
+                "--build-arg",
+                &arg,
+                "--cache-from",
+                &from,
+                "--cache-to",
+                &to,
+            ],
+        );
+        assert_eq!(ran(&ev).len(), 1, "{ev:?}");
+        seen.push(ok(&m, &["run", "--rm", &id, "cat", "/seen"]));
+        verify_clean(&m);
+    }
+    assert_eq!(seen, ["1\n", "1\n2\n", "1\n2\n3\n"]);
+    // Without mounts=true nothing is restored.
+    let m = machine(dir.path(), "plain");
+    let plain_from = cache.replace("dest=", "src=");
+    let (id, _) = build_json(
+        &m,
+        &ctx,
+        &["--build-arg", "V=4", "--cache-from", &plain_from],
+    );
+    assert_eq!(ok(&m, &["run", "--rm", &id, "cat", "/seen"]), "4\n");
+}
+
+#[test]
+fn cache_mounts_travel_through_a_registry() {
+    if !strata_testkit::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Serve::start(&dir.path().join("srv"), &[]);
+    cache_mounts_travel(&format!("type=registry,ref={}/cache/m:ci", srv.addr));
+}
+
+#[test]
+fn cache_mounts_travel_through_a_directory() {
+    if !strata_testkit::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("ci-cache");
+    cache_mounts_travel(&format!("type=local,dest={}", d.display()));
+}

@@ -326,7 +326,7 @@ impl LayoutCache {
                     record: r.clone(),
                     replaces: None,
                 }),
-                Some(desc) => match self.stale(&r.key, desc, &refresh)? {
+                Some(desc) => match self.stale(&r.key, desc, &refresh, Some(r))? {
                     true => plan.push(Planned {
                         tag,
                         record: r.clone(),
@@ -347,7 +347,7 @@ impl LayoutCache {
             let Some(desc) = current.get(&tag) else {
                 continue;
             };
-            if !self.stale(key, desc, &refresh)? {
+            if !self.stale(key, desc, &refresh, None)? {
                 report.present += 1;
                 continue;
             }
@@ -443,12 +443,22 @@ impl LayoutCache {
 
     /// Whether the listed entry for `key` is to be written again: it was a
     /// hit here (`refresh`) and is older than a day.
-    fn stale(&self, key: &Digest, desc: &Descriptor, refresh: &HashSet<&Digest>) -> Result<bool> {
+    /// Whether the entry `desc` for `key` is written again: a refreshed
+    /// entry that is old, or whose layer is not `record`'s (a cache mount's
+    /// new contents).
+    fn stale(
+        &self,
+        key: &Digest,
+        desc: &Descriptor,
+        refresh: &HashSet<&Digest>,
+        record: Option<&CacheRecord>,
+    ) -> Result<bool> {
         if !refresh.contains(key) {
             return Ok(false);
         }
         match self.read_entry(desc) {
-            Ok(Some(e)) => Ok(cache_entry_older_than(&e, CACHE_REFRESH_AGE)),
+            Ok(Some(e)) => Ok(cache_entry_older_than(&e, CACHE_REFRESH_AGE)
+                || record.is_some_and(|r| r.layer != e.record.layer)),
             // Not ours, or broken: replace it.
             Ok(None) | Err(Error::NotFound { .. } | Error::DigestMismatch { .. }) => Ok(true),
             Err(Error::InvalidArgument(_)) => Ok(true),

@@ -174,6 +174,8 @@ struct Shared<'a> {
     exports: Mutex<Vec<ExportItem>>,
     /// The final image's stages: the target and the stages it is FROM.
     final_stages: Vec<usize>,
+    /// The cache mounts steps used (key, directory), for `mounts=true`.
+    used_mounts: Mutex<BTreeMap<Digest, PathBuf>>,
 }
 
 /// The final image's stages: the target and the stages it is FROM.
@@ -330,6 +332,7 @@ pub fn build(
         remote_down: Mutex::new(vec![false; opts.cache_from.0.len()]),
         exports: Mutex::new(Vec::new()),
         final_stages,
+        used_mounts: Mutex::new(BTreeMap::new()),
     };
     shared.warn_unused_args();
     if let Some(why) = fallback {
@@ -1072,6 +1075,87 @@ impl Shared<'_> {
         Ok(None)
     }
 
+    /// Seeds a new cache mount directory `dir` with the contents the
+    /// `mounts=true` caches of `--cache-from` keep for `key`, the first
+    /// that has them. A cache that cannot give them is warned about: the
+    /// step runs with an empty cache, as it would without.
+    fn import_mount(&self, key: &Digest, dir: &Path) {
+        for &i in &self.opts.mounts_from {
+            let Some(cache) = self.opts.cache_from.0.get(i) else {
+                continue;
+            };
+            if lock(&self.remote_down).get(i).copied().unwrap_or(true) {
+                continue;
+            }
+            let name = cache.describe();
+            let got = (|| -> std::result::Result<bool, String> {
+                let Some(entry) = cache.lookup(key).map_err(|e| chain_text(&*e))? else {
+                    return Ok(false);
+                };
+                let Some((descriptor, diff_id)) = entry.record.layer else {
+                    return Ok(true);
+                };
+                let mut lease = lock(&self.lease);
+                lease
+                    .add_digest(&descriptor.digest)
+                    .map_err(|e| e.to_string())?;
+                drop(lease);
+                if !self.store.has(&descriptor.digest) {
+                    cache
+                        .fetch_blob(self.store, &descriptor)
+                        .map_err(|e| chain_text(&*e))?;
+                }
+                let layer = Layer {
+                    descriptor,
+                    diff_id,
+                };
+                strata_layer::unpack_layers(self.store, &[layer], dir)
+                    .map_err(|e| chain_text(&e))?;
+                Ok(true)
+            })();
+            match got {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => {
+                    self.warn(
+                        format!("cache {name}: cannot restore a cache mount, the step starts with it empty: {e}"),
+                        None,
+                    );
+                    // Whatever was unpacked is dropped: empty, not half full.
+                    if let Ok(rd) = fs::read_dir(dir) {
+                        for e in rd.flatten() {
+                            let _ = strata_oci::remove_tree(&e.path());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The contents of the cache mounts the build used, as records for a
+    /// `mounts=true` export (a layer each, or none for an empty one).
+    fn mount_records(&self) -> Result<Vec<strata_oci::CacheRecord>> {
+        let used = lock(&self.used_mounts).clone();
+        let mut out = Vec::new();
+        for (key, dir) in used {
+            let info = self.snap.write_layer(
+                strata_layer::LayerSource::Dir(&dir),
+                &self.layer_opts,
+                false,
+            )?;
+            let layer = layer_record(info);
+            if let Some(l) = &layer {
+                lock(&self.lease).add_digest(&l.descriptor.digest)?;
+            }
+            out.push(strata_oci::CacheRecord {
+                key,
+                layer: layer.map(|l| (l.descriptor, l.diff_id)),
+                chain: None,
+            });
+        }
+        Ok(out)
+    }
+
     /// Exports the build's steps to every `--cache-to` cache: all of them
     /// (`mode=max`) or those whose layers are in the final image (`min`).
     fn export_caches(&self) -> Result<()> {
@@ -1080,6 +1164,11 @@ impl Shared<'_> {
         }
         let chain = &self.final_stages;
         let items = lock(&self.exports).clone();
+        let mounts = if self.opts.cache_to.iter().any(|e| e.mounts) {
+            self.mount_records()?
+        } else {
+            Vec::new()
+        };
         for exp in &self.opts.cache_to {
             let name = exp.cache.describe();
             let mut seen = std::collections::HashSet::new();
@@ -1097,7 +1186,7 @@ impl Shared<'_> {
                 })
                 .collect();
             // Hits from this same cache may have their age renewed.
-            let refresh: Vec<Digest> = items
+            let mut refresh: Vec<Digest> = items
                 .iter()
                 .filter(|it| {
                     it.from
@@ -1106,6 +1195,13 @@ impl Shared<'_> {
                 })
                 .map(|it| it.key.clone())
                 .collect();
+            // Cache mounts change: an entry whose contents differ is
+            // replaced (a refreshed record with another layer is).
+            let mut records = records;
+            if exp.mounts {
+                records.extend(mounts.iter().cloned());
+                refresh.extend(mounts.iter().map(|m| m.key.clone()));
+            }
             match exp.cache.export(self.store, &records, &refresh) {
                 Ok(r) => (self.sink)(Event::CacheExported {
                     cache: name,

@@ -393,7 +393,12 @@ impl Shared<'_> {
                     target,
                     readonly,
                 } => {
-                    let dir = self.cache.mount_dir(&cid, uid, gid, mode)?;
+                    let key = Cache::mount_key(&cid, uid, gid, mode);
+                    let dir = self.cache.mount_dir_with(&cid, uid, gid, mode, |tmp| {
+                        self.import_mount(&key, tmp);
+                        Ok(())
+                    })?;
+                    lock(&self.used_mounts).insert(key, dir.clone());
                     if locked {
                         let f = fs::File::open(&dir).map_err(|e| Error::io("open", &dir, e))?;
                         rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)

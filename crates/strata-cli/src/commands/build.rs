@@ -209,10 +209,16 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
     for spec in &args.cache_from {
         let (cache, attrs) =
             super::cache::open_build_cache(spec, &args.insecure_registries, &store, true)?;
-        if let Some((k, _)) = attrs.first() {
-            return Err(usage(format!(
-                "--cache-from {spec}: unknown attribute {k:?}"
-            )));
+        for (k, v) in attrs {
+            match (k.as_str(), v.as_str()) {
+                ("mounts", "true") => opts.mounts_from.push(opts.cache_from.0.len()),
+                ("mounts", "false") => {}
+                _ => {
+                    return Err(usage(format!(
+                        "--cache-from {spec}: {k}={v} is not mounts=true|false"
+                    )))
+                }
+            }
         }
         opts.cache_from.0.push(cache);
     }
@@ -223,6 +229,7 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
             cache,
             max: false,
             ignore_error: false,
+            mounts: false,
         };
         for (k, v) in attrs {
             match (k.as_str(), v.as_str()) {
@@ -230,9 +237,11 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
                 ("mode", "min") => export.max = false,
                 ("ignore-error", "true") => export.ignore_error = true,
                 ("ignore-error", "false") => export.ignore_error = false,
+                ("mounts", "true") => export.mounts = true,
+                ("mounts", "false") => export.mounts = false,
                 _ => {
                     return Err(usage(format!(
-                        "--cache-to {spec}: {k}={v} is not one of mode=min|max, ignore-error=true|false"
+                        "--cache-to {spec}: {k}={v} is not one of mode=min|max, ignore-error=true|false, mounts=true|false"
                     )))
                 }
             }

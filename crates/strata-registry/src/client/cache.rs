@@ -458,7 +458,14 @@ impl Inner {
             _ => None,
         };
         Ok(match existing {
-            Some(e) if !cache_entry_older_than(&e, CACHE_REFRESH_AGE) => Plan::Present,
+            // A refreshed record with another layer (a cache mount's new
+            // contents) replaces the entry at once.
+            Some(e)
+                if !cache_entry_older_than(&e, CACHE_REFRESH_AGE)
+                    && record.is_none_or(|r| r.layer == e.record.layer) =>
+            {
+                Plan::Present
+            }
             Some(e) => Plan::Write {
                 record: Box::new(record.cloned().unwrap_or(e.record)),
                 replaces: Some(fetched.desc.digest),
