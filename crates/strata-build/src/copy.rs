@@ -100,6 +100,16 @@ fn join_dest(workdir: &str, dest: &str) -> String {
     }
 }
 
+/// The `--exclude` patterns of `req`, compiled (`None` without any).
+fn exclude_matcher(req: &CopyRequest<'_>) -> Result<Option<Matcher>> {
+    if req.exclude.is_empty() {
+        return Ok(None);
+    }
+    Matcher::new(req.exclude.iter().map(String::as_str))
+        .map(Some)
+        .map_err(|e| Error::invalid(format!("invalid --exclude pattern: {e}")))
+}
+
 /// Plans a COPY/ADD. `target` is the current stage's view (for destination
 /// symlinks and existing directories); `None` with `--link`.
 pub fn plan(
@@ -108,14 +118,7 @@ pub fn plan(
     target: Option<&MergedView>,
 ) -> Result<CopyPlan> {
     let mut plan = CopyPlan::default();
-    let exclude = if req.exclude.is_empty() {
-        None
-    } else {
-        Some(
-            Matcher::new(req.exclude.iter().map(String::as_str))
-                .map_err(|e| Error::invalid(format!("invalid --exclude pattern: {e}")))?,
-        )
-    };
+    let exclude = exclude_matcher(req)?;
     let wildcard = req.sources.iter().any(|s| strata_context::has_wildcards(s));
     let many = req.sources.len() + req.heredocs.len() > 1 || wildcard;
     let dest_abs = join_dest(&req.workdir, &req.dest);
@@ -258,14 +261,7 @@ pub fn plan(
 /// layers are not at hand (left in a registry), so a cache hit never
 /// fetches them. Not for ADD (archives are unpacked) or heredocs.
 pub fn source_files(req: &CopyRequest<'_>, ctx: &Context) -> Result<CopyPlan> {
-    let exclude = if req.exclude.is_empty() {
-        None
-    } else {
-        Some(
-            Matcher::new(req.exclude.iter().map(String::as_str))
-                .map_err(|e| Error::invalid(format!("invalid --exclude pattern: {e}")))?,
-        )
-    };
+    let exclude = exclude_matcher(req)?;
     let mut plan = CopyPlan::default();
     let mut items = Vec::new();
     let key_only = CopyRequest {

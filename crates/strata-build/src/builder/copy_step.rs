@@ -26,14 +26,7 @@ impl Shared<'_> {
         // Below a layer left in a registry, a WORKDIR made before (owned by
         // root) is looked up before the view is read, so a hit never
         // fetches the layers below.
-        if wd != "/"
-            && st.user().is_empty()
-            && !st.no_cache
-            && st
-                .layers
-                .iter()
-                .any(|l| self.store.remote_blob(&l.descriptor.digest).is_some())
-        {
+        if wd != "/" && st.user().is_empty() && !st.no_cache && self.below_remote(st) {
             let mut inputs = Inputs::new(tag::WORKDIR, &st.key, history.clone());
             inputs.fields.insert("owner".into(), "0:0".into());
             self.key_timestamps(&mut inputs);
@@ -41,29 +34,9 @@ impl Shared<'_> {
                 files: 0,
                 touched: 0,
             };
-            let mut misses = Vec::new();
-            if let (_, Some(found)) =
-                self.lookup(id.stage, &inputs.key(), hit.clone(), &mut misses)?
-            {
-                let step = StepKind {
-                    link: false,
-                    found: Some(found),
-                    missed: None,
-                };
-                return self
-                    .layer_step(
-                        st,
-                        id,
-                        label,
-                        inputs,
-                        step,
-                        hit,
-                        t,
-                        history,
-                        line,
-                        |_, _| Err(Error::invalid("a cached WORKDIR has nothing to make")),
-                    )
-                    .map(drop);
+            let early = self.cached_step(st, id, label, inputs, false, hit, t, &history, line)?;
+            if let Early::Done = early {
+                return Ok(());
             }
         }
         let view = st.merged();
@@ -239,80 +212,6 @@ impl Shared<'_> {
         canonical.push_str(&dest);
         let history = format!("{canonical} # buildkit");
 
-        // COPY --from is looked up first by the layers it copies from, so a
-        // hit (from a remote cache, say) never reads them: they may be in
-        // a registry still. The entry names the key of the files copied,
-        // which the chain continues with, as if it had been looked up so.
-        let source = match &c.from {
-            Some(f) => Some(match self.plan.resolve_from(st.index, &f.value) {
-                FromRef::Stage(i) => self.stage_result(i)?,
-                FromRef::Image(r) => self.image(&r)?,
-            }),
-            None => None,
-        };
-        let by_layers = match &source {
-            Some(src) if urls.is_empty() && !st.no_cache => {
-                let mut k = Inputs::new(tag::COPY, &st.key, canonical.clone());
-                let ids: Vec<String> = src.layers.iter().map(|l| l.diff_id.to_string()).collect();
-                k.fields.insert("lookup".into(), "by source layers".into());
-                k.fields.insert("source-layers".into(), ids.join(","));
-                k.fields.insert("workdir".into(), st.workdir());
-                for (name, content) in &heredocs {
-                    k.fields
-                        .insert(format!("<<{name}"), Digest::sha256(content).to_string());
-                }
-                self.key_timestamps(&mut k);
-                if let Some(o) = owner {
-                    k.fields
-                        .insert("owner".into(), format!("{}:{}", o.uid, o.gid));
-                }
-                if is_add {
-                    k.fields.insert(
-                        "unpack".into(),
-                        format!("local={}", c.unpack.unwrap_or(true)),
-                    );
-                }
-                if c.link {
-                    k.parent.clear();
-                }
-                Some(k)
-            }
-            _ => None,
-        };
-        if let Some(k) = &by_layers {
-            let mut misses = Vec::new();
-            let hit = Explanation::Hit {
-                files: 0,
-                touched: 0,
-            };
-            let (_, found) = self.lookup(id.stage, &k.key(), hit.clone(), &mut misses)?;
-            if let Some(found) = found.filter(|f| f.chain.is_some()) {
-                let step = StepKind {
-                    link: c.link,
-                    found: Some(found),
-                    missed: None,
-                };
-                return self
-                    .layer_step(
-                        st,
-                        id,
-                        label,
-                        k.clone(),
-                        step,
-                        hit,
-                        t,
-                        history,
-                        line,
-                        |_, _| Err(Error::invalid("a cached COPY has nothing to make")),
-                    )
-                    .map(drop);
-            }
-        }
-
-        let scratch = self.tmp.join(format!("copy-{}-{}", id.stage, id.step));
-        let _scratch_guard = RemoveOnDrop(scratch.clone());
-        fs::create_dir_all(&scratch).map_err(|e| Error::io("create", &scratch, e))?;
-
         // What the key hashes besides the sources.
         let parent = st.key.clone();
         let stage_workdir = st.workdir();
@@ -351,6 +250,47 @@ impl Shared<'_> {
             inputs
         };
 
+        // COPY --from is looked up first by the layers it copies from, so a
+        // hit (from a remote cache, say) never reads them: they may be in
+        // a registry still. The entry names the key of the files copied,
+        // which the chain continues with, as if it had been looked up so.
+        let source = match &c.from {
+            Some(f) => Some(match self.plan.resolve_from(st.index, &f.value) {
+                FromRef::Stage(i) => self.stage_result(i)?,
+                FromRef::Image(r) => self.image(&r)?,
+            }),
+            None => None,
+        };
+        let by_layers = match &source {
+            Some(src) if urls.is_empty() && !st.no_cache => {
+                let mut k = make_inputs(BTreeMap::new());
+                let ids: Vec<String> = src.layers.iter().map(|l| l.diff_id.to_string()).collect();
+                k.fields.insert("lookup".into(), "by source layers".into());
+                k.fields.insert("source-layers".into(), ids.join(","));
+                for (name, content) in &heredocs {
+                    k.fields
+                        .insert(format!("<<{name}"), Digest::sha256(content).to_string());
+                }
+                Some(k)
+            }
+            _ => None,
+        };
+        if let Some(k) = &by_layers {
+            let hit = Explanation::Hit {
+                files: 0,
+                touched: 0,
+            };
+            let early =
+                self.cached_step(st, id, label, k.clone(), c.link, hit, t, &history, line)?;
+            if let Early::Done = early {
+                return Ok(());
+            }
+        }
+
+        let scratch = self.tmp.join(format!("copy-{}-{}", id.stage, id.step));
+        let _scratch_guard = RemoveOnDrop(scratch.clone());
+        fs::create_dir_all(&scratch).map_err(|e| Error::io("create", &scratch, e))?;
+
         // Below a layer left in a registry, the key comes first: a hit
         // never needs the destination's files (nor fetches them).
         let mut missed = None;
@@ -360,10 +300,7 @@ impl Shared<'_> {
             && heredocs.is_empty()
             && !local.is_empty()
             && !st.no_cache
-            && st
-                .layers
-                .iter()
-                .any(|l| self.store.remote_blob(&l.descriptor.digest).is_some());
+            && self.below_remote(st);
         if key_first {
             let req = CopyRequest {
                 sources: local.clone(),
@@ -384,31 +321,9 @@ impl Shared<'_> {
                 touched: p.rehashed,
             };
             let inputs = make_inputs(p.files);
-            let mut misses = Vec::new();
-            let (_, found) = self.lookup(id.stage, &inputs.key(), hit.clone(), &mut misses)?;
-            match found {
-                Some(found) => {
-                    let step = StepKind {
-                        link: c.link,
-                        found: Some(found),
-                        missed: None,
-                    };
-                    return self
-                        .layer_step(
-                            st,
-                            id,
-                            label,
-                            inputs,
-                            step,
-                            hit,
-                            t,
-                            history,
-                            line,
-                            |_, _| Err(Error::invalid("a cached COPY has nothing to make")),
-                        )
-                        .map(drop);
-                }
-                None => missed = Some(misses),
+            match self.cached_step(st, id, label, inputs, c.link, hit, t, &history, line)? {
+                Early::Done => return Ok(()),
+                Early::Missed(m) => missed = Some(m),
             }
         }
         let mut downloaded = Vec::new();

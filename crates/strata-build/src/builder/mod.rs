@@ -191,6 +191,14 @@ fn final_stages(plan: &Plan) -> Vec<usize> {
 /// layer is gone, `None` for none.
 type LocalLookup = Option<std::result::Result<CacheEntry, ()>>;
 
+/// What [`Shared::cached_step`] did.
+pub(super) enum Early {
+    /// The step hit and is done.
+    Done,
+    /// It missed in the store and in these remote caches.
+    Missed(Vec<String>),
+}
+
 /// How a layer step is looked up and chained.
 #[derive(Debug, Default)]
 pub(super) struct StepKind {
@@ -965,6 +973,58 @@ impl Shared<'_> {
             layer: done_layer,
         });
         Ok(result)
+    }
+
+    /// Whether a layer of the stage is left in a registry (reading the
+    /// stage's files would download it).
+    pub(super) fn below_remote(&self, st: &StageState) -> bool {
+        st.layers
+            .iter()
+            .any(|l| self.store.remote_blob(&l.descriptor.digest).is_some())
+    }
+
+    /// Looks a step up by `inputs` before anything reads the stage's files
+    /// (see [`Shared::below_remote`]): on a hit the step is done, cached;
+    /// on a miss the remote caches asked are returned, for the step's own
+    /// lookup by the same key not to ask them again.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn cached_step(
+        &self,
+        st: &mut StageState,
+        id: StepId,
+        label: &str,
+        inputs: Inputs,
+        link: bool,
+        hit: Explanation,
+        t: Instant,
+        history: &str,
+        line: usize,
+    ) -> Result<Early> {
+        let mut misses = Vec::new();
+        let (_, found) = self.lookup(id.stage, &inputs.key(), hit.clone(), &mut misses)?;
+        let Some(found) = found else {
+            return Ok(Early::Missed(misses));
+        };
+        let step = StepKind {
+            link,
+            found: Some(found),
+            missed: None,
+        };
+        let nothing =
+            |_: &Self, _: &StageState| Err(Error::invalid("a cached step has nothing to make"));
+        self.layer_step(
+            st,
+            id,
+            label,
+            inputs,
+            step,
+            hit,
+            t,
+            history.to_owned(),
+            line,
+            nothing,
+        )?;
+        Ok(Early::Done)
     }
 
     /// Looks `key` up in the store's cache, then in the remote caches
