@@ -2,8 +2,10 @@
 //! unprivileged users (one with subordinate ids, one without; idempotent)
 //! and run a copy of the `strata` binary as them through `setpriv`. A build
 //! that adds a user with uid 1000, chowns a file to 65534, sets a setuid
-//! bit, deletes a file of a lower layer and replaces a directory must give
-//! the root build's image digest, with each snapshotter; the base carries a
+//! bit, deletes a file of a lower layer, replaces a directory and sets a
+//! file capability must give the root build's image digest, with each
+//! snapshotter (the capability in the portable revision-2 form, though the
+//! kernel stores revision 3 with a root id in a user namespace); the base carries a
 //! `/dev/null` device node, which a rootless extraction skips with a
 //! warning; `strata run` works rootless; a user without subordinate ids is
 //! told how to get them.
@@ -31,7 +33,12 @@ RUN echo x > /owned && chown 65534:65534 /owned
 RUN cp /bin/busybox /usr/bin/suidbox && chmod 4755 /usr/bin/suidbox
 RUN rm /gone
 RUN rm -rf /d && mkdir /d && echo new > /d/new
+COPY setfcap /usr/local/bin/setfcap
+RUN cp /bin/busybox /capbox && /usr/local/bin/setfcap /capbox
 "#;
+
+/// `cap_net_bind_service+ep` as `setcap` (root) writes it: revision 2.
+const FCAP_V2: &str = "0100000200040000000000000000000000000000";
 
 fn require() -> bool {
     strata_testkit::require_root()
@@ -40,6 +47,75 @@ fn require() -> bool {
         && strata_testkit::require_tool("usermod")
         && strata_testkit::require_tool("newuidmap")
         && strata_testkit::require_tool("newgidmap")
+}
+
+/// The static `setfcap` helper (tests/fixtures/setfcap.c), built in `dir`.
+fn setfcap(dir: &Path) -> Option<PathBuf> {
+    if !strata_testkit::require_tool("gcc") {
+        return None;
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/setfcap.c");
+    let out = dir.join("setfcap");
+    strata_testkit::run_ok(
+        Command::new("gcc")
+            .args(["-static", "-O1", "-o"])
+            .arg(&out)
+            .arg(&src),
+    );
+    Some(out)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The `security.capability` value the image's layers give `/capbox`, from
+/// the PAX header of its tar entry.
+fn capbox_fcap(store: &Path, layers: &[String]) -> Option<String> {
+    let mut found = None;
+    for l in layers {
+        let hexd = l.strip_prefix("sha256:").unwrap();
+        let blob = fs::File::open(store.join("blobs/sha256").join(hexd)).unwrap();
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(blob));
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.path().unwrap() != Path::new("capbox") {
+                continue;
+            }
+            found = Some(String::new());
+            if let Some(exts) = e.pax_extensions().unwrap() {
+                for x in exts {
+                    let x = x.unwrap();
+                    if x.key().unwrap() == "SCHILY.xattr.security.capability" {
+                        found = Some(hex(x.value_bytes()));
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The raw `security.capability` of the files named `name` under `dir`, as
+/// root reads them (the kernel's stored form).
+fn raw_fcaps(dir: &Path, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() && e.file_name() == name {
+                let mut buf = [0u8; 64];
+                if let Ok(n) = rustix::fs::lgetxattr(e.path(), "security.capability", &mut buf) {
+                    out.push(hex(&buf[..n]));
+                }
+            }
+        }
+    }
+    out
 }
 
 fn sh(c: &mut Command) -> Output {
@@ -172,6 +248,7 @@ fn write_context(dir: &Path, owner: Option<(u32, u32)>) -> PathBuf {
     fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
     fs::write(ctx.join("gone"), "to be deleted\n").unwrap();
     fs::write(ctx.join("d/old"), "old\n").unwrap();
+    fs::copy(dir.parent().unwrap().join("setfcap"), ctx.join("setfcap")).unwrap();
     if let Some((uid, gid)) = owner {
         chown_tree(dir, uid, gid);
     }
@@ -236,7 +313,7 @@ fn rootless_build_gives_roots_digest_with_each_snapshotter_and_runs() {
     let (uid, gid) = ensure_user(USER, true);
     let p = place();
     let tar = p.dir.join("base.tar");
-    if !base_tar(&tar) {
+    if !base_tar(&tar) || setfcap(&p.dir).is_none() {
         return;
     }
 
@@ -252,6 +329,12 @@ fn rootless_build_gives_roots_digest_with_each_snapshotter_and_runs() {
         .unwrap();
     assert!(out.status.success(), "root build: {out:?}");
     let want = identity(&store, "img");
+    // Root's layer carries the capability as setcap wrote it (revision 2).
+    assert_eq!(
+        capbox_fcap(&store, &want.1).as_deref(),
+        Some(FCAP_V2),
+        "root: /capbox's capability in its layer"
+    );
 
     let mut snapshotters = vec!["copy"];
     if strata_testkit::require_overlay() {
@@ -301,6 +384,13 @@ fn rootless_build_gives_roots_digest_with_each_snapshotter_and_runs() {
             .iter()
             .map(|l| l["Digest"].as_str().unwrap().to_owned())
             .collect();
+        // The layer has the capability in the portable revision 2, as
+        // root's (below: though the kernel stores revision 3 rootless).
+        assert_eq!(
+            capbox_fcap(&store, &got_layers).as_deref(),
+            Some(FCAP_V2),
+            "{snap}: /capbox's capability in its layer"
+        );
         assert_eq!(got_layers, want.1, "{snap}: layer digests");
         assert_eq!(got_id, want.0, "{snap}: image ID");
 
@@ -333,6 +423,15 @@ fn rootless_build_gives_roots_digest_with_each_snapshotter_and_runs() {
             assert!(out.contains(want), "{snap}: {want:?} in\n{out}");
         }
         assert!(!out.contains("old"), "{snap}: /d was replaced:\n{out}");
+        // The image's layer, extracted for that run as the user: the
+        // kernel stored the capability as revision 3, with the
+        // namespace's root (the user) as root id.
+        let stored = raw_fcaps(&store, "capbox");
+        let v3 = format!("01000003{}{}", &FCAP_V2[8..], hex(&uid.to_le_bytes()));
+        assert!(
+            stored.contains(&v3),
+            "{snap}: the kernel's form of the capability on disk: {stored:?}"
+        );
         // A user in the image runs as that user.
         let out = ok_as(
             &p,
