@@ -305,24 +305,13 @@ fn import_as(p: &Place, user: Option<&str>, root: &Path, tar: &Path) -> String {
     }
 }
 
-#[test]
-fn rootless_build_gives_roots_digest_with_each_snapshotter_and_runs() {
-    if !require() {
-        return;
-    }
-    let (uid, gid) = ensure_user(USER, true);
-    let p = place();
-    let tar = p.dir.join("base.tar");
-    if !base_tar(&tar) || setfcap(&p.dir).is_none() {
-        return;
-    }
-
-    // As root.
+/// The image [`DOCKERFILE`] builds as root: its ID and layer digests.
+fn root_build(p: &Place, tar: &Path) -> (String, Vec<String>, Vec<String>) {
     let root_dir = p.dir.join("asroot");
     fs::create_dir_all(&root_dir).unwrap();
     let ctx = write_context(&root_dir, None);
     let store = root_dir.join("store");
-    import_as(&p, None, &store, &tar);
+    import_as(p, None, &store, tar);
     let out = cmd(&store)
         .args(["build", "-q", "-t", "img", ctx.to_str().unwrap()])
         .output()
@@ -335,6 +324,49 @@ fn rootless_build_gives_roots_digest_with_each_snapshotter_and_runs() {
         Some(FCAP_V2),
         "root: /capbox's capability in its layer"
     );
+    want
+}
+
+/// The image ID and layer digests of `image` in the user's store.
+fn identity_as(p: &Place, user: &str, store: &Path, image: &str) -> (String, Vec<String>) {
+    let inspect = ok_as(p, user, store, &[], &["inspect", image]);
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let layers = v[0]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["Digest"].as_str().unwrap().to_owned())
+        .collect();
+    (v[0]["Id"].as_str().unwrap().to_owned(), layers)
+}
+
+/// A home for `user` under the place: its store, its context, and a
+/// `$XDG_RUNTIME_DIR` (mode 700, as logind makes it).
+fn user_home(p: &Place, name: &str, owner: (u32, u32)) -> (PathBuf, PathBuf, PathBuf) {
+    let home = p.dir.join(name);
+    let xdg = home.join("xdg");
+    fs::create_dir_all(&xdg).unwrap();
+    fs::set_permissions(&xdg, fs::Permissions::from_mode(0o700)).unwrap();
+    let ctx = write_context(&home, None);
+    let store = home.join("store");
+    fs::create_dir_all(&store).unwrap();
+    chown_tree(&home, owner.0, owner.1);
+    (store, ctx, xdg)
+}
+
+#[test]
+fn rootless_build_gives_roots_digest_with_each_snapshotter_and_runs() {
+    if !require() {
+        return;
+    }
+    let (uid, gid) = ensure_user(USER, true);
+    let p = place();
+    let tar = p.dir.join("base.tar");
+    if !base_tar(&tar) || setfcap(&p.dir).is_none() {
+        return;
+    }
+
+    let want = root_build(&p, &tar);
 
     let mut snapshotters = vec!["copy"];
     if strata_testkit::require_overlay() {
@@ -492,4 +524,87 @@ fn a_user_without_subordinate_ids_is_told_how_to_get_them() {
         )),
         "{err}"
     );
+}
+
+/// runc and crun run rootless: in strata's user namespace (no user
+/// namespace of their own, no cgroups, /sys bound from the host), with
+/// their state under `$XDG_RUNTIME_DIR`. A build whose RUN steps they run
+/// gives root's digest; `strata run` with them sees the image as built.
+#[test]
+fn rootless_runc_and_crun_build_roots_digest_and_run() {
+    if !require()
+        || !strata_testkit::require_tool("runc")
+        || !strata_testkit::require_tool("crun")
+    {
+        return;
+    }
+    let owner = ensure_user(USER, true);
+    let p = place();
+    let tar = p.dir.join("base.tar");
+    if !base_tar(&tar) || setfcap(&p.dir).is_none() {
+        return;
+    }
+    let want = root_build(&p, &tar);
+    for rt in ["crun", "runc"] {
+        let (store, ctx, xdg) = user_home(&p, &format!("user-{rt}"), owner);
+        let env = [("XDG_RUNTIME_DIR", xdg.to_str().unwrap())];
+        import_as(&p, Some(USER), &store, &tar);
+        ok_as(
+            &p,
+            USER,
+            &store,
+            &env,
+            &[
+                "build",
+                "-q",
+                "-t",
+                "img",
+                "--isolation",
+                rt,
+                ctx.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            xdg.join("strata").join(rt).is_dir(),
+            "{rt}: its state under $XDG_RUNTIME_DIR/strata"
+        );
+        let (id, layers) = identity_as(&p, USER, &store, "img");
+        assert_eq!(layers, want.1, "{rt}: layer digests");
+        assert_eq!(id, want.0, "{rt}: image ID");
+        let out = ok_as(
+            &p,
+            USER,
+            &store,
+            &env,
+            &[
+                "run",
+                "--rm",
+                "--isolation",
+                rt,
+                "img",
+                "sh",
+                "-c",
+                "stat -c '%n %u:%g %a' /owned /home/dev/f /usr/bin/suidbox; test -c /dev/null && echo devnull; ls /sys/kernel >/dev/null && echo sys",
+            ],
+        );
+        for want in [
+            "/owned 65534:65534 644",
+            "/home/dev/f 1000:1000 644",
+            "/usr/bin/suidbox 0:0 4755",
+            "devnull",
+            "sys",
+        ] {
+            assert!(out.contains(want), "{rt}: {want:?} in\n{out}");
+        }
+        let out = ok_as(
+            &p,
+            USER,
+            &store,
+            &env,
+            &[
+                "run", "--rm", "--isolation", rt, "--user", "1000", "img", "id", "-u",
+            ],
+        );
+        assert_eq!(out.lines().next(), Some("1000"), "{rt}: {out}");
+    }
 }
