@@ -608,3 +608,87 @@ fn rootless_runc_and_crun_build_roots_digest_and_run() {
         assert_eq!(out.lines().next(), Some("1000"), "{rt}: {out}");
     }
 }
+
+/// A detached container rootless, with each executor: a later `exec`,
+/// `stop` and `rm` (each its own strata process) reach it, by joining the
+/// user namespace its supervisor keeps; so does a `stop` of two containers
+/// at once, one of them running as another id (uid 1000), which a process
+/// outside its user namespace could not signal.
+#[test]
+fn rootless_detached_containers_exec_stop_and_rm() {
+    if !require()
+        || !strata_testkit::require_tool("runc")
+        || !strata_testkit::require_tool("crun")
+    {
+        return;
+    }
+    let owner = ensure_user(USER, true);
+    let p = place();
+    let tar = p.dir.join("base.tar");
+    if !base_tar(&tar) || setfcap(&p.dir).is_none() {
+        return;
+    }
+    for iso in ["builtin", "crun", "runc"] {
+        let (store, _, xdg) = user_home(&p, &format!("user-{iso}"), owner);
+        let env = [("XDG_RUNTIME_DIR", xdg.to_str().unwrap())];
+        import_as(&p, Some(USER), &store, &tar);
+        let u = |args: &[&str]| ok_as(&p, USER, &store, &env, args);
+        u(&[
+            "run",
+            "-d",
+            "--isolation",
+            iso,
+            "--name",
+            "c1",
+            "--user",
+            "1000",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'echo term; exit 3' TERM; echo started; while :; do sleep 0.1; done",
+        ]);
+        u(&[
+            "run",
+            "-d",
+            "--isolation",
+            iso,
+            "--name",
+            "c2",
+            "busybox",
+            "sleep",
+            "1000",
+        ]);
+        // Its output (the trap is set once this is there).
+        let mut tries = 0;
+        while !u(&["logs", "c1"]).contains("started") {
+            tries += 1;
+            assert!(tries < 600, "{iso}: c1 never started");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let ps = u(&["ps"]);
+        assert!(ps.contains("c1") && ps.contains("c2"), "{iso}: {ps}");
+        let out = u(&["exec", "c1", "sh", "-c", "echo in:$(id -u)"]);
+        assert!(out.contains("in:1000"), "{iso}: exec: {out}");
+        let out = u(&["exec", "--user", "0", "c2", "sh", "-c", "echo in:$(id -u)"]);
+        assert!(out.contains("in:0"), "{iso}: exec: {out}");
+        // c2's sleep, pid 1 under a runtime, ignores SIGTERM: killed
+        // after the grace time (the built-in sandbox's TERM ends it).
+        u(&["stop", "-t", "1", "c1", "c2"]);
+        let ps = u(&["ps", "-a"]);
+        let line = |name: &str| {
+            ps.lines()
+                .find(|l| l.ends_with(name))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(line("c1").contains("Exited (3)"), "{iso}: {ps}");
+        assert!(
+            line("c2").contains("Exited (137)") || line("c2").contains("Exited (143)"),
+            "{iso}: {ps}"
+        );
+        assert!(u(&["logs", "c1"]).contains("term"), "{iso}: c1 got SIGTERM");
+        u(&["rm", "c1", "c2"]);
+        let ps = u(&["ps", "-a"]);
+        assert!(!ps.contains("c1") && !ps.contains("c2"), "{iso}: {ps}");
+    }
+}

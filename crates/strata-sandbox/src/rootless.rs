@@ -15,6 +15,12 @@
 //! on as the real strata, with [`ENV`] telling it (and whatever it starts,
 //! such as a container supervisor) that it is already inside.
 //!
+//! A later command that must reach a running container (`exec`, `stop`,
+//! `kill`, `rm`) [`join`]s the user namespace of that container's
+//! supervisor instead: a process of another user namespace, even of the
+//! same user, cannot enter the container's namespaces nor signal its
+//! processes of other ids.
+//!
 //! Inside, the kernel forbids a few things root may otherwise do: mount
 //! sysfs without a network namespace of its own (the sandbox binds the
 //! host's read-only instead), create device nodes (layers skip them with a
@@ -386,6 +392,105 @@ fn parent_map(plan: &Plan, pid: i32) -> u8 {
     b'M'
 }
 
+/// `ioctl(NS_GET_OWNER_UID)` on a user namespace's file: its owner.
+const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
+
+/// Joins the user namespace of process `pid` instead of making a new one
+/// (see [`enter`]): a rootless container's supervisor, started by this same
+/// user, keeps the user namespace its container runs in, and a later
+/// `exec`, `stop`, `kill` or `rm` must be in it to reach the container (to
+/// `setns` into its namespaces, to signal a process of another id). The
+/// owner of a user namespace has every capability in it, so a process of
+/// the same user may join it. Then, as in [`enter`], the process is uid 0
+/// there, in a private mount namespace of its own, with [`ENV`] set.
+///
+/// `Ok(false)` (nothing changed) when `pid` is gone, or its user
+/// namespace is the initial one, this process's own, or another user's.
+/// Must be called while the process has a single thread.
+pub fn join(pid: i32) -> Result<bool, RootlessError> {
+    use std::os::fd::AsRawFd;
+    let Ok(ns) = std::fs::File::open(format!("/proc/{pid}/ns/user")) else {
+        return Ok(false);
+    };
+    let Ok(uid_map) = std::fs::read_to_string(format!("/proc/{pid}/uid_map")) else {
+        return Ok(false);
+    };
+    let same = |a: &str, b: &str| {
+        let ino = |p: &str| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        matches!((ino(a), ino(b)), (Ok(x), Ok(y)) if x == y)
+    };
+    if is_initial_map(&uid_map) || same(&format!("/proc/{pid}/ns/user"), "/proc/self/ns/user") {
+        return Ok(false);
+    }
+    let mut owner: libc::uid_t = u32::MAX;
+    // SAFETY: NS_GET_OWNER_UID writes one uid_t.
+    if unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_OWNER_UID as _, &mut owner) } != 0 {
+        return Ok(false);
+    }
+    let plan = Plan::detect();
+    if owner != plan.uid {
+        return Ok(false);
+    }
+    let gid_map = std::fs::read_to_string(format!("/proc/{pid}/gid_map")).unwrap_or_default();
+    let mapping = if uid_map.lines().count() > 1 && gid_map.lines().count() > 1 {
+        Mapping::SubIds
+    } else {
+        Mapping::Single
+    };
+    // SAFETY: one thread (the caller's contract); plain system calls.
+    unsafe {
+        if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWUSER) != 0 {
+            return Err(sys_err("join the container's user namespace"));
+        }
+    }
+    drop(ns);
+    become_root(mapping)?;
+    set_env(&plan, mapping);
+    Ok(true)
+}
+
+/// In a user namespace just entered: uid and gid 0, no unmapped
+/// supplementary groups, a private mount namespace.
+fn become_root(mapping: Mapping) -> Result<(), RootlessError> {
+    // SAFETY: plain system calls on our own ids.
+    unsafe {
+        if libc::setresgid(0, 0, 0) != 0 {
+            return Err(sys_err("become gid 0 in the user namespace"));
+        }
+        if libc::setresuid(0, 0, 0) != 0 {
+            return Err(sys_err("become uid 0 in the user namespace"));
+        }
+        if mapping == Mapping::SubIds {
+            // The host's supplementary groups are unmapped (nogroup) here.
+            libc::setgroups(0, std::ptr::null());
+        }
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(sys_err("create a mount namespace"));
+        }
+        // Nothing mounted here propagates back to the host.
+        if libc::mount(
+            c"none".as_ptr(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(sys_err("make the mount namespace private"));
+        }
+    }
+    Ok(())
+}
+
+fn set_env(plan: &Plan, mapping: Mapping) {
+    let m = match mapping {
+        Mapping::SubIds => "subids",
+        Mapping::Single => "single",
+    };
+    // SAFETY (set_var): the process has a single thread.
+    std::env::set_var(ENV, format!("{}:{}:{m}:{}", plan.uid, plan.gid, plan.user));
+}
+
 fn child(
     plan: &Plan,
     ready_w: &mut std::fs::File,
@@ -436,39 +541,8 @@ fn child(
             })
         }
     }
-    // SAFETY: plain system calls on our own ids.
-    unsafe {
-        if libc::setresgid(0, 0, 0) != 0 {
-            return Err(sys_err("become gid 0 in the user namespace"));
-        }
-        if libc::setresuid(0, 0, 0) != 0 {
-            return Err(sys_err("become uid 0 in the user namespace"));
-        }
-        if mapping == Mapping::SubIds {
-            // The host's supplementary groups are unmapped (nogroup) here.
-            libc::setgroups(0, std::ptr::null());
-        }
-        if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            return Err(sys_err("create a mount namespace"));
-        }
-        // Nothing mounted here propagates back to the host.
-        if libc::mount(
-            c"none".as_ptr(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        ) != 0
-        {
-            return Err(sys_err("make the mount namespace private"));
-        }
-    }
-    let m = match mapping {
-        Mapping::SubIds => "subids",
-        Mapping::Single => "single",
-    };
-    // SAFETY (set_var): the process has a single thread.
-    std::env::set_var(ENV, format!("{}:{}:{m}:{}", plan.uid, plan.gid, plan.user));
+    become_root(mapping)?;
+    set_env(plan, mapping);
     Ok(())
 }
 
