@@ -8,7 +8,9 @@
 //! kernel stores revision 3 with a root id in a user namespace); the base carries a
 //! `/dev/null` device node, which a rootless extraction skips with a
 //! warning; `strata run` works rootless; a user without subordinate ids is
-//! told how to get them.
+//! told how to get them. runc and crun run rootless too; a detached
+//! container is reached by later `exec`, `stop` and `rm`; `serve`, `push`,
+//! `pull`, `analyze` and `lint` work as the user.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -532,9 +534,7 @@ fn a_user_without_subordinate_ids_is_told_how_to_get_them() {
 /// gives root's digest; `strata run` with them sees the image as built.
 #[test]
 fn rootless_runc_and_crun_build_roots_digest_and_run() {
-    if !require()
-        || !strata_testkit::require_tool("runc")
-        || !strata_testkit::require_tool("crun")
+    if !require() || !strata_testkit::require_tool("runc") || !strata_testkit::require_tool("crun")
     {
         return;
     }
@@ -602,7 +602,15 @@ fn rootless_runc_and_crun_build_roots_digest_and_run() {
             &store,
             &env,
             &[
-                "run", "--rm", "--isolation", rt, "--user", "1000", "img", "id", "-u",
+                "run",
+                "--rm",
+                "--isolation",
+                rt,
+                "--user",
+                "1000",
+                "img",
+                "id",
+                "-u",
             ],
         );
         assert_eq!(out.lines().next(), Some("1000"), "{rt}: {out}");
@@ -616,9 +624,7 @@ fn rootless_runc_and_crun_build_roots_digest_and_run() {
 /// outside its user namespace could not signal.
 #[test]
 fn rootless_detached_containers_exec_stop_and_rm() {
-    if !require()
-        || !strata_testkit::require_tool("runc")
-        || !strata_testkit::require_tool("crun")
+    if !require() || !strata_testkit::require_tool("runc") || !strata_testkit::require_tool("crun")
     {
         return;
     }
@@ -690,5 +696,108 @@ fn rootless_detached_containers_exec_stop_and_rm() {
         u(&["rm", "c1", "c2"]);
         let ps = u(&["ps", "-a"]);
         assert!(!ps.contains("c1") && !ps.contains("c2"), "{iso}: {ps}");
+    }
+}
+
+/// The registry side rootless: `strata serve` as the user on loopback (its
+/// store in the user's files), `push` to it, `pull` from it into another
+/// store (the same image ID), `analyze` and `lint` as the user.
+#[test]
+fn rootless_serve_push_pull_analyze_and_lint() {
+    if !require() {
+        return;
+    }
+    let owner = ensure_user(USER, true);
+    let p = place();
+    let tar = p.dir.join("base.tar");
+    if !base_tar(&tar) || setfcap(&p.dir).is_none() {
+        return;
+    }
+    let (store, ctx, _) = user_home(&p, "user-reg", owner);
+    let (pulled, _, _) = user_home(&p, "user-pull", owner);
+    let (served, _, _) = user_home(&p, "user-serve", owner);
+    import_as(&p, Some(USER), &store, &tar);
+    ok_as(
+        &p,
+        USER,
+        &store,
+        &[],
+        &["build", "-q", "-t", "img", ctx.to_str().unwrap()],
+    );
+    let want = identity_as(&p, USER, &store, "img");
+
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let log = p.dir.join("serve.log");
+    let mut serve = Command::new("setpriv")
+        .args(["--reuid", USER, "--regid", USER, "--init-groups", "--"])
+        .arg(&p.bin)
+        .args(["serve", "--addr", &addr])
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+        .env("HOME", format!("/home/{USER}"))
+        .env("STRATA_ROOT", &served)
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut up = false;
+    for _ in 0..400 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert!(
+            up,
+            "serve: {}",
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+        let dest = format!("{addr}/rl/img:1");
+        ok_as(&p, USER, &store, &[], &["push", "img", &dest]);
+        // The served store is the user's.
+        let meta = fs::metadata(served.join("blobs")).unwrap();
+        assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), owner.0);
+        ok_as(&p, USER, &pulled, &[], &["pull", &dest]);
+        assert_eq!(identity_as(&p, USER, &pulled, &dest), want, "pulled");
+        // A layer deletes /gone, which the image still carries.
+        let out = as_user(
+            &p,
+            USER,
+            &pulled,
+            &[],
+            &["analyze", "--format", "json", &dest],
+        );
+        assert!(out.status.success(), "analyze: {out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            v["wasted_bytes"].as_u64().unwrap() >= "to be deleted\n".len() as u64,
+            "{v}"
+        );
+        let out = as_user(
+            &p,
+            USER,
+            &store,
+            &[],
+            &[
+                "lint",
+                "-f",
+                ctx.join("Dockerfile").to_str().unwrap(),
+                "--format",
+                "json",
+                "--failure-threshold",
+                "none",
+            ],
+        );
+        assert!(out.status.success(), "lint: {out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(v.is_array() || v.is_object(), "lint: {v}");
+    }));
+    // SAFETY: kill(2) of the child this test started.
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    let _ = serve.wait();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
     }
 }

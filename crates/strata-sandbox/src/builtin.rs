@@ -577,7 +577,12 @@ fn exec_builtin(target: &ExecTarget, spec: &ExecSpec) -> Result<Box<dyn Started>
         // user namespace (rootless) joining the host's is refused even so.
         let id = |p: &str| {
             std::fs::metadata(p)
-                .map(|m| (std::os::unix::fs::MetadataExt::dev(&m), std::os::unix::fs::MetadataExt::ino(&m)))
+                .map(|m| {
+                    (
+                        std::os::unix::fs::MetadataExt::dev(&m),
+                        std::os::unix::fs::MetadataExt::ino(&m),
+                    )
+                })
                 .ok()
         };
         if id(&p).is_some() && id(&p) == id(&format!("/proc/self/ns/{name}")) {

@@ -196,7 +196,13 @@ pub(crate) fn config_json(
     } else {
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": opts(&["nosuid", "noexec", "nodev", "ro"])})
     };
-    let mut pts = vec!["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"];
+    let mut pts = vec![
+        "nosuid",
+        "noexec",
+        "newinstance",
+        "ptmxmode=0666",
+        "mode=0620",
+    ];
     if !userns || crate::rootless::gid_mapped(5) {
         pts.push("gid=5");
     }
