@@ -368,7 +368,8 @@ pub fn enter() -> Result<Option<u8>, RootlessError> {
 }
 
 /// In the parent: maps the child's ids. `M` when mapped, `S` when the child
-/// maps itself (single id), `G` when only its gids are left to it.
+/// maps itself (single id), `G` when only its gids are left to it, `U`
+/// when only its uids are.
 fn parent_map(plan: &Plan, pid: i32) -> u8 {
     let Some((newuidmap, newgidmap)) = &plan.tools else {
         return b'S';
@@ -376,20 +377,27 @@ fn parent_map(plan: &Plan, pid: i32) -> u8 {
     if plan.mapping() == Mapping::Single {
         return b'S';
     }
-    let run = |tool: &Path, own: u32, ranges: &[IdRange]| {
+    // Both at once: each is a setuid program's start (a few milliseconds
+    // every rootless command pays).
+    let spawn = |tool: &Path, own: u32, ranges: &[IdRange]| {
         Command::new(tool)
             .arg(pid.to_string())
             .args(map_args(own, ranges))
-            .status()
-            .is_ok_and(|s| s.success())
+            .spawn()
     };
-    if !run(newuidmap, plan.uid, &plan.subuids) {
-        return b'S';
+    let done = |c: std::io::Result<std::process::Child>| {
+        c.and_then(|mut c| c.wait()).is_ok_and(|s| s.success())
+    };
+    let uids = spawn(newuidmap, plan.uid, &plan.subuids);
+    let gids = spawn(newgidmap, plan.gid, &plan.subgids);
+    match (done(uids), done(gids)) {
+        (true, true) => b'M',
+        (true, false) => b'G',
+        // The child maps only its own uid (the kernel takes each map
+        // once: the gid map newgidmap wrote stays).
+        (false, true) => b'U',
+        (false, false) => b'S',
     }
-    if !run(newgidmap, plan.gid, &plan.subgids) {
-        return b'G';
-    }
-    b'M'
 }
 
 /// `ioctl(NS_GET_OWNER_UID)` on a user namespace's file: its owner.
@@ -532,6 +540,10 @@ fn child(
         b'G' => {
             write("/proc/self/setgroups", "deny".into())?;
             write("/proc/self/gid_map", format!("0 {} 1", plan.gid))?;
+            mapping = Mapping::Single;
+        }
+        b'U' => {
+            write("/proc/self/uid_map", format!("0 {} 1", plan.uid))?;
             mapping = Mapping::Single;
         }
         _ => {
