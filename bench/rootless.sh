@@ -126,22 +126,28 @@ for c in "${cases[@]}"; do
   if [ $# -gt 0 ] && ! printf '%s\n' "$@" | grep -qx "$ex"; then continue; fi
   dir=$(prepare "$ex")
   tag=bench-$ex-${df,,}:1
-  for tool in $tools_wanted; do
-    case $tool in
-      root) b=("$strata" build -q) ;;
-      rootless) b=(as_user "$strata" build -q) ;;
-      buildah) $have_buildah || continue
-               b=(as_user buildah bud -q --layers --pull=never --isolation "${BUILDAH_ISOLATION:-chroot}") ;;
-      *) echo "$0: unknown tool $tool" >&2; exit 2 ;;
-    esac
-    args=(-f "$dir/$df" -t "$tag" "$dir")
-    cold=(); same=()
-    for _ in $(seq "$runs"); do
-      cold+=("$(once "${b[@]}" --no-cache "${args[@]}")")
-      same+=("$(once "${b[@]}" "${args[@]}")")
+  # The tools take turns, run by run: a load that comes and goes (other
+  # work on the machine) weighs on each alike.
+  declare -A cold=() same=()
+  for _ in $(seq "$runs"); do
+    for tool in $tools_wanted; do
+      case $tool in
+        root) b=("$strata" build -q) ;;
+        rootless) b=(as_user "$strata" build -q) ;;
+        buildah) $have_buildah || continue
+                 b=(as_user buildah bud -q --layers --pull=never --isolation "${BUILDAH_ISOLATION:-chroot}") ;;
+        *) echo "$0: unknown tool $tool" >&2; exit 2 ;;
+      esac
+      args=(-f "$dir/$df" -t "$tag" "$dir")
+      cold[$tool]+=" $(once "${b[@]}" --no-cache "${args[@]}")"
+      same[$tool]+=" $(once "${b[@]}" "${args[@]}")"
     done
-    mc=$(median "${cold[@]}"); ms=$(median "${same[@]}")
-    printf '%-28s %-9s %9s %9s   cold: %s\n' "$ex/$df" "$tool" "$mc" "$ms" "${cold[*]}"
+  done
+  for tool in $tools_wanted; do
+    [ -n "${cold[$tool]:-}" ] || continue
+    # shellcheck disable=SC2086 # the times are words
+    mc=$(median ${cold[$tool]}); ms=$(median ${same[$tool]})
+    printf '%-28s %-9s %9s %9s   cold:%s\n' "$ex/$df" "$tool" "$mc" "$ms" "${cold[$tool]}"
     rows+=("$ex/$df $tool $mc $ms")
   done
 done
