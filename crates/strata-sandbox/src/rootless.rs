@@ -440,10 +440,17 @@ pub fn join(pid: i32) -> Result<bool, RootlessError> {
         return Ok(false);
     }
     let gid_map = std::fs::read_to_string(format!("/proc/{pid}/gid_map")).unwrap_or_default();
-    let mapping = if uid_map.lines().count() > 1 && gid_map.lines().count() > 1 {
-        Mapping::SubIds
-    } else {
-        Mapping::Single
+    // Only a namespace mapped as `enter` maps ours (not, say, another
+    // tool's namespace of this user behind a recycled pid).
+    let mapping = match (map_triples(&uid_map), map_triples(&gid_map)) {
+        (u, g)
+            if u == want_triples(plan.uid, &plan.subuids)
+                && g == want_triples(plan.gid, &plan.subgids) =>
+        {
+            Mapping::SubIds
+        }
+        (u, g) if u == [[0, plan.uid, 1]] && g == [[0, plan.gid, 1]] => Mapping::Single,
+        _ => return Ok(false),
     };
     // SAFETY: one thread (the caller's contract); plain system calls.
     unsafe {
@@ -455,6 +462,30 @@ pub fn join(pid: i32) -> Result<bool, RootlessError> {
     become_root(mapping)?;
     set_env(&plan, mapping);
     Ok(true)
+}
+
+/// The `inside outside count` lines of a `/proc/PID/uid_map`.
+fn map_triples(map: &str) -> Vec<[u32; 3]> {
+    map.lines()
+        .filter_map(|l| {
+            let f: Vec<u32> = l
+                .split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            <[u32; 3]>::try_from(f).ok()
+        })
+        .collect()
+}
+
+/// The map [`enter`] asks `newuidmap` for ([`map_args`]), as triples.
+fn want_triples(own: u32, ranges: &[IdRange]) -> Vec<[u32; 3]> {
+    let args: Vec<u32> = map_args(own, ranges)
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    args.chunks(3)
+        .filter_map(|c| <[u32; 3]>::try_from(c).ok())
+        .collect()
 }
 
 /// In a user namespace just entered: uid and gid 0, no unmapped
@@ -622,6 +653,15 @@ mod tests {
         assert_eq!(parse_env("1:1:other:a"), None);
         assert!(is_initial_map("         0          0 4294967295\n"));
         assert!(id_in_map("0 1000 1\n1 100000 65536\n", 5));
+        let r = [IdRange {
+            start: 100000,
+            count: 65536,
+        }];
+        assert_eq!(
+            map_triples("         0       1000          1\n         1     100000      65536\n"),
+            want_triples(1000, &r)
+        );
+        assert_ne!(map_triples("0 1000 1\n"), want_triples(1000, &r));
         assert!(!id_in_map("0 1000 1\n", 5));
         assert!(!is_initial_map("         0       1000          1\n"));
         let hint = subid_hint("alice");
