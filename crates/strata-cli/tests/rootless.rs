@@ -385,6 +385,8 @@ fn rootless_build_gives_roots_digest_with_each_snapshotter_and_runs() {
         let info = ok_as(&p, USER, &store, &env, &["info"]);
         assert!(info.contains("rootless"), "{info}");
         assert!(info.contains("/etc/subuid"), "mapping named: {info}");
+        // fuse-overlayfs is detected (not used).
+        assert!(info.contains(" FUSE:         fuse-overlayfs"), "{info}");
         assert!(
             info.contains(&format!("Snapshotter:  {snap}")),
             "{snap}: {info}"
