@@ -159,8 +159,10 @@ pub fn pick(
                 .map(|e| Box::new(e) as Box<dyn Executor>)
                 .ok_or(SandboxError::NoRuntime)
         }
-        // Rootless, the runtimes would need a config of their own (no
-        // device nodes, no sysfs, no cgroups): the built-in sandbox serves.
+        // Rootless, runc and crun work (asked for by name or `Oci`), but
+        // the built-in sandbox needs no other binary and starts a
+        // container sooner (`run --rm busybox true`: 87 ms against crun's
+        // 136 ms, fastest of 20, debug build).
         Isolation::Auto if rootless::current().is_some() => {
             Ok(Box::new(BuiltinExecutor::new(state_dir)))
         }
