@@ -14,7 +14,9 @@
 #                                      user, network for apt-get)
 #   BENCH_USER=strata-bench            the user (made with subordinate ids
 #                                      300000-365535 when missing)
-#   STRATA_SNAPSHOTTER=copy            what the copy snapshotter costs rootless
+#   STRATA_SNAPSHOTTER=copy            both strata runs with the copy snapshotter
+#                                      (as on kernels without overlay in a user
+#                                      namespace, before 5.11)
 #   BUILDAH_ISOLATION=chroot           buildah's isolation (as bench/build.sh)
 #
 # Prints one row per example and tool, then the rootless/root and
@@ -120,7 +122,7 @@ once() { # cmd... -> seconds
 median() { python3 -c "import statistics,sys; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}')" "$@"; }
 
 rows=()
-printf '%-28s %-9s %9s %9s   (median of %s)\n' example tool cold no-change "$runs"
+printf '%-32s %-9s %9s %9s   (median of %s)\n' example tool cold no-change "$runs"
 for c in "${cases[@]}"; do
   read -r ex df <<<"$c"
   if [ $# -gt 0 ] && ! printf '%s\n' "$@" | grep -qx "$ex"; then continue; fi
@@ -147,7 +149,7 @@ for c in "${cases[@]}"; do
     [ -n "${cold[$tool]:-}" ] || continue
     # shellcheck disable=SC2086 # the times are words
     mc=$(median ${cold[$tool]}); ms=$(median ${same[$tool]})
-    printf '%-28s %-9s %9s %9s   cold:%s\n' "$ex/$df" "$tool" "$mc" "$ms" "${cold[$tool]}"
+    printf '%-32s %-9s %9s %9s   cold:%s\n' "$ex/$df" "$tool" "$mc" "$ms" "${cold[$tool]}"
     rows+=("$ex/$df $tool $mc $ms")
   done
 done
@@ -164,7 +166,7 @@ def ratio(d, a, b):
     if a not in d or b not in d:
         return "        -         -"
     return "".join(f"{d[a][i] / max(d[b][i], 0.01):10.2f}" for i in range(2))
-print("%-28s %20s %20s" % ("", "rootless/root", "rootless/buildah"))
+print("%-32s %20s %20s" % ("", "rootless/root", "rootless/buildah"))
 for n, d in r.items():
-    print("%-28s %s %s" % (n, ratio(d, "rootless", "root"), ratio(d, "rootless", "buildah")))
+    print("%-32s %s %s" % (n, ratio(d, "rootless", "root"), ratio(d, "rootless", "buildah")))
 '
