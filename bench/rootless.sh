@@ -12,8 +12,9 @@
 #
 #   bench/rootless.sh [EXAMPLE...]     (default: all; needs root to create the
 #                                      user, network for apt-get)
-#   BENCH_USER=strata-bench            the user (made with subordinate ids
-#                                      300000-365535 when missing)
+#   BENCH_USER=strata-bench            the user (made when missing; given
+#                                      subordinate ids 300000-365535 when
+#                                      useradd gave it none)
 #   STRATA_SNAPSHOTTER=copy            both strata runs with the copy snapshotter
 #                                      (as on kernels without overlay in a user
 #                                      namespace, before 5.11)
