@@ -331,6 +331,10 @@ pub enum Isolation {
     Oci,
     /// strata's own namespace sandbox
     Builtin,
+    /// runc (rootless too: in strata's user namespace, without cgroups)
+    Runc,
+    /// crun (rootless too: in strata's user namespace, without cgroups)
+    Crun,
 }
 
 #[derive(Debug, Args)]

@@ -2,11 +2,15 @@
 //! unprivileged users (one with subordinate ids, one without; idempotent)
 //! and run a copy of the `strata` binary as them through `setpriv`. A build
 //! that adds a user with uid 1000, chowns a file to 65534, sets a setuid
-//! bit, deletes a file of a lower layer and replaces a directory must give
-//! the root build's image digest, with each snapshotter; the base carries a
+//! bit, deletes a file of a lower layer, replaces a directory and sets a
+//! file capability must give the root build's image digest, with each
+//! snapshotter (the capability in the portable revision-2 form, though the
+//! kernel stores revision 3 with a root id in a user namespace); the base carries a
 //! `/dev/null` device node, which a rootless extraction skips with a
 //! warning; `strata run` works rootless; a user without subordinate ids is
-//! told how to get them.
+//! told how to get them. runc and crun run rootless too; a detached
+//! container is reached by later `exec`, `stop` and `rm`; `serve`, `push`,
+//! `pull`, `analyze` and `lint` work as the user.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -31,7 +35,12 @@ RUN echo x > /owned && chown 65534:65534 /owned
 RUN cp /bin/busybox /usr/bin/suidbox && chmod 4755 /usr/bin/suidbox
 RUN rm /gone
 RUN rm -rf /d && mkdir /d && echo new > /d/new
+COPY setfcap /usr/local/bin/setfcap
+RUN cp /bin/busybox /capbox && /usr/local/bin/setfcap /capbox
 "#;
+
+/// `cap_net_bind_service+ep` as `setcap` (root) writes it: revision 2.
+const FCAP_V2: &str = "0100000200040000000000000000000000000000";
 
 fn require() -> bool {
     strata_testkit::require_root()
@@ -40,6 +49,75 @@ fn require() -> bool {
         && strata_testkit::require_tool("usermod")
         && strata_testkit::require_tool("newuidmap")
         && strata_testkit::require_tool("newgidmap")
+}
+
+/// The static `setfcap` helper (tests/fixtures/setfcap.c), built in `dir`.
+fn setfcap(dir: &Path) -> Option<PathBuf> {
+    if !strata_testkit::require_tool("gcc") {
+        return None;
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/setfcap.c");
+    let out = dir.join("setfcap");
+    strata_testkit::run_ok(
+        Command::new("gcc")
+            .args(["-static", "-O1", "-o"])
+            .arg(&out)
+            .arg(&src),
+    );
+    Some(out)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The `security.capability` value the image's layers give `/capbox`, from
+/// the PAX header of its tar entry.
+fn capbox_fcap(store: &Path, layers: &[String]) -> Option<String> {
+    let mut found = None;
+    for l in layers {
+        let hexd = l.strip_prefix("sha256:").unwrap();
+        let blob = fs::File::open(store.join("blobs/sha256").join(hexd)).unwrap();
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(blob));
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.path().unwrap() != Path::new("capbox") {
+                continue;
+            }
+            found = Some(String::new());
+            if let Some(exts) = e.pax_extensions().unwrap() {
+                for x in exts {
+                    let x = x.unwrap();
+                    if x.key().unwrap() == "SCHILY.xattr.security.capability" {
+                        found = Some(hex(x.value_bytes()));
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The raw `security.capability` of the files named `name` under `dir`, as
+/// root reads them (the kernel's stored form).
+fn raw_fcaps(dir: &Path, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() && e.file_name() == name {
+                let mut buf = [0u8; 64];
+                if let Ok(n) = rustix::fs::lgetxattr(e.path(), "security.capability", &mut buf) {
+                    out.push(hex(&buf[..n]));
+                }
+            }
+        }
+    }
+    out
 }
 
 fn sh(c: &mut Command) -> Output {
@@ -172,6 +250,7 @@ fn write_context(dir: &Path, owner: Option<(u32, u32)>) -> PathBuf {
     fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
     fs::write(ctx.join("gone"), "to be deleted\n").unwrap();
     fs::write(ctx.join("d/old"), "old\n").unwrap();
+    fs::copy(dir.parent().unwrap().join("setfcap"), ctx.join("setfcap")).unwrap();
     if let Some((uid, gid)) = owner {
         chown_tree(dir, uid, gid);
     }
@@ -228,6 +307,55 @@ fn import_as(p: &Place, user: Option<&str>, root: &Path, tar: &Path) -> String {
     }
 }
 
+/// The image [`DOCKERFILE`] builds as root: its ID and layer digests.
+fn root_build(p: &Place, tar: &Path) -> (String, Vec<String>, Vec<String>) {
+    let root_dir = p.dir.join("asroot");
+    fs::create_dir_all(&root_dir).unwrap();
+    let ctx = write_context(&root_dir, None);
+    let store = root_dir.join("store");
+    import_as(p, None, &store, tar);
+    let out = cmd(&store)
+        .args(["build", "-q", "-t", "img", ctx.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "root build: {out:?}");
+    let want = identity(&store, "img");
+    // Root's layer carries the capability as setcap wrote it (revision 2).
+    assert_eq!(
+        capbox_fcap(&store, &want.1).as_deref(),
+        Some(FCAP_V2),
+        "root: /capbox's capability in its layer"
+    );
+    want
+}
+
+/// The image ID and layer digests of `image` in the user's store.
+fn identity_as(p: &Place, user: &str, store: &Path, image: &str) -> (String, Vec<String>) {
+    let inspect = ok_as(p, user, store, &[], &["inspect", image]);
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let layers = v[0]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["Digest"].as_str().unwrap().to_owned())
+        .collect();
+    (v[0]["Id"].as_str().unwrap().to_owned(), layers)
+}
+
+/// A home for `user` under the place: its store, its context, and a
+/// `$XDG_RUNTIME_DIR` (mode 700, as logind makes it).
+fn user_home(p: &Place, name: &str, owner: (u32, u32)) -> (PathBuf, PathBuf, PathBuf) {
+    let home = p.dir.join(name);
+    let xdg = home.join("xdg");
+    fs::create_dir_all(&xdg).unwrap();
+    fs::set_permissions(&xdg, fs::Permissions::from_mode(0o700)).unwrap();
+    let ctx = write_context(&home, None);
+    let store = home.join("store");
+    fs::create_dir_all(&store).unwrap();
+    chown_tree(&home, owner.0, owner.1);
+    (store, ctx, xdg)
+}
+
 #[test]
 fn rootless_build_gives_roots_digest_with_each_snapshotter_and_runs() {
     if !require() {
@@ -236,22 +364,11 @@ fn rootless_build_gives_roots_digest_with_each_snapshotter_and_runs() {
     let (uid, gid) = ensure_user(USER, true);
     let p = place();
     let tar = p.dir.join("base.tar");
-    if !base_tar(&tar) {
+    if !base_tar(&tar) || setfcap(&p.dir).is_none() {
         return;
     }
 
-    // As root.
-    let root_dir = p.dir.join("asroot");
-    fs::create_dir_all(&root_dir).unwrap();
-    let ctx = write_context(&root_dir, None);
-    let store = root_dir.join("store");
-    import_as(&p, None, &store, &tar);
-    let out = cmd(&store)
-        .args(["build", "-q", "-t", "img", ctx.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "root build: {out:?}");
-    let want = identity(&store, "img");
+    let want = root_build(&p, &tar);
 
     let mut snapshotters = vec!["copy"];
     if strata_testkit::require_overlay() {
@@ -268,6 +385,8 @@ fn rootless_build_gives_roots_digest_with_each_snapshotter_and_runs() {
         let info = ok_as(&p, USER, &store, &env, &["info"]);
         assert!(info.contains("rootless"), "{info}");
         assert!(info.contains("/etc/subuid"), "mapping named: {info}");
+        // fuse-overlayfs is detected (not used).
+        assert!(info.contains(" FUSE:         fuse-overlayfs"), "{info}");
         assert!(
             info.contains(&format!("Snapshotter:  {snap}")),
             "{snap}: {info}"
@@ -301,6 +420,13 @@ fn rootless_build_gives_roots_digest_with_each_snapshotter_and_runs() {
             .iter()
             .map(|l| l["Digest"].as_str().unwrap().to_owned())
             .collect();
+        // The layer has the capability in the portable revision 2, as
+        // root's (below: though the kernel stores revision 3 rootless).
+        assert_eq!(
+            capbox_fcap(&store, &got_layers).as_deref(),
+            Some(FCAP_V2),
+            "{snap}: /capbox's capability in its layer"
+        );
         assert_eq!(got_layers, want.1, "{snap}: layer digests");
         assert_eq!(got_id, want.0, "{snap}: image ID");
 
@@ -333,6 +459,15 @@ fn rootless_build_gives_roots_digest_with_each_snapshotter_and_runs() {
             assert!(out.contains(want), "{snap}: {want:?} in\n{out}");
         }
         assert!(!out.contains("old"), "{snap}: /d was replaced:\n{out}");
+        // The image's layer, extracted for that run as the user: the
+        // kernel stored the capability as revision 3, with the
+        // namespace's root (the user) as root id.
+        let stored = raw_fcaps(&store, "capbox");
+        let v3 = format!("01000003{}{}", &FCAP_V2[8..], hex(&uid.to_le_bytes()));
+        assert!(
+            stored.contains(&v3),
+            "{snap}: the kernel's form of the capability on disk: {stored:?}"
+        );
         // A user in the image runs as that user.
         let out = ok_as(
             &p,
@@ -393,4 +528,278 @@ fn a_user_without_subordinate_ids_is_told_how_to_get_them() {
         )),
         "{err}"
     );
+}
+
+/// runc and crun run rootless: in strata's user namespace (no user
+/// namespace of their own, no cgroups, /sys bound from the host), with
+/// their state under `$XDG_RUNTIME_DIR`. A build whose RUN steps they run
+/// gives root's digest; `strata run` with them sees the image as built.
+#[test]
+fn rootless_runc_and_crun_build_roots_digest_and_run() {
+    if !require() || !strata_testkit::require_tool("runc") || !strata_testkit::require_tool("crun")
+    {
+        return;
+    }
+    let owner = ensure_user(USER, true);
+    let p = place();
+    let tar = p.dir.join("base.tar");
+    if !base_tar(&tar) || setfcap(&p.dir).is_none() {
+        return;
+    }
+    let want = root_build(&p, &tar);
+    for rt in ["crun", "runc"] {
+        let (store, ctx, xdg) = user_home(&p, &format!("user-{rt}"), owner);
+        let env = [("XDG_RUNTIME_DIR", xdg.to_str().unwrap())];
+        import_as(&p, Some(USER), &store, &tar);
+        ok_as(
+            &p,
+            USER,
+            &store,
+            &env,
+            &[
+                "build",
+                "-q",
+                "-t",
+                "img",
+                "--isolation",
+                rt,
+                ctx.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            xdg.join("strata").join(rt).is_dir(),
+            "{rt}: its state under $XDG_RUNTIME_DIR/strata"
+        );
+        let (id, layers) = identity_as(&p, USER, &store, "img");
+        assert_eq!(layers, want.1, "{rt}: layer digests");
+        assert_eq!(id, want.0, "{rt}: image ID");
+        let out = ok_as(
+            &p,
+            USER,
+            &store,
+            &env,
+            &[
+                "run",
+                "--rm",
+                "--isolation",
+                rt,
+                "img",
+                "sh",
+                "-c",
+                "stat -c '%n %u:%g %a' /owned /home/dev/f /usr/bin/suidbox; test -c /dev/null && echo devnull; ls /sys/kernel >/dev/null && echo sys",
+            ],
+        );
+        for want in [
+            "/owned 65534:65534 644",
+            "/home/dev/f 1000:1000 644",
+            "/usr/bin/suidbox 0:0 4755",
+            "devnull",
+            "sys",
+        ] {
+            assert!(out.contains(want), "{rt}: {want:?} in\n{out}");
+        }
+        let out = ok_as(
+            &p,
+            USER,
+            &store,
+            &env,
+            &[
+                "run",
+                "--rm",
+                "--isolation",
+                rt,
+                "--user",
+                "1000",
+                "img",
+                "id",
+                "-u",
+            ],
+        );
+        assert_eq!(out.lines().next(), Some("1000"), "{rt}: {out}");
+    }
+}
+
+/// A detached container rootless, with each executor: a later `exec`,
+/// `stop` and `rm` (each its own strata process) reach it, by joining the
+/// user namespace its supervisor keeps; so does a `stop` of two containers
+/// at once, one of them running as another id (uid 1000), which a process
+/// outside its user namespace could not signal.
+#[test]
+fn rootless_detached_containers_exec_stop_and_rm() {
+    if !require() || !strata_testkit::require_tool("runc") || !strata_testkit::require_tool("crun")
+    {
+        return;
+    }
+    let owner = ensure_user(USER, true);
+    let p = place();
+    let tar = p.dir.join("base.tar");
+    if !base_tar(&tar) || setfcap(&p.dir).is_none() {
+        return;
+    }
+    for iso in ["builtin", "crun", "runc"] {
+        let (store, _, xdg) = user_home(&p, &format!("user-{iso}"), owner);
+        let env = [("XDG_RUNTIME_DIR", xdg.to_str().unwrap())];
+        import_as(&p, Some(USER), &store, &tar);
+        let u = |args: &[&str]| ok_as(&p, USER, &store, &env, args);
+        u(&[
+            "run",
+            "-d",
+            "--isolation",
+            iso,
+            "--name",
+            "c1",
+            "--user",
+            "1000",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'echo term; exit 3' TERM; echo started; while :; do sleep 0.1; done",
+        ]);
+        u(&[
+            "run",
+            "-d",
+            "--isolation",
+            iso,
+            "--name",
+            "c2",
+            "busybox",
+            "sleep",
+            "1000",
+        ]);
+        // Its output (the trap is set once this is there).
+        let mut tries = 0;
+        while !u(&["logs", "c1"]).contains("started") {
+            tries += 1;
+            assert!(tries < 600, "{iso}: c1 never started");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let ps = u(&["ps"]);
+        assert!(ps.contains("c1") && ps.contains("c2"), "{iso}: {ps}");
+        let out = u(&["exec", "c1", "sh", "-c", "echo in:$(id -u)"]);
+        assert!(out.contains("in:1000"), "{iso}: exec: {out}");
+        let out = u(&["exec", "--user", "0", "c2", "sh", "-c", "echo in:$(id -u)"]);
+        assert!(out.contains("in:0"), "{iso}: exec: {out}");
+        // c2's sleep, pid 1 under a runtime, ignores SIGTERM: killed
+        // after the grace time (the built-in sandbox's TERM ends it).
+        u(&["stop", "-t", "1", "c1", "c2"]);
+        let ps = u(&["ps", "-a"]);
+        let line = |name: &str| {
+            ps.lines()
+                .find(|l| l.ends_with(name))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(line("c1").contains("Exited (3)"), "{iso}: {ps}");
+        assert!(
+            line("c2").contains("Exited (137)") || line("c2").contains("Exited (143)"),
+            "{iso}: {ps}"
+        );
+        assert!(u(&["logs", "c1"]).contains("term"), "{iso}: c1 got SIGTERM");
+        u(&["rm", "c1", "c2"]);
+        let ps = u(&["ps", "-a"]);
+        assert!(!ps.contains("c1") && !ps.contains("c2"), "{iso}: {ps}");
+    }
+}
+
+/// The registry side rootless: `strata serve` as the user on loopback (its
+/// store in the user's files), `push` to it, `pull` from it into another
+/// store (the same image ID), `analyze` and `lint` as the user.
+#[test]
+fn rootless_serve_push_pull_analyze_and_lint() {
+    if !require() {
+        return;
+    }
+    let owner = ensure_user(USER, true);
+    let p = place();
+    let tar = p.dir.join("base.tar");
+    if !base_tar(&tar) || setfcap(&p.dir).is_none() {
+        return;
+    }
+    let (store, ctx, _) = user_home(&p, "user-reg", owner);
+    let (pulled, _, _) = user_home(&p, "user-pull", owner);
+    let (served, _, _) = user_home(&p, "user-serve", owner);
+    import_as(&p, Some(USER), &store, &tar);
+    ok_as(
+        &p,
+        USER,
+        &store,
+        &[],
+        &["build", "-q", "-t", "img", ctx.to_str().unwrap()],
+    );
+    let want = identity_as(&p, USER, &store, "img");
+
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let log = p.dir.join("serve.log");
+    let mut serve = Command::new("setpriv")
+        .args(["--reuid", USER, "--regid", USER, "--init-groups", "--"])
+        .arg(&p.bin)
+        .args(["serve", "--addr", &addr])
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+        .env("HOME", format!("/home/{USER}"))
+        .env("STRATA_ROOT", &served)
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut up = false;
+    for _ in 0..400 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert!(
+            up,
+            "serve: {}",
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+        let dest = format!("{addr}/rl/img:1");
+        ok_as(&p, USER, &store, &[], &["push", "img", &dest]);
+        // The served store is the user's.
+        let meta = fs::metadata(served.join("blobs")).unwrap();
+        assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), owner.0);
+        ok_as(&p, USER, &pulled, &[], &["pull", &dest]);
+        assert_eq!(identity_as(&p, USER, &pulled, &dest), want, "pulled");
+        // A layer deletes /gone, which the image still carries.
+        let out = as_user(
+            &p,
+            USER,
+            &pulled,
+            &[],
+            &["analyze", "--format", "json", &dest],
+        );
+        assert!(out.status.success(), "analyze: {out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            v["wasted_bytes"].as_u64().unwrap() >= "to be deleted\n".len() as u64,
+            "{v}"
+        );
+        let out = as_user(
+            &p,
+            USER,
+            &store,
+            &[],
+            &[
+                "lint",
+                "-f",
+                ctx.join("Dockerfile").to_str().unwrap(),
+                "--format",
+                "json",
+                "--failure-threshold",
+                "none",
+            ],
+        );
+        assert!(out.status.success(), "lint: {out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(v.is_array() || v.is_object(), "lint: {v}");
+    }));
+    // SAFETY: kill(2) of the child this test started.
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    let _ = serve.wait();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
 }

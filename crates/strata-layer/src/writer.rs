@@ -216,6 +216,34 @@ pub(crate) fn keep_xattr(name: &str) -> bool {
         || name.starts_with("user.overlay."))
 }
 
+/// The xattr holding a file's capabilities.
+const FCAP_XATTR: &str = "security.capability";
+
+/// A `security.capability` value in the portable form layers carry:
+/// revision 3 (what the kernel stores for a capability set in a user
+/// namespace, with that namespace's root id; what root reads of a file
+/// set so elsewhere) becomes revision 2, without the root id, as setcap
+/// run as root writes it; so a rootless build's layer equals root's.
+/// Anything else is kept as it is.
+pub(crate) fn portable_fcap(v: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    const REVISION_MASK: u32 = 0xff00_0000;
+    const REVISION_2: u32 = 0x0200_0000;
+    const REVISION_3: u32 = 0x0300_0000;
+    match v {
+        [a, b, c, d, rest @ ..] if rest.len() == 20 => {
+            let magic = u32::from_le_bytes([*a, *b, *c, *d]);
+            if magic & REVISION_MASK != REVISION_3 {
+                return std::borrow::Cow::Borrowed(v);
+            }
+            let magic = (magic & !REVISION_MASK) | REVISION_2;
+            let mut out = magic.to_le_bytes().to_vec();
+            out.extend_from_slice(&rest[..16]);
+            std::borrow::Cow::Owned(out)
+        }
+        _ => std::borrow::Cow::Borrowed(v),
+    }
+}
+
 /// One xattr of a path (not following symlinks): `None` when it is not set
 /// or the file system has none. The buffer grows to the value's size, so a
 /// long value is read whole, never taken for "absent".
@@ -644,7 +672,12 @@ pub(crate) fn write_entry<W: Write>(out: &mut W, e: &Entry, opts: &LayerOptions)
             e.xattrs.iter().filter(|(n, _)| keep_xattr(n)).collect();
         xs.sort();
         for (k, v) in xs {
-            pax.extend(pax_record(&format!("SCHILY.xattr.{k}"), v));
+            let v = if k == FCAP_XATTR {
+                portable_fcap(v)
+            } else {
+                std::borrow::Cow::Borrowed(v.as_slice())
+            };
+            pax.extend(pax_record(&format!("SCHILY.xattr.{k}"), &v));
         }
     }
     let write = |out: &mut W, data: &[u8]| {
@@ -1090,6 +1123,50 @@ mod tests {
                 ("old".to_owned(), 1_600_000_000)
             ]
         );
+    }
+
+    #[test]
+    fn file_capabilities_are_written_in_revision_2() {
+        // cap_net_bind_service+ep as setcap writes it (revision 2) ...
+        let v2 = hex("0100000200040000000000000000000000000000");
+        // ... as the kernel stores it for a user namespace whose root is
+        // uid 1001 (revision 3, root id 0x3e9), and as root reads it.
+        let v3 = hex("0100000300040000000000000000000000000000e9030000");
+        assert_eq!(portable_fcap(&v3), v2);
+        assert_eq!(portable_fcap(&v2), v2);
+        // Not a capability value of a known shape: kept.
+        assert_eq!(portable_fcap(&[1, 2, 3]).as_ref(), &[1u8, 2, 3][..]);
+        let mut odd = v3.clone();
+        odd.push(0);
+        assert_eq!(portable_fcap(&odd), odd);
+
+        let mut f = Entry::file("capbox", "x");
+        f.xattrs.push(("security.capability".into(), v3));
+        let opts = LayerOptions {
+            compression: Compression::None,
+            ..LayerOptions::default()
+        };
+        let (_, bytes) = write_layer(LayerSource::Entries(vec![f]), &opts, Vec::new()).unwrap();
+        let mut ar = tar::Archive::new(&bytes[..]);
+        let mut ent = ar.entries().unwrap().next().unwrap().unwrap();
+        let exts: Vec<(String, Vec<u8>)> = ent
+            .pax_extensions()
+            .unwrap()
+            .unwrap()
+            .map(|x| x.unwrap())
+            .map(|x| (x.key().unwrap().to_owned(), x.value_bytes().to_vec()))
+            .collect();
+        assert!(
+            exts.contains(&("SCHILY.xattr.security.capability".into(), v2)),
+            "{exts:?}"
+        );
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     #[test]

@@ -573,6 +573,21 @@ fn exec_builtin(target: &ExecTarget, spec: &ExecSpec) -> Result<Box<dyn Started>
     // The mount namespace last: it changes the root the others are opened from.
     for name in ["ipc", "uts", "net", "pid", "mnt"] {
         let p = format!("/proc/{}/ns/{name}", target.pid);
+        // One it shares with us (the host's network) is not joined: in a
+        // user namespace (rootless) joining the host's is refused even so.
+        let id = |p: &str| {
+            std::fs::metadata(p)
+                .map(|m| {
+                    (
+                        std::os::unix::fs::MetadataExt::dev(&m),
+                        std::os::unix::fs::MetadataExt::ino(&m),
+                    )
+                })
+                .ok()
+        };
+        if id(&p).is_some() && id(&p) == id(&format!("/proc/self/ns/{name}")) {
+            continue;
+        }
         let f = std::fs::File::open(&p).map_err(|e| SandboxError::prepare(&p, e))?;
         ns.push(high(OwnedFd::from(f))?);
     }

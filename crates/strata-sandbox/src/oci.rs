@@ -86,6 +86,16 @@ impl OciExecutor {
     fn command(&self) -> Command {
         let mut c = Command::new(&self.runtime);
         c.arg("--root").arg(self.runtime_root());
+        if crate::rootless::in_user_namespace() {
+            // Root of a user namespace owns no cgroup: no cgroups at all
+            // (runc, root in a user namespace, uses its rootless cgroup
+            // manager, which skips what it may not write).
+            if self.is_crun() {
+                c.arg("--cgroup-manager=disabled");
+            } else {
+                c.arg("--rootless").arg("true");
+            }
+        }
         c
     }
 
@@ -176,11 +186,31 @@ pub(crate) fn config_json(
 ) -> Result<Value, SandboxError> {
     let nofile = nofile_limit();
     let caps: Vec<&str> = DEFAULT_CAPS.iter().map(|(n, _)| *n).collect();
+    // In a user namespace (rootless strata) sysfs can only be mounted in
+    // a network namespace of its own: the host's is bound read-only
+    // instead, as the built-in sandbox does; devpts takes only a group
+    // the namespace maps.
+    let userns = crate::rootless::in_user_namespace();
+    let sys = if userns && spec.network != Network::None {
+        json!({"destination": "/sys", "type": "bind", "source": "/sys", "options": opts(&["rbind", "nosuid", "noexec", "nodev", "ro"])})
+    } else {
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": opts(&["nosuid", "noexec", "nodev", "ro"])})
+    };
+    let mut pts = vec![
+        "nosuid",
+        "noexec",
+        "newinstance",
+        "ptmxmode=0666",
+        "mode=0620",
+    ];
+    if !userns || crate::rootless::gid_mapped(5) {
+        pts.push("gid=5");
+    }
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": opts(&["nosuid", "noexec", "nodev"])}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": opts(&["nosuid", "strictatime", "mode=755", "size=65536k"])}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": opts(&["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"])}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": opts(&["nosuid", "noexec", "nodev", "ro"])}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": opts(&pts)}),
+        sys,
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": opts(&["nosuid", "noexec", "nodev"])}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": opts(&["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"])}),
     ];

@@ -15,6 +15,12 @@
 //! on as the real strata, with [`ENV`] telling it (and whatever it starts,
 //! such as a container supervisor) that it is already inside.
 //!
+//! A later command that must reach a running container (`exec`, `stop`,
+//! `kill`, `rm`) [`join`]s the user namespace of that container's
+//! supervisor instead: a process of another user namespace, even of the
+//! same user, cannot enter the container's namespaces nor signal its
+//! processes of other ids.
+//!
 //! Inside, the kernel forbids a few things root may otherwise do: mount
 //! sysfs without a network namespace of its own (the sandbox binds the
 //! host's read-only instead), create device nodes (layers skip them with a
@@ -362,7 +368,8 @@ pub fn enter() -> Result<Option<u8>, RootlessError> {
 }
 
 /// In the parent: maps the child's ids. `M` when mapped, `S` when the child
-/// maps itself (single id), `G` when only its gids are left to it.
+/// maps itself (single id), `G` when only its gids are left to it, `U`
+/// when only its uids are.
 fn parent_map(plan: &Plan, pid: i32) -> u8 {
     let Some((newuidmap, newgidmap)) = &plan.tools else {
         return b'S';
@@ -370,20 +377,157 @@ fn parent_map(plan: &Plan, pid: i32) -> u8 {
     if plan.mapping() == Mapping::Single {
         return b'S';
     }
-    let run = |tool: &Path, own: u32, ranges: &[IdRange]| {
+    // Both at once: each is a setuid program's start (a few milliseconds
+    // every rootless command pays).
+    let spawn = |tool: &Path, own: u32, ranges: &[IdRange]| {
         Command::new(tool)
             .arg(pid.to_string())
             .args(map_args(own, ranges))
-            .status()
-            .is_ok_and(|s| s.success())
+            .spawn()
     };
-    if !run(newuidmap, plan.uid, &plan.subuids) {
-        return b'S';
+    let done = |c: std::io::Result<std::process::Child>| {
+        c.and_then(|mut c| c.wait()).is_ok_and(|s| s.success())
+    };
+    let uids = spawn(newuidmap, plan.uid, &plan.subuids);
+    let gids = spawn(newgidmap, plan.gid, &plan.subgids);
+    match (done(uids), done(gids)) {
+        (true, true) => b'M',
+        (true, false) => b'G',
+        // The child maps only its own uid (the kernel takes each map
+        // once: the gid map newgidmap wrote stays).
+        (false, true) => b'U',
+        (false, false) => b'S',
     }
-    if !run(newgidmap, plan.gid, &plan.subgids) {
-        return b'G';
+}
+
+/// `ioctl(NS_GET_OWNER_UID)` on a user namespace's file: its owner.
+const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
+
+/// Joins the user namespace of process `pid` instead of making a new one
+/// (see [`enter`]): a rootless container's supervisor, started by this same
+/// user, keeps the user namespace its container runs in, and a later
+/// `exec`, `stop`, `kill` or `rm` must be in it to reach the container (to
+/// `setns` into its namespaces, to signal a process of another id). The
+/// owner of a user namespace has every capability in it, so a process of
+/// the same user may join it. Then, as in [`enter`], the process is uid 0
+/// there, in a private mount namespace of its own, with [`ENV`] set.
+///
+/// `Ok(false)` (nothing changed) when `pid` is gone, or its user
+/// namespace is the initial one, this process's own, or another user's.
+/// Must be called while the process has a single thread.
+pub fn join(pid: i32) -> Result<bool, RootlessError> {
+    use std::os::fd::AsRawFd;
+    let Ok(ns) = std::fs::File::open(format!("/proc/{pid}/ns/user")) else {
+        return Ok(false);
+    };
+    let Ok(uid_map) = std::fs::read_to_string(format!("/proc/{pid}/uid_map")) else {
+        return Ok(false);
+    };
+    let same = |a: &str, b: &str| {
+        let ino = |p: &str| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        matches!((ino(a), ino(b)), (Ok(x), Ok(y)) if x == y)
+    };
+    if is_initial_map(&uid_map) || same(&format!("/proc/{pid}/ns/user"), "/proc/self/ns/user") {
+        return Ok(false);
     }
-    b'M'
+    let mut owner: libc::uid_t = u32::MAX;
+    // SAFETY: NS_GET_OWNER_UID writes one uid_t.
+    if unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_OWNER_UID as _, &mut owner) } != 0 {
+        return Ok(false);
+    }
+    let plan = Plan::detect();
+    if owner != plan.uid {
+        return Ok(false);
+    }
+    let gid_map = std::fs::read_to_string(format!("/proc/{pid}/gid_map")).unwrap_or_default();
+    // Only a namespace mapped as `enter` maps ours (not, say, another
+    // tool's namespace of this user behind a recycled pid).
+    let mapping = match (map_triples(&uid_map), map_triples(&gid_map)) {
+        (u, g)
+            if u == want_triples(plan.uid, &plan.subuids)
+                && g == want_triples(plan.gid, &plan.subgids) =>
+        {
+            Mapping::SubIds
+        }
+        (u, g) if u == [[0, plan.uid, 1]] && g == [[0, plan.gid, 1]] => Mapping::Single,
+        _ => return Ok(false),
+    };
+    // SAFETY: one thread (the caller's contract); plain system calls.
+    unsafe {
+        if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWUSER) != 0 {
+            return Err(sys_err("join the container's user namespace"));
+        }
+    }
+    drop(ns);
+    become_root(mapping)?;
+    set_env(&plan, mapping);
+    Ok(true)
+}
+
+/// The `inside outside count` lines of a `/proc/PID/uid_map`.
+fn map_triples(map: &str) -> Vec<[u32; 3]> {
+    map.lines()
+        .filter_map(|l| {
+            let f: Vec<u32> = l
+                .split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            <[u32; 3]>::try_from(f).ok()
+        })
+        .collect()
+}
+
+/// The map [`enter`] asks `newuidmap` for ([`map_args`]), as triples.
+fn want_triples(own: u32, ranges: &[IdRange]) -> Vec<[u32; 3]> {
+    let args: Vec<u32> = map_args(own, ranges)
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    args.chunks(3)
+        .filter_map(|c| <[u32; 3]>::try_from(c).ok())
+        .collect()
+}
+
+/// In a user namespace just entered: uid and gid 0, no unmapped
+/// supplementary groups, a private mount namespace.
+fn become_root(mapping: Mapping) -> Result<(), RootlessError> {
+    // SAFETY: plain system calls on our own ids.
+    unsafe {
+        if libc::setresgid(0, 0, 0) != 0 {
+            return Err(sys_err("become gid 0 in the user namespace"));
+        }
+        if libc::setresuid(0, 0, 0) != 0 {
+            return Err(sys_err("become uid 0 in the user namespace"));
+        }
+        if mapping == Mapping::SubIds {
+            // The host's supplementary groups are unmapped (nogroup) here.
+            libc::setgroups(0, std::ptr::null());
+        }
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(sys_err("create a mount namespace"));
+        }
+        // Nothing mounted here propagates back to the host.
+        if libc::mount(
+            c"none".as_ptr(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(sys_err("make the mount namespace private"));
+        }
+    }
+    Ok(())
+}
+
+fn set_env(plan: &Plan, mapping: Mapping) {
+    let m = match mapping {
+        Mapping::SubIds => "subids",
+        Mapping::Single => "single",
+    };
+    // SAFETY (set_var): the process has a single thread.
+    std::env::set_var(ENV, format!("{}:{}:{m}:{}", plan.uid, plan.gid, plan.user));
 }
 
 fn child(
@@ -429,6 +573,10 @@ fn child(
             write("/proc/self/gid_map", format!("0 {} 1", plan.gid))?;
             mapping = Mapping::Single;
         }
+        b'U' => {
+            write("/proc/self/uid_map", format!("0 {} 1", plan.uid))?;
+            mapping = Mapping::Single;
+        }
         _ => {
             return Err(RootlessError::Sys {
                 what: "map ids in the user namespace",
@@ -436,39 +584,8 @@ fn child(
             })
         }
     }
-    // SAFETY: plain system calls on our own ids.
-    unsafe {
-        if libc::setresgid(0, 0, 0) != 0 {
-            return Err(sys_err("become gid 0 in the user namespace"));
-        }
-        if libc::setresuid(0, 0, 0) != 0 {
-            return Err(sys_err("become uid 0 in the user namespace"));
-        }
-        if mapping == Mapping::SubIds {
-            // The host's supplementary groups are unmapped (nogroup) here.
-            libc::setgroups(0, std::ptr::null());
-        }
-        if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            return Err(sys_err("create a mount namespace"));
-        }
-        // Nothing mounted here propagates back to the host.
-        if libc::mount(
-            c"none".as_ptr(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        ) != 0
-        {
-            return Err(sys_err("make the mount namespace private"));
-        }
-    }
-    let m = match mapping {
-        Mapping::SubIds => "subids",
-        Mapping::Single => "single",
-    };
-    // SAFETY (set_var): the process has a single thread.
-    std::env::set_var(ENV, format!("{}:{}:{m}:{}", plan.uid, plan.gid, plan.user));
+    become_root(mapping)?;
+    set_env(plan, mapping);
     Ok(())
 }
 
@@ -536,6 +653,15 @@ mod tests {
         assert_eq!(parse_env("1:1:other:a"), None);
         assert!(is_initial_map("         0          0 4294967295\n"));
         assert!(id_in_map("0 1000 1\n1 100000 65536\n", 5));
+        let r = [IdRange {
+            start: 100000,
+            count: 65536,
+        }];
+        assert_eq!(
+            map_triples("         0       1000          1\n         1     100000      65536\n"),
+            want_triples(1000, &r)
+        );
+        assert_ne!(map_triples("0 1000 1\n"), want_triples(1000, &r));
         assert!(!id_in_map("0 1000 1\n", 5));
         assert!(!is_initial_map("         0       1000          1\n"));
         let hint = subid_hint("alice");

@@ -408,6 +408,10 @@ pub enum Isolation {
     Oci,
     /// The built-in namespace sandbox.
     Builtin,
+    /// runc, and only runc.
+    Runc,
+    /// crun, and only crun.
+    Crun,
 }
 
 #[cfg(test)]

@@ -197,6 +197,8 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
         Isolation::Auto => strata_sandbox::Isolation::Auto,
         Isolation::Oci => strata_sandbox::Isolation::Oci,
         Isolation::Builtin => strata_sandbox::Isolation::Builtin,
+        Isolation::Runc => strata_sandbox::Isolation::Runc,
+        Isolation::Crun => strata_sandbox::Isolation::Crun,
     };
     if let Some(seccomp) = args.security_opt.last() {
         opts.seccomp = seccomp.clone();

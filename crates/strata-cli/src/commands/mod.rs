@@ -67,7 +67,16 @@ pub fn main() -> ExitCode {
     // it in a user namespace of its own (still one thread here, as
     // `rootless::enter` needs).
     if strata_sandbox::rootless::needed() && needs_user_namespace(&cli.command) {
-        match strata_sandbox::rootless::enter() {
+        let joined = match supervisor_to_join(&cli) {
+            Some(pid) => strata_sandbox::rootless::join(pid),
+            None => Ok(false),
+        };
+        let entered = match joined {
+            Ok(true) => Ok(None),
+            Ok(false) => strata_sandbox::rootless::enter(),
+            Err(e) => Err(e),
+        };
+        match entered {
             Ok(Some(code)) => return ExitCode::from(code),
             Ok(None) => {}
             Err(e) => {
@@ -93,6 +102,32 @@ pub fn main() -> ExitCode {
             ExitCode::from(render::exit_code(&err))
         }
     }
+}
+
+/// Rootless: the container supervisor whose user namespace a container
+/// command joins ([`strata_sandbox::rootless::join`]) to reach its
+/// container: that of the first named container that runs, else that of
+/// any running container, so that a user's containers share one user
+/// namespace while any of them runs (`stop a b` reaches both).
+fn supervisor_to_join(cli: &Cli) -> Option<i32> {
+    let names: &[String] = match &cli.command {
+        Command::Exec(a) => std::slice::from_ref(&a.container),
+        Command::Stop(a) => &a.containers,
+        Command::Kill(a) => &a.containers,
+        Command::Rm(a) => &a.containers,
+        Command::Run(_) | Command::Container(_) => &[],
+        _ => return None,
+    };
+    let root = Settings::resolve(&cli.global).root;
+    let running = |f: &container::Found| {
+        let pid = f.state().supervisor;
+        (pid > 0 && f.dir.supervised()).then_some(pid)
+    };
+    names
+        .iter()
+        .filter_map(|n| container::find(&root, n).ok())
+        .find_map(|f| running(&f))
+        .or_else(|| container::list(&root).ok()?.iter().find_map(running))
 }
 
 /// Commands that neither read the store nor run anything stay outside the

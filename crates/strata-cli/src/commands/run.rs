@@ -314,6 +314,8 @@ fn run_inner(args: RunArgs, s: &Settings) -> CmdResult {
             Isolation::Auto => "auto",
             Isolation::Oci => "oci",
             Isolation::Builtin => "builtin",
+            Isolation::Runc => "runc",
+            Isolation::Crun => "crun",
         }
         .to_owned(),
         stop_signal: config.stop_signal.clone(),

@@ -296,6 +296,8 @@ fn supervise_container(
     let isolation = match record.isolation.as_str() {
         "oci" => strata_sandbox::Isolation::Oci,
         "builtin" => strata_sandbox::Isolation::Builtin,
+        "runc" => strata_sandbox::Isolation::Runc,
+        "crun" => strata_sandbox::Isolation::Crun,
         _ => strata_sandbox::Isolation::Auto,
     };
     let executor = match strata_sandbox::pick(isolation, &s.run_dir) {

@@ -67,6 +67,7 @@ pub fn info(args: InfoArgs, s: &Settings) -> CmdResult {
         ),
     };
     let (overlay, why) = strata_build::snapshotter_choice(s.snapshots);
+    let fuse = (uid != 0 || strata_sandbox::rootless::current().is_some()).then(fuse_overlayfs);
     let executor = strata_sandbox::pick(strata_sandbox::Isolation::Auto, &s.run_dir)
         .map(|e| e.name().to_owned())
         .unwrap_or_else(|e| format!("none ({e})"));
@@ -84,6 +85,7 @@ pub fn info(args: InfoArgs, s: &Settings) -> CmdResult {
         "Rootless": rootless,
         "Snapshotter": if overlay { "overlay" } else { "copy" },
         "SnapshotterReason": why,
+        "FuseOverlayfs": fuse,
         "Executor": executor,
         "Seccomp": "docker's default profile",
         "Kernel": kernel(),
@@ -110,6 +112,9 @@ pub fn info(args: InfoArgs, s: &Settings) -> CmdResult {
                 " Snapshotter:  {} ({why})",
                 info["Snapshotter"].as_str().unwrap_or("")
             );
+            if let Some(f) = &fuse {
+                outln!(" FUSE:         {f}");
+            }
             outln!(" Executor:     {executor}");
             outln!(" Seccomp:      docker's default profile");
             outln!(
@@ -121,6 +126,28 @@ pub fn info(args: InfoArgs, s: &Settings) -> CmdResult {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Rootless: whether fuse-overlayfs could serve (detected only: strata
+/// uses the kernel's overlay in the user namespace, else the copy
+/// snapshotter).
+fn fuse_overlayfs() -> String {
+    let installed = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .any(|d| d.join("fuse-overlayfs").is_file());
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse");
+    let dev = match dev {
+        Ok(_) => "/dev/fuse usable".to_owned(),
+        Err(e) => format!("/dev/fuse not usable by this user ({e})"),
+    };
+    let tool = if installed {
+        "fuse-overlayfs installed"
+    } else {
+        "fuse-overlayfs not installed"
+    };
+    format!("{tool}, {dev}; not used")
 }
 
 /// Bytes and files under `dir` (not following symlinks), 0 when missing.
