@@ -17,11 +17,16 @@ import sys
 from collections import defaultdict
 
 PHASES = ["A-export", "B-cached", "B-one-file", "C-one-file"]
-ORDER = {"strata": 0, "buildah": 1}
+ORDER = {"strata": 0, "strata-local": 1, "buildah": 2}
 
 
 def med(xs):
+    xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
+
+
+def mb(b, fmt):
+    return "-" if b is None else format(b / 1e6, fmt)
 
 
 def main():
@@ -48,13 +53,13 @@ def main():
             if not n:
                 continue
             cells = [f"{m(ex, t, 'A-export', lambda r: r['wall']):.2f}",
-                     f"{m(ex, t, 'A-export', lambda r: r['up']) / 1e6:.2f}"]
+                     mb(m(ex, t, 'A-export', lambda r: r['up']), ".2f")]
             for ph in PHASES[1:]:
                 w = m(ex, t, ph, lambda r: r["wall"])
                 if w is None:
                     cells += ["-", "-", "-"]
                     continue
-                cells += [f"{w:.2f}", f"{m(ex, t, ph, lambda r: r['down']) / 1e6:.3f}",
+                cells += [f"{w:.2f}", mb(m(ex, t, ph, lambda r: r['down']), ".3f"),
                           f"{m(ex, t, ph, lambda r: r['ran']):g}"]
             same = [v.get("A-export") == v.get("B-cached")
                     for (e, tt, _), v in ids.items() if e == ex and tt == t]

@@ -6,7 +6,7 @@
 # bench/countproxy.py standing in front of it.
 #
 #   bench/remote-cache.sh [--runs N] [--examples "busybox debian"]
-#                         [--tools "strata buildah"] [--out FILE]
+#                         [--tools "strata strata-local buildah"] [--out FILE]
 #
 # For each example, repetition and tool (the order alternating), with a
 # fresh registry:
@@ -37,13 +37,17 @@
 # buildah + skopeo for the peer (skipped with a note when missing).
 # Raw results go to FILE (default $work/results.jsonl) as JSON lines;
 # the table at the end is bench/remote-cache-summary.py FILE.
+#
+# strata-local is strata with `type=local` (an OCI layout directory, as a
+# CI cache directory would hold): A's "up" is that directory's size, B's
+# and C's downloads are not counted (the directory is read in place).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
 runs=3
 examples="busybox debian"
-tools="strata buildah"
+tools="strata strata-local buildah"
 out=
 while [ $# -gt 0 ]; do
   case $1 in
@@ -142,7 +146,13 @@ stop_registry() {
   proxy_pid=; registry_pid=; proxy=
 }
 reset_counts() { curl -fsS -X POST "http://$proxy/_reset" >/dev/null; }
-counts() { curl -fsS "http://$proxy/_count"; }
+counts() { # tool
+  if [ "$1" = strata-local ]; then
+    echo "local $(du -sb "$work/local-cache" 2>/dev/null | cut -f1 || echo 0)"
+  else
+    curl -fsS "http://$proxy/_count"
+  fi
+}
 
 # --- base images (docker-archives), made once -------------------------------------
 base=$work/base
@@ -207,7 +217,7 @@ machine() { # tool name -> sets up $work/m/name, prints seconds the base load to
   rm -rf "$m"; mkdir -p "$m"
   t0=$(ms)
   case $tool in
-    strata)
+    strata|strata-local)
       # Loaded and unpacked, as skopeo's copy into containers-storage does.
       STRATA_ROOT=$m/store "$strata" load -i "$base/busybox.tar" >/dev/null
       STRATA_ROOT=$m/store "$strata" run --rm busybox:latest true
@@ -246,6 +256,11 @@ build() { # tool machine ctx mode(to|from)
       [ "$mode" = to ] && c=(--cache-to "type=registry,ref=$ref:cache,mode=max")
       STRATA_ROOT=$m/store "$strata" build --progress json --insecure-registry "$proxy" "${c[@]}" \
         -t bench:1 "$ctx" >"$o" 2>"$o.err" || { log "FAILED: strata build"; tail -20 "$o" "$o.err" >&2; exit 1; } ;;
+    strata-local)
+      local c=(--cache-from "type=local,src=$work/local-cache")
+      [ "$mode" = to ] && c=(--cache-to "type=local,dest=$work/local-cache,mode=max")
+      STRATA_ROOT=$m/store "$strata" build --progress json "${c[@]}" \
+        -t bench:1 "$ctx" >"$o" 2>"$o.err" || { log "FAILED: strata build (local cache)"; tail -20 "$o" "$o.err" >&2; exit 1; } ;;
     buildah)
       local c=(--cache-from "$ref")
       [ "$mode" = to ] && c=(--cache-to "$ref")
@@ -255,7 +270,7 @@ build() { # tool machine ctx mode(to|from)
   t1=$(ms)
   local ran id
   case $tool in
-    strata)
+    strata|strata-local)
       read -r ran id < <(python3 -c '
 import json, sys
 for l in open(sys.argv[1]):
@@ -277,29 +292,36 @@ record() { # example tool rep phase seconds ran id base_load counts-json
   python3 - "$@" >>"$out" <<'EOF'
 import json, sys
 ex, tool, rep, phase, wall, ran, iid, base, counts = sys.argv[1:10]
-c = json.loads(counts)
-up = sum(v["sent"] for v in c.values())
-down = sum(v["received"] for v in c.values())
+if counts.startswith("local "):  # a cache directory: its size after an export, reads not counted
+    c, up, down, n = None, (int(counts.split()[1]) if phase == "A-export" else None), None, None
+else:
+    c = json.loads(counts)
+    up = sum(v["sent"] for v in c.values())
+    down = sum(v["received"] for v in c.values())
+    n = sum(v["requests"] for v in c.values())
 print(json.dumps({"example": ex, "tool": tool, "rep": int(rep), "phase": phase, "wall": float(wall),
                   "ran": int(ran), "id": iid, "base_load": float(base), "up": up, "down": down,
-                  "requests": sum(v["requests"] for v in c.values()), "counts": c}))
+                  "requests": n, "counts": c}))
 EOF
   tail -1 "$out" | python3 -c '
 import json, sys
 r = json.loads(sys.stdin.read())
-print("  {:8s} {:8s} {:11s} {:7.2f} s  ran {:2d}  up {:9.2f} MB  down {:9.2f} MB  {:4d} requests  (base load {:.2f} s)".format(
-    r["example"], r["tool"], r["phase"], r["wall"], r["ran"], r["up"] / 1e6, r["down"] / 1e6, r["requests"], r["base_load"]))' >&2
+mb = lambda b: "{:9.2f} MB".format(b / 1e6) if b is not None else "        - MB"
+print("  {:8s} {:12s} {:11s} {:7.2f} s  ran {:2d}  up {}  down {}  {:>4} requests  (base load {:.2f} s)".format(
+    r["example"], r["tool"], r["phase"], r["wall"], r["ran"], mb(r["up"]), mb(r["down"]),
+    r["requests"] if r["requests"] is not None else "-", r["base_load"]))' >&2
 }
 
 one() { # example tool rep
   local ex=$1 tool=$2 rep=$3 ctx file res base_a base_b base_c id_a
   read -r ctx file < <("ctx_$ex")
+  rm -rf "$work/local-cache"
   start_registry
   base_a=$(machine "$tool" a)
   reset_counts
   res=$(build "$tool" a "$ctx" to)
   # shellcheck disable=SC2086 # $res is three words
-  record "$ex" "$tool" "$rep" A-export $res "$base_a" "$(counts)"
+  record "$ex" "$tool" "$rep" A-export $res "$base_a" "$(counts "$tool")"
   id_a=$(echo "$res" | cut -d' ' -f3)
   drop_machine "$tool" a
 
@@ -311,7 +333,7 @@ one() { # example tool rep
   reset_counts
   res=$(build "$tool" b "$cb" from)
   # shellcheck disable=SC2086 # $res is three words
-  record "$ex" "$tool" "$rep" B-cached $res "$base_b" "$(counts)"
+  record "$ex" "$tool" "$rep" B-cached $res "$base_b" "$(counts "$tool")"
   if [ "$(echo "$res" | cut -d' ' -f3)" != "$id_a" ]; then
     log "  note: $tool on B built another image ID than A ($id_a)"
   fi
@@ -319,14 +341,14 @@ one() { # example tool rep
   reset_counts
   res=$(build "$tool" b "$cb" from)
   # shellcheck disable=SC2086 # $res is three words
-  record "$ex" "$tool" "$rep" B-one-file $res 0 "$(counts)"
+  record "$ex" "$tool" "$rep" B-one-file $res 0 "$(counts "$tool")"
   drop_machine "$tool" b
 
   base_c=$(machine "$tool" c)
   reset_counts
   res=$(build "$tool" c "$cb" from)
   # shellcheck disable=SC2086 # $res is three words
-  record "$ex" "$tool" "$rep" C-one-file $res "$base_c" "$(counts)"
+  record "$ex" "$tool" "$rep" C-one-file $res "$base_c" "$(counts "$tool")"
   drop_machine "$tool" c
   stop_registry
 }
