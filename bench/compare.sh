@@ -24,7 +24,8 @@
 # $work/results.jsonl).
 #
 # --smoke: a 200-file, 2 MB context, one repetition, row 1 only: checks the
-# harness end to end (untimed; scripts/test runs it), with the debug build.
+# harness end to end (untimed; scripts/test runs it), with the debug build
+# (BENCH_PROFILE=release takes the release build instead).
 # Needs root, mkfs.ext4 and loop devices (else stores go to a plain
 # directory and bytes written are not measured), perf for syscall counts
 # (Debian: linux-perf); buildah + skopeo, docker.io, docker-registry for
@@ -70,8 +71,11 @@ if [[ " $rows " == *" 4 "* ]] && ! command -v docker-registry >/dev/null; then
 fi
 
 # The smoke run takes the debug build `cargo test` made; timings want release.
+# BENCH_PROFILE=release|debug overrides (a smoke run where only release is built).
 profile=release
 $smoke && profile=debug
+profile=${BENCH_PROFILE:-$profile}
+case $profile in release|debug) ;; *) echo "BENCH_PROFILE: release or debug" >&2; exit 2 ;; esac
 cargo build -q --locked --profile "${profile/debug/dev}" -p strata-cli
 strata=$root/target/$profile/strata
 measure=(python3 "$root/bench/measure.py")
