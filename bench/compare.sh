@@ -91,6 +91,7 @@ dev=
 img=
 dockerd_pid=
 registry_pid=
+registry_addr=
 
 cleanup() {
   set +e
@@ -307,6 +308,8 @@ ctx_example() { # name
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Sets registry_pid and registry_addr; not to be called in $(...), whose
+# subshell would lose the pid (and leave the registry running).
 start_registry() {
   local port; port=$(free_port)
   rm -rf "$work/registry"; mkdir -p "$work/registry"
@@ -325,7 +328,7 @@ EOF
   docker-registry serve "$work/registry/config.yml" >/dev/null 2>&1 &
   registry_pid=$!
   for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { echo "127.0.0.1:$port"; return; }
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { registry_addr=127.0.0.1:$port; return; }
     sleep 0.05
   done
   log "docker-registry did not start"; exit 1
@@ -370,8 +373,8 @@ row4() {
       read -r name ctx <<<"$c"
       fs_up 8
       setup_tool "$tool"
-      local reg; reg=$(start_registry)
-      timed 4 "$name" "$tool" "$rep" "$(build_cmd "$tool" "$ctx/Dockerfile" "$ctx" bench:1) && $(push_cmd "$tool" bench:1 "$reg/bench/$tool:$rep")"
+      start_registry
+      timed 4 "$name" "$tool" "$rep" "$(build_cmd "$tool" "$ctx/Dockerfile" "$ctx" bench:1) && $(push_cmd "$tool" bench:1 "$registry_addr/bench/$tool:$rep")"
       stop_registry
       teardown_tool "$tool"
       fs_down
