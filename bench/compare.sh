@@ -11,7 +11,8 @@
 #   2  1 GiB in 100 files: cold, no change
 #   3  RUN-heavy: apt-get install build-essential, examples/ordering (pip),
 #      examples/multistage: cold, no change
-#   4  row 1's build, then a push to a loopback registry (docker-registry)
+#   4  rows 1's and 2's builds, each then pushed to a loopback registry
+#      (docker-registry): build+push, build+push-1g
 #
 # Every run of every tool gets a fresh ext4 file system (a loop device) for
 # its whole store, with the base images loaded and unpacked before the
@@ -24,7 +25,8 @@
 # $work/results.jsonl).
 #
 # --smoke: a 200-file, 2 MB context, one repetition, row 1 only: checks the
-# harness end to end (untimed; scripts/test runs it), with the debug build.
+# harness end to end (untimed; scripts/test runs it), with the debug build
+# (BENCH_PROFILE=release takes the release build instead).
 # Needs root, mkfs.ext4 and loop devices (else stores go to a plain
 # directory and bytes written are not measured), perf for syscall counts
 # (Debian: linux-perf); buildah + skopeo, docker.io, docker-registry for
@@ -70,8 +72,11 @@ if [[ " $rows " == *" 4 "* ]] && ! command -v docker-registry >/dev/null; then
 fi
 
 # The smoke run takes the debug build `cargo test` made; timings want release.
+# BENCH_PROFILE=release|debug overrides (a smoke run where only release is built).
 profile=release
 $smoke && profile=debug
+profile=${BENCH_PROFILE:-$profile}
+case $profile in release|debug) ;; *) echo "BENCH_PROFILE: release or debug" >&2; exit 2 ;; esac
 cargo build -q --locked --profile "${profile/debug/dev}" -p strata-cli
 strata=$root/target/$profile/strata
 measure=(python3 "$root/bench/measure.py")
@@ -86,6 +91,7 @@ dev=
 img=
 dockerd_pid=
 registry_pid=
+registry_addr=
 
 cleanup() {
   set +e
@@ -302,6 +308,8 @@ ctx_example() { # name
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Sets registry_pid and registry_addr; not to be called in $(...), whose
+# subshell would lose the pid (and leave the registry running).
 start_registry() {
   local port; port=$(free_port)
   rm -rf "$work/registry"; mkdir -p "$work/registry"
@@ -320,7 +328,7 @@ EOF
   docker-registry serve "$work/registry/config.yml" >/dev/null 2>&1 &
   registry_pid=$!
   for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { echo "127.0.0.1:$port"; return; }
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { registry_addr=127.0.0.1:$port; return; }
     sleep 0.05
   done
   log "docker-registry did not start"; exit 1
@@ -333,8 +341,8 @@ order() {
   for i in $(seq 0 $((n - 1))); do echo "${active[$(( (i + r) % n ))]}"; done
 }
 
-row1() { # rep [push]
-  local rep=$1 push=${2:-} ctx; ctx=$(ctx_10k)
+row1() { # rep
+  local rep=$1 ctx; ctx=$(ctx_10k)
   # The one file changed is in the small layer (`COPY last /last`): the
   # big layer stays cached (a change under app/ rebuilds it as cold does).
   local one=$ctx/last/version
@@ -342,22 +350,35 @@ row1() { # rep [push]
   for tool in $(order "$rep"); do
     fs_up 8
     setup_tool "$tool"
-    if [ -n "$push" ]; then
-      local reg; reg=$(start_registry)
-      timed 4 build+push "$tool" "$rep" "$(build_cmd "$tool" "$ctx/Dockerfile" "$ctx" bench:1) && $(push_cmd "$tool" bench:1 "$reg/bench/$tool:$rep")"
-      stop_registry
-    else
-      local b; b=$(build_cmd "$tool" "$ctx/Dockerfile" "$ctx" bench:1)
-      timed 1 cold "$tool" "$rep" "$b"
-      timed 1 no-change "$tool" "$rep" "$b"
-      find "$ctx" -type f -exec touch {} +
-      timed 1 touch "$tool" "$rep" "$b"
-      printf 'changed %s\n' "$tool-$rep" >>"$one"
-      timed 1 one-file "$tool" "$rep" "$b"
-      cp -p "$work/pristine" "$one"
-    fi
+    local b; b=$(build_cmd "$tool" "$ctx/Dockerfile" "$ctx" bench:1)
+    timed 1 cold "$tool" "$rep" "$b"
+    timed 1 no-change "$tool" "$rep" "$b"
+    find "$ctx" -type f -exec touch {} +
+    timed 1 touch "$tool" "$rep" "$b"
+    printf 'changed %s\n' "$tool-$rep" >>"$one"
+    timed 1 one-file "$tool" "$rep" "$b"
+    cp -p "$work/pristine" "$one"
     teardown_tool "$tool"
     fs_down
+  done
+}
+
+# Build, then push to a fresh registry, cold: row 1's context (build+push)
+# and row 2's (build+push-1g). buildah and docker compress at push, strata
+# at commit, so only the sum compares.
+row4() {
+  local rep=$1 c name ctx
+  for tool in $(order "$rep"); do
+    for c in "build+push $(ctx_10k)" "build+push-1g $(ctx_1g)"; do
+      read -r name ctx <<<"$c"
+      fs_up 8
+      setup_tool "$tool"
+      start_registry
+      timed 4 "$name" "$tool" "$rep" "$(build_cmd "$tool" "$ctx/Dockerfile" "$ctx" bench:1) && $(push_cmd "$tool" bench:1 "$registry_addr/bench/$tool:$rep")"
+      stop_registry
+      teardown_tool "$tool"
+      fs_down
+    done
   done
 }
 
@@ -417,7 +438,7 @@ for row in $rows; do
       1) row1 "$rep" ;;
       2) row2 "$rep" ;;
       3) row3 "$rep" ;;
-      4) row1 "$rep" push ;;
+      4) row4 "$rep" ;;
     esac
   done
 done
