@@ -9,6 +9,13 @@
 //! the number of threads or how the caller split its writes: the same tree
 //! still gives the same digest.
 //!
+//! A block that does not compress (already compressed files, random
+//! bytes) is stored instead of deflated: four 8 KiB probes spread over it
+//! are deflated at level 1 first, and when none shrinks below 97 % the
+//! block is written as stored deflate blocks, which costs a copy instead
+//! of a full compression. The decision depends on the bytes only, so the
+//! output still does.
+//!
 //! Blocks are compressed (and their CRC computed) on rayon's global pool,
 //! the one pool every layer of every stage shares with context hashing:
 //! however many layers are written at once, no more threads compress than
@@ -25,6 +32,8 @@ use flate2::{Compress, Crc, FlushCompress, Status};
 pub(crate) const BLOCK: usize = 512 * 1024;
 /// Deflate's window: the dictionary carried from block to block.
 const WINDOW: usize = 32 * 1024;
+/// Bytes of each probe that decides whether a block compresses.
+const PROBE: usize = 8 * 1024;
 
 /// A compressed block and the CRC of its input.
 type Done = io::Result<(Vec<u8>, Crc)>;
@@ -172,6 +181,11 @@ impl<W: Write> Write for ParGzEncoder<W> {
 /// Raw deflate of one block, primed with `dict`, ended by a sync flush
 /// (or the final block).
 fn deflate_block(data: &[u8], dict: &[u8], level: u32, last: bool) -> io::Result<Vec<u8>> {
+    let level = if level > 0 && incompressible(data) {
+        0
+    } else {
+        level
+    };
     let mut c = Compress::new(flate2::Compression::new(level), false);
     if !dict.is_empty() {
         c.set_dictionary(dict).map_err(io::Error::other)?;
@@ -204,6 +218,23 @@ fn deflate_block(data: &[u8], dict: &[u8], level: u32, last: bool) -> io::Result
         }
         out.reserve(out.capacity().max(64 * 1024));
     }
+}
+
+/// Whether none of four probes spread over `data` deflates (level 1) below
+/// 97 % of its size. Blocks too small to probe are compressed.
+fn incompressible(data: &[u8]) -> bool {
+    if data.len() < 4 * PROBE {
+        return false;
+    }
+    (0..4).all(|i| {
+        let start = i * (data.len() - PROBE) / 3;
+        let probe = &data[start..start + PROBE];
+        let mut c = Compress::new(flate2::Compression::fast(), false);
+        let mut out = Vec::with_capacity(PROBE + 256);
+        c.compress_vec(probe, &mut out, FlushCompress::Finish)
+            .is_ok()
+            && out.len() * 100 >= probe.len() * 97
+    })
 }
 
 #[cfg(test)]
@@ -329,6 +360,37 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Random bytes are stored, not deflated: the output is their size plus
+    /// a little, still standard gzip, and the same on any thread count; a
+    /// block with a compressible part is compressed.
+    #[test]
+    fn incompressible_blocks_are_stored() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let random: Vec<u8> = (0..3 * BLOCK + 1000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let gz = encode(&random, 6, 3, 70_000);
+        assert!(gz.len() < random.len() + random.len() / 500, "{}", gz.len());
+        assert_eq!(gz, encode(&random, 6, 1, 4096));
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, random);
+        assert!(incompressible(&random[..BLOCK]));
+        // A probe that compresses keeps the block compressed.
+        let mut mixed = random[..BLOCK].to_vec();
+        let second = (BLOCK - PROBE) / 3;
+        mixed[second..second + PROBE].fill(b'a');
+        assert!(!incompressible(&mixed));
+        assert!(!incompressible(&sample(BLOCK)));
     }
 
     #[test]
