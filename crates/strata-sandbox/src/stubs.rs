@@ -113,6 +113,11 @@ impl StubCleaner {
                 lowerdirs,
                 upperdir,
                 ..
+            }
+            | RootFs::FuseOverlay {
+                lowerdirs,
+                upperdir,
+                ..
             } => (upperdir.clone(), lowerdirs.clone(), None),
         };
         let mut c = StubCleaner {
