@@ -2,8 +2,8 @@
 //! unprivileged users (one with subordinate ids, one without; idempotent)
 //! and run a copy of the `strata` binary as them through `setpriv`. A build
 //! that adds a user with uid 1000, chowns a file to 65534, sets a setuid
-//! bit, deletes a file of a lower layer, replaces a directory and sets a
-//! file capability must give the root build's image digest, with each
+//! bit, deletes a file of a lower layer (with a mount whose mount point
+//! the image lacks), replaces a directory and sets a file capability must give the root build's image digest, with each
 //! snapshotter (the capability in the portable revision-2 form, though the
 //! kernel stores revision 3 with a root id in a user namespace); the base carries a
 //! `/dev/null` device node, which a rootless extraction skips with a
@@ -33,7 +33,7 @@ COPY d /d
 RUN echo 'dev:x:1000:1000::/home/dev:/bin/sh' >> /etc/passwd && echo 'dev:x:1000:' >> /etc/group && mkdir -p /home/dev && echo mine > /home/dev/f && chown -R dev:dev /home/dev
 RUN echo x > /owned && chown 65534:65534 /owned
 RUN cp /bin/busybox /usr/bin/suidbox && chmod 4755 /usr/bin/suidbox
-RUN rm /gone
+RUN --mount=type=tmpfs,target=/scratch/t rm /gone
 RUN rm -rf /d && mkdir /d && echo new > /d/new
 COPY setfcap /usr/local/bin/setfcap
 RUN cp /bin/busybox /capbox && /usr/local/bin/setfcap /capbox
