@@ -304,4 +304,36 @@ mod tests {
         assert!(options(&["/a,b".into()], Path::new("/u"), Path::new("/w")).is_err());
         assert!(options(&["rel".into()], Path::new("/u"), Path::new("/w")).is_err());
     }
+
+    #[test]
+    fn mounts_unmounts_and_leaves_no_daemon() {
+        if !strata_testkit::require_root() || !strata_testkit::require_tool(PROGRAM) {
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let [lower, upper, work, target] =
+            ["lower", "upper", "work", "target"].map(|d| t.path().join(d));
+        for d in [&lower, &upper, &work, &target] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(lower.join("f"), "lower").unwrap();
+        let m = FuseMount::mount(std::slice::from_ref(&lower), &upper, &work, &target).unwrap();
+        assert!(is_fuse(&target));
+        assert_eq!(std::fs::read_to_string(target.join("f")).unwrap(), "lower");
+        std::fs::write(target.join("g"), "upper").unwrap();
+        let pid = m.daemon.lock().unwrap().as_ref().unwrap().id();
+        m.unmount().unwrap();
+        assert!(!is_fuse(&target));
+        // Reaped: no such process any more.
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
+        // Every write is in the upper directory once unmounted.
+        assert_eq!(std::fs::read_to_string(upper.join("g")).unwrap(), "upper");
+        m.unmount().unwrap();
+        // A mount that cannot be made says why.
+        let e = FuseMount::mount(&[t.path().join("missing")], &upper, &work, &target)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fuse-overlayfs"), "{e}");
+        assert!(!is_fuse(&target));
+    }
 }

@@ -406,4 +406,43 @@ mod tests {
         let c = StubCleaner::before_run(&rootfs, &["/etc/hosts"]);
         assert_eq!(c.stubs().len(), 1);
     }
+
+    /// fuse-overlayfs makes each directory it creates opaque, with marker
+    /// files in it: a stub directory holding only those is still empty.
+    #[test]
+    fn fuse_overlayfs_stub_directories_are_removed() {
+        if !strata_testkit::is_root() {
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let lower = t.path().join("lower");
+        let upper = t.path().join("upper");
+        fs::create_dir_all(&lower).unwrap();
+        fs::create_dir_all(&upper).unwrap();
+        let rootfs = RootFs::FuseOverlay {
+            lowerdirs: vec![lower],
+            upperdir: upper.clone(),
+            workdir: t.path().join("work"),
+        };
+        let c = StubCleaner::before_run(&rootfs, &["/proc", "/kept"]);
+        for d in ["proc", "kept"] {
+            let dir = upper.join(d);
+            fs::create_dir(&dir).unwrap();
+            fs::write(dir.join(".wh..wh..opq"), "").unwrap();
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                dir.join(".wh..opq"),
+                FileType::CharacterDevice,
+                Mode::from_raw_mode(0o700),
+                0,
+            )
+            .unwrap();
+        }
+        // The run wrote into /kept: it stays, markers and all.
+        fs::write(upper.join("kept/data"), "d").unwrap();
+        c.after_run();
+        assert!(!upper.join("proc").exists());
+        assert!(upper.join("kept/data").exists());
+        assert!(upper.join("kept/.wh..wh..opq").exists());
+    }
 }
