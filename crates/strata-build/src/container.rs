@@ -173,22 +173,31 @@ impl SnapshotMode {
             SnapshotMode::Overlay => Ok(RootfsKind::Overlay),
             SnapshotMode::FuseOverlayfs => Ok(RootfsKind::FuseOverlayfs),
             SnapshotMode::Copy => Ok(RootfsKind::Copy),
-            SnapshotMode::Auto => match overlay_unusable() {
-                None => Ok(RootfsKind::Overlay),
-                // fuse-overlayfs is for root in a user namespace (rootless):
-                // elsewhere nothing can be mounted, or the kernel's overlay can.
-                Some(why)
-                    if rustix::process::geteuid().is_root()
-                        && strata_layer::in_user_namespace() =>
-                {
-                    match strata_sandbox::fuse::unusable() {
-                        None => Ok(RootfsKind::FuseOverlayfs),
-                        Some(fuse) => Err(format!("{why}, and {fuse}")),
-                    }
-                }
-                Some(why) => Err(why.to_owned()),
-            },
+            SnapshotMode::Auto => auto_choice(
+                overlay_unusable(),
+                rustix::process::geteuid().is_root() && strata_layer::in_user_namespace(),
+                strata_sandbox::fuse::unusable,
+            ),
         }
+    }
+}
+
+/// `Auto`: the kernel's overlay unless `overlay_unusable` says why not;
+/// then, for root in a user namespace (`userns`: rootless; elsewhere
+/// nothing can be mounted, or the kernel's overlay can), fuse-overlayfs
+/// unless `fuse_unusable` says why not; else copy (`Err`, both reasons).
+fn auto_choice(
+    overlay_unusable: Option<&str>,
+    userns: bool,
+    fuse_unusable: impl FnOnce() -> Option<String>,
+) -> Result<RootfsKind, String> {
+    match overlay_unusable {
+        None => Ok(RootfsKind::Overlay),
+        Some(why) if userns => match fuse_unusable() {
+            None => Ok(RootfsKind::FuseOverlayfs),
+            Some(fuse) => Err(format!("{why}, and {fuse}")),
+        },
+        Some(why) => Err(why.to_owned()),
     }
 }
 
@@ -748,6 +757,19 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // fuse-overlayfs: the same directories, for the executor to mount
+        match prepare_rootfs(&snap, "c-fuse", layers, RootfsKind::FuseOverlayfs).unwrap() {
+            RootFs::FuseOverlay {
+                lowerdirs,
+                upperdir,
+                workdir,
+            } => {
+                assert_eq!(lowerdirs, [snap.path(&layer.diff_id)]);
+                assert!(upperdir.is_dir() && workdir.is_dir());
+                assert_eq!(upperdir, snap.writable_dir("c-fuse"));
+            }
+            other => panic!("{other:?}"),
+        }
         // copy: a directory holding the image's files
         match prepare_rootfs(&snap, "c-copy", layers, RootfsKind::Copy).unwrap() {
             RootFs::Dir(d) => {
@@ -759,10 +781,29 @@ mod tests {
         // a key in use fails and leaves the first one alone
         assert!(prepare_rootfs(&snap, "c-copy", layers, RootfsKind::Copy).is_err());
         assert!(snap.writable_dir("c-copy").join("etc/passwd").is_file());
-        for k in ["c-overlay", "c-copy"] {
+        for k in ["c-overlay", "c-fuse", "c-copy"] {
             snap.remove(k).unwrap();
             assert!(!snap.writable_dir(k).exists());
         }
+    }
+
+    #[test]
+    fn auto_picks_overlay_then_fuse_overlayfs_rootless_then_copy() {
+        let old = Some("overlayfs in a user namespace needs Linux >= 5.11 (userxattr)");
+        let fuse_ok = || None;
+        let no_fuse = || Some("fuse-overlayfs is not installed".to_owned());
+        assert_eq!(auto_choice(None, true, no_fuse), Ok(RootfsKind::Overlay));
+        assert_eq!(
+            auto_choice(old, true, fuse_ok),
+            Ok(RootfsKind::FuseOverlayfs)
+        );
+        assert_eq!(
+            auto_choice(old, true, no_fuse),
+            Err("overlayfs in a user namespace needs Linux >= 5.11 (userxattr), and fuse-overlayfs is not installed".to_owned())
+        );
+        // Not in a user namespace: fuse-overlayfs is not considered.
+        let e = auto_choice(Some("not running as root"), false, fuse_ok);
+        assert_eq!(e, Err("not running as root".to_owned()));
     }
 
     #[test]
