@@ -72,6 +72,8 @@ pub fn unusable() -> Option<String> {
 #[derive(Debug)]
 pub struct FuseMount {
     target: PathBuf,
+    lowerdirs: Vec<PathBuf>,
+    upperdir: PathBuf,
     daemon: Mutex<Option<Child>>,
 }
 
@@ -198,6 +200,8 @@ impl FuseMount {
             if is_fuse(target) {
                 return Ok(FuseMount {
                     target: target.to_owned(),
+                    lowerdirs: lowerdirs.to_vec(),
+                    upperdir: upperdir.to_owned(),
                     daemon: Mutex::new(Some(child)),
                 });
             }
@@ -274,7 +278,90 @@ impl FuseMount {
                 Ok(None) => std::thread::sleep(Duration::from_millis(1)),
             }
         }
+        if result.is_ok() {
+            restore_dir_times(&self.lowerdirs, &self.upperdir, Path::new(""));
+        }
         result
+    }
+}
+
+/// The copy-up xattr fuse-overlayfs puts on a file it copied up.
+const ORIGIN_XATTR: &str = "user.fuseoverlayfs.origin";
+
+fn has_xattr(path: &Path, name: &str) -> bool {
+    rustix::fs::lgetxattr(path, name, &mut [0u8; 0]).is_ok()
+}
+
+/// Whether `dir` is opaque as fuse-overlayfs marks it.
+fn opaque(dir: &Path) -> bool {
+    ["trusted.overlay.opaque", "user.fuseoverlayfs.opaque"]
+        .iter()
+        .any(|x| has_xattr(dir, x))
+        || dir.join(".wh..wh..opq").is_file()
+}
+
+/// The first lower directory's `rel`, when it is a directory there.
+fn lower_dir(lowerdirs: &[PathBuf], rel: &Path) -> Option<std::fs::Metadata> {
+    lowerdirs
+        .iter()
+        .find_map(|l| std::fs::symlink_metadata(l.join(rel)).ok())
+        .filter(|m| m.is_dir())
+}
+
+/// The kernel's overlay gives a directory that a copy-up brought into
+/// the upper directory its lower times back (`ovl_set_timestamps`);
+/// fuse-overlayfs (1.10) leaves the time of the copy-up's rename. So a
+/// directory whose entries were not created, removed or renamed keeps,
+/// as with the kernel, its lower times: every entry in it is a copy-up (a
+/// file carrying fuse-overlayfs's origin xattr, a directory the lower has
+/// too and not made opaque), none a whiteout. A temporary file created
+/// and removed again in such a directory leaves no trace and is missed.
+fn restore_dir_times(lowerdirs: &[PathBuf], upper: &Path, rel: &Path) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let dir = upper.join(rel);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let lower = if rel.as_os_str().is_empty() || opaque(&dir) {
+        None
+    } else {
+        lower_dir(lowerdirs, rel)
+    };
+    let mut changed = false;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let child_rel = rel.join(&name);
+        let child = dir.join(&name);
+        let Ok(m) = std::fs::symlink_metadata(&child) else {
+            changed = true;
+            continue;
+        };
+        if m.is_dir() {
+            if opaque(&child) || lower_dir(lowerdirs, &child_rel).is_none() {
+                changed = true;
+            }
+            restore_dir_times(lowerdirs, upper, &child_rel);
+        } else if name.as_bytes().starts_with(b".wh.")
+            || (m.file_type().is_char_device() && m.rdev() == 0)
+            || !has_xattr(&child, ORIGIN_XATTR)
+        {
+            changed = true;
+        }
+    }
+    if let (Some(l), false) = (lower, changed) {
+        let t = |s: i64, ns: i64| rustix::fs::Timespec {
+            tv_sec: s,
+            tv_nsec: ns as _,
+        };
+        let _ = rustix::fs::utimensat(
+            rustix::fs::CWD,
+            &dir,
+            &rustix::fs::Timestamps {
+                last_access: t(l.atime(), l.atime_nsec()),
+                last_modification: t(l.mtime(), l.mtime_nsec()),
+            },
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        );
     }
 }
 
@@ -317,10 +404,25 @@ mod tests {
             std::fs::create_dir(d).unwrap();
         }
         std::fs::write(lower.join("f"), "lower").unwrap();
+        for d in ["a/b", "c"] {
+            std::fs::create_dir_all(lower.join(d)).unwrap();
+            std::fs::write(lower.join(d).join("f"), "old").unwrap();
+        }
+        let old = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        for d in ["a/b", "a", "c"] {
+            std::fs::File::open(lower.join(d))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
         let m = FuseMount::mount(std::slice::from_ref(&lower), &upper, &work, &target).unwrap();
         assert!(is_fuse(&target));
         assert_eq!(std::fs::read_to_string(target.join("f")).unwrap(), "lower");
         std::fs::write(target.join("g"), "upper").unwrap();
+        // Changed in place: a/b and a are only copied up; c gets an entry.
+        std::fs::write(target.join("a/b/f"), "new").unwrap();
+        std::fs::write(target.join("c/f"), "new").unwrap();
+        std::fs::write(target.join("c/new"), "new").unwrap();
         let pid = m.daemon.lock().unwrap().as_ref().unwrap().id();
         m.unmount().unwrap();
         assert!(!is_fuse(&target));
@@ -328,6 +430,17 @@ mod tests {
         assert!(!Path::new(&format!("/proc/{pid}")).exists());
         // Every write is in the upper directory once unmounted.
         assert_eq!(std::fs::read_to_string(upper.join("g")).unwrap(), "upper");
+        // Directories only copied up have their lower times, as with the
+        // kernel's overlay; one that got an entry has the time of that.
+        let mtime = |p: &str| {
+            std::fs::metadata(upper.join(p))
+                .unwrap()
+                .modified()
+                .unwrap()
+        };
+        assert_eq!(mtime("a"), old);
+        assert_eq!(mtime("a/b"), old);
+        assert_ne!(mtime("c"), old);
         m.unmount().unwrap();
         // A mount that cannot be made says why.
         let e = FuseMount::mount(&[t.path().join("missing")], &upper, &work, &target)
