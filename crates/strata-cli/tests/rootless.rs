@@ -207,7 +207,7 @@ fn place() -> Place {
 }
 
 /// The busybox base (without the `app` user, so the build adds uid 1000)
-/// plus a `/dev/null` character device.
+/// plus a `/dev/null` character device, its directories dated 2001.
 fn base_tar(dest: &Path) -> bool {
     let plain = dest.with_extension("plain.tar");
     if !strata_testkit::busybox_rootfs_tar_with(
@@ -222,6 +222,12 @@ fn base_tar(dest: &Path) -> bool {
     for e in input.entries().unwrap() {
         let mut e = e.unwrap();
         let mut h = e.header().clone();
+        // Directories with a time of their own (not the epoch every
+        // layer's changes get): a RUN step that only changes a file in one
+        // must leave it, as the kernel's overlay does.
+        if h.entry_type() == tar::EntryType::Directory {
+            h.set_mtime(1_000_000_000);
+        }
         let path = e.path().unwrap().into_owned();
         if h.entry_type() == tar::EntryType::Symlink {
             let target = e.link_name().unwrap().unwrap().into_owned();
