@@ -37,7 +37,7 @@ use strata_sandbox::{
     UserError,
 };
 
-use crate::options::SnapshotMode;
+use crate::options::{RootfsKind, SnapshotMode};
 
 /// What `docker run` flags change in the image's config. Everything else
 /// (mounts, network, terminal) is set on the returned spec by the caller.
@@ -165,18 +165,39 @@ pub fn process_spec(
 }
 
 impl SnapshotMode {
-    /// Whether to use overlayfs: `Ok(true)` for overlay, `Ok(false)` for
-    /// copy; for `Auto`, `Err(why)` when overlayfs cannot be used here (the
-    /// caller falls back to copy and may say why).
-    pub fn resolve(self) -> Result<bool, &'static str> {
+    /// The snapshotter to use: for `Auto`, `Err(why)` when neither the
+    /// kernel's overlayfs nor (rootless) fuse-overlayfs can be used here
+    /// (the caller falls back to copy and may say why).
+    pub fn resolve(self) -> Result<RootfsKind, String> {
         match self {
-            SnapshotMode::Overlay => Ok(true),
-            SnapshotMode::Copy => Ok(false),
-            SnapshotMode::Auto => match overlay_unusable() {
-                None => Ok(true),
-                Some(why) => Err(why),
-            },
+            SnapshotMode::Overlay => Ok(RootfsKind::Overlay),
+            SnapshotMode::FuseOverlayfs => Ok(RootfsKind::FuseOverlayfs),
+            SnapshotMode::Copy => Ok(RootfsKind::Copy),
+            SnapshotMode::Auto => auto_choice(
+                overlay_unusable(),
+                rustix::process::geteuid().is_root() && strata_layer::in_user_namespace(),
+                strata_sandbox::fuse::unusable,
+            ),
         }
+    }
+}
+
+/// `Auto`: the kernel's overlay unless `overlay_unusable` says why not;
+/// then, for root in a user namespace (`userns`: rootless; elsewhere
+/// nothing can be mounted, or the kernel's overlay can), fuse-overlayfs
+/// unless `fuse_unusable` says why not; else copy (`Err`, both reasons).
+fn auto_choice(
+    overlay_unusable: Option<&str>,
+    userns: bool,
+    fuse_unusable: impl FnOnce() -> Option<String>,
+) -> Result<RootfsKind, String> {
+    match overlay_unusable {
+        None => Ok(RootfsKind::Overlay),
+        Some(why) if userns => match fuse_unusable() {
+            None => Ok(RootfsKind::FuseOverlayfs),
+            Some(fuse) => Err(format!("{why}, and {fuse}")),
+        },
+        Some(why) => Err(why.to_owned()),
     }
 }
 
@@ -210,23 +231,38 @@ fn kernel_at_least(release: &str, major: u32, minor: u32) -> bool {
     (a, b) >= (major, minor)
 }
 
-/// Prepares snapshot `key` on top of `layers` (bottom first): overlay mounts
-/// when `overlay`, else a full copy; returns the root filesystem for the
-/// sandbox. Nothing is left behind on failure. The caller removes the
-/// snapshot with [`Snapshotter::remove`] (or commits it).
+/// Prepares snapshot `key` on top of `layers` (bottom first): an overlay
+/// (the kernel's, or one fuse-overlayfs serves) or a full copy, as `kind`
+/// says; returns the root filesystem for the sandbox, which mounts it.
+/// Nothing is left behind on failure. The caller removes the snapshot with
+/// [`Snapshotter::remove`] (or commits it).
 pub fn prepare_rootfs(
     snap: &Snapshotter,
     key: &str,
     layers: &[Layer],
-    overlay: bool,
+    kind: RootfsKind,
 ) -> Result<RootFs, ContainerError> {
-    let mounts = if overlay {
-        snap.prepare(key, layers)?
-    } else {
-        snap.prepare_copy(key, layers)?
+    let mounts = match kind {
+        RootfsKind::Overlay | RootfsKind::FuseOverlayfs => snap.prepare(key, layers)?,
+        RootfsKind::Copy => snap.prepare_copy(key, layers)?,
     };
-    rootfs_from_mounts(&mounts).inspect_err(|_| {
+    let rootfs = rootfs_from_mounts(&mounts).inspect_err(|_| {
         let _ = snap.remove(key);
+    })?;
+    Ok(match (kind, rootfs) {
+        (
+            RootfsKind::FuseOverlayfs,
+            RootFs::Overlay {
+                lowerdirs,
+                upperdir,
+                workdir,
+            },
+        ) => RootFs::FuseOverlay {
+            lowerdirs,
+            upperdir,
+            workdir,
+        },
+        (_, rootfs) => rootfs,
     })
 }
 
@@ -709,7 +745,7 @@ mod tests {
         let snap = Snapshotter::new(&store).unwrap();
         let layers = std::slice::from_ref(&layer);
         // overlay: the layer's snapshot below a fresh upper directory
-        match prepare_rootfs(&snap, "c-overlay", layers, true).unwrap() {
+        match prepare_rootfs(&snap, "c-overlay", layers, RootfsKind::Overlay).unwrap() {
             RootFs::Overlay {
                 lowerdirs,
                 upperdir,
@@ -721,8 +757,21 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // fuse-overlayfs: the same directories, for the executor to mount
+        match prepare_rootfs(&snap, "c-fuse", layers, RootfsKind::FuseOverlayfs).unwrap() {
+            RootFs::FuseOverlay {
+                lowerdirs,
+                upperdir,
+                workdir,
+            } => {
+                assert_eq!(lowerdirs, [snap.path(&layer.diff_id)]);
+                assert!(upperdir.is_dir() && workdir.is_dir());
+                assert_eq!(upperdir, snap.writable_dir("c-fuse"));
+            }
+            other => panic!("{other:?}"),
+        }
         // copy: a directory holding the image's files
-        match prepare_rootfs(&snap, "c-copy", layers, false).unwrap() {
+        match prepare_rootfs(&snap, "c-copy", layers, RootfsKind::Copy).unwrap() {
             RootFs::Dir(d) => {
                 assert!(d.join("etc/passwd").is_file());
                 assert_eq!(d, snap.writable_dir("c-copy"));
@@ -730,20 +779,46 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // a key in use fails and leaves the first one alone
-        assert!(prepare_rootfs(&snap, "c-copy", layers, false).is_err());
+        assert!(prepare_rootfs(&snap, "c-copy", layers, RootfsKind::Copy).is_err());
         assert!(snap.writable_dir("c-copy").join("etc/passwd").is_file());
-        for k in ["c-overlay", "c-copy"] {
+        for k in ["c-overlay", "c-fuse", "c-copy"] {
             snap.remove(k).unwrap();
             assert!(!snap.writable_dir(k).exists());
         }
     }
 
     #[test]
+    fn auto_picks_overlay_then_fuse_overlayfs_rootless_then_copy() {
+        let old = Some("overlayfs in a user namespace needs Linux >= 5.11 (userxattr)");
+        let fuse_ok = || None;
+        let no_fuse = || Some("fuse-overlayfs is not installed".to_owned());
+        assert_eq!(auto_choice(None, true, no_fuse), Ok(RootfsKind::Overlay));
+        assert_eq!(
+            auto_choice(old, true, fuse_ok),
+            Ok(RootfsKind::FuseOverlayfs)
+        );
+        assert_eq!(
+            auto_choice(old, true, no_fuse),
+            Err("overlayfs in a user namespace needs Linux >= 5.11 (userxattr), and fuse-overlayfs is not installed".to_owned())
+        );
+        // Not in a user namespace: fuse-overlayfs is not considered.
+        let e = auto_choice(Some("not running as root"), false, fuse_ok);
+        assert_eq!(e, Err("not running as root".to_owned()));
+    }
+
+    #[test]
     fn snapshot_modes() {
-        assert_eq!(SnapshotMode::Overlay.resolve(), Ok(true));
-        assert_eq!(SnapshotMode::Copy.resolve(), Ok(false));
+        assert_eq!(SnapshotMode::Overlay.resolve(), Ok(RootfsKind::Overlay));
+        assert_eq!(
+            SnapshotMode::FuseOverlayfs.resolve(),
+            Ok(RootfsKind::FuseOverlayfs)
+        );
+        assert_eq!(SnapshotMode::Copy.resolve(), Ok(RootfsKind::Copy));
         let auto = SnapshotMode::Auto.resolve();
-        assert_eq!(auto.is_ok(), overlay_unusable().is_none());
+        assert_eq!(
+            auto == Ok(RootfsKind::Overlay),
+            overlay_unusable().is_none()
+        );
     }
 
     #[test]

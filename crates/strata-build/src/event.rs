@@ -48,7 +48,8 @@ pub enum Event {
         stages: Vec<String>,
         /// Steps that will run or be looked up.
         steps: usize,
-        /// How RUN steps get their root filesystem: `overlay` or `copy`.
+        /// How RUN steps get their root filesystem: `overlay`,
+        /// `fuse-overlayfs` or `copy`.
         snapshotter: &'static str,
     },
     /// Build cache entries were exported (`--cache-to`).

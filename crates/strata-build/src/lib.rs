@@ -48,6 +48,8 @@ pub use error::{Error, ErrorKind, Location, Result};
 pub use event::{Event, EventSink, StepId, Stream};
 pub use explain::{Change, Explanation};
 pub use multi::{build_platforms, MultiOutput};
-pub use options::{BuildOptions, CacheExport, CacheSources, SecretSource, SnapshotMode};
+pub use options::{
+    BuildOptions, CacheExport, CacheSources, RootfsKind, SecretSource, SnapshotMode,
+};
 pub use source::{resolve_context, ContextSpec, ResolvedContext};
 pub use strata_layer::MergedView;

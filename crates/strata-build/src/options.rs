@@ -18,13 +18,39 @@ pub enum SecretSource {
 /// How RUN steps get their root filesystem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SnapshotMode {
-    /// overlayfs when it can be used (root and a kernel with overlay), else copy.
+    /// The kernel's overlayfs when it can be used (root, or a user
+    /// namespace on Linux >= 5.11, and a kernel with overlay); rootless,
+    /// else fuse-overlayfs when installed and `/dev/fuse` opens; else copy.
     #[default]
     Auto,
     /// overlayfs: lowerdirs are the layer snapshots, the upper dir is the diff.
     Overlay,
+    /// The same overlay served by `fuse-overlayfs`.
+    FuseOverlayfs,
     /// A copy of the parent tree and a directory diff (same layer bytes).
     Copy,
+}
+
+/// The snapshotter a [`SnapshotMode`] resolved to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootfsKind {
+    /// The kernel's overlayfs.
+    Overlay,
+    /// fuse-overlayfs.
+    FuseOverlayfs,
+    /// A full copy.
+    Copy,
+}
+
+impl RootfsKind {
+    /// `overlay`, `fuse-overlayfs` or `copy`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RootfsKind::Overlay => "overlay",
+            RootfsKind::FuseOverlayfs => "fuse-overlayfs",
+            RootfsKind::Copy => "copy",
+        }
+    }
 }
 
 /// Remote build caches (`--cache-from`), tried in order after the store's

@@ -24,7 +24,7 @@ pub struct Settings {
     /// for a build.
     pub epoch: i64,
     /// How RUN steps and `strata run` get their root filesystem
-    /// (`STRATA_SNAPSHOTTER=overlay|copy`, else chosen by what the host allows).
+    /// (`STRATA_SNAPSHOTTER=overlay|fuse-overlayfs|copy`, else chosen by what the host allows).
     pub snapshots: strata_build::SnapshotMode,
     /// Runtime state (the sandbox's per-run scratch directories):
     /// `<store>/run`, or rootless `$XDG_RUNTIME_DIR/strata` when set.
@@ -52,6 +52,7 @@ impl Settings {
             snapshots: match std::env::var("STRATA_SNAPSHOTTER").as_deref() {
                 Ok("copy") => strata_build::SnapshotMode::Copy,
                 Ok("overlay") => strata_build::SnapshotMode::Overlay,
+                Ok("fuse-overlayfs") => strata_build::SnapshotMode::FuseOverlayfs,
                 _ => strata_build::SnapshotMode::Auto,
             },
             binfmt_dir: std::env::var_os("STRATA_BINFMT_DIR")

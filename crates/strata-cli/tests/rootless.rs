@@ -2,8 +2,8 @@
 //! unprivileged users (one with subordinate ids, one without; idempotent)
 //! and run a copy of the `strata` binary as them through `setpriv`. A build
 //! that adds a user with uid 1000, chowns a file to 65534, sets a setuid
-//! bit, deletes a file of a lower layer, replaces a directory and sets a
-//! file capability must give the root build's image digest, with each
+//! bit, deletes a file of a lower layer (with a mount whose mount point
+//! the image lacks), replaces a directory and sets a file capability must give the root build's image digest, with each
 //! snapshotter (the capability in the portable revision-2 form, though the
 //! kernel stores revision 3 with a root id in a user namespace); the base carries a
 //! `/dev/null` device node, which a rootless extraction skips with a
@@ -33,7 +33,7 @@ COPY d /d
 RUN echo 'dev:x:1000:1000::/home/dev:/bin/sh' >> /etc/passwd && echo 'dev:x:1000:' >> /etc/group && mkdir -p /home/dev && echo mine > /home/dev/f && chown -R dev:dev /home/dev
 RUN echo x > /owned && chown 65534:65534 /owned
 RUN cp /bin/busybox /usr/bin/suidbox && chmod 4755 /usr/bin/suidbox
-RUN rm /gone
+RUN --mount=type=tmpfs,target=/scratch/t rm /gone
 RUN rm -rf /d && mkdir /d && echo new > /d/new
 COPY setfcap /usr/local/bin/setfcap
 RUN cp /bin/busybox /capbox && /usr/local/bin/setfcap /capbox
@@ -207,7 +207,7 @@ fn place() -> Place {
 }
 
 /// The busybox base (without the `app` user, so the build adds uid 1000)
-/// plus a `/dev/null` character device.
+/// plus a `/dev/null` character device, its directories dated 2001.
 fn base_tar(dest: &Path) -> bool {
     let plain = dest.with_extension("plain.tar");
     if !strata_testkit::busybox_rootfs_tar_with(
@@ -222,6 +222,12 @@ fn base_tar(dest: &Path) -> bool {
     for e in input.entries().unwrap() {
         let mut e = e.unwrap();
         let mut h = e.header().clone();
+        // Directories with a time of their own (not the epoch every
+        // layer's changes get): a RUN step that only changes a file in one
+        // must leave it, as the kernel's overlay does.
+        if h.entry_type() == tar::EntryType::Directory {
+            h.set_mtime(1_000_000_000);
+        }
         let path = e.path().unwrap().into_owned();
         if h.entry_type() == tar::EntryType::Symlink {
             let target = e.link_name().unwrap().unwrap().into_owned();
@@ -356,6 +362,105 @@ fn user_home(p: &Place, name: &str, owner: (u32, u32)) -> (PathBuf, PathBuf, Pat
     (store, ctx, xdg)
 }
 
+/// Whether `/dev/fuse` is usable by `uid` (Debian's udev rule makes it
+/// 0666; without it only root may open it).
+fn fuse_usable_by(uid: u32) -> bool {
+    let usable = fs::metadata("/dev/fuse").is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.mode() & 0o006 == 0o006 || m.uid() == uid
+    });
+    if !usable {
+        assert!(
+            std::env::var_os("STRATA_TEST_STRICT").is_none(),
+            "/dev/fuse is not usable by uid {uid} (scripts/test makes it 0666, as Debian's udev rule does)"
+        );
+        eprintln!("skipped fuse-overlayfs: /dev/fuse not usable by uid {uid}");
+    }
+    usable
+}
+
+/// FUSE mounts under `dir` in this (the host's) mount namespace, and
+/// fuse-overlayfs processes of `uid` anywhere: both must be gone once a
+/// strata command ended.
+fn fuse_leftovers(dir: &Path, uid: u32) -> Vec<String> {
+    let mut left: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(" - fuse") && l.contains(dir.to_str().unwrap()))
+        .map(str::to_owned)
+        .collect();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let comm = fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        let owner = fs::metadata(e.path()).map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+        if comm.trim() == "fuse-overlayfs" && owner.is_ok_and(|o| o == uid) {
+            left.push(format!("process {}", e.file_name().to_string_lossy()));
+        }
+    }
+    left
+}
+
+/// With fuse-overlayfs: nothing stays mounted, nor any daemon running,
+/// after a build, a failed RUN step, a container, and a build killed in
+/// the middle of a step.
+fn fuse_steps_leave_nothing(p: &Place, store: &Path, ctx: &Path, env: &[(&str, &str)], uid: u32) {
+    let none = |when: &str| {
+        let left = fuse_leftovers(&p.dir, uid);
+        assert!(left.is_empty(), "after {when}: {left:?}");
+    };
+    none("a build and two runs");
+    let failing = ctx.join("Dockerfile.fail");
+    fs::write(&failing, "FROM img\nRUN echo partial > /p && false\n").unwrap();
+    std::os::unix::fs::chown(&failing, Some(uid), None).unwrap();
+    let f = failing.to_str().unwrap();
+    let c = ctx.to_str().unwrap();
+    let out = as_user(p, USER, store, env, &["build", "--no-cache", "-f", f, c]);
+    assert!(!out.status.success(), "the failing step fails: {out:?}");
+    none("a failed RUN step");
+    // Killed while a step runs (its daemon was mounted for it).
+    let slow = ctx.join("Dockerfile.slow");
+    fs::write(&slow, "FROM img\nRUN touch /started && sleep 60\n").unwrap();
+    std::os::unix::fs::chown(&slow, Some(uid), None).unwrap();
+    let mut c2 = Command::new("setpriv");
+    c2.args(["--reuid", USER, "--regid", USER, "--init-groups", "--"])
+        .arg(&p.bin)
+        .args(["build", "--no-cache", "-f", slow.to_str().unwrap(), c])
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+        .env("HOME", format!("/home/{USER}"))
+        .env("STRATA_ROOT", store)
+        .envs(env.iter().copied())
+        .current_dir(&p.dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = c2.spawn().unwrap();
+    // Wait (without a clock) for the step's daemon to be up.
+    let mut seen = false;
+    for _ in 0..6000 {
+        if fuse_leftovers(&p.dir, uid)
+            .iter()
+            .any(|l| l.starts_with("process"))
+        {
+            seen = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(seen, "the slow step mounted fuse-overlayfs");
+    // SIGKILL (nothing can clean up after it): the namespaced strata
+    // dies with it, and the daemon with that.
+    child.kill().unwrap();
+    let _ = child.wait();
+    let mut left = fuse_leftovers(&p.dir, uid);
+    for _ in 0..500 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        left = fuse_leftovers(&p.dir, uid);
+    }
+    assert!(left.is_empty(), "after a killed build: {left:?}");
+}
+
 #[test]
 fn rootless_build_gives_roots_digest_with_each_snapshotter_and_runs() {
     if !require() {
@@ -374,6 +479,10 @@ fn rootless_build_gives_roots_digest_with_each_snapshotter_and_runs() {
     if strata_testkit::require_overlay() {
         snapshotters.push("overlay");
     }
+    // Forced here (the kernel's overlay would serve on Linux >= 5.11).
+    if strata_testkit::require_tool("fuse-overlayfs") && fuse_usable_by(uid) {
+        snapshotters.push("fuse-overlayfs");
+    }
     for snap in snapshotters {
         let home = p.dir.join(format!("user-{snap}"));
         fs::create_dir_all(&home).unwrap();
@@ -385,7 +494,7 @@ fn rootless_build_gives_roots_digest_with_each_snapshotter_and_runs() {
         let info = ok_as(&p, USER, &store, &env, &["info"]);
         assert!(info.contains("rootless"), "{info}");
         assert!(info.contains("/etc/subuid"), "mapping named: {info}");
-        // fuse-overlayfs is detected (not used).
+        // Whether fuse-overlayfs could serve is said.
         assert!(info.contains(" FUSE:         fuse-overlayfs"), "{info}");
         assert!(
             info.contains(&format!("Snapshotter:  {snap}")),
@@ -477,6 +586,9 @@ fn rootless_build_gives_roots_digest_with_each_snapshotter_and_runs() {
             &["run", "--rm", "--user", "1000", "img", "id", "-u"],
         );
         assert_eq!(out.lines().next(), Some("1000"), "{snap}: {out}");
+        if snap == "fuse-overlayfs" {
+            fuse_steps_leave_nothing(&p, &store, &ctx, &env, uid);
+        }
         // Clean up as the user (files of subordinate ids included).
         ok_as(&p, USER, &store, &[], &["rmi", "img"]);
         ok_as(&p, USER, &store, &[], &["prune", "--all"]);

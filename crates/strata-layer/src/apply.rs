@@ -133,7 +133,9 @@ pub fn overlay_opaque_xattr() -> &'static str {
 
 /// Overlay's own xattrs, which no layer may set.
 fn is_overlay_xattr(name: &str) -> bool {
-    name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.")
+    name.starts_with("trusted.overlay.")
+        || name.starts_with("user.overlay.")
+        || name.starts_with("user.fuseoverlayfs.")
 }
 
 pub(crate) fn dir_flags() -> OFlags {

@@ -3,7 +3,7 @@
 //! for the same change, so the same layer bytes.
 
 use std::collections::{BTreeSet, HashMap};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -14,7 +14,37 @@ use crate::error::IoContext;
 use crate::writer::{entry_from_meta, keep_xattr, read_xattrs};
 use crate::{Entry, EntryKind, Error, MergedView, Result};
 
-pub(crate) const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
+/// What marks an opaque directory in an upper directory: the kernel's
+/// overlay (`trusted.`, or `user.` when mounted `userxattr`) and
+/// fuse-overlayfs where it may not set `trusted.*` (it also leaves a
+/// `.wh..wh..opq` file there, [`FUSE_OPAQUE_FILE`]).
+pub(crate) const OPAQUE_XATTRS: [&str; 3] = [
+    "trusted.overlay.opaque",
+    "user.overlay.opaque",
+    "user.fuseoverlayfs.opaque",
+];
+
+/// The file fuse-overlayfs creates in every directory it makes opaque.
+pub(crate) const FUSE_OPAQUE_FILE: &str = ".wh..wh..opq";
+
+/// Whether `meta` (named `name`) is one of fuse-overlayfs's own files in
+/// an upper directory: its opaque marker, or the whiteout of a name
+/// `.wh..opq` it makes beside it (both stand for the directory's opacity).
+pub(crate) fn is_fuse_marker(name: &[u8], meta: &fs::Metadata) -> bool {
+    (name == FUSE_OPAQUE_FILE.as_bytes() && meta.file_type().is_file())
+        || (name == b".wh..opq" && is_overlay_whiteout(meta))
+}
+
+/// The name a fuse-overlayfs fallback whiteout (an empty `.wh.NAME` file,
+/// made where the kernel refuses a 0/0 device) hides.
+pub(crate) fn fuse_whiteout_target<'a>(name: &'a [u8], meta: &fs::Metadata) -> Option<&'a [u8]> {
+    let rest = name.strip_prefix(b".wh.")?;
+    (meta.file_type().is_file()
+        && meta.len() == 0
+        && !rest.is_empty()
+        && !rest.starts_with(b".wh."))
+    .then_some(rest)
+}
 
 fn sorted_names(dir: &Path) -> Result<Vec<OsString>> {
     let mut names: Vec<OsString> = fs::read_dir(dir)
@@ -226,8 +256,15 @@ fn upper_walk(
         let rel_path = rel.join(&name);
         let abs = root.join(&rel_path);
         let meta = fs::symlink_metadata(&abs).ctx("stat", &abs)?;
+        if is_fuse_marker(name.as_bytes(), &meta) {
+            continue; // the directory was found opaque
+        }
         if is_overlay_whiteout(&meta) {
             out.push(whiteout(rel, &name));
+            continue;
+        }
+        if let Some(hidden) = fuse_whiteout_target(name.as_bytes(), &meta) {
+            out.push(whiteout(rel, &OsString::from(OsStr::from_bytes(hidden))));
             continue;
         }
         for bad in [
@@ -251,6 +288,8 @@ fn upper_walk(
             for x in OPAQUE_XATTRS {
                 opaque |= xattr_value(&abs, x)?.as_deref() == Some(b"y");
             }
+            let marker = abs.join(FUSE_OPAQUE_FILE);
+            opaque |= fs::symlink_metadata(&marker).is_ok_and(|m| m.file_type().is_file());
             if opaque {
                 out.push(opaque_marker(&rel_path));
             }

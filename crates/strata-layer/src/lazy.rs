@@ -496,6 +496,31 @@ fn prune(
         }
         rel.extend_from_slice(name.as_bytes());
         if name.as_bytes().starts_with(b".wh.") {
+            // fuse-overlayfs's own: its opaque marker (the directory gets
+            // the opaque xattr), a fallback whiteout file (the whiteout
+            // device is made below).
+            let fuse_own = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)
+                .ok()
+                .is_some_and(|st| {
+                    let ft = FileType::from_raw_mode(st.st_mode);
+                    let rest = &name.as_bytes()[4..];
+                    let mut hidden = rel[..len].to_vec();
+                    if !hidden.is_empty() {
+                        hidden.push(b'/');
+                    }
+                    hidden.extend_from_slice(rest);
+                    (name.as_bytes() == crate::diff::FUSE_OPAQUE_FILE.as_bytes()
+                        && ft == FileType::RegularFile)
+                        || (rest == b".opq" && ft == FileType::CharacterDevice && st.st_rdev == 0)
+                        || (ft == FileType::RegularFile
+                            && st.st_size == 0
+                            && victims.contains(&hidden))
+                });
+            if fuse_own {
+                remove_at(dir, &name).ctx("remove", shown(rel))?;
+                rel.truncate(len);
+                continue;
+            }
             // The layer has it as a whiteout marker, extraction makes a
             // whiteout of it: not this file.
             return Err(Error::invalid(

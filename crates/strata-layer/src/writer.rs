@@ -213,7 +213,8 @@ pub(crate) fn path_order(a: &Path, b: &Path) -> std::cmp::Ordering {
 pub(crate) fn keep_xattr(name: &str) -> bool {
     !(name.starts_with("trusted.overlay.")
         || name == "security.selinux"
-        || name.starts_with("user.overlay."))
+        || name.starts_with("user.overlay.")
+        || name.starts_with("user.fuseoverlayfs."))
 }
 
 /// The xattr holding a file's capabilities.

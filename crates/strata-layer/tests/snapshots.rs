@@ -5,7 +5,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, UNIX_EPOCH};
@@ -205,6 +205,111 @@ fn diff_fallback_matches_the_overlay_upper_byte_for_byte() {
     base_tree(&check);
     apply_layer(&blob_a[..], &check, ApplyMode::Plain).unwrap();
     assert_eq!(describe_tree(&check), describe_tree(&copy));
+}
+
+/// The layer of an upper directory, gzip'd, with its entry names.
+fn upper_layer(upper: &Path, lower: &Path) -> (Vec<u8>, Vec<String>) {
+    let entries =
+        upper_to_entries_against(upper, &MergedView::new(vec![lower.to_owned()]), true).unwrap();
+    let (_, blob) = write_layer(LayerSource::Entries(entries), &opts(), Vec::new()).unwrap();
+    let (_, r) = strata_layer::decompress(&blob[..]).unwrap();
+    let names = tar::Archive::new(r)
+        .entries()
+        .unwrap()
+        .map(|e| String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned())
+        .collect();
+    (blob, names)
+}
+
+/// fuse-overlayfs (the rootless snapshotter before Linux 5.11) writes its
+/// upper directory in forms of its own: every directory it creates is
+/// opaque (an xattr, plus a `.wh..wh..opq` file and a whiteout named
+/// `.wh..opq` in it), and in a user namespace the xattr is
+/// `user.fuseoverlayfs.opaque` and, where the kernel refuses whiteout
+/// devices, whiteouts are `.wh.NAME` files. Each form gives the copy
+/// snapshotter's layer.
+#[test]
+fn a_fuse_overlayfs_upper_gives_the_same_layer_in_each_of_its_forms() {
+    if !strata_testkit::require_root()
+        || !strata_testkit::require_tool("fuse-overlayfs")
+        || !strata_testkit::require_tool("umount")
+    {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let [lower, upper, work, merged, copy] =
+        ["lower", "upper", "work", "merged", "copy"].map(|d| t.path().join(d));
+    for d in [&lower, &upper, &work, &merged, &copy] {
+        fs::create_dir_all(d).unwrap();
+    }
+    base_tree(&lower);
+    base_tree(&copy);
+    let opt = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    strata_testkit::run_ok(
+        Command::new("fuse-overlayfs")
+            .args(["-o", &opt])
+            .arg(&merged),
+    );
+    change(&merged);
+    strata_testkit::run_ok(Command::new("umount").arg(&merged));
+    // fuse-overlayfs's own markers are there, and never in the layer.
+    assert!(upper.join("replaced/.wh..wh..opq").is_file());
+    assert!(upper.join("srv/new/.wh..wh..opq").is_file());
+    change(&copy);
+    let via_diff = diff_dirs(&lower, &copy).unwrap();
+    let (_, want) = write_layer(LayerSource::Entries(via_diff), &opts(), Vec::new()).unwrap();
+    let (got, names) = upper_layer(&upper, &lower);
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.ends_with(".wh..wh..opq") || n.ends_with(".wh..opq")),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n == "replaced/.wh.old"), "{names:?}");
+    assert_eq!(got, want, "as root: {names:?}");
+    // Rootless forms: the opaque xattr fuse-overlayfs sets there, and
+    // whiteout files instead of devices.
+    let mut dirs = vec![upper.clone()];
+    let mut files = 0;
+    while let Some(d) = dirs.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                if rustix::fs::lgetxattr(&p, "trusted.overlay.opaque", &mut [0u8; 4]).is_ok() {
+                    rustix::fs::lremovexattr(&p, "trusted.overlay.opaque").unwrap();
+                    rustix::fs::lsetxattr(
+                        &p,
+                        "user.fuseoverlayfs.opaque",
+                        b"y",
+                        rustix::fs::XattrFlags::empty(),
+                    )
+                    .unwrap();
+                }
+                dirs.push(p);
+            } else if m.file_type().is_char_device()
+                && m.rdev() == 0
+                && p.file_name().unwrap() != ".wh..opq"
+            {
+                fs::remove_file(&p).unwrap();
+                let mut n = std::ffi::OsString::from(".wh.");
+                n.push(p.file_name().unwrap());
+                fs::write(p.with_file_name(n), b"").unwrap();
+                files += 1;
+            }
+        }
+    }
+    assert!(
+        files > 0,
+        "the upper has whiteout devices to turn into files"
+    );
+    let (got, names) = upper_layer(&upper, &lower);
+    assert_eq!(got, want, "rootless forms: {names:?}");
 }
 
 #[test]
@@ -430,6 +535,23 @@ fn an_adopted_upper_is_what_extracting_its_layer_makes() {
     if !overlay_usable() {
         return;
     }
+    adopted_upper_case(false);
+}
+
+/// The same with an upper directory fuse-overlayfs wrote (its opaque
+/// markers in every directory it made).
+#[test]
+fn an_adopted_fuse_overlayfs_upper_is_what_extracting_its_layer_makes() {
+    if !strata_testkit::require_root()
+        || !strata_testkit::require_tool("fuse-overlayfs")
+        || !strata_testkit::require_tool("umount")
+    {
+        return;
+    }
+    adopted_upper_case(true);
+}
+
+fn adopted_upper_case(fuse: bool) {
     let t = tempfile::tempdir().unwrap();
     let store = Store::open(t.path().join("store")).unwrap();
     let src = t.path().join("src");
@@ -457,17 +579,32 @@ fn an_adopted_upper_is_what_extracting_its_layer_makes() {
     let mounts = snap.prepare("run-a", std::slice::from_ref(&base)).unwrap();
     let merged = t.path().join("merged");
     fs::create_dir(&merged).unwrap();
-    strata_testkit::run_ok(
-        Command::new("mount")
-            .args([
-                "-t",
-                "overlay",
-                "overlay",
-                "-o",
-                &mounts[0].options_string(),
-            ])
-            .arg(&merged),
-    );
+    if fuse {
+        let dirs: Vec<&str> = mounts[0]
+            .options
+            .iter()
+            .filter(|o| o.starts_with("lowerdir=") || o.contains("dir="))
+            .filter(|o| !o.starts_with("redirect_dir="))
+            .map(String::as_str)
+            .collect();
+        strata_testkit::run_ok(
+            Command::new("fuse-overlayfs")
+                .args(["-o", &dirs.join(",")])
+                .arg(&merged),
+        );
+    } else {
+        strata_testkit::run_ok(
+            Command::new("mount")
+                .args([
+                    "-t",
+                    "overlay",
+                    "overlay",
+                    "-o",
+                    &mounts[0].options_string(),
+                ])
+                .arg(&merged),
+        );
+    }
     change(&merged);
     // More of what RUN steps do: packaged (old) times kept, xattrs set and
     // removed, hard links, a fifo, a copy-up of a file with an xattr.

@@ -367,6 +367,8 @@ struct Launched {
     program: String,
     stubs: StubCleaner,
     rootfs: RootFs,
+    /// The fuse-overlayfs root, mounted under `_tmp` (so dropped first).
+    fuse: Option<crate::fuse::FuseMount>,
     _tmp: tempfile::TempDir,
 }
 
@@ -387,7 +389,11 @@ impl BuiltinExecutor {
             std::fs::create_dir(d).map_err(|e| SandboxError::prepare(d, e))?;
         }
         let etc = write_etc_files(tmp.path(), spec)?;
-        let rm = root_mount(&spec.rootfs, &mnt, &empty)?;
+        let fuse = crate::fuse::mount_for(&spec.rootfs, tmp.path(), &empty)?;
+        let rm = match &fuse {
+            Some(f) => root_mount(&RootFs::Dir(f.target().to_owned()), &mnt, &empty)?,
+            None => root_mount(&spec.rootfs, &mnt, &empty)?,
+        };
         let setup = SetupPlan::new(spec, rm, &etc.files)?;
         let process = ProcessPlan::new(spec)?;
         let stubs = StubCleaner::before_run(&spec.rootfs, &crate::mount_targets(spec));
@@ -453,6 +459,7 @@ impl BuiltinExecutor {
             program: process.program.clone(),
             stubs,
             rootfs: spec.rootfs.clone(),
+            fuse,
             _tmp: tmp,
         })
     }
@@ -484,6 +491,11 @@ impl Launched {
     }
 
     fn cleanup(&self) {
+        if let Some(f) = &self.fuse {
+            // Before the stubs are looked at: every write is in the upper
+            // directory once the daemon is gone.
+            let _ = f.unmount();
+        }
         self.stubs.after_run();
         crate::plan::overlay_after_run(&self.rootfs);
     }

@@ -54,6 +54,7 @@ mod defaults;
 mod error;
 mod etc;
 mod fsutil;
+pub mod fuse;
 mod interrupt;
 mod oci;
 mod plan;

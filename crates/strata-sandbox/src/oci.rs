@@ -357,12 +357,28 @@ fn exec_errno(msg: &str) -> Option<i32> {
 /// A bundle ready for the runtime: config.json written, the root mount
 /// and the private-namespace setup prepared.
 struct Bundle {
+    /// The fuse-overlayfs root, mounted in the bundle (so dropped, and
+    /// unmounted, before it).
+    fuse: Option<crate::fuse::FuseMount>,
     dir: tempfile::TempDir,
     id: String,
     log: PathBuf,
     pre: Option<PreExec>,
     stubs: StubCleaner,
     rootfs: RootFs,
+}
+
+impl Bundle {
+    /// After the container is gone: the fuse-overlayfs root unmounted
+    /// (every write then in the upper directory), mount-point stubs
+    /// removed, overlay's volatile marker cleared.
+    fn after_run(&self) {
+        if let Some(f) = &self.fuse {
+            let _ = f.unmount();
+        }
+        self.stubs.after_run();
+        crate::plan::overlay_after_run(&self.rootfs);
+    }
 }
 
 impl OciExecutor {
@@ -386,9 +402,18 @@ impl OciExecutor {
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
         let etc = write_etc_files(bundle.path(), spec)?;
-        let (root_path, root_mount) = match &spec.rootfs {
-            RootFs::Dir(d) => (d.clone(), None),
-            RootFs::Overlay { .. } => {
+        let fuse = match &spec.rootfs {
+            RootFs::FuseOverlay { .. } => {
+                let empty = bundle.path().join("empty");
+                std::fs::create_dir(&empty).map_err(|e| SandboxError::prepare(&empty, e))?;
+                crate::fuse::mount_for(&spec.rootfs, bundle.path(), &empty)?
+            }
+            _ => None,
+        };
+        let (root_path, root_mount) = match (&spec.rootfs, &fuse) {
+            (_, Some(f)) => (f.target().to_owned(), None),
+            (RootFs::Dir(d), None) => (d.clone(), None),
+            (RootFs::Overlay { .. } | RootFs::FuseOverlay { .. }, None) => {
                 let mnt = bundle.path().join("rootfs");
                 let empty = bundle.path().join("empty");
                 for d in [&mnt, &empty] {
@@ -417,6 +442,7 @@ impl OciExecutor {
             pre: Some(pre),
             stubs,
             rootfs: spec.rootfs.clone(),
+            fuse,
         })
     }
 
@@ -532,8 +558,7 @@ impl Executor for OciExecutor {
             self.quiet(&["delete", "-f", &id]);
         }
         watchdog.done();
-        b.stubs.after_run();
-        crate::plan::overlay_after_run(&b.rootfs);
+        b.after_run();
         let status = ExitStatus::from_wait_status(
             waited.map_err(|e| SandboxError::io(format!("cannot wait for {}", self.name), e))?,
         );
@@ -590,8 +615,7 @@ impl Executor for OciExecutor {
         }
         let cleanup = |b: &Bundle| {
             self.quiet(&["delete", "-f", &b.id]);
-            b.stubs.after_run();
-            crate::plan::overlay_after_run(&b.rootfs);
+            b.after_run();
         };
         let status = cmd.status().map_err(|e| SandboxError::Spawn {
             program: format!(
@@ -766,8 +790,7 @@ impl Started for OciStarted {
             None => ExitStatus(255),
         };
         self.exec.quiet(&["delete", "-f", &self.id]);
-        self.bundle.stubs.after_run();
-        crate::plan::overlay_after_run(&self.bundle.rootfs);
+        self.bundle.after_run();
         Ok(status)
     }
 }

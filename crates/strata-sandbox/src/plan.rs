@@ -55,7 +55,7 @@ pub(crate) enum RootKind {
     },
 }
 
-fn check_overlay_path(p: &Path) -> Result<(), SandboxError> {
+pub(crate) fn check_overlay_path(p: &Path) -> Result<(), SandboxError> {
     let b = p.as_os_str().as_bytes();
     if b.iter().any(|c| matches!(c, b',' | b':' | b'\\')) {
         return Err(SandboxError::InvalidSpec(format!(
@@ -106,6 +106,9 @@ pub(crate) fn root_mount_in(
             },
             target: target_c,
         }),
+        RootFs::FuseOverlay { .. } => Err(SandboxError::InvalidSpec(
+            "a fuse-overlayfs root is mounted by the executor, then bound as a directory".into(),
+        )),
         RootFs::Overlay {
             lowerdirs,
             upperdir,

@@ -107,6 +107,17 @@ pub enum RootFs {
         /// overlayfs' work directory, empty, on the same filesystem as `upperdir`.
         workdir: PathBuf,
     },
+    /// The same overlay served by `fuse-overlayfs` (rootless, where the
+    /// kernel's overlayfs cannot be mounted in the user namespace): the
+    /// executor mounts it on its side before the run and unmounts it after.
+    FuseOverlay {
+        /// Read-only layers, top first.
+        lowerdirs: Vec<PathBuf>,
+        /// The writable directory that receives every change.
+        upperdir: PathBuf,
+        /// fuse-overlayfs' work directory, on the same filesystem as `upperdir`.
+        workdir: PathBuf,
+    },
 }
 
 /// User and groups of the command (numeric, already resolved).

@@ -113,6 +113,11 @@ impl StubCleaner {
                 lowerdirs,
                 upperdir,
                 ..
+            }
+            | RootFs::FuseOverlay {
+                lowerdirs,
+                upperdir,
+                ..
             } => (upperdir.clone(), lowerdirs.clone(), None),
         };
         let mut c = StubCleaner {
@@ -220,9 +225,13 @@ impl StubCleaner {
 
 fn has_overlay_opaque(path: &Path) -> bool {
     let mut buf = [0u8; 4];
-    [c"trusted.overlay.opaque", c"user.overlay.opaque"]
-        .into_iter()
-        .any(|name| rustix::fs::lgetxattr(path, name, &mut buf).is_ok_and(|n| n > 0))
+    [
+        c"trusted.overlay.opaque",
+        c"user.overlay.opaque",
+        c"user.fuseoverlayfs.opaque",
+    ]
+    .into_iter()
+    .any(|name| rustix::fs::lgetxattr(path, name, &mut buf).is_ok_and(|n| n > 0))
 }
 
 /// Removes `rel` under `dir` when it is an empty regular file or an empty
@@ -241,11 +250,53 @@ fn remove_if_empty(dir: &Path, rel: &str) -> bool {
     };
     let flags = match FileType::from_raw_mode(st.st_mode) {
         FileType::RegularFile if st.st_size == 0 => AtFlags::empty(),
-        FileType::Directory => AtFlags::REMOVEDIR,
+        FileType::Directory => {
+            remove_fuse_markers(&pfd, name);
+            AtFlags::REMOVEDIR
+        }
         _ => return false,
     };
     // rmdir fails on a non-empty directory
     rustix::fs::unlinkat(&pfd, name, flags).is_ok()
+}
+
+/// fuse-overlayfs makes every directory it creates opaque, with a
+/// `.wh..wh..opq` file and a whiteout named `.wh..opq` in it: when those are
+/// all the directory `name` in `parent` holds, they go (it is empty then).
+fn remove_fuse_markers(parent: &OwnedFd, name: &str) {
+    let Ok(dir) = rustix::fs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return;
+    };
+    let Ok(entries) = rustix::fs::Dir::read_from(&dir) else {
+        return;
+    };
+    let mut markers = Vec::new();
+    for e in entries.flatten() {
+        let n = e.file_name().to_bytes();
+        if n == b"." || n == b".." {
+            continue;
+        }
+        let marker =
+            rustix::fs::statat(&dir, e.file_name(), AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+                match FileType::from_raw_mode(st.st_mode) {
+                    FileType::RegularFile => n == b".wh..wh..opq" && st.st_size == 0,
+                    FileType::CharacterDevice => n == b".wh..opq" && st.st_rdev == 0,
+                    _ => false,
+                }
+            });
+        if !marker {
+            return;
+        }
+        markers.push(e.file_name().to_owned());
+    }
+    for m in markers {
+        let _ = rustix::fs::unlinkat(&dir, &m, AtFlags::empty());
+    }
 }
 
 /// Metadata helper for tests and callers: whether `path` is an overlay
@@ -354,5 +405,44 @@ mod tests {
         };
         let c = StubCleaner::before_run(&rootfs, &["/etc/hosts"]);
         assert_eq!(c.stubs().len(), 1);
+    }
+
+    /// fuse-overlayfs makes each directory it creates opaque, with marker
+    /// files in it: a stub directory holding only those is still empty.
+    #[test]
+    fn fuse_overlayfs_stub_directories_are_removed() {
+        if !strata_testkit::is_root() {
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let lower = t.path().join("lower");
+        let upper = t.path().join("upper");
+        fs::create_dir_all(&lower).unwrap();
+        fs::create_dir_all(&upper).unwrap();
+        let rootfs = RootFs::FuseOverlay {
+            lowerdirs: vec![lower],
+            upperdir: upper.clone(),
+            workdir: t.path().join("work"),
+        };
+        let c = StubCleaner::before_run(&rootfs, &["/proc", "/kept"]);
+        for d in ["proc", "kept"] {
+            let dir = upper.join(d);
+            fs::create_dir(&dir).unwrap();
+            fs::write(dir.join(".wh..wh..opq"), "").unwrap();
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                dir.join(".wh..opq"),
+                FileType::CharacterDevice,
+                Mode::from_raw_mode(0o700),
+                0,
+            )
+            .unwrap();
+        }
+        // The run wrote into /kept: it stays, markers and all.
+        fs::write(upper.join("kept/data"), "d").unwrap();
+        c.after_run();
+        assert!(!upper.join("proc").exists());
+        assert!(upper.join("kept/data").exists());
+        assert!(upper.join("kept/.wh..wh..opq").exists());
     }
 }

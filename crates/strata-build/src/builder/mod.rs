@@ -158,7 +158,7 @@ struct Shared<'a> {
     sink: EventSink<'a>,
     lease: Mutex<strata_oci::Lease>,
     tmp: PathBuf,
-    overlay: bool,
+    rootfs_kind: crate::RootfsKind,
     ran: AtomicUsize,
     cached: AtomicUsize,
     results: Mutex<HashMap<usize, Arc<StageOut>>>,
@@ -293,9 +293,9 @@ pub fn build(
         .clone()
         .unwrap_or_else(|| store.root().join("run"));
     let executor = strata_sandbox::pick(opts.isolation, state_dir)?;
-    let (overlay, fallback) = match opts.snapshots.resolve() {
-        Ok(overlay) => (overlay, None),
-        Err(why) => (false, Some(why)),
+    let (rootfs_kind, fallback) = match opts.snapshots.resolve() {
+        Ok(kind) => (kind, None),
+        Err(why) => (crate::RootfsKind::Copy, Some(why)),
     };
     let dockerfile_abs = fs::canonicalize(&dockerfile).unwrap_or(dockerfile);
     let mut identity = format!("{}\0{}", context_dir.display(), dockerfile_abs.display());
@@ -328,7 +328,7 @@ pub fn build(
         sink,
         lease: Mutex::new(store.lease("build")?),
         tmp,
-        overlay,
+        rootfs_kind,
         ran: AtomicUsize::new(0),
         cached: AtomicUsize::new(0),
         results: Mutex::new(HashMap::new()),
@@ -363,26 +363,37 @@ pub fn build(
             .map(|&i| shared.plan.stages[i].label.clone())
             .collect(),
         steps,
-        snapshotter: if shared.overlay { "overlay" } else { "copy" },
+        snapshotter: shared.rootfs_kind.name(),
     });
     let target = shared.run_stages()?;
     let output = shared.finish(&target, started)?;
     Ok(output)
 }
 
-/// How RUN steps will get their root filesystem under `mode`: overlay or
-/// not, and why (for `strata info` and the build's warning).
-pub fn snapshotter_choice(mode: crate::SnapshotMode) -> (bool, &'static str) {
+/// How RUN steps will get their root filesystem under `mode`, and why (for
+/// `strata info` and the build's warning).
+pub fn snapshotter_choice(mode: crate::SnapshotMode) -> (crate::RootfsKind, String) {
+    use crate::RootfsKind;
+    let forced = "asked for with STRATA_SNAPSHOTTER".to_owned();
     match mode {
-        crate::SnapshotMode::Overlay => (true, "asked for with STRATA_SNAPSHOTTER"),
-        crate::SnapshotMode::Copy => (false, "asked for with STRATA_SNAPSHOTTER"),
+        crate::SnapshotMode::Overlay => (RootfsKind::Overlay, forced),
+        crate::SnapshotMode::FuseOverlayfs => (RootfsKind::FuseOverlayfs, forced),
+        crate::SnapshotMode::Copy => (RootfsKind::Copy, forced),
         crate::SnapshotMode::Auto => match mode.resolve() {
-            Ok(_) if strata_layer::in_user_namespace() => (
-                true,
-                "the kernel's overlayfs, in the user namespace (userxattr)",
+            Ok(RootfsKind::Overlay) if strata_layer::in_user_namespace() => (
+                RootfsKind::Overlay,
+                "the kernel's overlayfs, in the user namespace (userxattr)".to_owned(),
             ),
-            Ok(_) => (true, "the kernel's overlayfs"),
-            Err(why) => (false, why),
+            Ok(RootfsKind::FuseOverlayfs) => (
+                RootfsKind::FuseOverlayfs,
+                format!(
+                    "{}: fuse-overlayfs in the user namespace",
+                    crate::container::overlay_unusable()
+                        .unwrap_or("the kernel's overlayfs cannot be used")
+                ),
+            ),
+            Ok(kind) => (kind, "the kernel's overlayfs".to_owned()),
+            Err(why) => (RootfsKind::Copy, why),
         },
     }
 }

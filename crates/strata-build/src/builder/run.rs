@@ -534,7 +534,7 @@ impl Shared<'_> {
         );
         let _hold = self.store.hold_active(&active)?;
         let rootfs =
-            crate::container::prepare_rootfs(&self.snap, &active, &st.layers, self.overlay)?;
+            crate::container::prepare_rootfs(&self.snap, &active, &st.layers, self.rootfs_kind)?;
         let guard = ActiveSnapshot {
             snap: &self.snap,
             key: active.clone(),

@@ -263,19 +263,19 @@ fn run_inner(args: RunArgs, s: &Settings) -> CmdResult {
     if let Some(init) = &init {
         with_init(&mut spec, init);
     }
-    let overlay = match s.snapshots.resolve() {
-        Ok(o) => o,
+    let kind = match s.snapshots.resolve() {
+        Ok(k) => k,
         Err(why) => {
             if !s.quiet {
                 eprintln!("warning: {why}: the container gets a copy of the image (slower)");
             }
-            false
+            strata_build::RootfsKind::Copy
         }
     };
     let key = format!("ctr-{}", &id[..12]);
     // The container's layer outlives this command: kept until `strata rm`.
     store.keep_active(&key)?;
-    let rootfs = prepare_rootfs(&snap, &key, &image.layers, overlay)?;
+    let rootfs = prepare_rootfs(&snap, &key, &image.layers, kind)?;
     let cleanup_snapshot = |e: anyhow::Error| {
         let _ = snap.remove(&key);
         let _ = store.release_active(&key);

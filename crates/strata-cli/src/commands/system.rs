@@ -66,7 +66,7 @@ pub fn info(args: InfoArgs, s: &Settings) -> CmdResult {
             "not in a user namespace".to_owned(),
         ),
     };
-    let (overlay, why) = strata_build::snapshotter_choice(s.snapshots);
+    let (kind, why) = strata_build::snapshotter_choice(s.snapshots);
     let fuse = (uid != 0 || strata_sandbox::rootless::current().is_some()).then(fuse_overlayfs);
     let executor = strata_sandbox::pick(strata_sandbox::Isolation::Auto, &s.run_dir)
         .map(|e| e.name().to_owned())
@@ -83,7 +83,7 @@ pub fn info(args: InfoArgs, s: &Settings) -> CmdResult {
         "Tags": images.iter().filter(|e| e.entry.reference.is_some()).count(),
         "User": user,
         "Rootless": rootless,
-        "Snapshotter": if overlay { "overlay" } else { "copy" },
+        "Snapshotter": kind.name(),
         "SnapshotterReason": why,
         "FuseOverlayfs": fuse,
         "Executor": executor,
@@ -128,12 +128,13 @@ pub fn info(args: InfoArgs, s: &Settings) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Rootless: whether fuse-overlayfs could serve (detected only: strata
-/// uses the kernel's overlay in the user namespace, else the copy
-/// snapshotter).
+/// Rootless: whether fuse-overlayfs can serve (the snapshotter after the
+/// kernel's overlayfs).
 fn fuse_overlayfs() -> String {
-    let installed = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .any(|d| d.join("fuse-overlayfs").is_file());
+    let tool = match strata_sandbox::fuse::program() {
+        Some(p) => format!("fuse-overlayfs installed ({})", p.display()),
+        None => "fuse-overlayfs not installed".to_owned(),
+    };
     let dev = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -142,12 +143,7 @@ fn fuse_overlayfs() -> String {
         Ok(_) => "/dev/fuse usable".to_owned(),
         Err(e) => format!("/dev/fuse not usable by this user ({e})"),
     };
-    let tool = if installed {
-        "fuse-overlayfs installed"
-    } else {
-        "fuse-overlayfs not installed"
-    };
-    format!("{tool}, {dev}; not used")
+    format!("{tool}, {dev}")
 }
 
 /// Bytes and files under `dir` (not following symlinks), 0 when missing.
