@@ -208,6 +208,23 @@ fn place() -> Place {
 
 /// The busybox base (without the `app` user, so the build adds uid 1000)
 /// plus a `/dev/null` character device, its directories dated 2001.
+/// What the tests that run as the user start from, when root, `tools`
+/// and the base can be had: the user (with subordinate ids) and its ids,
+/// a scratch place, and the base image tar in it (with the setfcap helper
+/// beside it).
+fn user_place(tools: &[&str]) -> Option<((u32, u32), Place, PathBuf)> {
+    if !require() || !tools.iter().all(|t| strata_testkit::require_tool(t)) {
+        return None;
+    }
+    let owner = ensure_user(USER, true);
+    let p = place();
+    let tar = p.dir.join("base.tar");
+    if !base_tar(&tar) || setfcap(&p.dir).is_none() {
+        return None;
+    }
+    Some((owner, p, tar))
+}
+
 fn base_tar(dest: &Path) -> bool {
     let plain = dest.with_extension("plain.tar");
     if !strata_testkit::busybox_rootfs_tar_with(
@@ -648,16 +665,9 @@ fn a_user_without_subordinate_ids_is_told_how_to_get_them() {
 /// gives root's digest; `strata run` with them sees the image as built.
 #[test]
 fn rootless_runc_and_crun_build_roots_digest_and_run() {
-    if !require() || !strata_testkit::require_tool("runc") || !strata_testkit::require_tool("crun")
-    {
+    let Some((owner, p, tar)) = user_place(&["runc", "crun"]) else {
         return;
-    }
-    let owner = ensure_user(USER, true);
-    let p = place();
-    let tar = p.dir.join("base.tar");
-    if !base_tar(&tar) || setfcap(&p.dir).is_none() {
-        return;
-    }
+    };
     let want = root_build(&p, &tar);
     for rt in ["crun", "runc"] {
         let (store, ctx, xdg) = user_home(&p, &format!("user-{rt}"), owner);
@@ -738,16 +748,9 @@ fn rootless_runc_and_crun_build_roots_digest_and_run() {
 /// outside its user namespace could not signal.
 #[test]
 fn rootless_detached_containers_exec_stop_and_rm() {
-    if !require() || !strata_testkit::require_tool("runc") || !strata_testkit::require_tool("crun")
-    {
+    let Some((owner, p, tar)) = user_place(&["runc", "crun"]) else {
         return;
-    }
-    let owner = ensure_user(USER, true);
-    let p = place();
-    let tar = p.dir.join("base.tar");
-    if !base_tar(&tar) || setfcap(&p.dir).is_none() {
-        return;
-    }
+    };
     for iso in ["builtin", "crun", "runc"] {
         let (store, _, xdg) = user_home(&p, &format!("user-{iso}"), owner);
         let env = [("XDG_RUNTIME_DIR", xdg.to_str().unwrap())];
@@ -818,15 +821,9 @@ fn rootless_detached_containers_exec_stop_and_rm() {
 /// store (the same image ID), `analyze` and `lint` as the user.
 #[test]
 fn rootless_serve_push_pull_analyze_and_lint() {
-    if !require() {
+    let Some((owner, p, tar)) = user_place(&[]) else {
         return;
-    }
-    let owner = ensure_user(USER, true);
-    let p = place();
-    let tar = p.dir.join("base.tar");
-    if !base_tar(&tar) || setfcap(&p.dir).is_none() {
-        return;
-    }
+    };
     let (store, ctx, _) = user_home(&p, "user-reg", owner);
     let (pulled, _, _) = user_home(&p, "user-pull", owner);
     let (served, _, _) = user_home(&p, "user-serve", owner);
