@@ -4,13 +4,14 @@
 //! layers reported apart from the Dockerfile's.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{self, Cursor, Read};
+use std::io::{self, Cursor};
 
 use std::collections::BTreeMap;
 
 use strata_analyze::image::{
     analyze, ci_checks, diff_images, find_base, render_html, render_summary, render_text,
-    BaseLayers, BaseSource, DiffSide, LayerMeta, Options, Report, Thresholds, WasteKind,
+    BaseLayers, BaseSource, DiffSide, LayerFiles, LayerMeta, Options, Report, Thresholds,
+    WasteKind,
 };
 use strata_layer::{write_layer, Entry, EntryKind, LayerOptions, LayerSource};
 use strata_oci::Compression;
@@ -77,8 +78,8 @@ fn run(img: &Img) -> Report {
 
 fn run_with_base(img: &Img, base: Option<BaseLayers>) -> Report {
     let blobs = img.blobs.clone();
-    let mut open = move |i: usize| -> io::Result<Box<dyn Read>> {
-        Ok(Box::new(Cursor::new(blobs[i].clone())))
+    let mut open = move |i: usize| -> io::Result<LayerFiles> {
+        LayerFiles::scan_blob(Cursor::new(blobs[i].clone()))
     };
     analyze(
         "test",

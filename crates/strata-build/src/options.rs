@@ -155,6 +155,9 @@ pub struct BuildOptions {
     /// contents of a `RUN --mount=type=cache` directory this store does
     /// not have yet (`mounts=true`).
     pub mounts_from: Vec<usize>,
+    /// Shown each layer the build writes, uncompressed, while it is
+    /// written (the CLI's post-build summary records its files this way).
+    pub layer_tap: Option<strata_layer::TapFactory>,
 }
 
 impl BuildOptions {
@@ -185,6 +188,7 @@ impl BuildOptions {
             cache_to: Vec::new(),
             lazy_final: false,
             mounts_from: Vec::new(),
+            layer_tap: None,
         }
     }
 }

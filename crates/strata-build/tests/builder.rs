@@ -173,3 +173,80 @@ fn a_missing_base_image_fails_with_the_reference() {
     }
     assert!(chain.contains("example.com/nope:1"), "{chain}");
 }
+
+/// Every layer the build writes is shown to [`BuildOptions::layer_tap`],
+/// whole (its bytes hash to the diffID) and once, after it is stored; a
+/// rebuild from the cache writes nothing and shows nothing.
+#[test]
+fn every_layer_written_goes_through_the_tap() {
+    use std::sync::Arc;
+    use strata_layer::{LayerInfo, TapFactory, TarTap};
+
+    type Seen = Arc<Mutex<Vec<(strata_oci::Digest, strata_oci::Digest)>>>;
+    struct Tap {
+        bytes: Vec<u8>,
+        seen: Seen,
+        store: Store,
+    }
+    impl TarTap for Tap {
+        fn write(&mut self, data: &[u8]) {
+            self.bytes.extend_from_slice(data);
+        }
+        fn finish(self: Box<Self>, info: &LayerInfo) {
+            assert_eq!(self.bytes.len() as u64, info.uncompressed_size);
+            assert!(
+                self.store.has(&info.digest),
+                "finished before it was stored"
+            );
+            self.seen
+                .lock()
+                .unwrap()
+                .push((strata_oci::Digest::sha256(&self.bytes), info.digest.clone()));
+        }
+    }
+
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let mut tarball = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(3);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tarball
+        .append_data(&mut h, "in-tar.txt", &b"abc"[..])
+        .unwrap();
+    let tarball = tarball.into_inner().unwrap();
+    let big: Vec<u8> = (0..700_000u32).map(|i| (i % 253) as u8).collect();
+    let ctx = context(
+        "FROM scratch\nCOPY hello.txt /a\nCOPY big.bin /b/\nADD t.tar /x/\nWORKDIR /w\n",
+        &[
+            ("hello.txt", b"hello\n"),
+            ("big.bin", &big),
+            ("t.tar", &tarball),
+        ],
+    );
+    let seen: Seen = Default::default();
+    let mut opts = options(ctx.path());
+    let (s2, st2) = (seen.clone(), store.clone());
+    opts.layer_tap = Some(TapFactory(Arc::new(move || {
+        Box::new(Tap {
+            bytes: Vec::new(),
+            seen: s2.clone(),
+            store: st2.clone(),
+        }) as Box<dyn TarTap>
+    })));
+    let (first, _) = run(&store, &opts);
+    let layers: Vec<_> = first
+        .image
+        .layers
+        .iter()
+        .map(|l| (l.diff_id.clone(), l.descriptor.digest.clone()))
+        .collect();
+    assert_eq!(layers.len(), 4);
+    assert_eq!(*seen.lock().unwrap(), layers);
+
+    seen.lock().unwrap().clear();
+    let (again, _) = run(&store, &opts);
+    assert_eq!(again.image.id(), first.image.id());
+    assert!(seen.lock().unwrap().is_empty());
+}

@@ -119,6 +119,40 @@ fn analyze_reports_the_practices_cases_with_bytes_layers_and_lines() {
     );
     assert_eq!(r["layers"].as_array().unwrap().len(), 7);
     assert_eq!(r["layers"][2]["files_removed"], 1);
+
+    // Every layer's files are on record (the new ones written while the
+    // build wrote them, the base's by the first analysis), and the analysis
+    // from the records is the analysis from the blobs, byte for byte; a
+    // damaged record is read around.
+    let records = root.join("sidecars/layer-files");
+    for l in r["layers"].as_array().unwrap() {
+        let d = l["digest"].as_str().unwrap().replace(':', "-");
+        assert!(
+            records.join(format!("{d}.v1")).is_file(),
+            "no record of {d}"
+        );
+    }
+    let from_records = ok(&root, &["analyze", "--format", "json", "bad:1"]);
+    let moved = dir.path().join("records");
+    fs::rename(&records, &moved).unwrap();
+    let from_blobs = ok(&root, &["analyze", "--format", "json", "bad:1"]);
+    assert_eq!(from_records, from_blobs);
+    // That analysis recorded them again; damage each one.
+    let mut damaged = 0;
+    for e in fs::read_dir(&records).unwrap() {
+        let p = e.unwrap().path();
+        let mut b = fs::read(&p).unwrap();
+        let cut = b.len() - 3;
+        b.truncate(cut);
+        fs::write(&p, b).unwrap();
+        damaged += 1;
+    }
+    assert_eq!(damaged, 7);
+    assert_eq!(
+        ok(&root, &["analyze", "--format", "json", "bad:1"]),
+        from_blobs
+    );
+    fs::remove_dir_all(&moved).unwrap();
     // The base image's layer (found from the build record) is reported
     // apart: the Dockerfile's layers hold exactly the waste it made.
     assert_eq!(r["base_source"], "dockerfile");
@@ -313,6 +347,17 @@ fn analyze_reports_the_practices_cases_with_bytes_layers_and_lines() {
         ],
     );
     check_html_renders(&html, dir.path());
+
+    // Garbage collection takes a layer's files record with its blob.
+    let layer = r["layers"][2]["digest"].as_str().unwrap().replace(':', "-");
+    let record = records.join(format!("{layer}.v1"));
+    assert!(record.is_file());
+    for image in ["bad:1", "child:1"] {
+        ok(&root, &["rmi", image]);
+    }
+    // (The build cache keeps the layer too.)
+    ok(&root, &["prune", "--all"]);
+    assert!(!record.exists(), "{} outlived its layer", record.display());
 }
 
 /// Load the page in headless Chromium: the DOM it builds has the layer rows,

@@ -53,6 +53,7 @@ fn bench(c: &mut Criterion) {
             timestamps: Timestamps::Epoch(0),
             xattrs: true,
             foreign_times: Default::default(),
+            tap: None,
         };
         g.bench_function(format!("write_{name}"), |b| {
             b.iter(|| write_layer(LayerSource::Dir(src.path()), &opts, std::io::sink()).unwrap())

@@ -1,6 +1,6 @@
 //! The machine's limit for a cold COPY: every file of a directory read
-//! once, hashed (sha256) and gzipped (level 6, the layer default, with the
-//! same deflate implementation layers use), on every core.
+//! once, hashed (sha256) and gzipped (at the layers' level, `GZIP_LEVEL`,
+//! with the same deflate implementation layers use), on every core.
 //!
 //! ```sh
 //! cargo run --release -p strata-layer --example limit -- DIR [THREADS]
@@ -32,7 +32,10 @@ fn files(dir: &Path, out: &mut Vec<(PathBuf, u64)>) -> std::io::Result<()> {
 
 fn work(paths: &[(PathBuf, u64)]) -> std::io::Result<u64> {
     let mut sha = sha2::Sha256::new();
-    let mut gz = flate2::write::GzEncoder::new(Counter(0), flate2::Compression::new(6));
+    let mut gz = flate2::write::GzEncoder::new(
+        Counter(0),
+        flate2::Compression::new(strata_layer::GZIP_LEVEL as u32),
+    );
     let mut buf = vec![0u8; 128 * 1024];
     for (p, _) in paths {
         let mut f = std::fs::File::open(p)?;

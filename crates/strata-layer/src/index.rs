@@ -772,6 +772,7 @@ mod tests {
             },
             xattrs: true,
             foreign_times: Default::default(),
+            tap: None,
         }
     }
 

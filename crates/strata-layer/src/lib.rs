@@ -65,5 +65,6 @@ pub use snapshot::{Mount, Snapshotter};
 pub use view::{clean_components, is_whiteout, Found, MergedView, ViewLayer};
 pub use writer::{
     get_xattr, import_tar, import_tar_to_store, scan_dir, write_layer, write_layer_to_store, Entry,
-    EntryKind, FileSource, LayerInfo, LayerOptions, LayerSource, Timestamps,
+    EntryKind, FileSource, LayerInfo, LayerOptions, LayerSource, TapFactory, TarTap, Timestamps,
+    GZIP_LEVEL,
 };

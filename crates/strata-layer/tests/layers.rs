@@ -22,6 +22,7 @@ fn opts(c: Compression) -> LayerOptions {
         timestamps: Timestamps::Epoch(0),
         xattrs: true,
         foreign_times: Default::default(),
+        tap: None,
     }
 }
 

@@ -24,6 +24,7 @@ fn opts() -> LayerOptions {
         timestamps: Timestamps::Epoch(0),
         xattrs: true,
         foreign_times: Default::default(),
+        tap: None,
     }
 }
 

@@ -26,24 +26,28 @@
 
 mod detect;
 mod diff;
+mod files;
 mod html;
 mod report;
 mod source;
 mod walk;
 
 use std::collections::BTreeMap;
-use std::io::{self, Read};
+use std::io;
 use std::path::PathBuf;
 
 use serde::Serialize;
 
 pub use detect::Finding;
 pub use diff::{diff_images, file_changes, DiffLayer, DiffReport, DiffSide, FileChange};
+pub use files::{
+    layer_files, store_files, stored_files, summary_tap, Kind, LayerFiles, Record, FILES_SIDECAR,
+};
 pub use html::render_html;
 pub use report::{ci_checks, render_summary, render_text, CiCheck, Thresholds};
 pub use source::{
-    analyze_image, archive_path, build_summary, dockerfile_lines, layer_metas, layer_opener,
-    open_archive, Archived, TempStore, ARCHIVE_PREFIXES, SUMMARY_SIDECAR,
+    analyze_image, archive_path, build_summary, dockerfile_lines, layer_files_opener, layer_metas,
+    layer_opener, open_archive, Archived, TempStore, ARCHIVE_PREFIXES, SUMMARY_SIDECAR,
 };
 pub use walk::{FileInfo, Tree};
 
@@ -361,13 +365,14 @@ pub enum Error {
     Store(#[from] strata_oci::Error),
 }
 
-/// Analyse an image given its layers' metadata and a function that opens
-/// each layer's blob (compressed or not) by index.
+/// Analyse an image given its layers' metadata and a function that gives
+/// each layer's records by index ([`layer_files_opener`] for a stored image,
+/// [`LayerFiles::scan_blob`] of a blob for others).
 pub fn analyze(
     image: &str,
     id: Option<String>,
     layers: &[LayerMeta],
-    open: &mut dyn FnMut(usize) -> io::Result<Box<dyn Read>>,
+    open: &mut dyn FnMut(usize) -> io::Result<LayerFiles>,
     opts: &Options,
 ) -> Result<Report, Error> {
     let mut tree = Tree::default();
@@ -380,8 +385,8 @@ pub fn analyze(
             digest: meta.digest.clone(),
             source,
         };
-        let blob = open(i).map_err(err)?;
-        let stats = tree.apply(i, blob, &mut waste).map_err(err)?;
+        let files = open(i).map_err(err)?;
+        let stats = tree.apply_files(i, &files, &mut waste);
         layer_reports.push(LayerReport {
             index: i,
             digest: meta.digest.clone(),
@@ -533,7 +538,7 @@ pub fn analyze(
 /// Replay the layers and return the final filesystem only (for file diffs).
 pub fn final_tree(
     layers: &[LayerMeta],
-    open: &mut dyn FnMut(usize) -> io::Result<Box<dyn Read>>,
+    open: &mut dyn FnMut(usize) -> io::Result<LayerFiles>,
 ) -> Result<Tree, Error> {
     let mut tree = Tree::default();
     let mut waste = Vec::new();
@@ -543,8 +548,8 @@ pub fn final_tree(
             digest: meta.digest.clone(),
             source,
         };
-        let blob = open(i).map_err(err)?;
-        tree.apply(i, blob, &mut waste).map_err(err)?;
+        let files = open(i).map_err(err)?;
+        tree.apply_files(i, &files, &mut waste);
     }
     Ok(tree)
 }

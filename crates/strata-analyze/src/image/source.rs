@@ -21,7 +21,10 @@ use std::path::Path;
 use strata_dockerfile::Dockerfile;
 use strata_oci::{Image, Platform, Store};
 
-use super::{analyze, find_base, render_summary, Error, LayerMeta, Options, Report, SCHEMA};
+use super::{
+    analyze, find_base, layer_files, render_summary, Error, LayerFiles, LayerMeta, Options, Report,
+    SCHEMA,
+};
 
 /// The prefixes that name an archive instead of an image in the store.
 pub const ARCHIVE_PREFIXES: [&str; 3] = ["oci:", "oci-archive:", "docker-archive:"];
@@ -147,6 +150,31 @@ pub fn layer_opener<'a>(
     }
 }
 
+/// A function that gives the records of layer `i` of `image`, as
+/// [`analyze`](super::analyze) and [`final_tree`](super::final_tree) take
+/// it: those kept in the store (written while the builder wrote the layer,
+/// or at an earlier analysis), else scanned from the blob and kept.
+pub fn layer_files_opener<'a>(
+    store: &'a Store,
+    image: &'a Image,
+) -> impl FnMut(usize) -> io::Result<LayerFiles> + 'a {
+    let mut open = layer_opener(store, image);
+    move |i| {
+        let digest = &image
+            .layers
+            .get(i)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("the image has no layer {i}"),
+                )
+            })?
+            .descriptor
+            .digest;
+        layer_files(store, digest, || open(i))
+    }
+}
+
 /// For images strata did not build: map the final stage's instructions
 /// onto the last `history_len` history entries (one entry per instruction,
 /// as docker and BuildKit record them). History index -> 1-based line.
@@ -180,7 +208,7 @@ pub fn analyze_image(
 ) -> Result<Report, Error> {
     let metas = layer_metas(image, lines.unwrap_or(&BTreeMap::new()));
     let base = find_base(&image.config.history, lines);
-    let mut open = layer_opener(store, image);
+    let mut open = layer_files_opener(store, image);
     analyze(
         name,
         Some(image.id().to_string()),
@@ -221,6 +249,7 @@ pub fn build_summary(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::FILES_SIDECAR;
     use strata_oci::{media_type, Descriptor, History, ImageConfig, Manifest, Reference};
 
     /// A one-file uncompressed layer tar.
@@ -359,6 +388,11 @@ mod tests {
             )
             .unwrap();
         }
+        // The layers' files were recorded by the first analysis: it can
+        // be made again without them.
+        let again = analyze_image(&store, &image, "app:1", Some(&lines), 3).unwrap();
+        assert_eq!(render_summary(&again), first);
+        std::fs::remove_dir_all(dir.path().join("sidecars").join(FILES_SIDECAR)).unwrap();
         assert!(analyze_image(&store, &image, "app:1", Some(&lines), 3).is_err());
         assert_eq!(
             build_summary(&store, &image, "app:1", &lines).unwrap(),

@@ -5,6 +5,7 @@ use std::io::{self, Read};
 
 use sha2::{Digest as _, Sha256};
 
+use super::files::{Kind, LayerFiles};
 use super::WasteKind;
 
 /// What the model keeps of one path.
@@ -67,20 +68,7 @@ pub struct Tree {
     nodes: BTreeMap<String, FileInfo>,
 }
 
-struct Counting<R> {
-    inner: R,
-    n: u64,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.n += n as u64;
-        Ok(n)
-    }
-}
-
-fn normalize(raw: &[u8]) -> String {
+pub(super) fn normalize(raw: &[u8]) -> String {
     let s = String::from_utf8_lossy(raw);
     let mut parts: Vec<&str> = Vec::new();
     for p in s.split('/') {
@@ -116,7 +104,7 @@ const BOOT_CLASSES: &[u8] = b"BOOT-INF/classes/";
 
 /// Hash a file's content and, for archives, count nested library entries,
 /// in one streaming pass.
-fn read_content(r: &mut dyn Read, jar: bool) -> io::Result<([u8; 32], u64, u64, bool)> {
+pub(super) fn read_content(r: &mut dyn Read, jar: bool) -> io::Result<([u8; 32], u64, u64, bool)> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut n = 0u64;
@@ -225,115 +213,113 @@ impl Tree {
         blob: Box<dyn Read>,
         waste: &mut Vec<WasteEvent>,
     ) -> io::Result<LayerStats> {
-        let (_, tar_stream) = strata_layer::decompress(blob)?;
-        let mut counting = Counting {
-            inner: tar_stream,
-            n: 0,
+        Ok(self.apply_files(layer, &LayerFiles::scan_blob(blob)?, waste))
+    }
+
+    /// Replay one layer from its records.
+    pub fn apply_files(
+        &mut self,
+        layer: usize,
+        files: &LayerFiles,
+        waste: &mut Vec<WasteEvent>,
+    ) -> LayerStats {
+        let mut stats = LayerStats {
+            tar_bytes: files.tar_bytes,
+            ..Default::default()
         };
-        let mut stats = LayerStats::default();
-        {
-            let mut ar = tar::Archive::new(&mut counting);
-            for entry in ar.entries()? {
-                let mut entry = entry?;
-                let path = normalize(&entry.path_bytes());
-                if path.is_empty() {
-                    continue;
+        for rec in &files.records {
+            let path = &rec.path;
+            let (parent, name) = split_parent(path);
+            if name == ".wh..wh..opq" {
+                let parent = parent.to_owned();
+                if let Some(ev) = self.remove_lower(&parent, layer, false, &mut stats) {
+                    waste.push(ev);
                 }
-                let (parent, name) = split_parent(&path);
-                if name == ".wh..wh..opq" {
-                    let parent = parent.to_owned();
-                    if let Some(ev) = self.remove_lower(&parent, layer, false, &mut stats) {
-                        waste.push(ev);
-                    }
-                    continue;
-                }
-                if let Some(victim) = name.strip_prefix(".wh.") {
-                    let target = if parent.is_empty() {
-                        victim.to_owned()
-                    } else {
-                        format!("{parent}/{victim}")
-                    };
-                    if let Some(ev) = self.remove_lower(&target, layer, true, &mut stats) {
-                        waste.push(ev);
-                    }
-                    continue;
-                }
-                let kind = entry.header().entry_type();
-                let dir = kind.is_dir();
-                let hardlink = kind.is_hard_link();
-                let regular = kind.is_file() || hardlink || kind == tar::EntryType::Continuous;
-                let mut info = FileInfo {
-                    layer,
-                    size: 0,
-                    sha256: [0; 32],
-                    hardlink,
-                    regular,
-                    dir,
-                    nested_jars: 0,
-                    boot_classes: false,
+                continue;
+            }
+            if let Some(victim) = name.strip_prefix(".wh.") {
+                let target = if parent.is_empty() {
+                    victim.to_owned()
+                } else {
+                    format!("{parent}/{victim}")
                 };
-                if hardlink {
-                    let target = entry
-                        .link_name_bytes()
-                        .map(|b| normalize(&b))
-                        .unwrap_or_default();
-                    if let Some(t) = self.nodes.get(&target) {
+                if let Some(ev) = self.remove_lower(&target, layer, true, &mut stats) {
+                    waste.push(ev);
+                }
+                continue;
+            }
+            let dir = rec.kind == Kind::Dir;
+            let hardlink = matches!(rec.kind, Kind::HardLink(_));
+            let mut info = FileInfo {
+                layer,
+                size: 0,
+                sha256: [0; 32],
+                hardlink,
+                regular: matches!(rec.kind, Kind::File { .. } | Kind::HardLink(_)),
+                dir,
+                nested_jars: 0,
+                boot_classes: false,
+            };
+            match &rec.kind {
+                Kind::HardLink(target) => {
+                    if let Some(t) = self.nodes.get(target) {
                         info.size = t.size;
                         info.sha256 = t.sha256;
                     }
-                } else if regular {
-                    let lower = path.to_ascii_lowercase();
-                    let jar = lower.ends_with(".jar") || lower.ends_with(".war");
-                    let (h, n, nested, boot) = read_content(&mut entry, jar)?;
-                    info.sha256 = h;
-                    info.size = n;
-                    info.nested_jars = nested;
-                    info.boot_classes = boot;
-                    stats.file_bytes += n;
                 }
-                match self.nodes.get(&path) {
-                    Some(old) => {
-                        if old.dir && dir {
-                            // A directory listed again (its metadata): no change to count.
-                            self.nodes.insert(path, FileInfo { layer, ..info });
-                            continue;
-                        }
-                        if !dir && old.layer < layer {
-                            stats.changed += 1;
-                        } else if !dir {
-                            // Written twice in one layer: both copies are in the tar.
-                        }
-                        if old.regular && !old.hardlink && old.size > 0 {
-                            let mut per_layer = BTreeMap::new();
-                            per_layer.insert(old.layer, old.size);
-                            waste.push(WasteEvent {
-                                path: path.clone(),
-                                kind: WasteKind::Overwritten,
-                                bytes: old.size,
-                                files: 1,
-                                per_layer,
-                                by_layer: layer,
-                            });
-                        }
-                        if old.dir && !dir {
-                            if let Some(ev) = self.remove_lower(&path, layer, false, &mut stats) {
-                                waste.push(ev);
-                            }
-                        }
-                    }
-                    None => {
-                        if !dir {
-                            stats.added += 1;
-                        }
-                    }
+                Kind::File {
+                    size,
+                    sha256,
+                    nested_jars,
+                    boot_classes,
+                } => {
+                    info.sha256 = *sha256;
+                    info.size = *size;
+                    info.nested_jars = *nested_jars;
+                    info.boot_classes = *boot_classes;
+                    stats.file_bytes += size;
                 }
-                self.nodes.insert(path, info);
+                Kind::Dir | Kind::Other => {}
             }
+            match self.nodes.get(path) {
+                Some(old) => {
+                    if old.dir && dir {
+                        // A directory listed again (its metadata): no change to count.
+                        self.nodes.insert(path.clone(), FileInfo { layer, ..info });
+                        continue;
+                    }
+                    if !dir && old.layer < layer {
+                        stats.changed += 1;
+                    } else if !dir {
+                        // Written twice in one layer: both copies are in the tar.
+                    }
+                    if old.regular && !old.hardlink && old.size > 0 {
+                        let mut per_layer = BTreeMap::new();
+                        per_layer.insert(old.layer, old.size);
+                        waste.push(WasteEvent {
+                            path: path.clone(),
+                            kind: WasteKind::Overwritten,
+                            bytes: old.size,
+                            files: 1,
+                            per_layer,
+                            by_layer: layer,
+                        });
+                    }
+                    if old.dir && !dir {
+                        if let Some(ev) = self.remove_lower(path, layer, false, &mut stats) {
+                            waste.push(ev);
+                        }
+                    }
+                }
+                None => {
+                    if !dir {
+                        stats.added += 1;
+                    }
+                }
+            }
+            self.nodes.insert(path.clone(), info);
         }
-        // Read to the end (tar padding), so the size is the whole stream.
-        io::copy(&mut counting, &mut io::sink())?;
-        stats.tar_bytes = counting.n;
-        Ok(stats)
+        stats
     }
 
     /// Bytes of the final filesystem per directory, `depth` levels deep,

@@ -311,6 +311,7 @@ pub fn build(
     } else {
         strata_layer::Timestamps::Epoch(opts.epoch)
     };
+    layer_opts.tap = opts.layer_tap.clone();
     let shared = Shared {
         store,
         opts,

@@ -152,8 +152,8 @@ pub fn diff(args: DiffArgs, s: &Settings) -> CmdResult {
     let la = an::layer_metas(&a.image, &BTreeMap::new());
     let lb = an::layer_metas(&b.image, &BTreeMap::new());
     let trees = if args.files {
-        let ta = an::final_tree(&la, &mut an::layer_opener(&a.store, &a.image))?;
-        let tb = an::final_tree(&lb, &mut an::layer_opener(&b.store, &b.image))?;
+        let ta = an::final_tree(&la, &mut an::layer_files_opener(&a.store, &a.image))?;
+        let tb = an::final_tree(&lb, &mut an::layer_files_opener(&b.store, &b.image))?;
         Some((ta, tb))
     } else {
         None

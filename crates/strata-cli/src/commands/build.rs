@@ -264,6 +264,11 @@ pub fn build(args: BuildArgs, s: &Settings) -> CmdResult {
             Progress::Auto => Mode::Plain,
         }
     };
+    if mode == Mode::Plain || mode == Mode::Tty {
+        // The summary after the build reads each new layer's files from
+        // what was recorded while it was written, not from its blob.
+        opts.layer_tap = Some(strata_analyze::image::summary_tap(&store));
+    }
     let progress = BuildProgress::new(mode, args.explain);
     let pull = super::registry::PullResolver::new(s, &args.insecure_registries);
     if platforms.len() > 1 {
