@@ -425,7 +425,7 @@ limit() { # row context-dir
   local lim
   lim=$(target/$profile/examples/limit "$2")
   printf '%s\n' "{\"label\": \"$1/limit\", \"limit\": $lim}" >>"$out"
-  log "  machine limit (read + sha256 + gzip -6 once, $(nproc) threads): $lim"
+  log "  machine limit (read + sha256 + gzip at the layer level once, $(nproc) threads): $lim"
 }
 for row in $rows; do
   case $row in

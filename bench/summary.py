@@ -53,7 +53,7 @@ def main():
     for row, lim in sorted(limits.items()):
         sw = med([r["wall"] for r in runs.get((row, "cold", "strata"), [])])
         extra = f"; strata cold / limit = {sw / lim['wall']:.2f}" if sw else ""
-        print(f"\nRow {row} machine limit (read + sha256 + gzip -6 once, {lim['threads']} threads): "
+        print(f"\nRow {row} machine limit (read + sha256 + gzip at the layer level once, {lim['threads']} threads): "
               f"{lim['wall']:.2f} s for {lim['bytes'] / 1e6:.0f} MB in {lim['files']} files{extra}")
 
 
