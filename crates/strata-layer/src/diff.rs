@@ -267,26 +267,37 @@ fn upper_walk(
             out.push(whiteout(rel, &OsString::from(OsStr::from_bytes(hidden))));
             continue;
         }
+        // One listing per entry answers every xattr question below; most
+        // files have none, and then nothing else is asked.
+        let names = crate::writer::list_xattrs(&abs)?;
         for bad in [
             "trusted.overlay.redirect",
             "trusted.overlay.metacopy",
             "user.overlay.redirect",
             "user.overlay.metacopy",
         ] {
-            if xattr_value(&abs, bad)?.is_some() {
+            if names.iter().any(|n| n == bad) && xattr_value(&abs, bad)?.is_some() {
                 return Err(Error::invalid(
                     abs.display().to_string(),
                     format!("has {bad}: the overlay was mounted with redirect_dir or metacopy on; mount it with redirect_dir=off,metacopy=off"),
                 ));
             }
         }
-        let entry = entry_from_meta(&abs, rel_path.clone(), &meta, xattrs, seen)?;
+        let entry = crate::writer::entry_from_listed(
+            &abs,
+            rel_path.clone(),
+            &meta,
+            xattrs.then_some(&names[..]),
+            seen,
+        )?;
         let is_dir = entry.kind == EntryKind::Dir;
         out.push(entry);
         if is_dir {
             let mut opaque = false;
             for x in OPAQUE_XATTRS {
-                opaque |= xattr_value(&abs, x)?.as_deref() == Some(b"y");
+                if names.iter().any(|n| n == x) {
+                    opaque |= xattr_value(&abs, x)?.as_deref() == Some(b"y");
+                }
             }
             let marker = abs.join(FUSE_OPAQUE_FILE);
             opaque |= fs::symlink_metadata(&marker).is_ok_and(|m| m.file_type().is_file());
@@ -447,4 +458,54 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(p: &Path, name: &str, value: &[u8]) -> bool {
+        rustix::fs::lsetxattr(p, name, value, rustix::fs::XattrFlags::empty()).is_ok()
+    }
+
+    /// The walk lists each entry's xattrs once and answers from that list:
+    /// an upper made with metacopy is still refused, an opaque directory
+    /// still found, kept xattrs still carried, and files without any still
+    /// have none.
+    #[test]
+    fn one_listing_answers_every_xattr_question() {
+        // In the target directory: /tmp may be a tmpfs without user xattrs.
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
+        fs::create_dir_all(&base).unwrap();
+        let t = tempfile::tempdir_in(&base).unwrap();
+        let up = t.path();
+        fs::create_dir(up.join("d")).unwrap();
+        fs::write(up.join("d/f"), b"x").unwrap();
+        fs::write(up.join("plain"), b"y").unwrap();
+        if !set(&up.join("d"), "user.overlay.opaque", b"y") {
+            panic!("user xattrs unsupported under {}", base.display());
+        }
+        assert!(set(&up.join("d/f"), "user.keep", b"v"));
+        let entries = upper_to_entries(up, true).unwrap();
+        let names: Vec<String> = entries
+            .iter()
+            .map(|e| e.path.display().to_string())
+            .collect();
+        assert_eq!(names, ["d", "d/.wh..wh..opq", "d/f", "plain"]);
+        let f = entries.iter().find(|e| e.path == Path::new("d/f")).unwrap();
+        assert_eq!(f.xattrs, vec![("user.keep".to_owned(), b"v".to_vec())]);
+        let plain = entries
+            .iter()
+            .find(|e| e.path == Path::new("plain"))
+            .unwrap();
+        assert!(plain.xattrs.is_empty());
+        // Without xattrs wanted: none carried, the opaque marker still found.
+        let bare = upper_to_entries(up, false).unwrap();
+        assert!(bare.iter().all(|e| e.xattrs.is_empty()));
+        assert_eq!(bare.len(), 4);
+
+        assert!(set(&up.join("plain"), "user.overlay.metacopy", b""));
+        let err = upper_to_entries(up, true).unwrap_err().to_string();
+        assert!(err.contains("user.overlay.metacopy"), "{err}");
+    }
 }

@@ -314,6 +314,12 @@ pub fn get_xattr(path: &Path, name: &str) -> Result<Option<Vec<u8>>> {
 
 /// Read a path's xattrs (not following symlinks), sorted by name.
 pub(crate) fn read_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    read_named_xattrs(path, &list_xattrs(path)?)
+}
+
+/// The names of `path`'s extended attributes (none where the file system
+/// has none or refuses to list them).
+pub(crate) fn list_xattrs(path: &Path) -> Result<Vec<String>> {
     let mut names = vec![0u8; 1024];
     let n = loop {
         match rustix::fs::llistxattr(path, &mut names[..]) {
@@ -323,13 +329,21 @@ pub(crate) fn read_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
             Err(e) => return Err(e).ctx("list xattrs of", path),
         }
     };
+    Ok(names[..n]
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .filter_map(|raw| std::str::from_utf8(raw).ok())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The values of the attributes `names` of `path` (those still there),
+/// sorted by name.
+fn read_named_xattrs(path: &Path, names: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
-    for raw in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
-        let Ok(name) = std::str::from_utf8(raw) else {
-            continue;
-        };
+    for name in names {
         if let Some(value) = get_xattr(path, name)? {
-            out.push((name.to_owned(), value));
+            out.push((name.clone(), value));
         }
     }
     out.sort();
@@ -380,6 +394,23 @@ pub(crate) fn entry_from_meta(
     xattrs: bool,
     seen: &mut HashMap<(u64, u64), PathBuf>,
 ) -> Result<Entry> {
+    let names = if xattrs {
+        Some(list_xattrs(abs)?)
+    } else {
+        None
+    };
+    entry_from_listed(abs, rel, meta, names.as_deref(), seen)
+}
+
+/// [`entry_from_meta`] with the file's xattr names already listed (`None`:
+/// no xattrs wanted).
+pub(crate) fn entry_from_listed(
+    abs: &Path,
+    rel: PathBuf,
+    meta: &fs::Metadata,
+    xattr_names: Option<&[String]>,
+    seen: &mut HashMap<(u64, u64), PathBuf>,
+) -> Result<Entry> {
     let ft = meta.file_type();
     let rdev = meta.rdev();
     let (major, minor) = (rustix::fs::major(rdev), rustix::fs::minor(rdev));
@@ -412,13 +443,16 @@ pub(crate) fn entry_from_meta(
             }
         }
     }
-    let xattrs = if xattrs {
-        read_xattrs(abs)?
-            .into_iter()
-            .filter(|(n, _)| keep_xattr(n))
-            .collect()
-    } else {
-        Vec::new()
+    let xattrs = match xattr_names {
+        Some(names) => {
+            let kept: Vec<String> = names.iter().filter(|n| keep_xattr(n)).cloned().collect();
+            if kept.is_empty() {
+                Vec::new()
+            } else {
+                read_named_xattrs(abs, &kept)?
+            }
+        }
+        None => Vec::new(),
     };
     Ok(Entry {
         path: rel,
