@@ -321,3 +321,52 @@ fn extractions_of_dead_processes_go_at_the_next_open_live_ones_stay() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A writer that cannot set its ingest up (the disk is full) leaves no
+/// directory behind, and one it resumes is not taken from under it.
+#[test]
+fn a_writer_that_cannot_start_on_a_full_disk_leaves_nothing() {
+    if !strata_testkit::require_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let mnt = t.path().join("small");
+    fs::create_dir(&mnt).unwrap();
+    strata_testkit::run_ok(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+            .arg(&mnt),
+    );
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let _u = Unmount(&mnt);
+    let s = Store::open(mnt.join("root")).unwrap();
+    // A download that got under way, then the disk filled up.
+    let mut w = s.writer("pull-a", None).unwrap();
+    use std::io::Write as _;
+    w.write_all(b"started").unwrap();
+    drop(w);
+    let mut fill = fs::File::create(mnt.join("fill")).unwrap();
+    let block = vec![7u8; 4096];
+    while fill.write_all(&block).is_ok() {}
+    let ingest = |s: &Store| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(s.root().join("ingest"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = ingest(&s);
+    assert_eq!(before.len(), 1);
+    let err = s.writer("pull-b", None).map(|_| ()).unwrap_err();
+    assert!(strata_oci::is_no_space(&err), "{err}");
+    assert_eq!(ingest(&s), before, "a half-made ingest was left");
+    // The earlier one still resumes where it was.
+    let w = s.writer("pull-a", None).unwrap();
+    assert_eq!(w.offset(), 7);
+}

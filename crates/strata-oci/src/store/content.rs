@@ -246,37 +246,62 @@ impl Store {
             .join(Digest::sha256(ref_key.as_bytes()).hex());
         // Under the GC lock, so a collection never sees the ingest
         // before its lock is held.
-        let lock = {
+        let (lock, created) = {
             let _gc = self.gc_shared()?;
+            let created = !dir.exists();
             fs::create_dir_all(&dir).ctx("create", &dir)?;
-            lock_file(&dir.join("lock"), FlockOperation::NonBlockingLockExclusive)?
-                .ok_or_else(|| Error::Locked(ref_key.to_owned()))?
-        };
-        let ref_path = dir.join("ref");
-        if !ref_path.exists() {
-            fs::write(&ref_path, ref_key).ctx("write", &ref_path)?;
-        }
-        let data_path = dir.join("data");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&data_path)
-            .ctx("open", &data_path)?;
-        let alg = expected.map_or(Algorithm::Sha256, |e| e.digest.algorithm());
-        // Resume: re-hash what is there.
-        let mut hasher = Hasher::new(alg);
-        let mut offset = 0u64;
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let k = file.read(&mut buf).ctx("read", &data_path)?;
-            if k == 0 {
-                break;
+            match lock_file(&dir.join("lock"), FlockOperation::NonBlockingLockExclusive) {
+                Ok(Some(lock)) => (lock, created),
+                Ok(None) => return Err(Error::Locked(ref_key.to_owned())),
+                Err(e) => {
+                    if created {
+                        let _ = fs::remove_dir_all(&dir);
+                    }
+                    return Err(e);
+                }
             }
-            hasher.update(&buf[..k]);
-            offset += k as u64;
-        }
+        };
+        // From here the ingest is ours (locked): one this call made and
+        // could not set up (a full disk) goes again, so nothing half-made
+        // is left behind.
+        let opened = (|| -> Result<(fs::File, Hasher, u64)> {
+            let ref_path = dir.join("ref");
+            if !ref_path.exists() {
+                fs::write(&ref_path, ref_key).ctx("write", &ref_path)?;
+            }
+            let data_path = dir.join("data");
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&data_path)
+                .ctx("open", &data_path)?;
+            let alg = expected.map_or(Algorithm::Sha256, |e| e.digest.algorithm());
+            // Resume: re-hash what is there.
+            let mut hasher = Hasher::new(alg);
+            let mut offset = 0u64;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let k = file.read(&mut buf).ctx("read", &data_path)?;
+                if k == 0 {
+                    break;
+                }
+                hasher.update(&buf[..k]);
+                offset += k as u64;
+            }
+            Ok((file, hasher, offset))
+        })();
+        let (file, hasher, offset) = match opened {
+            Ok(o) => o,
+            Err(e) => {
+                if created {
+                    let _ = fs::remove_dir_all(&dir);
+                }
+                return Err(e);
+            }
+        };
+        let data_path = dir.join("data");
         Ok(Writer {
             store: self.clone(),
             dir,

@@ -136,9 +136,7 @@ impl Client {
                 // needs space there is not, and they only hold space.
                 if strata_oci::is_no_space(&e) {
                     for (d, _) in &blobs {
-                        if let Ok(w) = store.writer(&format!("pull-{}", d.digest), Some(d)) {
-                            let _ = w.abort();
-                        }
+                        abort_ingest(store, &format!("pull-{}", d.digest), d).await;
                     }
                 }
                 return Err(e);
@@ -624,6 +622,25 @@ impl Client {
 }
 
 /// Run a store operation on the writer off the async threads.
+/// Remove the partial download `key` of `desc`, if there is one. A
+/// download cut short may still be finishing a write on a blocking thread
+/// (its future was dropped, the thread runs on): wait for it to let go, a
+/// few seconds at most.
+async fn abort_ingest(store: &Store, key: &str, desc: &Descriptor) {
+    for _ in 0..250 {
+        match store.writer(key, Some(desc)) {
+            Ok(w) => {
+                let _ = w.abort();
+                return;
+            }
+            Err(strata_oci::Error::Locked(_)) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
 async fn blocking<T, E, F>(w: Writer, f: F) -> Result<T>
 where
     T: Send + 'static,
