@@ -19,11 +19,10 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
 use rustix::fs::{AtFlags, FileType, Mode, XattrFlags};
@@ -37,11 +36,6 @@ use crate::{
     ApplyMode, Entry, EntryKind, Error, LayerIndex, LayerInfo, LayerOptions, LayerSource, Result,
     Snapshotter,
 };
-
-/// Bytes per message from the layer writer to the extracting thread.
-const TEE_CHUNK: usize = 256 * 1024;
-/// Messages in flight (memory stays under `TEE_CHUNK * TEE_DEPTH`).
-const TEE_DEPTH: usize = 16;
 
 impl Snapshotter {
     fn index_path(&self, diff_id: &Digest) -> PathBuf {
@@ -183,28 +177,21 @@ impl Snapshotter {
         if fs::create_dir(&tmp).is_err() {
             return write_sorted_to_store(&self.store, entries, opts, None);
         }
-        let (tx, rx) = sync_channel::<Vec<u8>>(TEE_DEPTH);
         let extractor = {
             let tmp = tmp.clone();
-            std::thread::spawn(move || {
-                apply_tar(
-                    ChannelReader {
-                        rx,
-                        cur: Vec::new(),
-                        pos: 0,
-                    },
-                    &tmp,
-                    ApplyMode::Overlay,
-                )
+            crate::StreamThread::spawn("extract", move |r: &mut dyn Read| {
+                apply_tar(r, &tmp, ApplyMode::Overlay)
             })
         };
-        let mut tee = ChannelWriter {
-            tx: Some(tx),
-            buf: Vec::with_capacity(TEE_CHUNK),
+        let mut tee = match extractor {
+            Ok(t) => t,
+            Err(_) => {
+                let _ = strata_oci::remove_tree(&tmp);
+                return write_sorted_to_store(&self.store, entries, opts, None);
+            }
         };
         let written = write_sorted_to_store(&self.store, entries, opts, Some(&mut tee));
-        tee.close();
-        let extracted = extractor.join();
+        let extracted = tee.finish();
         let info = match written {
             Ok(info) => info,
             Err(e) => {
@@ -213,7 +200,7 @@ impl Snapshotter {
             }
         };
         match extracted {
-            Ok(Ok((diff_id, _, _))) if diff_id == info.diff_id => {
+            Some(Ok((diff_id, _, _))) if diff_id == info.diff_id => {
                 let target = self.path(&info.diff_id);
                 if self.publish(&tmp, &target).is_err() {
                     let _ = strata_oci::remove_tree(&tmp);
@@ -284,79 +271,6 @@ impl Snapshotter {
             return Err(e);
         }
         Ok(target)
-    }
-}
-
-/// Sends the tee'd tar stream to the extracting thread in chunks; once the
-/// thread is gone (it failed), the rest is dropped.
-struct ChannelWriter {
-    tx: Option<SyncSender<Vec<u8>>>,
-    buf: Vec<u8>,
-}
-
-impl ChannelWriter {
-    fn send(&mut self) {
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(TEE_CHUNK));
-        if let Some(tx) = &self.tx {
-            if tx.send(chunk).is_err() {
-                self.tx = None;
-            }
-        }
-    }
-
-    /// Sends what is buffered and ends the stream.
-    fn close(&mut self) {
-        if !self.buf.is_empty() {
-            self.send();
-        }
-        self.tx = None;
-    }
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if self.tx.is_none() {
-            return Ok(data.len());
-        }
-        let mut rest = data;
-        while !rest.is_empty() {
-            let take = (TEE_CHUNK - self.buf.len()).min(rest.len());
-            self.buf.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
-            if self.buf.len() == TEE_CHUNK {
-                self.send();
-            }
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The tee'd tar stream, read on the extracting thread.
-struct ChannelReader {
-    rx: Receiver<Vec<u8>>,
-    cur: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.cur.len() {
-            match self.rx.recv() {
-                Ok(chunk) => {
-                    self.cur = chunk;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = (self.cur.len() - self.pos).min(buf.len());
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 

@@ -51,6 +51,7 @@ mod index;
 mod lazy;
 mod pgzip;
 mod snapshot;
+mod stream;
 mod view;
 mod writer;
 
@@ -62,6 +63,7 @@ pub use error::{Error, Result};
 pub use export::{unpack_layers, write_rootfs_tar};
 pub use index::{FileKind, LayerIndex, Meta};
 pub use snapshot::{Mount, Snapshotter};
+pub use stream::StreamThread;
 pub use view::{clean_components, is_whiteout, Found, MergedView, ViewLayer};
 pub use writer::{
     get_xattr, import_tar, import_tar_to_store, scan_dir, write_layer, write_layer_to_store, Entry,

@@ -10,11 +10,9 @@
 //! and a base image is read once, not on every build. Garbage collection
 //! removes the record with its blob.
 
-use std::io::{self, Read};
-use std::sync::mpsc;
-use std::thread;
+use std::io::{self, Read, Write};
 
-use strata_layer::{LayerInfo, TapFactory, TarTap};
+use strata_layer::{LayerInfo, StreamThread, TapFactory, TarTap};
 use strata_oci::{Digest, Sidecars, Store};
 
 use super::walk::{normalize, read_content};
@@ -271,111 +269,41 @@ pub fn summary_tap(store: &Store) -> TapFactory {
     }))
 }
 
-/// How much of the stream one message to the scanning thread carries.
-const TAP_CHUNK: usize = 256 * 1024;
-
 struct SummaryTap {
     sidecar: Option<Sidecars>,
-    buf: Vec<u8>,
-    tx: Option<mpsc::SyncSender<Vec<u8>>>,
-    worker: Option<thread::JoinHandle<io::Result<LayerFiles>>>,
-}
-
-struct ChannelReader {
-    rx: mpsc::Receiver<Vec<u8>>,
-    cur: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.cur.len() {
-            match self.rx.recv() {
-                Ok(v) => {
-                    self.cur = v;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
+    scan: Option<StreamThread<io::Result<LayerFiles>>>,
 }
 
 impl SummaryTap {
     fn start(sidecar: Option<Sidecars>) -> SummaryTap {
-        // A few chunks in flight: the writer waits when the scan falls
-        // behind, so memory stays bounded whatever the layer's size.
-        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(8);
-        let worker = thread::Builder::new()
-            .name("layer-files".into())
-            .spawn(move || {
-                LayerFiles::scan(ChannelReader {
-                    rx,
-                    cur: Vec::new(),
-                    pos: 0,
-                })
-            })
-            .ok();
-        SummaryTap {
-            sidecar,
-            buf: Vec::with_capacity(TAP_CHUNK),
-            tx: worker.as_ref().map(|_| tx),
-            worker,
-        }
-    }
-
-    fn send(&mut self) {
-        if self.buf.is_empty() {
-            return;
-        }
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(TAP_CHUNK));
-        if let Some(tx) = &self.tx {
-            if tx.send(chunk).is_err() {
-                // The scan stopped (an entry it could not read): nothing is
-                // kept, the summary reads the layer.
-                self.tx = None;
-            }
-        }
-    }
-
-    /// Close the stream and wait for the scan.
-    fn join(&mut self) -> Option<LayerFiles> {
-        self.send();
-        self.tx = None;
-        self.worker.take()?.join().ok()?.ok()
+        // The stream goes in bounded chunks: the writer waits when the
+        // scan falls behind, so memory stays bounded whatever the layer's
+        // size.
+        let scan = StreamThread::spawn("layer-files", |r: &mut dyn Read| LayerFiles::scan(r)).ok();
+        SummaryTap { sidecar, scan }
     }
 }
 
 impl TarTap for SummaryTap {
     fn write(&mut self, data: &[u8]) {
-        if self.tx.is_none() {
-            return;
-        }
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= TAP_CHUNK {
-            self.send();
+        if let Some(s) = &mut self.scan {
+            let _ = s.write_all(data);
         }
     }
 
     fn finish(mut self: Box<Self>, info: &LayerInfo) {
-        let files = self.join();
+        // A scan that stopped (an entry it could not read) keeps nothing:
+        // the summary reads the layer.
+        let files = self
+            .scan
+            .take()
+            .and_then(|s| s.finish())
+            .and_then(Result::ok);
         if let (Some(files), Some(sc)) = (files, &self.sidecar) {
             if files.tar_bytes == info.uncompressed_size {
                 let _ = sc.put(&info.digest, Some(KEY), &files.encode());
             }
         }
-    }
-}
-
-impl Drop for SummaryTap {
-    fn drop(&mut self) {
-        // A layer that failed: end the scan and let the thread go.
-        self.buf.clear();
-        let _ = self.join();
     }
 }
 
@@ -484,7 +412,7 @@ mod tests {
         let factory = summary_tap(&store);
         let mut tap = (factory.0)();
         // More than one chunk, in odd pieces: pad with a big file.
-        let big = vec![7u8; 3 * TAP_CHUNK + 11];
+        let big = vec![7u8; 3 * 256 * 1024 + 11];
         let mut t2 = tar_of(&[("big", tar::EntryType::Regular, &big, None)]);
         t2.truncate(t2.len() - 1024); // drop its end-of-archive blocks
         t2.extend_from_slice(&t);
