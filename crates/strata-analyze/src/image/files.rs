@@ -13,7 +13,7 @@
 use std::io::{self, Read, Write};
 
 use strata_layer::{LayerInfo, StreamThread, TapFactory, TarTap};
-use strata_oci::{Digest, Sidecars, Store};
+use strata_oci::{Digest, Store};
 
 use super::walk::{normalize, read_content};
 
@@ -265,23 +265,19 @@ pub fn layer_files(
 pub fn summary_tap(store: &Store) -> TapFactory {
     let store = store.clone();
     TapFactory(std::sync::Arc::new(move || {
-        Box::new(SummaryTap::start(store.sidecar(FILES_SIDECAR).ok())) as Box<dyn TarTap>
+        // The stream goes in bounded chunks: the writer waits when the
+        // scan falls behind, so memory stays bounded whatever the layer's
+        // size.
+        Box::new(SummaryTap {
+            store: store.clone(),
+            scan: StreamThread::spawn("layer-files", |r: &mut dyn Read| LayerFiles::scan(r)).ok(),
+        }) as Box<dyn TarTap>
     }))
 }
 
 struct SummaryTap {
-    sidecar: Option<Sidecars>,
+    store: Store,
     scan: Option<StreamThread<io::Result<LayerFiles>>>,
-}
-
-impl SummaryTap {
-    fn start(sidecar: Option<Sidecars>) -> SummaryTap {
-        // The stream goes in bounded chunks: the writer waits when the
-        // scan falls behind, so memory stays bounded whatever the layer's
-        // size.
-        let scan = StreamThread::spawn("layer-files", |r: &mut dyn Read| LayerFiles::scan(r)).ok();
-        SummaryTap { sidecar, scan }
-    }
 }
 
 impl TarTap for SummaryTap {
@@ -299,10 +295,8 @@ impl TarTap for SummaryTap {
             .take()
             .and_then(|s| s.finish())
             .and_then(Result::ok);
-        if let (Some(files), Some(sc)) = (files, &self.sidecar) {
-            if files.tar_bytes == info.uncompressed_size {
-                let _ = sc.put(&info.digest, Some(KEY), &files.encode());
-            }
+        if let Some(files) = files.filter(|f| f.tar_bytes == info.uncompressed_size) {
+            store_files(&self.store, &info.digest, &files);
         }
     }
 }
