@@ -113,7 +113,11 @@ impl Cache {
     /// Record the inputs of step `id`.
     pub fn put_step(&self, id: &Digest, record: &StepRecord) -> Result<()> {
         let path = self.dir.join("steps").join(format!("{}.json", id.hex()));
-        write_atomic(&path, &serde_json::to_vec(record).unwrap_or_default())
+        // A rebuild that changed nothing records the same inputs again.
+        Ok(strata_oci::write_atomic_if_changed(
+            &path,
+            &serde_json::to_vec(record).unwrap_or_default(),
+        )?)
     }
 
     /// The key a cache mount's contents have in a remote cache

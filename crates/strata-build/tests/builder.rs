@@ -95,7 +95,28 @@ fn from_scratch_copy_makes_an_image_and_a_rebuild_is_all_cache_hits() {
         BTreeMap::from([(0, 2), (1, 3), (2, 4)])
     );
 
+    // What a no-change rebuild records is what is there: it rewrites
+    // (and syncs) none of it.
+    let inodes = |dir: &Path| -> BTreeMap<String, u64> {
+        use std::os::unix::fs::MetadataExt;
+        let mut m = BTreeMap::new();
+        let mut stack = vec![dir.to_owned()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                let meta = std::fs::symlink_metadata(&p).unwrap();
+                if meta.is_dir() {
+                    stack.push(p);
+                } else if !p.starts_with(dir.join("leases")) {
+                    m.insert(p.display().to_string(), meta.ino());
+                }
+            }
+        }
+        m
+    };
+    let before = inodes(store_dir.path());
     let (again, events) = run(&store, &opts);
+    assert_eq!(inodes(store_dir.path()), before);
     assert_eq!((again.ran, again.cached), (0, 1));
     assert!(events.iter().any(|e| matches!(e, Event::StepCached { .. })));
     assert_eq!(

@@ -137,9 +137,9 @@ pub use remote_cache::{
     CacheRecord, ExportReport, PruneReport, RemoteCache, RemoteEntry, RemoteError,
 };
 pub use store::{
-    remove_tree, write_atomic, BlobFetcher, GcOptions, GcReport, Hold, Image, ImageSummary,
-    ImportOptions, Layer, Lease, Problem, Removed, RootSet, Sidecars, Store, TagEntry, TempDir,
-    VerifyReport, Writer, CACHE_NAMESPACE, MAX_DOCUMENT_SIZE,
+    remove_tree, write_atomic, write_atomic_if_changed, BlobFetcher, GcOptions, GcReport, Hold,
+    Image, ImageSummary, ImportOptions, Layer, Lease, Problem, Removed, RootSet, Sidecars, Store,
+    TagEntry, TempDir, VerifyReport, Writer, CACHE_NAMESPACE, MAX_DOCUMENT_SIZE,
 };
 pub use strata_digest::{Algorithm, Digest, DigestError, Hasher, HashingReader, HashingWriter};
 pub use time::{format_rfc3339, parse_rfc3339};

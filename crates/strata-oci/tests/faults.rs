@@ -370,3 +370,19 @@ fn a_writer_that_cannot_start_on_a_full_disk_leaves_nothing() {
     let w = s.writer("pull-a", None).unwrap();
     assert_eq!(w.offset(), 7);
 }
+
+/// Rewriting a record with the bytes it holds touches nothing (the same
+/// file stays, nothing is synced); other bytes replace it atomically.
+#[test]
+fn unchanged_records_are_not_rewritten() {
+    use std::os::unix::fs::MetadataExt;
+    let (dir, _s) = store();
+    let p = dir.path().join("rec.json");
+    strata_oci::write_atomic_if_changed(&p, b"one").unwrap();
+    let ino = fs::metadata(&p).unwrap().ino();
+    strata_oci::write_atomic_if_changed(&p, b"one").unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().ino(), ino, "rewritten");
+    strata_oci::write_atomic_if_changed(&p, b"two").unwrap();
+    assert_ne!(fs::metadata(&p).unwrap().ino(), ino);
+    assert_eq!(fs::read(&p).unwrap(), b"two");
+}

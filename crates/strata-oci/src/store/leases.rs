@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
 
-use super::{lock_file, now_nanos, read_dir_sorted, write_atomic, FileLock, Store};
+use super::{
+    lock_file, now_nanos, read_dir_sorted, write_atomic, write_atomic_volatile, FileLock, Store,
+};
 use crate::error::IoContext;
 use crate::{Digest, Error, Result};
 
@@ -79,10 +81,12 @@ impl Lease {
         self.write()
     }
 
-    /// Write the record (the caller holds the GC lock).
+    /// Write the record (the caller holds the GC lock). Not synced: a
+    /// lease lives as long as its process, and after a crash garbage
+    /// collection finds it unlocked (stale) and removes it unread.
     fn write(&self) -> Result<()> {
         let bytes = serde_json::to_vec(&self.data).unwrap_or_default();
-        write_atomic(&self.json, &bytes)
+        write_atomic_volatile(&self.json, &bytes)
     }
 }
 

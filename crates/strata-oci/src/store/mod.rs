@@ -108,6 +108,32 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     fsync_dir(dir)
 }
 
+/// [`write_atomic`], unless `path` already holds exactly `data` (written
+/// by an earlier `write_atomic`, so already durable): a rebuild that
+/// changes nothing then rewrites and syncs nothing. Only for files whose
+/// modification time means nothing.
+pub fn write_atomic_if_changed(path: &Path, data: &[u8]) -> Result<()> {
+    if fs::read(path).is_ok_and(|old| old == data) {
+        return Ok(());
+    }
+    write_atomic(path, data)
+}
+
+/// Write `data` to `path` atomically but not durably (no fsync): for
+/// records that only live as long as their process, which a crash makes
+/// stale anyway (leases). Readers see the old content or the new.
+pub(crate) fn write_atomic_volatile(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .ctx("create temp file in", dir)?;
+    tmp.write_all(data).ctx("write", tmp.path())?;
+    tmp.persist(path)
+        .map_err(|e| Error::io("rename", path.to_owned(), e.error))?;
+    Ok(())
+}
+
 fn now_nanos() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
 
-use super::{lock_file, write_atomic, Store};
+use super::{lock_file, Store};
 use crate::error::IoContext;
 use crate::image::sniff_media_type;
 use crate::{Descriptor, Digest, Error, Reference, Result};
@@ -64,7 +64,8 @@ impl Store {
         let out = f(&mut db)?;
         db.version = 1;
         let bytes = serde_json::to_vec_pretty(&db).unwrap_or_default();
-        write_atomic(&self.refs_path(), &bytes)?;
+        // A tag that already points where it is set changes nothing.
+        super::write_atomic_if_changed(&self.refs_path(), &bytes)?;
         Ok(out)
     }
 

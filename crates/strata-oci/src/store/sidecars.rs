@@ -12,7 +12,7 @@ use std::fs;
 use std::io;
 use std::path::PathBuf;
 
-use super::{write_atomic, Store};
+use super::{write_atomic_if_changed, Store};
 use crate::error::IoContext;
 use crate::{Algorithm, Digest, Error, Result};
 
@@ -106,12 +106,13 @@ impl Sidecars {
 
     /// Store `bytes` for `image` (its ID, the config digest) under `key`
     /// (`None` for the image's one file of this kind), replacing what was
-    /// there; atomic and durable.
+    /// there; atomic and durable (and nothing is written when the same
+    /// bytes are there already).
     pub fn put(&self, image: &Digest, key: Option<&str>, bytes: &[u8]) -> Result<()> {
         let p = self.path(image, key)?;
         fs::create_dir_all(&self.dir).ctx("create", &self.dir)?;
         let _gc = self.store.gc_shared()?;
-        write_atomic(&p, bytes)
+        write_atomic_if_changed(&p, bytes)
     }
 
     /// What was stored for `image` under `key`, if anything.
