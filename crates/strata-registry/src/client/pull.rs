@@ -621,7 +621,6 @@ impl Client {
     }
 }
 
-/// Run a store operation on the writer off the async threads.
 /// Remove the partial download `key` of `desc`, if there is one. A
 /// download cut short may still be finishing a write on a blocking thread
 /// (its future was dropped, the thread runs on): wait for it to let go, a
@@ -641,6 +640,7 @@ async fn abort_ingest(store: &Store, key: &str, desc: &Descriptor) {
     }
 }
 
+/// Run a store operation on the writer off the async threads.
 async fn blocking<T, E, F>(w: Writer, f: F) -> Result<T>
 where
     T: Send + 'static,
