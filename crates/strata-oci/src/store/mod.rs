@@ -96,16 +96,7 @@ fn fsync_dir(dir: &Path) -> Result<()> {
 /// collide), fsync, rename over `path`, fsync the directory. Readers see the
 /// old content or the new, never a mix; after a crash, one of the two.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .ctx("create temp file in", dir)?;
-    tmp.write_all(data).ctx("write", tmp.path())?;
-    tmp.as_file().sync_all().ctx("fsync", tmp.path())?;
-    tmp.persist(path)
-        .map_err(|e| Error::io("rename", path.to_owned(), e.error))?;
-    fsync_dir(dir)
+    replace_file(path, data, true)
 }
 
 /// [`write_atomic`], unless `path` already holds exactly `data` (written
@@ -123,14 +114,26 @@ pub fn write_atomic_if_changed(path: &Path, data: &[u8]) -> Result<()> {
 /// records that only live as long as their process, which a crash makes
 /// stale anyway (leases). Readers see the old content or the new.
 pub(crate) fn write_atomic_volatile(path: &Path, data: &[u8]) -> Result<()> {
+    replace_file(path, data, false)
+}
+
+/// A uniquely named temp file beside `path` (`.tmp-*`) renamed over it;
+/// `durable`: the file synced before the rename and the directory after.
+fn replace_file(path: &Path, data: &[u8], durable: bool) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(dir)
         .ctx("create temp file in", dir)?;
     tmp.write_all(data).ctx("write", tmp.path())?;
+    if durable {
+        tmp.as_file().sync_all().ctx("fsync", tmp.path())?;
+    }
     tmp.persist(path)
         .map_err(|e| Error::io("rename", path.to_owned(), e.error))?;
+    if durable {
+        fsync_dir(dir)?;
+    }
     Ok(())
 }
 

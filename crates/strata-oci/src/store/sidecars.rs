@@ -1,12 +1,14 @@
-//! Sidecars: small per-image files that tools keep beside the store (the
-//! builder's Dockerfile line map, a cached analysis), never inside an image,
-//! so they never change a digest.
+//! Sidecars: small per-image (or per-blob) files that tools keep beside
+//! the store (the builder's Dockerfile line map, a cached analysis, a
+//! layer's file records), never inside an image, so they never change a
+//! digest.
 //!
 //! The store does not know who writes them. A writer names a *kind*
-//! (`build-info`, `analysis`); its files live under `sidecars/<kind>/`, one
-//! per image ID (the config digest) and optional key. Garbage collection
+//! (`build-info`, `analysis`, `layer-files`); its files live under
+//! `sidecars/<kind>/`, one per blob digest (an image ID, which is its
+//! config's digest, or a layer's) and optional key. Garbage collection
 //! sweeps every kind the same way, as containerd's metadata GC sweeps by
-//! resource kind: a sidecar goes once its image's config blob is gone.
+//! resource kind: a sidecar goes once the blob it names is gone.
 
 use std::fs;
 use std::io;
